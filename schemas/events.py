@@ -1,0 +1,214 @@
+"""The event contract (../shared/contract/EVENTS.md) as Pydantic models: the single source of truth.
+
+Publishers validate with these models before sending; the projector parses with them and turns every
+validation failure into one of the dead-letter reasons of the contract. The JSON Schema files under
+`schemas/json/` are generated from these classes (`python -m schemas.export`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+USER_INPUT_MAX = 2000
+
+Severity = Literal["none", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
+ActionTaken = Literal["", "allow", "flag", "warn", "redact", "block"]
+FeedbackCategory = Literal["inaccurate", "incomplete", "misunderstood", "slow_or_failed", "other"]
+FEEDBACK_CATEGORIES: tuple[str, ...] = ("inaccurate", "incomplete", "misunderstood", "slow_or_failed", "other")
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+# Every timestamp must carry an offset (RFC 3339) and is kept in UTC from here on.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+SessionId = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+IpAddress = Annotated[IPvAnyAddress, AfterValidator(str)]
+
+
+class _Data(BaseModel):
+    # Unknown fields are ignored so that publishers can add fields before the projector knows them.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TurnData(_Data):
+    interaction_uuid: UUID
+    session_id: SessionId
+    user_slug: Annotated[StrictStr, Field(max_length=128)]
+    ip_address: IpAddress | None = None
+    user_input: StrictStr
+    assistant_blocks: list[Any] = Field(default_factory=list)
+    offering_uuids: list[UUID] = Field(default_factory=list)
+    result_count: NonNegativeInt | None = Field(default=None, description="defaults to the number of offering_uuids")
+    is_flagged: StrictBool = False
+    severity: Severity = Field(default="none", description='"" is read as "none"')
+    injection_categories: list[StrictStr] = Field(default_factory=list)
+    pii_categories: list[StrictStr] = Field(default_factory=list)
+    action_taken: ActionTaken = ""
+    warning: StrictStr = ""
+    input_tokens: NonNegativeInt = 0
+    output_tokens: NonNegativeInt = 0
+    last_active_at: UtcDatetime | None = Field(default=None, description="defaults to occurred_at")
+
+    @field_validator("user_input", mode="before")
+    @classmethod
+    def _cut_user_input(cls, value: Any) -> Any:
+        return value[:USER_INPUT_MAX] if isinstance(value, str) else value
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _empty_severity_is_none(cls, value: Any) -> Any:
+        return "none" if value == "" else value
+
+    @model_validator(mode="after")
+    def _default_result_count(self) -> TurnData:
+        if self.result_count is None:
+            object.__setattr__(self, "result_count", len(self.offering_uuids))
+        return self
+
+
+class FeedbackData(_Data):
+    interaction_uuid: UUID
+    session_id: SessionId
+    score: Literal[1, -1]
+    category: FeedbackCategory | None = None
+    comment: StrictStr = ""
+    ip_address: IpAddress | None = None
+
+    @model_validator(mode="after")
+    def _category_goes_with_negative_score(self) -> FeedbackData:
+        if self.score == -1 and self.category is None:
+            raise ValueError("category is required when score is -1")
+        if self.score == 1 and self.category is not None:
+            raise ValueError("category must be absent or null when score is 1")
+        return self
+
+
+class OfferingClickData(_Data):
+    interaction_uuid: UUID
+    session_id: SessionId
+    offering_uuid: UUID
+
+
+_SLUG = re.compile(r"^[-a-zA-Z0-9_]*$")
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError("must be a slug: letters, digits, '-' and '_' only")
+    return value
+
+
+class SessionReviewData(_Data):
+    session_id: SessionId
+    interaction_uuid: UUID
+    resolution_score: Annotated[StrictInt, Field(ge=1, le=5)]
+    intent_category: Annotated[StrictStr, Field(max_length=32), AfterValidator(_slug)]
+    hallucination_detected: StrictBool
+    hallucination_details: StrictStr = ""
+    summary: StrictStr = ""
+    judge_model: StrictStr = ""
+    judge_input_tokens: NonNegativeInt = 0
+    judge_output_tokens: NonNegativeInt = 0
+
+
+class UsageData(_Data):
+    input_tokens: NonNegativeInt
+    output_tokens: NonNegativeInt
+    source: StrictStr = ""
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: UUID
+    version: StrictInt
+    occurred_at: UtcDatetime
+
+
+class TurnRecorded(_Envelope):
+    type: Literal["chat.turn.recorded"]
+    data: TurnData
+
+    @model_validator(mode="after")
+    def _default_last_active_at(self) -> TurnRecorded:
+        if self.data.last_active_at is None:
+            object.__setattr__(self.data, "last_active_at", self.occurred_at)
+        return self
+
+
+class FeedbackSubmitted(_Envelope):
+    type: Literal["chat.feedback.submitted"]
+    data: FeedbackData
+
+
+class OfferingClicked(_Envelope):
+    type: Literal["chat.offering.clicked"]
+    data: OfferingClickData
+
+
+class SessionReviewed(_Envelope):
+    type: Literal["chat.session.reviewed"]
+    data: SessionReviewData
+
+
+class UsageRecorded(_Envelope):
+    type: Literal["assistant.usage.recorded"]
+    data: UsageData
+
+
+Event = TurnRecorded | FeedbackSubmitted | OfferingClicked | SessionReviewed | UsageRecorded
+
+# The five v1 types, by name. `schemas.registry` builds the parsing union from this table.
+V1_MODELS: dict[str, type[_Envelope]] = {
+    "chat.turn.recorded": TurnRecorded,
+    "chat.feedback.submitted": FeedbackSubmitted,
+    "chat.offering.clicked": OfferingClicked,
+    "chat.session.reviewed": SessionReviewed,
+    "assistant.usage.recorded": UsageRecorded,
+}
+
+# Events that act on an existing turn: they wait (see EVENTS.md, "Order") when it has not arrived yet.
+TURN_DEPENDENT_TYPES = frozenset({"chat.feedback.submitted", "chat.offering.clicked", "chat.session.reviewed"})
+
+__all__ = [
+    "ActionTaken",
+    "Event",
+    "FEEDBACK_CATEGORIES",
+    "FeedbackCategory",
+    "FeedbackData",
+    "FeedbackSubmitted",
+    "OfferingClickData",
+    "OfferingClicked",
+    "SEVERITIES",
+    "SessionReviewData",
+    "SessionReviewed",
+    "Severity",
+    "TURN_DEPENDENT_TYPES",
+    "TurnData",
+    "TurnRecorded",
+    "USER_INPUT_MAX",
+    "UsageData",
+    "UsageRecorded",
+    "V1_MODELS",
+]

@@ -1,0 +1,249 @@
+"""The DuckDB read model: its tables, its version, and how to open it.
+
+This is the one module through which the projector (the only writer) and the API (a reader) meet.
+Tables, by what they serve:
+
+- `interactions`: one row per turn, with the current human feedback (`fb_*`), the current LLM
+  review (`llm_*`) and the click count folded in. Serves list, retrieve, by-session, by-user/{slug}
+  and every filtered KPI / by-user query.
+- `sessions`: one row per session (first and last turn, turn count, reviewed turns).
+- `user_stats`: one row per non-empty `user_slug`, the counters of the by-user endpoint.
+- `daily_counters`: one row per UTC day of `created` (or of `occurred_at` for usage events).
+- `clicks`, `usage_events`: the facts behind click counts and the token budget.
+- `applied_events`: every applied `event_id`, so a duplicate is skipped wherever it arrives.
+- `pending_events`: feedback, clicks and reviews whose turn has not arrived yet.
+- `dead_letters`: events that cannot be applied, with their raw bytes and a reason.
+- `offsets`: the next Kafka offset per (topic, partition), written in the same transaction as the
+  rows that the offsets before it produced. This, not Kafka's committed offsets, is the position.
+- `meta`: `readmodel_version` and other facts about the file itself.
+
+Timestamps are stored as naive `TIMESTAMP` in UTC (never TIMESTAMPTZ, so no session time zone can
+shift them). JSON-valued fields of a turn are stored as their JSON text, ready to be spliced into a
+response without re-encoding.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+# Bump when a release changes the tables or what the fold writes into them: a file with an older
+# version is rebuilt from the topic (see the README, "Operating the projector").
+READMODEL_VERSION = 1
+
+DDL: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS meta (
+        key VARCHAR PRIMARY KEY,
+        value VARCHAR NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS offsets (
+        topic VARCHAR NOT NULL,
+        partition INTEGER NOT NULL,
+        next_offset BIGINT NOT NULL,
+        PRIMARY KEY (topic, partition)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS interactions (
+        uuid UUID PRIMARY KEY,
+        session_id VARCHAR NOT NULL,
+        user_slug VARCHAR NOT NULL,
+        user_input VARCHAR NOT NULL,
+        assistant_blocks VARCHAR NOT NULL,      -- JSON text of the array, as given
+        blocks_text VARCHAR NOT NULL,           -- the string values inside assistant_blocks, for `query`
+        offering_uuids VARCHAR NOT NULL,        -- JSON text of the array of UUID strings
+        result_count INTEGER NOT NULL,
+        is_flagged BOOLEAN NOT NULL,
+        severity VARCHAR NOT NULL,              -- none | low | medium | high | critical
+        injection_categories VARCHAR NOT NULL,  -- JSON text
+        pii_categories VARCHAR NOT NULL,        -- JSON text
+        action_taken VARCHAR NOT NULL,
+        warning VARCHAR NOT NULL,
+        ip_address VARCHAR,
+        last_active_at TIMESTAMP NOT NULL,
+        created TIMESTAMP NOT NULL,
+        created_date DATE NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        is_clarification BOOLEAN NOT NULL,      -- some block has "type": "ask_user"
+        click_count INTEGER NOT NULL,
+        -- the visitor's current feedback (NULL score: none)
+        fb_score TINYINT,
+        fb_category VARCHAR,
+        fb_comment VARCHAR NOT NULL,
+        fb_ip VARCHAR,
+        fb_submitted_at TIMESTAMP,
+        -- the LLM judge's current review (NULL llm_reviewed_at: not reviewed)
+        llm_resolution_score TINYINT,
+        llm_intent_category VARCHAR NOT NULL,
+        llm_hallucination_detected BOOLEAN NOT NULL,
+        llm_hallucination_details VARCHAR NOT NULL,
+        llm_summary VARCHAR NOT NULL,
+        llm_judge_model VARCHAR NOT NULL,
+        llm_input_tokens BIGINT NOT NULL,
+        llm_output_tokens BIGINT NOT NULL,
+        llm_reviewed_at TIMESTAMP,
+        -- where the turn came from in the log
+        event_id UUID NOT NULL,
+        source_partition INTEGER NOT NULL,
+        source_offset BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS sessions (
+        session_id VARCHAR PRIMARY KEY,
+        user_slug VARCHAR NOT NULL,             -- of the session's first turn
+        first_created TIMESTAMP NOT NULL,
+        last_created TIMESTAMP NOT NULL,
+        turns BIGINT NOT NULL,
+        reviewed_turns BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS user_stats (
+        user_slug VARCHAR PRIMARY KEY,
+        last_seen TIMESTAMP NOT NULL,
+        total_interactions BIGINT NOT NULL,
+        session_count BIGINT NOT NULL,
+        positive_feedback BIGINT NOT NULL,
+        negative_feedback BIGINT NOT NULL,
+        no_feedback BIGINT NOT NULL,
+        injection_strikes BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS daily_counters (
+        day DATE PRIMARY KEY,
+        turns BIGINT NOT NULL,
+        sessions_started BIGINT NOT NULL,       -- sessions whose first turn is on this day
+        flagged BIGINT NOT NULL,
+        severity_none BIGINT NOT NULL,
+        severity_low BIGINT NOT NULL,
+        severity_medium BIGINT NOT NULL,
+        severity_high BIGINT NOT NULL,
+        severity_critical BIGINT NOT NULL,
+        clicks BIGINT NOT NULL,                 -- clicks on turns created this day
+        feedback_up BIGINT NOT NULL,
+        feedback_down BIGINT NOT NULL,
+        clarifications BIGINT NOT NULL,
+        turn_input_tokens BIGINT NOT NULL,
+        turn_output_tokens BIGINT NOT NULL,
+        usage_input_tokens BIGINT NOT NULL,     -- assistant.usage.recorded, by its occurred_at day
+        usage_output_tokens BIGINT NOT NULL,
+        usage_events BIGINT NOT NULL,
+        reviewed BIGINT NOT NULL,               -- reviewed turns created this day
+        review_score_sum BIGINT NOT NULL,
+        hallucinations BIGINT NOT NULL,
+        review_input_tokens BIGINT NOT NULL,
+        review_output_tokens BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS clicks (
+        event_id UUID NOT NULL,
+        interaction_uuid UUID NOT NULL,
+        offering_uuid UUID NOT NULL,
+        session_id VARCHAR NOT NULL,
+        occurred_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS usage_events (
+        event_id UUID NOT NULL,
+        occurred_at TIMESTAMP NOT NULL,
+        day DATE NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        source VARCHAR NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS applied_events (
+        event_id UUID NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS pending_events (
+        seq BIGINT NOT NULL,                    -- arrival order, so waiting events apply in log order
+        interaction_uuid UUID NOT NULL,
+        event_id UUID NOT NULL,
+        type VARCHAR NOT NULL,
+        topic VARCHAR NOT NULL,
+        partition INTEGER NOT NULL,
+        "offset" BIGINT NOT NULL,
+        key BLOB,
+        value BLOB NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS dead_letters (
+        topic VARCHAR NOT NULL,
+        partition INTEGER NOT NULL,
+        "offset" BIGINT NOT NULL,
+        key BLOB,
+        value BLOB,
+        reason VARCHAR NOT NULL,
+        detail VARCHAR NOT NULL,
+        event_id VARCHAR,
+        type VARCHAR,
+        record_timestamp TIMESTAMP,             -- the Kafka record's own timestamp
+        dead_lettered_at TIMESTAMP NOT NULL     -- wall clock when the fold set it aside
+    )
+    """,
+)
+
+# Tables that hold the projection itself: equal, row for row, for any two folds of the same log.
+PROJECTION_TABLES: tuple[str, ...] = (
+    "interactions",
+    "sessions",
+    "user_stats",
+    "daily_counters",
+    "clicks",
+    "usage_events",
+    "applied_events",
+    "pending_events",
+    "dead_letters",
+    "offsets",
+)
+
+
+def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Opens (and, for a writer, creates) a read-model file. Readers in the writer's process should
+    use `con.cursor()` of the writer's connection instead: DuckDB allows one writing process per file."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    if not read_only:
+        create_tables(con)
+    return con
+
+
+def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("BEGIN")
+    for statement in DDL:
+        con.execute(statement)
+    con.execute(
+        "INSERT INTO meta VALUES ('readmodel_version', ?) ON CONFLICT (key) DO NOTHING",
+        [str(READMODEL_VERSION)],
+    )
+    con.execute("COMMIT")
+
+
+def file_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The read-model version the file was built with, or None for a file without one."""
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'readmodel_version'").fetchone()
+    except duckdb.CatalogException:
+        return None
+    return int(row[0]) if row else None
+
+
+def stored_offsets(con: duckdb.DuckDBPyConnection, topic: str) -> dict[int, int]:
+    rows = con.execute("SELECT partition, next_offset FROM offsets WHERE topic = ?", [topic]).fetchall()
+    return {int(p): int(o) for p, o in rows}

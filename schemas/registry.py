@@ -1,0 +1,191 @@
+"""Parsing raw Kafka values into events, with versioning and the dead-letter reasons of EVENTS.md.
+
+An `EventRegistry` knows, per event type, the current version's model and the upcasters that lift
+older versions' `data` one step at a time (N -> N+1). The envelope's `version` selects the chain: an
+event of an older version is upcast before validation, so the fold only ever sees current models;
+a version with no chain (newer than this release, or never defined) is rejected as
+`unsupported_version`, so that a later release can replay it from the dead letters.
+
+`parse_many` validates a whole poll in one Pydantic call over a JSON array (the fast path) and only
+falls back to one call per value when some value is not JSON at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
+
+from schemas.events import V1_MODELS
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+# The dead-letter reasons of EVENTS.md that come from parsing (the fold adds the others).
+INVALID_JSON = "invalid_json"
+INVALID_ENVELOPE = "invalid_envelope"
+UNKNOWN_TYPE = "unknown_type"
+UNSUPPORTED_VERSION = "unsupported_version"
+INVALID_DATA = "invalid_data"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a raw value is not an event: one of the reasons above and a message naming the field."""
+
+    reason: str
+    detail: str
+    event_id: str | None = None
+    type: str | None = None
+
+
+class EventRegistry:
+    def __init__(
+        self,
+        models: Mapping[str, type[BaseModel]],
+        versions: Mapping[str, int],
+        upcasters: Mapping[tuple[str, int], Upcaster] | None = None,
+    ) -> None:
+        self.models = dict(models)
+        self.versions = dict(versions)
+        self.upcasters = dict(upcasters or {})
+        union = Union[tuple(self.models.values())]  # noqa: UP007 - built from a runtime tuple
+        event = Annotated[Annotated[union, Field(discriminator="type")], BeforeValidator(self._upcast)]
+        self._one = TypeAdapter(event)
+        self._many = TypeAdapter(list[event])
+
+    def _upcast(self, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        type_ = value.get("type")
+        version = value.get("version")
+        current = self.versions.get(type_) if isinstance(type_, str) else None
+        # Unknown types and non-integer versions are left for the union to reject with the right reason.
+        if current is None or not isinstance(version, int) or isinstance(version, bool):
+            return value
+        if version == current:
+            return value
+        data = value.get("data")
+        if 1 <= version < current and all((type_, v) in self.upcasters for v in range(version, current)):
+            if not isinstance(data, dict):
+                return value
+            for v in range(version, current):
+                data = self.upcasters[(type_, v)](dict(data))
+            return {**value, "version": current, "data": data}
+        raise PydanticCustomError(
+            UNSUPPORTED_VERSION,
+            "version {version} of {type} is not supported (this release reads versions up to {current})",
+            {"version": version, "type": type_, "current": current},
+        )
+
+    def parse(self, raw: bytes | str) -> BaseModel:
+        """One raw value to its event model; raises `EventRejected` with the dead-letter reason."""
+        try:
+            return self._one.validate_json(raw)
+        except ValidationError as exc:
+            raise EventRejected(classify(exc.errors(include_url=False), raw)) from None
+
+    def parse_many(self, values: Sequence[bytes | None]) -> list[BaseModel | Rejection]:
+        """A whole poll at once: an event model or a `Rejection` per value, in the same order."""
+        if not values:
+            return []
+        if any(v is None for v in values):
+            return [self._parse_one(v) for v in values]
+        try:
+            return list(self._many.validate_json(b"[" + b",".join(values) + b"]"))  # type: ignore[arg-type]
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if any(e["type"] == "json_invalid" for e in errors):
+                return [self._parse_one(v) for v in values]
+        by_index: dict[int, list[Any]] = {}
+        for error in errors:
+            index = error["loc"][0]
+            by_index.setdefault(index, []).append({**error, "loc": error["loc"][1:]})
+        results: list[BaseModel | Rejection] = []
+        for index, value in enumerate(values):
+            if index in by_index:
+                results.append(classify(by_index[index], value))
+            else:
+                results.append(self._one.validate_json(value))  # type: ignore[arg-type]
+        return results
+
+    def _parse_one(self, value: bytes | None) -> BaseModel | Rejection:
+        if value is None:
+            return Rejection(INVALID_JSON, "the record has no value (a tombstone)")
+        try:
+            return self._one.validate_json(value)
+        except ValidationError as exc:
+            return classify(exc.errors(include_url=False), value)
+
+
+class EventRejected(Exception):
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(f"{rejection.reason}: {rejection.detail}")
+        self.rejection = rejection
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    # loc is (tag, 'data', 'field', ...) inside the discriminated union; the tag is not a field.
+    parts = [str(p) for p in loc[1:]] if loc and isinstance(loc[0], str) and "." in loc[0] else list(map(str, loc))
+    return ".".join(parts) or "(event)"
+
+
+def classify(errors: Sequence[Any], raw: bytes | str | None = None) -> Rejection:
+    """Maps Pydantic's errors for one value to the single dead-letter reason EVENTS.md gives it."""
+    types = {e["type"] for e in errors}
+    messages = "; ".join(f"{_field_name(e['loc'])}: {e['msg']}" for e in errors)
+    event_id, type_ = _peek(raw)
+    if "json_invalid" in types:
+        return Rejection(INVALID_JSON, messages, event_id, type_)
+    if UNSUPPORTED_VERSION in types:
+        return Rejection(UNSUPPORTED_VERSION, messages, event_id, type_)
+    if "union_tag_invalid" in types:
+        return Rejection(UNKNOWN_TYPE, messages, event_id, type_)
+    # Anything wrong outside `data` (or `data` itself missing or not an object) is the envelope's fault.
+    envelope_errors = [e for e in errors if not _inside_data(e)]
+    if envelope_errors:
+        detail = "; ".join(f"{_field_name(e['loc'])}: {e['msg']}" for e in envelope_errors)
+        return Rejection(INVALID_ENVELOPE, detail, event_id, type_)
+    return Rejection(INVALID_DATA, messages, event_id, type_)
+
+
+def _inside_data(error: Any) -> bool:
+    loc = error["loc"]
+    if len(loc) < 2 or loc[1] != "data":
+        return False
+    # A rule across data's fields fails at `data` itself; a missing or non-object `data` does too.
+    return len(loc) > 2 or error["type"] not in ("missing", "model_type", "model_attributes_type", "dict_type")
+
+
+def _peek(raw: bytes | str | None) -> tuple[str | None, str | None]:
+    """Best-effort event_id and type of a rejected value, so operators can search dead letters by them."""
+    if raw is None:
+        return None, None
+    try:
+        import orjson
+
+        obj = orjson.loads(raw)
+    except Exception:
+        return None, None
+    if not isinstance(obj, dict):
+        return None, None
+    event_id, type_ = obj.get("event_id"), obj.get("type")
+    return (
+        event_id if isinstance(event_id, str) else None,
+        type_ if isinstance(type_, str) else None,
+    )
+
+
+CURRENT_VERSIONS: dict[str, int] = {name: 1 for name in V1_MODELS}
+DEFAULT_REGISTRY = EventRegistry(V1_MODELS, CURRENT_VERSIONS)
+
+
+def parse_event(raw: bytes | str) -> BaseModel:
+    """Parses any event of the contract from raw bytes in one call (raises `EventRejected`)."""
+    return DEFAULT_REGISTRY.parse(raw)
+
+
+def parse_events(values: Sequence[bytes | None]) -> list[BaseModel | Rejection]:
+    return DEFAULT_REGISTRY.parse_many(values)

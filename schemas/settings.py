@@ -1,0 +1,66 @@
+"""Every environment variable the service reads, with its default, in one place.
+
+Each command-line flag defaults to the variable named here, so the README's
+configuration table and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+ENV_BOOTSTRAP_SERVERS = "CHAT_ANALYTICS_BOOTSTRAP_SERVERS"
+ENV_TOPIC = "CHAT_ANALYTICS_TOPIC"
+ENV_DB = "CHAT_ANALYTICS_DB"
+ENV_GROUP_ID = "CHAT_ANALYTICS_GROUP_ID"
+ENV_BATCH_SIZE = "CHAT_ANALYTICS_BATCH_SIZE"
+ENV_API_TOKENS = "CHAT_ANALYTICS_API_TOKENS"
+ENV_TOKENS_FILE = "CHAT_ANALYTICS_TOKENS_FILE"
+ENV_DAILY_TOKEN_BUDGET = "CHAT_ANALYTICS_DAILY_TOKEN_BUDGET"
+ENV_USER_SLUG_SALT = "CHAT_ANALYTICS_USER_SLUG_SALT"
+ENV_HOME = "CHAT_ANALYTICS_HOME"
+
+DEFAULT_TOPIC = "chat.events"
+DEFAULT_DB = "./data/chat-analytics.duckdb"
+DEFAULT_GROUP_ID = "chat-analytics-projector"
+DEFAULT_BATCH_SIZE = 5000
+DEFAULT_TOKENS_FILE = "./data/tokens.json"
+DEFAULT_DAILY_TOKEN_BUDGET = 5_000_000
+DEFAULT_HOME = "./.cache/chat-analytics"
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str | None
+    topic: str
+    db: str
+    group_id: str
+    batch_size: int
+    api_tokens: str
+    tokens_file: str
+    daily_token_budget: int
+    user_slug_salt: str
+    home: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            bootstrap_servers=env(ENV_BOOTSTRAP_SERVERS),
+            topic=env(ENV_TOPIC, DEFAULT_TOPIC) or DEFAULT_TOPIC,
+            db=env(ENV_DB, DEFAULT_DB) or DEFAULT_DB,
+            group_id=env(ENV_GROUP_ID, DEFAULT_GROUP_ID) or DEFAULT_GROUP_ID,
+            batch_size=int(env(ENV_BATCH_SIZE, str(DEFAULT_BATCH_SIZE)) or DEFAULT_BATCH_SIZE),
+            api_tokens=env(ENV_API_TOKENS, "") or "",
+            tokens_file=env(ENV_TOKENS_FILE, DEFAULT_TOKENS_FILE) or DEFAULT_TOKENS_FILE,
+            daily_token_budget=int(
+                env(ENV_DAILY_TOKEN_BUDGET, str(DEFAULT_DAILY_TOKEN_BUDGET)) or DEFAULT_DAILY_TOKEN_BUDGET
+            ),
+            # An empty salt is meaningful (slugs become ""), so it is read as given.
+            user_slug_salt=os.environ.get(ENV_USER_SLUG_SALT, ""),
+            home=env(ENV_HOME, DEFAULT_HOME) or DEFAULT_HOME,
+        )
