@@ -247,3 +247,32 @@ def file_version(con: duckdb.DuckDBPyConnection) -> int | None:
 def stored_offsets(con: duckdb.DuckDBPyConnection, topic: str) -> dict[int, int]:
     rows = con.execute("SELECT partition, next_offset FROM offsets WHERE topic = ?", [topic]).fetchall()
     return {int(p): int(o) for p, o in rows}
+
+
+class ReadModelHandle:
+    """The read model a process currently serves from.
+
+    Readers take a fresh cursor per unit of work; a blue/green rebuild `swap`s in a new connection
+    between two requests, and a reader that started on the old one finishes on it.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None) -> None:
+        self._con = con
+        self.path = Path(path) if path is not None else None
+        self.generation = 0
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        return self._con
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._con.cursor()
+
+    def swap(
+        self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """Makes `con` current and returns the previous connection for the caller to close."""
+        old, self._con = self._con, con
+        self.path = Path(path) if path is not None else None
+        self.generation += 1
+        return old
