@@ -1,0 +1,10 @@
+"""The projector: folds the event topic into the DuckDB read model, exactly once.
+
+- `records`: the Kafka-free record the fold consumes.
+- `fold`: the pure fold (`prepare` + `apply_prepared`, or `apply_batch` for both), one transaction per batch.
+- `aggregates`: the SQL that recomputes sessions, user_stats and daily_counters for the keys a batch touched.
+- `snapshot`: `table_rows(con)`, the comparable content of a read-model file.
+- `consumer`: the Kafka side (seek to stored offsets, poll, commit for lag monitoring only).
+- `pipeline`: catch-up mode with parsing in a separate process.
+- `service`: `ProjectorService`, the background thread the API and `chat-analytics project` run.
+"""

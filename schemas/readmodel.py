@@ -177,7 +177,8 @@ DDL: tuple[str, ...] = (
         partition INTEGER NOT NULL,
         "offset" BIGINT NOT NULL,
         key BLOB,
-        value BLOB NOT NULL
+        value BLOB NOT NULL,
+        record_timestamp TIMESTAMP              -- the Kafka record's own timestamp, for a later dead letter
     )
     """,
     """

@@ -1,0 +1,779 @@
+"""The fold: what every event type does to the read model, one DuckDB transaction per batch.
+
+A batch goes through two steps, so that the CPU-heavy one can run in another process:
+
+1. `prepare(records)` (pure Python, no database): parses the whole poll at once with
+   `schemas.registry.parse_events` and shapes each valid event into the row its table needs
+   (JSON text, `blocks_text`, UTC-naive timestamps). The result is plain picklable data.
+2. `apply_prepared(con, batch)`: in one transaction, skips records below the stored offsets and
+   already-applied event ids, inserts turns, applies (or parks, or dead-letters) feedback, clicks and
+   reviews, inserts usage, recomputes the aggregates of the keys it touched, and stores the next
+   offset of every partition it saw. A crash anywhere leaves the file at the previous batch boundary.
+
+`apply_batch(con, records)` does both. Per event type (EVENTS.md):
+
+- `chat.turn.recorded`: a new `interactions` row; a second turn for the same interaction under
+  another event id is dead-lettered as `duplicate_interaction` (the first stands).
+- `chat.feedback.submitted`: replaces `fb_*` of its turn (last one in log order wins); never touches `llm_*`.
+- `chat.session.reviewed`: replaces `llm_*` of its turn (last one wins); keeps `fb_*`.
+- `chat.offering.clicked`: a `clicks` row and `click_count + 1`; the offering must be one the turn offered.
+- `assistant.usage.recorded`: a `usage_events` row (daily token budget only).
+
+Feedback, clicks and reviews whose turn has not arrived wait in `pending_events` and are applied, in
+arrival order, by the batch that brings the turn; a wrong session (`session_mismatch`) or offering
+(`unknown_offering`) is only known then, so that is when they are dead-lettered.
+
+Every event id the fold accepts (applied, parked, or dead-lettered by the fold) goes to
+`applied_events`, so a re-published copy is skipped wherever and whenever it arrives. Records that
+fail to parse are dead-lettered each time: without a valid envelope there is no identity to trust.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from projector import aggregates
+from projector.records import Record
+from schemas.events import (
+    FeedbackSubmitted,
+    OfferingClicked,
+    SessionReviewed,
+    TurnRecorded,
+    UsageRecorded,
+)
+from schemas.registry import INVALID_DATA, Rejection, parse_events
+
+TURN = "chat.turn.recorded"
+FEEDBACK = "chat.feedback.submitted"
+CLICK = "chat.offering.clicked"
+REVIEW = "chat.session.reviewed"
+USAGE = "assistant.usage.recorded"
+
+DUPLICATE_INTERACTION = "duplicate_interaction"
+SESSION_MISMATCH = "session_mismatch"
+UNKNOWN_OFFERING = "unknown_offering"
+
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Step 1: prepare (pure, picklable)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One valid event, shaped for its table. `row` follows the column list of its type below."""
+
+    pos: int  # index of its record in the batch
+    type: str
+    event_id: str
+    interaction_uuid: str | None
+    session_id: str | None
+    row: tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    records: list[Record]
+    events: list[Prepared]  # valid events, in record order
+    rejections: list[tuple[int, str, str, str | None, str | None]]  # (pos, reason, detail, event_id, type)
+
+
+# Column names (and Arrow types) of the rows `prepare` builds, per type.
+TURN_SCHEMA = pa.schema(
+    [
+        ("uuid", pa.string()),
+        ("session_id", pa.string()),
+        ("user_slug", pa.string()),
+        ("user_input", pa.string()),
+        ("assistant_blocks", pa.string()),
+        ("blocks_text", pa.string()),
+        ("offering_uuids", pa.string()),
+        ("result_count", pa.int32()),
+        ("is_flagged", pa.bool_()),
+        ("severity", pa.string()),
+        ("injection_categories", pa.string()),
+        ("pii_categories", pa.string()),
+        ("action_taken", pa.string()),
+        ("warning", pa.string()),
+        ("ip_address", pa.string()),
+        ("last_active_at", pa.timestamp("us")),
+        ("created", pa.timestamp("us")),
+        ("created_date", pa.date32()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("is_clarification", pa.bool_()),
+        ("event_id", pa.string()),
+        ("source_partition", pa.int32()),
+        ("source_offset", pa.int64()),
+    ]
+)
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("uuid", pa.string()),
+        ("score", pa.int8()),
+        ("category", pa.string()),
+        ("comment", pa.string()),
+        ("ip", pa.string()),
+        ("submitted_at", pa.timestamp("us")),
+    ]
+)
+REVIEW_SCHEMA = pa.schema(
+    [
+        ("uuid", pa.string()),
+        ("resolution_score", pa.int8()),
+        ("intent_category", pa.string()),
+        ("hallucination_detected", pa.bool_()),
+        ("hallucination_details", pa.string()),
+        ("summary", pa.string()),
+        ("judge_model", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("reviewed_at", pa.timestamp("us")),
+    ]
+)
+CLICK_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("interaction_uuid", pa.string()),
+        ("offering_uuid", pa.string()),
+        ("session_id", pa.string()),
+        ("occurred_at", pa.timestamp("us")),
+    ]
+)
+USAGE_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("occurred_at", pa.timestamp("us")),
+        ("day", pa.date32()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("source", pa.string()),
+    ]
+)
+
+
+def prepare(records: Sequence[Record]) -> PreparedBatch:
+    """Parses and shapes a whole batch; touches no database, so it can run in a parser process."""
+    records = list(records)
+    parsed = parse_events([r.value for r in records])
+    events: list[Prepared] = []
+    rejections: list[tuple[int, str, str, str | None, str | None]] = []
+    for pos, (record, event) in enumerate(zip(records, parsed, strict=True)):
+        if isinstance(event, Rejection):
+            rejections.append((pos, event.reason, event.detail, event.event_id, event.type))
+            continue
+        try:
+            events.append(_SHAPERS[event.type](pos, record, event))  # type: ignore[attr-defined]
+        except _OutOfRange as exc:
+            rejections.append((pos, INVALID_DATA, str(exc), str(event.event_id), event.type))  # type: ignore[attr-defined]
+    return PreparedBatch(records, events, rejections)
+
+
+class _OutOfRange(ValueError):
+    """A value the contract allows but a read-model column cannot hold (so the event is invalid_data)."""
+
+
+def _check(name: str, value: int, limit: int) -> int:
+    if value > limit:
+        raise _OutOfRange(f"data.{name}: {value} is larger than the read model can store ({limit})")
+    return value
+
+
+def _naive(value: datetime) -> datetime:
+    # The models already converted to UTC; the columns are UTC-naive TIMESTAMPs.
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON text. orjson is fast but refuses integers beyond 64 bits and very deep nesting,
+    which a publisher may legally send inside assistant_blocks; the standard library takes over then."""
+    try:
+        return orjson.dumps(value).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def blocks_text(value: Any) -> str:
+    """Every string value found inside assistant_blocks, in document order, one per line."""
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+    return "\n".join(out)
+
+
+def is_clarification(blocks: list[Any]) -> bool:
+    return any(isinstance(b, dict) and b.get("type") == "ask_user" for b in blocks)
+
+
+def _turn(pos: int, record: Record, event: TurnRecorded) -> Prepared:
+    d = event.data
+    created = _naive(event.occurred_at)
+    uuid = str(d.interaction_uuid)
+    assert d.result_count is not None and d.last_active_at is not None  # the model fills both defaults
+    row = (
+        uuid,
+        d.session_id,
+        d.user_slug,
+        d.user_input,
+        to_json(d.assistant_blocks),
+        blocks_text(d.assistant_blocks),
+        to_json([str(u) for u in d.offering_uuids]),
+        _check("result_count", d.result_count, _INT32_MAX),
+        d.is_flagged,
+        d.severity,
+        to_json(d.injection_categories),
+        to_json(d.pii_categories),
+        d.action_taken,
+        d.warning,
+        d.ip_address,
+        _naive(d.last_active_at),
+        created,
+        created.date(),
+        _check("input_tokens", d.input_tokens, _INT64_MAX),
+        _check("output_tokens", d.output_tokens, _INT64_MAX),
+        is_clarification(d.assistant_blocks),
+        str(event.event_id),
+        record.partition,
+        record.offset,
+    )
+    return Prepared(pos, TURN, str(event.event_id), uuid, d.session_id, row)
+
+
+def _feedback(pos: int, record: Record, event: FeedbackSubmitted) -> Prepared:
+    d = event.data
+    uuid = str(d.interaction_uuid)
+    row = (uuid, d.score, d.category, d.comment, d.ip_address, _naive(event.occurred_at))
+    return Prepared(pos, FEEDBACK, str(event.event_id), uuid, d.session_id, row)
+
+
+def _review(pos: int, record: Record, event: SessionReviewed) -> Prepared:
+    d = event.data
+    uuid = str(d.interaction_uuid)
+    row = (
+        uuid,
+        d.resolution_score,
+        d.intent_category,
+        d.hallucination_detected,
+        d.hallucination_details,
+        d.summary,
+        d.judge_model,
+        _check("judge_input_tokens", d.judge_input_tokens, _INT64_MAX),
+        _check("judge_output_tokens", d.judge_output_tokens, _INT64_MAX),
+        _naive(event.occurred_at),
+    )
+    return Prepared(pos, REVIEW, str(event.event_id), uuid, d.session_id, row)
+
+
+def _click(pos: int, record: Record, event: OfferingClicked) -> Prepared:
+    d = event.data
+    uuid = str(d.interaction_uuid)
+    row = (str(event.event_id), uuid, str(d.offering_uuid), d.session_id, _naive(event.occurred_at))
+    return Prepared(pos, CLICK, str(event.event_id), uuid, d.session_id, row)
+
+
+def _usage(pos: int, record: Record, event: UsageRecorded) -> Prepared:
+    d = event.data
+    at = _naive(event.occurred_at)
+    row = (
+        str(event.event_id),
+        at,
+        at.date(),
+        _check("input_tokens", d.input_tokens, _INT64_MAX),
+        _check("output_tokens", d.output_tokens, _INT64_MAX),
+        d.source,
+    )
+    return Prepared(pos, USAGE, str(event.event_id), None, None, row)
+
+
+_SHAPERS: dict[str, Any] = {TURN: _turn, FEEDBACK: _feedback, REVIEW: _review, CLICK: _click, USAGE: _usage}
+
+
+# --------------------------------------------------------------------------------------------------
+# Step 2: apply (one transaction)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchStats:
+    records: int = 0
+    skipped_below_offset: int = 0  # records the file already holds (a replay after a rebalance)
+    duplicates: int = 0  # events whose event_id was already accepted
+    applied: Counter[str] = field(default_factory=Counter)  # by event type
+    dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
+    pending_added: int = 0
+    pending_resolved: int = 0
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per (topic, partition)
+
+
+@dataclass(slots=True)
+class _Source:
+    """Where a dependent event came from: this batch's records, or the pending table."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    record_timestamp: datetime | None
+    pending_seq: int | None
+
+
+def apply_batch(con: duckdb.DuckDBPyConnection, records: Sequence[Record]) -> BatchStats:
+    """Folds `records` (in log order per partition) into the read model in one transaction."""
+    return apply_prepared(con, prepare(records))
+
+
+def apply_prepared(con: duckdb.DuckDBPyConnection, batch: PreparedBatch) -> BatchStats:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        stats = _Fold(con, batch).run()
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return stats
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[str]:
+    con.register(name, table)
+    try:
+        yield name
+    finally:
+        con.unregister(name)
+
+
+def _record_time(timestamp_ms: int | None) -> datetime | None:
+    if timestamp_ms is None or timestamp_ms < 0:
+        return None
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC).replace(tzinfo=None)
+
+
+def _table(rows: Sequence[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema)
+
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("key", pa.binary()),
+        ("value", pa.binary()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("event_id", pa.string()),
+        ("type", pa.string()),
+        ("record_timestamp", pa.timestamp("us")),
+        ("dead_lettered_at", pa.timestamp("us")),
+    ]
+)
+PENDING_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("interaction_uuid", pa.string()),
+        ("event_id", pa.string()),
+        ("type", pa.string()),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("key", pa.binary()),
+        ("value", pa.binary()),
+        ("record_timestamp", pa.timestamp("us")),
+    ]
+)
+
+
+class _Fold:
+    """One batch's application; `run` is called inside the transaction."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, batch: PreparedBatch) -> None:
+        self.con = con
+        self.batch = batch
+        self.stats = BatchStats(records=len(batch.records))
+        self.now = datetime.now(UTC).replace(tzinfo=None)
+        self.dead: list[tuple[Any, ...]] = []
+        # keys whose aggregates must be recomputed
+        self.days: set[date] = set()
+        self.slugs: set[str] = set()
+        self.sessions: set[str] = set()
+
+    def run(self) -> BatchStats:
+        live = self._live_positions()
+        records = self.batch.records
+        for pos, reason, detail, event_id, type_ in self.batch.rejections:
+            if pos in live:
+                self._dead_letter(self._source(records[pos]), reason, detail, event_id, type_)
+        events = self._first_of_each_event_id([e for e in self.batch.events if e.pos in live])
+        self._insert_applied_ids(events)
+        turns = self._insert_turns([e for e in events if e.type == TURN])
+        self._apply_dependents(turns, [e for e in events if e.type in (FEEDBACK, CLICK, REVIEW)])
+        self._insert_usage([e for e in events if e.type == USAGE])
+        self._insert_dead_letters()
+        aggregates.refresh(self.con, sessions=self.sessions, slugs=self.slugs, days=self.days)
+        self._store_offsets()
+        return self.stats
+
+    # -- positions and duplicates ------------------------------------------------------------------
+
+    def _live_positions(self) -> set[int]:
+        """Positions of records at or past the stored offset of their partition: the rest is already folded."""
+        stored: dict[tuple[str, int], int] = {
+            (t, p): o for t, p, o in self.con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
+        }
+        live: set[int] = set()
+        for pos, r in enumerate(self.batch.records):
+            key = (r.topic, r.partition)
+            if r.offset >= stored.get(key, 0):
+                live.add(pos)
+                self.stats.offsets[key] = max(self.stats.offsets.get(key, 0), r.offset + 1)
+            else:
+                self.stats.skipped_below_offset += 1
+        return live
+
+    def _first_of_each_event_id(self, events: list[Prepared]) -> list[Prepared]:
+        if not events:
+            return []
+        ids = pa.table({"event_id": pa.array(sorted({e.event_id for e in events}), pa.string())})
+        with registered(self.con, "batch_event_ids", ids):
+            seen = {
+                str(row[0])
+                for row in self.con.execute(
+                    "SELECT a.event_id FROM applied_events a"
+                    " SEMI JOIN batch_event_ids b ON a.event_id = b.event_id::UUID"
+                ).fetchall()
+            }
+        kept: list[Prepared] = []
+        for e in events:
+            if e.event_id in seen:
+                self.stats.duplicates += 1
+                continue
+            seen.add(e.event_id)
+            kept.append(e)
+        return kept
+
+    def _insert_applied_ids(self, events: list[Prepared]) -> None:
+        if not events:
+            return
+        ids = pa.table({"event_id": pa.array([e.event_id for e in events], pa.string())})
+        with registered(self.con, "new_event_ids", ids):
+            self.con.execute("INSERT INTO applied_events SELECT event_id::UUID FROM new_event_ids")
+
+    # -- turns -------------------------------------------------------------------------------------
+
+    def _insert_turns(self, turns: list[Prepared]) -> set[str]:
+        """Inserts the batch's new turns; returns their interaction uuids."""
+        if not turns:
+            return set()
+        uuids = pa.table({"uuid": pa.array(sorted({t.interaction_uuid for t in turns}), pa.string())})
+        with registered(self.con, "batch_turn_uuids", uuids):
+            existing = {
+                str(u): str(e)
+                for u, e in self.con.execute(
+                    "SELECT i.uuid, i.event_id FROM interactions i"
+                    " SEMI JOIN batch_turn_uuids b ON i.uuid = b.uuid::UUID"
+                ).fetchall()
+            }
+        rows: list[tuple[Any, ...]] = []
+        for t in turns:
+            assert t.interaction_uuid is not None
+            first = existing.get(t.interaction_uuid)
+            if first is not None:
+                detail = f"interaction {t.interaction_uuid} was already recorded by event {first}; the first one stands"
+                self._dead_letter(
+                    self._source(self.batch.records[t.pos]), DUPLICATE_INTERACTION, detail, t.event_id, TURN
+                )
+                continue
+            existing[t.interaction_uuid] = t.event_id
+            rows.append(t.row)
+            self.days.add(t.row[17])
+            self.sessions.add(t.row[1])
+            if t.row[2]:
+                self.slugs.add(t.row[2])
+        if rows:
+            with registered(self.con, "new_turns", _table(rows, TURN_SCHEMA)):
+                self.con.execute(_INSERT_TURNS)
+            self.stats.applied[TURN] += len(rows)
+        return {r[0] for r in rows}
+
+    # -- feedback, clicks, reviews -----------------------------------------------------------------
+
+    def _apply_dependents(self, new_turns: set[str], batch_events: list[Prepared]) -> None:
+        # Waiting events whose turn has just arrived come first: they arrived first.
+        waiting = self._take_pending(new_turns)
+        dependents = waiting + [(e, self._source(self.batch.records[e.pos])) for e in batch_events]
+        if not dependents:
+            return
+        turns = self._lookup_turns({e.interaction_uuid for e, _ in dependents if e.interaction_uuid})
+        feedback: dict[str, tuple[Any, ...]] = {}
+        reviews: dict[str, tuple[Any, ...]] = {}
+        clicks: list[tuple[Any, ...]] = []
+        pending: list[tuple[Prepared, _Source]] = []
+        for event, source in dependents:
+            assert event.interaction_uuid is not None
+            turn = turns.get(event.interaction_uuid)
+            if turn is None:
+                pending.append((event, source))
+                continue
+            session_id, offerings, user_slug, created_date = turn
+            if event.session_id != session_id:
+                detail = (
+                    f"data.session_id: {event.session_id!r} is not the session of interaction "
+                    f"{event.interaction_uuid} ({session_id!r})"
+                )
+                self._dead_letter(source, SESSION_MISMATCH, detail, event.event_id, event.type)
+                continue
+            if event.type == CLICK and event.row[2] not in offerings:
+                detail = (
+                    f"data.offering_uuid: {event.row[2]} is not among the offerings of interaction "
+                    f"{event.interaction_uuid}"
+                )
+                self._dead_letter(source, UNKNOWN_OFFERING, detail, event.event_id, event.type)
+                continue
+            if event.type == FEEDBACK:
+                feedback[event.interaction_uuid] = event.row  # later ones replace earlier ones
+                if user_slug:
+                    self.slugs.add(user_slug)
+            elif event.type == REVIEW:
+                reviews[event.interaction_uuid] = event.row
+                self.sessions.add(session_id)
+            else:
+                clicks.append(event.row)
+            self.days.add(created_date)
+            self.stats.applied[event.type] += 1
+        self._update_feedback(feedback)
+        self._update_reviews(reviews)
+        self._insert_clicks(clicks)
+        self._park(pending)
+
+    def _take_pending(self, new_turns: set[str]) -> list[tuple[Prepared, _Source]]:
+        if not new_turns:
+            return []
+        uuids = pa.table({"uuid": pa.array(sorted(new_turns), pa.string())})
+        with registered(self.con, "arrived_turns", uuids):
+            rows = self.con.execute(
+                """
+                SELECT p.seq, p.topic, p.partition, p."offset", p.key, p.value, p.record_timestamp
+                FROM pending_events p SEMI JOIN arrived_turns a ON p.interaction_uuid = a.uuid::UUID
+                ORDER BY p.seq
+                """
+            ).fetchall()
+        if not rows:
+            return []
+        seqs = pa.table({"seq": pa.array([r[0] for r in rows], pa.int64())})
+        with registered(self.con, "resolved_seqs", seqs):
+            self.con.execute("DELETE FROM pending_events WHERE seq IN (SELECT seq FROM resolved_seqs)")
+        self.stats.pending_resolved += len(rows)
+        sources = [_Source(t, p, o, k, v, ts, seq) for seq, t, p, o, k, v, ts in rows]
+        reparsed = prepare([Record(s.topic, s.partition, s.offset, s.key, s.value) for s in sources])
+        # A parked event was valid when parked; if this release can no longer read it, say so loudly.
+        for pos, reason, detail, event_id, type_ in reparsed.rejections:
+            self._dead_letter(sources[pos], reason, detail, event_id, type_)
+        return [(e, sources[e.pos]) for e in reparsed.events]
+
+    def _lookup_turns(self, uuids: set[str]) -> dict[str, tuple[str, set[str], str, date]]:
+        table = pa.table({"uuid": pa.array(sorted(uuids), pa.string())})
+        with registered(self.con, "dependent_uuids", table):
+            rows = self.con.execute(
+                """
+                SELECT i.uuid::VARCHAR, i.session_id, i.offering_uuids, i.user_slug, i.created_date
+                FROM interactions i SEMI JOIN dependent_uuids d ON i.uuid = d.uuid::UUID
+                """
+            ).fetchall()
+        return {u: (s, set(orjson.loads(o)), slug, day) for u, s, o, slug, day in rows}
+
+    def _update_feedback(self, feedback: dict[str, tuple[Any, ...]]) -> None:
+        if feedback:
+            with registered(self.con, "new_feedback", _table(list(feedback.values()), FEEDBACK_SCHEMA)):
+                self.con.execute(_UPDATE_FEEDBACK)
+
+    def _update_reviews(self, reviews: dict[str, tuple[Any, ...]]) -> None:
+        if reviews:
+            with registered(self.con, "new_reviews", _table(list(reviews.values()), REVIEW_SCHEMA)):
+                self.con.execute(_UPDATE_REVIEWS)
+
+    def _insert_clicks(self, clicks: list[tuple[Any, ...]]) -> None:
+        if clicks:
+            with registered(self.con, "new_clicks", _table(clicks, CLICK_SCHEMA)):
+                self.con.execute(_INSERT_CLICKS)
+                self.con.execute(_COUNT_CLICKS)
+
+    def _park(self, pending: list[tuple[Prepared, _Source]]) -> None:
+        if not pending:
+            return
+        (top,) = self.con.execute("SELECT coalesce(max(seq), 0) FROM pending_events").fetchone()  # type: ignore[misc]
+        rows = [
+            (
+                top + i + 1,
+                e.interaction_uuid,
+                e.event_id,
+                e.type,
+                s.topic,
+                s.partition,
+                s.offset,
+                s.key,
+                s.value,
+                s.record_timestamp,
+            )
+            for i, (e, s) in enumerate(pending)
+        ]
+        with registered(self.con, "new_pending", _table(rows, PENDING_SCHEMA)):
+            self.con.execute(_INSERT_PENDING)
+        self.stats.pending_added += len(rows)
+
+    # -- usage -------------------------------------------------------------------------------------
+
+    def _insert_usage(self, usage: list[Prepared]) -> None:
+        if not usage:
+            return
+        with registered(self.con, "new_usage", _table([u.row for u in usage], USAGE_SCHEMA)):
+            self.con.execute(_INSERT_USAGE)
+        self.days.update(u.row[2] for u in usage)
+        self.stats.applied[USAGE] += len(usage)
+
+    # -- dead letters and offsets ------------------------------------------------------------------
+
+    def _source(self, record: Record) -> _Source:
+        return _Source(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            _record_time(record.timestamp_ms),
+            None,
+        )
+
+    def _dead_letter(self, source: _Source, reason: str, detail: str, event_id: str | None, type_: str | None) -> None:
+        self.dead.append(
+            (
+                source.topic,
+                source.partition,
+                source.offset,
+                source.key,
+                source.value,
+                reason,
+                detail,
+                event_id,
+                type_,
+                source.record_timestamp,
+                self.now,
+            )
+        )
+        self.stats.dead_letters[reason] += 1
+
+    def _insert_dead_letters(self) -> None:
+        if self.dead:
+            with registered(self.con, "new_dead_letters", _table(self.dead, DEAD_LETTER_SCHEMA)):
+                self.con.execute("INSERT INTO dead_letters BY NAME SELECT * FROM new_dead_letters")
+
+    def _store_offsets(self) -> None:
+        if not self.stats.offsets:
+            return
+        rows = [(t, p, o) for (t, p), o in sorted(self.stats.offsets.items())]
+        table = _table(
+            rows, pa.schema([("topic", pa.string()), ("partition", pa.int32()), ("next_offset", pa.int64())])
+        )
+        with registered(self.con, "new_offsets", table):
+            self.con.execute(
+                """
+                INSERT INTO offsets SELECT topic, partition, next_offset FROM new_offsets
+                ON CONFLICT (topic, partition)
+                DO UPDATE SET next_offset = greatest(offsets.next_offset, excluded.next_offset)
+                """
+            )
+
+
+# The interactions table is the one these statements serve (schemas/readmodel.py); defaults for a
+# turn without feedback, review or clicks are spelled out here so that a new turn is one INSERT.
+_INSERT_TURNS = """
+INSERT INTO interactions BY NAME
+SELECT
+    uuid::UUID AS uuid, session_id, user_slug, user_input, assistant_blocks, blocks_text, offering_uuids,
+    result_count, is_flagged, severity, injection_categories, pii_categories, action_taken, warning, ip_address,
+    last_active_at, created, created_date, input_tokens, output_tokens, is_clarification,
+    0 AS click_count,
+    NULL AS fb_score, NULL AS fb_category, '' AS fb_comment, NULL AS fb_ip, NULL AS fb_submitted_at,
+    NULL AS llm_resolution_score, '' AS llm_intent_category, false AS llm_hallucination_detected,
+    '' AS llm_hallucination_details, '' AS llm_summary, '' AS llm_judge_model,
+    0 AS llm_input_tokens, 0 AS llm_output_tokens, NULL AS llm_reviewed_at,
+    event_id::UUID AS event_id, source_partition, source_offset
+FROM new_turns
+"""
+
+_UPDATE_FEEDBACK = """
+UPDATE interactions SET
+    fb_score = f.score, fb_category = f.category, fb_comment = f.comment, fb_ip = f.ip, fb_submitted_at = f.submitted_at
+FROM new_feedback f
+WHERE interactions.uuid = f.uuid::UUID
+"""
+
+_UPDATE_REVIEWS = """
+UPDATE interactions SET
+    llm_resolution_score = r.resolution_score,
+    llm_intent_category = r.intent_category,
+    llm_hallucination_detected = r.hallucination_detected,
+    llm_hallucination_details = r.hallucination_details,
+    llm_summary = r.summary,
+    llm_judge_model = r.judge_model,
+    llm_input_tokens = r.input_tokens,
+    llm_output_tokens = r.output_tokens,
+    llm_reviewed_at = r.reviewed_at
+FROM new_reviews r
+WHERE interactions.uuid = r.uuid::UUID
+"""
+
+_INSERT_CLICKS = """
+INSERT INTO clicks
+SELECT event_id::UUID, interaction_uuid::UUID, offering_uuid::UUID, session_id, occurred_at FROM new_clicks
+"""
+
+_COUNT_CLICKS = """
+UPDATE interactions SET click_count = interactions.click_count + c.n
+FROM (SELECT interaction_uuid::UUID AS uuid, count(*) AS n FROM new_clicks GROUP BY 1) c
+WHERE interactions.uuid = c.uuid
+"""
+
+_INSERT_USAGE = """
+INSERT INTO usage_events
+SELECT event_id::UUID, occurred_at, day, input_tokens, output_tokens, source FROM new_usage
+"""
+
+_INSERT_PENDING = """
+INSERT INTO pending_events BY NAME
+SELECT seq, interaction_uuid::UUID AS interaction_uuid, event_id::UUID AS event_id, type, topic, partition,
+       "offset", key, value, record_timestamp
+FROM new_pending
+"""
