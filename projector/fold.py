@@ -633,7 +633,8 @@ class _Fold:
     def _park(self, pending: list[tuple[Prepared, _Source]]) -> None:
         if not pending:
             return
-        (top,) = self.con.execute("SELECT coalesce(max(seq), 0) FROM pending_events").fetchone()  # type: ignore[misc]
+        # fetchall, not fetchone: DuckDB 2 keeps a half-read result open and refuses the next statement
+        ((top,),) = self.con.execute("SELECT coalesce(max(seq), 0) FROM pending_events").fetchall()
         rows = [
             (
                 top + i + 1,

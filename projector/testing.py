@@ -6,6 +6,7 @@ story it tells: `feedback(t, -1, "inaccurate")` is a thumbs-down on turn `t`.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -126,7 +127,12 @@ def usage(
 
 
 def encode(event: dict[str, Any] | bytes) -> bytes:
-    return event if isinstance(event, bytes) else orjson.dumps(event)
+    if isinstance(event, bytes):
+        return event
+    try:
+        return orjson.dumps(event)
+    except TypeError:  # integers beyond 64 bits, which JSON allows
+        return json.dumps(event, separators=(",", ":")).encode()
 
 
 def key_of(event: dict[str, Any] | bytes) -> bytes | None:
