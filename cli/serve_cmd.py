@@ -1,9 +1,105 @@
-"""Placeholder: filled in by the issue that owns these commands."""
+"""`chat-analytics serve`: the staff API and the projector in one process, on uvicorn.
+
+The projector is the read model's only writer and runs in a background thread; the API reads the same
+DuckDB database through cursors of the projector's connection (DuckDB allows one writing process
+per file, so a second process could not open it to read while the projector writes).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from schemas.settings import (
+    ENV_BATCH_SIZE,
+    ENV_BOOTSTRAP_SERVERS,
+    ENV_DB,
+    ENV_GROUP_ID,
+    ENV_TOPIC,
+    Settings,
+)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # noqa: ARG001
-    return None
+def register(sub: argparse._SubParsersAction) -> None:
+    settings = Settings.from_env()
+    parser = sub.add_parser("serve", help="serve the staff API, with the projector in the same process")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=settings.bootstrap_servers,
+        help=f"Kafka bootstrap servers (env {ENV_BOOTSTRAP_SERVERS})",
+    )
+    parser.add_argument("--topic", default=settings.topic, help=f"event topic (env {ENV_TOPIC})")
+    parser.add_argument("--db", default=settings.db, help=f"read-model DuckDB file (env {ENV_DB})")
+    parser.add_argument("--group-id", default=settings.group_id, help=f"consumer group (env {ENV_GROUP_ID})")
+    parser.add_argument(
+        "--batch-size", type=int, default=settings.batch_size, help=f"events per fold batch (env {ENV_BATCH_SIZE})"
+    )
+    parser.add_argument(
+        "--no-projector",
+        action="store_true",
+        help="serve the read-model file as it is: no consumer, no ingest endpoint, no broker needed",
+    )
+    parser.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from contextlib import asynccontextmanager
+
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from api.app import create_app
+    from auth.tokens import TokenStore
+    from schemas.readmodel import ReadModelHandle, connect
+
+    settings = Settings.from_env()
+    if not args.no_projector and not args.bootstrap_servers:
+        print(
+            f"serve: no Kafka bootstrap servers: pass --bootstrap-servers or set {ENV_BOOTSTRAP_SERVERS}"
+            " (or --no-projector to serve the file as it is)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        tokens = TokenStore.from_settings(settings.api_tokens, settings.tokens_file)
+    except ValueError as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
+
+    con = connect(args.db)
+    handle = ReadModelHandle(con, args.db)
+    if args.no_projector:
+        app = create_app(handle, tokens=tokens, budget=settings.daily_token_budget)
+    else:
+        from ingest.http import ingest_routes
+        from ingest.publisher import Publisher
+        from projector.service import ProjectorService
+
+        service = ProjectorService(args.bootstrap_servers, args.topic, con, args.group_id, args.batch_size)
+        publisher = Publisher(args.bootstrap_servers, args.topic)
+
+        @asynccontextmanager
+        async def lifespan(app: Starlette):  # noqa: ANN202 - the async generator type adds nothing here
+            service.start()
+            try:
+                yield
+            finally:
+                # Stop consuming before the connection closes, so the last batch commits or rolls back whole.
+                service.stop()
+                publisher.close()
+
+        app = create_app(
+            handle,
+            tokens=tokens,
+            budget=settings.daily_token_budget,
+            status_provider=service.status,
+            extra_routes=ingest_routes(publisher, tokens),
+            lifespan=lifespan,
+        )
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    finally:
+        handle.connection.close()
+    return 0

@@ -1,0 +1,98 @@
+"""SQL over the incremental aggregates the projector keeps: `daily_counters`, `sessions`, `user_stats`.
+
+These answer the unfiltered KPI, the unfiltered by-user list, the budget, and the result counts (and
+page windows) of the common list queries without touching the `interactions` rows.
+"""
+
+from __future__ import annotations
+
+from api.interactions_sql import ts
+from api.params import Filters
+
+SEVERITY_COLUMNS: dict[str, str] = {
+    "none": "severity_none",
+    "low": "severity_low",
+    "medium": "severity_medium",
+    "high": "severity_high",
+    "critical": "severity_critical",
+}
+
+# The filters whose per-day counts daily_counters holds: a date range plus severity or is_flagged.
+DAILY_FILTERS = ("created_from", "created_to", "severity", "is_flagged")
+
+
+def daily_count_expression(filters: Filters) -> str | None:
+    """daily_counters' column (expression) counting the turns of a day that pass the filters, or None
+    when daily_counters cannot tell (a filter on the raw turns, or severity and is_flagged together)."""
+    if not filters.only(*DAILY_FILTERS):
+        return None
+    if filters.severity is not None and filters.is_flagged is not None:
+        return None
+    if filters.severity is not None:
+        return SEVERITY_COLUMNS[filters.severity]
+    if filters.is_flagged is True:
+        return "flagged"
+    if filters.is_flagged is False:
+        return "turns - flagged"
+    return "turns"
+
+
+def per_day(expression: str, *, newest_first: bool) -> str:
+    """(day, turns that pass) for the days in [?, ?] that have any; the expression is from the fixed map."""
+    direction = "DESC" if newest_first else "ASC"
+    return f"""
+        SELECT day, {expression} AS n FROM daily_counters
+        WHERE day BETWEEN ? AND ? AND {expression} > 0
+        ORDER BY day {direction}
+    """
+
+
+def total_for_days(expression: str) -> str:
+    return f"SELECT coalesce(sum({expression}), 0) FROM daily_counters WHERE day BETWEEN ? AND ?"
+
+
+SESSION_TURNS = "SELECT turns FROM sessions WHERE session_id = ?"
+USER_TURNS = "SELECT total_interactions FROM user_stats WHERE user_slug = ?"
+
+KPI_DAILY_TOTALS = """
+    SELECT
+        coalesce(sum(turns), 0),
+        coalesce(sum(flagged), 0),
+        coalesce(sum(feedback_up), 0),
+        coalesce(sum(feedback_down), 0),
+        coalesce(sum(clicks), 0),
+        coalesce(sum(clarifications), 0),
+        coalesce(sum(turn_input_tokens), 0),
+        coalesce(sum(turn_output_tokens), 0),
+        coalesce(sum(reviewed), 0),
+        coalesce(sum(review_score_sum), 0),
+        coalesce(sum(hallucinations), 0),
+        coalesce(sum(review_input_tokens), 0),
+        coalesce(sum(review_output_tokens), 0)
+    FROM daily_counters
+"""
+KPI_SESSIONS = "SELECT count(*), count(*) FILTER (WHERE reviewed_turns > 0) FROM sessions"
+KPI_USERS = "SELECT count(*) FROM user_stats"
+DAYS_BY_SEVERITY = """
+    SELECT day, severity_none, severity_low, severity_medium, severity_high, severity_critical
+    FROM daily_counters WHERE day BETWEEN ? AND ? AND turns > 0
+"""
+
+_USER_COLUMNS = f"""
+    user_slug, {ts("last_seen")}, total_interactions, session_count,
+    positive_feedback, negative_feedback, no_feedback, injection_strikes
+"""
+USERS_PAGE = f"""
+    SELECT {_USER_COLUMNS} FROM user_stats
+    ORDER BY total_interactions DESC, user_slug ASC LIMIT ? OFFSET ?
+"""
+USERS_ALL = f"SELECT {_USER_COLUMNS} FROM user_stats ORDER BY total_interactions DESC, user_slug ASC"
+USER_ONE = f"SELECT {_USER_COLUMNS} FROM user_stats WHERE user_slug = ?"
+COUNT_USERS = "SELECT count(*) FROM user_stats"
+
+BUDGET_TODAY = """
+    SELECT
+        turn_input_tokens + turn_output_tokens + usage_input_tokens + usage_output_tokens,
+        turns + usage_events
+    FROM daily_counters WHERE day = ?
+"""

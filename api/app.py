@@ -1,0 +1,110 @@
+"""`create_app`: the Starlette application serving the staff analytics endpoints from a read model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Lifespan, Receive, Scope, Send
+
+from api import openapi
+from api.encoding import detail, json_response
+from api.endpoints import OPERATIONS, Context, Operation, StatusProvider
+from api.metrics import MetricsMiddleware, RequestMetrics
+from api.params import ParameterError
+from api.queries import PageNotFound
+from auth.http import check
+from auth.tokens import READ_ROLES, TokenStore
+from schemas.readmodel import ReadModelHandle
+from schemas.settings import DEFAULT_DAILY_TOKEN_BUDGET
+
+ALLOWED = "GET, HEAD, OPTIONS"
+API_TITLE = "chat-analytics staff API"
+API_VERSION = "1.0.0"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _OperationApp:
+    """One operation as a plain ASGI app, so its route takes every method and the 405 body is ours."""
+
+    def __init__(self, op: Operation, ctx: Context) -> None:
+        self.op = op
+        self.ctx = ctx
+        self.__name__ = op.operation_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.respond(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def respond(self, request: Request) -> Response:
+        op, ctx = self.op, self.ctx
+        # As Django REST framework does: authenticate first, then look at the method.
+        if op.authenticated:
+            denied = check(request, ctx.tokens, READ_ROLES)
+            if denied is not None:
+                return denied
+        method = request.method
+        if method == "OPTIONS":
+            return json_response({"name": op.summary, "methods": ALLOWED.split(", ")}, headers={"Allow": ALLOWED})
+        if method not in ("GET", "HEAD"):
+            return json_response({"detail": f'Method "{method}" not allowed.'}, 405, {"Allow": ALLOWED})
+        try:
+            response = await op.handler(request, ctx)
+        except ParameterError as exc:
+            response = json_response(exc.errors, 400)
+        except PageNotFound:
+            response = detail("Invalid page.", 404)
+        if method == "HEAD":
+            # The headers GET would send, Content-Length included, without the body.
+            return Response(b"", status_code=response.status_code, headers=dict(response.headers))
+        return response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = "Not found." if exc.status_code == 404 else exc.detail
+    return detail(message, exc.status_code, exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return detail("Internal server error.", 500)
+
+
+def create_app(
+    handle: ReadModelHandle,
+    *,
+    tokens: TokenStore,
+    clock: Callable[[], datetime] = _utc_now,
+    budget: int = DEFAULT_DAILY_TOKEN_BUDGET,
+    status_provider: StatusProvider | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+    lifespan: Lifespan[Starlette] | None = None,
+) -> Starlette:
+    """The API over `handle`. `clock` gives "now" (its UTC date is "today"); `budget` is the daily token
+    budget (negative: unlimited, served as 0); `status_provider` returns the projector's status for
+    /readyz and /metrics (None: no projector in this process); `extra_routes` are mounted as they are."""
+    metrics = RequestMetrics()
+    ctx = Context(handle, tokens, clock, budget, status_provider, metrics)
+    ctx.openapi = orjson.dumps(openapi.build(OPERATIONS, title=API_TITLE, version=API_VERSION))
+    routes: list[BaseRoute] = [Route(op.path, _OperationApp(op, ctx)) for op in OPERATIONS]
+    routes.extend(extra_routes)
+    exception_handlers: Mapping[Any, Any] = {HTTPException: _http_error, Exception: _server_error}
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        exception_handlers=exception_handlers,
+        lifespan=lifespan,
+    )
+    app.state.context = ctx
+    return app

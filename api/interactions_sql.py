@@ -1,0 +1,210 @@
+"""SQL over the `interactions` table: the row shape, the filters, the orderings.
+
+Everything user-given is a bound parameter; the only SQL text chosen by a request comes from the
+fixed maps below (orderings) or from which filters are set, never from the values themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from api.models import Feedback, Interaction, field_names
+from api.params import Filters
+
+
+def ts(column: str) -> str:
+    """A stored UTC TIMESTAMP as `2026-11-26T09:15:02.123456Z` (always six fraction digits)."""
+    return f"strftime({column}, '%Y-%m-%dT%H:%M:%S.%fZ')"
+
+
+# Interaction fields, in the model's order, to the SQL that yields each. JSON-valued fields are stored
+# as JSON text and spliced into the response as they are.
+_INTERACTION_SQL: dict[str, str] = {
+    "uuid": "CAST(uuid AS VARCHAR)",
+    "user_slug": "user_slug",
+    "user_input": "user_input",
+    "assistant_blocks": "assistant_blocks",
+    "offering_uuids": "offering_uuids",
+    "result_count": "result_count",
+    "is_flagged": "is_flagged",
+    "severity": "severity",
+    "injection_categories": "injection_categories",
+    "pii_categories": "pii_categories",
+    "action_taken": "action_taken",
+    "warning": "warning",
+    "ip_address": "ip_address",
+    "session_id": "session_id",
+    "last_active_at": ts("last_active_at"),
+    "created": ts("created"),
+    "feedback": "(fb_score IS NOT NULL OR llm_reviewed_at IS NOT NULL)",
+    "click_count": "click_count",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+}
+JSON_FIELDS = frozenset({"assistant_blocks", "offering_uuids", "injection_categories", "pii_categories"})
+
+_FEEDBACK_SQL: dict[str, str] = {
+    "interaction_uuid": "CAST(uuid AS VARCHAR)",
+    "score": "fb_score",
+    "category": "fb_category",
+    "comment": "fb_comment",
+    "submitted_from_ip": "fb_ip",
+    "submitted_at": ts("fb_submitted_at"),
+    "llm_resolution_score": "llm_resolution_score",
+    "llm_intent_category": "llm_intent_category",
+    "llm_hallucination_detected": "llm_hallucination_detected",
+    "llm_hallucination_details": "llm_hallucination_details",
+    "llm_summary": "llm_summary",
+    "llm_reviewed_at": ts("llm_reviewed_at"),
+    "llm_judge_model": "llm_judge_model",
+    "llm_judge_input_tokens": "llm_input_tokens",
+    "llm_judge_output_tokens": "llm_output_tokens",
+    # DuckDB's greatest() skips NULLs, so this is whichever of the two happened (last).
+    "modified_at": ts("greatest(fb_submitted_at, llm_reviewed_at)"),
+}
+
+INTERACTION_FIELDS = field_names(Interaction)
+FEEDBACK_FIELDS = field_names(Feedback)
+if tuple(_INTERACTION_SQL) != INTERACTION_FIELDS or tuple(_FEEDBACK_SQL) != FEEDBACK_FIELDS:
+    raise RuntimeError("api.interactions_sql selects other fields than api.models describes")
+
+SELECT_LIST = ", ".join([*_INTERACTION_SQL.values(), *_FEEDBACK_SQL.values()])
+_N = len(INTERACTION_FIELDS)
+_FEEDBACK_AT = INTERACTION_FIELDS.index("feedback")
+_JSON_AT = tuple(i for i, name in enumerate(INTERACTION_FIELDS) if name in JSON_FIELDS)
+
+
+def to_body(row: Sequence[Any]) -> dict[str, Any]:
+    """One selected row to the response object (JSON text columns as orjson fragments)."""
+    body = dict(zip(INTERACTION_FIELDS, row[:_N], strict=True))
+    for i in _JSON_AT:
+        body[INTERACTION_FIELDS[i]] = orjson.Fragment(row[i])
+    body["feedback"] = dict(zip(FEEDBACK_FIELDS, row[_N:], strict=True)) if row[_FEEDBACK_AT] else None
+    return body
+
+
+# The `o` values to SQL; the uuid tie-breaker follows the direction of the first term.
+ORDER_SQL: dict[str, str] = {
+    "created": "created ASC",
+    "-created": "created DESC",
+    "result_count": "result_count ASC",
+    "-result_count": "result_count DESC",
+}
+
+
+def order_by(terms: Sequence[str]) -> str:
+    tie = "uuid DESC" if terms[0].startswith("-") else "uuid ASC"
+    return ", ".join([*(ORDER_SQL[t] for t in terms), tie])
+
+
+def where(filters: Filters) -> tuple[str, list[Any]]:
+    """The WHERE condition for the filters (`TRUE` when none) and its parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if filters.created_from is not None:
+        clauses.append("created_date >= ?")
+        params.append(filters.created_from)
+    if filters.created_to is not None:
+        clauses.append("created_date <= ?")
+        params.append(filters.created_to)
+    if filters.has_feedback is not None:
+        clauses.append("fb_score IS NOT NULL" if filters.has_feedback else "fb_score IS NULL")
+    if filters.has_negative_feedback is not None:
+        clauses.append("fb_score = -1" if filters.has_negative_feedback else "fb_score IS DISTINCT FROM -1")
+    if filters.is_flagged is not None:
+        clauses.append("is_flagged = ?")
+        params.append(filters.is_flagged)
+    if filters.severity is not None:
+        clauses.append("severity = ?")
+        params.append(filters.severity)
+    if filters.session_id is not None:
+        clauses.append("session_id = ?")
+        params.append(filters.session_id)
+    if filters.user_slug is not None:
+        clauses.append("user_slug = ?")
+        params.append(filters.user_slug)
+    if filters.query is not None:
+        # contains() on lower-cased text: a substring test with no pattern syntax, so `%` and `_` in
+        # the search text are literal and nothing needs escaping.
+        clauses.append("(contains(lower(user_input), lower(?)) OR contains(lower(blocks_text), lower(?)))")
+        params.extend([filters.query, filters.query])
+    return (" AND ".join(clauses) or "TRUE"), params
+
+
+def select_page(condition: str, order: str, *, limit: bool) -> str:
+    tail = " LIMIT ? OFFSET ?" if limit else ""
+    return f"SELECT {SELECT_LIST} FROM interactions WHERE {condition} ORDER BY {order}{tail}"
+
+
+SELECT_ONE = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ?"
+
+
+def count(condition: str) -> str:
+    return f"SELECT count(*) FROM interactions WHERE {condition}"
+
+
+def kpi_totals(condition: str) -> str:
+    reviewed = "llm_reviewed_at IS NOT NULL"
+    return f"""
+        SELECT
+            count(*),
+            count(DISTINCT session_id),
+            count(DISTINCT user_slug) FILTER (WHERE user_slug <> ''),
+            count(*) FILTER (WHERE is_flagged),
+            count(*) FILTER (WHERE fb_score = 1),
+            count(*) FILTER (WHERE fb_score = -1),
+            coalesce(sum(click_count), 0),
+            count(*) FILTER (WHERE is_clarification),
+            coalesce(sum(input_tokens), 0),
+            coalesce(sum(output_tokens), 0),
+            count(*) FILTER (WHERE {reviewed}),
+            coalesce(sum(llm_resolution_score) FILTER (WHERE {reviewed}), 0),
+            count(*) FILTER (WHERE {reviewed} AND llm_hallucination_detected),
+            count(DISTINCT session_id) FILTER (WHERE {reviewed}),
+            coalesce(sum(llm_input_tokens) FILTER (WHERE {reviewed}), 0),
+            coalesce(sum(llm_output_tokens) FILTER (WHERE {reviewed}), 0)
+        FROM interactions WHERE {condition}
+    """
+
+
+def intent_distribution(condition: str) -> str:
+    return f"""
+        SELECT llm_intent_category, count(*) FROM interactions
+        WHERE {condition} AND llm_reviewed_at IS NOT NULL AND llm_intent_category <> ''
+        GROUP BY llm_intent_category ORDER BY llm_intent_category
+    """
+
+
+def per_day_severity(condition: str) -> str:
+    """Turns per (created day, severity) in [?, ?]: daily_volume and severity_by_day of a filtered KPI."""
+    return f"""
+        SELECT created_date, severity, count(*) FROM interactions
+        WHERE {condition} AND created_date BETWEEN ? AND ?
+        GROUP BY created_date, severity
+    """
+
+
+def users(condition: str, *, limit: bool) -> str:
+    """by-user/ rows over the filtered turns (fields as api.models.UserAggregate)."""
+    tail = " LIMIT ? OFFSET ?" if limit else ""
+    return f"""
+        SELECT
+            user_slug,
+            {ts("max(created)")},
+            count(*) AS total_interactions,
+            count(DISTINCT session_id),
+            count(*) FILTER (WHERE fb_score = 1),
+            count(*) FILTER (WHERE fb_score = -1),
+            count(*) FILTER (WHERE fb_score IS NULL),
+            count(*) FILTER (WHERE action_taken IN ('block', 'redact'))
+        FROM interactions WHERE {condition} AND user_slug <> ''
+        GROUP BY user_slug
+        ORDER BY total_interactions DESC, user_slug ASC{tail}
+    """
+
+
+def count_users(condition: str) -> str:
+    return f"SELECT count(DISTINCT user_slug) FROM interactions WHERE {condition} AND user_slug <> ''"

@@ -1,0 +1,141 @@
+"""Prometheus metrics in the text exposition format (version 0.0.4), written by hand.
+
+Request counts and a latency histogram per endpoint (the route's path template, so that ids in
+paths do not explode the label space), plus the projector's status as gauges and counters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UNMATCHED = "(unmatched)"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(pairs: Mapping[str, Any]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in pairs.items()) + "}"
+
+
+def _number(value: float) -> str:
+    if value == float("inf"):
+        return "+Inf"
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+class _Histogram:
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * len(BUCKETS)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.sum += seconds
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+
+
+class RequestMetrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, str], int] = {}
+        self._latency: dict[str, _Histogram] = {}
+
+    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        with self._lock:
+            key = (endpoint, method, str(status))
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self._latency.setdefault(endpoint, _Histogram()).observe(seconds)
+
+    def lines(self) -> Iterable[str]:
+        with self._lock:
+            counts = sorted(self._counts.items())
+            latency = sorted((k, (list(h.buckets), h.count, h.sum)) for k, h in self._latency.items())
+        yield "# HELP chat_analytics_http_requests_total HTTP requests served, by endpoint, method and status."
+        yield "# TYPE chat_analytics_http_requests_total counter"
+        for (endpoint, method, status), n in counts:
+            labels = _labels({"endpoint": endpoint, "method": method, "status": status})
+            yield f"chat_analytics_http_requests_total{labels} {n}"
+        yield "# HELP chat_analytics_http_request_duration_seconds Time to serve a request, by endpoint."
+        yield "# TYPE chat_analytics_http_request_duration_seconds histogram"
+        for endpoint, (buckets, count, total) in latency:
+            for bound, n in zip(BUCKETS, buckets, strict=True):
+                labels = _labels({"endpoint": endpoint, "le": _number(bound)})
+                yield f"chat_analytics_http_request_duration_seconds_bucket{labels} {n}"
+            labels = _labels({"endpoint": endpoint, "le": "+Inf"})
+            yield f"chat_analytics_http_request_duration_seconds_bucket{labels} {count}"
+            yield f"chat_analytics_http_request_duration_seconds_sum{_labels({'endpoint': endpoint})} {total!r}"
+            yield f"chat_analytics_http_request_duration_seconds_count{_labels({'endpoint': endpoint})} {count}"
+
+
+class MetricsMiddleware:
+    """Times every HTTP request and counts it under its route's path template."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            # The router records the matched route in the (shared) scope.
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or UNMATCHED
+            self.metrics.observe(endpoint, scope["method"], status, time.perf_counter() - started)
+
+
+def projector_lines(status: Mapping[str, Any] | None) -> Iterable[str]:
+    if status is None:
+        return
+    yield "# HELP chat_analytics_projector_caught_up 1 once the projector reached the end offsets seen at start-up."
+    yield "# TYPE chat_analytics_projector_caught_up gauge"
+    yield f"chat_analytics_projector_caught_up {1 if status.get('caught_up') else 0}"
+    yield "# HELP chat_analytics_projector_lag Records between the projector's position and the partition's end."
+    yield "# TYPE chat_analytics_projector_lag gauge"
+    for p in status.get("partitions") or []:
+        if p.get("lag") is not None:
+            yield f"chat_analytics_projector_lag{_labels({'partition': p['partition']})} {int(p['lag'])}"
+    yield "# HELP chat_analytics_projector_events_applied_total Events applied to the read model, by type."
+    yield "# TYPE chat_analytics_projector_events_applied_total counter"
+    for type_, n in sorted((status.get("events_applied") or {}).items()):
+        yield f"chat_analytics_projector_events_applied_total{_labels({'type': type_})} {int(n)}"
+    yield "# HELP chat_analytics_projector_dead_letters_total Events set aside as dead letters, by reason."
+    yield "# TYPE chat_analytics_projector_dead_letters_total counter"
+    for reason, n in sorted((status.get("dead_letters") or {}).items()):
+        yield f"chat_analytics_projector_dead_letters_total{_labels({'reason': reason})} {int(n)}"
+    yield "# HELP chat_analytics_projector_pending_events Events waiting for the turn they refer to."
+    yield "# TYPE chat_analytics_projector_pending_events gauge"
+    yield f"chat_analytics_projector_pending_events {int(status.get('pending_events') or 0)}"
+
+
+def render(metrics: RequestMetrics, status_provider: Callable[[], Mapping[str, Any]] | None) -> str:
+    status = status_provider() if status_provider is not None else None
+    return "\n".join([*metrics.lines(), *projector_lines(status)]) + "\n"

@@ -1,0 +1,171 @@
+"""The response bodies, as Pydantic models: the one description of what every endpoint returns.
+
+The OpenAPI document (`api.openapi`) is assembled from these classes' JSON Schemas, and the queries
+(`api.interactions_sql`, `api.aggregates_sql`) select exactly these fields (checked at import), so the
+schema, the SQL and the bodies cannot drift apart. Bodies are not built through Pydantic on the hot
+path: rows are serialised once with orjson.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from schemas.events import ActionTaken, FeedbackCategory, Severity
+
+# Exactly `2026-11-26T09:15:02.123456Z`: always six fraction digits and `Z` (the SQL formats it so).
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
+UtcTimestamp = Annotated[str, Field(pattern=TIMESTAMP_PATTERN, json_schema_extra={"format": "date-time"})]
+IsoDate = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", json_schema_extra={"format": "date"})]
+Count = Annotated[int, Field(ge=0)]
+
+
+class _Body(BaseModel):
+    # `additionalProperties: false` in the schema: a response with a field not described here is a bug.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Feedback(_Body):
+    """The visitor's current feedback and the LLM judge's current review of one interaction."""
+
+    interaction_uuid: UUID
+    score: Literal[1, -1] | None = Field(description="the visitor's score; null when there is only a review")
+    category: FeedbackCategory | None = Field(description="set with a -1 score; null otherwise")
+    comment: str
+    submitted_from_ip: str | None
+    submitted_at: UtcTimestamp | None
+    llm_resolution_score: Annotated[int, Field(ge=1, le=5)] | None
+    llm_intent_category: str = Field(description='"" when not reviewed')
+    llm_hallucination_detected: bool = Field(description="false when not reviewed")
+    llm_hallucination_details: str
+    llm_summary: str
+    llm_reviewed_at: UtcTimestamp | None
+    llm_judge_model: str
+    llm_judge_input_tokens: Count
+    llm_judge_output_tokens: Count
+    modified_at: UtcTimestamp = Field(description="the later of submitted_at and llm_reviewed_at")
+
+
+class Interaction(_Body):
+    """One anonymous chat turn."""
+
+    uuid: UUID
+    user_slug: str
+    user_input: str
+    assistant_blocks: list[Any]
+    offering_uuids: list[UUID]
+    result_count: Count
+    is_flagged: bool
+    severity: Severity
+    injection_categories: list[str]
+    pii_categories: list[str]
+    action_taken: ActionTaken
+    warning: str
+    ip_address: str | None = Field(description="An IPv4 or IPv6 address.")
+    session_id: str
+    last_active_at: UtcTimestamp
+    created: UtcTimestamp
+    feedback: Feedback | None = Field(description="null when there is neither human feedback nor an LLM review")
+    click_count: Count = Field(description="clicks on the offerings of this turn; repeat clicks count")
+    input_tokens: Count
+    output_tokens: Count
+
+
+class UserAggregate(_Body):
+    """One pseudonymous user's counters over the filtered turns."""
+
+    user_slug: str
+    last_seen: UtcTimestamp
+    total_interactions: Count
+    session_count: Count
+    positive_feedback: Count
+    negative_feedback: Count
+    no_feedback: Count
+    injection_strikes: Count = Field(description="turns whose action_taken is block or redact")
+
+
+class DailyVolume(_Body):
+    date: IsoDate
+    count: Count
+
+
+class SeveritySeries(_Body):
+    NONE: list[Count]
+    LOW: list[Count]
+    MEDIUM: list[Count]
+    HIGH: list[Count]
+    CRITICAL: list[Count]
+
+
+class SeverityByDay(_Body):
+    labels: list[IsoDate] = Field(description="14 UTC dates, oldest first, ending today")
+    series: SeveritySeries
+
+
+class Kpi(_Body):
+    """Counters and rates over the filtered turns. Rates are plain floats, null when undefined."""
+
+    interactions_total: Count
+    sessions_total: Count
+    unique_users: Count = Field(description="distinct non-empty user_slug values")
+    flagged_total: Count
+    feedback_positive: Count
+    feedback_negative: Count
+    satisfaction_rate: float | None = Field(description="positive / (positive + negative); null when no feedback")
+    clicks_total: Count
+    click_through_rate: float | None = Field(description="clicks_total / interactions_total; null when no turns")
+    avg_llm_resolution_score: float | None = Field(description="mean resolution score of reviewed turns")
+    llm_intent_distribution: dict[str, Count] = Field(description="reviewed turns by non-empty intent category")
+    hallucination_rate: float | None = Field(description="reviewed turns with a hallucination / reviewed turns")
+    review_coverage: float | None = Field(description="sessions with a reviewed turn / sessions_total")
+    daily_volume: list[DailyVolume] = Field(description="turns per UTC day, window_days days ending today")
+    clarification_requests_total: Count = Field(description='turns with an assistant block of "type": "ask_user"')
+    clarification_rate: float | None
+    input_tokens_total: Count
+    output_tokens_total: Count
+    reviewed_total: Count
+    review_input_tokens_total: Count
+    review_output_tokens_total: Count
+    severity_by_day: SeverityByDay
+
+
+class Budget(_Body):
+    """Today's global token budget (UTC day of the server clock)."""
+
+    tokens_today: Count = Field(description="turn and usage tokens that occurred today; judge tokens excluded")
+    tokens_limit: Count = Field(description="the configured daily budget; 0 means unlimited")
+    resets_at: UtcTimestamp = Field(description="the next 00:00 UTC")
+    requests_today: Count = Field(description="turns plus usage events that occurred today")
+
+
+class Detail(_Body):
+    detail: str
+
+
+class ParameterErrors(RootModel[dict[str, list[str]]]):
+    """400: one key per bad query parameter, each with its messages."""
+
+
+class Health(_Body):
+    status: Literal["ok"]
+
+
+class PartitionLag(_Body):
+    partition: int
+    end_offset: int | None
+    position: int | None
+    lag: int | None
+
+
+class Readiness(_Body):
+    ready: bool = Field(description="the projector has caught up with the topic's end offsets as of start-up")
+    caught_up: bool
+    partitions: list[PartitionLag]
+    pending_events: Count
+    error: str | None
+
+
+def field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)

@@ -1,0 +1,24 @@
+"""The reference's LinkHeaderPagination: `X-Result-Count` and an RFC 8288 `Link` header."""
+
+from __future__ import annotations
+
+from starlette.datastructures import URL
+
+from api.params import Pagination
+
+
+def headers(url: URL, total: int, pagination: Pagination | None, last_page: int) -> dict[str, str]:
+    """The headers of one page; only `X-Result-Count` for a list served whole."""
+    result = {"X-Result-Count": str(total)}
+    if pagination is None:
+        return result
+    page = pagination.page
+    links = [("first", 1)]
+    if page > 1:
+        links.append(("prev", page - 1))
+    if page < last_page:
+        links.append(("next", page + 1))
+    links.append(("last", last_page))
+    # Absolute URLs that keep every other query parameter (repeated ones too) and set `page`.
+    result["Link"] = ", ".join(f'<{url.include_query_params(page=n)}>; rel="{rel}"' for rel, n in links)
+    return result

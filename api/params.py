@@ -1,0 +1,221 @@
+"""Query parameters: their names, their OpenAPI schemas, and their parsing into typed values.
+
+Every bad parameter is collected, so one 400 names all of them at once (`{"<param>": ["<message>"]}`).
+Conventions borrowed from Django REST framework / django-filter, which the reference uses: an empty
+value means "not given", and a repeated parameter counts with its last value (except `o`, whose
+values all count, in order, so that clients sending `o=a&o=b` and `o=a,b` get the same order).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import date
+from typing import Any
+
+from starlette.datastructures import QueryParams
+
+from schemas.events import SEVERITIES
+
+MAX_PAGE_SIZE = 300
+DEFAULT_PAGE_SIZE = 10
+DEFAULT_WINDOW_DAYS = 30
+MAX_WINDOW_DAYS = 365
+
+TRUE_VALUES = frozenset({"true", "True", "1"})
+FALSE_VALUES = frozenset({"false", "False", "0"})
+ORDERINGS: tuple[str, ...] = ("created", "-created", "result_count", "-result_count")
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DIGITS = re.compile(r"[0-9]+")
+HUGE = 10**18
+
+MSG_DATE = "Enter a valid date (YYYY-MM-DD)."
+MSG_BOOLEAN = "Must be a valid boolean: true, false, True, False, 1 or 0."
+MSG_SEVERITY = f"Select a valid choice: {', '.join(SEVERITIES)}."
+MSG_ORDERING = f"Select a valid ordering: {', '.join(ORDERINGS)} (comma-separated for several)."
+MSG_POSITIVE = "A valid positive integer is required."
+
+_BOOL_SCHEMA = {"type": "boolean", "description": "true, false, True, False, 1 or 0"}
+
+# The filters every interaction endpoint accepts, with their OpenAPI schemas (api.openapi reads this).
+FILTER_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
+    "created_from": ({"type": "string", "format": "date"}, "turns whose UTC created date is on or after this day"),
+    "created_to": ({"type": "string", "format": "date"}, "turns whose UTC created date is on or before this day"),
+    "created_after": ({"type": "string", "format": "date"}, "same as created_from (the newer reference's name)"),
+    "created_before": ({"type": "string", "format": "date"}, "same as created_to (the newer reference's name)"),
+    "has_feedback": (_BOOL_SCHEMA, "true: turns with a human score; false: turns without"),
+    "has_negative_feedback": (_BOOL_SCHEMA, "true: turns whose human score is -1; false: all others"),
+    "is_flagged": (_BOOL_SCHEMA, "flagged by the injection / PII guard"),
+    "query": ({"type": "string"}, "case-insensitive text search in user_input and the text of assistant_blocks"),
+    "severity": ({"type": "string", "enum": list(SEVERITIES)}, "exact severity"),
+    "session_id": ({"type": "string"}, "exact session id"),
+    "user_slug": ({"type": "string"}, "exact user slug"),
+}
+ORDERING_PARAM: tuple[dict[str, Any], str] = (
+    {"type": "array", "items": {"type": "string", "enum": list(ORDERINGS)}},
+    "ordering; several may be given, comma-separated or repeated; uuid breaks ties",
+)
+PAGINATION_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
+    "page": ({"type": "integer", "minimum": 1}, "a page number within the paginated result set"),
+    "page_size": (
+        {"type": "integer", "minimum": 1},
+        f"results per page (default {DEFAULT_PAGE_SIZE}, larger values are cut to {MAX_PAGE_SIZE})",
+    ),
+}
+WINDOW_PARAM: tuple[dict[str, Any], str] = (
+    {"type": "integer"},
+    f"days of daily_volume, ending today (default {DEFAULT_WINDOW_DAYS}, clamped to 1..{MAX_WINDOW_DAYS})",
+)
+
+
+class ParameterError(Exception):
+    """Bad query parameters: the 400 body, one key per parameter."""
+
+    def __init__(self, errors: Mapping[str, list[str]]) -> None:
+        super().__init__(", ".join(errors))
+        self.errors = dict(errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    created_from: date | None = None
+    created_to: date | None = None
+    has_feedback: bool | None = None
+    has_negative_feedback: bool | None = None
+    is_flagged: bool | None = None
+    query: str | None = None
+    severity: str | None = None
+    session_id: str | None = None
+    user_slug: str | None = None
+
+    def given(self) -> frozenset[str]:
+        return frozenset(f.name for f in fields(self) if getattr(self, f.name) is not None)
+
+    def only(self, *names: str) -> bool:
+        """True when no filter outside `names` is set (also when none is set at all)."""
+        return self.given() <= frozenset(names)
+
+    def narrowed(self, **values: str) -> Filters | None:
+        """These filters AND exact filters from the path; None when the two ask for different values."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in values.items():
+            if current[name] is not None and current[name] != value:
+                return None
+            current[name] = value
+        return Filters(**current)
+
+
+@dataclass(frozen=True, slots=True)
+class Pagination:
+    page: int
+    page_size: int
+
+
+def _last(params: QueryParams, name: str) -> str | None:
+    values = params.getlist(name)
+    value = values[-1] if values else None
+    return value if value else None
+
+
+def _date(params: QueryParams, name: str, errors: dict[str, list[str]]) -> date | None:
+    value = _last(params, name)
+    if value is None:
+        return None
+    if _DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    errors[name] = [MSG_DATE]
+    return None
+
+
+def _bool(params: QueryParams, name: str, errors: dict[str, list[str]]) -> bool | None:
+    value = _last(params, name)
+    if value is None:
+        return None
+    if value in TRUE_VALUES:
+        return True
+    if value in FALSE_VALUES:
+        return False
+    errors[name] = [MSG_BOOLEAN]
+    return None
+
+
+def _positive(params: QueryParams, name: str, errors: dict[str, list[str]]) -> int | None:
+    value = _last(params, name)
+    if value is None:
+        return None
+    if _DIGITS.fullmatch(value):
+        digits = value.lstrip("0")
+        if digits:
+            # Capped rather than parsed: no page lies beyond 10**18 rows, and DuckDB's OFFSET is a BIGINT.
+            return int(digits) if len(digits) <= 18 else HUGE
+    errors[name] = [MSG_POSITIVE]
+    return None
+
+
+def _both(lower: date | None, other: date | None, pick: Any) -> date | None:
+    if lower is None or other is None:
+        return lower if other is None else other
+    return pick(lower, other)
+
+
+def parse_filters(params: QueryParams, errors: dict[str, list[str]]) -> Filters:
+    created_from = _both(_date(params, "created_from", errors), _date(params, "created_after", errors), max)
+    created_to = _both(_date(params, "created_to", errors), _date(params, "created_before", errors), min)
+    severity = _last(params, "severity")
+    if severity is not None and severity not in SEVERITIES:
+        errors["severity"] = [MSG_SEVERITY]
+        severity = None
+    return Filters(
+        created_from=created_from,
+        created_to=created_to,
+        has_feedback=_bool(params, "has_feedback", errors),
+        has_negative_feedback=_bool(params, "has_negative_feedback", errors),
+        is_flagged=_bool(params, "is_flagged", errors),
+        query=_last(params, "query"),
+        severity=severity,
+        session_id=_last(params, "session_id"),
+        user_slug=_last(params, "user_slug"),
+    )
+
+
+def parse_ordering(params: QueryParams, errors: dict[str, list[str]]) -> tuple[str, ...]:
+    """The ordering terms in order, each field once (its first mention wins); () for the default."""
+    terms: list[str] = []
+    for value in params.getlist("o"):
+        for term in value.split(","):
+            term = term.strip()
+            if not term:
+                continue
+            if term not in ORDERINGS:
+                errors["o"] = [MSG_ORDERING]
+                return ()
+            if all(t.lstrip("-") != term.lstrip("-") for t in terms):
+                terms.append(term)
+    return tuple(terms)
+
+
+def parse_pagination(params: QueryParams, errors: dict[str, list[str]], *, optional: bool) -> Pagination | None:
+    """The page asked for; None when `optional` and neither page nor page_size is given."""
+    page = _positive(params, "page", errors)
+    page_size = _positive(params, "page_size", errors)
+    if optional and _last(params, "page") is None and _last(params, "page_size") is None:
+        return None
+    return Pagination(page or 1, min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE))
+
+
+def parse_window_days(params: QueryParams) -> int:
+    value = _last(params, "window_days")
+    # As the reference: an unusable value falls back to the default instead of failing the whole KPI call.
+    if value is None or not re.fullmatch(r"-?[0-9]{1,9}", value):
+        return DEFAULT_WINDOW_DAYS
+    return max(1, min(int(value), MAX_WINDOW_DAYS))
+
+
+def raise_if_any(errors: dict[str, list[str]]) -> None:
+    if errors:
+        raise ParameterError(errors)

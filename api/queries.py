@@ -1,0 +1,247 @@
+"""The read operations behind the endpoints, each choosing the cheapest table that answers it.
+
+Every function takes a DuckDB cursor already inside a read transaction (see `api.readers`), so a
+count and the rows it describes come from the same snapshot even while the projector writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from uuid import UUID
+
+import duckdb
+
+from api import aggregates_sql as agg
+from api import interactions_sql as sql
+from api.models import UserAggregate, field_names
+from api.params import Filters, Pagination
+
+SEVERITY_SERIES = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+SEVERITY_BY_DAY_DAYS = 14
+USER_FIELDS = field_names(UserAggregate)
+
+
+class PageNotFound(Exception):
+    """The page asked for lies past the last page."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    total: int
+    rows: list[dict[str, Any]]
+    pagination: Pagination | None
+    last_page: int
+
+
+def _scalar(cur: duckdb.DuckDBPyConnection, query: str, params: Sequence[Any] = ()) -> int:
+    row = cur.execute(query, list(params)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _check_page(total: int, pagination: Pagination | None) -> int:
+    """The last page number; raises PageNotFound for a page past it (page 1 of nothing is fine)."""
+    if pagination is None:
+        return 1
+    last = max(1, -(-total // pagination.page_size))
+    if pagination.page > last:
+        raise PageNotFound
+    return last
+
+
+def _date_bounds(filters: Filters) -> list[date]:
+    return [filters.created_from or date.min, filters.created_to or date.max]
+
+
+# -- interactions ---------------------------------------------------------------------------------
+
+
+def count_interactions(cur: duckdb.DuckDBPyConnection, filters: Filters) -> int:
+    expression = agg.daily_count_expression(filters)
+    if expression is not None:
+        return _scalar(cur, agg.total_for_days(expression), _date_bounds(filters))
+    given = filters.given()
+    if given == {"session_id"}:
+        return _scalar(cur, agg.SESSION_TURNS, [filters.session_id])
+    if given == {"user_slug"}:
+        return _scalar(cur, agg.USER_TURNS, [filters.user_slug])
+    condition, params = sql.where(filters)
+    return _scalar(cur, sql.count(condition), params)
+
+
+def _day_window(
+    cur: duckdb.DuckDBPyConnection, expression: str, filters: Filters, newest_first: bool, offset: int, limit: int
+) -> tuple[date, date, int] | None:
+    """The days that hold rows [offset, offset + limit) in created order, from daily_counters, and how
+    many rows come before the first of those days: the page query then reads only those days."""
+    first: date | None = None
+    skipped = seen = 0
+    day: date | None = None
+    for day, n in cur.execute(agg.per_day(expression, newest_first=newest_first), _date_bounds(filters)).fetchall():
+        if first is None and seen + n > offset:
+            first, skipped = day, seen
+        seen += n
+        if first is not None and seen >= offset + limit:
+            break
+    if first is None or day is None:
+        return None
+    return min(first, day), max(first, day), skipped
+
+
+def list_interactions(
+    cur: duckdb.DuckDBPyConnection,
+    filters: Filters | None,
+    ordering: Sequence[str],
+    pagination: Pagination | None,
+) -> Page:
+    """Interactions passing `filters` (None: a contradiction, nothing passes) in `ordering`; all of them
+    when `pagination` is None."""
+    if filters is None:
+        _check_page(0, pagination)
+        return Page(0, [], pagination, 1)
+    total = count_interactions(cur, filters)
+    last = _check_page(total, pagination)
+    if total == 0:
+        return Page(0, [], pagination, last)
+    condition, params = sql.where(filters)
+    if pagination is None:
+        rows = cur.execute(sql.select_page(condition, sql.order_by(ordering), limit=False), params).fetchall()
+        return Page(total, [sql.to_body(r) for r in rows], None, last)
+    offset = (pagination.page - 1) * pagination.page_size
+    expression = agg.daily_count_expression(filters)
+    if expression is not None and ordering[0].lstrip("-") == "created":
+        window = _day_window(cur, expression, filters, ordering[0] == "-created", offset, pagination.page_size)
+        if window is not None:
+            # Redundant with the filters, but lets DuckDB skip every row group outside those days.
+            condition += " AND created_date BETWEEN ? AND ?"
+            params = [*params, window[0], window[1]]
+            offset -= window[2]
+    query = sql.select_page(condition, sql.order_by(ordering), limit=True)
+    rows = cur.execute(query, [*params, pagination.page_size, offset]).fetchall()
+    return Page(total, [sql.to_body(r) for r in rows], pagination, last)
+
+
+def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any] | None:
+    try:
+        uuid = UUID(value)
+    except ValueError:
+        return None
+    row = cur.execute(sql.SELECT_ONE, [uuid]).fetchone()
+    return sql.to_body(row) if row else None
+
+
+# -- by-user/ ---------------------------------------------------------------------------------------
+
+
+def _user_bodies(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    return [dict(zip(USER_FIELDS, row, strict=True)) for row in rows]
+
+
+def list_users(cur: duckdb.DuckDBPyConnection, filters: Filters, pagination: Pagination | None) -> Page:
+    given = filters.given()
+    if not given:
+        total = _scalar(cur, agg.COUNT_USERS)
+        last = _check_page(total, pagination)
+        if pagination is None:
+            rows = cur.execute(agg.USERS_ALL).fetchall()
+        else:
+            offset = (pagination.page - 1) * pagination.page_size
+            rows = cur.execute(agg.USERS_PAGE, [pagination.page_size, offset]).fetchall()
+        return Page(total, _user_bodies(rows), pagination, last)
+    if given == {"user_slug"}:
+        rows = cur.execute(agg.USER_ONE, [filters.user_slug]).fetchall()
+        last = _check_page(len(rows), pagination)
+        if pagination is not None and pagination.page > 1:
+            rows = []
+        return Page(len(rows), _user_bodies(rows), pagination, last)
+    condition, params = sql.where(filters)
+    total = _scalar(cur, sql.count_users(condition), params)
+    last = _check_page(total, pagination)
+    if pagination is None:
+        rows = cur.execute(sql.users(condition, limit=False), params).fetchall()
+    else:
+        offset = (pagination.page - 1) * pagination.page_size
+        rows = cur.execute(sql.users(condition, limit=True), [*params, pagination.page_size, offset]).fetchall()
+    return Page(total, _user_bodies(rows), pagination, last)
+
+
+# -- kpi/ -------------------------------------------------------------------------------------------
+
+
+def _rate(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def kpi(cur: duckdb.DuckDBPyConnection, filters: Filters, today: date, window_days: int) -> dict[str, Any]:
+    volume_start = today - timedelta(days=window_days - 1)
+    severity_start = today - timedelta(days=SEVERITY_BY_DAY_DAYS - 1)
+    days = [min(volume_start, severity_start), today]
+    per_day: dict[date, dict[str, int]] = {}
+    if not filters.given():
+        (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, hallucinations,
+         review_in, review_out) = cur.execute(agg.KPI_DAILY_TOTALS).fetchone()  # fmt: skip
+        sessions, reviewed_sessions = cur.execute(agg.KPI_SESSIONS).fetchone()
+        users = _scalar(cur, agg.KPI_USERS)
+        condition, params = "TRUE", []
+        for day, *counts in cur.execute(agg.DAYS_BY_SEVERITY, days).fetchall():
+            per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
+    else:
+        condition, params = sql.where(filters)
+        (turns, sessions, users, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed,
+         score_sum, hallucinations, reviewed_sessions, review_in, review_out) = cur.execute(
+            sql.kpi_totals(condition), params
+        ).fetchone()  # fmt: skip
+        for day, severity, n in cur.execute(sql.per_day_severity(condition), [*params, *days]).fetchall():
+            per_day.setdefault(day, {})[severity.upper()] = n
+    intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+
+    def day_count(day: date) -> int:
+        return sum(per_day.get(day, {}).values())
+
+    volume_days = [volume_start + timedelta(days=i) for i in range(window_days)]
+    severity_days = [severity_start + timedelta(days=i) for i in range(SEVERITY_BY_DAY_DAYS)]
+    return {
+        "interactions_total": turns,
+        "sessions_total": sessions,
+        "unique_users": users,
+        "flagged_total": flagged,
+        "feedback_positive": up,
+        "feedback_negative": down,
+        "satisfaction_rate": _rate(up, up + down),
+        "clicks_total": clicks,
+        "click_through_rate": _rate(clicks, turns),
+        "avg_llm_resolution_score": _rate(score_sum, reviewed),
+        "llm_intent_distribution": intents,
+        "hallucination_rate": _rate(hallucinations, reviewed),
+        "review_coverage": _rate(reviewed_sessions, sessions),
+        "daily_volume": [{"date": d.isoformat(), "count": day_count(d)} for d in volume_days],
+        "clarification_requests_total": clarifications,
+        "clarification_rate": _rate(clarifications, turns),
+        "input_tokens_total": tokens_in,
+        "output_tokens_total": tokens_out,
+        "reviewed_total": reviewed,
+        "review_input_tokens_total": review_in,
+        "review_output_tokens_total": review_out,
+        "severity_by_day": {
+            "labels": [d.isoformat() for d in severity_days],
+            "series": {s: [per_day.get(d, {}).get(s, 0) for d in severity_days] for s in SEVERITY_SERIES},
+        },
+    }
+
+
+# -- budget/ ----------------------------------------------------------------------------------------
+
+
+def budget(cur: duckdb.DuckDBPyConnection, now: datetime, limit: int) -> dict[str, Any]:
+    today = now.date()
+    row = cur.execute(agg.BUDGET_TODAY, [today]).fetchone()
+    tokens, requests = (int(row[0]), int(row[1])) if row else (0, 0)
+    resets_at = datetime.combine(today + timedelta(days=1), time())
+    return {
+        "tokens_today": tokens,
+        "tokens_limit": max(limit, 0),
+        "resets_at": resets_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "requests_today": requests,
+    }
