@@ -16,12 +16,15 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     IPvAnyAddress,
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -39,11 +42,30 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _timestamp_text(value: Any) -> Any:
+    # Pydantic would also take a bare number as Unix seconds; the contract only knows RFC 3339 text.
+    if isinstance(value, int | float):
+        raise ValueError("must be an RFC 3339 timestamp string with an offset, not a number")
+    return value
+
+
+def _exactly_int(value: Any) -> Any:
+    # JSON true and 1.0 compare equal to 1 in Python, so the literal alone would let them through.
+    if type(value) is not int:
+        raise ValueError("must be the integer 1 or -1")
+    return value
+
+
 # Every timestamp must carry an offset (RFC 3339) and is kept in UTC from here on.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_timestamp_text), AfterValidator(_to_utc)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 SessionId = Annotated[StrictStr, Field(min_length=1, max_length=64)]
-IpAddress = Annotated[IPvAnyAddress, AfterValidator(str)]
+IpAddress = Annotated[
+    IPvAnyAddress,
+    AfterValidator(str),
+    # Pydantic's own format name ("ipvanyaddress") means nothing to other languages' validators.
+    WithJsonSchema({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
+]
 
 
 class _Data(BaseModel):
@@ -56,12 +78,15 @@ class TurnData(_Data):
     session_id: SessionId
     user_slug: Annotated[StrictStr, Field(max_length=128)]
     ip_address: IpAddress | None = None
-    user_input: StrictStr
+    user_input: StrictStr = Field(description=f"longer input is cut to its first {USER_INPUT_MAX} characters")
     assistant_blocks: list[Any] = Field(default_factory=list)
     offering_uuids: list[UUID] = Field(default_factory=list)
     result_count: NonNegativeInt | None = Field(default=None, description="defaults to the number of offering_uuids")
     is_flagged: StrictBool = False
-    severity: Severity = Field(default="none", description='"" is read as "none"')
+    severity: Annotated[
+        Severity,
+        WithJsonSchema({"type": "string", "enum": ["", *SEVERITIES], "description": '"" is read as "none"'}),
+    ] = "none"
     injection_categories: list[StrictStr] = Field(default_factory=list)
     pii_categories: list[StrictStr] = Field(default_factory=list)
     action_taken: ActionTaken = ""
@@ -90,18 +115,25 @@ class TurnData(_Data):
 class FeedbackData(_Data):
     interaction_uuid: UUID
     session_id: SessionId
-    score: Literal[1, -1]
-    category: FeedbackCategory | None = None
+    score: Annotated[Literal[1, -1], BeforeValidator(_exactly_int)]
+    # Validated even when absent, so that a -1 without category fails at `data.category` itself.
+    category: FeedbackCategory | None = Field(
+        default=None,
+        validate_default=True,
+        description="required when score is -1; absent or null when score is 1",
+    )
     comment: StrictStr = ""
     ip_address: IpAddress | None = None
 
-    @model_validator(mode="after")
-    def _category_goes_with_negative_score(self) -> FeedbackData:
-        if self.score == -1 and self.category is None:
+    @field_validator("category")
+    @classmethod
+    def _category_goes_with_negative_score(cls, value: str | None, info: ValidationInfo) -> str | None:
+        score = info.data.get("score")  # absent when the score itself failed: that error is enough
+        if score == -1 and value is None:
             raise ValueError("category is required when score is -1")
-        if self.score == 1 and self.category is not None:
+        if score == 1 and value is not None:
             raise ValueError("category must be absent or null when score is 1")
-        return self
+        return value
 
 
 class OfferingClickData(_Data):

@@ -6,8 +6,9 @@ event of an older version is upcast before validation, so the fold only ever see
 a version with no chain (newer than this release, or never defined) is rejected as
 `unsupported_version`, so that a later release can replay it from the dead letters.
 
-`parse_many` validates a whole poll in one Pydantic call over a JSON array (the fast path) and only
-falls back to one call per value when some value is not JSON at all.
+`parse_many` validates a whole poll, one Pydantic call per value. (Joining the values into one JSON
+array and validating that in one call is no faster, and is wrong: a value that is not one complete
+JSON value, such as `{"a":1},{"b":2}`, would split into two elements and shift every later result.)
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ INVALID_DATA = "invalid_data"
 
 
 @dataclass(frozen=True, slots=True)
+class FieldError:
+    """One broken rule: the dotted path of the field (`data.session_id`, `(event)` for the whole value)."""
+
+    field: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """Why a raw value is not an event: one of the reasons above and a message naming the field."""
 
@@ -39,6 +48,8 @@ class Rejection:
     detail: str
     event_id: str | None = None
     type: str | None = None
+    # The same errors as `detail`, one per field, for callers that answer with structured errors.
+    errors: tuple[FieldError, ...] = ()
 
 
 class EventRegistry:
@@ -54,7 +65,6 @@ class EventRegistry:
         union = Union[tuple(self.models.values())]  # noqa: UP007 - built from a runtime tuple
         event = Annotated[Annotated[union, Field(discriminator="type")], BeforeValidator(self._upcast)]
         self._one = TypeAdapter(event)
-        self._many = TypeAdapter(list[event])
 
     def _upcast(self, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -89,27 +99,8 @@ class EventRegistry:
 
     def parse_many(self, values: Sequence[bytes | None]) -> list[BaseModel | Rejection]:
         """A whole poll at once: an event model or a `Rejection` per value, in the same order."""
-        if not values:
-            return []
-        if any(v is None for v in values):
-            return [self._parse_one(v) for v in values]
-        try:
-            return list(self._many.validate_json(b"[" + b",".join(values) + b"]"))  # type: ignore[arg-type]
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            if any(e["type"] == "json_invalid" for e in errors):
-                return [self._parse_one(v) for v in values]
-        by_index: dict[int, list[Any]] = {}
-        for error in errors:
-            index = error["loc"][0]
-            by_index.setdefault(index, []).append({**error, "loc": error["loc"][1:]})
-        results: list[BaseModel | Rejection] = []
-        for index, value in enumerate(values):
-            if index in by_index:
-                results.append(classify(by_index[index], value))
-            else:
-                results.append(self._one.validate_json(value))  # type: ignore[arg-type]
-        return results
+        parse_one = self._parse_one
+        return [parse_one(v) for v in values]
 
     def _parse_one(self, value: bytes | None) -> BaseModel | Rejection:
         if value is None:
@@ -126,29 +117,42 @@ class EventRejected(Exception):
         self.rejection = rejection
 
 
-def _field_name(loc: Sequence[Any]) -> str:
+# Errors that Pydantic reports on the whole value but that are about one envelope field.
+_FIELD_OF_ERROR = {
+    UNSUPPORTED_VERSION: "version",
+    "union_tag_invalid": "type",
+    "union_tag_not_found": "type",
+}
+
+
+def _field_name(error: Any) -> str:
+    loc = error["loc"]
     # loc is (tag, 'data', 'field', ...) inside the discriminated union; the tag is not a field.
     parts = [str(p) for p in loc[1:]] if loc and isinstance(loc[0], str) and "." in loc[0] else list(map(str, loc))
-    return ".".join(parts) or "(event)"
+    return ".".join(parts) or _FIELD_OF_ERROR.get(error["type"], "(event)")
+
+
+def _rejection(reason: str, errors: Sequence[Any], event_id: str | None, type_: str | None) -> Rejection:
+    fields = tuple(FieldError(_field_name(e), e["msg"]) for e in errors)
+    detail = "; ".join(f"{f.field}: {f.message}" for f in fields)
+    return Rejection(reason, detail, event_id, type_, fields)
 
 
 def classify(errors: Sequence[Any], raw: bytes | str | None = None) -> Rejection:
     """Maps Pydantic's errors for one value to the single dead-letter reason EVENTS.md gives it."""
     types = {e["type"] for e in errors}
-    messages = "; ".join(f"{_field_name(e['loc'])}: {e['msg']}" for e in errors)
     event_id, type_ = _peek(raw)
     if "json_invalid" in types:
-        return Rejection(INVALID_JSON, messages, event_id, type_)
+        return _rejection(INVALID_JSON, errors, event_id, type_)
     if UNSUPPORTED_VERSION in types:
-        return Rejection(UNSUPPORTED_VERSION, messages, event_id, type_)
+        return _rejection(UNSUPPORTED_VERSION, errors, event_id, type_)
     if "union_tag_invalid" in types:
-        return Rejection(UNKNOWN_TYPE, messages, event_id, type_)
+        return _rejection(UNKNOWN_TYPE, errors, event_id, type_)
     # Anything wrong outside `data` (or `data` itself missing or not an object) is the envelope's fault.
     envelope_errors = [e for e in errors if not _inside_data(e)]
     if envelope_errors:
-        detail = "; ".join(f"{_field_name(e['loc'])}: {e['msg']}" for e in envelope_errors)
-        return Rejection(INVALID_ENVELOPE, detail, event_id, type_)
-    return Rejection(INVALID_DATA, messages, event_id, type_)
+        return _rejection(INVALID_ENVELOPE, envelope_errors, event_id, type_)
+    return _rejection(INVALID_DATA, errors, event_id, type_)
 
 
 def _inside_data(error: Any) -> bool:
