@@ -74,6 +74,8 @@ class _Data(BaseModel):
 
 
 class TurnData(_Data):
+    """One anonymous chat turn (one interaction)."""
+
     interaction_uuid: UUID
     session_id: SessionId
     user_slug: Annotated[StrictStr, Field(max_length=128)]
@@ -113,6 +115,23 @@ class TurnData(_Data):
 
 
 class FeedbackData(_Data):
+    """A visitor's thumbs up or down on one turn."""
+
+    # The category rule below, for JSON Schema validators in other languages.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"score": {"const": -1}}, "required": ["score"]},
+                    "then": {"required": ["category"], "properties": {"category": {"type": "string"}}},
+                },
+                {
+                    "if": {"properties": {"score": {"const": 1}}, "required": ["score"]},
+                    "then": {"properties": {"category": {"type": "null"}}},
+                },
+            ]
+        }
+    )
     interaction_uuid: UUID
     session_id: SessionId
     score: Annotated[Literal[1, -1], BeforeValidator(_exactly_int)]
@@ -137,6 +156,8 @@ class FeedbackData(_Data):
 
 
 class OfferingClickData(_Data):
+    """A click on an offering the turn suggested; it must be one of the turn's offering_uuids."""
+
     interaction_uuid: UUID
     session_id: SessionId
     offering_uuid: UUID
@@ -152,10 +173,14 @@ def _slug(value: str) -> str:
 
 
 class SessionReviewData(_Data):
+    """The LLM judge's verdict on a finished session, stored on the reviewed turn."""
+
     session_id: SessionId
     interaction_uuid: UUID
     resolution_score: Annotated[StrictInt, Field(ge=1, le=5)]
-    intent_category: Annotated[StrictStr, Field(max_length=32), AfterValidator(_slug)]
+    intent_category: Annotated[
+        StrictStr, Field(max_length=32, json_schema_extra={"pattern": _SLUG.pattern}), AfterValidator(_slug)
+    ]
     hallucination_detected: StrictBool
     hallucination_details: StrictStr = ""
     summary: StrictStr = ""
@@ -165,6 +190,8 @@ class SessionReviewData(_Data):
 
 
 class UsageData(_Data):
+    """Tokens the assistant spent outside the anonymous flow; they count towards the daily budget."""
+
     input_tokens: NonNegativeInt
     output_tokens: NonNegativeInt
     source: StrictStr = ""

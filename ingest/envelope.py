@@ -1,0 +1,69 @@
+"""Building the JSON bytes of an event the way every publisher here does (library and HTTP endpoint).
+
+The ingest side fills what a publisher may leave out (`event_id`, `occurred_at`), derives the
+`user_slug` from an IP, cuts long `user_input`, and encodes with orjson. Validation is not done
+here: the caller validates exactly the bytes this returns, with the registry the projector uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from ingest.slug import user_slug
+from schemas.events import USER_INPUT_MAX
+
+TURN_TYPE = "chat.turn.recorded"
+USAGE_TYPE = "assistant.usage.recorded"
+CURRENT_VERSION = 1
+
+# UTC datetimes end in "Z" as in EVENTS.md; UUID and datetime objects need no manual conversion.
+_ORJSON_OPTIONS = orjson.OPT_UTC_Z
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """Compact JSON; raises TypeError for what JSON cannot hold (orjson also refuses ints beyond 64 bits)."""
+    return orjson.dumps(event, option=_ORJSON_OPTIONS)
+
+
+def utc_now_text() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def complete(event: dict[str, Any], salt: str) -> dict[str, Any]:
+    """A copy of `event` with the ingest side's defaults filled in; never raises on bad input (the
+    validation that follows reports it, field by field)."""
+    out = dict(event)
+    if "event_id" not in out:
+        out["event_id"] = str(uuid.uuid4())
+    if "occurred_at" not in out:
+        # Text, not a datetime, so that any JSON encoder can write the completed event.
+        out["occurred_at"] = utc_now_text()
+    data = out.get("data")
+    if out.get("type") == TURN_TYPE and isinstance(data, dict):
+        out["data"] = complete_turn_data(data, salt)
+    return out
+
+
+def complete_turn_data(data: dict[str, Any], salt: str) -> dict[str, Any]:
+    out = dict(data)
+    ip = out.get("ip_address")
+    if out.get("user_slug") is None and isinstance(ip, str):
+        # Not an IP address: leave the slug missing, validation then names data.ip_address.
+        with contextlib.suppress(ValueError):
+            out["user_slug"] = user_slug(ip, salt)
+    text = out.get("user_input")
+    if isinstance(text, str) and len(text) > USER_INPUT_MAX:
+        out["user_input"] = text[:USER_INPUT_MAX]
+    return out
+
+
+def key_of(event: BaseModel) -> bytes:
+    """The Kafka key: the session, so one session's events stay in order on one partition."""
+    session_id = getattr(getattr(event, "data", None), "session_id", None)
+    return session_id.encode() if isinstance(session_id, str) else b""
