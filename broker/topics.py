@@ -15,6 +15,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import TopicAlreadyExistsError
 
+from broker.probe import port_open
+
 DEFAULT_PARTITIONS = 6
 INFINITE = "-1"
 RETENTION_KEYS = ("retention.ms", "retention.bytes")
@@ -121,6 +123,8 @@ def retention_warning(bootstrap: str, topic: str) -> str | None:
     Never raises: a broker that cannot be asked is reported as a warning, since the caller's own
     connection handling decides whether that is fatal.
     """
+    if not port_open(bootstrap.split(",")[0]):
+        return f"could not check the retention of topic {topic!r}: no Kafka broker answers at {bootstrap}"
     try:
         admin = _admin(bootstrap, timeout_ms=10_000)
     except Exception as exc:
