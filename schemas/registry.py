@@ -104,7 +104,8 @@ class EventRegistry:
 
     def _parse_one(self, value: bytes | None) -> BaseModel | Rejection:
         if value is None:
-            return Rejection(INVALID_JSON, "the record has no value (a tombstone)")
+            error = FieldError("(event)", "the record has no value (a tombstone)")
+            return Rejection(INVALID_JSON, f"{error.field}: {error.message}", errors=(error,))
         try:
             return self._one.validate_json(value)
         except ValidationError as exc:
