@@ -97,10 +97,17 @@ class Publisher:
         self.topic = topic
         self.registry = registry
         self.user_slug_salt = Settings.from_env().user_slug_salt if user_slug_salt is None else user_slug_salt
-        config = {**_PRODUCER_DEFAULTS, **producer_config, "enable_idempotence": True, "acks": "all"}
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
+        self._config = {
+            **_PRODUCER_DEFAULTS,
+            **producer_config,
+            "bootstrap_servers": bootstrap_servers,
+            "enable_idempotence": True,
+            "acks": "all",
+        }
+        self._producer = KafkaProducer(**self._config)
         self._raw_error: BaseException | None = None
         self._raw_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
 
     # ---- the five event types ----
 
@@ -260,8 +267,21 @@ class Publisher:
 
     def send(self, prepared: Prepared) -> SendResult:
         """Hands a prepared event to Kafka; the result's `get()` waits for the acknowledgement."""
-        future = self._producer.send(self.topic, value=prepared.value, key=prepared.key)
+        future = self._usable_producer().send(self.topic, value=prepared.value, key=prepared.key)
         return SendResult(prepared.event_id, prepared.event, future)
+
+    def _usable_producer(self) -> KafkaProducer:
+        producer = self._producer
+        # kafka-python 3 puts an idempotent (non-transactional) producer into a fatal state on any
+        # non-retriable error, such as one record over the topic's max.message.bytes: every later send
+        # would fail too. That error has reached its caller; carry on with a fresh producer (and id).
+        manager = getattr(producer, "_transaction_manager", None)
+        if manager is not None and manager.has_fatal_error():
+            with self._swap_lock:
+                if self._producer is producer:
+                    self._producer = KafkaProducer(**self._config)
+                    producer.close(timeout=0)
+        return self._producer
 
     def publish(self, event: Mapping[str, Any]) -> SendResult:
         """Any event of the contract, as an envelope mapping (`type`, `version`, `data`, ...)."""
@@ -281,7 +301,7 @@ class Publisher:
         """Sends already-encoded (key, value) pairs as they are, without validation (the demo generator
         and the benchmarks use it for speed). Returns how many were handed to Kafka. A delivery error
         is raised by this call when `flush` is true, else by the next `flush()`."""
-        send = self._producer.send
+        send = self._usable_producer().send
         topic = self.topic
         count = 0
         for key, value in records:
