@@ -138,6 +138,16 @@ class IngestEndpoint:
                 errors.append({"index": index, "field": "(event)", "message": str(exc)})
         if errors:
             return JSONResponse({"errors": errors}, status_code=400)
+        too_large = [i for i, p in enumerate(prepared) if not self.publisher.fits(p)]
+        if too_large:
+            limit = self.publisher.max_record_bytes
+            return JSONResponse(
+                {
+                    "detail": f"Kafka takes records of at most {limit} bytes; nothing was published.",
+                    "errors": [{"index": i, "field": "(event)", "message": "too large for Kafka"} for i in too_large],
+                },
+                status_code=413,
+            )
         # Every event is valid: only now is anything sent, so a bad batch publishes nothing.
         results = [self.publisher.send(p) for p in prepared]
         acknowledged: list[str] = []

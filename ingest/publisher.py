@@ -21,6 +21,7 @@ from uuid import UUID
 
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata, RecordMetadata
+from kafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel
 
 from ingest.envelope import CURRENT_VERSION, complete, encode, key_of
@@ -264,6 +265,16 @@ class Publisher:
         except EventRejected as exc:
             raise InvalidEvent(exc.rejection) from None
         return Prepared(event, key_of(event), value)
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record (batch overhead included) the producer accepts (`max_request_size`)."""
+        return int(self._config.get("max_request_size", KafkaProducer.DEFAULT_CONFIG["max_request_size"]))
+
+    def fits(self, prepared: Prepared) -> bool:
+        """Whether `send` will accept it; too large, it raises before anything is sent."""
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(prepared.key, prepared.value, [])
+        return bool(size <= self.max_record_bytes)
 
     def send(self, prepared: Prepared) -> SendResult:
         """Hands a prepared event to Kafka; the result's `get()` waits for the acknowledgement."""
