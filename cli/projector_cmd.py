@@ -1,9 +1,143 @@
-"""Placeholder: filled in by the issue that owns these commands."""
+"""`chat-analytics project`: the projector alone, in the foreground, until SIGINT or SIGTERM.
+
+A signal asks the projector to stop between two batches (a batch in flight commits or rolls back as
+a whole either way, so even a SIGKILL loses nothing: the next start resumes from the stored offsets).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+from schemas.settings import (
+    ENV_BATCH_SIZE,
+    ENV_BOOTSTRAP_SERVERS,
+    ENV_DB,
+    ENV_GROUP_ID,
+    ENV_TOPIC,
+    Settings,
+)
+
+log = logging.getLogger("chat_analytics.project")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # noqa: ARG001
-    return None
+def register(sub: argparse._SubParsersAction) -> None:
+    settings = Settings.from_env()
+    parser = sub.add_parser("project", help="fold the event topic into the read-model file (foreground)")
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=settings.bootstrap_servers,
+        help=f"Kafka bootstrap servers (env {ENV_BOOTSTRAP_SERVERS})",
+    )
+    parser.add_argument("--topic", default=settings.topic, help=f"event topic (env {ENV_TOPIC}; default %(default)s)")
+    parser.add_argument("--db", default=settings.db, help=f"read-model DuckDB file (env {ENV_DB}; default %(default)s)")
+    parser.add_argument(
+        "--group-id",
+        default=settings.group_id,
+        help=f"consumer group for lag monitoring only (env {ENV_GROUP_ID}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=settings.batch_size,
+        help=f"most events per fold transaction (env {ENV_BATCH_SIZE}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="stop once the end offsets the topic had at start are folded (a one-off catch-up)",
+    )
+    parser.add_argument(
+        "--progress-every", type=float, default=5.0, help="seconds between progress lines (default %(default)s)"
+    )
+    parser.set_defaults(func=_project)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _project(args: argparse.Namespace) -> int:
+    from projector.service import ProjectorService
+    from schemas.readmodel import READMODEL_VERSION, connect, file_version
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.bootstrap_servers:
+        print(
+            f"project: no Kafka bootstrap servers: pass --bootstrap-servers or set {ENV_BOOTSTRAP_SERVERS}",
+            file=sys.stderr,
+        )
+        return 2
+    _warn_about_retention(args.bootstrap_servers, args.topic)
+    con = connect(args.db)
+    version = file_version(con)
+    if version != READMODEL_VERSION:
+        print(
+            f"project: {args.db} was built by read-model version {version}, this release writes {READMODEL_VERSION}:"
+            " rebuild it from the topic (see the README, 'Operating the projector')",
+            file=sys.stderr,
+        )
+        con.close()
+        return 2
+    service = ProjectorService(args.bootstrap_servers, args.topic, con, args.group_id, args.batch_size)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s: stopping after the current batch", signal.Signals(signum).name)
+        stop.set()
+        service.request_stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    log.info(
+        "folding %s from %s into %s (batches of up to %s)", args.topic, args.bootstrap_servers, args.db, args.batch_size
+    )
+    try:
+        if args.until_caught_up:
+            started = time.monotonic()
+            folded = service.run_until_caught_up()
+            elapsed = time.monotonic() - started
+            log.info(
+                "caught up: %s records in %.1f s (%.0f/s); %s",
+                folded,
+                elapsed,
+                folded / max(elapsed, 1e-9),
+                _line(service.status()),
+            )
+            return 0
+        service.start()
+        while not stop.wait(args.progress_every):
+            log.info("%s", _line(service.status()))
+        return 0
+    finally:
+        service.stop()
+        log.info("stopped: %s", _line(service.status()))
+        con.close()
+
+
+def _line(status: dict) -> str:  # type: ignore[type-arg]
+    lag = sum(p["lag"] for p in status["partitions"])
+    applied = sum(status["events_applied"].values())
+    dead = sum(status["dead_letters"].values())
+    error = f"; error: {status['error']}" if status["error"] else ""
+    return (
+        f"applied {applied} events, lag {lag}, dead letters {dead}, pending {status['pending_events']},"
+        f" caught up: {status['caught_up']}{error}"
+    )
+
+
+def _warn_about_retention(bootstrap_servers: str, topic: str) -> None:
+    from broker.topics import retention_warning
+
+    warning = retention_warning(bootstrap_servers, topic)
+    if warning:
+        log.warning("%s", warning)

@@ -1,0 +1,114 @@
+"""The Kafka side of the projector: where to read from, and reading in batches.
+
+The read model's `offsets` table is the position; Kafka's committed offsets are not. The reader
+assigns itself every partition of the topic (one process owns the DuckDB file, so there is nobody to
+share partitions with) and, on every assignment, seeks each partition to the offset the file stores.
+After each DuckDB commit the same offsets are committed to Kafka under the group id, only so that
+standard lag tools (`kafka-consumer-groups.sh --describe`) show the projector.
+
+Batching: `read_batch` keeps polling until it has `batch_size` records or the topic has nothing more
+right now. While catching up that gives large batches; at the head of the topic a poll returns within
+`LIVE_POLL_MS` with whatever arrived, so a new event is folded well within a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from projector.records import Record
+
+log = logging.getLogger(__name__)
+
+LIVE_POLL_MS = 100  # how long a poll waits at the head of the topic
+FETCH_MAX_WAIT_MS = 100  # the broker's long-poll; short so that a new event is seen quickly
+FILL_DEADLINE_S = 0.25  # a batch being filled is applied after this long even if not full
+
+
+class TopicReader:
+    def __init__(self, bootstrap_servers: str, topic: str, group_id: str | None, batch_size: int) -> None:
+        self.topic = topic
+        self.batch_size = batch_size
+        self.group_id = group_id
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            client_id="chat-analytics-projector",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Catch-up wants big fetches; the broker still answers at once when data is there.
+            max_poll_records=max(batch_size, 500),
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
+        self.partitions: list[TopicPartition] = []
+
+    # -- assignment -----------------------------------------------------------------------------------
+
+    def partition_ids(self, timeout_s: float = 30.0) -> list[int]:
+        """The topic's partitions; waits for metadata (a topic that does not exist yet has none)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self._consumer.partitions_for_topic(self.topic)
+            if found:
+                return sorted(found)
+            if time.monotonic() >= deadline:
+                return []
+            time.sleep(0.2)
+
+    def assign(self, stored: dict[int, int], partitions: list[int]) -> None:
+        """Assigns `partitions` and seeks each one to its stored next offset (the start when none)."""
+        self.partitions = [TopicPartition(self.topic, p) for p in partitions]
+        self._consumer.assign(self.partitions)
+        fresh = []
+        for tp in self.partitions:
+            if tp.partition in stored:
+                self._consumer.seek(tp, stored[tp.partition])
+            else:
+                fresh.append(tp)
+        if fresh:
+            self._consumer.seek_to_beginning(*fresh)
+        log.info("assigned %s partitions of %s at stored offsets %s", len(partitions), self.topic, stored)
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def read_batch(self, max_records: int | None = None) -> list[Record]:
+        """Up to `max_records` records in log order per partition; empty when nothing arrived."""
+        limit = max_records or self.batch_size
+        out: list[Record] = []
+        deadline = time.monotonic() + FILL_DEADLINE_S
+        timeout_ms = LIVE_POLL_MS
+        while len(out) < limit:
+            polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=limit - len(out))
+            if not polled:
+                break
+            for tp, messages in polled.items():
+                out.extend(
+                    Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp if m.timestamp >= 0 else None)
+                    for m in messages
+                )
+            if time.monotonic() >= deadline:
+                break
+            timeout_ms = 0  # fill from what is already fetched; never wait for a full batch
+        return out
+
+    def end_offsets(self) -> dict[int, int]:
+        ends = self._consumer.end_offsets(self.partitions)
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+
+    def known_end_offsets(self) -> dict[int, int | None]:
+        """The high-water marks the last fetches reported: free, but None before the first fetch."""
+        return {tp.partition: self._consumer.highwater(tp) for tp in self.partitions}
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Reports the folded position to Kafka for lag monitoring. Never the source of truth."""
+        if self.group_id is None or not offsets:
+            return
+        self._consumer.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)

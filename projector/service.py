@@ -1,0 +1,257 @@
+"""`ProjectorService`: the projector as a background thread (for `serve`) or a foreground loop (for
+`project`, rebuilds and tests), with the status the API's /readyz and /metrics report.
+
+Each turn of the loop reads a batch, folds it in one DuckDB transaction (which also stores the next
+offsets), then reports the offsets to Kafka for lag monitoring. Any error (broker gone, a DuckDB
+failure) is logged and shown in `status()["error"]`; the loop then drops its Kafka client, waits
+with a growing back-off, and reconnects, seeking again to the offsets the file stores. Nothing is
+applied twice or skipped, because the only position that counts is the one committed with the rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from projector.consumer import TopicReader
+from projector.fold import BatchStats, apply_batch
+from schemas.readmodel import stored_offsets
+from schemas.settings import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_ID
+
+log = logging.getLogger(__name__)
+
+PARTITION_REFRESH_S = 10.0  # how often to look for partitions added to the topic
+END_OFFSETS_REFRESH_S = 5.0  # how often to ask the broker for end offsets when fetches did not say
+KAFKA_COMMIT_EVERY_S = 1.0  # lag-monitoring commits; the read model does not depend on them
+MAX_BACKOFF_S = 30.0
+
+
+class ProjectorService:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        con: duckdb.DuckDBPyConnection,
+        group_id: str | None = DEFAULT_GROUP_ID,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.con = con
+        self.group_id = group_id
+        self.batch_size = batch_size
+        self._reader: TopicReader | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards the status fields below
+        self._positions: dict[int, int] = stored_offsets(con, topic)
+        self._ends: dict[int, int] = {}
+        self._startup_ends: dict[int, int] | None = None
+        self._caught_up = False
+        self._applied: Counter[str] = Counter()
+        self._dead_letters: Counter[str] = Counter(
+            dict(con.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason").fetchall())
+        )
+        self._pending = self._count_pending()
+        self._last_batch_at: datetime | None = None
+        self._error: str | None = None
+        self._last_kafka_commit = 0.0
+        self._last_partition_check = 0.0
+        self._last_end_check = 0.0
+
+    # -- public API -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Follows the topic in a background thread until `stop()`."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run_forever, name="projector", daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Asks the loop (or `run_until_caught_up`) to stop after the current batch; safe in a signal handler."""
+        self._stop.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Asks the loop to stop between two batches and waits for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._close_reader()
+
+    def run_until_caught_up(self, timeout: float | None = None) -> int:
+        """Folds up to the topic's end offsets as of this call, then returns the number of records read.
+
+        Errors are raised, not retried: the caller (a rebuild, a test) decides. Raises TimeoutError if
+        `timeout` seconds pass first (what was folded stays folded); returns early after `request_stop()`.
+        Not to be mixed with a running `start()` thread: there is one writer."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reader = self._connect()
+        targets = reader.end_offsets()
+        self._note_ends(targets)
+        folded = 0
+        try:
+            while not self._reached(targets) and not self._stop.is_set():
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"not caught up with {self.topic} after {timeout} s: {self.status()}")
+                folded += self._step(reader)
+        finally:
+            self._commit_to_kafka(force=True)
+        return folded
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            partitions = [
+                {
+                    "partition": p,
+                    "end_offset": self._ends.get(p, 0),
+                    "position": self._positions.get(p, 0),
+                    "lag": max(0, self._ends.get(p, 0) - self._positions.get(p, 0)),
+                }
+                for p in sorted(set(self._ends) | set(self._positions))
+            ]
+            return {
+                "caught_up": self._caught_up,
+                "partitions": partitions,
+                "events_applied": dict(self._applied),
+                "dead_letters": dict(self._dead_letters),
+                "pending_events": self._pending,
+                "last_batch_at": self._last_batch_at.isoformat().replace("+00:00", "Z")
+                if self._last_batch_at
+                else None,
+                "error": self._error,
+            }
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def _run_forever(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                reader = self._connect()
+                while not self._stop.is_set():
+                    self._step(reader)
+                    self._maybe_refresh(reader)
+                    backoff = 0.5
+            except Exception as exc:  # the loop must outlive any one failure
+                log.exception("projector error; reconnecting in %.1f s", backoff)
+                with self._lock:
+                    self._error = f"{type(exc).__name__}: {exc}"
+                self._close_reader()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        self._commit_to_kafka(force=True)
+        self._close_reader()
+
+    def _connect(self) -> TopicReader:
+        if self._reader is not None:
+            return self._reader
+        reader = TopicReader(self.bootstrap_servers, self.topic, self.group_id, self.batch_size)
+        try:
+            partitions = reader.partition_ids()
+            if not partitions:
+                raise RuntimeError(f"topic {self.topic!r} has no partitions (does it exist?)")
+            # Every assignment starts from the file's own offsets: that is what makes a retry exact.
+            reader.assign(stored_offsets(self.con, self.topic), partitions)
+            if self._startup_ends is None:
+                ends = reader.end_offsets()
+                self._startup_ends = ends
+                self._note_ends(ends)
+        except Exception:
+            reader.close()
+            raise
+        self._reader = reader
+        self._last_partition_check = time.monotonic()
+        self._update_caught_up()
+        return reader
+
+    def _step(self, reader: TopicReader) -> int:
+        records = reader.read_batch()
+        if records:
+            stats = apply_batch(self.con, records)
+            self._after_batch(stats)
+        with self._lock:
+            self._error = None
+        self._note_ends({p: e for p, e in reader.known_end_offsets().items() if e is not None})
+        self._commit_to_kafka()
+        return len(records)
+
+    def _after_batch(self, stats: BatchStats) -> None:
+        pending = self._count_pending() if stats.pending_added or stats.pending_resolved else None
+        with self._lock:
+            for (topic, partition), offset in stats.offsets.items():
+                if topic == self.topic:
+                    self._positions[partition] = max(self._positions.get(partition, 0), offset)
+            self._applied.update(stats.applied)
+            self._dead_letters.update(stats.dead_letters)
+            if pending is not None:
+                self._pending = pending
+            self._last_batch_at = datetime.now(UTC)
+        self._update_caught_up()
+        if stats.dead_letters:
+            log.warning("dead letters in this batch: %s", dict(stats.dead_letters))
+
+    def _maybe_refresh(self, reader: TopicReader) -> None:
+        now = time.monotonic()
+        if now - self._last_end_check > END_OFFSETS_REFRESH_S:
+            self._last_end_check = now
+            self._note_ends(reader.end_offsets())
+        if now - self._last_partition_check > PARTITION_REFRESH_S:
+            self._last_partition_check = now
+            partitions = reader.partition_ids(timeout_s=0)
+            if partitions and len(partitions) != len(reader.partitions):
+                log.info("topic %s now has %s partitions", self.topic, len(partitions))
+                reader.assign(stored_offsets(self.con, self.topic), partitions)
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _reached(self, targets: dict[int, int]) -> bool:
+        with self._lock:
+            return all(self._positions.get(p, 0) >= end for p, end in targets.items())
+
+    def _note_ends(self, ends: dict[int, int]) -> None:
+        with self._lock:
+            for p, end in ends.items():
+                self._ends[p] = max(self._ends.get(p, 0), end)
+
+    def _update_caught_up(self) -> None:
+        if self._caught_up or self._startup_ends is None:
+            return
+        if self._reached(self._startup_ends):
+            with self._lock:
+                self._caught_up = True
+            log.info("caught up with %s (end offsets at start-up: %s)", self.topic, self._startup_ends)
+
+    def _count_pending(self) -> int:
+        return int(self.con.execute("SELECT count(*) FROM pending_events").fetchall()[0][0])
+
+    def _commit_to_kafka(self, force: bool = False) -> None:
+        reader = self._reader
+        now = time.monotonic()
+        if reader is None or (not force and now - self._last_kafka_commit < KAFKA_COMMIT_EVERY_S):
+            return
+        self._last_kafka_commit = now
+        with self._lock:
+            positions = dict(self._positions)
+        try:
+            reader.commit(positions)
+        except Exception as exc:  # monitoring only: never worth stopping the fold for
+            log.warning("could not commit offsets to Kafka for lag monitoring: %s", exc)
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                reader.close()
+            except Exception as exc:
+                log.warning("closing the Kafka consumer failed: %s", exc)

@@ -1,0 +1,156 @@
+"""ProjectorService through a real broker: catch-up, live following, status, and surviving a broker
+that is not there."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from kafka import KafkaProducer
+
+from projector.fold import apply_batch
+from projector.records import Record
+from projector.service import ProjectorService
+from projector.snapshot import diff, table_rows
+from projector.testing import click, encode, feedback, key_of, stream, turn, usage
+from schemas.readmodel import connect
+
+STATUS_KEYS = {"caught_up", "partitions", "events_applied", "dead_letters", "pending_events", "last_batch_at", "error"}
+
+
+def publish(bootstrap_servers: str, topic: str, events: Sequence[dict[str, Any] | bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    try:
+        for event in events:
+            producer.send(topic, key=key_of(event), value=encode(event))
+        producer.flush(60)
+    finally:
+        producer.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str, limit_s: float = 30.0) -> None:
+    # A bound on how long to wait, not an assertion about speed.
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    c = connect(tmp_path / "readmodel.duckdb")
+    yield c
+    c.close()
+
+
+def read_back(bootstrap_servers: str, topic: str) -> list[Record]:
+    """Every record of the topic, partition by partition, as the fold sees them."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: dict[int, list[Record]] = {tp.partition: [] for tp in tps}
+        while any(len(out[tp.partition]) < ends[tp] for tp in tps):
+            for tp, messages in consumer.poll(timeout_ms=500).items():
+                out[tp.partition].extend(
+                    Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp) for m in messages
+                )
+        return [r for p in sorted(out) for r in out[p]]
+    finally:
+        consumer.close()
+
+
+def test_run_until_caught_up_folds_the_topic_exactly_like_the_pure_fold(
+    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    events = list(stream(3000, seed=11, sessions=40))
+    publish(bootstrap_servers, topic, events)
+    service = ProjectorService(bootstrap_servers, topic, con, group_id=f"g-{topic}", batch_size=700)
+    folded = service.run_until_caught_up(timeout=120)
+    assert folded == len(events)
+
+    reference = connect(tmp_path / "reference.duckdb")
+    apply_batch(reference, read_back(bootstrap_servers, topic))
+    assert diff(table_rows(reference), table_rows(con)) == {}
+    reference.close()
+
+    status = service.status()
+    assert set(status) == STATUS_KEYS
+    assert status["caught_up"] is True
+    assert [p["partition"] for p in status["partitions"]] == [0, 1, 2]
+    assert sum(p["end_offset"] for p in status["partitions"]) == len(events)
+    assert all(p["position"] == p["end_offset"] and p["lag"] == 0 for p in status["partitions"])
+    turns_in_table = con.execute("SELECT count(*) FROM interactions").fetchall()[0][0]
+    assert status["events_applied"]["chat.turn.recorded"] == turns_in_table
+    db_dead = dict(con.execute("SELECT reason, count(*) FROM dead_letters GROUP BY 1").fetchall())
+    assert status["dead_letters"] == db_dead and sum(db_dead.values()) > 0
+    assert status["error"] is None and status["last_batch_at"].endswith("Z")
+    service.stop()
+
+    # Kafka got the positions too, for lag tools only.
+    from kafka import KafkaConsumer, TopicPartition
+
+    monitor = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=f"g-{topic}", enable_auto_commit=False)
+    committed = {p: monitor.committed(TopicPartition(topic, p)) for p in range(3)}
+    monitor.close()
+    assert committed == {p["partition"]: p["end_offset"] for p in status["partitions"]}
+
+
+def test_live_mode_follows_new_events_and_reports_status(
+    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection
+) -> None:
+    t = turn("live-session", user_slug="u1", offering_uuids=["0b7c1f1e-8a43-4f55-9d7e-2f0c7e1d0a01"])
+    publish(bootstrap_servers, topic, [t, usage(5, 6)])
+    service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=100)
+    service.start()
+    try:
+        wait_for(lambda: service.status()["caught_up"], "catching up with the two events there at start")
+        reader = con.cursor()
+        assert reader.execute("SELECT count(*) FROM interactions").fetchall() == [(1,)]
+
+        publish(bootstrap_servers, topic, [feedback(t, -1, "other"), click(t), click(t), feedback(turn(), 1)])
+
+        def folded() -> bool:
+            rows = reader.execute("SELECT fb_score, click_count FROM interactions").fetchall()
+            return rows == [(-1, 2)] and service.status()["pending_events"] == 1
+
+        wait_for(folded, "the feedback and clicks to show through a reader cursor")
+        status = service.status()
+        assert status["events_applied"] == {
+            "chat.turn.recorded": 1,
+            "assistant.usage.recorded": 1,
+            "chat.feedback.submitted": 1,
+            "chat.offering.clicked": 2,
+        }
+        assert status["error"] is None
+        assert sum(p["position"] for p in status["partitions"]) == 6
+        reader.close()
+    finally:
+        service.stop()
+
+
+def test_a_missing_broker_is_reported_in_status_and_stop_still_works(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    con = connect(tmp_path / "readmodel.duckdb")
+    service = ProjectorService(f"127.0.0.1:{port}", "chat.events", con, batch_size=10)
+    service.start()
+    try:
+        wait_for(lambda: service.status()["error"] is not None, "the error to show in status", limit_s=90)
+        status = service.status()
+        assert status["caught_up"] is False and status["last_batch_at"] is None
+    finally:
+        service.stop()
+        con.close()
