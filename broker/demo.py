@@ -1,0 +1,147 @@
+"""`make demo`: a broker, the topic, demo traffic, and the API in the foreground, in one command.
+
+Steps: pick the broker (CHAT_ANALYTICS_BOOTSTRAP_SERVERS, else Docker, else `chat-analytics broker
+start`), create the topic, publish 5000 demo events (before the service starts, so the first request
+already has data), keep a slow publisher running in the background, and run `chat-analytics serve` until
+Ctrl-C. On the way out it stops the background publisher and whatever broker it started itself.
+
+The service and the publishers run as `chat-analytics` sub-processes, exactly as a user would run them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+from broker.lifetime import die_with_parent
+from broker.selection import LOCAL, select_broker
+from broker.topics import DEFAULT_PARTITIONS, FiniteRetentionError, ensure_topic, retention_warning
+from schemas.settings import (
+    ENV_API_TOKENS,
+    ENV_BOOTSTRAP_SERVERS,
+    ENV_USER_SLUG_SALT,
+    Settings,
+)
+
+HOST = "127.0.0.1"
+PORT = 8000
+DEMO_TOKENS = "demo-staff-token:staff,demo-ingest-token:ingest"
+DEMO_SALT = "demo-salt"
+STAFF_TOKEN = "demo-staff-token"
+SEED_EVENTS = ["publish-demo", "--events", "5000", "--seed", "7"]
+TRICKLE = ["publish-demo", "--events", "1000000", "--rate", "5"]
+SERVE = ["serve", "--host", HOST, "--port", str(PORT)]
+
+
+def chat_analytics(*args: str) -> list[str]:
+    # The same interpreter, so the demo runs in the project's virtualenv wherever it was started from.
+    return [sys.executable, "-m", "cli", *args]
+
+
+def demo_environment(bootstrap_servers: str) -> dict[str, str]:
+    environment = dict(os.environ)
+    environment[ENV_BOOTSTRAP_SERVERS] = bootstrap_servers
+    if not environment.get(ENV_API_TOKENS):
+        environment[ENV_API_TOKENS] = DEMO_TOKENS
+    # An empty salt is a real setting (no user slugs), so only an absent one gets the demo salt.
+    environment.setdefault(ENV_USER_SLUG_SALT, DEMO_SALT)
+    return environment
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def main() -> int:
+    # `kill <pid>` or a CI timeout sends SIGTERM: clean up as for Ctrl-C instead of dying mid-way.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    settings = Settings.from_env()
+    home = Path(settings.home)
+    say("choosing a Kafka broker (CHAT_ANALYTICS_BOOTSTRAP_SERVERS, else Docker, else the local broker)")
+    try:
+        broker = select_broker(home, ephemeral=False)
+    except Exception as exc:
+        say(f"no Kafka broker: {type(exc).__name__}: {exc}")
+        return 1
+    trickle: subprocess.Popen[bytes] | None = None
+    serve: subprocess.Popen[bytes] | None = None
+    try:
+        say(f"Kafka: {broker.description} at {broker.bootstrap_servers}")
+        environment = demo_environment(broker.bootstrap_servers)
+        try:
+            result = ensure_topic(broker.bootstrap_servers, settings.topic, DEFAULT_PARTITIONS)
+        except FiniteRetentionError as exc:
+            say(f"refusing to use the topic: {exc}")
+            return 2
+        say(f"topic {settings.topic!r}: {'created' if result.created else 'exists'}, {result.partitions} partitions")
+        warning = retention_warning(broker.bootstrap_servers, settings.topic)
+        if warning:
+            say(f"warning: {warning}")
+
+        say("publishing 5000 demo events (seed 7)")
+        subprocess.run(chat_analytics(*SEED_EVENTS), env=environment, check=True)
+
+        trickle_log = home / "demo-publisher.log"
+        trickle_log.parent.mkdir(parents=True, exist_ok=True)
+        with trickle_log.open("ab") as log:
+            # Its own session keeps Ctrl-C from interrupting it mid-send; it is stopped below, and the
+            # parent-death signal covers a demo that is killed outright.
+            trickle = subprocess.Popen(
+                chat_analytics(*TRICKLE),
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
+        say(f"a slow publisher (5 events/s) runs in the background; its log: {trickle_log}")
+
+        url = f"http://{HOST}:{PORT}"
+        say(f"API: {url}/api/anonymous-chat-interactions/")
+        say("try:")
+        print(
+            f"  curl -H 'Authorization: Token {STAFF_TOKEN}' {url}/api/anonymous-chat-interactions/kpi/",
+            flush=True,
+        )
+        say("Ctrl-C stops the demo")
+        serve = subprocess.Popen(chat_analytics(*SERVE), env=environment)
+        return serve.wait()
+    except KeyboardInterrupt:
+        say("stopping")
+        return 0
+    except subprocess.CalledProcessError as exc:
+        say(f"{' '.join(exc.cmd[2:])} failed with exit code {exc.returncode}")
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        for process in (serve, trickle):
+            if process is not None:
+                stop_process(process)
+        if broker.started_here:
+            kept = "; its data is kept for the next start" if broker.origin == LOCAL else ""
+            say(f"stopping the Kafka broker this demo started{kept}")
+        broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
