@@ -33,6 +33,8 @@ def _query_parameters(groups: Sequence[str]) -> list[dict[str, Any]]:
             "required": False,
             "schema": schema,
             "description": description,
+            # As in the reference (django-filter), an empty value means the parameter was not given.
+            "allowEmptyValue": True,
         }
         if schema.get("type") == "array":
             parameter.update(style="form", explode=True)

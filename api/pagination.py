@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from starlette.datastructures import URL
 
 from api.params import Pagination
@@ -19,6 +21,9 @@ def headers(url: URL, total: int, pagination: Pagination | None, last_page: int)
     if page < last_page:
         links.append(("next", page + 1))
     links.append(("last", last_page))
+    # The path arrives decoded: encode it again (commas too, since naive clients split the header on
+    # them), so the header stays ASCII whatever a session id or slug contains.
+    base = url.replace(path=quote(url.path, safe="/"))
     # Absolute URLs that keep every other query parameter (repeated ones too) and set `page`.
-    result["Link"] = ", ".join(f'<{url.include_query_params(page=n)}>; rel="{rel}"' for rel, n in links)
+    result["Link"] = ", ".join(f'<{base.include_query_params(page=n)}>; rel="{rel}"' for rel, n in links)
     return result

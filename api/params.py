@@ -28,7 +28,8 @@ FALSE_VALUES = frozenset({"false", "False", "0"})
 ORDERINGS: tuple[str, ...] = ("created", "-created", "result_count", "-result_count")
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_DIGITS = re.compile(r"[0-9]+")
+# ASCII digits only; a zero fraction ("5.0") is allowed because JSON Schema counts 5.0 as an integer.
+_INTEGER = re.compile(r"([0-9]+)(?:\.0*)?")
 HUGE = 10**18
 
 MSG_DATE = "Enter a valid date (YYYY-MM-DD)."
@@ -65,8 +66,10 @@ PAGINATION_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
     ),
 }
 WINDOW_PARAM: tuple[dict[str, Any], str] = (
-    {"type": "integer"},
-    f"days of daily_volume, ending today (default {DEFAULT_WINDOW_DAYS}, clamped to 1..{MAX_WINDOW_DAYS})",
+    # Any value is accepted: an integer is clamped, anything else means the default (API.md).
+    {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+    f"days of daily_volume, ending today: an integer, clamped to 1..{MAX_WINDOW_DAYS}; anything else means"
+    f" {DEFAULT_WINDOW_DAYS}",
 )
 
 
@@ -148,8 +151,9 @@ def _positive(params: QueryParams, name: str, errors: dict[str, list[str]]) -> i
     value = _last(params, name)
     if value is None:
         return None
-    if _DIGITS.fullmatch(value):
-        digits = value.lstrip("0")
+    match = _INTEGER.fullmatch(value)
+    if match:
+        digits = match.group(1).lstrip("0")
         if digits:
             # Capped rather than parsed: no page lies beyond 10**18 rows, and DuckDB's OFFSET is a BIGINT.
             return int(digits) if len(digits) <= 18 else HUGE

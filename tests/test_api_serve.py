@@ -1,0 +1,120 @@
+"""`chat-analytics serve` end to end: a real broker, the command in a subprocess on a loopback port,
+the projector in the same process folding the topic, the API answering from what it folded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kafka import KafkaProducer
+
+from projector.testing import encode, key_of, turn
+from tests.test_api_data import AUTH, PREFIX, STAFF, events
+
+REPO = Path(__file__).resolve().parent.parent
+WAIT = 120.0  # seconds before a test gives up waiting (a failure guard, not a timing assertion)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def publish(bootstrap_servers: str, topic: str, evs: list[dict[str, Any]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    try:
+        for event in evs:
+            producer.send(topic, key=key_of(event), value=encode(event))
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode} while waiting for {what}")
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture
+def server(bootstrap_servers: str, topic: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    publish(bootstrap_servers, topic, events())
+    port = free_port()
+    env = {
+        **os.environ,
+        "CHAT_ANALYTICS_API_TOKENS": f"{STAFF}:staff",
+        "CHAT_ANALYTICS_TOKENS_FILE": str(tmp_path / "tokens.json"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--bootstrap-servers",
+        bootstrap_servers,
+        "--topic",
+        topic,
+        "--db",
+        str(tmp_path / "rm.duckdb"),
+        "--group-id",
+        f"api-serve-{topic}",
+    ]
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_serve_folds_the_topic_and_serves_it_then_stops_cleanly(
+    server: tuple[str, subprocess.Popen[bytes]], bootstrap_servers: str, topic: str
+) -> None:
+    base, proc = server
+    with httpx.Client(base_url=base, headers=AUTH) as http:
+        wait_for(lambda: http.get("/readyz").status_code == 200, "readiness", proc)
+        ready = http.get("/readyz").json()
+        assert ready["ready"] is True and all(p["lag"] == 0 for p in ready["partitions"])
+
+        listing = http.get(f"{PREFIX}/")
+        assert listing.status_code == 200 and listing.headers["x-result-count"] == "7"
+        kpi = http.get(f"{PREFIX}/kpi/").json()
+        assert (kpi["interactions_total"], kpi["feedback_negative"], kpi["clicks_total"]) == (7, 2, 5)
+
+        # Live: a turn published now shows up without a restart.
+        publish(bootstrap_servers, topic, [turn("s-live", user_input="late question")])
+        wait_for(lambda: http.get(f"{PREFIX}/").headers["x-result-count"] == "8", "the live turn", proc)
+        assert [r["user_input"] for r in http.get(f"{PREFIX}/by-session/s-live/").json()] == ["late question"]
+
+        metrics = http.get("/metrics").text
+        assert 'chat_analytics_projector_events_applied_total{type="chat.turn.recorded"} 8' in metrics
+        assert "chat_analytics_projector_caught_up 1" in metrics
+        assert http.get(f"{PREFIX}/", headers={"Authorization": "Token wrong"}).status_code == 401
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=WAIT) == 0
