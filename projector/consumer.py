@@ -44,6 +44,7 @@ class TopicReader:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            bootstrap_timeout_ms=10_000,  # report an unreachable broker in status soon; the loop retries
         )
         self.partitions: list[TopicPartition] = []
 
