@@ -473,6 +473,12 @@ def test_unknown_paths_are_404_json(client: TestClient, path: str) -> None:
     assert response.json() == {"detail": "Not found."}
 
 
+def test_a_path_without_its_trailing_slash_redirects_to_it(client: TestClient) -> None:
+    response = client.get(f"{PREFIX}/kpi", headers=AUTH, follow_redirects=False)
+    assert response.status_code == 307
+    assert response.headers["location"] == f"http://testserver{PREFIX}/kpi/"
+
+
 # -- readiness, metrics, schema, swap ---------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ no 500, and every response conforms to the documented status codes, headers and 
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from tests.test_api_data import AUTH, NOW, TOKENS, build_read_model
 # Loaded at import, not from a fixture: schemathesis' lazy fixture loader does not run on pytest 9
 # (it sets Function._nodeid, which pytest 9 no longer has).
 _DIR = Path(tempfile.mkdtemp(prefix="api-fuzz-"))
+atexit.register(shutil.rmtree, _DIR, True)  # also when this module's tests are deselected
 _HANDLE = build_read_model(_DIR / "rm.duckdb")
 schema = schemathesis.openapi.from_asgi(
     "/api/schema/", create_app(_HANDLE, tokens=TokenStore(TOKENS), clock=lambda: NOW)
@@ -30,7 +32,6 @@ schema = schemathesis.openapi.from_asgi(
 def _cleanup() -> Iterator[None]:
     yield
     _HANDLE.connection.close()
-    shutil.rmtree(_DIR, ignore_errors=True)
 
 
 @schema.parametrize()
