@@ -241,9 +241,10 @@ class _Generator:
         self.catalog = [_uuid(rng) for _ in range(spec.n_offerings)]
         self.ring = self.catalog + self.catalog
         self.random = rng.random
-        # ~5.6 events per session on average; spreading session starts over the window by that estimate
-        # keeps the log roughly in time order whatever the number of events asked for.
-        self.expected_sessions = max(1.0, spec.events / 5.6)
+        # Session starts are spread over the window in order, by the number of sessions expected. A
+        # session averages ~5.5 events; the estimate is kept a little low on purpose, so that the window
+        # is always filled up to `now` and the few sessions beyond it wrap around to its oldest days.
+        self.expected_sessions = max(1.0, spec.events * (1.0 - spec.bad_share) / 6.0)
         self.sessions_started = 0
         self.state = _State()
 

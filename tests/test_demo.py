@@ -261,3 +261,12 @@ def test_publish_demo_refuses_bad_arguments(bad: list[str], capsys: pytest.Captu
     with pytest.raises(SystemExit) as caught:
         main(["publish-demo", "--events", "5", "--bootstrap-servers", "127.0.0.1:1", *bad])
     assert caught.value.code == 2
+
+
+@pytest.mark.parametrize(("events", "bad_share"), [(5_000, 0.0), (5_000, 0.3), (60_000, 0.0)])
+def test_the_last_day_gets_its_share_of_traffic_whatever_the_size(events: int, bad_share: float) -> None:
+    parsed = parse_events([v for _, v in DemoTraffic(events, seed=4, now=NOW, bad_share=bad_share)])
+    turns = turns_of(parsed)
+    last_day = [t for t in turns if t.occurred_at > NOW - timedelta(days=1)]
+    uniform = 24 / (30 * 24 + 15.5)  # the window is 30 days and today's first 15.5 hours
+    assert len(last_day) / len(turns) >= 0.5 * uniform
