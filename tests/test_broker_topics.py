@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import ConfigResource, ConfigResourceType
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, OffsetSpec
 
 from broker.local import free_port
 from broker.topics import partition_count, retention_warning
@@ -122,3 +123,17 @@ def test_without_any_broker_topic_create_says_so(tmp_path: Path) -> None:
     result = topic_create(extra_env=environment)
     assert result.returncode == 1
     assert "broker start" in result.stderr
+
+
+@pytest.mark.partitions(1)
+def test_the_partitions_marker_shapes_the_topic_fixture(topic: str, kafka_admin: KafkaAdminClient) -> None:
+    assert partition_count(kafka_admin, topic) == 1
+
+
+def test_make_topic_gives_fresh_distinct_topics(make_topic: Callable[..., str], kafka_admin: KafkaAdminClient) -> None:
+    first, second = make_topic(partitions=2), make_topic()
+    assert first != second
+    assert (partition_count(kafka_admin, first), partition_count(kafka_admin, second)) == (2, 3)
+    for name in (first, second):
+        offsets = kafka_admin.list_partition_offsets({TopicPartition(name, p): OffsetSpec.LATEST for p in range(2)})
+        assert all(info.offset == 0 for info in offsets.values()), "a fresh topic is empty"
