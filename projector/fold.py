@@ -37,11 +37,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from projector import aggregates
 from projector.records import Record
@@ -52,7 +53,7 @@ from schemas.events import (
     TurnRecorded,
     UsageRecorded,
 )
-from schemas.registry import INVALID_DATA, Rejection, parse_events
+from schemas.registry import INVALID_DATA, EventRegistry, Rejection, parse_events
 
 TURN = "chat.turn.recorded"
 FEEDBACK = "chat.feedback.submitted"
@@ -73,9 +74,9 @@ _INT64_MAX = 2**63 - 1
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Prepared:
-    """One valid event, shaped for its table. `row` follows the column list of its type below."""
+class Prepared(NamedTuple):
+    """One valid event, shaped for its table. `row` follows the schema of its type below, except for
+    turns, whose full rows travel in `PreparedBatch.turns`: their `row` is (user_slug, created_date)."""
 
     pos: int  # index of its record in the batch
     type: str
@@ -87,9 +88,21 @@ class Prepared:
 
 @dataclass(slots=True)
 class PreparedBatch:
-    records: list[Record]
+    """A prepared batch, laid out to be cheap to pickle (columns, tuples and an Arrow table rather than
+    one object per record), so that a parser process can hand it to the writer."""
+
+    topics: list[str]
+    partitions: list[int]
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    timestamps: list[int | None]
     events: list[Prepared]  # valid events, in record order
     rejections: list[tuple[int, str, str, str | None, str | None]]  # (pos, reason, detail, event_id, type)
+    turns: pa.Table  # TURN_SCHEMA plus `pos`, one row per turn event
+
+    def __len__(self) -> int:
+        return len(self.offsets)
 
 
 # Column names (and Arrow types) of the rows `prepare` builds, per type.
@@ -121,6 +134,7 @@ TURN_SCHEMA = pa.schema(
         ("source_offset", pa.int64()),
     ]
 )
+TURN_SCHEMA_WITH_POS = TURN_SCHEMA.append(pa.field("pos", pa.int64()))
 FEEDBACK_SCHEMA = pa.schema(
     [
         ("uuid", pa.string()),
@@ -166,21 +180,40 @@ USAGE_SCHEMA = pa.schema(
 )
 
 
-def prepare(records: Sequence[Record]) -> PreparedBatch:
-    """Parses and shapes a whole batch; touches no database, so it can run in a parser process."""
+def prepare(records: Sequence[Record], registry: EventRegistry | None = None) -> PreparedBatch:
+    """Parses and shapes a whole batch; touches no database, so it can run in a parser process.
+    `registry` is this release's (the default) unless a caller knows other versions, as a dead-letter
+    retry under test does."""
     records = list(records)
-    parsed = parse_events([r.value for r in records])
+    values = [r.value for r in records]
+    parsed = parse_events(values) if registry is None else registry.parse_many(values)
     events: list[Prepared] = []
     rejections: list[tuple[int, str, str, str | None, str | None]] = []
+    turn_rows: list[tuple[Any, ...]] = []
     for pos, (record, event) in enumerate(zip(records, parsed, strict=True)):
         if isinstance(event, Rejection):
             rejections.append((pos, event.reason, event.detail, event.event_id, event.type))
             continue
         try:
-            events.append(_SHAPERS[event.type](pos, record, event))  # type: ignore[attr-defined]
+            if event.type == TURN:  # type: ignore[attr-defined]
+                row = _turn_row(record, event)  # type: ignore[arg-type]
+                turn_rows.append((*row, pos))
+                events.append(Prepared(pos, TURN, row[21], row[0], row[1], (row[2], row[17])))
+            else:
+                events.append(_SHAPERS[event.type](pos, record, event))  # type: ignore[attr-defined]
         except _OutOfRange as exc:
             rejections.append((pos, INVALID_DATA, str(exc), str(event.event_id), event.type))  # type: ignore[attr-defined]
-    return PreparedBatch(records, events, rejections)
+    return PreparedBatch(
+        topics=[r.topic for r in records],
+        partitions=[r.partition for r in records],
+        offsets=[r.offset for r in records],
+        keys=[r.key for r in records],
+        values=values,
+        timestamps=[r.timestamp_ms for r in records],
+        events=events,
+        rejections=rejections,
+        turns=_table(turn_rows, TURN_SCHEMA_WITH_POS),
+    )
 
 
 class _OutOfRange(ValueError):
@@ -236,7 +269,7 @@ def is_clarification(blocks: list[Any]) -> bool:
     return any(isinstance(b, dict) and b.get("type") == "ask_user" for b in blocks)
 
 
-def _turn(pos: int, record: Record, event: TurnRecorded) -> Prepared:
+def _turn_row(record: Record, event: TurnRecorded) -> tuple[Any, ...]:
     d = event.data
     created = _naive(event.occurred_at)
     uuid = str(d.interaction_uuid)
@@ -267,7 +300,7 @@ def _turn(pos: int, record: Record, event: TurnRecorded) -> Prepared:
         record.partition,
         record.offset,
     )
-    return Prepared(pos, TURN, str(event.event_id), uuid, d.session_id, row)
+    return row
 
 
 def _feedback(pos: int, record: Record, event: FeedbackSubmitted) -> Prepared:
@@ -316,7 +349,7 @@ def _usage(pos: int, record: Record, event: UsageRecorded) -> Prepared:
     return Prepared(pos, USAGE, str(event.event_id), None, None, row)
 
 
-_SHAPERS: dict[str, Any] = {TURN: _turn, FEEDBACK: _feedback, REVIEW: _review, CLICK: _click, USAGE: _usage}
+_SHAPERS: dict[str, Any] = {FEEDBACK: _feedback, REVIEW: _review, CLICK: _click, USAGE: _usage}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,20 +382,39 @@ class _Source:
     pending_seq: int | None
 
 
-def apply_batch(con: duckdb.DuckDBPyConnection, records: Sequence[Record]) -> BatchStats:
+def apply_batch(
+    con: duckdb.DuckDBPyConnection, records: Sequence[Record], registry: EventRegistry | None = None
+) -> BatchStats:
     """Folds `records` (in log order per partition) into the read model in one transaction."""
-    return apply_prepared(con, prepare(records))
+    return apply_prepared(con, prepare(records, registry), registry)
 
 
-def apply_prepared(con: duckdb.DuckDBPyConnection, batch: PreparedBatch) -> BatchStats:
+def apply_prepared(
+    con: duckdb.DuckDBPyConnection, batch: PreparedBatch, registry: EventRegistry | None = None
+) -> BatchStats:
     con.execute("BEGIN TRANSACTION")
     try:
-        stats = _Fold(con, batch).run()
+        stats = apply_in_transaction(con, batch, registry=registry)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     return stats
+
+
+def apply_in_transaction(
+    con: duckdb.DuckDBPyConnection,
+    batch: PreparedBatch,
+    *,
+    replay: bool = False,
+    registry: EventRegistry | None = None,
+) -> BatchStats:
+    """The fold of one batch inside the caller's open transaction.
+
+    `replay=True` re-offers records the file already holds a position past (dead letters being
+    retried): every record is taken, whatever the stored offsets, and no offset moves. The rules,
+    duplicate detection included, are the same as for the live log."""
+    return _Fold(con, batch, replay=replay, registry=registry).run()
 
 
 @contextmanager
@@ -419,10 +471,19 @@ PENDING_SCHEMA = pa.schema(
 class _Fold:
     """One batch's application; `run` is called inside the transaction."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, batch: PreparedBatch) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        batch: PreparedBatch,
+        *,
+        replay: bool = False,
+        registry: EventRegistry | None = None,
+    ) -> None:
         self.con = con
         self.batch = batch
-        self.stats = BatchStats(records=len(batch.records))
+        self.replay = replay
+        self.registry = registry
+        self.stats = BatchStats(records=len(batch))
         self.now = datetime.now(UTC).replace(tzinfo=None)
         self.dead: list[tuple[Any, ...]] = []
         # keys whose aggregates must be recomputed
@@ -432,10 +493,9 @@ class _Fold:
 
     def run(self) -> BatchStats:
         live = self._live_positions()
-        records = self.batch.records
         for pos, reason, detail, event_id, type_ in self.batch.rejections:
             if pos in live:
-                self._dead_letter(self._source(records[pos]), reason, detail, event_id, type_)
+                self._dead_letter(self._source(pos), reason, detail, event_id, type_)
         events = self._first_of_each_event_id([e for e in self.batch.events if e.pos in live])
         self._insert_applied_ids(events)
         turns = self._insert_turns([e for e in events if e.type == TURN])
@@ -443,6 +503,7 @@ class _Fold:
         self._insert_usage([e for e in events if e.type == USAGE])
         self._insert_dead_letters()
         aggregates.refresh(self.con, sessions=self.sessions, slugs=self.slugs, days=self.days)
+        self._count_applied()
         self._store_offsets()
         return self.stats
 
@@ -450,15 +511,18 @@ class _Fold:
 
     def _live_positions(self) -> set[int]:
         """Positions of records at or past the stored offset of their partition: the rest is already folded."""
+        if self.replay:
+            return set(range(len(self.batch)))
         stored: dict[tuple[str, int], int] = {
             (t, p): o for t, p, o in self.con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
         }
         live: set[int] = set()
-        for pos, r in enumerate(self.batch.records):
-            key = (r.topic, r.partition)
-            if r.offset >= stored.get(key, 0):
+        b = self.batch
+        for pos, key in enumerate(zip(b.topics, b.partitions, strict=True)):
+            offset = b.offsets[pos]
+            if offset >= stored.get(key, 0):
                 live.add(pos)
-                self.stats.offsets[key] = max(self.stats.offsets.get(key, 0), r.offset + 1)
+                self.stats.offsets[key] = max(self.stats.offsets.get(key, 0), offset + 1)
             else:
                 self.stats.skipped_below_offset += 1
         return live
@@ -506,34 +570,37 @@ class _Fold:
                     " SEMI JOIN batch_turn_uuids b ON i.uuid = b.uuid::UUID"
                 ).fetchall()
             }
-        rows: list[tuple[Any, ...]] = []
+        accepted: list[Prepared] = []
         for t in turns:
             assert t.interaction_uuid is not None
             first = existing.get(t.interaction_uuid)
             if first is not None:
                 detail = f"interaction {t.interaction_uuid} was already recorded by event {first}; the first one stands"
-                self._dead_letter(
-                    self._source(self.batch.records[t.pos]), DUPLICATE_INTERACTION, detail, t.event_id, TURN
-                )
+                self._dead_letter(self._source(t.pos), DUPLICATE_INTERACTION, detail, t.event_id, TURN)
                 continue
             existing[t.interaction_uuid] = t.event_id
-            rows.append(t.row)
-            self.days.add(t.row[17])
-            self.sessions.add(t.row[1])
-            if t.row[2]:
-                self.slugs.add(t.row[2])
-        if rows:
-            with registered(self.con, "new_turns", _table(rows, TURN_SCHEMA)):
+            accepted.append(t)
+            user_slug, created_date = t.row
+            self.days.add(created_date)
+            self.sessions.add(t.session_id)  # type: ignore[arg-type]
+            if user_slug:
+                self.slugs.add(user_slug)
+        if accepted:
+            table = self.batch.turns
+            if len(accepted) < table.num_rows:  # some were below the offset, duplicates or dead letters
+                keep = pa.array([t.pos for t in accepted], pa.int64())
+                table = table.filter(pc.is_in(table["pos"], value_set=keep))
+            with registered(self.con, "new_turns", table):
                 self.con.execute(_INSERT_TURNS)
-            self.stats.applied[TURN] += len(rows)
-        return {r[0] for r in rows}
+            self.stats.applied[TURN] += len(accepted)
+        return {t.interaction_uuid for t in accepted if t.interaction_uuid}
 
     # -- feedback, clicks, reviews -----------------------------------------------------------------
 
     def _apply_dependents(self, new_turns: set[str], batch_events: list[Prepared]) -> None:
         # Waiting events whose turn has just arrived come first: they arrived first.
         waiting = self._take_pending(new_turns)
-        dependents = waiting + [(e, self._source(self.batch.records[e.pos])) for e in batch_events]
+        dependents: list[tuple[Prepared, _Source | None]] = [*waiting, *((e, None) for e in batch_events)]
         if not dependents:
             return
         turns = self._lookup_turns({e.interaction_uuid for e, _ in dependents if e.interaction_uuid})
@@ -541,11 +608,11 @@ class _Fold:
         reviews: dict[str, tuple[Any, ...]] = {}
         clicks: list[tuple[Any, ...]] = []
         pending: list[tuple[Prepared, _Source]] = []
-        for event, source in dependents:
+        for event, waited in dependents:
             assert event.interaction_uuid is not None
             turn = turns.get(event.interaction_uuid)
             if turn is None:
-                pending.append((event, source))
+                pending.append((event, waited or self._source(event.pos)))
                 continue
             session_id, offerings, user_slug, created_date = turn
             if event.session_id != session_id:
@@ -553,14 +620,18 @@ class _Fold:
                     f"data.session_id: {event.session_id!r} is not the session of interaction "
                     f"{event.interaction_uuid} ({session_id!r})"
                 )
-                self._dead_letter(source, SESSION_MISMATCH, detail, event.event_id, event.type)
+                self._dead_letter(
+                    waited or self._source(event.pos), SESSION_MISMATCH, detail, event.event_id, event.type
+                )
                 continue
             if event.type == CLICK and event.row[2] not in offerings:
                 detail = (
                     f"data.offering_uuid: {event.row[2]} is not among the offerings of interaction "
                     f"{event.interaction_uuid}"
                 )
-                self._dead_letter(source, UNKNOWN_OFFERING, detail, event.event_id, event.type)
+                self._dead_letter(
+                    waited or self._source(event.pos), UNKNOWN_OFFERING, detail, event.event_id, event.type
+                )
                 continue
             if event.type == FEEDBACK:
                 feedback[event.interaction_uuid] = event.row  # later ones replace earlier ones
@@ -597,7 +668,7 @@ class _Fold:
             self.con.execute("DELETE FROM pending_events WHERE seq IN (SELECT seq FROM resolved_seqs)")
         self.stats.pending_resolved += len(rows)
         sources = [_Source(t, p, o, k, v, ts, seq) for seq, t, p, o, k, v, ts in rows]
-        reparsed = prepare([Record(s.topic, s.partition, s.offset, s.key, s.value) for s in sources])
+        reparsed = prepare([Record(s.topic, s.partition, s.offset, s.key, s.value) for s in sources], self.registry)
         # A parked event was valid when parked; if this release can no longer read it, say so loudly.
         for pos, reason, detail, event_id, type_ in reparsed.rejections:
             self._dead_letter(sources[pos], reason, detail, event_id, type_)
@@ -666,14 +737,15 @@ class _Fold:
 
     # -- dead letters and offsets ------------------------------------------------------------------
 
-    def _source(self, record: Record) -> _Source:
+    def _source(self, pos: int) -> _Source:
+        b = self.batch
         return _Source(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.key,
-            record.value,
-            _record_time(record.timestamp_ms),
+            b.topics[pos],
+            b.partitions[pos],
+            b.offsets[pos],
+            b.keys[pos],
+            b.values[pos],
+            _record_time(b.timestamps[pos]),
             None,
         )
 
@@ -699,6 +771,20 @@ class _Fold:
         if self.dead:
             with registered(self.con, "new_dead_letters", _table(self.dead, DEAD_LETTER_SCHEMA)):
                 self.con.execute("INSERT INTO dead_letters BY NAME SELECT * FROM new_dead_letters")
+
+    def _count_applied(self) -> None:
+        # Kept in the file so that an offline `status` knows what a feedback or review replaced.
+        if not self.stats.applied:
+            return
+        rows = sorted(self.stats.applied.items())
+        table = _table(rows, pa.schema([("type", pa.string()), ("events", pa.int64())]))
+        with registered(self.con, "new_applied_counts", table):
+            self.con.execute(
+                """
+                INSERT INTO applied_counts SELECT type, events FROM new_applied_counts
+                ON CONFLICT (type) DO UPDATE SET events = applied_counts.events + excluded.events
+                """
+            )
 
     def _store_offsets(self) -> None:
         if not self.stats.offsets:

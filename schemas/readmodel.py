@@ -11,6 +11,7 @@ Tables, by what they serve:
 - `daily_counters`: one row per UTC day of `created` (or of `occurred_at` for usage events).
 - `clicks`, `usage_events`: the facts behind click counts and the token budget.
 - `applied_events`: every applied `event_id`, so a duplicate is skipped wherever it arrives.
+- `applied_counts`: events applied, by type (a feedback or review that replaced another still counts).
 - `pending_events`: feedback, clicks and reviews whose turn has not arrived yet.
 - `dead_letters`: events that cannot be applied, with their raw bytes and a reason.
 - `offsets`: the next Kafka offset per (topic, partition), written in the same transaction as the
@@ -31,7 +32,8 @@ import duckdb
 
 # Bump when a release changes the tables or what the fold writes into them: a file with an older
 # version is rebuilt from the topic (see the README, "Operating the projector").
-READMODEL_VERSION = 1
+# 2: `applied_counts` (a version-1 file has no such counts to carry over).
+READMODEL_VERSION = 2
 
 DDL: tuple[str, ...] = (
     """
@@ -168,6 +170,12 @@ DDL: tuple[str, ...] = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS applied_counts (
+        type VARCHAR PRIMARY KEY,
+        events BIGINT NOT NULL
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS pending_events (
         seq BIGINT NOT NULL,                    -- arrival order, so waiting events apply in log order
         interaction_uuid UUID NOT NULL,
@@ -207,6 +215,7 @@ PROJECTION_TABLES: tuple[str, ...] = (
     "clicks",
     "usage_events",
     "applied_events",
+    "applied_counts",
     "pending_events",
     "dead_letters",
     "offsets",
