@@ -23,7 +23,7 @@ from api.params import ParameterError
 from api.queries import PageNotFound
 from auth.http import check
 from auth.tokens import READ_ROLES, TokenStore
-from schemas.readmodel import ReadModelHandle
+from schemas.readmodel import ReadModelHandle, ReadModelUnavailable
 from schemas.settings import DEFAULT_DAILY_TOKEN_BUDGET
 
 ALLOWED = "GET, HEAD, OPTIONS"
@@ -65,6 +65,9 @@ class _OperationApp:
             response = json_response(exc.errors, 400)
         except PageNotFound:
             response = detail("Invalid page.", 404)
+        except ReadModelUnavailable as exc:
+            # A start-up rebuild whose old file this release cannot read: come back when it is done.
+            response = detail(str(exc), 503, {"Retry-After": "5"})
         if method == "HEAD":
             # The headers GET would send, Content-Length included, without the body.
             return Response(b"", status_code=response.status_code, headers=dict(response.headers))

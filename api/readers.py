@@ -14,17 +14,15 @@ T = TypeVar("T")
 
 
 def _in_snapshot(handle: ReadModelHandle, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-    # A fresh cursor per request: the handle may have swapped to a rebuilt file since the last one.
-    cur = handle.cursor()
-    try:
+    # A read lease for the whole unit of work: a blue/green switch waits for it to end, so the file
+    # cannot be swapped (or closed) under a request, and the next request reads the new file.
+    with handle.reading() as cur:
         # One transaction, so that a count and the rows it describes see the same projector commit.
         cur.execute("BEGIN TRANSACTION")
         try:
             return work(cur)
         finally:
             cur.execute("ROLLBACK")
-    finally:
-        cur.close()
 
 
 async def read(handle: ReadModelHandle, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:

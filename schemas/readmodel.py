@@ -25,7 +25,11 @@ response without re-encoding.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -259,17 +263,82 @@ def stored_offsets(con: duckdb.DuckDBPyConnection, topic: str) -> dict[int, int]
     return {int(p): int(o) for p, o in rows}
 
 
+class ReadModelUnavailable(Exception):
+    """The served file cannot answer right now (it is being rebuilt and the old one is unreadable)."""
+
+
+class ReadersWriterLock:
+    """Many readers or one writer; a waiting writer holds back new readers, so it cannot starve."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
 class ReadModelHandle:
     """The read model a process currently serves from.
 
-    Readers take a fresh cursor per unit of work; a blue/green rebuild `swap`s in a new connection
-    between two requests, and a reader that started on the old one finishes on it.
+    Readers take a fresh cursor per unit of work inside `reading()`, a read lease; a blue/green
+    rebuild swaps in a new connection inside `exclusive()`, which waits for every lease to end and
+    holds new ones back until the swap is done, so no unit of work spans two files or a closed one.
+    `unavailable` (a reason) makes `reading()` raise `ReadModelUnavailable` instead.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None) -> None:
         self._con = con
         self.path = Path(path) if path is not None else None
         self.generation = 0
+        self.unavailable: str | None = None
+        self._lock = ReadersWriterLock()
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor on the current file, valid until the block ends (a read lease)."""
+        with self._lock.shared():
+            if self.unavailable is not None:
+                raise ReadModelUnavailable(self.unavailable)
+            cur = self._con.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """The write side: no lease is held while it is, so the connection may be closed and swapped."""
+        return self._lock.exclusive()
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
