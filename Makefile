@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install; older than pyproject.toml means the dependencies changed.
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: test demo bench lint clean venv
 
@@ -32,9 +33,10 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/python -m broker.demo
 
+# Figures go to bench/results/ (one JSON per benchmark, latest.md); BENCH_ARGS='--events 100000' for a quick run.
 bench: $(STAMP)
-	@test -f bench/__main__.py || { echo "make bench: bench/__main__.py does not exist yet"; exit 1; }
-	$(BIN)/python -m bench
+	$(BIN)/chat-analytics broker fetch --if-needed
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Removes the environment and caches. Keeps the Kafka jars, the local broker's data (the events!)
 # and ./data; see the README for wiping those too.

@@ -1,0 +1,230 @@
+"""`make bench` / `python -m bench`: the three benchmarks of issue 7, on a fresh topic of demo traffic.
+
+Order: pick a broker (as the tests do), create a fresh topic, publish N demo events, then
+1. replay (raw read vs rebuild into a fresh file), 2. API latency over a copy of the rebuilt file
+with live ingest, 3. freshness on the same server. Each writes bench/results/<name>.json; the table
+is printed and written to bench/results/latest.md. Everything started here is stopped on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import api_latency, children, freshness, machine, replay, report, traffic
+from bench.server import TOKENS_ENV, Server, start_server
+from broker.selection import select_broker
+from broker.topics import ensure_topic
+from schemas.settings import (
+    ENV_API_TOKENS,
+    ENV_BOOTSTRAP_SERVERS,
+    ENV_GROUP_ID,
+    ENV_TOKENS_FILE,
+    ENV_TOPIC,
+    Settings,
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="demo events in the topic (default 1,000,000)")
+    parser.add_argument("--partitions", type=int, default=6, help="partitions of the topic (default 6)")
+    parser.add_argument("--seed", type=int, default=1, help="demo traffic seed (default 1)")
+    parser.add_argument(
+        "--only",
+        choices=("replay", "api", "freshness"),
+        action="append",
+        help="run only these benchmarks (repeatable; api and freshness still need the replay's rebuilt file)",
+    )
+    parser.add_argument("--connections", type=int, default=8, help="concurrent API connections (default 8)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per endpoint (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per endpoint first (default 1)")
+    parser.add_argument("--live-rate", type=float, default=1000.0, help="ingest events/s during the API benchmark")
+    parser.add_argument("--freshness-seconds", type=float, default=60.0, help="freshness run length (default 60)")
+    parser.add_argument("--freshness-rate", type=float, default=2000.0, help="events/s during freshness")
+    parser.add_argument("--probe-interval", type=float, default=0.1, help="seconds between freshness probes")
+    parser.add_argument("--profile", action="store_true", help="also run the rebuild under cProfile")
+    parser.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR, help="where the results go")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the DuckDB files and logs")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.partitions < 1 or args.connections < 1:
+        parser.error("--events, --partitions and --connections must be positive")
+    return args
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def child_env(bootstrap_servers: str, topic: str, workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env[ENV_BOOTSTRAP_SERVERS] = bootstrap_servers
+    env[ENV_TOPIC] = topic
+    env[ENV_API_TOKENS] = TOKENS_ENV
+    # No token file: the server must know exactly the one benchmark token.
+    env[ENV_TOKENS_FILE] = str(workdir / "no-tokens.json")
+    env[ENV_GROUP_ID] = f"chat-analytics-bench-{uuid.uuid4().hex[:8]}"
+    return env
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
+    wanted = set(args.only or ("replay", "api", "freshness"))
+    results: dict[str, dict[str, Any]] = {}
+    home = Path(Settings.from_env().home)
+    say("choosing a Kafka broker (CHAT_ANALYTICS_BOOTSTRAP_SERVERS, else Docker, else the local broker)")
+    broker = select_broker(home, ephemeral=True)
+    server: Server | None = None
+    publisher: subprocess.Popen[bytes] | None = None
+    try:
+        say(f"Kafka: {broker.description} at {broker.bootstrap_servers}")
+        described = machine.describe(broker.description)
+        topic = f"bench-events-{uuid.uuid4().hex[:10]}"
+        ensure_topic(broker.bootstrap_servers, topic, args.partitions)
+        env = child_env(broker.bootstrap_servers, topic, workdir)
+
+        say(f"publishing {args.events:,} demo events (seed {args.seed}) to {topic} ({args.partitions} partitions)")
+        published = traffic.publish_topic(broker.bootstrap_servers, topic, args.events, args.seed, datetime.now(UTC))
+        say(
+            f"published {published.events:,} events, {published.value_bytes / 2**20:,.0f} MiB of JSON, in "
+            f"{published.seconds:.1f} s ({published.events / published.seconds:,.0f} events/s)"
+        )
+
+        say("replay: the raw read, then the rebuild into a fresh file")
+        figures, rebuilt = replay.run(
+            broker.bootstrap_servers, topic, published.events, published.value_bytes, workdir, env
+        )
+        figures["publish"] = {
+            "seconds": round(published.seconds, 3),
+            "events_per_s": round(published.events / published.seconds),
+        }
+        if args.profile:
+            say("replay: the rebuild again under cProfile")
+            figures["profile"] = replay.profile_rebuild(
+                broker.bootstrap_servers, topic, workdir, env, args.results_dir / "rebuild-profile.txt"
+            )
+        if "replay" in wanted:
+            figures["load_average_after"] = machine.load_average()
+            results["replay"] = figures
+            report.write_json(args.results_dir, "replay", figures, described)
+            say("\n".join(report.replay_table(figures)))
+
+        if not wanted & {"api", "freshness"}:
+            return results
+        served = workdir / "served.duckdb"
+        shutil.copyfile(rebuilt, served)
+        samples = api_latency.pick_samples(served)
+        say(f"starting chat-analytics serve over a copy of the rebuilt file ({samples.interactions:,} interactions)")
+        server = start_server(broker.bootstrap_servers, topic, served, env[ENV_GROUP_ID], env, workdir / "serve.log")
+        server.wait_ready()
+
+        if "api" in wanted:
+            say(f"API latency: live ingest at {args.live_rate:g} events/s from a publisher process")
+            publisher = traffic.start_steady_publisher(
+                broker.bootstrap_servers, topic, args.live_rate, 3600, args.seed + 1, workdir / "live.log", env
+            )
+            time.sleep(2.0)  # let the publisher reach its pace before the first measurement
+            figures = api_latency.run(
+                server,
+                samples,
+                connections=args.connections,
+                seconds=args.seconds,
+                warmup_s=args.warmup,
+                workdir=workdir,
+            )
+            children.stop(publisher)
+            publisher = None
+            # A projector that fell behind during the load would hand its backlog to the freshness run.
+            figures["backlog_drain_seconds"] = round(
+                server.wait_folded(traffic.topic_end(broker.bootstrap_servers, topic)), 3
+            )
+            figures["load_average_after"] = machine.load_average()
+            results["api_latency"] = figures
+            report.write_json(args.results_dir, "api_latency", figures, described)
+            say("\n".join(report.api_table(figures)))
+
+        if "freshness" in wanted:
+            probe_rate = 1.0 / args.probe_interval
+            background = max(0.0, args.freshness_rate - probe_rate)
+            say(
+                f"freshness: {args.freshness_rate:g} events/s for {args.freshness_seconds:g} s, probes every "
+                f"{args.probe_interval * 1000:g} ms"
+            )
+            publisher = traffic.start_steady_publisher(
+                broker.bootstrap_servers, topic, background, 3600, args.seed + 2, workdir / "freshness.log", env
+            )
+            time.sleep(2.0)
+            figures = freshness.run(
+                server,
+                broker.bootstrap_servers,
+                topic,
+                seconds=args.freshness_seconds,
+                interval_s=args.probe_interval,
+                background_rate=args.freshness_rate,
+            )
+            children.stop(publisher)
+            publisher = None
+            figures["load_average_after"] = machine.load_average()
+            results["freshness"] = figures
+            report.write_json(args.results_dir, "freshness", figures, described)
+            say("\n".join(report.freshness_table(figures)))
+        report.write_json(args.results_dir, "machine", described, described)
+        return results
+    finally:
+        children.stop(publisher)
+        if server is not None:
+            server.stop()
+        if broker.started_here:
+            say("stopping the Kafka broker this run started")
+        broker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    # `kill <pid>` or a CI timeout sends SIGTERM: clean up as for Ctrl-C instead of dying mid-way.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="chat-analytics-bench-"))
+    command = "python -m bench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "make bench"
+    try:
+        results = run(args, workdir)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        if args.keep_workdir:
+            say(f"kept the work folder {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    described = machine.describe("see the JSON files")
+    machine_json = args.results_dir / "machine.json"
+    line = machine.one_line(_load(machine_json) if machine_json.exists() else described)
+    table = report.markdown(results, line, command)
+    (args.results_dir / "latest.md").write_text(table)
+    print()
+    print(table, flush=True)
+    return 0
+
+
+def _load(path: Path) -> dict[str, Any]:
+    import orjson
+
+    return dict(orjson.loads(path.read_bytes()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The results: one JSON file per benchmark (overwritten each run), the printed table, latest.md."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def write_json(results_dir: Path, name: str, figures: dict[str, Any], machine: dict[str, Any]) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.json"
+    body = {"benchmark": name, "ran_at": datetime.now(UTC).isoformat(timespec="seconds"), **figures}
+    if name != "machine":
+        body["machine"] = machine
+    path.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    return path
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def _met(value: bool | None) -> str:
+    return "" if value is None else ("yes" if value else "**no**")
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.1f}"
+
+
+def replay_table(r: dict[str, Any]) -> list[str]:
+    targets = r["targets"]
+    raw, rebuild = r["raw_read"], r["rebuild"]
+    return [
+        f"### Replay: {r['events']:,} demo events, {r['partitions']} partitions",
+        "",
+        "| measure | result | target | met |",
+        "|---|---|---|---|",
+        f"| raw read (kafka-python + orjson.loads, nothing else) | {raw['events_per_s']:,} events/s "
+        f"({raw['seconds']:.1f} s) | ceiling | |",
+        f"| rebuild into a fresh file ({rebuild['command']}) | {rebuild['events_per_s']:,} events/s "
+        f"({rebuild['seconds']:.1f} s) | {targets['rebuild_events_per_s']['target']} events/s "
+        f"| {_met(targets['rebuild_events_per_s']['met'])} |",
+        f"| rebuild / raw read | {r['ratio_rebuild_to_raw']:.2f} | {targets['ratio_rebuild_to_raw']['target']} "
+        f"| {_met(targets['ratio_rebuild_to_raw']['met'])} |",
+        f"| rebuild peak RSS | {_mib(rebuild['peak_rss_bytes'])} | {targets['peak_rss']['target']} "
+        f"| {_met(targets['peak_rss']['met'])} |",
+        f"| file size vs raw JSON | {_mib(rebuild['file_bytes'])} vs {_mib(r['raw_json_bytes'])} "
+        f"({r['file_to_raw_json']:.2f}) | {targets['file_size']['target']} | {_met(targets['file_size']['met'])} |",
+    ]
+
+
+def api_table(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### API latency: {r['interactions_in_read_model']:,} interactions, {r['connections']} connections, "
+        f"{r['seconds_per_endpoint']:g} s per endpoint, live ingest folded at "
+        f"{r['live_events_folded_per_s'] or 0:,.0f} events/s",
+        "",
+        "| endpoint | p50 ms | p99 ms | req/s | errors | p99 target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in r["endpoints"]:
+        target = "" if e["target_p99_ms"] is None else f"< {e['target_p99_ms']:g} ms"
+        lines.append(
+            f"| {e['name']} | {_ms(e['p50_ms'])} | {_ms(e['p99_ms'])} | {e['requests_per_s']:,.0f} | {e['errors']} "
+            f"| {target} | {_met(e['met'])} |"
+        )
+    return lines
+
+
+def freshness_table(r: dict[str, Any]) -> list[str]:
+    f = r["freshness"]
+    return [
+        f"### Freshness: {r['background_rate_events_per_s']:,.0f} events/s for {r['seconds']:g} s, "
+        f"one probe turn per {r['probe_interval_s'] * 1000:g} ms",
+        "",
+        "| probes seen | missed | p50 ms | p99 ms | max ms | p99 target | met |",
+        "|---|---|---|---|---|---|---|",
+        f"| {r['seen']} of {r['probes']} | {r['missed']} | {_ms(f['p50_ms'])} | {_ms(f['p99_ms'])} "
+        f"| {_ms(f['max_ms'])} | < {r['target_p99_ms']:g} ms | {_met(r['met'])} |",
+    ]
+
+
+def markdown(results: dict[str, dict[str, Any]], machine_line: str, command: str) -> str:
+    lines = [
+        f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} with `{command}` on: {machine_line}.",
+        "",
+    ]
+    for name, build in (("replay", replay_table), ("api_latency", api_table), ("freshness", freshness_table)):
+        if name in results:
+            lines += [*build(results[name]), ""]
+    return "\n".join(lines)

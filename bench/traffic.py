@@ -1,0 +1,76 @@
+"""The demo traffic the benchmarks run on: one fast bulk publish, and steady publishers as processes."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from bench import children
+from ingest.demo import DemoTraffic
+from ingest.publisher import Publisher
+
+CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class Published:
+    events: int
+    value_bytes: int  # the raw JSON: what "file size < raw JSON" compares against
+    key_bytes: int
+    seconds: float
+
+
+def publish_topic(bootstrap_servers: str, topic: str, events: int, seed: int, now: datetime | None) -> Published:
+    """Publishes `events` demo events through ingest's raw path (no validation) and waits for every ack."""
+    counted = {"values": 0, "keys": 0, "events": 0}
+
+    def counting(pairs: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in pairs:
+            counted["values"] += len(value)
+            counted["keys"] += len(key)
+            counted["events"] += 1
+            yield key, value
+
+    traffic = counting(iter(DemoTraffic(events, seed=seed, now=now)))
+    started = time.perf_counter()
+    with Publisher(bootstrap_servers, topic) as publisher:
+        publisher.publish_raw(traffic, flush=True)
+    seconds = time.perf_counter() - started
+    return Published(counted["events"], counted["values"], counted["keys"], seconds)
+
+
+def start_steady_publisher(
+    bootstrap_servers: str, topic: str, rate: float, seconds: float, seed: int, log: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """`chat-analytics publish-demo --rate R` in a process of its own, for about `seconds` (stopped earlier
+    by the caller). Its own seed keeps its interaction ids apart from the bulk topic's."""
+    command = children.chat_analytics(
+        "publish-demo",
+        "--events",
+        str(int(rate * seconds)),
+        "--rate",
+        str(rate),
+        "--seed",
+        str(seed),
+        "--topic",
+        topic,
+        "--bootstrap-servers",
+        bootstrap_servers,
+    )
+    return children.start(command, env, log)
+
+
+def topic_end(bootstrap_servers: str, topic: str) -> int:
+    """How many records the topic holds now (the sum of its partitions' end offsets), asked of Kafka."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, client_id="chat-analytics-bench")
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return sum(int(offset) for offset in consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
