@@ -53,6 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="stop once the end offsets the topic had at start are folded (a one-off catch-up)",
     )
     parser.add_argument(
+        "--no-parse-process",
+        action="store_true",
+        help="catch up in this process only (by default, far behind, parsing runs in a second process)",
+    )
+    parser.add_argument(
         "--progress-every", type=float, default=5.0, help="seconds between progress lines (default %(default)s)"
     )
     parser.set_defaults(func=_project)
@@ -88,7 +93,14 @@ def _project(args: argparse.Namespace) -> int:
         )
         con.close()
         return 2
-    service = ProjectorService(args.bootstrap_servers, args.topic, con, args.group_id, args.batch_size)
+    service = ProjectorService(
+        args.bootstrap_servers,
+        args.topic,
+        con,
+        args.group_id,
+        args.batch_size,
+        parse_process=not args.no_parse_process,
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -30,6 +30,8 @@ PARTITION_REFRESH_S = 10.0  # how often to look for partitions added to the topi
 END_OFFSETS_REFRESH_S = 5.0  # how often to ask the broker for end offsets when fetches did not say
 KAFKA_COMMIT_EVERY_S = 1.0  # lag-monitoring commits; the read model does not depend on them
 MAX_BACKOFF_S = 30.0
+# Below this many records behind, a parser process costs more to start than it saves.
+PARSE_PROCESS_MIN_LAG = 20_000
 
 
 class ProjectorService:
@@ -40,6 +42,8 @@ class ProjectorService:
         con: duckdb.DuckDBPyConnection,
         group_id: str | None = DEFAULT_GROUP_ID,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        *,
+        parse_process: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -48,6 +52,7 @@ class ProjectorService:
         self.con = con
         self.group_id = group_id
         self.batch_size = batch_size
+        self.parse_process = parse_process
         self._reader: TopicReader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -101,6 +106,10 @@ class ProjectorService:
         self._note_ends(targets)
         folded = 0
         try:
+            in_parallel = self._catch_up_in_parallel(targets)
+            if in_parallel is not None:
+                folded += in_parallel
+                reader = self._connect()
             while not self._reached(targets) and not self._stop.is_set():
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"not caught up with {self.topic} after {timeout} s: {self.status()}")
@@ -139,6 +148,8 @@ class ProjectorService:
         while not self._stop.is_set():
             try:
                 reader = self._connect()
+                if self._catch_up_in_parallel(reader.end_offsets()) is not None:
+                    reader = self._connect()
                 while not self._stop.is_set():
                     self._step(reader)
                     self._maybe_refresh(reader)
@@ -212,6 +223,31 @@ class ProjectorService:
             if partitions and len(partitions) != len(reader.partitions):
                 log.info("topic %s now has %s partitions", self.topic, len(partitions))
                 reader.assign(stored_offsets(self.con, self.topic), partitions)
+
+    def _catch_up_in_parallel(self, targets: dict[int, int]) -> int | None:
+        """Far behind, folds up to `targets` with parsing in a child process (see projector.pipeline).
+        Returns the records folded that way, or None when not worth it; after a number, the caller
+        must reconnect (this closed the reader)."""
+        stored = stored_offsets(self.con, self.topic)
+        lag = sum(max(0, end - stored.get(p, 0)) for p, end in targets.items())
+        if not self.parse_process or lag < PARSE_PROCESS_MIN_LAG:
+            return None
+        from projector.pipeline import catch_up
+
+        self._close_reader()  # the child owns the Kafka client meanwhile
+        log.info("catching up %s records behind with a parser process", lag)
+        return catch_up(
+            self.con,
+            bootstrap_servers=self.bootstrap_servers,
+            topic=self.topic,
+            group_id=self.group_id,
+            batch_size=self.batch_size,
+            start=stored,
+            partitions=sorted(targets),
+            targets=targets,
+            on_batch=self._after_batch,
+            should_stop=self._stop.is_set,
+        )
 
     # -- helpers --------------------------------------------------------------------------------------
 

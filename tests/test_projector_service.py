@@ -105,6 +105,25 @@ def test_run_until_caught_up_folds_the_topic_exactly_like_the_pure_fold(
     assert committed == {p["partition"]: p["end_offset"] for p in status["partitions"]}
 
 
+def test_catch_up_with_a_parser_process_folds_like_the_pure_fold(
+    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import projector.service
+
+    monkeypatch.setattr(projector.service, "PARSE_PROCESS_MIN_LAG", 1)
+    events = list(stream(4000, seed=3, sessions=60))
+    publish(bootstrap_servers, topic, events)
+    service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=300)
+    assert service.run_until_caught_up(timeout=120) == len(events)
+    reference = connect(tmp_path / "reference.duckdb")
+    apply_batch(reference, read_back(bootstrap_servers, topic))
+    assert diff(table_rows(reference), table_rows(con)) == {}
+    reference.close()
+    status = service.status()
+    assert status["caught_up"] is True and all(p["lag"] == 0 for p in status["partitions"])
+    service.stop()
+
+
 def test_live_mode_follows_new_events_and_reports_status(
     bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection
 ) -> None:
