@@ -61,7 +61,8 @@ class ProjectorService:
         self._ends: dict[int, int] = {}
         self._startup_ends: dict[int, int] | None = None
         self._caught_up = False
-        self._applied: Counter[str] = Counter()
+        # From the file, like the dead letters: the counters go on across restarts and rebuild switches.
+        self._applied: Counter[str] = Counter(dict(con.execute("SELECT type, events FROM applied_counts").fetchall()))
         self._dead_letters: Counter[str] = Counter(
             dict(con.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason").fetchall())
         )
@@ -210,7 +211,7 @@ class ProjectorService:
             self._last_batch_at = datetime.now(UTC)
         self._update_caught_up()
         if stats.dead_letters:
-            log.warning("dead letters in this batch: %s", dict(stats.dead_letters))
+            log.debug("dead letters in this batch: %s", dict(stats.dead_letters))
 
     def _maybe_refresh(self, reader: TopicReader) -> None:
         now = time.monotonic()
