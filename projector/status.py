@@ -1,0 +1,162 @@
+"""What `chat-analytics status` reports about a read-model file, and the topic it follows.
+
+The figures come from the file itself (stored offsets, applied counts, dead letters, waiting events,
+version, size) and, when a broker is given, from the topic's end offsets, so the lag is the number
+of records between what the file has folded and what the topic holds now. The same figures serve
+`status` on a file nobody writes (opened read-only) and `GET /api/admin/status/` of a running `serve`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from schemas.readmodel import READMODEL_VERSION, file_version
+
+
+def file_size(path: str | os.PathLike[str] | None) -> int | None:
+    """Bytes on disk: the file and its write-ahead log, if any."""
+    if path is None:
+        return None
+    total = 0
+    found = False
+    for candidate in (Path(path), Path(f"{path}.wal")):
+        try:
+            total += candidate.stat().st_size
+            found = True
+        except FileNotFoundError:
+            pass
+    return total if found else None
+
+
+def _has_table(cur: duckdb.DuckDBPyConnection, name: str) -> bool:
+    rows = cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()
+    return bool(rows[0][0])
+
+
+def file_figures(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[str, Any]:
+    """Everything the file knows about itself. Tables a file of an older version lacks read as None."""
+    stored = {
+        int(p): int(o)
+        for p, o in cur.execute("SELECT partition, next_offset FROM offsets WHERE topic = ?", [topic]).fetchall()
+    }
+    applied: dict[str, int] | None = None
+    if _has_table(cur, "applied_counts"):
+        applied = {
+            str(t): int(n) for t, n in cur.execute("SELECT type, events FROM applied_counts ORDER BY type").fetchall()
+        }
+    dead = {
+        str(r): int(n)
+        for r, n in cur.execute("SELECT reason, count(*) FROM dead_letters GROUP BY 1 ORDER BY 1").fetchall()
+    }
+    ((pending,),) = cur.execute("SELECT count(*) FROM pending_events").fetchall()
+    ((interactions,),) = cur.execute("SELECT count(*) FROM interactions").fetchall()
+    other_topics = sorted(
+        str(t) for (t,) in cur.execute("SELECT DISTINCT topic FROM offsets WHERE topic <> ?", [topic]).fetchall()
+    )
+    return {
+        "readmodel_version": file_version(cur),
+        "code_readmodel_version": READMODEL_VERSION,
+        "stored_offsets": stored,
+        "events_applied": applied,
+        "dead_letters": dead,
+        "pending_events": int(pending),
+        "interactions": int(interactions),
+        "other_topics": other_topics,
+    }
+
+
+def report(
+    figures: dict[str, Any],
+    *,
+    topic: str,
+    path: str | os.PathLike[str] | None,
+    end_offsets: dict[int, int] | None,
+    broker_error: str | None = None,
+) -> dict[str, Any]:
+    """The status document: the file's figures with per-partition end offset, stored offset and lag."""
+    stored: dict[int, int] = figures["stored_offsets"]
+    ends = end_offsets or {}
+    partitions = []
+    for p in sorted(set(stored) | set(ends)):
+        end = ends.get(p) if end_offsets is not None else None
+        position = stored.get(p, 0)
+        partitions.append(
+            {
+                "partition": p,
+                "end_offset": end,
+                "stored_offset": position,
+                "lag": None if end is None else max(0, end - position),
+            }
+        )
+    lags = [p["lag"] for p in partitions if p["lag"] is not None]
+    return {
+        "file": None if path is None else str(path),
+        "file_size_bytes": file_size(path),
+        "topic": topic,
+        "readmodel_version": figures["readmodel_version"],
+        "code_readmodel_version": figures["code_readmodel_version"],
+        "partitions": partitions,
+        "lag_total": sum(lags) if end_offsets is not None else None,
+        "broker_error": broker_error,
+        "events_applied": figures["events_applied"],
+        "dead_letters": figures["dead_letters"],
+        "pending_events": figures["pending_events"],
+        "interactions": figures["interactions"],
+        "other_topics": figures["other_topics"],
+    }
+
+
+def topic_end_offsets(bootstrap_servers: str, topic: str, timeout_s: float = 15.0) -> dict[int, int]:
+    """The topic's end offsets now (next offset per partition). Raises when the topic is unknown."""
+    from projector.rebuild import log_bounds
+
+    return log_bounds(bootstrap_servers, topic, timeout_s=timeout_s).ends
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    """The human form of `report`."""
+    lines = [
+        f"file:               {doc['file']} ({_size(doc['file_size_bytes'])})",
+        f"read-model version: {doc['readmodel_version']} (this release writes {doc['code_readmodel_version']})",
+        f"topic:              {doc['topic']}",
+    ]
+    if doc["readmodel_version"] != doc["code_readmodel_version"]:
+        lines.append("                    -> version differs: rebuild the file (`chat-analytics rebuild`)")
+    if doc["broker_error"]:
+        lines.append(f"broker:             {doc['broker_error']} (end offsets and lag unknown)")
+    lines.append("partition  end offset  stored offset  lag")
+    for p in doc["partitions"]:
+        end = "?" if p["end_offset"] is None else p["end_offset"]
+        lag = "?" if p["lag"] is None else p["lag"]
+        lines.append(f"{p['partition']:>9}  {end:>10}  {p['stored_offset']:>13}  {lag}")
+    if doc["lag_total"] is not None:
+        lines.append(f"lag total:          {doc['lag_total']}")
+    applied = doc["events_applied"]
+    if applied is None:
+        lines.append("events applied:     unknown (a file of an older read-model version)")
+    else:
+        lines.append(f"events applied:     {sum(applied.values())}")
+        lines.extend(f"  {t}: {n}" for t, n in sorted(applied.items()))
+    dead = doc["dead_letters"]
+    lines.append(f"dead letters:       {sum(dead.values())}")
+    lines.extend(f"  {r}: {n}" for r, n in sorted(dead.items()))
+    lines.append(f"waiting events:     {doc['pending_events']} (feedback, clicks, reviews whose turn has not arrived)")
+    lines.append(f"interactions:       {doc['interactions']}")
+    if doc["other_topics"]:
+        lines.append(f"also holds offsets of: {', '.join(doc['other_topics'])} (built from another topic?)")
+    return "\n".join(lines)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "missing"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
