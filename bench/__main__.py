@@ -55,7 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--freshness-seconds", type=float, default=60.0, help="freshness run length (default 60)")
     parser.add_argument("--freshness-rate", type=float, default=2000.0, help="events/s during freshness")
     parser.add_argument("--probe-interval", type=float, default=0.1, help="seconds between freshness probes")
-    parser.add_argument("--profile", action="store_true", help="also run the rebuild under cProfile")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile the rebuild and each endpoint with py-spy (results dir)"
+    )
     parser.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR, help="where the results go")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the DuckDB files and logs")
     args = parser.parse_args(argv)
@@ -85,6 +87,7 @@ def child_env(bootstrap_servers: str, topic: str, workdir: Path) -> dict[str, st
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
     wanted = set(args.only or ("replay", "api", "freshness"))
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     home = Path(Settings.from_env().home)
     say("choosing a Kafka broker (CHAT_ANALYTICS_BOOTSTRAP_SERVERS, else Docker, else the local broker)")
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
             "events_per_s": round(published.events / published.seconds),
         }
         if args.profile:
-            say("replay: the rebuild again under cProfile")
+            say("replay: the rebuild again under py-spy")
             figures["profile"] = replay.profile_rebuild(
                 broker.bootstrap_servers, topic, workdir, env, args.results_dir / "rebuild-profile.txt"
             )
@@ -157,6 +160,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
             results["api_latency"] = figures
             report.write_json(args.results_dir, "api_latency", figures, described)
             say("\n".join(report.api_table(figures)))
+            if args.profile:
+                say("API: each endpoint again with py-spy attached to the server")
+                api_latency.profile_endpoints(
+                    server,
+                    samples,
+                    connections=args.connections,
+                    seconds=min(args.seconds, 3.0),
+                    workdir=workdir,
+                    out=args.results_dir / "api-profile.txt",
+                )
 
         if "freshness" in wanted:
             probe_rate = 1.0 / args.probe_interval

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from bench import children
+from bench import children, profiling
 from bench.server import HOST, TOKEN, Server
 from schemas.readmodel import connect
 
@@ -184,3 +184,19 @@ def run(
         "endpoints": results,
         "errors_total": sum(r["errors"] for r in results),
     }
+
+
+def profile_endpoints(
+    server: Server, samples: Samples, *, connections: int, seconds: float, workdir: Path, out: Path
+) -> None:
+    """Each endpoint with a target again, alone, with py-spy attached to the server; top entries to `out`."""
+    sections = []
+    for i, endpoint in enumerate(e for e in endpoints(samples, datetime.now(UTC)) if e["target_ms"] is not None):
+        raw = workdir / f"api-{i}.pyspy"
+        sampler = profiling.attach(server.process.pid, seconds + 1.0, raw, workdir / "api-profile.log")
+        time.sleep(0.5)  # py-spy attaches before the load starts
+        run_load(server, [endpoint], connections, seconds, 0.0, workdir)
+        sampler.wait(timeout=60)
+        title = f"serve under load: {endpoint['name']} ({endpoint['paths'][0]})"
+        sections.append(profiling.summarize(raw, title, seconds + 1.0))
+    out.write_text("\n".join(sections))

@@ -7,7 +7,6 @@ when that command exists, else `bench.rebuild_worker` (ProjectorService.run_unti
 
 from __future__ import annotations
 
-import pstats
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from bench import children
+from bench import children, profiling
 from bench.stats import rate
 from schemas.readmodel import connect
 
@@ -23,7 +22,6 @@ TARGET_EVENTS_PER_S = 50_000
 TARGET_RATIO = 0.6
 TARGET_RSS_BYTES = 2**30
 TIMEOUT_S = 3600.0
-PROFILE_TOP = 30
 
 
 @dataclass(frozen=True)
@@ -152,22 +150,13 @@ def run(
 def profile_rebuild(
     bootstrap_servers: str, topic: str, workdir: Path, env: dict[str, str], out: Path
 ) -> dict[str, Any]:
-    """The rebuild again, into another fresh file, under cProfile; writes the top entries to `out`.
-
-    cProfile slows Python code (not DuckDB's or Kafka's native work) several-fold, so this run's time
-    is not a figure; its shares say where the measured run spent its time."""
+    """The rebuild again, into another fresh file, under py-spy; writes the top entries to `out`.
+    Its time is not a figure (sampling costs a little); its shares say where the measured run went."""
     db = workdir / "profiled.duckdb"
     command = rebuild_command(bootstrap_servers, topic, db, env)
-    stats_file = workdir / "rebuild.pstats"
-    # argv[0:3] is `python -m <module>`; cProfile takes the module the same way.
-    argv = [command.argv[0], "-m", "cProfile", "-o", str(stats_file), *command.argv[1:]]
-    profiled = children.run_measured(argv, env, workdir / "rebuild-profile.log", TIMEOUT_S)
+    raw = workdir / "rebuild.pyspy"
+    profiled = profiling.record_command(command.argv, raw, env, workdir / "rebuild-profile.log")
     if profiled.exit_code != 0:
         raise RuntimeError(f"the profiled rebuild failed (exit {profiled.exit_code}):\n{profiled.output[-3000:]}")
-    with out.open("w") as text:
-        text.write(f"# {command.kind} under cProfile, {profiled.wall_s:.1f} s wall (profiler overhead included)\n\n")
-        for key in ("tottime", "cumulative"):
-            text.write(f"## top {PROFILE_TOP} by {key}\n\n")
-            stats = pstats.Stats(str(stats_file), stream=text)
-            stats.sort_stats(key).print_stats(PROFILE_TOP)
-    return {"command": command.kind, "seconds_under_profiler": round(profiled.wall_s, 3), "profile": str(out)}
+    out.write_text(profiling.summarize(raw, f"{command.kind} under py-spy", profiled.wall_s))
+    return {"command": command.kind, "seconds_under_profiler": round(profiled.wall_s, 3), "profile": out.name}
