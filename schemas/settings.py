@@ -19,6 +19,9 @@ ENV_TOKENS_FILE = "CHAT_ANALYTICS_TOKENS_FILE"
 ENV_DAILY_TOKEN_BUDGET = "CHAT_ANALYTICS_DAILY_TOKEN_BUDGET"
 ENV_USER_SLUG_SALT = "CHAT_ANALYTICS_USER_SLUG_SALT"
 ENV_HOME = "CHAT_ANALYTICS_HOME"
+# For commands that talk to a running `serve` (rebuild --live, status --url, dead-letters --url).
+ENV_URL = "CHAT_ANALYTICS_URL"
+ENV_ADMIN_TOKEN = "CHAT_ANALYTICS_ADMIN_TOKEN"
 
 DEFAULT_TOPIC = "chat.events"
 DEFAULT_DB = "./data/chat-analytics.duckdb"
@@ -27,6 +30,7 @@ DEFAULT_BATCH_SIZE = 5000
 DEFAULT_TOKENS_FILE = "./data/tokens.json"
 DEFAULT_DAILY_TOKEN_BUDGET = 5_000_000
 DEFAULT_HOME = "./.cache/chat-analytics"
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def env(name: str, default: str | None = None) -> str | None:

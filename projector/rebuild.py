@@ -1,0 +1,298 @@
+"""Rebuilding a read-model file from the topic: where to stop, folding exactly to there, progress.
+
+`chat-analytics rebuild --db NEW_FILE` folds every partition from its first offset to a fixed target:
+the end offset when the rebuild starts, or, with `until`, the first offset whose Kafka record
+timestamp is later than that time (the broker's offsets_for_times). Records at or past a target are
+never applied, so the file is exactly the fold of that prefix of the log: the rows the live
+projector held when its offsets were those targets, and, with `until`, the tables as they were then.
+
+Far behind (a fresh file), the fold runs in catch-up mode: big batches, with parsing in a second
+process (`projector.pipeline`); the last stretch is folded in this process. Both apply through
+`projector.fold`, and the file stores its offsets with every batch, so a failed attempt resumes
+where the file stands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from projector.consumer import TopicReader
+from projector.fold import BatchStats, apply_batch
+from schemas.readmodel import stored_offsets
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_BATCH_SIZE = 20_000  # big transactions: fewer commits and aggregate refreshes per event
+PARSE_PROCESS_MIN_RECORDS = 20_000  # below this, starting a parser process costs more than it saves
+ATTEMPTS = 5  # a broker that goes away mid-rebuild: resume from the file's offsets this many times
+STALL_S = 60.0  # no record for this long while some are still due: the broker is not delivering
+
+
+class TopicMissing(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LogBounds:
+    """Per partition: the first offset still in the log, the end offset, and where the fold stops."""
+
+    starts: dict[int, int]
+    ends: dict[int, int]
+    targets: dict[int, int]
+
+    @property
+    def total(self) -> int:
+        return sum(max(0, end - self.starts.get(p, 0)) for p, end in self.targets.items())
+
+    def deleted(self) -> dict[int, int]:
+        """Partitions whose first offsets are gone (finite retention once): a rebuild cannot see them."""
+        return {p: start for p, start in self.starts.items() if start > 0}
+
+
+def log_bounds(bootstrap_servers: str, topic: str, until: datetime | None = None, timeout_s: float = 30.0) -> LogBounds:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        client_id="chat-analytics-rebuild",
+        enable_auto_commit=False,
+        bootstrap_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions and time.monotonic() < deadline:
+            time.sleep(0.2)
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise TopicMissing(f"topic {topic!r} does not exist at {bootstrap_servers}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        starts = {tp.partition: int(o) for tp, o in consumer.beginning_offsets(tps).items()}
+        ends = {tp.partition: int(o) for tp, o in consumer.end_offsets(tps).items()}
+        targets = dict(ends)
+        if until is not None:
+            # Records stamped at or before `until` (millisecond precision): stop at the first one after it.
+            after_ms = int(until.astimezone(UTC).timestamp() * 1000) + 1
+            found = consumer.offsets_for_times({tp: after_ms for tp in tps})
+            for tp in tps:
+                hit = found.get(tp)
+                if hit is not None:
+                    targets[tp.partition] = int(hit.offset)
+        return LogBounds(starts, ends, targets)
+    finally:
+        consumer.close()
+
+
+@dataclass
+class Progress:
+    """Records folded out of those due; read from other threads (plain ints, no lock needed)."""
+
+    total: int = 0
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _window: list[tuple[float, int]] = field(default_factory=list)
+
+    def advance(self, records: int) -> None:
+        self.done += records
+        now = time.monotonic()
+        self._window.append((now, self.done))
+        # The rate over the last ~10 s, so a slow start does not distort the time left for long.
+        while len(self._window) > 2 and now - self._window[0][0] > 10.0:
+            self._window.pop(0)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        window = list(self._window)
+        if len(window) >= 2 and window[-1][0] > window[0][0]:
+            return (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def seconds_left(self) -> float | None:
+        rate = self.rate
+        remaining = max(0, self.total - self.done)
+        if remaining == 0:
+            return 0.0
+        return remaining / rate if rate > 0 else None
+
+    def as_json(self) -> dict[str, Any]:
+        left = self.seconds_left
+        return {
+            "events_done": self.done,
+            "events_total": self.total,
+            "events_per_second": round(self.rate, 1),
+            "seconds_left": None if left is None else round(left, 1),
+            "elapsed_seconds": round(self.elapsed, 1),
+        }
+
+
+def _folded(stats: BatchStats, topic: str, positions: dict[int, int]) -> int:
+    """Moves `positions` to the batch's new offsets; returns how many records that covered."""
+    moved = 0
+    for (t, p), offset in stats.offsets.items():
+        if t == topic:
+            before = positions.get(p, 0)
+            if offset > before:
+                moved += offset - before
+                positions[p] = offset
+    return moved
+
+
+def fold_to(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    bootstrap_servers: str,
+    topic: str,
+    bounds: LogBounds,
+    progress: Progress | None = None,
+    batch_size: int = CATCH_UP_BATCH_SIZE,
+    group_id: str | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    parse_process: bool = True,
+) -> int:
+    """Folds `topic` from the file's stored offsets (the log's start when none) exactly up to
+    `bounds.targets`. Returns the records folded; stops early when `should_stop()` says so."""
+    progress = progress if progress is not None else Progress()
+    start = {p: max(s, bounds.starts.get(p, 0)) for p, s in stored_offsets(con, topic).items()}
+    positions = {p: start.get(p, bounds.starts.get(p, 0)) for p in bounds.targets}
+    progress.total = bounds.total
+    progress.done = sum(max(0, min(positions[p], t) - bounds.starts.get(p, 0)) for p, t in bounds.targets.items())
+    folded = 0
+    failures = 0
+    while not should_stop():
+        remaining = sum(max(0, t - positions[p]) for p, t in bounds.targets.items())
+        if remaining == 0:
+            break
+        try:
+            if parse_process and remaining >= PARSE_PROCESS_MIN_RECORDS:
+                folded += _fold_with_parser(
+                    con, bootstrap_servers, topic, bounds, positions, progress, batch_size, group_id, should_stop
+                )
+            else:
+                folded += _fold_here(
+                    con, bootstrap_servers, topic, bounds, positions, progress, batch_size, group_id, should_stop
+                )
+        except Exception as exc:
+            failures += 1
+            if failures >= ATTEMPTS:
+                raise
+            log.warning("rebuild interrupted (%s: %s); resuming from the file's offsets", type(exc).__name__, exc)
+            time.sleep(min(2.0**failures, 15.0))
+            positions.update({p: o for p, o in stored_offsets(con, topic).items() if p in positions})
+    return folded
+
+
+def _fold_with_parser(
+    con: duckdb.DuckDBPyConnection,
+    bootstrap_servers: str,
+    topic: str,
+    bounds: LogBounds,
+    positions: dict[int, int],
+    progress: Progress,
+    batch_size: int,
+    group_id: str | None,
+    should_stop: Callable[[], bool],
+) -> int:
+    from projector.pipeline import catch_up
+
+    def on_batch(stats: BatchStats) -> None:
+        progress.advance(_folded(stats, topic, positions))
+
+    return catch_up(
+        con,
+        bootstrap_servers=bootstrap_servers,
+        topic=topic,
+        group_id=group_id,
+        batch_size=batch_size,
+        start=dict(positions),
+        partitions=sorted(bounds.targets),
+        targets=dict(bounds.targets),
+        on_batch=on_batch,
+        should_stop=should_stop,
+    )
+
+
+def _fold_here(
+    con: duckdb.DuckDBPyConnection,
+    bootstrap_servers: str,
+    topic: str,
+    bounds: LogBounds,
+    positions: dict[int, int],
+    progress: Progress,
+    batch_size: int,
+    group_id: str | None,
+    should_stop: Callable[[], bool],
+) -> int:
+    reader = TopicReader(bootstrap_servers, topic, group_id, batch_size)
+    folded = 0
+    try:
+        reader.assign(dict(positions), sorted(bounds.targets))
+        last_record = time.monotonic()
+        while not should_stop():
+            due = {p for p, t in bounds.targets.items() if positions[p] < t}
+            if not due:
+                break
+            records = [r for r in reader.read_batch() if r.offset < bounds.targets.get(r.partition, 0)]
+            if not records:
+                if time.monotonic() - last_record > STALL_S:
+                    behind = {p: (positions[p], bounds.targets[p]) for p in sorted(due)}
+                    raise TimeoutError(f"no records for {STALL_S:.0f} s; (position, target) per partition: {behind}")
+                continue
+            last_record = time.monotonic()
+            stats = apply_batch(con, records)
+            folded += len(records)
+            progress.advance(_folded(stats, topic, positions))
+            reader.commit(dict(positions))
+    finally:
+        reader.close()
+    return folded
+
+
+# -- files ------------------------------------------------------------------------------------------
+
+
+class FileNotEmpty(FileExistsError):
+    pass
+
+
+def prepare_target(path: str | os.PathLike[str], *, force: bool) -> None:
+    """Makes room for a fresh file at `path`: refuses a non-empty one unless `force`."""
+    path = Path(path)
+    wal = Path(f"{path}.wal")
+    if path.exists() and path.stat().st_size > 0 and not force:
+        raise FileNotEmpty(f"{path} exists and is not empty: pass --force to overwrite it")
+    for leftover in (path, wal):
+        leftover.unlink(missing_ok=True)
+
+
+def checkpoint_and_close(con: duckdb.DuckDBPyConnection) -> None:
+    """Writes everything into the main file (no write-ahead log left beside it), then closes."""
+    con.execute("CHECKPOINT")
+    con.close()
+
+
+class StopFlag:
+    """A `should_stop` for signal handlers and other threads."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()

@@ -1,0 +1,171 @@
+"""`chat-analytics rebuild --db NEW_FILE` through a real broker: the same tables as the live projector
+at the same offsets, `--until` as of a point in time, refusing to overwrite, and the v2 dead-letter
+retry on a file the live projector built."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+import projector.rebuild
+from cli.main import main
+from projector.deadletters import count_by_reason, retry
+from projector.fold import apply_batch
+from projector.service import ProjectorService
+from projector.snapshot import diff, table_rows
+from projector.testing import encode, feedback, key_of, stream, turn
+from schemas.readmodel import connect, stored_offsets
+from tests.test_dead_letters import turn_v2, v2_registry
+from tests.test_projector_service import read_back
+
+
+def publish(
+    bootstrap_servers: str, topic: str, events: Sequence[dict[str, Any] | bytes], timestamp_ms: int | None = None
+) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    try:
+        for event in events:
+            producer.send(topic, key=key_of(event), value=encode(event), timestamp_ms=timestamp_ms)
+        producer.flush(60)
+    finally:
+        producer.close()
+
+
+def live_fold(bootstrap_servers: str, topic: str, path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The live projector's tables after it caught up (its own consumer loop, as `serve` runs it)."""
+    con = connect(path)
+    service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=500)
+    try:
+        service.run_until_caught_up(timeout=180)
+        return table_rows(con)
+    finally:
+        service.stop()
+        con.close()
+
+
+def rows_of(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    con = connect(path, read_only=True)
+    try:
+        return table_rows(con)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("parse_process", [True, False], ids=["parser-process", "in-process"])
+def test_rebuild_gives_the_tables_the_live_projector_holds(
+    bootstrap_servers: str,
+    topic: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    parse_process: bool,
+) -> None:
+    # Both catch-up paths of the rebuild: a parser process, and folding in this process.
+    monkeypatch.setattr(projector.rebuild, "PARSE_PROCESS_MIN_RECORDS", 1 if parse_process else 10**9)
+    events = list(stream(5000, seed=21, sessions=80))  # with duplicates, early events and bad ones
+    publish(bootstrap_servers, topic, events)
+    live = live_fold(bootstrap_servers, topic, tmp_path / "live.duckdb")
+
+    new = tmp_path / "rebuilt.duckdb"
+    code = main(
+        ["rebuild", "--db", str(new), "--bootstrap-servers", bootstrap_servers, "--topic", topic, "--batch-size", "700"]
+    )
+
+    assert code == 0
+    rebuilt = rows_of(new)
+    assert diff(live, rebuilt) == {}
+    assert len(rebuilt["interactions"]) > 1000 and len(rebuilt["dead_letters"]) > 0
+    assert sum(o for _, _, o in rebuilt["offsets"]) == len(events)
+    err = capsys.readouterr().err
+    # Not a terminal here: plain progress lines and a summary, no carriage returns.
+    assert f"{len(events):,} records" in err and f"done: {len(events):,} records" in err and "\r" not in err
+    assert not Path(f"{new}.wal").exists()
+
+
+def test_rebuild_refuses_a_non_empty_file_unless_forced(
+    bootstrap_servers: str, topic: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish(bootstrap_servers, topic, [turn("s1"), turn("s2")])
+    existing = tmp_path / "precious.duckdb"
+    con = connect(existing)
+    con.execute("INSERT INTO meta VALUES ('note', 'keep me')")
+    con.close()
+    args = ["rebuild", "--db", str(existing), "--bootstrap-servers", bootstrap_servers, "--topic", topic]
+
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err
+    con = connect(existing, read_only=True)
+    assert con.execute("SELECT value FROM meta WHERE key = 'note'").fetchall() == [("keep me",)]
+    con.close()
+
+    assert main([*args, "--force"]) == 0
+    con = connect(existing, read_only=True)
+    assert con.execute("SELECT count(*) FROM meta WHERE key = 'note'").fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) FROM interactions").fetchall() == [(2,)]
+    con.close()
+
+
+def test_rebuild_until_gives_the_tables_as_they_were_then(bootstrap_servers: str, topic: str, tmp_path: Path) -> None:
+    t0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    cutoff = t0 + timedelta(hours=1)
+    first = list(stream(600, seed=5, sessions=30))
+    opened = turn("s-late", offering_uuids=["0b7c1f1e-8a43-4f55-9d7e-2f0c7e1d0a01"])
+    first.append(opened)
+    second = [feedback(opened, -1, "other"), *stream(400, seed=6, sessions=20)]
+    # Explicit Kafka record timestamps: the first wave before the cutoff (one record exactly at it), the second after.
+    publish(bootstrap_servers, topic, first[:-1], timestamp_ms=int(t0.timestamp() * 1000))
+    publish(bootstrap_servers, topic, first[-1:], timestamp_ms=int(cutoff.timestamp() * 1000))
+    publish(bootstrap_servers, topic, second, timestamp_ms=int(cutoff.timestamp() * 1000) + 1)
+
+    as_then = tmp_path / "audit.duckdb"
+    args = ["rebuild", "--db", str(as_then), "--until", "2026-11-20T14:00:00+01:00"]  # = cutoff, in another zone
+    assert main([*args, "--bootstrap-servers", bootstrap_servers, "--topic", topic]) == 0
+
+    wave_one = [
+        r
+        for r in read_back(bootstrap_servers, topic)
+        if r.timestamp_ms is not None and r.timestamp_ms <= int(cutoff.timestamp() * 1000)
+    ]
+    assert len(wave_one) == len(first)
+    reference = connect(tmp_path / "reference.duckdb")
+    apply_batch(reference, wave_one)
+    assert diff(table_rows(reference), rows_of(as_then)) == {}
+    reference.close()
+    # The audit file stops at the cutoff: the second wave's feedback on `opened` is not in it.
+    con = connect(as_then, read_only=True)
+    uuid = opened["data"]["interaction_uuid"]
+    assert con.execute("SELECT fb_score FROM interactions WHERE uuid = ?", [uuid]).fetchall() == [(None,)]
+    assert sum(stored_offsets(con, topic).values()) == len(first)
+    con.close()
+
+
+def test_retry_after_a_release_that_knows_v2_on_a_file_the_live_projector_built(
+    bootstrap_servers: str, topic: str, tmp_path: Path
+) -> None:
+    v1 = list(stream(800, seed=9, sessions=30))
+    newer = [turn_v2(f"v2-{i}") for i in range(5)]
+    waiting = [feedback(t, 1) for t in newer]  # wait for turns this release cannot read
+    publish(bootstrap_servers, topic, [*v1[:400], *newer, *waiting, *v1[400:]])
+    path = tmp_path / "live.duckdb"
+    live_fold(bootstrap_servers, topic, path)
+
+    con = connect(path)
+    before = count_by_reason(con)
+    assert before["unsupported_version"] >= len(newer)
+    result = retry(con, registry=v2_registry())
+    assert result.applied["chat.turn.recorded"] == len(newer)
+    assert result.applied["chat.feedback.submitted"] >= len(waiting)
+    after = count_by_reason(con)
+    # What the generator made unreadable on purpose (version 99) stays, with its reason.
+    assert after.get("unsupported_version", 0) == before["unsupported_version"] - len(newer)
+
+    reference = connect(tmp_path / "v2-release.duckdb")
+    apply_batch(reference, read_back(bootstrap_servers, topic), v2_registry())
+    assert diff(table_rows(reference), table_rows(con)) == {}
+    reference.close()
+    con.close()
