@@ -155,13 +155,20 @@ def readiness(status: Mapping[str, Any] | None) -> dict[str, Any]:
         return {"ready": True, "caught_up": True, "partitions": [], "pending_events": 0, "error": None}
     caught_up = bool(status.get("caught_up"))
     error = status.get("error")
-    return {
-        "ready": caught_up and error is None,
+    # A start-up rebuild serving the previous file: stale but consistent answers beat none.
+    serving_previous = bool(status.get("serving_previous_file"))
+    body: dict[str, Any] = {
+        "ready": (caught_up or serving_previous) and error is None,
         "caught_up": caught_up,
         "partitions": [{k: p.get(k) for k in PARTITION_KEYS} for p in status.get("partitions") or []],
         "pending_events": int(status.get("pending_events") or 0),
         "error": None if error is None else str(error),
     }
+    if serving_previous:
+        body["serving_previous_file"] = True
+    if status.get("rebuild"):
+        body["rebuild"] = dict(status["rebuild"])
+    return body
 
 
 async def readyz(request: Request, ctx: Context) -> Response:

@@ -134,6 +134,31 @@ def projector_lines(status: Mapping[str, Any] | None) -> Iterable[str]:
     yield "# HELP chat_analytics_projector_pending_events Events waiting for the turn they refer to."
     yield "# TYPE chat_analytics_projector_pending_events gauge"
     yield f"chat_analytics_projector_pending_events {int(status.get('pending_events') or 0)}"
+    if "rebuild" in status:
+        yield from rebuild_lines(status.get("rebuild"))
+
+
+def rebuild_lines(rebuild: Mapping[str, Any] | None) -> Iterable[str]:
+    """The blue/green rebuild's progress; all zero when none has run since start-up."""
+    rebuild = rebuild or {}
+    running = rebuild.get("state") in ("running", "switching")
+    left = rebuild.get("seconds_left")
+    gauges = (
+        ("running", "1 while a rebuild builds or switches to a new read-model file.", 1 if running else 0),
+        ("events_done", "Records the rebuild has folded into the new file.", rebuild.get("events_done") or 0),
+        ("events_total", "Records the rebuild has to fold (grows with the topic).", rebuild.get("events_total") or 0),
+        ("events_per_second", "The rebuild's recent folding rate.", rebuild.get("events_per_second") or 0),
+        ("seconds_left", "Estimated time until the new file catches up (-1: unknown).", -1 if left is None else left),
+        (
+            "failed",
+            "1 when the last rebuild failed (see /readyz or GET /api/admin/rebuild/).",
+            1 if rebuild.get("state") == "failed" else 0,
+        ),
+    )
+    for name, help_text, value in gauges:
+        yield f"# HELP chat_analytics_rebuild_{name} {help_text}"
+        yield f"# TYPE chat_analytics_rebuild_{name} gauge"
+        yield f"chat_analytics_rebuild_{name} {_number(value)}"
 
 
 def render(metrics: RequestMetrics, status_provider: Callable[[], Mapping[str, Any]] | None) -> str:

@@ -165,6 +165,12 @@ class Readiness(_Body):
     partitions: list[PartitionLag]
     pending_events: Count
     error: str | None
+    serving_previous_file: bool | None = Field(
+        default=None, description="present while a start-up rebuild runs and the previous file is served"
+    )
+    rebuild: dict[str, Any] | None = Field(
+        default=None, description="present while a rebuild runs or after one: state, phase, events done and due"
+    )
 
 
 def field_names(model: type[BaseModel]) -> tuple[str, ...]:

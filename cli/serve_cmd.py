@@ -3,11 +3,16 @@
 The projector is the read model's only writer and runs in a background thread; the API reads the same
 DuckDB database through cursors of the projector's connection (DuckDB allows one writing process
 per file, so a second process could not open it to read while the projector writes).
+
+The projector runs inside a `LiveProjection`, which also serves the staff-only admin endpoints
+(blue/green rebuild, status, dead letters) and rebuilds a file of another read-model version by
+itself at start-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from schemas.settings import (
@@ -73,29 +78,43 @@ def _serve(args: argparse.Namespace) -> int:
     if args.no_projector:
         app = create_app(handle, tokens=tokens, budget=settings.daily_token_budget)
     else:
+        from api.admin import admin_routes, can_serve
+        from broker.topics import retention_warning
         from ingest.http import ingest_routes
         from ingest.publisher import Publisher
-        from projector.service import ProjectorService
+        from projector.bluegreen import LiveProjection
 
-        service = ProjectorService(args.bootstrap_servers, args.topic, con, args.group_id, args.batch_size)
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        warning = retention_warning(args.bootstrap_servers, args.topic)
+        if warning:
+            logging.getLogger("chat_analytics.serve").warning("%s", warning)
+        projection = LiveProjection(
+            handle,
+            bootstrap_servers=args.bootstrap_servers,
+            topic=args.topic,
+            group_id=args.group_id,
+            batch_size=args.batch_size,
+            readable=can_serve,
+        )
         publisher = Publisher(args.bootstrap_servers, args.topic)
 
         @asynccontextmanager
         async def lifespan(app: Starlette):  # noqa: ANN202 - the async generator type adds nothing here
-            service.start()
+            projection.start()
             try:
                 yield
             finally:
                 # Stop consuming before the connection closes, so the last batch commits or rolls back whole.
-                service.stop()
+                projection.stop()
                 publisher.close()
 
         app = create_app(
             handle,
             tokens=tokens,
             budget=settings.daily_token_budget,
-            status_provider=service.status,
-            extra_routes=ingest_routes(publisher, tokens),
+            status_provider=projection.status,
+            extra_routes=[*ingest_routes(publisher, tokens), *admin_routes(projection, tokens)],
             lifespan=lifespan,
         )
     try:

@@ -1,0 +1,172 @@
+"""Staff-only admin endpoints of a running `serve`: blue/green rebuild, status, dead letters.
+
+    POST /api/admin/rebuild/                 start a rebuild (202; 409 while one runs)
+    GET  /api/admin/rebuild/                 its progress
+    GET  /api/admin/status/                  `chat-analytics status --json` of the served file
+    GET  /api/admin/dead-letters/            ?reason=R&limit=N, in log order, raw bytes as base64
+    POST /api/admin/dead-letters/retry/      ?reason=R: re-offer them to the fold
+
+The work is done by an `AdminBackend` the command line hands in (the projector's `LiveProjection`),
+so this package never imports the projector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from api import queries
+from api.encoding import detail, json_response
+from api.params import Filters, Pagination
+from auth.http import check
+from auth.tokens import TokenStore
+from schemas.readmodel import ReadModelHandle, ReadModelUnavailable
+
+ADMIN_ROLES = frozenset({"staff"})
+PREFIX = "/api/admin"
+MAX_LIMIT = 100_000
+# The reasons of EVENTS.md; a filter on anything else is a typo worth a 400.
+REASONS = frozenset(
+    {
+        "invalid_json",
+        "invalid_envelope",
+        "unknown_type",
+        "unsupported_version",
+        "invalid_data",
+        "duplicate_interaction",
+        "session_mismatch",
+        "unknown_offering",
+    }
+)
+
+
+class AdminBackend(Protocol):
+    def start_rebuild(self) -> tuple[bool, Mapping[str, Any]]: ...
+    def rebuild_progress(self) -> Mapping[str, Any]: ...
+    def admin_status(self) -> Mapping[str, Any]: ...
+    def dead_letters(self, reason: str | None, limit: int | None) -> list[dict[str, Any]]: ...
+    def retry_dead_letters(self, reason: str | None) -> tuple[bool, Mapping[str, Any]]: ...
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+# Every method reaches the endpoint, so that the wrong one gets our 405 body rather than Starlette's.
+_ANY = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _staff_only(methods: Mapping[str, Handler], tokens: TokenStore) -> Callable[[Request], Awaitable[Response]]:
+    allowed = ", ".join(sorted({*methods, "OPTIONS"}))
+
+    async def endpoint(request: Request) -> Response:
+        denied = check(request, tokens, ADMIN_ROLES)
+        if denied is not None:
+            return denied
+        if request.method == "OPTIONS":
+            return json_response({"methods": allowed.split(", ")}, headers={"Allow": allowed})
+        handler = methods.get(request.method)
+        if handler is None:
+            return json_response({"detail": f'Method "{request.method}" not allowed.'}, 405, {"Allow": allowed})
+        try:
+            return await handler(request)
+        except ReadModelUnavailable as exc:
+            return detail(str(exc), 503, {"Retry-After": "5"})
+
+    return endpoint
+
+
+def _reason(request: Request, errors: dict[str, list[str]]) -> str | None:
+    value = request.query_params.get("reason")
+    if value is None or value == "":
+        return None
+    if value not in REASONS:
+        errors["reason"] = [f'"{value}" is not a dead-letter reason; one of {", ".join(sorted(REASONS))}.']
+        return None
+    return value
+
+
+def _limit(request: Request, errors: dict[str, list[str]]) -> int | None:
+    value = request.query_params.get("limit")
+    if value is None or value == "":
+        return None
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        errors["limit"] = ["A positive integer is required."]
+        return None
+    return min(int(value), MAX_LIMIT)
+
+
+def admin_routes(backend: AdminBackend, tokens: TokenStore) -> Sequence[BaseRoute]:
+    async def start_rebuild(request: Request) -> Response:
+        started, progress = await run_in_threadpool(backend.start_rebuild)
+        if not started:
+            return json_response({"detail": "A rebuild is already running.", "rebuild": dict(progress)}, 409)
+        return json_response(dict(progress), 202)
+
+    async def rebuild_progress(request: Request) -> Response:
+        return json_response(dict(backend.rebuild_progress()))
+
+    async def status(request: Request) -> Response:
+        return json_response(dict(await run_in_threadpool(backend.admin_status)))
+
+    async def list_dead_letters(request: Request) -> Response:
+        errors: dict[str, list[str]] = {}
+        reason, limit = _reason(request, errors), _limit(request, errors)
+        if errors:
+            return json_response(errors, 400)
+        return json_response(await run_in_threadpool(backend.dead_letters, reason, limit))
+
+    async def retry(request: Request) -> Response:
+        errors: dict[str, list[str]] = {}
+        reason = _reason(request, errors)
+        if errors:
+            return json_response(errors, 400)
+        done, body = await run_in_threadpool(backend.retry_dead_letters, reason)
+        return json_response(dict(body), 200 if done else 409)
+
+    return [
+        Route(
+            f"{PREFIX}/rebuild/", _staff_only({"GET": rebuild_progress, "POST": start_rebuild}, tokens), methods=_ANY
+        ),
+        Route(f"{PREFIX}/status/", _staff_only({"GET": status}, tokens), methods=_ANY),
+        Route(f"{PREFIX}/dead-letters/", _staff_only({"GET": list_dead_letters}, tokens), methods=_ANY),
+        Route(f"{PREFIX}/dead-letters/retry/", _staff_only({"POST": retry}, tokens), methods=_ANY),
+    ]
+
+
+def can_serve(handle: ReadModelHandle) -> bool:
+    """Whether this release's queries run on the file behind `handle` (an older read-model version may
+    still be readable): each endpoint's query once, with no filter."""
+    now = datetime.now(UTC)
+    # Every filter at once as well as none, so that each column a filter reads is touched.
+    every = Filters(
+        created_from=now.date(),
+        created_to=now.date(),
+        has_feedback=True,
+        has_negative_feedback=True,
+        is_flagged=True,
+        query="probe",
+        severity="high",
+        session_id="probe",
+        user_slug="probe",
+    )
+    probes: list[Callable[[Any], object]] = [
+        lambda cur: queries.get_interaction(cur, "00000000-0000-4000-8000-000000000000"),
+        lambda cur: queries.budget(cur, now, 0),
+    ]
+    for filters in (Filters(), every):
+        probes += [
+            lambda cur, f=filters: queries.list_interactions(cur, f, ("-created", "result_count"), Pagination(1, 1)),
+            lambda cur, f=filters: queries.list_users(cur, f, Pagination(1, 1)),
+            lambda cur, f=filters: queries.kpi(cur, f, now.date(), 30),
+        ]
+    try:
+        with handle.reading() as cur:
+            for probe in probes:
+                probe(cur)
+    except Exception:
+        return False
+    return True

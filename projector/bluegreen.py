@@ -1,0 +1,347 @@
+"""The projector of a running `serve`, and its blue/green rebuild without downtime.
+
+`LiveProjection` owns the live `ProjectorService` and the `ReadModelHandle` the API reads. A rebuild
+(asked for by an operator, or by itself at start-up when the file's read-model version is not this
+release's) folds the topic into a new file beside the served one, on its own connection and
+consumer group, in catch-up mode, while requests keep being answered from the current file. Once the
+new file is close to the head of the topic:
+
+1. the live projector stops between two batches (the API still reads the current file);
+2. the new file folds the last records up to the end offsets as they are now, so it holds at least
+   everything the current one does (counts never go backwards), then is checkpointed and closed;
+3. under the handle's write side (it waits for requests in flight and holds new ones for the few ms
+   this takes): the current file is checkpointed and closed, renamed aside, the new one renamed to
+   the served path, reopened, swapped in;
+4. the old file is deleted, and the live projector restarts on the new file from its stored offsets.
+
+Nothing is lost: the offsets live in each file, so whatever was published meanwhile is folded after
+the restart. Should anything fail before step 3 completes, the current file stays (or is put back)
+and the live projector restarts on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from projector import deadletters
+from projector.rebuild import (
+    CATCH_UP_BATCH_SIZE,
+    LogBounds,
+    Progress,
+    StopFlag,
+    checkpoint_and_close,
+    fold_to,
+    log_bounds,
+    prepare_target,
+)
+from projector.service import ProjectorService
+from projector.status import file_figures, report
+from schemas.readmodel import READMODEL_VERSION, ReadModelHandle, connect, file_version, stored_offsets
+
+log = logging.getLogger(__name__)
+
+SWITCH_WITHIN = 5_000  # records behind the head at which the new file is close enough to switch to
+IDLE, RUNNING, SWITCHING, DONE, FAILED = "idle", "running", "switching", "done", "failed"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _behind(con: duckdb.DuckDBPyConnection, topic: str, bounds: LogBounds) -> int:
+    stored = stored_offsets(con, topic)
+    return sum(max(0, end - max(stored.get(p, 0), bounds.starts.get(p, 0))) for p, end in bounds.targets.items())
+
+
+class LiveProjection:
+    def __init__(
+        self,
+        handle: ReadModelHandle,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        group_id: str | None,
+        batch_size: int,
+        readable: Callable[[ReadModelHandle], bool] | None = None,
+        rebuild_batch_size: int = CATCH_UP_BATCH_SIZE,
+    ) -> None:
+        if handle.path is None:
+            raise ValueError("a live projection needs the served file's path")
+        self.handle = handle
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.group_id = group_id
+        self.batch_size = batch_size
+        self.rebuild_batch_size = rebuild_batch_size
+        self.readable = readable
+        self.service: ProjectorService | None = None
+        self._state_lock = threading.Lock()  # guards the fields below
+        self._writer = threading.Lock()  # one task that writes outside the live loop at a time
+        self._stop = StopFlag()
+        self._thread: threading.Thread | None = None
+        self._state = IDLE
+        self._phase = ""
+        self._reason: str | None = None
+        self._progress = Progress()
+        self._started_at: str | None = None
+        self._finished_at: str | None = None
+        self._error: str | None = None
+        self._serving_previous = False
+        # A new projector starts "not caught up" until it has asked for end offsets; a switch from a
+        # caught-up service to a file at the head must not make /readyz flap meanwhile.
+        self._carry_caught_up = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts the live projector, or, for a file of another read-model version, a rebuild."""
+        version = file_version(self.handle.connection)
+        if version == READMODEL_VERSION:
+            self._start_service(self.handle.connection)
+            return
+        log.warning(
+            "%s holds read-model version %s, this release writes %s: rebuilding it from %s in the background",
+            self.handle.path,
+            version,
+            READMODEL_VERSION,
+            self.topic,
+        )
+        if self.readable is not None and self.readable(self.handle):
+            self._serving_previous = True
+            log.warning("serving the old file meanwhile")
+        else:
+            self.handle.unavailable = "the read model is being rebuilt for this release; retry shortly"
+            log.warning("the old file cannot be served by this release: 503 until the rebuild is done")
+        self.start_rebuild(reason=f"read-model version {version} -> {READMODEL_VERSION}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(120)
+        service, self.service = self.service, None
+        if service is not None:
+            service.stop()
+
+    def _start_service(self, con: duckdb.DuckDBPyConnection) -> None:
+        service = ProjectorService(self.bootstrap_servers, self.topic, con, self.group_id, self.batch_size)
+        self.service = service
+        service.start()
+
+    # -- what /readyz, /metrics and the admin endpoints show -------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        service = self.service
+        if service is not None:
+            body = dict(service.status())
+            if body["caught_up"]:
+                self._carry_caught_up = False
+            elif self._carry_caught_up:
+                body["caught_up"] = True
+        else:
+            body = {
+                "caught_up": False,
+                "partitions": [],
+                "events_applied": {},
+                "dead_letters": {},
+                "pending_events": 0,
+                "last_batch_at": None,
+                "error": None,
+            }
+            if self._serving_previous:
+                body["serving_previous_file"] = True
+        progress = self.rebuild_progress()
+        body["rebuild"] = progress if progress["state"] != IDLE else None
+        return body
+
+    def rebuild_progress(self) -> dict[str, Any]:
+        with self._state_lock:
+            return {
+                "state": self._state,
+                "phase": self._phase,
+                "reason": self._reason,
+                "started_at": self._started_at,
+                "finished_at": self._finished_at,
+                "error": self._error,
+                **self._progress.as_json(),
+            }
+
+    def admin_status(self) -> dict[str, Any]:
+        """`chat-analytics status --json` of the served file, with the live end offsets."""
+        service = self.service
+        live = service.status() if service is not None else None
+        ends = {p["partition"]: p["end_offset"] for p in live["partitions"]} if live else None
+        with self.handle.reading() as cur:
+            figures = file_figures(cur, self.topic)
+        doc = report(figures, topic=self.topic, path=self.handle.path, end_offsets=ends or None)
+        doc["live"] = self.status()
+        return doc
+
+    def dead_letters(self, reason: str | None, limit: int | None) -> list[dict[str, Any]]:
+        with self.handle.reading() as cur:
+            return [d.as_json() for d in deadletters.iter_dead_letters(cur, reason=reason, limit=limit)]
+
+    # -- dead-letter retry on the served file ---------------------------------------------------------
+
+    def retry_dead_letters(self, reason: str | None = None) -> tuple[bool, Mapping[str, Any]]:
+        """Pauses the live projector between batches, retries, restarts it. (False, why) while a
+        rebuild runs: the new file re-folds every dead letter anyway."""
+        with self._state_lock:
+            if self._state in (RUNNING, SWITCHING):
+                return False, {"detail": "a rebuild is running; its new file applies whatever this release can"}
+        with self._writer:
+            service = self.service
+            if service is not None:
+                service.stop()
+            try:
+                result = deadletters.retry(self.handle.connection, reason=reason)
+            finally:
+                if service is not None:
+                    self._carry_caught_up = service.status()["caught_up"]
+                    # A new service: it reads the dead-letter counts and waiting events afresh.
+                    self._start_service(self.handle.connection)
+        log.info("dead-letter retry: %s", result.as_json())
+        return True, result.as_json()
+
+    # -- the rebuild ----------------------------------------------------------------------------------
+
+    def start_rebuild(self, reason: str = "requested") -> tuple[bool, Mapping[str, Any]]:
+        """Starts a blue/green rebuild in the background; (False, progress) when one is running."""
+        with self._state_lock:
+            if self._state in (RUNNING, SWITCHING):
+                busy = True
+            else:
+                busy = False
+                self._state, self._phase, self._reason = RUNNING, "starting", reason
+                self._progress = Progress()
+                self._started_at, self._finished_at, self._error = _now(), None, None
+        if busy:
+            return False, self.rebuild_progress()
+        self._thread = threading.Thread(target=self._rebuild_main, name="rebuild", daemon=True)
+        self._thread.start()
+        return True, self.rebuild_progress()
+
+    def _set(self, **fields: Any) -> None:
+        with self._state_lock:
+            for name, value in fields.items():
+                setattr(self, f"_{name}", value)
+
+    @property
+    def _served(self) -> Path:
+        assert self.handle.path is not None
+        return self.handle.path
+
+    def _rebuild_main(self) -> None:
+        new_path = self._served.with_name(self._served.name + ".rebuild")
+        new_con: duckdb.DuckDBPyConnection | None = None
+        try:
+            prepare_target(new_path, force=True)  # a leftover of an interrupted rebuild is ours to replace
+            new_con = connect(new_path)
+            self._catch_up(new_con)
+            if self._stop():
+                raise InterruptedError("the server is stopping")
+            self._set(state=SWITCHING, phase="switching")
+            self._switch(new_con, new_path)
+            new_con = None  # closed by the switch, its file now served under the configured path
+            self._set(state=DONE, phase="done", finished_at=_now())
+            log.info("rebuild done: now serving the new file (%s)", self._progress.as_json())
+        except BaseException as exc:
+            log.exception("rebuild failed; still serving the current file")
+            self._set(state=FAILED, phase="failed", error=f"{type(exc).__name__}: {exc}", finished_at=_now())
+            if new_con is not None:
+                with contextlib.suppress(duckdb.Error):
+                    new_con.close()
+            for leftover in (new_path, Path(f"{new_path}.wal")):
+                leftover.unlink(missing_ok=True)
+
+    def _bounds(self) -> LogBounds:
+        return log_bounds(self.bootstrap_servers, self.topic)
+
+    def _rebuild_group(self) -> str | None:
+        return None if self.group_id is None else f"{self.group_id}.rebuild"
+
+    def _catch_up(self, new_con: duckdb.DuckDBPyConnection) -> None:
+        """Folds the new file until it is within SWITCH_WITHIN records of the head."""
+        self._set(phase="catching up")
+        while not self._stop():
+            bounds = self._bounds()
+            if _behind(new_con, self.topic, bounds) <= SWITCH_WITHIN:
+                return
+            fold_to(
+                new_con,
+                bootstrap_servers=self.bootstrap_servers,
+                topic=self.topic,
+                bounds=bounds,
+                progress=self._progress,
+                batch_size=self.rebuild_batch_size,
+                group_id=self._rebuild_group(),
+                should_stop=self._stop,
+            )
+
+    def _switch(self, new_con: duckdb.DuckDBPyConnection, new_path: Path) -> None:
+        with self._writer:
+            live = self.service
+            was_caught_up = bool(live is not None and live.status()["caught_up"])
+            if live is not None:
+                live.stop()  # between two batches; requests still read the current file
+                self.service = None
+            try:
+                self._set(phase="folding the last records")
+                bounds = self._bounds()  # the live projector is stopped: nothing moves these any more
+                fold_to(
+                    new_con,
+                    bootstrap_servers=self.bootstrap_servers,
+                    topic=self.topic,
+                    bounds=bounds,
+                    progress=self._progress,
+                    batch_size=self.rebuild_batch_size,
+                    group_id=self._rebuild_group(),
+                    parse_process=False,
+                )
+                if _behind(new_con, self.topic, bounds):
+                    raise RuntimeError("the new file did not reach the end offsets")
+                checkpoint_and_close(new_con)
+                if Path(f"{new_path}.wal").exists():
+                    raise RuntimeError(f"{new_path}.wal is left after a checkpoint: not switching to it")
+                self._set(phase="swapping files")
+                con = self._swap_files(new_path)
+            except BaseException:
+                if live is not None and self.service is None:
+                    self._carry_caught_up = was_caught_up
+                    self._start_service(self.handle.connection)
+                raise
+            self._serving_previous = False
+            self._carry_caught_up = was_caught_up or live is None
+            self._start_service(con)
+
+    def _swap_files(self, new_path: Path) -> duckdb.DuckDBPyConnection:
+        served = self._served
+        previous = served.with_name(served.name + ".previous")
+        with self.handle.exclusive():
+            checkpoint_and_close(self.handle.connection)
+            try:
+                # A log beside the old file would be replayed onto the new one when it is opened.
+                Path(f"{served}.wal").unlink(missing_ok=True)
+                os.replace(served, previous)
+                try:
+                    os.replace(new_path, served)
+                    con = connect(served)
+                except BaseException:
+                    os.replace(previous, served)
+                    raise
+            except BaseException:
+                self.handle.swap(connect(served), served)  # the current file again, so serving goes on
+                raise
+            self.handle.swap(con, served)
+            self.handle.unavailable = None
+        previous.unlink(missing_ok=True)
+        return con
