@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,6 +96,7 @@ class LiveProjection:
         self._started_at: str | None = None
         self._finished_at: str | None = None
         self._error: str | None = None
+        self._requests_held_ms: float | None = None
         self._serving_previous = False
         # A new projector starts "not caught up" until it has asked for end offsets; a switch from a
         # caught-up service to a file at the head must not make /readyz flap meanwhile.
@@ -172,6 +174,7 @@ class LiveProjection:
                 "started_at": self._started_at,
                 "finished_at": self._finished_at,
                 "error": self._error,
+                "requests_held_ms": self._requests_held_ms,
                 **self._progress.as_json(),
             }
 
@@ -224,6 +227,7 @@ class LiveProjection:
                 self._state, self._phase, self._reason = RUNNING, "starting", reason
                 self._progress = Progress()
                 self._started_at, self._finished_at, self._error = _now(), None, None
+                self._requests_held_ms = None
         if busy:
             return False, self.rebuild_progress()
         self._thread = threading.Thread(target=self._rebuild_main, name="rebuild", daemon=True)
@@ -292,8 +296,9 @@ class LiveProjection:
             live = self.service
             was_caught_up = bool(live is not None and live.status()["caught_up"])
             if live is not None:
-                live.stop()  # between two batches; requests still read the current file
-                self.service = None
+                # Between two batches; requests still read the current file, and /readyz keeps
+                # showing the stopped service's (caught-up) status until the new one starts.
+                live.stop()
             try:
                 self._set(phase="folding the last records")
                 bounds = self._bounds()  # the live projector is stopped: nothing moves these any more
@@ -315,7 +320,7 @@ class LiveProjection:
                 self._set(phase="swapping files")
                 con = self._swap_files(new_path)
             except BaseException:
-                if live is not None and self.service is None:
+                if live is not None and self.service is live:
                     self._carry_caught_up = was_caught_up
                     self._start_service(self.handle.connection)
                 raise
@@ -326,6 +331,8 @@ class LiveProjection:
     def _swap_files(self, new_path: Path) -> duckdb.DuckDBPyConnection:
         served = self._served
         previous = served.with_name(served.name + ".previous")
+        # From here new requests wait (the write side is wanted) until the swap is done.
+        held_from = time.monotonic()
         with self.handle.exclusive():
             checkpoint_and_close(self.handle.connection)
             try:
@@ -343,5 +350,8 @@ class LiveProjection:
                 raise
             self.handle.swap(con, served)
             self.handle.unavailable = None
+        held_ms = (time.monotonic() - held_from) * 1000
+        self._set(requests_held_ms=round(held_ms, 1))
+        log.info("switched %s to the rebuilt file; requests were held for %.1f ms", served, held_ms)
         previous.unlink(missing_ok=True)
         return con
