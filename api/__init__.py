@@ -8,4 +8,6 @@
 - `queries`: the read operations, each choosing the cheapest table that answers it.
 - `readers`, `encoding`, `pagination`, `metrics`: per-request cursors, orjson bodies, Link headers,
   Prometheus text.
+- `admin`: the staff-only operator endpoints (rebuild, status, dead letters) over a backend that the
+  command line hands in, so the API never imports the projector.
 """

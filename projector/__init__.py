@@ -7,4 +7,8 @@
 - `consumer`: the Kafka side (seek to stored offsets, poll, commit for lag monitoring only).
 - `pipeline`: catch-up mode with parsing in a separate process.
 - `service`: `ProjectorService`, the background thread the API and `chat-analytics project` run.
+- `rebuild`: folding the topic into a fresh file up to fixed offsets (end offsets, or `--until`), with progress.
+- `bluegreen`: `LiveProjection`, the projector of `serve` and its rebuild-and-switch without downtime.
+- `deadletters`: list, export and retry (through the same fold) of the dead-letter table.
+- `status`: what `chat-analytics status` reports about a file and the topic's end offsets.
 """
