@@ -98,7 +98,8 @@ class TopicReader:
         return out
 
     def end_offsets(self) -> dict[int, int]:
-        ends = self._consumer.end_offsets(self.partitions)
+        # Bounded, so that a broker gone quiet surfaces as an error (and a reconnect) within seconds.
+        ends = self._consumer.end_offsets(self.partitions, timeout_ms=10_000)
         return {tp.partition: int(offset) for tp, offset in ends.items()}
 
     def known_end_offsets(self) -> dict[int, int | None]:

@@ -104,49 +104,63 @@ def catch_up(
     targets: dict[int, int],
     on_batch: Callable[[BatchStats], None],
     should_stop: Callable[[], bool],
+    parsers: int = 1,
 ) -> int:
-    """Folds from `start` up to `targets` with a parser process; returns the number of records applied.
-    Raises RuntimeError if the child fails; the caller retries from the stored offsets."""
+    """Folds from `start` up to `targets` with `parsers` parser processes, each owning a share of the
+    partitions; returns the number of records applied. Batches are applied in whatever order they
+    arrive: the fold gives the same tables for any interleaving of partitions (each partition's own
+    order is kept, since one child reads it). Raises RuntimeError if a child fails; the caller retries
+    from the stored offsets."""
     ctx = mp.get_context("spawn")  # never fork a process that runs DuckDB and server threads
-    out = ctx.Queue(QUEUE_DEPTH)
-    applied = ctx.Queue()
+    out = ctx.Queue(QUEUE_DEPTH * max(1, parsers))
     stop = ctx.Event()
-    child = ctx.Process(
-        target=_reader_main,
-        args=(bootstrap_servers, topic, group_id, batch_size, start, partitions, targets, out, applied, stop),
-        name="projector-parser",
-        daemon=True,
-    )
-    child.start()
+    shares = [partitions[i :: max(1, parsers)] for i in range(max(1, parsers))]
+    children = []
+    for share in (s for s in shares if s):
+        own = {p: targets[p] for p in share if p in targets}  # a child is done when its own share is
+        applied = ctx.Queue()
+        child = ctx.Process(
+            target=_reader_main,
+            args=(bootstrap_servers, topic, group_id, batch_size, start, share, own, out, applied, stop),
+            name="projector-parser",
+            daemon=True,
+        )
+        child.start()
+        children.append((child, set(share), applied))
     folded = 0
     positions = dict(start)
+    done = 0
     try:
-        while not should_stop():
+        while done < len(children) and not should_stop():
             try:
                 tag, payload = out.get(timeout=1.0)
             except queue.Empty:
-                if not child.is_alive():
-                    raise RuntimeError(f"the parser process died (exit code {child.exitcode})") from None
+                dead = [c.exitcode for c, _, _ in children if not c.is_alive() and c.exitcode]
+                if dead:
+                    raise RuntimeError(f"a parser process died (exit code {dead[0]})") from None
                 continue
             if tag == _DONE:
-                break
+                done += 1
+                continue
             if tag == _FAILED:
-                raise RuntimeError(f"the parser process failed: {payload}")
+                raise RuntimeError(f"a parser process failed: {payload}")
             batch: PreparedBatch = payload
             stats = apply_prepared(con, batch)
             folded += len(batch)
             for (t, p), offset in stats.offsets.items():
                 if t == topic:
                     positions[p] = max(positions.get(p, 0), offset)
-            applied.put(dict(positions))
+            for _, share, applied in children:
+                applied.put({p: o for p, o in positions.items() if p in share})
             on_batch(stats)
     finally:
         stop.set()
         _drain(out)
-        child.join(10)
-        if child.is_alive():
-            child.terminate()
-            child.join(5)
+        for child, _, _ in children:
+            child.join(10)
+            if child.is_alive():
+                child.terminate()
+                child.join(5)
     return folded
 
 

@@ -32,6 +32,7 @@ KAFKA_COMMIT_EVERY_S = 1.0  # lag-monitoring commits; the read model does not de
 MAX_BACKOFF_S = 30.0
 # Below this many records behind, a parser process costs more to start than it saves.
 PARSE_PROCESS_MIN_LAG = 20_000
+DEFAULT_PARSE_PROCESSES = 2  # each reads and parses a share of the partitions; the writer only applies
 
 
 class ProjectorService:
@@ -44,6 +45,7 @@ class ProjectorService:
         batch_size: int = DEFAULT_BATCH_SIZE,
         *,
         parse_process: bool = True,
+        parse_processes: int = DEFAULT_PARSE_PROCESSES,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -52,7 +54,7 @@ class ProjectorService:
         self.con = con
         self.group_id = group_id
         self.batch_size = batch_size
-        self.parse_process = parse_process
+        self.parse_processes = parse_processes if parse_process else 0
         self._reader: TopicReader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -231,12 +233,12 @@ class ProjectorService:
         must reconnect (this closed the reader)."""
         stored = stored_offsets(self.con, self.topic)
         lag = sum(max(0, end - stored.get(p, 0)) for p, end in targets.items())
-        if not self.parse_process or lag < PARSE_PROCESS_MIN_LAG:
+        if self.parse_processes < 1 or lag < PARSE_PROCESS_MIN_LAG:
             return None
         from projector.pipeline import catch_up
 
         self._close_reader()  # the child owns the Kafka client meanwhile
-        log.info("catching up %s records behind with a parser process", lag)
+        log.info("catching up %s records behind with %s parser process(es)", lag, self.parse_processes)
         return catch_up(
             self.con,
             bootstrap_servers=self.bootstrap_servers,
@@ -248,6 +250,7 @@ class ProjectorService:
             targets=targets,
             on_batch=self._after_batch,
             should_stop=self._stop.is_set,
+            parsers=self.parse_processes,
         )
 
     # -- helpers --------------------------------------------------------------------------------------

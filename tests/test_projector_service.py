@@ -105,15 +105,21 @@ def test_run_until_caught_up_folds_the_topic_exactly_like_the_pure_fold(
     assert committed == {p["partition"]: p["end_offset"] for p in status["partitions"]}
 
 
-def test_catch_up_with_a_parser_process_folds_like_the_pure_fold(
-    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("parsers", [1, 2])
+def test_catch_up_with_parser_processes_folds_like_the_pure_fold(
+    bootstrap_servers: str,
+    topic: str,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    parsers: int,
 ) -> None:
     import projector.service
 
     monkeypatch.setattr(projector.service, "PARSE_PROCESS_MIN_LAG", 1)
     events = list(stream(4000, seed=3, sessions=60))
     publish(bootstrap_servers, topic, events)
-    service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=300)
+    service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=300, parse_processes=parsers)
     assert service.run_until_caught_up(timeout=120) == len(events)
     reference = connect(tmp_path / "reference.duckdb")
     apply_batch(reference, read_back(bootstrap_servers, topic))
