@@ -98,9 +98,9 @@ class LiveProjection:
         self._error: str | None = None
         self._requests_held_ms: float | None = None
         self._serving_previous = False
-        # A new projector starts "not caught up" until it has asked for end offsets; a switch from a
-        # caught-up service to a file at the head must not make /readyz flap meanwhile.
-        self._carry_caught_up = False
+        # A new projector starts "not caught up" until it has asked for end offsets; the service that
+        # replaces a caught-up one (after a switch or a retry) must not make /readyz flap meanwhile.
+        self._caught_up_from_start: ProjectorService | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -134,8 +134,11 @@ class LiveProjection:
         if service is not None:
             service.stop()
 
-    def _start_service(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _start_service(self, con: duckdb.DuckDBPyConnection, *, caught_up: bool = False) -> None:
+        """A new live projector on `con`; `caught_up`: it takes over from one that was (or the file is at
+        the head), so it counts as caught up from the start."""
         service = ProjectorService(self.bootstrap_servers, self.topic, con, self.group_id, self.batch_size)
+        self._caught_up_from_start = service if caught_up else None
         self.service = service
         service.start()
 
@@ -145,9 +148,7 @@ class LiveProjection:
         service = self.service
         if service is not None:
             body = dict(service.status())
-            if body["caught_up"]:
-                self._carry_caught_up = False
-            elif self._carry_caught_up:
+            if service is self._caught_up_from_start:
                 body["caught_up"] = True
         else:
             body = {
@@ -209,9 +210,8 @@ class LiveProjection:
                 result = deadletters.retry(self.handle.connection, reason=reason)
             finally:
                 if service is not None:
-                    self._carry_caught_up = service.status()["caught_up"]
                     # A new service: it reads the dead-letter counts and waiting events afresh.
-                    self._start_service(self.handle.connection)
+                    self._start_service(self.handle.connection, caught_up=service.status()["caught_up"])
         log.info("dead-letter retry: %s", result.as_json())
         return True, result.as_json()
 
@@ -321,12 +321,11 @@ class LiveProjection:
                 con = self._swap_files(new_path)
             except BaseException:
                 if live is not None and self.service is live:
-                    self._carry_caught_up = was_caught_up
-                    self._start_service(self.handle.connection)
+                    self._start_service(self.handle.connection, caught_up=was_caught_up)
                 raise
             self._serving_previous = False
-            self._carry_caught_up = was_caught_up or live is None
-            self._start_service(con)
+            # The new file is at the head: caught up, whether or not a live projector ran before.
+            self._start_service(con, caught_up=was_caught_up or live is None)
 
     def _swap_files(self, new_path: Path) -> duckdb.DuckDBPyConnection:
         served = self._served

@@ -269,12 +269,26 @@ class FileNotEmpty(FileExistsError):
     pass
 
 
+def _held_by_another_process(path: Path) -> bool:
+    try:
+        duckdb.connect(str(path), read_only=True).close()
+    except duckdb.IOException as exc:
+        return "lock" in str(exc).lower()
+    except duckdb.Error:
+        return False  # not a DuckDB file at all: nobody serves it
+    return False
+
+
 def prepare_target(path: str | os.PathLike[str], *, force: bool) -> None:
-    """Makes room for a fresh file at `path`: refuses a non-empty one unless `force`."""
+    """Makes room for a fresh file at `path`: refuses a non-empty one unless `force`, and always one
+    that another process has open (a running serve's file must be rebuilt with --live)."""
     path = Path(path)
     wal = Path(f"{path}.wal")
-    if path.exists() and path.stat().st_size > 0 and not force:
-        raise FileNotEmpty(f"{path} exists and is not empty: pass --force to overwrite it")
+    if path.exists() and path.stat().st_size > 0:
+        if not force:
+            raise FileNotEmpty(f"{path} exists and is not empty: pass --force to overwrite it")
+        if _held_by_another_process(path):
+            raise FileNotEmpty(f"{path} is open in another process (a running serve? use rebuild --live)")
     for leftover in (path, wal):
         leftover.unlink(missing_ok=True)
 

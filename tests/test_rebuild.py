@@ -4,6 +4,8 @@ retry on a file the live projector built."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +24,8 @@ from projector.testing import encode, feedback, key_of, stream, turn
 from schemas.readmodel import connect, stored_offsets
 from tests.test_dead_letters import turn_v2, v2_registry
 from tests.test_projector_service import read_back
+
+HOLD_OPEN = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', flush=True); sys.stdin.read()"
 
 
 def publish(
@@ -99,6 +103,16 @@ def test_rebuild_refuses_a_non_empty_file_unless_forced(
 
     assert main(args) == 2
     assert "--force" in capsys.readouterr().err
+    # Not even --force deletes a file another process has open (a running serve's).
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OPEN, str(existing)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        assert main([*args, "--force"]) == 2
+        assert "open in another process" in capsys.readouterr().err
+    finally:
+        holder.communicate(b"")
     con = connect(existing, read_only=True)
     assert con.execute("SELECT value FROM meta WHERE key = 'note'").fetchall() == [("keep me",)]
     con.close()
