@@ -51,6 +51,7 @@ from schemas.readmodel import READMODEL_VERSION, ReadModelHandle, connect, file_
 log = logging.getLogger(__name__)
 
 SWITCH_WITHIN = 5_000  # records behind the head at which the new file is close enough to switch to
+MAX_BACKOFF_S = 30.0  # between attempts of a start-up rebuild, which has no live projector to fall back to
 IDLE, RUNNING, SWITCHING, DONE, FAILED = "idle", "running", "switching", "done", "failed"
 
 
@@ -245,6 +246,21 @@ class LiveProjection:
         return self.handle.path
 
     def _rebuild_main(self) -> None:
+        backoff = 1.0
+        while not self._attempt_rebuild():
+            # Without a live projector (a start-up rebuild) nothing else follows the topic: keep trying,
+            # as the live projector itself would (the broker may simply not be up yet).
+            if self.service is not None or self._stop():
+                self._set(state=FAILED, phase="failed", finished_at=_now())
+                return
+            self._set(phase=f"retrying in {backoff:.0f} s")
+            if self._stop.wait(backoff):
+                self._set(state=FAILED, phase="failed", finished_at=_now())
+                return
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            self._set(progress=Progress())
+
+    def _attempt_rebuild(self) -> bool:
         new_path = self._served.with_name(self._served.name + ".rebuild")
         new_con: duckdb.DuckDBPyConnection | None = None
         try:
@@ -253,19 +269,21 @@ class LiveProjection:
             self._catch_up(new_con)
             if self._stop():
                 raise InterruptedError("the server is stopping")
-            self._set(state=SWITCHING, phase="switching")
+            self._set(state=SWITCHING, phase="switching", error=None)
             self._switch(new_con, new_path)
             new_con = None  # closed by the switch, its file now served under the configured path
-            self._set(state=DONE, phase="done", finished_at=_now())
+            self._set(state=DONE, phase="done", finished_at=_now(), error=None)
             log.info("rebuild done: now serving the new file (%s)", self._progress.as_json())
-        except BaseException as exc:
+            return True
+        except Exception as exc:
             log.exception("rebuild failed; still serving the current file")
-            self._set(state=FAILED, phase="failed", error=f"{type(exc).__name__}: {exc}", finished_at=_now())
+            self._set(state=RUNNING, error=f"{type(exc).__name__}: {exc}")
             if new_con is not None:
                 with contextlib.suppress(duckdb.Error):
                     new_con.close()
             for leftover in (new_path, Path(f"{new_path}.wal")):
                 leftover.unlink(missing_ok=True)
+            return False
 
     def _bounds(self) -> LogBounds:
         return log_bounds(self.bootstrap_servers, self.topic)

@@ -308,5 +308,9 @@ class StopFlag:
     def set(self) -> None:
         self._event.set()
 
+    def wait(self, seconds: float) -> bool:
+        """Sleeps up to `seconds`; True as soon as the flag is set."""
+        return self._event.wait(seconds)
+
     def __call__(self) -> bool:
         return self._event.is_set()

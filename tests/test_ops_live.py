@@ -263,3 +263,29 @@ def test_a_second_rebuild_request_while_one_runs_is_409_and_metrics_show_progres
     metrics = s.client.get("/metrics").text
     assert "chat_analytics_rebuild_running 0" in metrics and "chat_analytics_rebuild_events_done 400" in metrics
     assert 'chat_analytics_projector_events_applied_total{type="chat.turn.recorded"}' in metrics
+
+
+def test_a_start_up_rebuild_that_fails_tries_again_since_nothing_else_follows_the_topic(
+    bootstrap_servers: str, topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: Any
+) -> None:
+    publish(bootstrap_servers, topic, [turn(f"t-{i}") for i in range(10)])
+    path = tmp_path / "rm.duckdb"
+    older_file(path, read_back(bootstrap_servers, topic)[:4])
+    real = projector.bluegreen.log_bounds
+    calls: list[int] = []
+
+    def first_call_fails(*args: Any, **kwargs: Any) -> Any:
+        # Fault injection around the real lookup: the first attempt meets a broker that went away.
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("broker gone for a moment")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(projector.bluegreen, "log_bounds", first_call_fails)
+    s: Served = served(path)
+    s.projection.start()
+
+    wait_for(lambda: s.rebuild_state() == "done", "the second attempt to finish")
+    assert s.count() == 10
+    progress = s.client.get("/api/admin/rebuild/", headers=AUTH).json()
+    assert progress["error"] is None and len(calls) > 1
