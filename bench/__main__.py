@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import api_latency, children, freshness, machine, replay, report, traffic
+from bench import api_latency, children, freshness, machine, profiling, replay, report, traffic
 from bench.server import TOKENS_ENV, Server, start_server
 from broker.selection import select_broker
 from broker.topics import ensure_topic
@@ -182,6 +182,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
                 broker.bootstrap_servers, topic, background, 3600, args.seed + 2, workdir / "freshness.log", env
             )
             time.sleep(2.0)
+            sampler = None
+            if args.profile:
+                raw = workdir / "freshness.pyspy"
+                sampler = profiling.attach(server.process.pid, args.freshness_seconds, raw, workdir / "fresh-prof.log")
             figures = freshness.run(
                 server,
                 broker.bootstrap_servers,
@@ -192,6 +196,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
             )
             children.stop(publisher)
             publisher = None
+            if sampler is not None:
+                sampler.wait(timeout=60)
+                title = f"serve during the freshness run ({args.freshness_rate:g} events/s, probes polled)"
+                profile = profiling.summarize(raw, title, args.freshness_seconds)
+                (args.results_dir / "freshness-profile.txt").write_text(profile)
             figures["load_average_after"] = machine.load_average()
             results["freshness"] = figures
             report.write_json(args.results_dir, "freshness", figures, described)
