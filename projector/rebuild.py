@@ -28,6 +28,7 @@ import duckdb
 
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
+from projector.service import DEFAULT_PARSE_PROCESSES
 from schemas.readmodel import stored_offsets
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ def _fold_with_parser(
         targets=dict(bounds.targets),
         on_batch=on_batch,
         should_stop=should_stop,
+        parsers=DEFAULT_PARSE_PROCESSES,
     )
 
 
