@@ -145,6 +145,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
             figures = api_latency.run(
                 server,
                 samples,
+                served,
                 connections=args.connections,
                 seconds=args.seconds,
                 warmup_s=args.warmup,

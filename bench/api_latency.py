@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 import orjson
 
 from bench import children, profiling
-from bench.server import HOST, TOKEN, Server
+from bench.server import HOST, TOKEN, CheckpointWatch, Server
 from schemas.readmodel import connect
 
 PREFIX = "/api/anonymous-chat-interactions"
@@ -131,6 +131,7 @@ def run_load(
         "connections": connections,
         "seconds": seconds,
         "warmup_seconds": warmup_s,
+        "server_pid": server.process.pid,
         "endpoints": [{"name": e["name"], "paths": e["paths"]} for e in planned],
     }
     with tempfile.NamedTemporaryFile("wb", suffix=".json", dir=workdir, delete=False) as spec_file:
@@ -160,6 +161,7 @@ def run_load(
 def run(
     server: Server,
     samples: Samples,
+    db: Path,
     *,
     connections: int,
     seconds: float,
@@ -169,9 +171,12 @@ def run(
     planned = endpoints(samples, datetime.now(UTC))
     check_paths(server, planned)
     folded_before = server.positions()
+    watch = CheckpointWatch(db)
+    watch.start()
     started = time.monotonic()
     results = run_load(server, planned, connections, seconds, warmup_s, workdir)
     elapsed = time.monotonic() - started
+    checkpoints = watch.stop()
     folded_after = server.positions()
     return {
         "interactions_in_read_model": samples.interactions,
@@ -181,6 +186,8 @@ def run(
         # Proof that ingest was live: what the server's projector folded while the load ran.
         "live_events_folded": folded_after - folded_before,
         "live_events_folded_per_s": round((folded_after - folded_before) / elapsed, 1) if elapsed > 0 else None,
+        # Seconds from the start of the load (each endpoint takes warm-up + measured seconds, in order).
+        "checkpoints_during_load": checkpoints,
         "endpoints": results,
         "errors_total": sum(r["errors"] for r in results),
     }

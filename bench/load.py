@@ -4,8 +4,12 @@ response is read, for a fixed time. Prints one JSON object with the figures per 
 
     python -m bench.load SPEC.json
 
-SPEC: {"host", "port", "token", "connections", "seconds", "warmup_seconds",
+SPEC: {"host", "port", "token", "connections", "seconds", "warmup_seconds", "server_pid" (optional),
        "endpoints": [{"name": ..., "paths": [...]}, ...]}
+
+Besides latencies, each endpoint reports the CPU the server process and this driver used while it was
+measured (in cores): on a small machine the two share the CPU, and a server near one core is bound
+by its interpreter, not by the machine.
 
 A minimal HTTP/1.1 client on asyncio streams rather than httpx: on a 2-core machine the client's
 own CPU time is taken from the server, and httpx costs several times more per request.
@@ -14,6 +18,8 @@ own CPU time is taken from the server, and httpx costs several times more per re
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import sys
 import time
 from typing import Any
@@ -100,6 +106,28 @@ async def _connection(
         writer.close()
 
 
+def _process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of `pid` so far, from /proc (None where that cannot be read)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # Fields 14 and 15 of stat (utime, stime), counted after the ")" that ends the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _at(moment: float) -> None:
+    await asyncio.sleep(max(0.0, moment - time.perf_counter()))
+
+
 async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any]:
     host, port, token = spec["host"], int(spec["port"]), spec["token"]
     requests = [_request(host, port, token, path) for path in endpoint["paths"]]
@@ -112,11 +140,23 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
     until = measure_from + float(spec["seconds"])
     # Connections start at different requests so that they do not all ask for the same row at once.
     step = max(1, len(requests) // connections)
+    server_pid = spec.get("server_pid")
+    cpu: dict[str, float | None] = {}
+
+    async def note_cpu() -> None:
+        await _at(measure_from)
+        cpu["server"], cpu["driver"] = _process_cpu_s(server_pid), _own_cpu_s()
+        await _at(until)
+        server_after = _process_cpu_s(server_pid)
+        cpu["server"] = None if server_after is None or cpu["server"] is None else server_after - cpu["server"]
+        cpu["driver"] = _own_cpu_s() - (cpu["driver"] or 0.0)
+
     await asyncio.gather(
+        note_cpu(),
         *(
             _connection(host, port, requests, c * step, measure_from, until, latencies, failures, sizes)
             for c in range(connections)
-        )
+        ),
     )
     measured = time.perf_counter() - measure_from
     return {
@@ -129,6 +169,8 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
         "errors": len(failures),
         "first_error": failures[0] if failures else None,
         "mean_response_bytes": round(sum(sizes) / len(sizes)) if sizes else None,
+        "server_cpu_cores": None if cpu.get("server") is None else round(cpu["server"] / float(spec["seconds"]), 2),
+        "driver_cpu_cores": None if cpu.get("driver") is None else round(cpu["driver"] / float(spec["seconds"]), 2),
         **summary_ms(latencies),
     }
 
@@ -139,7 +181,8 @@ async def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
         result = await drive(spec, endpoint)
         print(
             f"  {result['name']:<28} p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  "
-            f"{result['requests_per_s']} req/s  errors {result['errors']}",
+            f"{result['requests_per_s']} req/s  errors {result['errors']}  "
+            f"server CPU {result['server_cpu_cores']} cores",
             file=sys.stderr,
             flush=True,
         )

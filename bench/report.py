@@ -61,14 +61,15 @@ def api_table(r: dict[str, Any]) -> list[str]:
         f"{r['seconds_per_endpoint']:g} s per endpoint, live ingest folded at "
         f"{r['live_events_folded_per_s'] or 0:,.0f} events/s",
         "",
-        "| endpoint | p50 ms | p99 ms | req/s | errors | p99 target | met |",
-        "|---|---|---|---|---|---|---|",
+        "| endpoint | p50 ms | p99 ms | req/s | errors | server CPU (cores) | p99 target | met |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for e in r["endpoints"]:
         target = "" if e["target_p99_ms"] is None else f"< {e['target_p99_ms']:g} ms"
+        server_cpu = "—" if e.get("server_cpu_cores") is None else f"{e['server_cpu_cores']:.2f}"
         lines.append(
             f"| {e['name']} | {_ms(e['p50_ms'])} | {_ms(e['p99_ms'])} | {e['requests_per_s']:,.0f} | {e['errors']} "
-            f"| {target} | {_met(e['met'])} |"
+            f"| {server_cpu} | {target} | {_met(e['met'])} |"
         )
     return lines
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,3 +97,32 @@ def start_server(bootstrap_servers: str, topic: str, db: Path, group_id: str, en
         group_id,
     )
     return Server(children.start(command, env, log), port, log)
+
+
+class CheckpointWatch(threading.Thread):
+    """Notes when the file's write-ahead log shrinks: DuckDB checkpointed it into the file. A checkpoint
+    can hold up readers, so the API benchmark reports them next to its p99s."""
+
+    def __init__(self, db: Path, every_s: float = 0.02) -> None:
+        super().__init__(name="checkpoint-watch", daemon=True)
+        self.wal = db.with_name(db.name + ".wal")
+        self.every_s = every_s
+        self.started = time.monotonic()
+        self.checkpoints: list[dict[str, float | int]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        previous = 0
+        while not self.stopping.wait(self.every_s):
+            try:
+                size = self.wal.stat().st_size
+            except OSError:
+                size = 0
+            if size < previous:
+                self.checkpoints.append({"at_s": round(time.monotonic() - self.started, 2), "wal_bytes": previous})
+            previous = size
+
+    def stop(self) -> list[dict[str, float | int]]:
+        self.stopping.set()
+        self.join(timeout=5)
+        return self.checkpoints
