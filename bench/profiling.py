@@ -46,8 +46,10 @@ def record_command(argv: list[str], raw: Path, env: dict[str, str], log: Path) -
 
 
 def attach(pid: int, seconds: float, raw: Path, log: Path) -> subprocess.Popen[bytes]:
-    """Samples a running process for `seconds`, by thread (the projector's thread, the request threads...)."""
-    command = [py_spy(), "record", "-r", str(RATE_HZ), "-f", "raw", "-o", str(raw), "--threads", "--pid", str(pid)]
+    """Samples a running process for `seconds`, by thread (the projector's thread, the request threads...).
+    Non-blocking: the process is never paused, so figures measured meanwhile stay honest."""
+    command = [py_spy(), "record", "-r", str(RATE_HZ), "-f", "raw", "-o", str(raw), "--threads", "--nonblocking"]
+    command += ["--pid", str(pid)]
     return children.start([*command, "-d", str(max(1, round(seconds)))], dict(os.environ), log)
 
 
