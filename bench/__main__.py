@@ -25,7 +25,8 @@ from typing import Any
 
 from bench import api_latency, children, freshness, machine, profiling, replay, report, traffic
 from bench.server import TOKENS_ENV, Server, start_server
-from broker.selection import select_broker
+from broker.jars import KAFKA_VERSION
+from broker.selection import LOCAL, SelectedBroker, select_broker
 from broker.topics import ensure_topic
 from schemas.settings import (
     ENV_API_TOKENS,
@@ -74,6 +75,12 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG
     raise KeyboardInterrupt
 
 
+def _kafka_line(broker: SelectedBroker) -> str:
+    if broker.origin == LOCAL:
+        return f"local Apache Kafka {KAFKA_VERSION} (KRaft, one node, same machine)"
+    return broker.description
+
+
 def child_env(bootstrap_servers: str, topic: str, workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env[ENV_BOOTSTRAP_SERVERS] = bootstrap_servers
@@ -96,7 +103,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
     publisher: subprocess.Popen[bytes] | None = None
     try:
         say(f"Kafka: {broker.description} at {broker.bootstrap_servers}")
-        described = machine.describe(broker.description)
+        described = machine.describe(_kafka_line(broker))
+        report.write_json(args.results_dir, "machine", described, described)
         topic = f"bench-events-{uuid.uuid4().hex[:10]}"
         ensure_topic(broker.bootstrap_servers, topic, args.partitions)
         env = child_env(broker.bootstrap_servers, topic, workdir)
@@ -206,7 +214,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
             results["freshness"] = figures
             report.write_json(args.results_dir, "freshness", figures, described)
             say("\n".join(report.freshness_table(figures)))
-        report.write_json(args.results_dir, "machine", described, described)
         return results
     finally:
         children.stop(publisher)

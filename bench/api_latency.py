@@ -178,6 +178,10 @@ def run(
     elapsed = time.monotonic() - started
     checkpoints = watch.stop()
     folded_after = server.positions()
+    for result in results:
+        start, end = result["window_monotonic"]
+        # A checkpoint holds readers up to when the log shrinks, so it counts if it ended in the window.
+        result["checkpoints"] = sum(1 for c in checkpoints if start <= c["monotonic"] <= end + 0.1)
     return {
         "interactions_in_read_model": samples.interactions,
         "connections": connections,

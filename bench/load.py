@@ -159,7 +159,11 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
         ),
     )
     measured = time.perf_counter() - measure_from
+    # CLOCK_MONOTONIC is one clock for every process of the machine: the caller lines its own
+    # observations (checkpoints) up with this window.
+    shift = time.monotonic() - time.perf_counter()
     return {
+        "window_monotonic": [round(measure_from + shift, 3), round(until + shift, 3)],
         "name": endpoint["name"],
         "example": endpoint["paths"][0],
         "distinct_requests": len(requests),

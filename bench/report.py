@@ -67,10 +67,16 @@ def api_table(r: dict[str, Any]) -> list[str]:
     for e in r["endpoints"]:
         target = "" if e["target_p99_ms"] is None else f"< {e['target_p99_ms']:g} ms"
         server_cpu = "—" if e.get("server_cpu_cores") is None else f"{e['server_cpu_cores']:.2f}"
+        mark = " †" if e.get("checkpoints") else ""
         lines.append(
-            f"| {e['name']} | {_ms(e['p50_ms'])} | {_ms(e['p99_ms'])} | {e['requests_per_s']:,.0f} | {e['errors']} "
-            f"| {server_cpu} | {target} | {_met(e['met'])} |"
+            f"| {e['name']} | {_ms(e['p50_ms'])} | {_ms(e['p99_ms'])}{mark} | {e['requests_per_s']:,.0f} "
+            f"| {e['errors']} | {server_cpu} | {target} | {_met(e['met'])} |"
         )
+    if any(e.get("checkpoints") for e in r["endpoints"]):
+        lines += [
+            "",
+            "† DuckDB checkpointed the served file (the projector's writes) while this endpoint was measured.",
+        ]
     return lines
 
 

@@ -119,7 +119,10 @@ class CheckpointWatch(threading.Thread):
             except OSError:
                 size = 0
             if size < previous:
-                self.checkpoints.append({"at_s": round(time.monotonic() - self.started, 2), "wal_bytes": previous})
+                now = time.monotonic()
+                self.checkpoints.append(
+                    {"at_s": round(now - self.started, 2), "monotonic": round(now, 3), "wal_bytes": previous}
+                )
             previous = size
 
     def stop(self) -> list[dict[str, float | int]]:
