@@ -27,23 +27,13 @@ from api.params import Filters, Pagination
 from auth.http import check
 from auth.tokens import TokenStore
 from schemas.readmodel import ReadModelHandle, ReadModelUnavailable
+from schemas.registry import DEAD_LETTER_REASONS
 
 ADMIN_ROLES = frozenset({"staff"})
 PREFIX = "/api/admin"
 MAX_LIMIT = 100_000
 # The reasons of EVENTS.md; a filter on anything else is a typo worth a 400.
-REASONS = frozenset(
-    {
-        "invalid_json",
-        "invalid_envelope",
-        "unknown_type",
-        "unsupported_version",
-        "invalid_data",
-        "duplicate_interaction",
-        "session_mismatch",
-        "unknown_offering",
-    }
-)
+REASONS = frozenset(DEAD_LETTER_REASONS)
 
 
 class AdminBackend(Protocol):

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from schemas.registry import DEAD_LETTER_REASONS
 from schemas.settings import (
     DEFAULT_URL,
     ENV_ADMIN_TOKEN,
@@ -27,16 +28,7 @@ from schemas.settings import (
     env,
 )
 
-REASONS = (
-    "invalid_json",
-    "invalid_envelope",
-    "unknown_type",
-    "unsupported_version",
-    "invalid_data",
-    "duplicate_interaction",
-    "session_mismatch",
-    "unknown_offering",
-)
+REASONS = DEAD_LETTER_REASONS
 POLL_S = 0.5
 
 

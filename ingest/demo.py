@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from schemas.registry import DEAD_LETTER_REASONS
+
 _DUMPS = orjson.dumps
 _T = TypeVar("_T")
 _fromtimestamp = datetime.fromtimestamp
@@ -40,17 +42,7 @@ REVIEW = "chat.session.reviewed"
 USAGE = "assistant.usage.recorded"
 
 # The dead-letter reasons that `bad_share` covers, plus exact re-sends (which are not dead letters).
-BAD_KINDS: tuple[str, ...] = (
-    "invalid_json",
-    "invalid_envelope",
-    "unknown_type",
-    "unsupported_version",
-    "invalid_data",
-    "duplicate_interaction",
-    "session_mismatch",
-    "unknown_offering",
-    "exact_duplicate",
-)
+BAD_KINDS: tuple[str, ...] = (*DEAD_LETTER_REASONS, "exact_duplicate")
 
 WINDOW_DAYS = 30
 FLAG_SHARE = 0.05

@@ -30,6 +30,21 @@ INVALID_ENVELOPE = "invalid_envelope"
 UNKNOWN_TYPE = "unknown_type"
 UNSUPPORTED_VERSION = "unsupported_version"
 INVALID_DATA = "invalid_data"
+# The reasons the fold adds for events that parse but cannot be applied.
+DUPLICATE_INTERACTION = "duplicate_interaction"
+SESSION_MISMATCH = "session_mismatch"
+UNKNOWN_OFFERING = "unknown_offering"
+# Every dead-letter reason of EVENTS.md, in the contract's order.
+DEAD_LETTER_REASONS: tuple[str, ...] = (
+    INVALID_JSON,
+    INVALID_ENVELOPE,
+    UNKNOWN_TYPE,
+    UNSUPPORTED_VERSION,
+    INVALID_DATA,
+    DUPLICATE_INTERACTION,
+    SESSION_MISMATCH,
+    UNKNOWN_OFFERING,
+)
 
 
 @dataclass(frozen=True, slots=True)
