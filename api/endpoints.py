@@ -24,6 +24,7 @@ from api.params import (
     raise_if_any,
 )
 from api.readers import read
+from api.snapshot_cache import SnapshotCache
 from auth.tokens import TokenStore
 from schemas.readmodel import ReadModelHandle
 
@@ -42,6 +43,7 @@ class Context:
     status_provider: StatusProvider | None
     metrics: RequestMetrics
     openapi: bytes = b""
+    answers: SnapshotCache = field(default_factory=SnapshotCache)
 
     def now(self) -> datetime:
         now = self.clock()
@@ -82,15 +84,21 @@ async def list_interactions(request: Request, ctx: Context) -> Response:
     filters, ordering = _filters_and_ordering(request, errors)
     paging = parse_pagination(request.query_params, errors, optional=False)
     raise_if_any(errors)
+    order = ordering or ("-created",)
     page = await read(
-        ctx.handle, lambda cur: queries.list_interactions(cur, filters, ordering or ("-created",), paging)
+        ctx.handle,
+        lambda cur: queries.list_interactions(cur, filters, order, paging),
+        cache=ctx.answers,
+        key=("list", filters, order, paging),
     )
     return _page_response(request, page)
 
 
 async def retrieve_interaction(request: Request, ctx: Context) -> Response:
     value = request.path_params["uuid"]
-    body = await read(ctx.handle, lambda cur: queries.get_interaction(cur, value))
+    body = await read(
+        ctx.handle, lambda cur: queries.get_interaction(cur, value), cache=ctx.answers, key=("retrieve", value)
+    )
     return detail("Not found.", 404) if body is None else json_response(body)
 
 
@@ -101,7 +109,12 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
     raise_if_any(errors)
     narrowed = filters.narrowed(**path_filter)
     order = ordering or ("created",)
-    page = await read(ctx.handle, lambda cur: queries.list_interactions(cur, narrowed, order, paging))
+    page = await read(
+        ctx.handle,
+        lambda cur: queries.list_interactions(cur, narrowed, order, paging),
+        cache=ctx.answers,
+        key=("list", narrowed, order, paging),
+    )
     return _page_response(request, page)
 
 
@@ -118,7 +131,12 @@ async def by_user_aggregate(request: Request, ctx: Context) -> Response:
     filters, _ordering = _filters_and_ordering(request, errors)  # validated, but the order here is fixed
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
-    page = await read(ctx.handle, lambda cur: queries.list_users(cur, filters, paging))
+    page = await read(
+        ctx.handle,
+        lambda cur: queries.list_users(cur, filters, paging),
+        cache=ctx.answers,
+        key=("by-user", filters, paging),
+    )
     return _page_response(request, page)
 
 
@@ -128,14 +146,26 @@ async def kpi(request: Request, ctx: Context) -> Response:
     raise_if_any(errors)
     window_days = parse_window_days(request.query_params)
     today = ctx.now().date()
-    body = await read(ctx.handle, lambda cur: queries.kpi(cur, filters, today, window_days))
-    return json_response(models.Kpi.model_validate(body).model_dump(mode="json"))
+    body = await read(
+        ctx.handle,
+        lambda cur: models.Kpi.model_validate(queries.kpi(cur, filters, today, window_days)).model_dump(mode="json"),
+        cache=ctx.answers,
+        key=("kpi", filters, today, window_days),
+    )
+    return json_response(body)
 
 
 async def budget(request: Request, ctx: Context) -> Response:
     now = ctx.now()
-    body = await read(ctx.handle, lambda cur: queries.budget(cur, now, ctx.budget))
-    return json_response(models.Budget.model_validate(body).model_dump(mode="json"))
+    # The answer depends on the clock only through today's date.
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    body = await read(
+        ctx.handle,
+        lambda cur: models.Budget.model_validate(queries.budget(cur, today, ctx.budget)).model_dump(mode="json"),
+        cache=ctx.answers,
+        key=("budget", today.date(), ctx.budget),
+    )
+    return json_response(body)
 
 
 async def schema(request: Request, ctx: Context) -> Response:

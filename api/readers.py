@@ -2,29 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 import duckdb
 from starlette.concurrency import run_in_threadpool
 
+from api.snapshot_cache import SnapshotCache, snapshot_mark
 from schemas.readmodel import ReadModelHandle
 
 T = TypeVar("T")
 
 
-def _in_snapshot(handle: ReadModelHandle, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+def _in_snapshot(
+    handle: ReadModelHandle,
+    work: Callable[[duckdb.DuckDBPyConnection], T],
+    cache: SnapshotCache | None,
+    key: Hashable,
+) -> T:
     # A read lease for the whole unit of work: a blue/green switch waits for it to end, so the file
     # cannot be swapped (or closed) under a request, and the next request reads the new file.
     with handle.reading() as cur:
         # One transaction, so that a count and the rows it describes see the same projector commit.
         cur.execute("BEGIN TRANSACTION")
         try:
-            return work(cur)
+            if cache is None:
+                return work(cur)
+            # The mark is read in the same transaction as the work, so a remembered answer is this
+            # snapshot's answer.
+            mark = snapshot_mark(cur, handle.generation)
+            found, value = cache.get(mark, key)
+            if not found:
+                value = work(cur)
+                cache.put(mark, key, value, rows=len(getattr(value, "rows", ())))
+            return value
         finally:
             cur.execute("ROLLBACK")
 
 
-async def read(handle: ReadModelHandle, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-    """Runs `work(cursor)` in the threadpool: DuckDB calls block, the event loop must not."""
-    return await run_in_threadpool(_in_snapshot, handle, work)
+async def read(
+    handle: ReadModelHandle,
+    work: Callable[[duckdb.DuckDBPyConnection], T],
+    *,
+    cache: SnapshotCache | None = None,
+    key: Hashable = None,
+) -> T:
+    """Runs `work(cursor)` in the threadpool: DuckDB calls block, the event loop must not. With a
+    `cache`, an answer to the same `key` (everything the answer depends on besides the data) computed
+    in the same snapshot is returned instead."""
+    return await run_in_threadpool(_in_snapshot, handle, work, cache, key)

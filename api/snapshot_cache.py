@@ -1,0 +1,69 @@
+"""Answers remembered per read-model snapshot, so a request repeated between two projector commits is
+not computed again.
+
+Staff dashboards ask the same few questions (the first list page, the KPI, the by-user table) many
+times a second, while the projector commits a few times a second: most requests would recompute an
+answer that cannot have changed. An answer is only reused under the same *snapshot mark*, read in
+the request's own read transaction, so it is exactly what the queries would return now.
+
+The mark is the served file (the handle's generation) plus the sums of `offsets.next_offset` and of
+`applied_counts.events`: every fold transaction that changes a row the API reads applies at least one
+event (so a count grows) or moves an offset; a replayed dead letter applies events without moving
+offsets. Both only ever grow, so equal sums mean no commit in between.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any
+
+import duckdb
+
+MARK_SQL = """
+    SELECT
+        (SELECT coalesce(sum(next_offset), 0) FROM offsets),
+        (SELECT coalesce(sum(events), 0) FROM applied_counts)
+"""
+MAX_ENTRIES = 256
+# A whole transcript can be long: answers with more rows than this are not kept (memory stays small).
+MAX_ROWS = 1000
+
+
+def snapshot_mark(cur: duckdb.DuckDBPyConnection, generation: int) -> tuple[int, ...]:
+    row = cur.execute(MARK_SQL).fetchone()
+    return (generation, int(row[0]), int(row[1])) if row else (generation, -1, -1)
+
+
+class SnapshotCache:
+    """Answers by request key for one snapshot mark; a new mark drops them all (they are stale)."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._lock = threading.Lock()
+        self._mark: tuple[int, ...] | None = None
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, mark: tuple[int, ...], key: Hashable) -> tuple[bool, Any]:
+        with self._lock:
+            if mark != self._mark or key not in self._entries:
+                return False, None
+            self._entries.move_to_end(key)
+            return True, self._entries[key]
+
+    def put(self, mark: tuple[int, ...], key: Hashable, value: Any, rows: int = 1) -> None:
+        if rows > MAX_ROWS:
+            return
+        with self._lock:
+            if mark != self._mark:
+                # Only a newer snapshot replaces the remembered one: a slow request that began before
+                # the last commit must not throw away the answers of the current snapshot.
+                if self._mark is not None and mark < self._mark:
+                    return
+                self._mark = mark
+                self._entries.clear()
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)

@@ -1,0 +1,46 @@
+"""Answers remembered between projector commits (api.snapshot_cache) are never served after one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from api.snapshot_cache import SnapshotCache
+from projector.fold import apply_batch
+from projector.testing import feedback, to_records, turn
+from schemas.readmodel import ReadModelHandle, connect
+from tests.test_api_data import AUTH, make_client
+
+PREFIX = "/api/anonymous-chat-interactions"
+AT = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
+
+
+def test_a_commit_between_two_identical_requests_shows_in_the_second(tmp_path: Path) -> None:
+    con = connect(tmp_path / "rm.duckdb")
+    first = turn("s1", at=AT)
+    apply_batch(con, to_records([first]))
+    client = make_client(ReadModelHandle(con, tmp_path / "rm.duckdb"))
+    for _ in range(2):  # the second time from the cache
+        assert [r["uuid"] for r in client.get(f"{PREFIX}/", headers=AUTH).json()] == [first["data"]["interaction_uuid"]]
+        assert client.get(f"{PREFIX}/kpi/", headers=AUTH).json()["interactions_total"] == 1
+        assert client.get(f"{PREFIX}/{first['data']['interaction_uuid']}/", headers=AUTH).json()["feedback"] is None
+
+    second = turn("s1", at=AT.replace(minute=5))
+    apply_batch(con, to_records([second, feedback(first, 1)], start=1))
+
+    listed = [r["uuid"] for r in client.get(f"{PREFIX}/", headers=AUTH).json()]
+    assert listed == [second["data"]["interaction_uuid"], first["data"]["interaction_uuid"]]
+    assert client.get(f"{PREFIX}/kpi/", headers=AUTH).json()["interactions_total"] == 2
+    assert client.get(f"{PREFIX}/{first['data']['interaction_uuid']}/", headers=AUTH).json()["feedback"]["score"] == 1
+    assert len(client.get(f"{PREFIX}/by-session/s1/", headers=AUTH).json()) == 2
+
+
+def test_an_older_snapshot_never_replaces_the_newer_answers() -> None:
+    cache = SnapshotCache()
+    cache.put((0, 10, 10), "k", "new")
+    cache.put((0, 5, 5), "k", "old")  # a slow request that began before the last commit
+    assert cache.get((0, 10, 10), "k") == (True, "new")
+    assert cache.get((0, 5, 5), "k") == (False, None)
+    cache.put((1, 0, 0), "k", "other file")  # a blue/green switch: a new generation
+    assert cache.get((1, 0, 0), "k") == (True, "other file")
+    assert cache.get((0, 10, 10), "k") == (False, None)
