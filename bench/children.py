@@ -27,15 +27,70 @@ def chat_analytics(*args: str) -> list[str]:
 class Finished:
     exit_code: int
     wall_s: float
-    max_rss_bytes: int
+    max_rss_bytes: int  # the largest single process of the tree (wait4)
+    max_tree_rss_bytes: int  # the largest sum over the process and its descendants at one moment (polled)
     output: str
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+TREE_POLL_S = 0.05
+TREE_RESCAN_EVERY = 20  # polls between two scans of /proc for new descendants
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0  # gone
+
+
+def _descendants(root: int) -> list[int]:
+    """`root` and every process below it now alive, from /proc (just `root` where /proc is missing)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    parents[int(entry.name)] = int(stat.read().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # it exited meanwhile
+    found = [root]
+    for pid in parents:
+        ancestor = pid
+        while ancestor in parents and ancestor not in (0, 1, root):
+            ancestor = parents[ancestor]
+        if ancestor == root and pid != root:
+            found.append(pid)
+    return found
+
+
+class _TreeRss:
+    """The peak of the summed RSS of a process tree. Scanning all of /proc costs milliseconds, so the
+    tree is rescanned only now and then; in between, only its known members' RSS is read."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.members = [root]
+        self.polls = 0
+        self.peak = 0
+
+    def poll(self) -> None:
+        if self.polls % TREE_RESCAN_EVERY == 0 or self.polls < 10:
+            self.members = _descendants(self.root)
+        self.polls += 1
+        self.peak = max(self.peak, sum(_rss_bytes(pid) for pid in self.members))
+
+
 def run_measured(command: list[str], env: dict[str, str], log: Path, timeout_s: float) -> Finished:
-    """Runs `command` to the end; returns its wall time and the peak RSS of that one process.
+    """Runs `command` to the end; returns its wall time and its peak memory, two ways.
 
     `os.wait4` gives the rusage of exactly this child (RUSAGE_CHILDREN would mix in every other child
-    the run has waited for, such as the publishers). Output goes to `log`, never to a pipe that could fill.
+    the run has waited for, such as the publishers), but its ru_maxrss is the largest single process
+    of the tree, not their sum: a rebuild with parser processes uses more. So the tree's RSS is also
+    summed from /proc every TREE_POLL_S (a shorter spike can slip between two looks; a process that
+    starts and dies between two scans of the tree is missed).
+    Output goes to `log`, never to a pipe that could fill.
     """
     with log.open("wb") as out:
         started = time.perf_counter()
@@ -49,6 +104,7 @@ def run_measured(command: list[str], env: dict[str, str], log: Path, timeout_s: 
             preexec_fn=die_with_parent(),
         )
         deadline = started + timeout_s
+        tree = _TreeRss(process.pid)
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
@@ -57,12 +113,14 @@ def run_measured(command: list[str], env: dict[str, str], log: Path, timeout_s: 
                 process.kill()
                 pid, status, usage = os.wait4(process.pid, 0)
                 break
-            time.sleep(0.02)
+            tree.poll()
+            time.sleep(TREE_POLL_S)
         wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait for it again
     # Linux reports ru_maxrss in KiB (macOS in bytes).
     scale = 1 if sys.platform == "darwin" else 1024
-    return Finished(process.returncode, wall, int(usage.ru_maxrss) * scale, log.read_text(errors="replace"))
+    single = int(usage.ru_maxrss) * scale
+    return Finished(process.returncode, wall, single, max(tree.peak, single), log.read_text(errors="replace"))
 
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
