@@ -486,9 +486,9 @@ class _Fold:
         self.stats = BatchStats(records=len(batch))
         self.now = datetime.now(UTC).replace(tzinfo=None)
         self.dead: list[tuple[Any, ...]] = []
-        # keys whose aggregates must be recomputed
-        self.days: set[date] = set()
-        self.slugs: set[str] = set()
+        # keys whose aggregates must be recomputed, and the daily counters' changes
+        self.deltas = aggregates.Deltas()
+        self.counted: set[str] = set()  # turns new or updated in this batch, counted in at the end
         self.sessions: set[str] = set()
 
     def run(self) -> BatchStats:
@@ -502,7 +502,8 @@ class _Fold:
         self._apply_dependents(turns, [e for e in events if e.type in (FEEDBACK, CLICK, REVIEW)])
         self._insert_usage([e for e in events if e.type == USAGE])
         self._insert_dead_letters()
-        aggregates.refresh(self.con, sessions=self.sessions, slugs=self.slugs, days=self.days)
+        self.deltas.add_turns(self.con, self.counted)
+        aggregates.refresh(self.con, sessions=self.sessions, deltas=self.deltas)
         self._count_applied()
         self._store_offsets()
         return self.stats
@@ -580,11 +581,10 @@ class _Fold:
                 continue
             existing[t.interaction_uuid] = t.event_id
             accepted.append(t)
-            user_slug, created_date = t.row
-            self.days.add(created_date)
+            user_slug, _created_date = t.row
+            self.counted.add(t.interaction_uuid)
             self.sessions.add(t.session_id)  # type: ignore[arg-type]
-            if user_slug:
-                self.slugs.add(user_slug)
+            self.deltas.new_turns.append((t.interaction_uuid, user_slug, t.session_id))  # type: ignore[arg-type]
         if accepted:
             table = self.batch.turns
             if len(accepted) < table.num_rows:  # some were below the offset, duplicates or dead letters
@@ -608,13 +608,14 @@ class _Fold:
         reviews: dict[str, tuple[Any, ...]] = {}
         clicks: list[tuple[Any, ...]] = []
         pending: list[tuple[Prepared, _Source]] = []
+        updated: set[str] = set()
         for event, waited in dependents:
             assert event.interaction_uuid is not None
             turn = turns.get(event.interaction_uuid)
             if turn is None:
                 pending.append((event, waited or self._source(event.pos)))
                 continue
-            session_id, offerings, user_slug, created_date = turn
+            session_id, offerings, _user_slug, _created_date = turn
             if event.session_id != session_id:
                 detail = (
                     f"data.session_id: {event.session_id!r} is not the session of interaction "
@@ -635,15 +636,16 @@ class _Fold:
                 continue
             if event.type == FEEDBACK:
                 feedback[event.interaction_uuid] = event.row  # later ones replace earlier ones
-                if user_slug:
-                    self.slugs.add(user_slug)
             elif event.type == REVIEW:
                 reviews[event.interaction_uuid] = event.row
                 self.sessions.add(session_id)
             else:
                 clicks.append(event.row)
-            self.days.add(created_date)
+            updated.add(event.interaction_uuid)
             self.stats.applied[event.type] += 1
+        # Counted out as they stand now; new turns of this batch were never counted in.
+        self.deltas.subtract_turns(self.con, updated - self.counted)
+        self.counted |= updated
         self._update_feedback(feedback)
         self._update_reviews(reviews)
         self._insert_clicks(clicks)
@@ -732,7 +734,8 @@ class _Fold:
             return
         with registered(self.con, "new_usage", _table([u.row for u in usage], USAGE_SCHEMA)):
             self.con.execute(_INSERT_USAGE)
-        self.days.update(u.row[2] for u in usage)
+        for u in usage:
+            self.deltas.add_usage(u.row[2], u.row[3], u.row[4])
         self.stats.applied[USAGE] += len(usage)
 
     # -- dead letters and offsets ------------------------------------------------------------------
@@ -779,11 +782,14 @@ class _Fold:
         rows = sorted(self.stats.applied.items())
         table = _table(rows, pa.schema([("type", pa.string()), ("events", pa.int64())]))
         with registered(self.con, "new_applied_counts", table):
+            # UPDATE then INSERT of the new keys: a few times cheaper in DuckDB than INSERT ... ON CONFLICT.
             self.con.execute(
-                """
-                INSERT INTO applied_counts SELECT type, events FROM new_applied_counts
-                ON CONFLICT (type) DO UPDATE SET events = applied_counts.events + excluded.events
-                """
+                "UPDATE applied_counts SET events = applied_counts.events + n.events"
+                " FROM new_applied_counts n WHERE applied_counts.type = n.type"
+            )
+            self.con.execute(
+                "INSERT INTO applied_counts SELECT type, events FROM new_applied_counts n"
+                " ANTI JOIN applied_counts USING (type)"
             )
 
     def _store_offsets(self) -> None:
@@ -795,11 +801,12 @@ class _Fold:
         )
         with registered(self.con, "new_offsets", table):
             self.con.execute(
-                """
-                INSERT INTO offsets SELECT topic, partition, next_offset FROM new_offsets
-                ON CONFLICT (topic, partition)
-                DO UPDATE SET next_offset = greatest(offsets.next_offset, excluded.next_offset)
-                """
+                "UPDATE offsets SET next_offset = greatest(offsets.next_offset, n.next_offset) FROM new_offsets n"
+                " WHERE offsets.topic = n.topic AND offsets.partition = n.partition"
+            )
+            self.con.execute(
+                "INSERT INTO offsets SELECT topic, partition, next_offset FROM new_offsets n"
+                " ANTI JOIN offsets USING (topic, partition)"
             )
 
 
