@@ -31,10 +31,13 @@ def _in_snapshot(
             # The mark is read in the same transaction as the work, so a remembered answer is this
             # snapshot's answer.
             mark = snapshot_mark(cur, handle.generation)
-            found, value = cache.get(mark, key)
+            found, value = cache.claim(mark, key)
             if not found:
-                value = work(cur)
-                cache.put(mark, key, value, rows=len(getattr(value, "rows", ())))
+                try:
+                    value = work(cur)
+                    cache.put(mark, key, value, rows=len(getattr(value, "rows", ())))
+                finally:
+                    cache.release(mark, key)
             return value
         finally:
             cur.execute("ROLLBACK")

@@ -44,6 +44,7 @@ class SnapshotCache:
         self._mark: tuple[int, ...] | None = None
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._max = max_entries
+        self._in_flight: dict[tuple[tuple[int, ...], Hashable], threading.Event] = {}
 
     def get(self, mark: tuple[int, ...], key: Hashable) -> tuple[bool, Any]:
         with self._lock:
@@ -51,6 +52,28 @@ class SnapshotCache:
                 return False, None
             self._entries.move_to_end(key)
             return True, self._entries[key]
+
+    def claim(self, mark: tuple[int, ...], key: Hashable) -> tuple[bool, Any]:
+        """The remembered answer, or (False, None) when the caller is to compute it and then `release`.
+        While one request computes an answer, the same question in the same snapshot waits for it:
+        after a commit, concurrent dashboards would otherwise all run the same queries at once."""
+        while True:
+            with self._lock:
+                if mark == self._mark and key in self._entries:
+                    self._entries.move_to_end(key)
+                    return True, self._entries[key]
+                running = self._in_flight.get((mark, key))
+                if running is None:
+                    self._in_flight[(mark, key)] = threading.Event()
+                    return False, None
+            # Then look again: the answer is there, or (it failed or was too big) compute it here.
+            running.wait()
+
+    def release(self, mark: tuple[int, ...], key: Hashable) -> None:
+        with self._lock:
+            running = self._in_flight.pop((mark, key), None)
+        if running is not None:
+            running.set()
 
     def put(self, mark: tuple[int, ...], key: Hashable, value: Any, rows: int = 1) -> None:
         if rows > MAX_ROWS:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from api.snapshot_cache import SnapshotCache
 from projector.fold import apply_batch
@@ -44,3 +46,28 @@ def test_an_older_snapshot_never_replaces_the_newer_answers() -> None:
     cache.put((1, 0, 0), "k", "other file")  # a blue/green switch: a new generation
     assert cache.get((1, 0, 0), "k") == (True, "other file")
     assert cache.get((0, 10, 10), "k") == (False, None)
+
+
+def test_the_same_question_in_the_same_snapshot_is_computed_once_while_it_runs() -> None:
+    cache = SnapshotCache()
+    mark = (0, 1, 1)
+    assert cache.claim(mark, "k") == (False, None)  # this caller computes
+    answers: list[tuple[bool, Any]] = []
+    waiter = threading.Thread(target=lambda: answers.append(cache.claim(mark, "k")))
+    waiter.start()
+    cache.put(mark, "k", "answer")
+    cache.release(mark, "k")
+    waiter.join(timeout=30)
+    assert answers == [(True, "answer")]
+
+
+def test_a_failed_computation_lets_the_next_caller_compute() -> None:
+    cache = SnapshotCache()
+    mark = (0, 1, 1)
+    assert cache.claim(mark, "k") == (False, None)
+    answers: list[tuple[bool, Any]] = []
+    waiter = threading.Thread(target=lambda: answers.append(cache.claim(mark, "k")))
+    waiter.start()
+    cache.release(mark, "k")  # no put: the work raised
+    waiter.join(timeout=30)
+    assert answers == [(False, None)]
