@@ -18,10 +18,13 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+import orjson
 
 from bench import api_latency, children, freshness, machine, profiling, replay, report, traffic
 from bench.server import TOKENS_ENV, Server, start_server
@@ -92,15 +95,129 @@ def child_env(bootstrap_servers: str, topic: str, workdir: Path) -> dict[str, st
     return env
 
 
-def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
+@dataclass
+class Run:
+    """What the phases of one run share."""
+
+    args: argparse.Namespace
+    bootstrap_servers: str
+    topic: str
+    env: dict[str, str]
+    workdir: Path
+    machine: dict[str, Any]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def record(self, name: str, figures: dict[str, Any]) -> None:
+        figures["load_average_after"] = machine.load_average()
+        self.results[name] = figures
+        report.write_json(self.args.results_dir, name, figures, self.machine)
+
+    def publisher(self, rate: float, seed: int, log: str) -> subprocess.Popen[bytes]:
+        return traffic.start_steady_publisher(
+            self.bootstrap_servers, self.topic, rate, 3600, seed, self.workdir / log, self.env
+        )
+
+
+def replay_phase(run: Run) -> Path:
+    """Benchmark 1; returns the rebuilt file, which the other two serve a copy of."""
+    args = run.args
+    say(f"publishing {args.events:,} demo events (seed {args.seed}) to {run.topic} ({args.partitions} partitions)")
+    published = traffic.publish_topic(run.bootstrap_servers, run.topic, args.events, args.seed, datetime.now(UTC))
+    say(
+        f"published {published.events:,} events, {published.value_bytes / 2**20:,.0f} MiB of JSON, in "
+        f"{published.seconds:.1f} s ({published.events / published.seconds:,.0f} events/s)"
+    )
+    say("replay: the raw read, then the rebuild into a fresh file")
+    figures, rebuilt = replay.run(
+        run.bootstrap_servers, run.topic, published.events, published.value_bytes, run.workdir, run.env
+    )
+    figures["publish"] = {
+        "seconds": round(published.seconds, 3),
+        "events_per_s": round(published.events / published.seconds),
+    }
+    if args.profile:
+        say("replay: the rebuild again under py-spy")
+        figures["profile"] = replay.profile_rebuild(
+            run.bootstrap_servers, run.topic, run.workdir, run.env, args.results_dir / "rebuild-profile.txt"
+        )
+    if args.only is None or "replay" in args.only:
+        run.record("replay", figures)
+        say("\n".join(report.replay_table(figures)))
+    return rebuilt
+
+
+def api_phase(run: Run, server: Server, samples: api_latency.Samples, served: Path) -> None:
+    args = run.args
+    say(f"API latency: live ingest at {args.live_rate:g} events/s from a publisher process")
+    publisher = run.publisher(args.live_rate, args.seed + 1, "live.log")
+    try:
+        time.sleep(2.0)  # let the publisher reach its pace before the first measurement
+        figures = api_latency.run(
+            server,
+            samples,
+            served,
+            connections=args.connections,
+            seconds=args.seconds,
+            warmup_s=args.warmup,
+            workdir=run.workdir,
+        )
+    finally:
+        children.stop(publisher)
+    # A projector that fell behind during the load would hand its backlog to the freshness run.
+    end = traffic.topic_end(run.bootstrap_servers, run.topic)
+    figures["backlog_drain_seconds"] = round(server.wait_folded(end), 3)
+    run.record("api_latency", figures)
+    say("\n".join(report.api_table(figures)))
+    if args.profile:
+        say("API: each endpoint again, alone, with py-spy attached to the server")
+        api_latency.profile_endpoints(
+            server,
+            samples,
+            connections=args.connections,
+            seconds=min(args.seconds, 3.0),
+            workdir=run.workdir,
+            out=args.results_dir / "api-profile.txt",
+        )
+
+
+def freshness_phase(run: Run, server: Server) -> None:
+    args = run.args
+    background = max(0.0, args.freshness_rate - 1.0 / args.probe_interval)
+    say(
+        f"freshness: {args.freshness_rate:g} events/s for {args.freshness_seconds:g} s, probes every "
+        f"{args.probe_interval * 1000:g} ms"
+    )
+    publisher = run.publisher(background, args.seed + 2, "freshness.log")
+    raw = run.workdir / "freshness.pyspy"
+    sampler = None
+    try:
+        time.sleep(2.0)
+        if args.profile:
+            sampler = profiling.attach(server.process.pid, args.freshness_seconds, raw, run.workdir / "fresh.log")
+        figures = freshness.run(
+            server,
+            run.bootstrap_servers,
+            run.topic,
+            seconds=args.freshness_seconds,
+            interval_s=args.probe_interval,
+            background_rate=args.freshness_rate,
+        )
+    finally:
+        children.stop(publisher)
+    if sampler is not None:
+        sampler.wait(timeout=60)
+        title = f"serve during the freshness run ({args.freshness_rate:g} events/s, probes polled)"
+        (args.results_dir / "freshness-profile.txt").write_text(profiling.summarize(raw, title, args.freshness_seconds))
+    run.record("freshness", figures)
+    say("\n".join(report.freshness_table(figures)))
+
+
+def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
     wanted = set(args.only or ("replay", "api", "freshness"))
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, Any]] = {}
-    home = Path(Settings.from_env().home)
     say("choosing a Kafka broker (CHAT_ANALYTICS_BOOTSTRAP_SERVERS, else Docker, else the local broker)")
-    broker = select_broker(home, ephemeral=True)
+    broker = select_broker(Path(Settings.from_env().home), ephemeral=True)
     server: Server | None = None
-    publisher: subprocess.Popen[bytes] | None = None
     try:
         say(f"Kafka: {broker.description} at {broker.bootstrap_servers}")
         described = machine.describe(_kafka_line(broker))
@@ -108,115 +225,23 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
         topic = f"bench-events-{uuid.uuid4().hex[:10]}"
         ensure_topic(broker.bootstrap_servers, topic, args.partitions)
         env = child_env(broker.bootstrap_servers, topic, workdir)
+        run = Run(args, broker.bootstrap_servers, topic, env, workdir, described)
 
-        say(f"publishing {args.events:,} demo events (seed {args.seed}) to {topic} ({args.partitions} partitions)")
-        published = traffic.publish_topic(broker.bootstrap_servers, topic, args.events, args.seed, datetime.now(UTC))
-        say(
-            f"published {published.events:,} events, {published.value_bytes / 2**20:,.0f} MiB of JSON, in "
-            f"{published.seconds:.1f} s ({published.events / published.seconds:,.0f} events/s)"
-        )
-
-        say("replay: the raw read, then the rebuild into a fresh file")
-        figures, rebuilt = replay.run(
-            broker.bootstrap_servers, topic, published.events, published.value_bytes, workdir, env
-        )
-        figures["publish"] = {
-            "seconds": round(published.seconds, 3),
-            "events_per_s": round(published.events / published.seconds),
-        }
-        if args.profile:
-            say("replay: the rebuild again under py-spy")
-            figures["profile"] = replay.profile_rebuild(
-                broker.bootstrap_servers, topic, workdir, env, args.results_dir / "rebuild-profile.txt"
-            )
-        if "replay" in wanted:
-            figures["load_average_after"] = machine.load_average()
-            results["replay"] = figures
-            report.write_json(args.results_dir, "replay", figures, described)
-            say("\n".join(report.replay_table(figures)))
-
+        rebuilt = replay_phase(run)
         if not wanted & {"api", "freshness"}:
-            return results
+            return run.results
         served = workdir / "served.duckdb"
         shutil.copyfile(rebuilt, served)
         samples = api_latency.pick_samples(served)
         say(f"starting chat-analytics serve over a copy of the rebuilt file ({samples.interactions:,} interactions)")
         server = start_server(broker.bootstrap_servers, topic, served, env[ENV_GROUP_ID], env, workdir / "serve.log")
         server.wait_ready()
-
         if "api" in wanted:
-            say(f"API latency: live ingest at {args.live_rate:g} events/s from a publisher process")
-            publisher = traffic.start_steady_publisher(
-                broker.bootstrap_servers, topic, args.live_rate, 3600, args.seed + 1, workdir / "live.log", env
-            )
-            time.sleep(2.0)  # let the publisher reach its pace before the first measurement
-            figures = api_latency.run(
-                server,
-                samples,
-                served,
-                connections=args.connections,
-                seconds=args.seconds,
-                warmup_s=args.warmup,
-                workdir=workdir,
-            )
-            children.stop(publisher)
-            publisher = None
-            # A projector that fell behind during the load would hand its backlog to the freshness run.
-            figures["backlog_drain_seconds"] = round(
-                server.wait_folded(traffic.topic_end(broker.bootstrap_servers, topic)), 3
-            )
-            figures["load_average_after"] = machine.load_average()
-            results["api_latency"] = figures
-            report.write_json(args.results_dir, "api_latency", figures, described)
-            say("\n".join(report.api_table(figures)))
-            if args.profile:
-                say("API: each endpoint again with py-spy attached to the server")
-                api_latency.profile_endpoints(
-                    server,
-                    samples,
-                    connections=args.connections,
-                    seconds=min(args.seconds, 3.0),
-                    workdir=workdir,
-                    out=args.results_dir / "api-profile.txt",
-                )
-
+            api_phase(run, server, samples, served)
         if "freshness" in wanted:
-            probe_rate = 1.0 / args.probe_interval
-            background = max(0.0, args.freshness_rate - probe_rate)
-            say(
-                f"freshness: {args.freshness_rate:g} events/s for {args.freshness_seconds:g} s, probes every "
-                f"{args.probe_interval * 1000:g} ms"
-            )
-            publisher = traffic.start_steady_publisher(
-                broker.bootstrap_servers, topic, background, 3600, args.seed + 2, workdir / "freshness.log", env
-            )
-            time.sleep(2.0)
-            sampler = None
-            if args.profile:
-                raw = workdir / "freshness.pyspy"
-                sampler = profiling.attach(server.process.pid, args.freshness_seconds, raw, workdir / "fresh-prof.log")
-            figures = freshness.run(
-                server,
-                broker.bootstrap_servers,
-                topic,
-                seconds=args.freshness_seconds,
-                interval_s=args.probe_interval,
-                background_rate=args.freshness_rate,
-            )
-            children.stop(publisher)
-            publisher = None
-            if sampler is not None:
-                sampler.wait(timeout=60)
-                title = f"serve during the freshness run ({args.freshness_rate:g} events/s, probes polled)"
-                profile = profiling.summarize(raw, title, args.freshness_seconds)
-                (args.results_dir / "freshness-profile.txt").write_text(profile)
-            figures["load_average_after"] = machine.load_average()
-            results["freshness"] = figures
-            report.write_json(args.results_dir, "freshness", figures, described)
-            say("\n".join(report.freshness_table(figures)))
-        return results
+            freshness_phase(run, server)
+        return run.results
     finally:
-        children.stop(publisher)
         if server is not None:
             server.stop()
         if broker.started_here:
@@ -229,9 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="chat-analytics-bench-"))
-    command = "python -m bench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "make bench"
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m bench", shlex.join(given)]).strip()
     try:
-        results = run(args, workdir)
+        results = run_all(args, workdir)
     except KeyboardInterrupt:
         say("interrupted")
         return 130
@@ -240,9 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"kept the work folder {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    described = machine.describe("see the JSON files")
-    machine_json = args.results_dir / "machine.json"
-    line = machine.one_line(_load(machine_json) if machine_json.exists() else described)
+    # run_all wrote it before anything else, with the broker it chose.
+    line = machine.one_line(_load(args.results_dir / "machine.json"))
     table = report.markdown(results, line, command)
     (args.results_dir / "latest.md").write_text(table)
     print()
@@ -251,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    import orjson
-
     return dict(orjson.loads(path.read_bytes()))
 
 
