@@ -23,13 +23,18 @@ def _in_snapshot(
     # A read lease for the whole unit of work: a blue/green switch waits for it to end, so the file
     # cannot be swapped (or closed) under a request, and the next request reads the new file.
     with handle.reading() as cur:
+        if cache is not None:
+            # The mark alone, outside a transaction: it is one statement, so one snapshot, and a
+            # remembered answer for it is that snapshot's answer. The common case ends here.
+            found, value = cache.get(snapshot_mark(cur, handle.generation), key)
+            if found:
+                return value
         # One transaction, so that a count and the rows it describes see the same projector commit.
         cur.execute("BEGIN TRANSACTION")
         try:
             if cache is None:
                 return work(cur)
-            # The mark is read in the same transaction as the work, so a remembered answer is this
-            # snapshot's answer.
+            # Read again inside the transaction: the answer computed here belongs to this mark.
             mark = snapshot_mark(cur, handle.generation)
             found, value = cache.claim(mark, key)
             if not found:

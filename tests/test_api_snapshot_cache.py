@@ -39,18 +39,18 @@ def test_a_commit_between_two_identical_requests_shows_in_the_second(tmp_path: P
 
 def test_an_older_snapshot_never_replaces_the_newer_answers() -> None:
     cache = SnapshotCache()
-    cache.put((0, 10, 10), "k", "new")
-    cache.put((0, 5, 5), "k", "old")  # a slow request that began before the last commit
-    assert cache.get((0, 10, 10), "k") == (True, "new")
-    assert cache.get((0, 5, 5), "k") == (False, None)
-    cache.put((1, 0, 0), "k", "other file")  # a blue/green switch: a new generation
-    assert cache.get((1, 0, 0), "k") == (True, "other file")
-    assert cache.get((0, 10, 10), "k") == (False, None)
+    cache.put((0, 20), "k", "new")
+    cache.put((0, 10), "k", "old")  # a slow request that began before the last commit
+    assert cache.get((0, 20), "k") == (True, "new")
+    assert cache.get((0, 10), "k") == (False, None)
+    cache.put((1, 0), "k", "other file")  # a blue/green switch: a new generation
+    assert cache.get((1, 0), "k") == (True, "other file")
+    assert cache.get((0, 20), "k") == (False, None)
 
 
 def test_the_same_question_in_the_same_snapshot_is_computed_once_while_it_runs() -> None:
     cache = SnapshotCache()
-    mark = (0, 1, 1)
+    mark = (0, 2)
     assert cache.claim(mark, "k") == (False, None)  # this caller computes
     answers: list[tuple[bool, Any]] = []
     waiter = threading.Thread(target=lambda: answers.append(cache.claim(mark, "k")))
@@ -63,7 +63,7 @@ def test_the_same_question_in_the_same_snapshot_is_computed_once_while_it_runs()
 
 def test_a_failed_computation_lets_the_next_caller_compute() -> None:
     cache = SnapshotCache()
-    mark = (0, 1, 1)
+    mark = (0, 2)
     assert cache.claim(mark, "k") == (False, None)
     answers: list[tuple[bool, Any]] = []
     waiter = threading.Thread(target=lambda: answers.append(cache.claim(mark, "k")))
