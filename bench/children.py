@@ -28,7 +28,7 @@ class Finished:
     exit_code: int
     wall_s: float
     max_rss_bytes: int  # the largest single process of the tree (wait4)
-    max_tree_rss_bytes: int  # the largest sum over the process and its descendants at one moment (polled)
+    max_tree_bytes: int  # the largest PSS sum over the process and its descendants at one moment (polled)
     output: str
 
 
@@ -37,12 +37,21 @@ TREE_POLL_S = 0.05
 TREE_RESCAN_EVERY = 20  # polls between two scans of /proc for new descendants
 
 
-def _rss_bytes(pid: int) -> int:
+def _memory_bytes(pid: int) -> int:
+    """The process's proportional set size (PSS: shared pages split between their users, so a tree's sum
+    counts a shared library once); its RSS where smaps_rollup is missing; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
     try:
         with open(f"/proc/{pid}/statm") as statm:
             return int(statm.read().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
-        return 0  # gone
+        return 0
 
 
 def _descendants(root: int) -> list[int]:
@@ -65,9 +74,9 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-class _TreeRss:
-    """The peak of the summed RSS of a process tree. Scanning all of /proc costs milliseconds, so the
-    tree is rescanned only now and then; in between, only its known members' RSS is read."""
+class _TreeMemory:
+    """The peak of the summed memory (PSS) of a process tree. Scanning all of /proc costs milliseconds,
+    so the tree is rescanned only now and then; in between, only its known members are read."""
 
     def __init__(self, root: int) -> None:
         self.root = root
@@ -79,7 +88,7 @@ class _TreeRss:
         if self.polls % TREE_RESCAN_EVERY == 0 or self.polls < 10:
             self.members = _descendants(self.root)
         self.polls += 1
-        self.peak = max(self.peak, sum(_rss_bytes(pid) for pid in self.members))
+        self.peak = max(self.peak, sum(_memory_bytes(pid) for pid in self.members))
 
 
 def run_measured(command: list[str], env: dict[str, str], log: Path, timeout_s: float) -> Finished:
@@ -87,8 +96,8 @@ def run_measured(command: list[str], env: dict[str, str], log: Path, timeout_s: 
 
     `os.wait4` gives the rusage of exactly this child (RUSAGE_CHILDREN would mix in every other child
     the run has waited for, such as the publishers), but its ru_maxrss is the largest single process
-    of the tree, not their sum: a rebuild with parser processes uses more. So the tree's RSS is also
-    summed from /proc every TREE_POLL_S (a shorter spike can slip between two looks; a process that
+    of the tree, not their sum: a rebuild with parser processes uses more. So the tree's memory (PSS)
+    is also summed from /proc every TREE_POLL_S (a shorter spike can slip between two looks; a process that
     starts and dies between two scans of the tree is missed).
     Output goes to `log`, never to a pipe that could fill.
     """
@@ -104,7 +113,7 @@ def run_measured(command: list[str], env: dict[str, str], log: Path, timeout_s: 
             preexec_fn=die_with_parent(),
         )
         deadline = started + timeout_s
-        tree = _TreeRss(process.pid)
+        tree = _TreeMemory(process.pid)
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:

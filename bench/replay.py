@@ -20,7 +20,7 @@ from schemas.readmodel import connect
 
 TARGET_EVENTS_PER_S = 50_000
 TARGET_RATIO = 0.6
-TARGET_RSS_BYTES = 2**30
+TARGET_MEMORY_BYTES = 2**30
 TIMEOUT_S = 3600.0
 
 
@@ -123,15 +123,15 @@ def run(
             "seconds": round(raw.wall_s, 3),
             "events_per_s": round(raw_rate),
             "seconds_inside_reader": round(float(raw_figures["seconds"]), 3),
-            "peak_rss_bytes": raw.max_tree_rss_bytes,
+            "peak_memory_bytes": raw.max_tree_bytes,
         },
         "rebuild": {
             "command": command.kind,
             "argv": command.argv[1:],
             "seconds": round(rebuilt.wall_s, 3),
             "events_per_s": round(rebuild_rate),
-            # All its processes together (the target's figure), and the largest one alone.
-            "peak_rss_bytes": rebuilt.max_tree_rss_bytes,
+            # All its processes together (PSS, the target's figure), and the largest one alone (RSS).
+            "peak_memory_bytes": rebuilt.max_tree_bytes,
             "peak_rss_largest_process_bytes": rebuilt.max_rss_bytes,
             "file_bytes": file_bytes,
             "folded": folded,
@@ -142,7 +142,7 @@ def run(
         "targets": {
             "rebuild_events_per_s": {"target": f">= {TARGET_EVENTS_PER_S}", "met": rebuild_rate >= TARGET_EVENTS_PER_S},
             "ratio_rebuild_to_raw": {"target": f">= {TARGET_RATIO}", "met": ratio >= TARGET_RATIO},
-            "peak_rss": {"target": "< 1 GiB", "met": rebuilt.max_tree_rss_bytes < TARGET_RSS_BYTES},
+            "peak_memory": {"target": "< 1 GiB", "met": rebuilt.max_tree_bytes < TARGET_MEMORY_BYTES},
             "file_size": {"target": "< raw JSON", "met": file_bytes < raw_json_bytes},
         },
     }
