@@ -3,8 +3,9 @@ raw stacks are folded into the top entries by own time and by inclusive time.
 
 py-spy samples from outside the interpreter, so the profiled code runs at nearly full speed, and time
 spent inside DuckDB is charged to the Python line that called it. py-spy is asked for on-CPU samples
-only, but on this kind of VM it still reports threads parked in a condition wait or a selector as
-busy; those leaves are counted apart (IDLE_LEAVES) so that they do not swamp the shares.
+only, but on this kind of VM it still reports threads parked in a condition wait or a selector (and
+some blocking reads) as busy; the known waits are counted apart (IDLE_LEAVES) so that they do not
+swamp the shares.
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def summarize(raw: Path, title: str, wall_s: float, top: int = TOP) -> str:
     lines = [
         f"# {title}",
         "",
-        f"{total} busy samples at {RATE_HZ} Hz over {wall_s:.1f} s: {busy:.2f} cores busy "
-        f"({idle} samples of threads waiting in {', '.join(sorted(IDLE_LEAVES))} left out)",
+        f"{total} busy samples at {RATE_HZ} Hz over {wall_s:.1f} s: {busy:.2f} threads busy on average, an upper "
+        f"bound: py-spy also counts some blocking reads as busy ({idle} samples of threads waiting in "
+        f"{', '.join(sorted(IDLE_LEAVES))} left out)",
         "",
     ]
     for name, counter in (("process", processes), ("thread", threads)):
