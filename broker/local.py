@@ -117,7 +117,12 @@ def render_properties(data_dir: Path, ports: Ports) -> str:
 
 def new_cluster_id() -> str:
     # Kafka's own format (what `kafka-storage random-uuid` prints): 16 random bytes, base64url, no padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    # Like Kafka's Uuid.randomUuid, never one that starts with "-": the storage tool's argument parser
+    # would read it as an option and formatting would fail (about one start in 64).
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _jvm(libs: Path, main_class: str, *args: str) -> list[str]:

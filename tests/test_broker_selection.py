@@ -119,8 +119,10 @@ def test_kafka_env_uses_the_apache_image_escaping() -> None:
 
 
 def test_cluster_ids_have_kafkas_format() -> None:
-    ids = {new_cluster_id() for _ in range(20)}
-    assert len(ids) == 20
+    # 2000 ids: with one id in 64 starting with "-", a generator that allowed it would show it here.
+    ids = {new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
     for cluster_id in ids:
         assert len(cluster_id) == 22
         assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+        assert not cluster_id.startswith("-"), "the storage tool would read it as an option"
