@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="serve the read-model file as it is: no consumer, no ingest endpoint, no broker needed",
     )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log a line per request (off by default: /metrics counts every request, and the line costs CPU)",
+    )
     parser.set_defaults(func=_serve)
 
 
@@ -118,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
             lifespan=lifespan,
         )
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log)
     finally:
         handle.connection.close()
     return 0
