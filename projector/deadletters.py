@@ -36,25 +36,12 @@ from projector.fold import (
 )
 from projector.records import Record
 from schemas.registry import (
-    INVALID_DATA,
-    INVALID_ENVELOPE,
-    INVALID_JSON,
-    UNKNOWN_TYPE,
-    UNSUPPORTED_VERSION,
+    DEAD_LETTER_REASONS,
     EventRegistry,
 )
 
 # Every reason of EVENTS.md, in the contract's order.
-REASONS: tuple[str, ...] = (
-    INVALID_JSON,
-    INVALID_ENVELOPE,
-    UNKNOWN_TYPE,
-    UNSUPPORTED_VERSION,
-    INVALID_DATA,
-    DUPLICATE_INTERACTION,
-    SESSION_MISMATCH,
-    UNKNOWN_OFFERING,
-)
+REASONS: tuple[str, ...] = DEAD_LETTER_REASONS
 # Reasons given by the fold after it accepted the event id (the parser gives the others).
 FOLD_REASONS = frozenset({DUPLICATE_INTERACTION, SESSION_MISMATCH, UNKNOWN_OFFERING})
 

@@ -53,17 +53,21 @@ from schemas.events import (
     TurnRecorded,
     UsageRecorded,
 )
-from schemas.registry import INVALID_DATA, EventRegistry, Rejection, parse_events
+from schemas.registry import (
+    DUPLICATE_INTERACTION,
+    INVALID_DATA,
+    SESSION_MISMATCH,
+    UNKNOWN_OFFERING,
+    EventRegistry,
+    Rejection,
+    parse_events,
+)
 
 TURN = "chat.turn.recorded"
 FEEDBACK = "chat.feedback.submitted"
 CLICK = "chat.offering.clicked"
 REVIEW = "chat.session.reviewed"
 USAGE = "assistant.usage.recorded"
-
-DUPLICATE_INTERACTION = "duplicate_interaction"
-SESSION_MISMATCH = "session_mismatch"
-UNKNOWN_OFFERING = "unknown_offering"
 
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
