@@ -8,7 +8,8 @@ import time
 from datetime import datetime
 from itertools import islice
 
-from schemas.settings import ENV_BOOTSTRAP_SERVERS, ENV_TOPIC, Settings
+from cli.options import add_broker_args
+from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
 # Rate-limited publishing sends in slices this long, so the pace is even without a sleep per event.
 _SLICE_SECONDS = 0.1
@@ -41,13 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the 'now' the traffic ends at, RFC 3339 with offset (default: the current time)",
     )
-    parser.add_argument("--topic", default=settings.topic, help=f"topic (env {ENV_TOPIC}, default {settings.topic})")
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=settings.bootstrap_servers,
-        metavar="B",
-        help=f"Kafka bootstrap servers host:port[,...] (env {ENV_BOOTSTRAP_SERVERS})",
-    )
+    add_broker_args(parser, settings)
     parser.set_defaults(func=_publish_demo)
 
 

@@ -16,13 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cli.options import add_broker_args, add_db_arg, positive_int
 from schemas.registry import DEAD_LETTER_REASONS
 from schemas.settings import (
     DEFAULT_URL,
     ENV_ADMIN_TOKEN,
     ENV_BOOTSTRAP_SERVERS,
-    ENV_DB,
-    ENV_TOPIC,
     ENV_URL,
     Settings,
     env,
@@ -42,19 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 # -- arguments --------------------------------------------------------------------------------------
 
 
-def _broker_args(parser: argparse.ArgumentParser, settings: Settings) -> None:
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=settings.bootstrap_servers,
-        help=f"Kafka bootstrap servers (env {ENV_BOOTSTRAP_SERVERS})",
-    )
-    parser.add_argument("--topic", default=settings.topic, help=f"event topic (env {ENV_TOPIC}; default %(default)s)")
-
-
-def _db_arg(parser: argparse.ArgumentParser, settings: Settings) -> None:
-    parser.add_argument("--db", default=settings.db, help=f"read-model DuckDB file (env {ENV_DB}; default %(default)s)")
-
-
 def _server_args(parser: argparse.ArgumentParser, *, flag_help: str) -> None:
     parser.add_argument(
         "--url",
@@ -66,16 +52,6 @@ def _server_args(parser: argparse.ArgumentParser, *, flag_help: str) -> None:
     parser.add_argument(
         "--token", default=env(ENV_ADMIN_TOKEN), help=f"a staff API token for the server (env {ENV_ADMIN_TOKEN})"
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _timestamp(text: str) -> datetime:
@@ -107,9 +83,9 @@ def _register_rebuild(sub: argparse._SubParsersAction, settings: Settings) -> No
     )
     parser.add_argument("--force", action="store_true", help="overwrite NEW_FILE if it exists and is not empty")
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=None, help="events per fold transaction (default 20000)"
+        "--batch-size", type=positive_int, default=None, help="events per fold transaction (default 20000)"
     )
-    _broker_args(parser, settings)
+    add_broker_args(parser, settings)
     parser.add_argument("--url", default=env(ENV_URL, DEFAULT_URL), help=f"with --live: the server (env {ENV_URL})")
     parser.add_argument(
         "--token", default=env(ENV_ADMIN_TOKEN), help=f"with --live: a staff API token (env {ENV_ADMIN_TOKEN})"
@@ -125,8 +101,8 @@ def _register_status(sub: argparse._SubParsersAction, settings: Settings) -> Non
         "While `serve` holds the file, use --url (or /readyz and /metrics).",
     )
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
-    _db_arg(parser, settings)
-    _broker_args(parser, settings)
+    add_db_arg(parser, settings)
+    add_broker_args(parser, settings)
     _server_args(parser, flag_help="ask a running serve instead of opening the file")
     parser.set_defaults(func=_status)
 
@@ -137,9 +113,9 @@ def _register_dead_letters(sub: argparse._SubParsersAction, settings: Settings) 
 
     listing = commands.add_parser("list", help="the dead letters in log order (partition, offset)")
     listing.add_argument("--reason", choices=REASONS, help="only this reason")
-    listing.add_argument("--limit", type=_positive_int, default=50, help="at most this many (default %(default)s)")
+    listing.add_argument("--limit", type=positive_int, default=50, help="at most this many (default %(default)s)")
     listing.add_argument("--json", action="store_true", help="JSON lines, as `export` writes them")
-    _db_arg(listing, settings)
+    add_db_arg(listing, settings)
     _server_args(listing, flag_help="ask a running serve instead of opening the file")
     listing.set_defaults(func=_dead_letters_list)
 
@@ -148,7 +124,7 @@ def _register_dead_letters(sub: argparse._SubParsersAction, settings: Settings) 
     )
     export.add_argument("file", metavar="FILE", help="output file ('-' for stdout)")
     export.add_argument("--reason", choices=REASONS, help="only this reason")
-    _db_arg(export, settings)
+    add_db_arg(export, settings)
     export.set_defaults(func=_dead_letters_export)
 
     retry = commands.add_parser(
@@ -156,7 +132,7 @@ def _register_dead_letters(sub: argparse._SubParsersAction, settings: Settings) 
         help="re-offer them to this release's fold in log order; those that apply leave the table",
     )
     retry.add_argument("--reason", choices=REASONS, help="only this reason")
-    _db_arg(retry, settings)
+    add_db_arg(retry, settings)
     _server_args(retry, flag_help="make a running serve retry on the file it holds")
     retry.set_defaults(func=_dead_letters_retry)
 

@@ -14,14 +14,8 @@ import threading
 import time
 from types import FrameType
 
-from schemas.settings import (
-    ENV_BATCH_SIZE,
-    ENV_BOOTSTRAP_SERVERS,
-    ENV_DB,
-    ENV_GROUP_ID,
-    ENV_TOPIC,
-    Settings,
-)
+from cli.options import add_broker_args, add_db_arg, add_fold_args
+from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
 log = logging.getLogger("chat_analytics.project")
 
@@ -29,24 +23,9 @@ log = logging.getLogger("chat_analytics.project")
 def register(sub: argparse._SubParsersAction) -> None:
     settings = Settings.from_env()
     parser = sub.add_parser("project", help="fold the event topic into the read-model file (foreground)")
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=settings.bootstrap_servers,
-        help=f"Kafka bootstrap servers (env {ENV_BOOTSTRAP_SERVERS})",
-    )
-    parser.add_argument("--topic", default=settings.topic, help=f"event topic (env {ENV_TOPIC}; default %(default)s)")
-    parser.add_argument("--db", default=settings.db, help=f"read-model DuckDB file (env {ENV_DB}; default %(default)s)")
-    parser.add_argument(
-        "--group-id",
-        default=settings.group_id,
-        help=f"consumer group for lag monitoring only (env {ENV_GROUP_ID}; default %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=settings.batch_size,
-        help=f"most events per fold transaction (env {ENV_BATCH_SIZE}; default %(default)s)",
-    )
+    add_broker_args(parser, settings)
+    add_db_arg(parser, settings)
+    add_fold_args(parser, settings)
     parser.add_argument(
         "--until-caught-up",
         action="store_true",
@@ -61,13 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--progress-every", type=float, default=5.0, help="seconds between progress lines (default %(default)s)"
     )
     parser.set_defaults(func=_project)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _project(args: argparse.Namespace) -> int:

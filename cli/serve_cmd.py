@@ -15,14 +15,8 @@ import argparse
 import logging
 import sys
 
-from schemas.settings import (
-    ENV_BATCH_SIZE,
-    ENV_BOOTSTRAP_SERVERS,
-    ENV_DB,
-    ENV_GROUP_ID,
-    ENV_TOPIC,
-    Settings,
-)
+from cli.options import add_broker_args, add_db_arg, add_fold_args
+from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,17 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("serve", help="serve the staff API, with the projector in the same process")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=settings.bootstrap_servers,
-        help=f"Kafka bootstrap servers (env {ENV_BOOTSTRAP_SERVERS})",
-    )
-    parser.add_argument("--topic", default=settings.topic, help=f"event topic (env {ENV_TOPIC})")
-    parser.add_argument("--db", default=settings.db, help=f"read-model DuckDB file (env {ENV_DB})")
-    parser.add_argument("--group-id", default=settings.group_id, help=f"consumer group (env {ENV_GROUP_ID})")
-    parser.add_argument(
-        "--batch-size", type=int, default=settings.batch_size, help=f"events per fold batch (env {ENV_BATCH_SIZE})"
-    )
+    add_broker_args(parser, settings)
+    add_db_arg(parser, settings)
+    add_fold_args(parser, settings)
     parser.add_argument(
         "--no-projector",
         action="store_true",

@@ -1,0 +1,46 @@
+"""Flags that several commands share, each defaulting to its environment variable (schemas/settings.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from schemas.settings import ENV_BATCH_SIZE, ENV_BOOTSTRAP_SERVERS, ENV_DB, ENV_GROUP_ID, ENV_TOPIC, Settings
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_broker_args(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """--bootstrap-servers and --topic."""
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=settings.bootstrap_servers,
+        help=f"Kafka bootstrap servers host:port[,...] (env {ENV_BOOTSTRAP_SERVERS})",
+    )
+    parser.add_argument("--topic", default=settings.topic, help=f"event topic (env {ENV_TOPIC}; default %(default)s)")
+
+
+def add_db_arg(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.add_argument("--db", default=settings.db, help=f"read-model DuckDB file (env {ENV_DB}; default %(default)s)")
+
+
+def add_fold_args(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """--group-id and --batch-size of a command that runs the live projector."""
+    parser.add_argument(
+        "--group-id",
+        default=settings.group_id,
+        help=f"consumer group for lag monitoring only (env {ENV_GROUP_ID}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=settings.batch_size,
+        help=f"most events per fold transaction (env {ENV_BATCH_SIZE}; default %(default)s)",
+    )
