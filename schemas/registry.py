@@ -78,8 +78,12 @@ class EventRegistry:
         self.versions = dict(versions)
         self.upcasters = dict(upcasters or {})
         union = Union[tuple(self.models.values())]  # noqa: UP007 - built from a runtime tuple
-        event = Annotated[Annotated[union, Field(discriminator="type")], BeforeValidator(self._upcast)]
-        self._one = TypeAdapter(event)
+        current = Annotated[union, Field(discriminator="type")]
+        # The fast path: a current-version event needs no upcasting, so it skips the Python call of
+        # `_upcast` and the conversion of the whole JSON value to Python objects that a before-validator
+        # implies. Whatever it does not accept goes through `_one`, which gives the upcasts and the errors.
+        self._current = TypeAdapter(current)
+        self._one = TypeAdapter(Annotated[current, BeforeValidator(self._upcast)])
 
     def _upcast(self, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -107,20 +111,27 @@ class EventRegistry:
 
     def parse(self, raw: bytes | str) -> BaseModel:
         """One raw value to its event model; raises `EventRejected` with the dead-letter reason."""
-        try:
-            return self._one.validate_json(raw)
-        except ValidationError as exc:
-            raise EventRejected(classify(exc.errors(include_url=False), raw)) from None
+        event = self._parse_one(raw)
+        if isinstance(event, Rejection):
+            raise EventRejected(event)
+        return event
 
     def parse_many(self, values: Sequence[bytes | None]) -> list[BaseModel | Rejection]:
         """A whole poll at once: an event model or a `Rejection` per value, in the same order."""
         parse_one = self._parse_one
         return [parse_one(v) for v in values]
 
-    def _parse_one(self, value: bytes | None) -> BaseModel | Rejection:
+    def _parse_one(self, value: bytes | str | None) -> BaseModel | Rejection:
         if value is None:
             error = FieldError("(event)", "the record has no value (a tombstone)")
             return Rejection(INVALID_JSON, f"{error.field}: {error.message}", errors=(error,))
+        try:
+            event = self._current.validate_json(value)
+        except ValidationError:
+            pass
+        else:
+            if event.version == self.versions.get(event.type):  # type: ignore[attr-defined]
+                return event
         try:
             return self._one.validate_json(value)
         except ValidationError as exc:

@@ -404,3 +404,37 @@ def test_a_rejection_keeps_the_event_id_and_type_it_could_read() -> None:
     (result,) = parse_events([raw(turn(severity="urgent"))])
     assert isinstance(result, Rejection)
     assert (result.event_id, result.type) == (EVENT_ID, "chat.turn.recorded")
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("198.51.100.4", "198.51.100.4"),
+        ("0.0.0.0", "0.0.0.0"),
+        ("255.255.255.255", "255.255.255.255"),
+        ("2001:DB8:0:0::7", "2001:db8::7"),
+        ("::ffff:192.0.2.1", "::ffff:c000:201"),
+    ],
+)
+def test_an_ip_address_is_stored_in_its_normal_form(given: str, stored: str) -> None:
+    assert parse_event(raw(turn(ip_address=given))).data.ip_address == stored
+    assert parse_event(raw(feedback(score=1, ip_address=given))).data.ip_address == stored
+
+
+@pytest.mark.parametrize(
+    "given", ["01.2.3.4", "1.2.3.04", "256.0.0.1", "1.2.3", "1.2.3.4.5", " 1.2.3.4", "1.2.3.4\n", "१.2.3.4"]
+)
+def test_an_ip_address_that_is_almost_a_dotted_quad_is_invalid_data(given: str) -> None:
+    rejection = parse_events([raw(turn(ip_address=given))])[0]
+    assert isinstance(rejection, Rejection)
+    assert (rejection.reason, rejection.detail) == (
+        "invalid_data",
+        "data.ip_address: value is not a valid IPv4 or IPv6 address",
+    )
+
+
+def test_a_timestamp_that_is_a_number_is_rejected_whatever_its_field() -> None:
+    for event in (envelope("chat.turn.recorded", turn_data(), occurred_at=1764120600), turn(last_active_at=1.5)):
+        rejection = parse_events([raw(event)])[0]
+        assert isinstance(rejection, Rejection)
+        assert "must be an RFC 3339 timestamp string with an offset, not a number" in rejection.detail

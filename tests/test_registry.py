@@ -119,6 +119,19 @@ def test_a_v2_event_is_not_upcast_again() -> None:
     assert {"data.prompt", "data.channel"} <= {e.field for e in result.errors}
 
 
+def test_a_v1_event_that_already_reads_as_v2_is_still_upcast() -> None:
+    # Its data validates as v2 as it stands (extra fields are ignored), but the 1->2 upcaster decides.
+    (result,) = v2_registry().parse_many([event(1, {**V2_TURN, "user_input": "hi"})])
+    assert isinstance(result, TurnRecordedV2)
+    assert (result.version, result.data.prompt, result.data.channel) == (2, "hi", "authenticated")
+
+
+def test_a_version_newer_than_the_current_one_is_unsupported_even_when_its_data_reads_as_current() -> None:
+    (result,) = parse_events([event(2, V1_TURN)])
+    assert isinstance(result, Rejection)
+    assert result.reason == UNSUPPORTED_VERSION
+
+
 def test_v3_is_an_unsupported_version_for_a_v2_release() -> None:
     (result,) = v2_registry().parse_many([event(3, {**V2_TURN, "language": "et"})])
     assert isinstance(result, Rejection)
