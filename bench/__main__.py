@@ -2,8 +2,10 @@
 
 Order: pick a broker (as the tests do), create a fresh topic, publish N demo events, then
 1. replay (raw read vs rebuild into a fresh file), 2. API latency over a copy of the rebuilt file
-with live ingest, 3. freshness on the same server. Each writes bench/results/<name>.json; the table
-is printed and written to bench/results/latest.md. Everything started here is stopped on the way out.
+with live ingest (closed loop, then at a fixed rate), 3. freshness on the same server. With `--topic
+T --db FILE`, nothing is published or replayed: a copy of FILE is served with live ingest into T.
+Each writes bench/results/<name>.json; the table is printed and written to bench/results/latest.md.
+Everything started here is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from schemas.settings import (
     Settings,
 )
 
+# Well above what staff dashboards send (a page view asks a handful of questions), well below saturation.
+DEFAULT_FIXED_RATE = 100.0
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
@@ -55,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8, help="concurrent API connections (default 8)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per endpoint (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per endpoint first (default 1)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULT_FIXED_RATE,
+        help=f"then each endpoint again at this fixed rate of requests/s (default {DEFAULT_FIXED_RATE:g}; 0: skip)",
+    )
     parser.add_argument("--live-rate", type=float, default=1000.0, help="ingest events/s during the API benchmark")
     parser.add_argument("--freshness-seconds", type=float, default=60.0, help="freshness run length (default 60)")
     parser.add_argument("--freshness-rate", type=float, default=2000.0, help="events/s during freshness")
@@ -64,9 +75,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR, help="where the results go")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the DuckDB files and logs")
+    parser.add_argument(
+        "--topic",
+        help="with --db: an existing topic to serve with live ingest instead of publishing a fresh one (no replay)",
+    )
+    parser.add_argument(
+        "--db",
+        type=Path,
+        help="with --topic: a read-model file already folded from that topic; a copy of it is served",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or args.partitions < 1 or args.connections < 1:
         parser.error("--events, --partitions and --connections must be positive")
+    if args.rate < 0:
+        parser.error("--rate must be 0 (skip) or positive")
+    if (args.topic is None) != (args.db is None):
+        parser.error("--topic and --db go together")
+    if args.db is not None:
+        if args.only and "replay" in args.only:
+            parser.error("--topic/--db skip the replay: use --only api and/or --only freshness")
+        if not args.db.is_file():
+            parser.error(f"--db {args.db}: no such file")
     return args
 
 
@@ -160,6 +189,7 @@ def api_phase(run: Run, server: Server, samples: api_latency.Samples, served: Pa
             seconds=args.seconds,
             warmup_s=args.warmup,
             workdir=run.workdir,
+            rate=args.rate or None,
         )
     finally:
         children.stop(publisher)
@@ -222,18 +252,21 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]
         say(f"Kafka: {broker.description} at {broker.bootstrap_servers}")
         described = machine.describe(_kafka_line(broker))
         report.write_json(args.results_dir, "machine", described, described)
-        topic = f"bench-events-{uuid.uuid4().hex[:10]}"
-        ensure_topic(broker.bootstrap_servers, topic, args.partitions)
+        topic = args.topic or f"bench-events-{uuid.uuid4().hex[:10]}"
+        if args.topic is None:
+            ensure_topic(broker.bootstrap_servers, topic, args.partitions)
         env = child_env(broker.bootstrap_servers, topic, workdir)
         run = Run(args, broker.bootstrap_servers, topic, env, workdir, described)
 
-        rebuilt = replay_phase(run)
+        # Given a folded file, serve a copy: the live ingest of this run must not change the caller's file.
+        rebuilt = args.db if args.db is not None else replay_phase(run)
         if not wanted & {"api", "freshness"}:
             return run.results
         served = workdir / "served.duckdb"
-        shutil.copyfile(rebuilt, served)
+        copy_read_model(rebuilt, served)
         samples = api_latency.pick_samples(served)
-        say(f"starting chat-analytics serve over a copy of the rebuilt file ({samples.interactions:,} interactions)")
+        origin = "the given" if args.db is not None else "the rebuilt"
+        say(f"starting chat-analytics serve over a copy of {origin} file ({samples.interactions:,} interactions)")
         server = start_server(broker.bootstrap_servers, topic, served, env[ENV_GROUP_ID], env, workdir / "serve.log")
         server.wait_ready()
         if "api" in wanted:
@@ -247,6 +280,14 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]
         if broker.started_here:
             say("stopping the Kafka broker this run started")
         broker.stop()
+
+
+def copy_read_model(source: Path, target: Path) -> None:
+    """The file and its write-ahead log, if it has one (the log holds commits not yet checkpointed)."""
+    shutil.copyfile(source, target)
+    wal = source.with_name(source.name + ".wal")
+    if wal.exists():
+        shutil.copyfile(wal, target.with_name(target.name + ".wal"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,8 +122,15 @@ def check_paths(server: Server, planned: list[dict[str, Any]]) -> None:
 
 
 def run_load(
-    server: Server, planned: list[dict[str, Any]], connections: int, seconds: float, warmup_s: float, workdir: Path
+    server: Server,
+    planned: list[dict[str, Any]],
+    connections: int,
+    seconds: float,
+    warmup_s: float,
+    workdir: Path,
+    rate: float | None = None,
 ) -> list[dict[str, Any]]:
+    """Each endpoint in turn, closed loop, or at a fixed `rate` of requests/s (see bench.load)."""
     spec = {
         "host": HOST,
         "port": server.port,
@@ -132,6 +139,7 @@ def run_load(
         "seconds": seconds,
         "warmup_seconds": warmup_s,
         "server_pid": server.process.pid,
+        "rate": rate,
         "endpoints": [{"name": e["name"], "paths": e["paths"]} for e in planned],
     }
     with tempfile.NamedTemporaryFile("wb", suffix=".json", dir=workdir, delete=False) as spec_file:
@@ -167,7 +175,9 @@ def run(
     seconds: float,
     warmup_s: float,
     workdir: Path,
+    rate: float | None = None,
 ) -> dict[str, Any]:
+    """Every endpoint closed loop, then (with `rate`) every endpoint again at that fixed rate."""
     planned = endpoints(samples, datetime.now(UTC))
     check_paths(server, planned)
     folded_before = server.positions()
@@ -175,10 +185,11 @@ def run(
     watch.start()
     started = time.monotonic()
     results = run_load(server, planned, connections, seconds, warmup_s, workdir)
+    at_rate = run_load(server, planned, connections, seconds, warmup_s, workdir, rate) if rate else []
     elapsed = time.monotonic() - started
     checkpoints = watch.stop()
     folded_after = server.positions()
-    for result in results:
+    for result in [*results, *at_rate]:
         start, end = result["window_monotonic"]
         # A checkpoint holds readers up to when the log shrinks, so it counts if it ended in the window.
         result["checkpoints"] = sum(1 for c in checkpoints if start <= c["monotonic"] <= end + 0.1)
@@ -193,7 +204,9 @@ def run(
         # Seconds from the start of the load (each endpoint takes warm-up + measured seconds, in order).
         "checkpoints_during_load": checkpoints,
         "endpoints": results,
-        "errors_total": sum(r["errors"] for r in results),
+        # The same endpoints at a fixed offered rate: the latency a dashboard sees (None: not run).
+        "fixed_rate": {"requests_per_s": rate, "endpoints": at_rate} if rate else None,
+        "errors_total": sum(r["errors"] for r in [*results, *at_rate]),
     }
 
 

@@ -1,11 +1,20 @@
 """The HTTP load driver, run as its own process so that it does not share the server's interpreter:
-N keep-alive connections per endpoint, each sending its next request as soon as the previous
-response is read, for a fixed time. Prints one JSON object with the figures per endpoint.
+N keep-alive connections per endpoint for a fixed time. Prints one JSON object with the figures per
+endpoint.
 
     python -m bench.load SPEC.json
 
 SPEC: {"host", "port", "token", "connections", "seconds", "warmup_seconds", "server_pid" (optional),
-       "endpoints": [{"name": ..., "paths": [...]}, ...]}
+       "rate" (optional), "endpoints": [{"name": ..., "paths": [...]}, ...]}
+
+Two ways to load the server:
+- closed loop (no "rate"): each connection sends its next request as soon as the previous response
+  is read. This finds the saturation throughput, and its latencies include the queueing behind the
+  other connections' requests that such a load always builds up.
+- fixed rate ("rate": requests/s over all connections): requests are due on a fixed schedule, spread
+  over the connections in turn, whatever the answers do. A request's latency is counted from when it
+  was due, not from when it could be sent: a server that falls behind shows it in the latencies
+  instead of quietly lowering the rate it is offered (no coordinated omission).
 
 Besides latencies, each endpoint reports the CPU the server process and this driver used while it was
 measured (in cores): on a small machine the two share the CPU, and a server near one core is bound
@@ -18,10 +27,12 @@ own CPU time is taken from the server, and httpx costs several times more per re
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -77,12 +88,22 @@ async def _connection(
     latencies: list[float],
     failures: list[str],
     response_bytes: list[int],
+    schedule: Iterator[float] | None = None,
 ) -> None:
+    """Closed loop, or with `schedule` (the moments this connection's requests are due) a fixed rate."""
     reader, writer = await asyncio.open_connection(host, port)
     i = start_at
     try:
         while True:
             now = time.perf_counter()
+            if schedule is not None:
+                due = next(schedule)
+                if due >= until:
+                    return
+                if due > now:
+                    await asyncio.sleep(due - now)
+                # Late (the previous answer took longer than the interval): the wait counts as latency.
+                now = due
             if now >= until:
                 return
             request = requests[i % len(requests)]
@@ -140,6 +161,14 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
     until = measure_from + float(spec["seconds"])
     # Connections start at different requests so that they do not all ask for the same row at once.
     step = max(1, len(requests) // connections)
+    offered = spec.get("rate")
+    schedules: list[Iterator[float] | None] = [None] * connections
+    if offered:
+        interval = connections / float(offered)
+        # Connection c takes requests c, c + N, c + 2N, ... of one evenly spaced sequence.
+        schedules = [
+            (start + (c + 1) / float(offered) + k * interval for k in itertools.count()) for c in range(connections)
+        ]
     server_pid = spec.get("server_pid")
     cpu: dict[str, float | None] = {}
 
@@ -154,7 +183,7 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
     await asyncio.gather(
         note_cpu(),
         *(
-            _connection(host, port, requests, c * step, measure_from, until, latencies, failures, sizes)
+            _connection(host, port, requests, c * step, measure_from, until, latencies, failures, sizes, schedules[c])
             for c in range(connections)
         ),
     )
@@ -168,6 +197,7 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
         "example": endpoint["paths"][0],
         "distinct_requests": len(requests),
         "connections": connections,
+        "offered_rate": float(offered) if offered else None,
         "seconds": round(measured, 3),
         "requests_per_s": round(rate(len(latencies), measured), 1),
         "errors": len(failures),
