@@ -12,13 +12,15 @@ import time
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
+from projector.consumer import FETCH_MAX_BYTES, MAX_PARTITION_FETCH_BYTES
+
 # The same fetch sizes as the projector's reader, so the ceiling is the one the rebuild could reach.
 CONSUMER_CONFIG = {
     "group_id": None,
     "enable_auto_commit": False,
     "auto_offset_reset": "earliest",
-    "fetch_max_bytes": 64 * 1024 * 1024,
-    "max_partition_fetch_bytes": 16 * 1024 * 1024,
+    "fetch_max_bytes": FETCH_MAX_BYTES,
+    "max_partition_fetch_bytes": MAX_PARTITION_FETCH_BYTES,
     "max_poll_records": 10_000,
     "client_id": "chat-analytics-bench-raw-read",
 }

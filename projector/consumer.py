@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 LIVE_POLL_MS = 100  # how long a poll waits at the head of the topic
 FETCH_MAX_WAIT_MS = 100  # the broker's long-poll; short so that a new event is seen quickly
 FILL_DEADLINE_S = 0.25  # a batch being filled is applied after this long even if not full
+FETCH_MAX_BYTES = 16 * 1024 * 1024
+MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 
 
 class TopicReader:
@@ -39,10 +41,12 @@ class TopicReader:
             client_id="chat-analytics-projector",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            # Catch-up wants big fetches; the broker still answers at once when data is there.
+            # Catch-up wants big fetches; the broker still answers at once when data is there. 4 MiB per
+            # partition is ~6,000 demo events, enough to fill a catch-up batch from three partitions;
+            # 16 MiB held ~100 MB more in kafka-python's buffers of every parser process, for no speed.
             max_poll_records=max(batch_size, 500),
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=FETCH_MAX_BYTES,
+            max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             bootstrap_timeout_ms=10_000,  # report an unreachable broker in status soon; the loop retries
         )

@@ -10,6 +10,7 @@ monitoring), because it owns the Kafka client.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -21,11 +22,15 @@ from typing import Any
 
 import duckdb
 
-from projector.fold import BatchStats, PreparedBatch, apply_prepared, prepare
+from projector.fold import BatchStats, PreparedBatch, apply_prepared, gc_paused, prepare
 
 log = logging.getLogger(__name__)
 
-QUEUE_DEPTH = 4  # prepared batches in flight: enough to keep the writer busy, little memory
+QUEUE_DEPTH = 1  # prepared batches waiting per parser: the writer is the slower side, and each costs ~50 MB
+# Batches between two full garbage collections where the cyclic collector is otherwise off: the
+# batches' many short-lived objects made it scan for nothing (see `fold.gc_paused`), but Kafka's client
+# may leave a cycle now and then.
+COLLECT_EVERY = 25
 _DONE = "done"
 _FAILED = "failed"
 
@@ -46,6 +51,9 @@ def _reader_main(
 
     _die_with_parent()
     reader = TopicReader(bootstrap_servers, topic, group_id, batch_size)
+    gc.freeze()  # what is loaded by now lives as long as the process: never scan it again
+    gc.disable()
+    batches = 0
     try:
         reader.assign(start, partitions)
         read = dict(start)
@@ -60,6 +68,9 @@ def _reader_main(
                 read[r.partition] = max(read.get(r.partition, 0), r.offset + 1)
             if records:
                 out.put((None, prepare(records)))
+                batches += 1
+                if batches % COLLECT_EVERY == 0:
+                    gc.collect()
             positions = None
             while True:
                 try:
@@ -130,29 +141,35 @@ def catch_up(
     folded = 0
     positions = dict(start)
     done = 0
+    batches = 0
     try:
-        while done < len(children) and not should_stop():
-            try:
-                tag, payload = out.get(timeout=1.0)
-            except queue.Empty:
-                dead = [c.exitcode for c, _, _ in children if not c.is_alive() and c.exitcode]
-                if dead:
-                    raise RuntimeError(f"a parser process died (exit code {dead[0]})") from None
-                continue
-            if tag == _DONE:
-                done += 1
-                continue
-            if tag == _FAILED:
-                raise RuntimeError(f"a parser process failed: {payload}")
-            batch: PreparedBatch = payload
-            stats = apply_prepared(con, batch)
-            folded += len(batch)
-            for (t, p), offset in stats.offsets.items():
-                if t == topic:
-                    positions[p] = max(positions.get(p, 0), offset)
-            for _, share, applied in children:
-                applied.put({p: o for p, o in positions.items() if p in share})
-            on_batch(stats)
+        # Unpickling a batch makes as many objects as parsing it did: no cyclic GC (see `fold.gc_paused`).
+        with gc_paused():
+            while done < len(children) and not should_stop():
+                try:
+                    tag, payload = out.get(timeout=1.0)
+                except queue.Empty:
+                    dead = [c.exitcode for c, _, _ in children if not c.is_alive() and c.exitcode]
+                    if dead:
+                        raise RuntimeError(f"a parser process died (exit code {dead[0]})") from None
+                    continue
+                if tag == _DONE:
+                    done += 1
+                    continue
+                if tag == _FAILED:
+                    raise RuntimeError(f"a parser process failed: {payload}")
+                batch: PreparedBatch = payload
+                stats = apply_prepared(con, batch)
+                folded += len(batch)
+                for (t, p), offset in stats.offsets.items():
+                    if t == topic:
+                        positions[p] = max(positions.get(p, 0), offset)
+                for _, share, applied in children:
+                    applied.put({p: o for p, o in positions.items() if p in share})
+                on_batch(stats)
+                batches += 1
+                if batches % COLLECT_EVERY == 0:
+                    gc.collect()
     finally:
         stop.set()
         _drain(out)
