@@ -52,7 +52,6 @@ def total_for_days(expression: str) -> str:
 
 
 SESSION_TURNS = "SELECT turns FROM sessions WHERE session_id = ?"
-SESSION_SPAN = "SELECT first_created, last_created FROM sessions WHERE session_id = ?"
 USER_TURNS = "SELECT total_interactions FROM user_stats WHERE user_slug = ?"
 
 KPI_DAILY_TOTALS = """
