@@ -1,0 +1,64 @@
+"""A served read model (schemas.readmodel.serving_settings): its session index, kept up to date by the
+fold, and a read-only file served as it is."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from projector.fold import apply_batch
+from projector.testing import to_records, turn
+from schemas.readmodel import ReadModelHandle, connect
+from tests.test_api_data import AUTH, make_client
+
+PREFIX = "/api/anonymous-chat-interactions"
+AT = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
+
+
+def _indexes(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {name for (name,) in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
+
+
+def test_a_served_file_gets_the_session_index_and_the_fold_keeps_it_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "rm.duckdb"
+    con = connect(path)
+    early = [turn("s1", at=AT), turn("s2", at=AT.replace(minute=1))]
+    apply_batch(con, to_records(early))
+    assert "interactions_session_id" not in _indexes(con)  # a rebuild does not pay for it
+
+    handle = ReadModelHandle(con, path)
+    assert "interactions_session_id" in _indexes(con)
+    client = make_client(handle)
+    late = turn("s1", at=AT.replace(minute=2))
+    apply_batch(con, to_records([late], start=2))
+
+    body = client.get(f"{PREFIX}/by-session/s1/", headers=AUTH)
+    assert [r["uuid"] for r in body.json()] == [early[0]["data"]["interaction_uuid"], late["data"]["interaction_uuid"]]
+    assert body.headers["X-Result-Count"] == "2"
+    assert len(client.get(f"{PREFIX}/by-session/s2/", headers=AUTH).json()) == 1
+    assert client.get(f"{PREFIX}/by-session/nobody/", headers=AUTH).json() == []
+
+
+def test_the_next_file_of_a_switch_is_served_with_the_same_settings(tmp_path: Path) -> None:
+    handle = ReadModelHandle(connect(tmp_path / "a.duckdb"), tmp_path / "a.duckdb")
+    new = connect(tmp_path / "b.duckdb")
+    handle.swap(new, tmp_path / "b.duckdb").close()
+    assert "interactions_session_id" in _indexes(new)
+    assert new.execute("SELECT current_setting('threads')").fetchone() == (1,)
+
+
+def test_a_read_only_file_is_served_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "rm.duckdb"
+    con = connect(path)
+    first = turn("s1", at=AT)
+    apply_batch(con, to_records([first]))
+    con.close()
+
+    read_only = duckdb.connect(str(path), read_only=True)
+    client = make_client(ReadModelHandle(read_only, path))
+    assert "interactions_session_id" not in _indexes(read_only)
+    assert [r["uuid"] for r in client.get(f"{PREFIX}/by-session/s1/", headers=AUTH).json()] == [
+        first["data"]["interaction_uuid"]
+    ]
