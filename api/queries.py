@@ -71,15 +71,14 @@ def count_interactions(cur: duckdb.DuckDBPyConnection, filters: Filters) -> int:
     return _scalar(cur, sql.count(condition), params)
 
 
-def _day_window(
-    cur: duckdb.DuckDBPyConnection, expression: str, filters: Filters, newest_first: bool, offset: int, limit: int
-) -> tuple[date, date, int] | None:
-    """The days that hold rows [offset, offset + limit) in created order, from daily_counters, and how
-    many rows come before the first of those days: the page query then reads only those days."""
+def _day_window(by_day: list[tuple[date, int]], offset: int, limit: int) -> tuple[date, date, int] | None:
+    """The days that hold rows [offset, offset + limit) of `by_day` (days in the page's order, with the
+    rows each holds), and how many rows come before the first of those days: the page query then
+    reads only those days."""
     first: date | None = None
     skipped = seen = 0
     day: date | None = None
-    for day, n in cur.execute(agg.per_day(expression, newest_first=newest_first), _date_bounds(filters)).fetchall():
+    for day, n in by_day:
         if first is None and seen + n > offset:
             first, skipped = day, seen
         seen += n
@@ -106,14 +105,21 @@ def list_interactions(
         # A whole list counts itself: no separate count statement.
         rows = cur.execute(sql.select_page(condition, sql.order_by(ordering), limit=False), params).fetchall()
         return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
-    total = count_interactions(cur, filters)
+    expression = agg.daily_count_expression(filters)
+    by_day: list[tuple[date, int]] | None = None
+    if expression is not None and ordering[0].lstrip("-") == "created":
+        # The per-day counts give both the total and the page's days: one statement instead of two.
+        newest_first = ordering[0] == "-created"
+        by_day = cur.execute(agg.per_day(expression, newest_first=newest_first), _date_bounds(filters)).fetchall()
+        total = sum(int(n) for _day, n in by_day)
+    else:
+        total = count_interactions(cur, filters)
     last = _check_page(total, pagination)
     if total == 0:
         return Page(0, [], pagination, last)
     offset = (pagination.page - 1) * pagination.page_size
-    expression = agg.daily_count_expression(filters)
-    if expression is not None and ordering[0].lstrip("-") == "created":
-        window = _day_window(cur, expression, filters, ordering[0] == "-created", offset, pagination.page_size)
+    if by_day is not None:
+        window = _day_window(by_day, offset, pagination.page_size)
         if window is not None:
             # Redundant with the filters, but lets DuckDB skip every row group outside those days.
             condition += " AND created_date BETWEEN ? AND ?"
