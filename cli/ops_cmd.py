@@ -83,7 +83,7 @@ def _register_rebuild(sub: argparse._SubParsersAction, settings: Settings) -> No
     )
     parser.add_argument("--force", action="store_true", help="overwrite NEW_FILE if it exists and is not empty")
     parser.add_argument(
-        "--batch-size", type=positive_int, default=None, help="events per fold transaction (default 20000)"
+        "--batch-size", type=positive_int, default=None, help="events per fold transaction (default 40000)"
     )
     add_broker_args(parser, settings)
     parser.add_argument("--url", default=env(ENV_URL, DEFAULT_URL), help=f"with --live: the server (env {ENV_URL})")

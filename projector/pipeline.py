@@ -21,12 +21,16 @@ from collections.abc import Callable
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
-from projector.fold import BatchStats, PreparedBatch, apply_prepared, gc_paused, prepare
+from projector.fold import BatchStats, PreparedBatch, apply_prepared, gc_paused, merge_prepared, prepare
 
 log = logging.getLogger(__name__)
 
-QUEUE_DEPTH = 1  # prepared batches waiting per parser: the writer is the slower side, and each costs ~50 MB
+QUEUE_DEPTH = 1  # prepared batches waiting per parser: the writer is the slower side
+# Records per batch a parser ships: a batch costs its parser ~5 KB per record while it is prepared and
+# sent. The writer merges consecutive ones up to the catch-up batch size for its transactions.
+SHIP_RECORDS = 10_000
 # Batches between two full garbage collections where the cyclic collector is otherwise off: the
 # batches' many short-lived objects made it scan for nothing (see `fold.gc_paused`), but Kafka's client
 # may leave a cycle now and then.
@@ -50,6 +54,8 @@ def _reader_main(
     from projector.consumer import TopicReader
 
     _die_with_parent()
+    # Arrow's default allocator (mimalloc) kept ~50 MB of freed batch tables in this process.
+    pa.set_memory_pool(pa.system_memory_pool())
     reader = TopicReader(bootstrap_servers, topic, group_id, batch_size)
     gc.freeze()  # what is loaded by now lives as long as the process: never scan it again
     gc.disable()
@@ -132,7 +138,18 @@ def catch_up(
         applied = ctx.Queue()
         child = ctx.Process(
             target=_reader_main,
-            args=(bootstrap_servers, topic, group_id, batch_size, start, share, own, out, applied, stop),
+            args=(
+                bootstrap_servers,
+                topic,
+                group_id,
+                min(batch_size, SHIP_RECORDS),
+                start,
+                share,
+                own,
+                out,
+                applied,
+                stop,
+            ),
             name="projector-parser",
             daemon=True,
         )
@@ -142,6 +159,26 @@ def catch_up(
     positions = dict(start)
     done = 0
     batches = 0
+    shipped: list[PreparedBatch] = []  # received, not applied yet
+    waiting = 0
+
+    def apply(parts: list[PreparedBatch]) -> int:
+        nonlocal batches
+        batch = merge_prepared(parts)
+        stats = apply_prepared(con, batch)
+        for (t, p), offset in stats.offsets.items():
+            if t == topic:
+                positions[p] = max(positions.get(p, 0), offset)
+        for _, share, applied in children:
+            applied.put({p: o for p, o in positions.items() if p in share})
+        on_batch(stats)
+        batches += 1
+        if batches % COLLECT_EVERY == 0:
+            gc.collect()
+        return len(batch)
+
+    pool = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())  # as in the parsers: mimalloc kept freed batch tables
     try:
         # Unpickling a batch makes as many objects as parsing it did: no cyclic GC (see `fold.gc_paused`).
         with gc_paused():
@@ -158,19 +195,16 @@ def catch_up(
                     continue
                 if tag == _FAILED:
                     raise RuntimeError(f"a parser process failed: {payload}")
-                batch: PreparedBatch = payload
-                stats = apply_prepared(con, batch)
-                folded += len(batch)
-                for (t, p), offset in stats.offsets.items():
-                    if t == topic:
-                        positions[p] = max(positions.get(p, 0), offset)
-                for _, share, applied in children:
-                    applied.put({p: o for p, o in positions.items() if p in share})
-                on_batch(stats)
-                batches += 1
-                if batches % COLLECT_EVERY == 0:
-                    gc.collect()
+                shipped.append(payload)
+                waiting += len(payload)
+                if waiting < batch_size and done < len(children):
+                    continue
+                folded += apply(shipped)
+                shipped, waiting = [], 0
+            if shipped and not should_stop():
+                folded += apply(shipped)
     finally:
+        pa.set_memory_pool(pool)
         stop.set()
         _drain(out)
         for child, _, _ in children:

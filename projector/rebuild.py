@@ -33,10 +33,14 @@ from schemas.readmodel import stored_offsets
 
 log = logging.getLogger(__name__)
 
-CATCH_UP_BATCH_SIZE = 20_000  # big transactions: fewer commits and aggregate refreshes per event
+CATCH_UP_BATCH_SIZE = 40_000  # big transactions: each costs ~0.1 s of scans and refreshes whatever its size
 PARSE_PROCESS_MIN_RECORDS = 20_000  # below this, starting a parser process costs more than it saves
 ATTEMPTS = 5  # a broker that goes away mid-rebuild: resume from the file's offsets this many times
 STALL_S = 60.0  # no record for this long while some are still due: the broker is not delivering
+# DuckDB's buffer pool may grow to 80% of RAM and keeps what the rebuild wrote cached (~700 MB for 1M
+# events). A rebuild appends and looks keys up, so it runs as fast in a small pool; a batch that needs
+# more (the primary-key indexes of a very long log must fit in memory) doubles it and is folded again.
+REBUILD_MEMORY_LIMIT_MIB = 256
 
 
 class TopicMissing(RuntimeError):
@@ -174,27 +178,47 @@ def fold_to(
     progress.done = sum(max(0, min(positions[p], t) - bounds.starts.get(p, 0)) for p, t in bounds.targets.items())
     folded = 0
     failures = 0
-    while not should_stop():
-        remaining = sum(max(0, t - positions[p]) for p, t in bounds.targets.items())
-        if remaining == 0:
-            break
-        try:
-            if parse_process and remaining >= PARSE_PROCESS_MIN_RECORDS:
-                folded += _fold_with_parser(
-                    con, bootstrap_servers, topic, bounds, positions, progress, batch_size, group_id, should_stop
-                )
-            else:
-                folded += _fold_here(
-                    con, bootstrap_servers, topic, bounds, positions, progress, batch_size, group_id, should_stop
-                )
-        except Exception as exc:
-            failures += 1
-            if failures >= ATTEMPTS:
-                raise
-            log.warning("rebuild interrupted (%s: %s); resuming from the file's offsets", type(exc).__name__, exc)
-            time.sleep(min(2.0**failures, 15.0))
-            positions.update({p: o for p, o in stored_offsets(con, topic).items() if p in positions})
+    ((previous_limit,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    limit_mb = REBUILD_MEMORY_LIMIT_MIB
+    try:
+        while not should_stop():
+            remaining = sum(max(0, t - positions[p]) for p, t in bounds.targets.items())
+            if remaining == 0:
+                break
+            con.execute(f"SET memory_limit = '{limit_mb}MiB'")
+            try:
+                if parse_process and remaining >= PARSE_PROCESS_MIN_RECORDS:
+                    folded += _fold_with_parser(
+                        con, bootstrap_servers, topic, bounds, positions, progress, batch_size, group_id, should_stop
+                    )
+                else:
+                    folded += _fold_here(
+                        con, bootstrap_servers, topic, bounds, positions, progress, batch_size, group_id, should_stop
+                    )
+            except duckdb.OutOfMemoryException:
+                if limit_mb >= REBUILD_MEMORY_LIMIT_MIB * 2**ATTEMPTS:
+                    raise
+                limit_mb *= 2
+                log.warning("rebuild: DuckDB needs more memory; resuming from the file's offsets with %s MiB", limit_mb)
+                positions.update({p: o for p, o in stored_offsets(con, topic).items() if p in positions})
+            except Exception as exc:
+                failures += 1
+                if failures >= ATTEMPTS:
+                    raise
+                log.warning("rebuild interrupted (%s: %s); resuming from the file's offsets", type(exc).__name__, exc)
+                time.sleep(min(2.0**failures, 15.0))
+                positions.update({p: o for p, o in stored_offsets(con, topic).items() if p in positions})
+    finally:
+        _restore_memory_limit(con, previous_limit)
     return folded
+
+
+def _restore_memory_limit(con: duckdb.DuckDBPyConnection, previous: str) -> None:
+    # The setting reads back rounded ("18.8 GiB"): the default is restored exactly by RESET.
+    con.execute("RESET memory_limit")
+    ((default,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    if default != previous:
+        con.execute(f"SET memory_limit = '{previous}'")
 
 
 def _fold_with_parser(

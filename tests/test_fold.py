@@ -578,3 +578,26 @@ def test_applied_events_hold_every_accepted_event_id(con: duckdb.DuckDBPyConnect
     ids = {str(r[0]) for r in con.execute("SELECT event_id FROM applied_events").fetchall()}
     assert ids == {t["event_id"], early["event_id"], mismatch["event_id"]}
     assert orjson.loads(con.execute("SELECT value FROM pending_events").fetchall()[0][0]) == early
+
+
+def test_batches_merged_into_one_transaction_give_the_tables_of_applying_them_one_by_one(tmp_path: Path) -> None:
+    from projector.fold import apply_prepared, merge_prepared, prepare
+    from projector.snapshot import diff, table_rows
+    from projector.testing import stream
+
+    events = list(stream(1200, seed=11, sessions=25))  # duplicates, early dependents and bad values among them
+    chunks = [
+        to_records(events[i : i + 300], topic="t", partition=i // 600, start=i % 600) for i in range(0, 1200, 300)
+    ]
+    one_by_one = connect(tmp_path / "one-by-one.duckdb")
+    merged = connect(tmp_path / "merged.duckdb")
+    try:
+        for chunk in chunks:
+            apply_prepared(one_by_one, prepare(chunk))
+        apply_prepared(merged, merge_prepared([prepare(chunk) for chunk in chunks[:3]]))
+        apply_prepared(merged, merge_prepared([prepare(chunks[3])]))
+        assert diff(table_rows(one_by_one), table_rows(merged)) == {}
+        assert count(merged, "dead_letters") > 0
+    finally:
+        one_by_one.close()
+        merged.close()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from kafka import KafkaProducer
 
@@ -183,3 +184,37 @@ def test_retry_after_a_release_that_knows_v2_on_a_file_the_live_projector_built(
     assert diff(table_rows(reference), table_rows(con)) == {}
     reference.close()
     con.close()
+
+
+def test_a_rebuild_that_runs_out_of_memory_resumes_with_more_and_restores_the_setting(
+    bootstrap_servers: str, topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = list(stream(1500, seed=5, sessions=30))
+    publish(bootstrap_servers, topic, events)
+    live = live_fold(bootstrap_servers, topic, tmp_path / "live.duckdb")
+
+    limits: list[str] = []
+    fold_here = projector.rebuild._fold_here
+
+    def short_of_memory_once(con: Any, *args: Any) -> int:
+        limits.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        if len(limits) == 1:
+            batches = iter(range(2))
+            fold_here(con, *args[:7], lambda: next(batches, None) is None)  # two batches in, then DuckDB gives up
+            raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate")
+        return fold_here(con, *args)
+
+    monkeypatch.setattr(projector.rebuild, "_fold_here", short_of_memory_once)
+    con = connect(tmp_path / "rebuilt.duckdb")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    try:
+        bounds = projector.rebuild.log_bounds(bootstrap_servers, topic)
+        projector.rebuild.fold_to(
+            con, bootstrap_servers=bootstrap_servers, topic=topic, bounds=bounds, parse_process=False, batch_size=400
+        )
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
+        rebuilt = table_rows(con)
+    finally:
+        con.close()
+    assert limits == ["256.0 MiB", "512.0 MiB"]
+    assert diff(live, rebuilt) == {}
