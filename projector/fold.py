@@ -382,7 +382,9 @@ def is_clarification(blocks: list[Any]) -> bool:
 
 def _turn_row(record: Record, event: TurnRecorded, event_id: str, uuid: str) -> tuple[Any, ...]:
     d = event.data
-    created = _naive(event.occurred_at)
+    # Left aware (UTC): Arrow stores an aware datetime as its UTC instant, the same value as the naive
+    # one, and datetime.replace costs ~0.8 us a call.
+    created = event.occurred_at
     assert d.result_count is not None and d.last_active_at is not None  # the model fills both defaults
     blocks = d.assistant_blocks
     row = (
@@ -401,9 +403,9 @@ def _turn_row(record: Record, event: TurnRecorded, event_id: str, uuid: str) -> 
         d.action_taken,
         d.warning,
         d.ip_address,
-        _naive(d.last_active_at),
+        d.last_active_at,
         created,
-        created.date(),
+        created.astimezone(UTC).date() if created.tzinfo is not UTC else created.date(),
         _check("input_tokens", d.input_tokens, _INT64_MAX),
         _check("output_tokens", d.output_tokens, _INT64_MAX),
         is_clarification(blocks),
