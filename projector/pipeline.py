@@ -14,6 +14,7 @@ import gc
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import threading
 import time
@@ -27,10 +28,13 @@ from projector.fold import BatchStats, PreparedBatch, apply_prepared, gc_paused,
 
 log = logging.getLogger(__name__)
 
-QUEUE_DEPTH = 1  # prepared batches waiting per parser: the writer is the slower side
-# Records per batch a parser ships: a batch costs its parser ~5 KB per record while it is prepared and
-# sent. The writer merges consecutive ones up to the catch-up batch size for its transactions.
-SHIP_RECORDS = 10_000
+# Pickled batches queued, at least: the queue holds one writer transaction's worth of shipped
+# batches, so that the parsers keep working while the writer applies the previous one.
+QUEUE_DEPTH = 2
+# Records per batch a parser ships: a batch costs its parser ~5 KB per record while it is prepared
+# (~0.7 KB once pickled). The writer merges consecutive ones up to the catch-up batch size for its
+# transactions.
+SHIP_RECORDS = 5_000
 # Batches between two full garbage collections where the cyclic collector is otherwise off: the
 # batches' many short-lived objects made it scan for nothing (see `fold.gc_paused`), but Kafka's client
 # may leave a cycle now and then.
@@ -73,7 +77,9 @@ def _reader_main(
             for r in records:
                 read[r.partition] = max(read.get(r.partition, 0), r.offset + 1)
             if records:
-                out.put((None, prepare(records)))
+                # Pickled here rather than by the queue's feeder thread: a waiting batch takes a third
+                # of the memory as bytes, and the two threads do not contend for the interpreter.
+                out.put((None, pickle.dumps(prepare(records), protocol=pickle.HIGHEST_PROTOCOL)))
                 batches += 1
                 if batches % COLLECT_EVERY == 0:
                     gc.collect()
@@ -129,7 +135,7 @@ def catch_up(
     order is kept, since one child reads it). Raises RuntimeError if a child fails; the caller retries
     from the stored offsets."""
     ctx = mp.get_context("spawn")  # never fork a process that runs DuckDB and server threads
-    out = ctx.Queue(QUEUE_DEPTH * max(1, parsers))
+    out = ctx.Queue(max(QUEUE_DEPTH, -(-batch_size // SHIP_RECORDS)))
     stop = ctx.Event()
     shares = [partitions[i :: max(1, parsers)] for i in range(max(1, parsers))]
     children = []
@@ -195,8 +201,9 @@ def catch_up(
                     continue
                 if tag == _FAILED:
                     raise RuntimeError(f"a parser process failed: {payload}")
-                shipped.append(payload)
-                waiting += len(payload)
+                batch: PreparedBatch = pickle.loads(payload)
+                shipped.append(batch)
+                waiting += len(batch)
                 if waiting < batch_size and done < len(children):
                     continue
                 folded += apply(shipped)
