@@ -4,7 +4,10 @@
 is right whatever order events arrive in (a late, older turn can move a session's first turn).
 `user_stats` and `daily_counters` are kept by deltas (`Deltas`) instead, so that a live batch costs the
 size of its own rows, not of the table: every turn a batch updates is counted out as it stood and in as
-it stands after, a new turn is only counted in. Turns are never deleted and their user and created day
+it stands after, a new turn is only counted in. Both come from rows the fold already holds (a new turn's
+own row, the lookup of the turns that feedback, reviews and clicks apply to), never from reading the
+counted turns back: that read scanned the whole uuid column of `interactions`, ~12 ms twice per batch
+at a million turns. Turns are never deleted and their user, created day and insertion-time columns
 never change, so that is exact too. The definitions follow API.md (by-user) and the column comments of
 schemas/readmodel.py (daily counters).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime
+from typing import NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -32,8 +36,6 @@ WHERE session_id IN (SELECT session_id FROM touched_sessions)
 GROUP BY session_id
 """
 
-# What a set of turns contributes, per created day to the turn counters of daily_counters and per user
-# to user_stats: one scan of the set's rows for both (grouping sets), found by primary key.
 _TURN_COUNTER_COLUMNS = [
     "turns",
     "flagged",
@@ -61,36 +63,23 @@ _USER_COUNTER_COLUMNS = [
     "no_feedback",
     "injection_strikes",
 ]
-_TURN_COUNTERS = """
-SELECT
-    grouping(created_date) AS by_user,
-    created_date,
-    user_slug,
-    max(created),
-    count(*),
-    count(*) FILTER (WHERE is_flagged),
-    count(*) FILTER (WHERE severity = 'none'),
-    count(*) FILTER (WHERE severity = 'low'),
-    count(*) FILTER (WHERE severity = 'medium'),
-    count(*) FILTER (WHERE severity = 'high'),
-    count(*) FILTER (WHERE severity = 'critical'),
-    coalesce(sum(click_count), 0),
-    count(*) FILTER (WHERE fb_score = 1),
-    count(*) FILTER (WHERE fb_score = -1),
-    count(*) FILTER (WHERE is_clarification),
-    coalesce(sum(input_tokens), 0),
-    coalesce(sum(output_tokens), 0),
-    count(llm_reviewed_at),
-    coalesce(sum(llm_resolution_score) FILTER (WHERE llm_reviewed_at IS NOT NULL), 0),
-    count(*) FILTER (WHERE llm_reviewed_at IS NOT NULL AND llm_hallucination_detected),
-    coalesce(sum(llm_input_tokens), 0),
-    coalesce(sum(llm_output_tokens), 0),
-    count(*) FILTER (WHERE fb_score IS NULL OR fb_score NOT IN (1, -1)),
-    count(*) FILTER (WHERE action_taken IN ('block', 'redact'))
-FROM interactions
-WHERE uuid IN (SELECT uuid::UUID FROM counted_turns)
-GROUP BY GROUPING SETS ((created_date), (user_slug))
-"""
+_SEVERITY_COLUMNS = {f"severity_{s}" for s in ("none", "low", "medium", "high", "critical")}
+_STRIKE_ACTIONS = ("block", "redact")
+
+
+class TurnState(NamedTuple):
+    """The columns of a turn that feedback, reviews and clicks change, as the counters read them."""
+
+    click_count: int = 0
+    fb_score: int | None = None
+    llm_reviewed_at: datetime | None = None
+    llm_resolution_score: int | None = None
+    llm_hallucination_detected: bool = False
+    llm_input_tokens: int = 0
+    llm_output_tokens: int = 0
+
+
+NEW_TURN_STATE = TurnState()  # what the fold inserts for a new turn (see fold._INSERT_TURNS)
 
 # The touched sessions as the file holds them before this batch: their first day and first user.
 _OLD_SESSIONS = """
@@ -151,39 +140,67 @@ class Deltas:
     def _user(self, slug: str) -> dict[str, int]:
         return self.by_user.setdefault(slug, dict.fromkeys(USER_COLUMNS, 0))
 
-    def _turns(self, con: duckdb.DuckDBPyConnection, uuids: Iterable[str], sign: int) -> None:
-        uuids = sorted(set(uuids))
-        if not uuids:
-            return
-        con.register("counted_turns", pa.table({"uuid": pa.array(uuids, pa.string())}))
-        try:
-            rows = con.execute(_TURN_COUNTERS).fetchall()
-        finally:
-            con.unregister("counted_turns")
-        for by_user, day, slug, last, *values in rows:
-            if by_user:
-                if not slug:  # anonymous turns have no user_stats row
-                    continue
-                user = self._user(slug)
-                user["total_interactions"] += sign * int(values[0])
-                user["positive_feedback"] += sign * int(values[8])
-                user["negative_feedback"] += sign * int(values[9])
-                user["no_feedback"] += sign * int(values[18])
-                user["injection_strikes"] += sign * int(values[19])
-                if sign > 0:
-                    self.last_seen[slug] = max(last, self.last_seen.get(slug, last))
-            else:
-                row = self._day(day)
-                for column, value in zip(_TURN_COUNTER_COLUMNS, values[:18], strict=True):
-                    row[column] += sign * int(value)
+    def add_new_turn(
+        self,
+        day: date,
+        slug: str,
+        created: datetime,
+        *,
+        is_flagged: bool,
+        severity: str,
+        is_clarification: bool,
+        input_tokens: int,
+        output_tokens: int,
+        action_taken: str,
+    ) -> None:
+        """Counts in a turn new in this batch, with its counters as a turn without feedback, review or
+        clicks; `change_turn` then adds whatever the batch did to it."""
+        row = self._day(day)
+        row["turns"] += 1
+        row["flagged"] += int(is_flagged)
+        column = f"severity_{severity}"
+        if column in _SEVERITY_COLUMNS:
+            row[column] += 1
+        row["clarifications"] += int(is_clarification)
+        row["turn_input_tokens"] += input_tokens
+        row["turn_output_tokens"] += output_tokens
+        if slug:  # anonymous turns have no user_stats row
+            user = self._user(slug)
+            user["total_interactions"] += 1
+            user["injection_strikes"] += int(action_taken in _STRIKE_ACTIONS)
+        self._seen(slug, created)
+        self._count_state(day, slug, NEW_TURN_STATE, 1)
 
-    def subtract_turns(self, con: duckdb.DuckDBPyConnection, uuids: Iterable[str]) -> None:
-        """Counts out turns about to be updated, as they stand now."""
-        self._turns(con, uuids, -1)
+    def change_turn(self, day: date, slug: str, created: datetime, before: TurnState, after: TurnState) -> None:
+        """A turn updated by this batch: counted out as it stood, in as it stands. Its user, day and
+        the columns set at insertion never change, so only the counters of `TurnState` can move."""
+        self._seen(slug, created)
+        if before != after:
+            self._count_state(day, slug, before, -1)
+            self._count_state(day, slug, after, 1)
 
-    def add_turns(self, con: duckdb.DuckDBPyConnection, uuids: Iterable[str]) -> None:
-        """Counts in turns new or updated in this batch, as they stand after it."""
-        self._turns(con, uuids, 1)
+    def _seen(self, slug: str, created: datetime) -> None:
+        if slug:
+            last = self.last_seen.get(slug)
+            self.last_seen[slug] = created if last is None else max(last, created)
+
+    def _count_state(self, day: date, slug: str, state: TurnState, sign: int) -> None:
+        row = self._day(day)
+        up, down = state.fb_score == 1, state.fb_score == -1
+        row["clicks"] += sign * state.click_count
+        row["feedback_up"] += sign * up
+        row["feedback_down"] += sign * down
+        if state.llm_reviewed_at is not None:
+            row["reviewed"] += sign
+            row["review_score_sum"] += sign * (state.llm_resolution_score or 0)
+            row["hallucinations"] += sign * bool(state.llm_hallucination_detected)
+        row["review_input_tokens"] += sign * state.llm_input_tokens
+        row["review_output_tokens"] += sign * state.llm_output_tokens
+        if slug:
+            user = self._user(slug)
+            user["positive_feedback"] += sign * up
+            user["negative_feedback"] += sign * down
+            user["no_feedback"] += sign * (not (up or down))
 
     def add_usage(self, day: date, input_tokens: int, output_tokens: int) -> None:
         row = self._day(day)

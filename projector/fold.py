@@ -480,6 +480,31 @@ class BatchStats:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per (topic, partition)
 
 
+class _Turn(NamedTuple):
+    """A stored turn, as the events that depend on it need it."""
+
+    session_id: str
+    offerings: set[str]
+    user_slug: str
+    created_date: date
+    created: datetime
+    state: aggregates.TurnState
+
+
+# Columns of a new turn's row that the daily and per-user counters read, in `Deltas.add_new_turn`'s order.
+_NEW_TURN_COUNTED = (
+    "created_date",
+    "user_slug",
+    "created",
+    "is_flagged",
+    "severity",
+    "is_clarification",
+    "input_tokens",
+    "output_tokens",
+    "action_taken",
+)
+
+
 @dataclass(slots=True)
 class _Source:
     """Where a dependent event came from: this batch's records, or the pending table."""
@@ -599,7 +624,6 @@ class _Fold:
         self.dead: list[tuple[Any, ...]] = []
         # keys whose aggregates must be recomputed, and the daily counters' changes
         self.deltas = aggregates.Deltas()
-        self.counted: set[str] = set()  # turns new or updated in this batch, counted in at the end
         self.sessions: set[str] = set()
 
     def run(self) -> BatchStats:
@@ -613,7 +637,6 @@ class _Fold:
         self._apply_dependents(turns, [e for e in events if e.type in (FEEDBACK, CLICK, REVIEW)])
         self._insert_usage([e for e in events if e.type == USAGE])
         self._insert_dead_letters()
-        self.deltas.add_turns(self.con, self.counted)
         aggregates.refresh(self.con, sessions=self.sessions, deltas=self.deltas)
         self._count_applied()
         self._store_offsets()
@@ -693,7 +716,6 @@ class _Fold:
             existing[t.interaction_uuid] = t.event_id
             accepted.append(t)
             (user_slug,) = t.row
-            self.counted.add(t.interaction_uuid)
             self.sessions.add(t.session_id)  # type: ignore[arg-type]
             self.deltas.new_turns.append((t.interaction_uuid, user_slug, t.session_id))  # type: ignore[arg-type]
         if accepted:
@@ -703,8 +725,27 @@ class _Fold:
                 table = table.filter(pc.is_in(table["pos"], value_set=keep))
             with registered(self.con, "new_turns", table):
                 self.con.execute(_INSERT_TURNS)
+            self._count_new_turns(table)
             self.stats.applied[TURN] += len(accepted)
         return {t.interaction_uuid for t in accepted if t.interaction_uuid}
+
+    def _count_new_turns(self, table: pa.Table) -> None:
+        # From the batch's own rows: reading them back would scan the whole uuid column of `interactions`.
+        columns = [table[name].to_pylist() for name in _NEW_TURN_COUNTED]
+        for day, slug, created, flagged, severity, clarification, tokens_in, tokens_out, action in zip(
+            *columns, strict=True
+        ):
+            self.deltas.add_new_turn(
+                day,
+                slug,
+                created,
+                is_flagged=flagged,
+                severity=severity,
+                is_clarification=clarification,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                action_taken=action,
+            )
 
     # -- feedback, clicks, reviews -----------------------------------------------------------------
 
@@ -726,7 +767,7 @@ class _Fold:
             if turn is None:
                 pending.append((event, waited or self._source(event.pos)))
                 continue
-            session_id, offerings, _user_slug, _created_date = turn
+            session_id, offerings = turn[0], turn[1]
             if event.session_id != session_id:
                 detail = (
                     f"data.session_id: {event.session_id!r} is not the session of interaction "
@@ -754,9 +795,7 @@ class _Fold:
                 clicks.append(event.row)
             updated.add(event.interaction_uuid)
             self.stats.applied[event.type] += 1
-        # Counted out as they stand now; new turns of this batch were never counted in.
-        self.deltas.subtract_turns(self.con, updated - self.counted)
-        self.counted |= updated
+        self._count_changes(turns, updated, feedback, reviews, clicks)
         self._update_feedback(feedback)
         self._update_reviews(reviews)
         self._insert_clicks(clicks)
@@ -787,16 +826,49 @@ class _Fold:
             self._dead_letter(sources[pos], reason, detail, event_id, type_)
         return [(e, sources[e.pos]) for e in reparsed.events]
 
-    def _lookup_turns(self, uuids: set[str]) -> dict[str, tuple[str, set[str], str, date]]:
+    def _lookup_turns(self, uuids: set[str]) -> dict[str, _Turn]:
         table = pa.table({"uuid": pa.array(sorted(uuids), pa.string())})
         with registered(self.con, "dependent_uuids", table):
             rows = self.con.execute(
                 """
-                SELECT i.uuid::VARCHAR, i.session_id, i.offering_uuids, i.user_slug, i.created_date
+                SELECT i.uuid::VARCHAR, i.session_id, i.offering_uuids, i.user_slug, i.created_date, i.created,
+                       i.click_count, i.fb_score, i.llm_reviewed_at, i.llm_resolution_score,
+                       i.llm_hallucination_detected, i.llm_input_tokens, i.llm_output_tokens
                 FROM interactions i SEMI JOIN dependent_uuids d ON i.uuid = d.uuid::UUID
                 """
             ).fetchall()
-        return {u: (s, set(orjson.loads(o)), slug, day) for u, s, o, slug, day in rows}
+        return {
+            u: _Turn(s, set(orjson.loads(o)), slug, day, created, aggregates.TurnState(*state))
+            for u, s, o, slug, day, created, *state in rows
+        }
+
+    def _count_changes(
+        self,
+        turns: dict[str, _Turn],
+        updated: set[str],
+        feedback: dict[str, tuple[Any, ...]],
+        reviews: dict[str, tuple[Any, ...]],
+        clicks: list[tuple[Any, ...]],
+    ) -> None:
+        """Counts each updated turn out as the lookup read it and in as the updates below leave it."""
+        clicked = Counter(c[1] for c in clicks)
+        for uuid in updated:
+            turn = turns[uuid]
+            after = turn.state
+            if uuid in clicked:
+                after = after._replace(click_count=after.click_count + clicked[uuid])
+            if uuid in feedback:
+                after = after._replace(fb_score=feedback[uuid][1])
+            if uuid in reviews:
+                r = reviews[uuid]
+                after = after._replace(
+                    llm_reviewed_at=r[9],
+                    llm_resolution_score=r[1],
+                    llm_hallucination_detected=r[3],
+                    llm_input_tokens=r[7],
+                    llm_output_tokens=r[8],
+                )
+            self.deltas.change_turn(turn.created_date, turn.user_slug, turn.created, turn.state, after)
 
     def _update_feedback(self, feedback: dict[str, tuple[Any, ...]]) -> None:
         if feedback:

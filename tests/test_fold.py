@@ -550,6 +550,24 @@ def test_daily_counters_match_hand_computed_values(con: duckdb.DuckDBPyConnectio
     }
 
 
+def test_counters_follow_a_review_feedback_and_clicks_replaced_in_later_batches(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    t = turn("s1", user_slug="carol", offering_uuids=[OFFER_A], input_tokens=2, output_tokens=3)
+    log = Log(con)
+    log.fold(t, review(t, 5, hallucination_detected=True, judge_input_tokens=10, judge_output_tokens=20))
+    log.fold(feedback(t, 1), click(t, OFFER_A))
+    log.fold(review(t, 2, judge_input_tokens=1, judge_output_tokens=2), feedback(t, -1, "other"), click(t, OFFER_A))
+    day = one(con, "SELECT * FROM daily_counters")
+    assert (day["turns"], day["clicks"], day["feedback_up"], day["feedback_down"]) == (1, 2, 0, 1)
+    assert (day["reviewed"], day["review_score_sum"], day["hallucinations"]) == (1, 2, 0)
+    assert (day["review_input_tokens"], day["review_output_tokens"]) == (1, 2)
+    assert (day["turn_input_tokens"], day["turn_output_tokens"]) == (2, 3)
+    user = one(con, "SELECT * FROM user_stats")
+    assert (user["total_interactions"], user["positive_feedback"], user["negative_feedback"]) == (1, 0, 1)
+    assert user["no_feedback"] == 0
+
+
 def test_an_older_turn_arriving_late_moves_the_sessions_first_day(con: duckdb.DuckDBPyConnection) -> None:
     late = turn("s1", user_slug="early-bird", at=BASE_TIME - timedelta(days=1))
     log = Log(con)
