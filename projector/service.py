@@ -2,9 +2,10 @@
 `project`, rebuilds and tests), with the status the API's /readyz and /metrics report.
 
 Each turn of the loop reads a batch, folds it in one DuckDB transaction (which also stores the next
-offsets), then reports the offsets to Kafka for lag monitoring. Any error (broker gone, a DuckDB
-failure) is logged and shown in `status()["error"]`; the loop then drops its Kafka client, waits
-with a growing back-off, and reconnects, seeking again to the offsets the file stores. Nothing is
+offsets), then reports the offsets to Kafka for lag monitoring. At the head of the topic a turn starts
+at most every `live_interval_s`, so that what arrives meanwhile is folded as one batch. Any error
+(broker gone, a DuckDB failure) is logged and shown in `status()["error"]`; the loop then drops its
+Kafka client, waits with a growing back-off, and reconnects, seeking again to the offsets the file stores. Nothing is
 applied twice or skipped, because the only position that counts is the one committed with the rows.
 """
 
@@ -52,15 +53,19 @@ class ProjectorService:
         *,
         parse_process: bool = True,
         parse_processes: int = DEFAULT_PARSE_PROCESSES,
+        live_interval_s: float = LIVE_BATCH_INTERVAL_S,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if live_interval_s < 0:
+            raise ValueError("live_interval_s must not be negative")
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.con = con
         self.group_id = group_id
         self.batch_size = batch_size
         self.parse_processes = parse_processes if parse_process else 0
+        self.live_interval_s = live_interval_s
         self._reader: TopicReader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -165,7 +170,7 @@ class ProjectorService:
                     self._maybe_refresh(reader)
                     backoff = 0.5
                     if 0 < folded < self.batch_size:  # a full batch: behind, no waiting
-                        self._stop.wait(max(0.0, started + LIVE_BATCH_INTERVAL_S - time.monotonic()))
+                        self._stop.wait(max(0.0, started + self.live_interval_s - time.monotonic()))
             except Exception as exc:  # the loop must outlive any one failure
                 log.exception("projector error; reconnecting in %.1f s", backoff)
                 with self._lock:

@@ -163,6 +163,35 @@ def test_live_mode_follows_new_events_and_reports_status(
         service.stop()
 
 
+def test_live_batches_gathered_between_pauses_fold_like_the_pure_fold(
+    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    events = list(stream(600, seed=5, sessions=15))
+    service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=5000, live_interval_s=0.5)
+    service.start()
+    try:
+        wait_for(lambda: service.status()["caught_up"], "the service to start on the empty topic")
+        for start in range(0, len(events), 100):  # bursts that land during the pauses between batches
+            publish(bootstrap_servers, topic, events[start : start + 100])
+        wait_for(
+            lambda: sum(p["position"] for p in service.status()["partitions"]) == len(events),
+            "every published event to be folded",
+        )
+    finally:
+        service.stop()
+    reference = connect(tmp_path / "reference.duckdb")
+    apply_batch(reference, read_back(bootstrap_servers, topic))
+    assert diff(table_rows(reference), table_rows(con)) == {}
+    reference.close()
+    stored = dict(con.execute("SELECT partition, next_offset FROM offsets").fetchall())
+    assert stored == {p["partition"]: p["end_offset"] for p in service.status()["partitions"]}
+
+
+def test_a_negative_live_interval_is_refused(con: duckdb.DuckDBPyConnection) -> None:
+    with pytest.raises(ValueError, match="live_interval_s"):
+        ProjectorService("127.0.0.1:9", "t", con, live_interval_s=-1)
+
+
 def test_a_missing_broker_is_reported_in_status_and_stop_still_works(tmp_path: Path) -> None:
     import socket
 
