@@ -1,7 +1,8 @@
 """Keeps `sessions`, `user_stats` and `daily_counters` up to date with each batch, inside its transaction.
 
-`sessions` rows of the touched sessions are rebuilt from `interactions` (DELETE + INSERT ... SELECT), which
-is right whatever order events arrive in (a late, older turn can move a session's first turn).
+`sessions` rows of the touched sessions are replaced (DELETE + INSERT), computed from their old rows and the
+batch's new turns and first reviews, which is right whatever order events arrive in (a late, older turn
+can move a session's first turn); a tie on a session's first instant is recomputed from `interactions`.
 `user_stats` and `daily_counters` are kept by deltas (`Deltas`) instead, so that a live batch costs the
 size of its own rows, not of the table: every turn a batch updates is counted out as it stood and in as
 it stands after, a new turn is only counted in. Both come from rows the fold already holds (a new turn's
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -32,7 +33,7 @@ SELECT
     count(*) AS turns,
     count(llm_reviewed_at) AS reviewed_turns
 FROM interactions
-WHERE session_id IN (SELECT session_id FROM touched_sessions)
+WHERE session_id IN (SELECT unnest(?::VARCHAR[]))
 GROUP BY session_id
 """
 
@@ -81,16 +82,27 @@ class TurnState(NamedTuple):
 
 NEW_TURN_STATE = TurnState()  # what the fold inserts for a new turn (see fold._INSERT_TURNS)
 
-# The touched sessions as the file holds them before this batch: their first day and first user.
+# The touched sessions as the file holds them before this batch.
 _OLD_SESSIONS = """
-SELECT session_id, user_slug, CAST(first_created AS DATE) FROM sessions
-WHERE session_id IN (SELECT session_id FROM touched_sessions)
+SELECT session_id, user_slug, first_created, last_created, turns, reviewed_turns FROM sessions
+WHERE session_id IN (SELECT unnest(?::VARCHAR[]))
 """
+_DELETE_SESSIONS = "DELETE FROM sessions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))"
 _NEW_FIRST_DAYS = """
 SELECT CAST(first_created AS DATE), count(*) FROM sessions
-WHERE session_id IN (SELECT session_id FROM touched_sessions)
+WHERE session_id IN (SELECT unnest(?::VARCHAR[]))
 GROUP BY 1
 """
+_SESSIONS_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("user_slug", pa.string()),
+        ("first_created", pa.timestamp("us")),
+        ("last_created", pa.timestamp("us")),
+        ("turns", pa.int64()),
+        ("reviewed_turns", pa.int64()),
+    ]
+)
 # Only when a batch's turn has another user than its session's first turn.
 _KNOWN_PAIRS = """
 SELECT DISTINCT user_slug, session_id FROM interactions
@@ -132,7 +144,9 @@ class Deltas:
         self.by_day: dict[date, dict[str, int]] = {}
         self.by_user: dict[str, dict[str, int]] = {}
         self.last_seen: dict[str, datetime] = {}
-        self.new_turns: list[tuple[str, str, str]] = []  # (uuid, user_slug, session_id) of the batch's new turns
+        # (uuid, user_slug, session_id, created) of the batch's new turns
+        self.new_turns: list[tuple[str, str, str, datetime]] = []
+        self.newly_reviewed: Counter[str] = Counter()  # turns reviewed for the first time, by session
 
     def _day(self, day: date) -> dict[str, int]:
         return self.by_day.setdefault(day, dict.fromkeys(DAY_COLUMNS, 0))
@@ -214,12 +228,12 @@ class Deltas:
 
     def add_user_sessions(self, con: duckdb.DuckDBPyConnection, old: dict[str, str]) -> None:
         """session_count: a (user, session) pair of a new turn counts if the file had no turn of it yet."""
-        pairs = {(slug, session) for _, slug, session in self.new_turns if slug}
+        pairs = {(slug, session) for _, slug, session, _ in self.new_turns if slug}
         unsure = sorted({s for slug, s in pairs if s in old and old[s] != slug})
         known = {(old[s], s) for _, s in pairs if s in old}
         if unsure:
             con.register("unsure_sessions", pa.table({"session_id": pa.array(unsure, pa.string())}))
-            con.register("batch_turns", pa.table({"uuid": pa.array([u for u, _, _ in self.new_turns], pa.string())}))
+            con.register("batch_turns", pa.table({"uuid": pa.array([t[0] for t in self.new_turns], pa.string())}))
             try:
                 known.update(con.execute(_KNOWN_PAIRS).fetchall())
             finally:
@@ -253,21 +267,66 @@ class Deltas:
 
 
 def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: Deltas) -> None:
-    """Rebuilds the rows of the touched sessions and adds `deltas` (whose turns the caller already
-    counted out and in); call inside the batch's transaction, after its facts are written."""
+    """Brings the rows of the touched sessions up to date and adds `deltas` (whose turns the caller
+    already counted out and in); call inside the batch's transaction, after its facts are written."""
     sessions = sorted(set(sessions))
     old: dict[str, str] = {}
     if sessions:
-        con.register("touched_sessions", pa.table({"session_id": pa.array(sessions, pa.string())}))
-        try:
-            before = con.execute(_OLD_SESSIONS).fetchall()
-            old = {session: slug for session, slug, _ in before}
-            # A session's first day can move when an older turn arrives late: its old day loses it.
-            deltas.sessions_started(Counter(day for _, _, day in before).items(), -1)
-            con.execute("DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM touched_sessions)")
-            con.execute(_REFRESH_SESSIONS)
-            deltas.sessions_started(con.execute(_NEW_FIRST_DAYS).fetchall(), 1)
-        finally:
-            con.unregister("touched_sessions")
+        before = {row[0]: row for row in con.execute(_OLD_SESSIONS, [sessions]).fetchall()}
+        old = {session: row[1] for session, row in before.items()}
+        # A session's first day can move when an older turn arrives late: its old day loses it.
+        deltas.sessions_started(Counter(row[2].date() for row in before.values()).items(), -1)
+        rows, recount = _session_rows(sessions, before, deltas)
+        con.execute(_DELETE_SESSIONS, [sessions])
+        if rows:
+            con.register("new_sessions", _rows(rows))
+            try:
+                con.execute("INSERT INTO sessions SELECT * FROM new_sessions")
+            finally:
+                con.unregister("new_sessions")
+            deltas.sessions_started(Counter(row[2].date() for row in rows).items(), 1)
+        if recount:
+            con.execute(_REFRESH_SESSIONS, [recount])
+            deltas.sessions_started(con.execute(_NEW_FIRST_DAYS, [recount]).fetchall(), 1)
     deltas.add_user_sessions(con, old)
     deltas.write(con)
+
+
+def _rows(rows: list[tuple[Any, ...]]) -> pa.Table:
+    columns = list(zip(*rows, strict=True))
+    return pa.Table.from_arrays(
+        [pa.array(c, type=f.type) for c, f in zip(columns, _SESSIONS_SCHEMA, strict=True)], schema=_SESSIONS_SCHEMA
+    )
+
+
+def _session_rows(
+    sessions: list[str], before: dict[str, tuple[Any, ...]], deltas: Deltas
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """The new rows of the touched sessions, from their old rows and the batch's new turns and first
+    reviews (recomputing them from `interactions` read every turn of each, ~10 ms a batch); and the
+    sessions whose first turn is a tie on `created`, left to that recomputation: the order of uuids
+    decides between turns of the same instant, and only the table has the old first turn's uuid."""
+    arrived: dict[str, list[tuple[datetime, str, str]]] = {}
+    for uuid, slug, session, created in deltas.new_turns:
+        arrived.setdefault(session, []).append((created, uuid, slug))
+    rows: list[tuple[Any, ...]] = []
+    recount: list[str] = []
+    for session in sessions:
+        new = sorted(arrived.get(session, ()))
+        row = before.get(session)
+        if row is None and not new:  # no row and no turn: only a recomputation can say
+            recount.append(session)
+            continue
+        if new and (len(new) > 1 and new[0][0] == new[1][0] or row is not None and new[0][0] == row[2]):
+            recount.append(session)
+            continue
+        if row is None:
+            slug, first, last, turns, reviewed = new[0][2], new[0][0], new[-1][0], 0, 0
+        else:
+            _, slug, first, last, turns, reviewed = row
+            if new and new[0][0] < first:
+                slug, first = new[0][2], new[0][0]
+            if new:
+                last = max(last, max(created for created, _, _ in new))
+        rows.append((session, slug, first, last, turns + len(new), reviewed + deltas.newly_reviewed[session]))
+    return rows, recount

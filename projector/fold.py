@@ -746,9 +746,7 @@ class _Fold:
                 continue
             existing[t.interaction_uuid] = t.event_id
             accepted.append(t)
-            (user_slug,) = t.row
             self.sessions.add(t.session_id)  # type: ignore[arg-type]
-            self.deltas.new_turns.append((t.interaction_uuid, user_slug, t.session_id))  # type: ignore[arg-type]
         if accepted:
             table = self.batch.turns
             if len(accepted) < table.num_rows:  # some were below the offset, duplicates or dead letters
@@ -772,6 +770,7 @@ class _Fold:
             new[uuid] = _Turn(
                 session_id, set(orjson.loads(offerings)), slug, day, created, event_id, aggregates.NEW_TURN_STATE
             )
+            self.deltas.new_turns.append((uuid, slug, session_id, created))
             self.deltas.add_new_turn(
                 day,
                 slug,
@@ -890,6 +889,8 @@ class _Fold:
                     llm_output_tokens=r[8],
                 )
             self.deltas.change_turn(turn.created_date, turn.user_slug, turn.created, turn.state, after)
+            if turn.state.llm_reviewed_at is None and after.llm_reviewed_at is not None:
+                self.deltas.newly_reviewed[turn.session_id] += 1
 
     def _update_feedback(self, feedback: dict[str, tuple[Any, ...]]) -> None:
         if feedback:
