@@ -5,8 +5,9 @@ Each turn of the loop reads a batch, folds it in one DuckDB transaction (which a
 offsets), then reports the offsets to Kafka for lag monitoring. At the head of the topic a turn starts
 at most every `live_interval_s`, so that what arrives meanwhile is folded as one batch. Any error
 (broker gone, a DuckDB failure) is logged and shown in `status()["error"]`; the loop then drops its
-Kafka client, waits with a growing back-off, and reconnects, seeking again to the offsets the file stores. Nothing is
-applied twice or skipped, because the only position that counts is the one committed with the rows.
+Kafka client, waits with a growing back-off, and reconnects, seeking again to the offsets the file
+stores. Nothing is applied twice or skipped, because the only position that counts is the one
+committed with the rows.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ PARTITION_REFRESH_S = 10.0  # how often to look for partitions added to the topi
 END_OFFSETS_REFRESH_S = 5.0  # how often to ask the broker for end offsets when fetches did not say
 KAFKA_COMMIT_EVERY_S = 1.0  # lag-monitoring commits; the read model does not depend on them
 MAX_BACKOFF_S = 30.0
-# At the head of the topic a batch is small, and its cost is mostly fixed: some of the fold's statements
-# scan tables that grow with the file (~130 ms of CPU per batch at a million events, whatever its size).
-# Starting a batch at most this often makes live batches bigger and fewer: at 1,000 events/s, serve's
-# projector took ~0.9 of a core with a batch every ~140 ms, ~0.65 with one every 250 ms. A new event
-# waits at most this long (less the previous batch's own fold time) to be read.
+# At the head of the topic a batch is small, and part of its cost is fixed: its transaction and ~25
+# statements, some of which scan tables that grow with the file. Starting a batch at most this often makes
+# live batches bigger and fewer: at 1,000 events/s, serve's projector took ~0.9 of a core with a batch
+# every ~140 ms, ~0.65 with one every 250 ms, ~0.47 once the fold's lookups were made cheaper too. A new
+# event waits at most this long (less the previous batch's own fold time) to be read.
 LIVE_BATCH_INTERVAL_S = 0.25
 # Below this many records behind, a parser process costs more to start than it saves.
 PARSE_PROCESS_MIN_LAG = 20_000
