@@ -79,6 +79,7 @@ _INT64_MAX = 2**63 - 1
 # Such a list costs more to bind the longer it is, and a table of a million event ids is scanned whatever
 # the form: there, and beyond this length, the uuids go as one list parameter, unnested.
 _IN_LIST_MAX = 300
+_LIST_PARAM_MAX = 2_000  # beyond, a registered Arrow table: a long Python list converts slowly
 
 
 # --------------------------------------------------------------------------------------------------
@@ -498,22 +499,8 @@ class _Turn(NamedTuple):
     state: aggregates.TurnState
 
 
-# Columns of a new turn's row that its `_Turn` and the daily and per-user counters read.
-_NEW_TURN_COLUMNS = (
-    "uuid",
-    "event_id",
-    "session_id",
-    "offering_uuids",
-    "created_date",
-    "user_slug",
-    "created",
-    "is_flagged",
-    "severity",
-    "is_clarification",
-    "input_tokens",
-    "output_tokens",
-    "action_taken",
-)
+# Columns of a new turn's row that its `_Turn` reads, in `_turns_of`'s order.
+_TURN_COLUMNS = ("uuid", "event_id", "session_id", "offering_uuids", "user_slug", "created_date", "created")
 
 
 @dataclass(slots=True)
@@ -710,10 +697,14 @@ class _Fold:
 
     def _where_in(self, sql: str, uuids: list[str], *, max_placeholders: int = _IN_LIST_MAX) -> list[tuple[Any, ...]]:
         """Runs `sql`, whose `{}` is where the set of `uuids` goes (`... IN ({})`): as an IN list of
-        parameters when short enough, else as one list parameter, unnested."""
+        parameters when short enough, else as one list parameter, unnested, or a registered table for a
+        catch-up batch's thousands."""
         if len(uuids) <= max_placeholders:
             return self.con.execute(sql.format(", ".join("?" * len(uuids))), uuids).fetchall()
-        return self.con.execute(sql.format("SELECT unnest(?::UUID[])"), [uuids]).fetchall()
+        if len(uuids) <= _LIST_PARAM_MAX:
+            return self.con.execute(sql.format("SELECT unnest(?::UUID[])"), [uuids]).fetchall()
+        with registered(self.con, "uuid_set", pa.table({"uuid": pa.array(uuids, pa.string())})):
+            return self.con.execute(sql.format("SELECT uuid::UUID FROM uuid_set")).fetchall()
 
     def _stored_turns(self, uuids: set[str]) -> dict[str, _Turn]:
         """The stored turns among `uuids`, in two steps: a scan of the uuid column alone finds their row
@@ -731,10 +722,10 @@ class _Fold:
             for u, event_id, s, o, slug, day, created, *state in rows
         }
 
-    def _insert_turns(self, turns: list[Prepared], stored: dict[str, _Turn]) -> dict[str, _Turn]:
-        """Inserts the batch's new turns; returns them by interaction uuid."""
+    def _insert_turns(self, turns: list[Prepared], stored: dict[str, _Turn]) -> pa.Table | None:
+        """Inserts the batch's new turns; returns their rows (None when there is none)."""
         if not turns:
-            return {}
+            return None
         existing = {u: t.event_id for u, t in stored.items()}
         accepted: list[Prepared] = []
         for t in turns:
@@ -754,47 +745,40 @@ class _Fold:
                 table = table.filter(pc.is_in(table["pos"], value_set=keep))
             with registered(self.con, "new_turns", table):
                 self.con.execute(_INSERT_TURNS)
+                self.deltas.add_new_turns(self.con)
+            columns = [table[name].to_pylist() for name in ("uuid", "user_slug", "session_id", "created")]
+            self.deltas.new_turns.extend(zip(*columns, strict=True))
             self.stats.applied[TURN] += len(accepted)
-            return self._new_turns(table)
-        return {}
+            return table
+        return None
 
-    def _new_turns(self, table: pa.Table) -> dict[str, _Turn]:
-        """Counts the inserted turns in, and returns them as the lookup would, from the batch's own rows:
-        reading them back would scan the whole uuid column of `interactions`."""
-        new: dict[str, _Turn] = {}
-        columns = [table[name].to_pylist() for name in _NEW_TURN_COLUMNS]
-        for uuid, event_id, session_id, offerings, day, slug, created, flagged, severity, clarification, *rest in zip(
-            *columns, strict=True
-        ):
-            tokens_in, tokens_out, action = rest
-            new[uuid] = _Turn(
+    @staticmethod
+    def _turns_of(table: pa.Table | None, uuids: set[str]) -> dict[str, _Turn]:
+        """The batch's new turns among `uuids`, as `_stored_turns` would read them once inserted."""
+        if table is None or not uuids:
+            return {}
+        table = table.filter(pc.is_in(table["uuid"], value_set=pa.array(sorted(uuids), pa.string())))
+        columns = [table[name].to_pylist() for name in _TURN_COLUMNS]
+        return {
+            uuid: _Turn(
                 session_id, set(orjson.loads(offerings)), slug, day, created, event_id, aggregates.NEW_TURN_STATE
             )
-            self.deltas.new_turns.append((uuid, slug, session_id, created))
-            self.deltas.add_new_turn(
-                day,
-                slug,
-                created,
-                is_flagged=flagged,
-                severity=severity,
-                is_clarification=clarification,
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
-                action_taken=action,
-            )
-        return new
+            for uuid, event_id, session_id, offerings, slug, day, created in zip(*columns, strict=True)
+        }
 
     # -- feedback, clicks, reviews -----------------------------------------------------------------
 
     def _apply_dependents(
-        self, stored: dict[str, _Turn], new_turns: dict[str, _Turn], batch_events: list[Prepared]
+        self, stored: dict[str, _Turn], new_turns: pa.Table | None, batch_events: list[Prepared]
     ) -> None:
+        new_uuids = set(new_turns["uuid"].to_pylist()) if new_turns is not None else set()
         # Waiting events whose turn has just arrived come first: they arrived first.
-        waiting = self._take_pending(set(new_turns))
+        waiting = self._take_pending(new_uuids)
         dependents: list[tuple[Prepared, _Source | None]] = [*waiting, *((e, None) for e in batch_events)]
         if not dependents:
             return
-        turns = {**stored, **new_turns}
+        named = {e.interaction_uuid for e, _ in dependents if e.interaction_uuid}
+        turns = {**stored, **self._turns_of(new_turns, named & new_uuids)}
         feedback: dict[str, tuple[Any, ...]] = {}
         reviews: dict[str, tuple[Any, ...]] = {}
         clicks: list[tuple[Any, ...]] = []
