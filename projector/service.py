@@ -35,7 +35,7 @@ MAX_BACKOFF_S = 30.0
 # At the head of the topic a batch is small, and part of its cost is fixed: its transaction and ~25
 # statements, some of which scan tables that grow with the file. Starting a batch at most this often makes
 # live batches bigger and fewer: at 1,000 events/s, serve's projector took ~0.9 of a core with a batch
-# every ~140 ms, ~0.65 with one every 250 ms, ~0.47 once the fold's lookups were made cheaper too. A new
+# every ~140 ms, ~0.65 with one every 250 ms, ~0.41 once the fold's lookups were made cheaper too. A new
 # event waits at most this long (less the previous batch's own fold time) to be read.
 LIVE_BATCH_INTERVAL_S = 0.25
 # Below this many records behind, a parser process costs more to start than it saves.
