@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from bench import api_latency, children, freshness, machine, profiling, replay, report, traffic
-from bench.server import TOKENS_ENV, Server, start_server
+from bench.server import TOKENS_ENV, CheckpointWatch, Server, start_server
 from broker.jars import KAFKA_VERSION
 from broker.selection import LOCAL, SelectedBroker, select_broker
 from broker.topics import ensure_topic
@@ -215,7 +215,7 @@ def api_phase(run: Run, server: Server, samples: api_latency.Samples, served: Pa
         )
 
 
-def freshness_phase(run: Run, server: Server) -> None:
+def freshness_phase(run: Run, server: Server, served: Path) -> None:
     args = run.args
     background = max(0.0, args.freshness_rate - 1.0 / args.probe_interval)
     say(
@@ -229,14 +229,21 @@ def freshness_phase(run: Run, server: Server) -> None:
         time.sleep(2.0)
         if args.profile:
             sampler = profiling.attach(server.process.pid, args.freshness_seconds, raw, run.workdir / "fresh.log")
-        figures = freshness.run(
-            server,
-            run.bootstrap_servers,
-            run.topic,
-            seconds=args.freshness_seconds,
-            interval_s=args.probe_interval,
-            background_rate=args.freshness_rate,
-        )
+        # A checkpoint holds the projector's commits (and readers) for about a second: note any.
+        watch = CheckpointWatch(served)
+        watch.start()
+        try:
+            figures = freshness.run(
+                server,
+                run.bootstrap_servers,
+                run.topic,
+                seconds=args.freshness_seconds,
+                interval_s=args.probe_interval,
+                background_rate=args.freshness_rate,
+            )
+        finally:
+            checkpoints = watch.stop()
+        figures["checkpoints_during_run"] = checkpoints
     finally:
         children.stop(publisher)
     if sampler is not None:
@@ -277,7 +284,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]
         if "api" in wanted:
             api_phase(run, server, samples, served)
         if "freshness" in wanted:
-            freshness_phase(run, server)
+            freshness_phase(run, server, served)
         return run.results
     finally:
         if server is not None:

@@ -111,14 +111,21 @@ def api_table(r: dict[str, Any]) -> list[str]:
 
 def freshness_table(r: dict[str, Any]) -> list[str]:
     f = r["freshness"]
+    checkpoints = r.get("checkpoints_during_run") or []
+    mark = " †" if checkpoints else ""
     return [
         f"### Freshness: {r['background_rate_events_per_s']:,.0f} events/s for {r['seconds']:g} s, "
         f"one probe turn per {r['probe_interval_s'] * 1000:g} ms",
         "",
         "| probes seen | missed | p50 ms | p99 ms | max ms | p99 target | met |",
         "|---|---|---|---|---|---|---|",
-        f"| {r['seen']} of {r['probes']} | {r['missed']} | {_ms(f['p50_ms'])} | {_ms(f['p99_ms'])} "
+        f"| {r['seen']} of {r['probes']} | {r['missed']} | {_ms(f['p50_ms'])} | {_ms(f['p99_ms'])}{mark} "
         f"| {_ms(f['max_ms'])} | < {r['target_p99_ms']:g} ms | {_met(r['met'])} |",
+        *(
+            ["", f"† DuckDB checkpointed the served file {len(checkpoints)} time(s) during the run."]
+            if checkpoints
+            else []
+        ),
     ]
 
 
