@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
+from projector.arrow_views import registered
+
 _REFRESH_SESSIONS = """
 INSERT INTO sessions
 SELECT
@@ -261,13 +263,13 @@ class Deltas:
         unsure = sorted({s for slug, s in pairs if s in old and old[s] != slug})
         known = {(old[s], s) for _, s in pairs if s in old}
         if unsure:
-            con.register("unsure_sessions", pa.table({"session_id": pa.array(unsure, pa.string())}))
-            con.register("batch_turns", pa.table({"uuid": pa.array([t[0] for t in self.new_turns], pa.string())}))
-            try:
+            unsure_sessions = pa.table({"session_id": pa.array(unsure, pa.string())})
+            batch_turns = pa.table({"uuid": pa.array([t[0] for t in self.new_turns], pa.string())})
+            with (
+                registered(con, "unsure_sessions", unsure_sessions),
+                registered(con, "batch_turns", batch_turns),
+            ):
                 known.update(con.execute(_KNOWN_PAIRS).fetchall())
-            finally:
-                con.unregister("unsure_sessions")
-                con.unregister("batch_turns")
         for slug, _ in pairs - known:
             self._user(slug)["session_count"] += 1
 
@@ -276,23 +278,17 @@ class Deltas:
         if days:
             columns = {"day": pa.array(days, pa.date32())}
             columns.update({c: pa.array([self.by_day[d][c] for d in days], pa.int64()) for c in DAY_COLUMNS})
-            con.register("day_deltas", pa.table(columns))
-            try:
+            with registered(con, "day_deltas", pa.table(columns)):
                 con.execute(_ADD_DAY_DELTAS)
                 con.execute(_INSERT_NEW_DAYS)
-            finally:
-                con.unregister("day_deltas")
         slugs = sorted(self.by_user)
         if slugs:
             columns = {"user_slug": pa.array(slugs, pa.string())}
             columns["last_seen"] = pa.array([self.last_seen[s] for s in slugs], pa.timestamp("us"))
             columns.update({c: pa.array([self.by_user[s][c] for s in slugs], pa.int64()) for c in USER_COLUMNS})
-            con.register("user_deltas", pa.table(columns))
-            try:
+            with registered(con, "user_deltas", pa.table(columns)):
                 con.execute(_ADD_USER_DELTAS)
                 con.execute(_INSERT_NEW_USERS)
-            finally:
-                con.unregister("user_deltas")
 
 
 def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: Deltas) -> None:
@@ -308,11 +304,8 @@ def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: 
         rows, recount = _session_rows(sessions, before, deltas)
         con.execute(_DELETE_SESSIONS, [sessions])
         if rows:
-            con.register("new_sessions", _rows(rows))
-            try:
+            with registered(con, "new_sessions", _rows(rows)):
                 con.execute("INSERT INTO sessions SELECT * FROM new_sessions")
-            finally:
-                con.unregister("new_sessions")
             deltas.sessions_started(Counter(row[2].date() for row in rows).items(), 1)
         if recount:
             con.execute(_REFRESH_SESSIONS, [recount])

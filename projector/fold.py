@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from projector import aggregates
+from projector.arrow_views import registered
 from projector.records import Record
 from schemas.events import (
     FeedbackSubmitted,
@@ -549,15 +550,6 @@ def apply_in_transaction(
     retried): every record is taken, whatever the stored offsets, and no offset moves. The rules,
     duplicate detection included, are the same as for the live log."""
     return _Fold(con, batch, replay=replay, registry=registry).run()
-
-
-@contextmanager
-def registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[str]:
-    con.register(name, table)
-    try:
-        yield name
-    finally:
-        con.unregister(name)
 
 
 def _record_time(timestamp_ms: int | None) -> datetime | None:
