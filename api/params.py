@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.datastructures import Headers, QueryParams
 
+from schemas import fulltext
 from schemas.events import SEVERITIES
 from schemas.position import InvalidPosition, Position, topic_tag
 
@@ -50,7 +51,11 @@ FILTER_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
     "has_feedback": (_BOOL_SCHEMA, "true: turns with a human score; false: turns without"),
     "has_negative_feedback": (_BOOL_SCHEMA, "true: turns whose human score is -1; false: all others"),
     "is_flagged": (_BOOL_SCHEMA, "flagged by the injection / PII guard"),
-    "query": ({"type": "string"}, "case-insensitive text search in user_input and the text of assistant_blocks"),
+    "query": (
+        {"type": "string"},
+        "user_slug contains it (case-insensitive), or English full-text search over user_input and the text of"
+        ' assistant_blocks: words all present (stemmed, stop words ignored), "quoted phrase", -word, or',
+    ),
     "severity": ({"type": "string", "enum": list(SEVERITIES)}, "exact severity"),
     "session_id": ({"type": "string"}, "exact session id"),
     "user_slug": ({"type": "string"}, "exact user slug"),
@@ -194,13 +199,20 @@ def parse_filters(params: QueryParams, errors: dict[str, list[str]]) -> Filters:
     if severity is not None and severity not in SEVERITIES:
         errors["severity"] = [MSG_SEVERITY]
         severity = None
+    query = _last(params, "query")
+    if query is not None:
+        try:
+            fulltext.parse_query(query)
+        except fulltext.QueryTooLong as exc:
+            errors["query"] = [str(exc)]
+            query = None
     return Filters(
         created_from=created_from,
         created_to=created_to,
         has_feedback=_bool(params, "has_feedback", errors),
         has_negative_feedback=_bool(params, "has_negative_feedback", errors),
         is_flagged=_bool(params, "is_flagged", errors),
-        query=_last(params, "query"),
+        query=query,
         severity=severity,
         session_id=_last(params, "session_id"),
         user_slug=_last(params, "user_slug"),

@@ -5,7 +5,9 @@ Tables, by what they serve:
 
 - `interactions`: one row per turn, with the current human feedback (`fb_*`), the current LLM
   review (`llm_*`) and the click count folded in. Serves list, retrieve, by-session, by-user/{slug}
-  and every filtered KPI / by-user query.
+  and every filtered KPI / by-user query, the conversations roll-up (grouped by `session_id`), the
+  feedbacks endpoints (rows with a score or a review) and the full-text `query` (`search_terms`, the
+  turn's stemmed words: the search structure lives on the turn's own row, so deleting a turn deletes it).
 - `sessions`: one row per session (first and last turn, turn count, reviewed turns).
 - `user_stats`: one row per non-empty `user_slug`, the counters of the by-user endpoint.
 - `daily_counters`: one row per UTC day of `created` (or of `occurred_at` for usage events).
@@ -39,7 +41,8 @@ from schemas.position import PositionBoard
 # Bump when a release changes the tables or what the fold writes into them: a file with an older
 # version is rebuilt from the topic (see the README, "Operating the projector").
 # 2: `applied_counts` (a version-1 file has no such counts to carry over).
-READMODEL_VERSION = 2
+# 3: `interactions.model` and `interactions.search_terms` (in place of `blocks_text`).
+READMODEL_VERSION = 3
 
 DDL: tuple[str, ...] = (
     """
@@ -63,7 +66,7 @@ DDL: tuple[str, ...] = (
         user_slug VARCHAR NOT NULL,
         user_input VARCHAR NOT NULL,
         assistant_blocks VARCHAR NOT NULL,      -- JSON text of the array, as given
-        blocks_text VARCHAR NOT NULL,           -- the string values inside assistant_blocks, for `query`
+        search_terms VARCHAR NOT NULL,          -- the stemmed words of the turn's text, for `query` (schemas.fulltext)
         offering_uuids VARCHAR NOT NULL,        -- JSON text of the array of UUID strings
         result_count INTEGER NOT NULL,
         is_flagged BOOLEAN NOT NULL,
@@ -78,6 +81,7 @@ DDL: tuple[str, ...] = (
         created_date DATE NOT NULL,
         input_tokens BIGINT NOT NULL,
         output_tokens BIGINT NOT NULL,
+        model VARCHAR NOT NULL,                 -- the chat model of the reply; '' when unknown
         is_clarification BOOLEAN NOT NULL,      -- some block has "type": "ask_user"
         click_count INTEGER NOT NULL,
         -- the visitor's current feedback (NULL score: none)
