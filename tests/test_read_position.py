@@ -20,7 +20,7 @@ from auth.tokens import TokenStore
 from projector.fold import apply_batch
 from projector.testing import to_records, turn
 from schemas.position import InvalidPosition, Position, topic_tag
-from schemas.readmodel import ReadModelHandle
+from schemas.readmodel import READMODEL_VERSION, ReadModelHandle
 from tests.test_api_data import AUTH, NOW, PREFIX, TOKENS, build_read_model, make_client
 
 ENDPOINTS = (
@@ -33,6 +33,7 @@ ENDPOINTS = (
     f"{PREFIX}/00000000-0000-4000-8000-000000000001/",
 )
 TAG = topic_tag("chat.events")
+V = READMODEL_VERSION
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def test_tokens_compare_component_wise_and_round_trip() -> None:
 
 def test_every_response_carries_the_position_of_what_it_read(handle: ReadModelHandle) -> None:
     client = make_client(handle)
-    position = f"2.{TAG}.23"  # the 23 events of the dataset, folded as offsets 0..22 of partition 0
+    position = f"{V}.{TAG}.23"  # the 23 events of the dataset, folded as offsets 0..22 of partition 0
     for path in ENDPOINTS:
         response = client.get(path, headers=AUTH)
         assert response.status_code == 200, path
@@ -81,8 +82,8 @@ def test_every_response_carries_the_position_of_what_it_read(handle: ReadModelHa
         response = client.get(path, headers=headers)
         assert (response.status_code, response.headers["x-read-model-position"]) == (status, position), path
     fold_more(handle, start=23)
-    assert client.get(f"{PREFIX}/kpi/", headers=AUTH).headers["x-read-model-position"] == f"2.{TAG}.24"
-    assert client.get("/healthz").headers["x-read-model-position"] == f"2.{TAG}.24"
+    assert client.get(f"{PREFIX}/kpi/", headers=AUTH).headers["x-read-model-position"] == f"{V}.{TAG}.24"
+    assert client.get("/healthz").headers["x-read-model-position"] == f"{V}.{TAG}.24"
 
 
 def test_a_bad_position_is_a_400_naming_the_parameter_on_every_endpoint(handle: ReadModelHandle) -> None:
@@ -101,7 +102,7 @@ def test_a_bad_position_is_a_400_naming_the_parameter_on_every_endpoint(handle: 
 
 def test_a_reached_position_answers_at_once_and_the_schema_documents_the_parameter(handle: ReadModelHandle) -> None:
     client = make_client(handle, min_position_wait_s=30.0)
-    for token in (f"2.{TAG}.23", f"2.{TAG}.5", f"1.{TAG}.23", f"2.{TAG}"):
+    for token in (f"{V}.{TAG}.23", f"{V}.{TAG}.5", f"{V - 1}.{TAG}.23", f"{V}.{TAG}"):
         for how in ({"params": {"min_position": token}}, {"headers": {"X-Min-Read-Model-Position": token}}):
             started = time.monotonic()
             response = client.get(
@@ -120,13 +121,13 @@ def test_a_reached_position_answers_at_once_and_the_schema_documents_the_paramet
 def test_an_unreached_position_is_a_503_with_retry_after_once_the_wait_is_over(handle: ReadModelHandle) -> None:
     client = make_client(handle, min_position_wait_s=0.3)
     started = time.monotonic()
-    response = client.get(f"{PREFIX}/", params={"min_position": f"2.{TAG}.24"}, headers=AUTH)
+    response = client.get(f"{PREFIX}/", params={"min_position": f"{V}.{TAG}.24"}, headers=AUTH)
     assert time.monotonic() - started >= 0.3
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
-    assert response.headers["x-read-model-position"] == f"2.{TAG}.23"
+    assert response.headers["x-read-model-position"] == f"{V}.{TAG}.23"
     assert "behind min_position" in response.json()["detail"]
     # Partition 1 was never folded: a position with one record there is not reached either.
-    assert client.get(f"{PREFIX}/", params={"min_position": f"2.{TAG}.0.1"}, headers=AUTH).status_code == 503
+    assert client.get(f"{PREFIX}/", params={"min_position": f"{V}.{TAG}.0.1"}, headers=AUTH).status_code == 503
 
 
 def test_waiters_hold_no_thread_and_are_answered_by_the_next_commit(handle: ReadModelHandle) -> None:
@@ -139,7 +140,7 @@ def test_waiters_hold_no_thread_and_are_answered_by_the_next_commit(handle: Read
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=AUTH) as client:
             waiting = [
-                asyncio.create_task(client.get(f"{PREFIX}/", params={"min_position": f"2.{TAG}.24"}))
+                asyncio.create_task(client.get(f"{PREFIX}/", params={"min_position": f"{V}.{TAG}.24"}))
                 for _ in range(waiters)
             ]
             await asyncio.sleep(0.5)
@@ -154,13 +155,13 @@ def test_waiters_hold_no_thread_and_are_answered_by_the_next_commit(handle: Read
     answered, plain_s, plain = asyncio.run(scenario())
     assert plain.status_code == 200 and plain_s < 10, "a plain request waited behind the waiting ones"
     assert {r.status_code for r in answered} == {200}
-    assert {r.headers["x-read-model-position"] for r in answered} == {f"2.{TAG}.24"}
+    assert {r.headers["x-read-model-position"] for r in answered} == {f"{V}.{TAG}.24"}
     assert all(r.headers["x-result-count"] == "8" for r in answered)
 
 
 def test_page_links_ask_for_at_least_the_page_s_own_position(handle: ReadModelHandle) -> None:
     client = make_client(handle)
-    first = client.get(f"{PREFIX}/", params={"page_size": 3, "min_position": f"2.{TAG}.1"}, headers=AUTH)
+    first = client.get(f"{PREFIX}/", params={"page_size": 3, "min_position": f"{V}.{TAG}.1"}, headers=AUTH)
     position = first.headers["x-read-model-position"]
     links = [part.split(">")[0].lstrip(" <") for part in first.headers["link"].split(",")]
     for link in links:
