@@ -14,6 +14,11 @@ from schemas.readmodel import ReadModelHandle
 T = TypeVar("T")
 
 
+def _row_count(value: object) -> int:
+    count = getattr(value, "row_count", None)
+    return int(count) if count is not None else len(getattr(value, "rows", ()))
+
+
 def _in_snapshot(
     handle: ReadModelHandle,
     work: Callable[[duckdb.DuckDBPyConnection], T],
@@ -40,7 +45,7 @@ def _in_snapshot(
             if not found:
                 try:
                     value = work(cur)
-                    cache.put(mark, key, value, rows=len(getattr(value, "rows", ())))
+                    cache.put(mark, key, value, rows=_row_count(value))
                 finally:
                     cache.release(mark, key)
             return value
