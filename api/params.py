@@ -262,17 +262,17 @@ def _positive(params: QueryParams, name: str, errors: dict[str, list[str]]) -> i
     return None
 
 
-# A plain decimal number (as Django's DecimalField reads one): digits, an optional fraction, a sign.
-_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_NUMBER_MAX_LENGTH = 40
+# A decimal number as Django's DecimalField reads one (the reference's NumberFilter): a sign, digits, a
+# fraction, an exponent; no nan or infinity.
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 def _number(params: QueryParams, name: str, errors: dict[str, list[str]]) -> float | None:
     value = _last(params, name)
     if value is None:
         return None
-    if len(value) <= _NUMBER_MAX_LENGTH and _NUMBER.fullmatch(value):
-        return float(value)
+    if _NUMBER.fullmatch(value):
+        return float(value)  # beyond a double's range: +-inf, which compares as that bound would
     errors[name] = [MSG_NUMBER]
     return None
 
