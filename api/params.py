@@ -14,10 +14,11 @@ from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
 
-from starlette.datastructures import QueryParams
+from starlette.datastructures import Headers, QueryParams
 
 from schemas import fulltext
 from schemas.events import SEVERITIES
+from schemas.position import InvalidPosition, Position, topic_tag
 
 MAX_PAGE_SIZE = 300
 DEFAULT_PAGE_SIZE = 10
@@ -144,6 +145,25 @@ WINDOW_PARAM: tuple[dict[str, Any], str] = (
     f"days of daily_volume, ending today: an integer, clamped to 1..{MAX_WINDOW_DAYS}; anything else means"
     f" {DEFAULT_WINDOW_DAYS}",
 )
+
+# Read-your-position across replicas (docs/scaling.md): the query parameter or the request header.
+MIN_POSITION = "min_position"
+MIN_POSITION_HEADER = "X-Min-Read-Model-Position"
+POSITION_HEADER = "X-Read-Model-Position"
+
+
+def min_position_param(topic: str) -> tuple[dict[str, Any], str]:
+    """The OpenAPI schema and description of `min_position` on a server folding `topic`. (The header
+    form is left out of the document: fuzzers do not honour a header's pattern.)"""
+    schema = {"type": "string", "pattern": rf"^[0-9]{{1,9}}\.{topic_tag(topic)}(\.[0-9]{{1,18}})*$"}
+    return schema, (
+        f"answer from at least this read-model position (a {POSITION_HEADER} value from an earlier response),"
+        f" waiting briefly for this server to reach it; 503 with Retry-After if it does not. The request header"
+        f" {MIN_POSITION_HEADER} does the same; with both, the answer is at least both"
+    )
+
+
+MSG_OTHER_TOPIC = "This read-model position belongs to another topic than the one this server folds."
 
 
 class ParameterError(Exception):
@@ -371,6 +391,29 @@ def parse_window_days(params: QueryParams) -> int:
     if value is None or not re.fullmatch(r"-?[0-9]{1,9}", value):
         return DEFAULT_WINDOW_DAYS
     return max(1, min(int(value), MAX_WINDOW_DAYS))
+
+
+def parse_min_position(
+    params: QueryParams, headers: Headers, topic: str, errors: dict[str, list[str]]
+) -> Position | None:
+    """The least position the answer must come from: `min_position` and the header joined; None if neither."""
+    minimum: Position | None = None
+    for name, value in (
+        (MIN_POSITION, _last(params, MIN_POSITION)),
+        (MIN_POSITION_HEADER, headers.get(MIN_POSITION_HEADER)),
+    ):
+        if not value:
+            continue
+        try:
+            position = Position.parse(value.strip())
+        except InvalidPosition as exc:
+            errors[name] = [str(exc)]
+            continue
+        if position.tag != topic_tag(topic):
+            errors[name] = [MSG_OTHER_TOPIC]
+            continue
+        minimum = position if minimum is None else minimum.join(position)
+    return minimum
 
 
 def raise_if_any(errors: dict[str, list[str]]) -> None:

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import duckdb
 
+from schemas.position import PositionBoard
+
 # Bump when a release changes the tables or what the fold writes into them: a file with an older
 # version is rebuilt from the topic (see the README, "Operating the projector").
 # 2: `applied_counts` (a version-1 file has no such counts to carry over).
@@ -353,6 +355,9 @@ class ReadModelHandle:
     rebuild swaps in a new connection inside `exclusive()`, which waits for every lease to end and
     holds new ones back until the swap is done, so no unit of work spans two files or a closed one.
     `unavailable` (a reason) makes `reading()` raise `ReadModelUnavailable` instead.
+    `positions` holds the offsets the served file has committed (its projector advances it after each
+    commit) and wakes the requests that wait for a newer position; `version` is the file's read-model
+    version, part of every position token.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None) -> None:
@@ -362,6 +367,18 @@ class ReadModelHandle:
         self.generation = 0
         self.unavailable: str | None = None
         self._lock = ReadersWriterLock()
+        self.positions = PositionBoard()
+        self.version = 0
+        self._note_file(con)
+
+    def _note_file(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.version = file_version(con) or 0
+        try:
+            rows = con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
+        except duckdb.CatalogException:
+            rows = []
+        # A switch wakes the waiting requests too: the new file may be ahead of the old one.
+        self.positions.advance((str(t), int(p), int(o)) for t, p, o in rows)
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -394,4 +411,5 @@ class ReadModelHandle:
         old, self._con = self._con, con
         self.path = Path(path) if path is not None else None
         self.generation += 1
+        self._note_file(con)
         return old

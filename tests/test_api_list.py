@@ -183,7 +183,9 @@ def test_links_keep_every_other_parameter_including_repeats(client: TestClient) 
 
 def test_link_header_format(client: TestClient) -> None:
     response = client.get(LIST, params={"page_size": 5, "page": 2}, headers=AUTH)
-    base = "http://testserver/api/anonymous-chat-interactions/?page_size=5&page="
+    # Each link asks for at least this page's read-model position (see docs/scaling.md).
+    position = response.headers["x-read-model-position"]
+    base = f"http://testserver/api/anonymous-chat-interactions/?page_size=5&min_position={position}&page="
     assert response.headers["link"] == f'<{base}1>; rel="first", <{base}1>; rel="prev", <{base}2>; rel="last"'
 
 
