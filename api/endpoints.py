@@ -17,7 +17,11 @@ from api import models, pagination, queries
 from api.encoding import detail, json_response
 from api.metrics import CONTENT_TYPE, RequestMetrics, render
 from api.params import (
+    CONVERSATION_ORDERINGS,
+    FEEDBACK_ORDERINGS,
     Filters,
+    parse_conversation_filters,
+    parse_feedback_filters,
     parse_filters,
     parse_min_position,
     parse_ordering,
@@ -34,6 +38,7 @@ from schemas.settings import DEFAULT_TOPIC
 
 StatusProvider = Callable[[], Mapping[str, Any]]
 PREFIX = "/api/anonymous-chat-interactions"
+FEEDBACKS = "/api/anonymous-chat-feedbacks"
 
 
 @dataclass
@@ -186,9 +191,31 @@ async def by_user_aggregate(request: Request, ctx: Context) -> Response:
     return _page_response(request, page)
 
 
+async def conversations(request: Request, ctx: Context) -> Response:
+    errors: dict[str, list[str]] = {}
+    filters = parse_filters(request.query_params, errors)
+    stage2 = parse_conversation_filters(request.query_params, errors)
+    ordering = parse_ordering(request.query_params, errors, CONVERSATION_ORDERINGS)
+    paging = parse_pagination(request.query_params, errors, optional=True)
+    minimum = _minimum(request, ctx, errors)
+    raise_if_any(errors)
+    order = ordering or ("-last_active",)
+    page = await _read(
+        request,
+        ctx,
+        minimum,
+        lambda cur: queries.conversations(cur, filters, stage2, order, paging),
+        ("conversations", filters, stage2, order, paging),
+    )
+    position = getattr(request.state, POSITION_STATE, None)
+    headers = pagination.headers(request.url, page.total, page.pagination, page.last_page, position)
+    return Response(page.body, media_type="application/json", headers=headers)
+
+
 async def kpi(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     filters, _ordering = _filters_and_ordering(request, errors)
+    stage2 = parse_conversation_filters(request.query_params, errors)
     minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
     window_days = parse_window_days(request.query_params)
@@ -197,10 +224,44 @@ async def kpi(request: Request, ctx: Context) -> Response:
         request,
         ctx,
         minimum,
-        lambda cur: models.Kpi.model_validate(queries.kpi(cur, filters, today, window_days)).model_dump(mode="json"),
-        ("kpi", filters, today, window_days),
+        lambda cur: models.Kpi.model_validate(queries.kpi(cur, filters, today, window_days, stage2)).model_dump(
+            mode="json"
+        ),
+        ("kpi", filters, stage2, today, window_days),
     )
     return json_response(body)
+
+
+async def list_feedbacks(request: Request, ctx: Context) -> Response:
+    errors: dict[str, list[str]] = {}
+    filters = parse_feedback_filters(request.query_params, errors)
+    ordering = parse_ordering(request.query_params, errors, FEEDBACK_ORDERINGS)
+    paging = parse_pagination(request.query_params, errors, optional=False)
+    minimum = _minimum(request, ctx, errors)
+    raise_if_any(errors)
+    assert paging is not None
+    order = ordering or ("-submitted_at",)
+    page = await _read(
+        request,
+        ctx,
+        minimum,
+        lambda cur: queries.list_feedbacks(cur, filters, order, paging),
+        ("feedbacks", filters, order, paging),
+    )
+    return _page_response(request, page)
+
+
+async def retrieve_feedback(request: Request, ctx: Context) -> Response:
+    errors: dict[str, list[str]] = {}
+    filters = parse_feedback_filters(request.query_params, errors)
+    parse_ordering(request.query_params, errors, FEEDBACK_ORDERINGS)  # validated, as the reference does
+    minimum = _minimum(request, ctx, errors)
+    raise_if_any(errors)
+    value = request.path_params["interaction_uuid"]
+    body = await _read(
+        request, ctx, minimum, lambda cur: queries.get_feedback(cur, value, filters), ("feedback", value, filters)
+    )
+    return detail("Not found.", 404) if body is None else json_response(body)
 
 
 async def budget(request: Request, ctx: Context) -> Response:
@@ -291,7 +352,19 @@ OPERATIONS: tuple[Operation, ...] = (
         "Aggregate KPI roll-up over the filtered interactions",
         kpi,
         models.Kpi,
-        query=("filters", "ordering", "window", "position"),
+        query=("filters", "conversation_filters", "ordering", "window", "position"),
+    ),
+    Operation(
+        f"{PREFIX}/conversations/",
+        "anonymous_chat_interactions_conversations_list",
+        "One row per conversation (session), built from its turns that pass the turn-level filters, kept when it"
+        " passes the conversation-level filters; default order -last_active; paginated only when page or"
+        " page_size is given",
+        conversations,
+        models.Conversation,
+        many=True,
+        query=("filters", "conversation_filters", "conversation_ordering", "pagination", "position"),
+        paginated=True,
     ),
     Operation(
         f"{PREFIX}/by-user/",
@@ -333,6 +406,25 @@ OPERATIONS: tuple[Operation, ...] = (
         models.Interaction,
         query=("position",),
         path_params={"uuid": {"type": "string", "format": "uuid"}},
+    ),
+    Operation(
+        f"{FEEDBACKS}/",
+        "anonymous_chat_feedbacks_list",
+        "Feedback records (human feedback and/or LLM review), one per interaction; default order -submitted_at",
+        list_feedbacks,
+        models.Feedback,
+        many=True,
+        query=("feedback_filters", "feedback_ordering", "pagination", "position"),
+        paginated=True,
+    ),
+    Operation(
+        f"{FEEDBACKS}/{{interaction_uuid}}/",
+        "anonymous_chat_feedbacks_retrieve",
+        "One interaction's feedback record; 404 when it has neither feedback nor a review",
+        retrieve_feedback,
+        models.Feedback,
+        query=("feedback_filters", "feedback_ordering", "position"),
+        path_params={"interaction_uuid": {"type": "string", "format": "uuid"}},
     ),
     Operation("/api/schema/", "schema_retrieve", "This OpenAPI document", schema, None, authenticated=False),
     Operation("/healthz", "healthz", "Liveness: the process serves HTTP", healthz, models.Health, authenticated=False),

@@ -50,7 +50,7 @@ JSON_FIELDS = frozenset({"assistant_blocks", "offering_uuids", "injection_catego
 _FEEDBACK_SQL: dict[str, str] = {
     "interaction_uuid": "CAST(uuid AS VARCHAR)",
     "score": "fb_score",
-    "category": "fb_category",
+    "category": "coalesce(fb_category, '')",
     "comment": "fb_comment",
     "submitted_from_ip": "fb_ip",
     "submitted_at": ts("fb_submitted_at"),
@@ -73,6 +73,7 @@ if tuple(_INTERACTION_SQL) != INTERACTION_FIELDS or tuple(_FEEDBACK_SQL) != FEED
     raise RuntimeError("api.interactions_sql selects other fields than api.models describes")
 
 SELECT_LIST = ", ".join([*_INTERACTION_SQL.values(), *_FEEDBACK_SQL.values()])
+FEEDBACK_SELECT_LIST = ", ".join(_FEEDBACK_SQL.values())
 _N = len(INTERACTION_FIELDS)
 _FEEDBACK_AT = INTERACTION_FIELDS.index("feedback")
 _JSON_AT = tuple(i for i, name in enumerate(INTERACTION_FIELDS) if name in JSON_FIELDS)
@@ -187,7 +188,8 @@ def kpi_totals(condition: str) -> str:
             count(*) FILTER (WHERE {reviewed} AND llm_hallucination_detected),
             count(DISTINCT session_id) FILTER (WHERE {reviewed}),
             coalesce(sum(llm_input_tokens) FILTER (WHERE {reviewed}), 0),
-            coalesce(sum(llm_output_tokens) FILTER (WHERE {reviewed}), 0)
+            coalesce(sum(llm_output_tokens) FILTER (WHERE {reviewed}), 0),
+            count(DISTINCT session_id) FILTER (WHERE {reviewed} AND llm_hallucination_detected)
         FROM interactions WHERE {condition}
     """
 

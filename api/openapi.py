@@ -19,8 +19,16 @@ def _query_parameters(groups: Sequence[str], topic: str) -> list[dict[str, Any]]
     specs: dict[str, tuple[dict[str, Any], str]] = {}
     if "filters" in groups:
         specs.update(params.FILTER_PARAMS)
+    if "conversation_filters" in groups:
+        specs.update(params.CONVERSATION_FILTER_PARAMS)
+    if "feedback_filters" in groups:
+        specs.update(params.FEEDBACK_FILTER_PARAMS)
     if "ordering" in groups:
         specs["o"] = params.ORDERING_PARAM
+    if "conversation_ordering" in groups:
+        specs["o"] = params.CONVERSATION_ORDERING_PARAM
+    if "feedback_ordering" in groups:
+        specs["o"] = params.FEEDBACK_ORDERING_PARAM
     if "pagination" in groups:
         specs.update(params.PAGINATION_PARAMS)
     if "window" in groups:

@@ -38,6 +38,11 @@ class PositionNotReached(Exception):
         self.position = position
 
 
+def _row_count(value: object) -> int:
+    count = getattr(value, "row_count", None)
+    return int(count) if count is not None else len(getattr(value, "rows", ()))
+
+
 def _in_snapshot(
     handle: ReadModelHandle,
     work: Callable[[duckdb.DuckDBPyConnection], T],
@@ -73,7 +78,7 @@ def _in_snapshot(
             if not found:
                 try:
                     value = work(cur)
-                    cache.put(mark, key, value, rows=len(getattr(value, "rows", ())))
+                    cache.put(mark, key, value, rows=_row_count(value))
                 finally:
                     cache.release(mark, key)
             return Answer(value, position)
