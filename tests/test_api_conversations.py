@@ -332,3 +332,53 @@ def test_conversations_need_a_staff_or_support_token(hand: Any) -> None:
     support = dict(TOKENS)
     assert support["support-token"] == "support"
     assert hand.get(CONVERSATIONS, headers={"Authorization": "Token support-token"}).status_code == 200
+
+
+# -- the reference dashboard's own requests ----------------------------------------------------------
+
+# Its conversations call sends exactly these parameters (and the KPI call the same ones): the waldur-js-client
+# drops the unset ones and writes the rest as below (dates as YYYY-MM-DD, booleans and numbers as text).
+DASHBOARD_EVERY_FILTER = (
+    "created_after=2026-11-26&created_before=2026-11-28"
+    "&last_active_after=2026-11-26&last_active_before=2026-11-28"
+    f"&user_slug={USER_A}&is_flagged=true&severity=high&has_feedback=true&is_reviewed=false"
+    "&input_tokens_min=0&input_tokens_max=1000&output_tokens_min=0&output_tokens_max=1000"
+    "&total_tokens_min=100&total_tokens_max=2000&query=storage"
+)
+
+
+def test_the_dashboards_first_requests_without_filters(hand: Any) -> None:
+    table = hand.get(CONVERSATIONS, headers=AUTH)
+    assert [r["session_id"] for r in table.json()] == ["s4", "s3", "s2", "s1"]
+    tiles = hand.get(KPI, headers=AUTH).json()
+    assert (tiles["sessions_total"], tiles["unique_users"], tiles["interactions_total"]) == (4, 2, 7)
+    assert (tiles["reviewed_total"], tiles["review_coverage"]) == (3, 0.75)
+
+
+def test_the_dashboards_requests_with_every_filter(hand: Any) -> None:
+    table = hand.get(f"{CONVERSATIONS}?{DASHBOARD_EVERY_FILTER}", headers=AUTH)
+    assert table.status_code == 200
+    (row,) = table.json()
+    assert (row["session_id"], row["message_count"], row["total_tokens"], row["max_severity"]) == ("s4", 1, 150, "high")
+    tiles = hand.get(f"{KPI}?{DASHBOARD_EVERY_FILTER}", headers=AUTH).json()
+    assert (tiles["interactions_total"], tiles["sessions_total"], tiles["feedback_negative"]) == (1, 1, 1)
+    assert (tiles["input_tokens_total"], tiles["output_tokens_total"], tiles["clicks_total"]) == (70, 80, 1)
+
+
+@pytest.mark.parametrize(
+    ("query", "sessions", "turns"),
+    [
+        ("query=storage", ["s4", "s1"], 2),  # the search box alone
+        ("query=aaaaaaaaaa", ["s4", "s1"], 4),  # the visitor hash, searched together with the text
+        ("is_reviewed=true&total_tokens_min=400", ["s2", "s1"], 4),
+        ("last_active_before=2026-11-27&has_feedback=false", ["s3", "s2"], 2),
+        ("created_after=2026-11-27&severity=none", ["s4", "s2"], 2),
+        ("output_tokens_max=100&input_tokens_min=5", ["s4", "s3"], 3),
+    ],
+)
+def test_the_dashboards_requests_with_some_filters(hand: Any, query: str, sessions: list[str], turns: int) -> None:
+    table = hand.get(f"{CONVERSATIONS}?{query}", headers=AUTH).json()
+    assert [r["session_id"] for r in table] == sessions
+    tiles = hand.get(f"{KPI}?{query}", headers=AUTH).json()
+    assert tiles["sessions_total"] == len(sessions)
+    assert tiles["interactions_total"] == turns == sum(r["message_count"] for r in table)
