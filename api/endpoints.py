@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import models, pagination, queries
+from api import csv_export, models, pagination, queries
 from api.encoding import detail, json_response
 from api.metrics import CONTENT_TYPE, RequestMetrics, render
 from api.params import (
@@ -62,7 +62,7 @@ class Operation:
     handler: Handler
     response: type[BaseModel] | None
     many: bool = False
-    query: tuple[str, ...] = ()  # groups of query parameters: filters, ordering, pagination, window
+    query: tuple[str, ...] = ()  # groups of query parameters: filters, ordering, pagination, window, format
     path_params: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     paginated: bool = False
     authenticated: bool = True
@@ -74,6 +74,20 @@ def _filters_and_ordering(request: Request, errors: dict[str, list[str]]) -> tup
     return parse_filters(request.query_params, errors), parse_ordering(request.query_params, errors)
 
 
+async def _csv(
+    request: Request, ctx: Context, export: queries.Export, filename: str, errors: dict[str, list[str]]
+) -> Response:
+    return await csv_export.respond(
+        request,
+        ctx.handle,
+        count=export.count,
+        query=export.query,
+        params=export.params,
+        filename=filename,
+        errors=errors,
+    )
+
+
 def _page_response(request: Request, page: queries.Page) -> Response:
     headers = pagination.headers(request.url, page.total, page.pagination, page.last_page)
     return json_response(page.rows, headers=headers)
@@ -82,9 +96,11 @@ def _page_response(request: Request, page: queries.Page) -> Response:
 async def list_interactions(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     filters, ordering = _filters_and_ordering(request, errors)
+    order = ordering or ("-created",)
+    if csv_export.wants_csv(request, errors):
+        return await _csv(request, ctx, queries.export_interactions(filters, order), "interactions.csv", errors)
     paging = parse_pagination(request.query_params, errors, optional=False)
     raise_if_any(errors)
-    order = ordering or ("-created",)
     page = await read(
         ctx.handle,
         lambda cur: queries.list_interactions(cur, filters, order, paging),
@@ -105,10 +121,12 @@ async def retrieve_interaction(request: Request, ctx: Context) -> Response:
 async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Response:
     errors: dict[str, list[str]] = {}
     filters, ordering = _filters_and_ordering(request, errors)
-    paging = parse_pagination(request.query_params, errors, optional=True)
-    raise_if_any(errors)
     narrowed = filters.narrowed(**path_filter)
     order = ordering or ("created",)
+    if csv_export.wants_csv(request, errors):
+        return await _csv(request, ctx, queries.export_interactions(narrowed, order), "transcript.csv", errors)
+    paging = parse_pagination(request.query_params, errors, optional=True)
+    raise_if_any(errors)
     page = await read(
         ctx.handle,
         lambda cur: queries.list_interactions(cur, narrowed, order, paging),
@@ -129,6 +147,8 @@ async def by_user_list(request: Request, ctx: Context) -> Response:
 async def by_user_aggregate(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     filters, _ordering = _filters_and_ordering(request, errors)  # validated, but the order here is fixed
+    if csv_export.wants_csv(request, errors):
+        return await _csv(request, ctx, queries.export_users(filters), "users.csv", errors)
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     page = await read(
@@ -210,7 +230,7 @@ async def metrics(request: Request, ctx: Context) -> Response:
     return Response(render(ctx.metrics, ctx.status_provider), media_type=CONTENT_TYPE)
 
 
-_ALL_QUERY = ("filters", "ordering", "pagination")
+_ALL_QUERY = ("filters", "ordering", "pagination", "format")
 _STRING = {"type": "string"}
 
 # Fixed paths come before `{uuid}/`, which would otherwise match `budget/` and `kpi/`.

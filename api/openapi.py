@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api import models, params
+from api import csv_export, models, params
 from api.endpoints import Operation
 
 REF = "#/components/schemas/{model}"
@@ -25,6 +25,8 @@ def _query_parameters(groups: Sequence[str]) -> list[dict[str, Any]]:
         specs.update(params.PAGINATION_PARAMS)
     if "window" in groups:
         specs["window_days"] = params.WINDOW_PARAM
+    if "format" in groups:
+        specs["format"] = csv_export.FORMAT_PARAM
     out = []
     for name, (schema, description) in specs.items():
         parameter: dict[str, Any] = {
@@ -63,6 +65,9 @@ def build(operations: Sequence[Operation], *, title: str, version: str) -> dict[
         else:
             body_schema = {"type": "array", "items": ref(op.response)} if op.many else ref(op.response)
         ok: dict[str, Any] = {"description": op.summary, "content": {op.media_type: {"schema": body_schema}}}
+        if "format" in op.query:
+            # One header line, then one line per row; the columns are the JSON fields, feedback flattened.
+            ok["content"]["text/csv"] = {"schema": {"type": "string"}}
         if op.paginated:
             ok["headers"] = {
                 "X-Result-Count": {"description": "rows in the whole result", "schema": {"type": "integer"}},
