@@ -143,11 +143,12 @@ async def respond(
     params: Sequence[Any],
     filename: str,
     errors: dict[str, list[str]],
+    topic: str,
 ) -> Response:
     """The CSV answer: `count(cursor)` rows of `query`, with their header line. HEAD gets the headers."""
     raise_if_any(errors)
     if request.method == "HEAD":
-        total = await read(handle, count)
+        total = (await read(handle, count, topic=topic)).value
         return Response(
             b"",
             media_type=CSV_MEDIA_TYPE,

@@ -138,7 +138,14 @@ class LiveProjection:
     def _start_service(self, con: duckdb.DuckDBPyConnection, *, caught_up: bool = False) -> None:
         """A new live projector on `con`; `caught_up`: it takes over from one that was (or the file is at
         the head), so it counts as caught up from the start."""
-        service = ProjectorService(self.bootstrap_servers, self.topic, con, self.group_id, self.batch_size)
+        service = ProjectorService(
+            self.bootstrap_servers,
+            self.topic,
+            con,
+            self.group_id,
+            self.batch_size,
+            on_commit=self.handle.positions.advance,
+        )
         self._caught_up_from_start = service if caught_up else None
         self.service = service
         service.start()

@@ -19,6 +19,7 @@ ENV_TOKENS_FILE = "CHAT_ANALYTICS_TOKENS_FILE"
 ENV_DAILY_TOKEN_BUDGET = "CHAT_ANALYTICS_DAILY_TOKEN_BUDGET"
 ENV_USER_SLUG_SALT = "CHAT_ANALYTICS_USER_SLUG_SALT"
 ENV_HOME = "CHAT_ANALYTICS_HOME"
+ENV_MIN_POSITION_WAIT_MS = "CHAT_ANALYTICS_MIN_POSITION_WAIT_MS"
 # For commands that talk to a running `serve` (rebuild --live, status --url, dead-letters --url).
 ENV_URL = "CHAT_ANALYTICS_URL"
 ENV_ADMIN_TOKEN = "CHAT_ANALYTICS_ADMIN_TOKEN"
@@ -31,6 +32,8 @@ DEFAULT_TOKENS_FILE = "./data/tokens.json"
 DEFAULT_DAILY_TOKEN_BUDGET = 5_000_000
 DEFAULT_HOME = "./.cache/chat-analytics"
 DEFAULT_URL = "http://127.0.0.1:8000"
+# How long a request with a `min_position` this replica has not reached waits for it before a 503.
+DEFAULT_MIN_POSITION_WAIT_MS = 3000
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -50,6 +53,7 @@ class Settings:
     daily_token_budget: int
     user_slug_salt: str
     home: str
+    min_position_wait_ms: int = DEFAULT_MIN_POSITION_WAIT_MS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,4 +71,7 @@ class Settings:
             # An empty salt is meaningful (slugs become ""), so it is read as given.
             user_slug_salt=os.environ.get(ENV_USER_SLUG_SALT, ""),
             home=env(ENV_HOME, DEFAULT_HOME) or DEFAULT_HOME,
+            min_position_wait_ms=int(
+                env(ENV_MIN_POSITION_WAIT_MS, str(DEFAULT_MIN_POSITION_WAIT_MS)) or DEFAULT_MIN_POSITION_WAIT_MS
+            ),
         )
