@@ -217,10 +217,13 @@ async def conversations(request: Request, ctx: Context) -> Response:
     filters = parse_filters(request.query_params, errors)
     stage2 = parse_conversation_filters(request.query_params, errors)
     ordering = parse_ordering(request.query_params, errors, CONVERSATION_ORDERINGS)
-    paging = parse_pagination(request.query_params, errors, optional=True)
-    minimum = _minimum(request, ctx, errors)
-    raise_if_any(errors)
     order = ordering or ("-last_active",)
+    minimum = _minimum(request, ctx, errors)
+    if csv_export.wants_csv(request, errors):
+        export = queries.export_conversations(filters, stage2, order)
+        return await _csv(request, ctx, export, "conversations.csv", errors)
+    paging = parse_pagination(request.query_params, errors, optional=True)
+    raise_if_any(errors)
     page = await _read(
         request,
         ctx,
@@ -384,7 +387,7 @@ OPERATIONS: tuple[Operation, ...] = (
         conversations,
         models.Conversation,
         many=True,
-        query=("filters", "conversation_filters", "conversation_ordering", "pagination", "position"),
+        query=("filters", "conversation_filters", "conversation_ordering", "pagination", "position", "format"),
         paginated=True,
     ),
     Operation(

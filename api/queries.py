@@ -202,6 +202,18 @@ def conversations(
     return JsonPage(total, body, len(rows), pagination, last)
 
 
+def export_conversations(filters: Filters | None, stage2: ConversationFilters, ordering: Sequence[str]) -> Export:
+    """conversations/'s rows for the two stages of filters, every page at once."""
+    order = conv.order_by(ordering)
+    if filters is None:
+        return Export(lambda cur: 0, conv.select_csv("FALSE", "TRUE", order), [])
+    condition, params = sql.where(filters)
+    having, having_params = conv.having(stage2)
+    both = [*params, *having_params]
+    count = conv.count(condition, having)
+    return Export(lambda cur: _scalar(cur, count, both), conv.select_csv(condition, having, order), both)
+
+
 # -- anonymous-chat-feedbacks/ ----------------------------------------------------------------------
 
 

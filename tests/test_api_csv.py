@@ -170,3 +170,21 @@ def test_the_read_lease_is_given_back_after_an_export_whole_or_cut_short(
         next(response.iter_raw())  # the client reads one chunk and goes away
     assert lease_is_free(handle)
     assert client.get(f"{PREFIX}/?format=csv", headers=AUTH).headers["x-result-count"] == "7"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"is_flagged": "true"}, {"o": "-total_tokens"}, {"total_tokens_min": "300", "o": "started"}],
+)
+def test_conversations_export_the_json_rows_field_for_field(client: TestClient, params: dict[str, str]) -> None:
+    response = client.get(f"{PREFIX}/conversations/", params={**params, "format": "csv"}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-disposition"] == 'attachment; filename="conversations.csv"'
+    expected = client.get(f"{PREFIX}/conversations/", params=params, headers=AUTH).json()
+    assert expected, "a filter that leaves nothing proves little"
+
+    def text(value: object) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    assert rows(response) == [{k: text(v) for k, v in r.items()} for r in expected]
+    assert response.headers["x-result-count"] == str(len(expected))

@@ -251,18 +251,22 @@ def test_filters_change_the_url_and_every_number(tab: Tab, api: httpx.Client, sh
 def test_a_row_opens_its_transcript_with_every_turn(tab: Tab, api: httpx.Client, shots: Path) -> None:
     page = tab.page
     tab.sign_in(STAFF)
+    page.click("#nav a[data-page=turns]")
+    tab.settle()
+    page.screenshot(path=str(shots / "turns.png"), full_page=True)
     page.click("#nav a[data-page=conversations]")
     tab.settle()
     page.screenshot(path=str(shots / "conversations.png"), full_page=True)
     first = page.locator("tbody tr.clickable").first
-    first.locator("td.text").click()  # a click on the row, not on a link in it
+    expected_turns = int(first.locator("td.num").first.inner_text())
+    first.locator("td.num").first.click()  # a click on the row, not on a link in it
     page.wait_for_url("**#/conversation/**")
     page.wait_for_selector("article.turn")
     tab.settle()
     session_id = page.inner_text("dl.facts dd.mono")
     turns = api.get(f"{PREFIX}/by-session/{session_id}/").json()
     articles = page.locator("article.turn")
-    assert articles.count() == len(turns)
+    assert articles.count() == len(turns) == expected_turns
     for i, turn in enumerate(turns):
         article = articles.nth(i)
         assert article.get_attribute("data-uuid") == turn["uuid"]
@@ -284,23 +288,26 @@ def test_a_row_opens_its_transcript_with_every_turn(tab: Tab, api: httpx.Client,
 def test_csv_export_downloads_every_matching_row(tab: Tab, api: httpx.Client, shots: Path) -> None:
     page = tab.page
     tab.sign_in(STAFF)
-    page.goto(f"{tab.base}/#/conversations?has_feedback=false")
-    tab.settle()
-    shown = page.locator("tbody tr").count()
-    with page.expect_response(lambda r: "format=csv" in r.url) as answer, page.expect_download() as download:
-        page.click("#export")
-    response = answer.value
-    assert response.status == 200
-    header_count = int(response.headers["x-result-count"])
-    body = Path(download.value.path()).read_text(encoding="utf-8")
-    rows = list(csv.DictReader(io.StringIO(body)))
-    assert len(rows) == header_count
-    assert header_count > shown  # every matching row, not the page on screen
-    listed = api.get(f"{PREFIX}/", params={"has_feedback": "false", "page_size": "1"})
-    assert header_count == int(listed.headers["x-result-count"])
-    assert all(r["feedback_score"] == "" for r in rows)
-    assert download.value.suggested_filename == "conversations.csv"
-    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Exported')")
+    for view, params, rows_of in (
+        ("conversations", {"has_feedback": "false"}, "conversations/"),
+        ("turns", {"is_flagged": "false"}, ""),
+    ):
+        page.goto(f"{tab.base}/#/{view}?{'&'.join(f'{k}={v}' for k, v in params.items())}")
+        tab.settle()
+        shown = page.locator("tbody tr").count()
+        with page.expect_response(lambda r: "format=csv" in r.url) as answer, page.expect_download() as download:
+            page.click("#export")
+        response = answer.value
+        assert response.status == 200
+        header_count = int(response.headers["x-result-count"])
+        body = Path(download.value.path()).read_text(encoding="utf-8")
+        rows = list(csv.DictReader(io.StringIO(body)))
+        assert len(rows) == header_count
+        assert header_count > shown  # every matching row, not the page on screen
+        listed = api.get(f"{PREFIX}/{rows_of}", params={**params, "page_size": "1"})
+        assert header_count == int(listed.headers["x-result-count"])
+        assert download.value.suggested_filename == f"{view}.csv"
+        page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Exported')")
     assert tab.errors == []
 
 

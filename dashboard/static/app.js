@@ -9,6 +9,8 @@
   const ROLE_KEY = "chat-analytics.role";
   const REFRESH_KEY = "chat-analytics.refresh";
   const FILTERS = ["created_from", "created_to", "severity", "is_flagged", "has_feedback", "has_negative_feedback", "query"];
+  // Conversation-level filters: they keep or drop whole conversations (conversations/ and kpi/ only).
+  const CONVERSATION_FILTERS = ["max_severity", "is_reviewed"];
   const SEVERITIES = ["none", "low", "medium", "high", "critical"];
   const SEVERITY_SERIES = ["NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
   const SEVERITY_COLORS = { NONE: "#9aa5b1", LOW: "#3b82f6", MEDIUM: "#f59e0b", HIGH: "#ea580c", CRITICAL: "#b91c1c" };
@@ -154,9 +156,9 @@
     return query ? `${path}?${query}` : path;
   }
 
-  function filtersOf(params) {
+  function filtersOf(params, conversationLevel) {
     const out = new URLSearchParams();
-    for (const name of FILTERS) if (params.get(name)) out.set(name, params.get(name));
+    for (const name of conversationLevel ? [...FILTERS, ...CONVERSATION_FILTERS] : FILTERS) if (params.get(name)) out.set(name, params.get(name));
     return out;
   }
 
@@ -185,6 +187,8 @@
       options.flagged === false ? null : choice("is_flagged", "Flagged", YES_NO, p.get("is_flagged")),
       choice("has_feedback", "Has feedback", YES_NO, p.get("has_feedback")),
       choice("has_negative_feedback", "Negative feedback", YES_NO, p.get("has_negative_feedback")),
+      options.conversations ? choice("max_severity", "Conversation's max severity", [["", "any"], ...SEVERITIES.map((s) => [s, s])], p.get("max_severity")) : null,
+      options.conversations ? choice("is_reviewed", "Reviewed", YES_NO, p.get("is_reviewed")) : null,
       options.window
         ? h("label", {}, "Days in charts", h("input", { type: "number", name: "window_days", min: 1, max: 365, value: p.get("window_days") || "30" }))
         : null,
@@ -346,7 +350,7 @@
   // A paged, sorted, filtered table over one list endpoint, with its CSV export.
   function tableView(route, spec) {
     const params = route.params;
-    const query = filtersOf(params);
+    const query = filtersOf(params, spec.conversationFilters);
     for (const [name, value] of Object.entries(spec.fixed || {})) query.set(name, value);
     const order = params.get("o") || spec.defaultOrder || "";
     if (order) query.set("o", order);
@@ -400,7 +404,7 @@
       h("h1", { id: "page-title", text: spec.title }),
       spec.intro ? h("p", { class: "muted", text: spec.intro }) : null,
       spec.before || null,
-      filterBar(route, { flagged: !("is_flagged" in (spec.fixed || {})) }),
+      filterBar(route, { flagged: !("is_flagged" in (spec.fixed || {})), conversations: spec.conversationFilters }),
       h(
         "div",
         { class: "toolbar" },
@@ -448,15 +452,45 @@
 
   const sessionLink = (row) => h("a", { href: hrefFor("conversation", row.session_id), class: "mono", title: row.session_id, text: short(row.session_id) });
 
+  const yesNo = (value) => (value ? "yes" : "no");
+
   function conversations(route) {
     return tableView(route, {
       title: "Conversations",
+      intro: "One row per session, built from its turns that pass the filters; open one for its transcript.",
+      caption: "Conversations matching the filters",
+      noun: "conversations",
+      endpoint: `${API}conversations/`,
+      defaultOrder: "-last_active",
+      csvName: "conversations.csv",
+      conversationFilters: true,
+      link: (row) => hrefFor("conversation", row.session_id),
+      columns: [
+        { label: "Last active (UTC)", sort: "last_active", nowrap: true, cell: (r) => h("a", { href: hrefFor("conversation", r.session_id), text: when(r.last_active) }) },
+        { label: "Visitor", cell: (r) => visitorCell(r.user_slug, true) },
+        { label: "Session", cell: sessionLink },
+        { label: "Turns", sort: "message_count", num: true, cell: (r) => count(r.message_count) },
+        { label: "Max severity", sort: "max_severity_rank", cell: (r) => severityBadge(r.max_severity) },
+        { label: "Flagged", cell: (r) => (r.is_flagged ? h("span", { class: "bad", text: "yes" }) : "no") },
+        { label: "Feedback", cell: (r) => yesNo(r.has_feedback) },
+        { label: "Reviewed", cell: (r) => yesNo(r.is_reviewed) },
+        { label: "Offerings shown / clicked", num: true, cell: (r) => `${count(r.offerings_shown)} / ${count(r.offerings_clicked)}` },
+        { label: "Tokens", sort: "total_tokens", num: true, cell: (r) => count(r.total_tokens) },
+        { label: "Models", cell: (r) => r.models_used || "—" },
+        { label: "Started (UTC)", sort: "started", nowrap: true, cell: (r) => when(r.started) },
+      ],
+    });
+  }
+
+  function turns(route) {
+    return tableView(route, {
+      title: "Turns",
       intro: "Every turn, newest first; open one to read its whole conversation.",
       caption: "Turns matching the filters",
       noun: "turns",
       endpoint: API,
       defaultOrder: "-created",
-      csvName: "conversations.csv",
+      csvName: "turns.csv",
       link: (row) => hrefFor("conversation", row.session_id),
       columns: [
         { label: "Time (UTC)", sort: "created", nowrap: true, cell: (r) => h("a", { href: hrefFor("conversation", r.session_id), text: when(r.created) }) },
@@ -760,7 +794,7 @@
 
   // -- the shell: sign-in, navigation, refresh ---------------------------------------------------------
 
-  const VIEWS = { overview, conversations, flagged, visitors, conversation, visitor, operations };
+  const VIEWS = { overview, conversations, turns, flagged, visitors, conversation, visitor, operations };
   let current = null;
   let timer = null;
 
