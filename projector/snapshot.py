@@ -3,7 +3,8 @@
 Three columns are left out because they record when or in which order the projector happened to see
 something, not what the log says: `dead_letters.dead_lettered_at` (wall clock), `pending_events.seq`
 (arrival order) and `erasures.rows_removed` (the turns an erasure removed or dropped: where two
-erasures cover one turn, the one folded first counts it). Everything else in PROJECTION_TABLES must be equal row for row.
+erasures cover one turn, the one folded first counts it). Everything else in PROJECTION_TABLES must be
+equal row for row.
 """
 
 from __future__ import annotations

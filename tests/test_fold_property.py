@@ -3,9 +3,10 @@
 Hypothesis builds a keyed, multi-partition log of valid and invalid events (early feedback, clicks and
 reviews, duplicates, duplicate interactions, mismatches, garbage, and in the second test erasures of
 users and sessions, keyed by what they erase, so often on another partition than the turns they
-cover), then folds it once cleanly in one batch and once the hard way: partitions interleaved at random (each partition's order kept, as a
-consumer sees them), random batch sizes, the file closed and reopened at random points, and records
-below the stored offsets redelivered after a restart. Both files must hold the same rows.
+cover), then folds it once cleanly in one batch and once the hard way: partitions interleaved at
+random (each partition's order kept, as a consumer sees them), random batch sizes, the file closed
+and reopened at random points, and records below the stored offsets redelivered after a restart.
+Both files must hold the same rows.
 """
 
 from __future__ import annotations
