@@ -77,7 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        warning = retention_warning(args.bootstrap_servers, args.topic)
+        warning = retention_warning(args.bootstrap_servers, args.topic, settings.retention_days)
         if warning:
             logging.getLogger("chat_analytics.serve").warning("%s", warning)
         projection = LiveProjection(
@@ -87,6 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
             group_id=args.group_id,
             batch_size=args.batch_size,
             readable=can_serve,
+            retention_days=settings.retention_days,
         )
         publisher = Publisher(args.bootstrap_servers, args.topic)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import duckdb
 
-from projector import deadletters
+from projector import deadletters, forget
 from projector.rebuild import (
     CATCH_UP_BATCH_SIZE,
     LogBounds,
@@ -75,6 +75,7 @@ class LiveProjection:
         batch_size: int,
         readable: Callable[[ReadModelHandle], bool] | None = None,
         rebuild_batch_size: int = CATCH_UP_BATCH_SIZE,
+        retention_days: int | None = None,
     ) -> None:
         if handle.path is None:
             raise ValueError("a live projection needs the served file's path")
@@ -85,6 +86,7 @@ class LiveProjection:
         self.batch_size = batch_size
         self.rebuild_batch_size = rebuild_batch_size
         self.readable = readable
+        self.retention_days = retention_days  # None: the files' retention is left alone
         self.service: ProjectorService | None = None
         self._state_lock = threading.Lock()  # guards the fields below
         self._writer = threading.Lock()  # one task that writes outside the live loop at a time
@@ -138,7 +140,14 @@ class LiveProjection:
     def _start_service(self, con: duckdb.DuckDBPyConnection, *, caught_up: bool = False) -> None:
         """A new live projector on `con`; `caught_up`: it takes over from one that was (or the file is at
         the head), so it counts as caught up from the start."""
-        service = ProjectorService(self.bootstrap_servers, self.topic, con, self.group_id, self.batch_size)
+        service = ProjectorService(
+            self.bootstrap_servers,
+            self.topic,
+            con,
+            self.group_id,
+            self.batch_size,
+            retention_days=self.retention_days,
+        )
         self._caught_up_from_start = service if caught_up else None
         self.service = service
         service.start()
@@ -266,6 +275,9 @@ class LiveProjection:
         try:
             prepare_target(new_path, force=True)  # a leftover of an interrupted rebuild is ours to replace
             new_con = connect(new_path)
+            if self.retention_days is not None:
+                # Before the first record: what is older than the horizon is dropped as it arrives.
+                forget.set_watermark(new_con, forget.horizon(self.retention_days))
             self._catch_up(new_con)
             if self._stop():
                 raise InterruptedError("the server is stopping")
@@ -332,6 +344,8 @@ class LiveProjection:
                 )
                 if _behind(new_con, self.topic, bounds):
                     raise RuntimeError("the new file did not reach the end offsets")
+                if self.retention_days is not None:
+                    forget.purge(new_con, self.retention_days)  # the horizon may have moved meanwhile
                 checkpoint_and_close(new_con)
                 if Path(f"{new_path}.wal").exists():
                     raise RuntimeError(f"{new_path}.wal is left after a checkpoint: not switching to it")
