@@ -336,7 +336,14 @@ def _file_status(args: argparse.Namespace) -> dict[str, Any]:
             broker_error = f"{type(exc).__name__}: {exc}"
     else:
         broker_error = f"no broker given (--bootstrap-servers or {ENV_BOOTSTRAP_SERVERS})"
-    return report(figures, topic=args.topic, path=args.db, end_offsets=ends, broker_error=broker_error)
+    retention = None
+    if args.bootstrap_servers:
+        from broker.topics import describe_retention
+
+        retention = describe_retention(args.bootstrap_servers, args.topic, Settings.from_env().retention_days)
+    return report(
+        figures, topic=args.topic, path=args.db, end_offsets=ends, broker_error=broker_error, retention=retention
+    )
 
 
 # -- dead letters -----------------------------------------------------------------------------------

@@ -70,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(handle, tokens=tokens, budget=settings.daily_token_budget)
     else:
         from api.admin import admin_routes, can_serve
+        from api.erasures import erasure_routes
         from broker.topics import retention_warning
         from ingest.http import ingest_routes
         from ingest.publisher import Publisher
@@ -106,7 +107,11 @@ def _serve(args: argparse.Namespace) -> int:
             tokens=tokens,
             budget=settings.daily_token_budget,
             status_provider=projection.status,
-            extra_routes=[*ingest_routes(publisher, tokens), *admin_routes(projection, tokens)],
+            extra_routes=[
+                *ingest_routes(publisher, tokens),
+                *admin_routes(projection, tokens),
+                *erasure_routes(publisher.request_erasure, handle, tokens),
+            ],
             lifespan=lifespan,
         )
     try:

@@ -196,7 +196,12 @@ class LiveProjection:
         ends = {p["partition"]: p["end_offset"] for p in live["partitions"]} if live else None
         with self.handle.reading() as cur:
             figures = file_figures(cur, self.topic)
-        doc = report(figures, topic=self.topic, path=self.handle.path, end_offsets=ends or None)
+        retention = None
+        if self.retention_days is not None:
+            from broker.topics import describe_retention
+
+            retention = describe_retention(self.bootstrap_servers, self.topic, self.retention_days)
+        doc = report(figures, topic=self.topic, path=self.handle.path, end_offsets=ends or None, retention=retention)
         doc["live"] = self.status()
         return doc
 
