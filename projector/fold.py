@@ -600,6 +600,7 @@ DEAD_LETTER_SCHEMA = pa.schema(
         ("type", pa.string()),
         ("record_timestamp", pa.timestamp("us")),
         ("dead_lettered_at", pa.timestamp("us")),
+        ("occurred_at", pa.timestamp("us")),
     ]
 )
 PENDING_SCHEMA = pa.schema(
@@ -676,7 +677,7 @@ class _Fold:
         turn_events = self._screen_turns(turn_events, stored)
         new_turns = self._insert_turns(turn_events, stored)
         self._apply_dependents(stored, new_turns, dependent_events)
-        self._insert_usage([e for e in events if e.type == USAGE and not self._aged(e.row[1])])
+        self._insert_usage(self._unaged([e for e in events if e.type == USAGE]))
         self._insert_dead_letters()
         self._record_dropped()
         aggregates.refresh(self.con, sessions=self.sessions, deltas=self.deltas)
@@ -988,6 +989,13 @@ class _Fold:
         day = at.date() if isinstance(at, datetime) else at
         return day < self.watermark
 
+    def _unaged(self, usage: list[Prepared]) -> list[Prepared]:
+        kept = [u for u in usage if not self._aged(u.row[1])]
+        for _ in range(len(usage) - len(kept)):
+            self._settle(USAGE)
+            self.stats.aged += 1
+        return kept
+
     def _settle(self, type_: str) -> None:
         # An event accepted but moot (erased, or too old) counts as applied: so the counts are the same
         # whether it came before or after what makes it moot (see forget.count_settled).
@@ -1054,7 +1062,7 @@ class _Fold:
         fold gave to a valid event counts as settled, as it does when an erasure deletes it later."""
         if not self.dead or (not self.has_erasures and not self.new_tombstones and self.watermark is None):
             return
-        facts = [forget.raw_facts(row[4]) for row in self.dead]
+        facts = [forget.raw_facts(row[4]) for row in self.dead]  # parsed again: dead letters are rare
         tombstones = self.tombstones
         if self.has_erasures:
             tombstones = tombstones | forget.tombstoned(
@@ -1064,15 +1072,16 @@ class _Fold:
         kept = []
         for row, f in zip(self.dead, facts, strict=True):
             record_ts, reason, type_ = row[9], row[5], row[8]
-            if since is not None and record_ts is not None and record_ts < since:
+            at = f.occurred_at or record_ts  # as the purge reads it: coalesce(occurred_at, record_timestamp)
+            if since is not None and at is not None and at < since:
                 self.stats.aged += 1
             elif forget.erased_dead_letter(row[3], f, record_ts, self._erasures(), tombstones):
                 self.stats.erased_events += 1
-                if reason in FOLD_REASONS and type_:
-                    self._settle(type_)
             else:
                 kept.append(row)
                 continue
+            if reason in FOLD_REASONS and type_:
+                self._settle(type_)
             self.stats.dead_letters[reason] -= 1
             if not self.stats.dead_letters[reason]:
                 del self.stats.dead_letters[reason]
@@ -1198,6 +1207,7 @@ class _Fold:
                 type_,
                 source.record_timestamp,
                 self.now,
+                forget.raw_facts(source.value).occurred_at,
             )
         )
         self.stats.dead_letters[reason] += 1

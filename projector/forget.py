@@ -30,6 +30,7 @@ import pyarrow as pa
 from projector import aggregates
 from projector.arrow_views import registered
 from schemas.readmodel import TURN_TABLES
+from schemas.registry import FOLD_REASONS
 from schemas.settings import KEEP_FOREVER
 
 WATERMARK_KEY = "retention_horizon"  # meta: turns created before this day are gone and stay gone
@@ -306,13 +307,21 @@ def _purge_in_transaction(con: duckdb.DuckDBPyConnection, day: date, result: Pur
         con.execute("DELETE FROM usage_events WHERE day < ?", [day])
         result.usage = int(usage)
     con.execute("DELETE FROM daily_counters WHERE day < ?", [day])
-    ((dead,),) = con.execute("SELECT count(*) FROM dead_letters WHERE record_timestamp < ?", [day]).fetchall()
+    # By the event's own time where it can be read, as the fold drops them on arrival; those the fold
+    # gave to valid events count as settled, as an event dropped for its age does.
+    dead = con.execute(_OLD_DEAD_LETTERS, [day]).fetchall()
     if dead:
-        con.execute("DELETE FROM dead_letters WHERE record_timestamp < ?", [day])
-        result.dead_letters = int(dead)
+        con.execute("DELETE FROM dead_letters WHERE coalesce(occurred_at, record_timestamp) < ?", [day])
+        result.dead_letters = sum(int(n) for _, _, n in dead)
+        count_settled(con, {str(t): int(n) for reason, t, n in dead if reason in FOLD_REASONS and t})
     add_to_meta(con, TURNS_PURGED_KEY, result.turns)
     if result.turns or result.pending or result.usage or result.dead_letters:
         add_to_meta(con, PURGES_KEY, 1)
+
+
+_OLD_DEAD_LETTERS = """
+SELECT reason, type, count(*) FROM dead_letters WHERE coalesce(occurred_at, record_timestamp) < ? GROUP BY ALL
+"""
 
 
 def count_settled(con: duckdb.DuckDBPyConnection, by_type: dict[str, int]) -> None:

@@ -214,7 +214,8 @@ DDL: tuple[str, ...] = (
         event_id VARCHAR,
         type VARCHAR,
         record_timestamp TIMESTAMP,             -- the Kafka record's own timestamp
-        dead_lettered_at TIMESTAMP NOT NULL     -- wall clock when the fold set it aside
+        dead_lettered_at TIMESTAMP NOT NULL,    -- wall clock when the fold set it aside
+        occurred_at TIMESTAMP                   -- the event's own, when readable: for retention
     )
     """,
     """

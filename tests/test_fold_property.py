@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from projector.fold import apply_batch
 from projector.records import Record
 from projector.snapshot import diff, table_rows
-from projector.testing import BASE_TIME, click, encode, envelope, feedback, review, turn, usage
+from projector.testing import BASE_TIME, click, encode, erasure, feedback, review, turn, usage
 from schemas.readmodel import connect
 
 TOPIC = "chat.events"
@@ -63,10 +63,6 @@ ERASURE_OPS = st.lists(
     min_size=1,
     max_size=45,
 )
-
-
-def erasure(at: Any, rng: random.Random, **data: Any) -> dict[str, Any]:
-    return envelope("privacy.erasure.requested", {"reason": "asked", **data}, at=at, rng=rng)
 
 
 def build_log(ops: list[tuple[str, int]], seed: int, partitions: int) -> list[list[Record]]:
@@ -115,16 +111,16 @@ def build_log(ops: list[tuple[str, int]], seed: int, partitions: int) -> list[li
                 [feedback(t, 1, at=at, rng=rng, session_id=other), review(t, 3, at=at, rng=rng, session_id=other)]
             )
         elif kind == "erase_user":
-            event = erasure(at, rng, user_slug=t["data"]["user_slug"] or rng.choice(SLUGS[1:]))
+            event = erasure(at=at, rng=rng, user_slug=t["data"]["user_slug"] or rng.choice(SLUGS[1:]))
         elif kind == "erase_session":
-            event = erasure(at, rng, session_id=t["data"]["session_id"])
+            event = erasure(at=at, rng=rng, session_id=t["data"]["session_id"])
         elif kind == "bad_erasure":
             # both keys, neither, or a reason too long: invalid_data, and it names the visitor
             event = rng.choice(
                 [
-                    erasure(at, rng, user_slug=t["data"]["user_slug"] or "slug-1", session_id="sess-a"),
-                    erasure(at, rng),
-                    erasure(at, rng, session_id=t["data"]["session_id"], reason="x" * 501),
+                    erasure(at=at, rng=rng, user_slug=t["data"]["user_slug"] or "slug-1", session_id="sess-a"),
+                    erasure(at=at, rng=rng),
+                    erasure(at=at, rng=rng, session_id=t["data"]["session_id"], reason="x" * 501),
                 ]
             )
         elif kind == "dup":
