@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.ops_cmd",  # rebuild, status, dead-letters
     "cli.token_cmd",  # token create|list|revoke
     "cli.privacy_cmd",  # erase
+    "cli.snapshot_cmd",  # snapshot
+    "cli.replicas_cmd",  # replicas
 )
 
 

@@ -16,7 +16,12 @@ import logging
 import sys
 
 from cli.options import add_broker_args, add_db_arg, add_fold_args
-from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
+from schemas.settings import (
+    DEFAULT_MIN_POSITION_WAIT_MS,
+    ENV_BOOTSTRAP_SERVERS,
+    ENV_MIN_POSITION_WAIT_MS,
+    Settings,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-projector",
         action="store_true",
         help="serve the read-model file as it is: no consumer, no ingest endpoint, no broker needed",
+    )
+    parser.add_argument(
+        "--min-position-wait-ms",
+        type=int,
+        default=settings.min_position_wait_ms,
+        help="how long a request whose min_position this server has not reached waits for it before a 503"
+        f" (default ${ENV_MIN_POSITION_WAIT_MS}, else {DEFAULT_MIN_POSITION_WAIT_MS})",
     )
     parser.add_argument(
         "--access-log",
@@ -64,10 +76,13 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"serve: {exc}", file=sys.stderr)
         return 2
 
+    if args.min_position_wait_ms < 0:
+        print("serve: --min-position-wait-ms must not be negative", file=sys.stderr)
+        return 2
     con = connect(args.db)
     handle = ReadModelHandle(con, args.db)
     if args.no_projector:
-        app = create_app(handle, tokens=tokens, budget=settings.daily_token_budget)
+        app = create_app(handle, tokens=tokens, budget=settings.daily_token_budget, topic=args.topic)
     else:
         from api.admin import admin_routes, can_serve
         from api.erasures import erasure_routes
@@ -113,6 +128,8 @@ def _serve(args: argparse.Namespace) -> int:
                 *erasure_routes(publisher.request_erasure, handle, tokens),
             ],
             lifespan=lifespan,
+            topic=args.topic,
+            min_position_wait_s=args.min_position_wait_ms / 1000,
         )
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log)

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,9 +61,12 @@ class ProjectorService:
         parse_processes: int = DEFAULT_PARSE_PROCESSES,
         live_interval_s: float = LIVE_BATCH_INTERVAL_S,
         retention_days: int | None = None,
+        on_commit: Callable[[Mapping[tuple[str, int], int]], None] | None = None,
     ) -> None:
         """`retention_days`: purge what is older (docs/privacy.md) at start-up and every PURGE_EVERY_S
-        between batches; -1 keeps everything; None leaves the file's retention alone."""
+        between batches; -1 keeps everything; None leaves the file's retention alone.
+        `on_commit(offsets)` is called after each batch's transaction commits, with the (topic,
+        partition) -> next offset it stored: `serve` wakes the requests waiting for a newer position."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if live_interval_s < 0:
@@ -74,6 +78,7 @@ class ProjectorService:
         self.batch_size = batch_size
         self.parse_processes = parse_processes if parse_process else 0
         self.live_interval_s = live_interval_s
+        self.on_commit = on_commit
         self._reader: TopicReader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -268,6 +273,8 @@ class ProjectorService:
             if privacy is not None:
                 self._privacy = privacy
             self._last_batch_at = datetime.now(UTC)
+        if self.on_commit is not None:
+            self.on_commit(stats.offsets)
         self._update_caught_up()
         if stats.dead_letters:
             log.debug("dead letters in this batch: %s", dict(stats.dead_letters))

@@ -34,6 +34,7 @@ from pydantic import (
 USER_INPUT_MAX = 2000
 USER_SLUG_MAX = 128
 ERASURE_REASON_MAX = 500
+MODEL_MAX = 150  # the reference's column width for the chat model's name
 
 Severity = Literal["none", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
@@ -113,6 +114,9 @@ class TurnData(_Data):
     input_tokens: NonNegativeInt = 0
     output_tokens: NonNegativeInt = 0
     last_active_at: UtcDatetime | None = Field(default=None, description="defaults to occurred_at")
+    model: Annotated[StrictStr, Field(max_length=MODEL_MAX)] = Field(
+        default="", description='the chat model that wrote the reply; "" when unknown (older publishers)'
+    )
 
     @field_validator("user_input", mode="before")
     @classmethod
@@ -327,6 +331,7 @@ __all__ = [
     "TURN_DEPENDENT_TYPES",
     "TurnData",
     "TurnRecorded",
+    "MODEL_MAX",
     "USER_INPUT_MAX",
     "USER_SLUG_MAX",
     "UsageData",

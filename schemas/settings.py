@@ -22,6 +22,7 @@ ENV_HOME = "CHAT_ANALYTICS_HOME"
 # Privacy (docs/privacy.md): how long chat data is kept, and whether visitors' IP addresses are.
 ENV_RETENTION_DAYS = "CHAT_ANALYTICS_RETENTION_DAYS"
 ENV_IP_POLICY = "CHAT_ANALYTICS_IP_POLICY"
+ENV_MIN_POSITION_WAIT_MS = "CHAT_ANALYTICS_MIN_POSITION_WAIT_MS"
 # For commands that talk to a running `serve` (rebuild --live, status --url, dead-letters --url).
 ENV_URL = "CHAT_ANALYTICS_URL"
 ENV_ADMIN_TOKEN = "CHAT_ANALYTICS_ADMIN_TOKEN"
@@ -38,6 +39,8 @@ DEFAULT_RETENTION_DAYS = 90  # the reference's AI_ASSISTANT_SESSION_RETENTION_DA
 KEEP_FOREVER = -1
 IP_POLICIES = ("keep", "drop")
 DEFAULT_IP_POLICY = "keep"
+# How long a request with a `min_position` this replica has not reached waits for it before a 503.
+DEFAULT_MIN_POSITION_WAIT_MS = 3000
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -81,6 +84,7 @@ class Settings:
     home: str
     retention_days: int = DEFAULT_RETENTION_DAYS
     ip_policy: str = DEFAULT_IP_POLICY
+    min_position_wait_ms: int = DEFAULT_MIN_POSITION_WAIT_MS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -100,4 +104,7 @@ class Settings:
             home=env(ENV_HOME, DEFAULT_HOME) or DEFAULT_HOME,
             retention_days=retention_days(),
             ip_policy=ip_policy(),
+            min_position_wait_ms=int(
+                env(ENV_MIN_POSITION_WAIT_MS, str(DEFAULT_MIN_POSITION_WAIT_MS)) or DEFAULT_MIN_POSITION_WAIT_MS
+            ),
         )
