@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +47,9 @@ from projector.rebuild import (
 )
 from projector.service import ProjectorService
 from projector.status import file_figures, report
+from schemas.position import Position
 from schemas.readmodel import READMODEL_VERSION, ReadModelHandle, connect, file_version, stored_offsets
+from schemas.readmodel_copy import copy_read_model
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,9 @@ class LiveProjection:
 
     def start(self) -> None:
         """Starts the live projector, or, for a file of another read-model version, a rebuild."""
+        # Copies a download did not finish sending (the process stopped meanwhile).
+        for leftover in self._served.parent.glob(f"{self._served.name}.snapshot-*"):
+            leftover.unlink(missing_ok=True)
         version = file_version(self.handle.connection)
         if version == READMODEL_VERSION:
             self._start_service(self.handle.connection)
@@ -201,6 +207,22 @@ class LiveProjection:
     def dead_letters(self, reason: str | None, limit: int | None) -> list[dict[str, Any]]:
         with self.handle.reading() as cur:
             return [d.as_json() for d in deadletters.iter_dead_letters(cur, reason=reason, limit=limit)]
+
+    # -- a consistent copy of the served file, for seeding a replica --------------------------------------
+
+    def snapshot(self) -> tuple[Path, Position]:
+        """Copies the served file, as of one commit, to a new file beside it; returns it with its position.
+        The caller deletes the file once it has sent it."""
+        dest = self._served.with_name(f"{self._served.name}.snapshot-{uuid.uuid4().hex[:12]}")
+        try:
+            version, offsets = copy_read_model(self.handle, dest, self.topic)
+        except BaseException:
+            for leftover in (dest, Path(f"{dest}.wal")):
+                leftover.unlink(missing_ok=True)
+            raise
+        position = Position.of(version, self.topic, offsets)
+        log.info("snapshot of %s at %s: %s bytes", self._served, position.token(), dest.stat().st_size)
+        return dest, position
 
     # -- dead-letter retry on the served file ---------------------------------------------------------
 
