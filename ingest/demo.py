@@ -5,8 +5,9 @@ What it produces, per EVENTS.md: sessions of 1 to 8 turns from a few hundred pse
 categories, some redacted or blocked); feedback on about a fifth of turns, mostly positive, the
 negative ones with a category; clicks on offerings the turn suggested; `ask_user` clarification
 turns; a judge review of the last turn of most finished sessions; some `assistant.usage.recorded`;
-token counts on every turn; the chat model of the later turns. Several sessions are open at once and their events interleave, but the
-events of one session always come in order (a turn before its feedback, clicks and review).
+token counts on every turn; the chat model of the later turns. Several sessions are open at once and
+their events interleave, but the events of one session always come in order (a turn before its
+feedback, clicks and review).
 
 `bad_share` mixes in events the projector must dead-letter (one kind per reason) and exact
 re-sends of earlier events, which it must ignore.
