@@ -52,6 +52,13 @@ def demo_environment(bootstrap_servers: str) -> dict[str, str]:
     return environment
 
 
+def sign_in_hint(environment: dict[str, str]) -> str:
+    """How to sign in to the dashboard: the demo's staff token, unless the tokens came from the user."""
+    if environment.get(ENV_API_TOKENS) == DEMO_TOKENS:
+        return f"sign in with the token {STAFF_TOKEN}"
+    return f"sign in with a staff token of {ENV_API_TOKENS}"
+
+
 def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
@@ -125,6 +132,7 @@ def main() -> int:
         say(f"a slow publisher (5 events/s) runs in the background; its log: {trickle_log}")
 
         url = f"http://{HOST}:{PORT}"
+        say(f"dashboard: {url}/  ({sign_in_hint(environment)})")
         say(f"API: {url}/api/anonymous-chat-interactions/")
         say("try:")
         print(
