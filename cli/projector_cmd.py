@@ -72,6 +72,7 @@ def _project(args: argparse.Namespace) -> int:
         args.group_id,
         args.batch_size,
         parse_process=not args.no_parse_process,
+        retention_days=Settings.from_env().retention_days,
     )
     stop = threading.Event()
 
@@ -122,6 +123,6 @@ def _line(status: dict) -> str:  # type: ignore[type-arg]
 def _warn_about_retention(bootstrap_servers: str, topic: str) -> None:
     from broker.topics import retention_warning
 
-    warning = retention_warning(bootstrap_servers, topic)
+    warning = retention_warning(bootstrap_servers, topic, Settings.from_env().retention_days)
     if warning:
         log.warning("%s", warning)

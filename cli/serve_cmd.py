@@ -85,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(handle, tokens=tokens, budget=settings.daily_token_budget, topic=args.topic)
     else:
         from api.admin import admin_routes, can_serve
+        from api.erasures import erasure_routes
         from broker.topics import retention_warning
         from ingest.http import ingest_routes
         from ingest.publisher import Publisher
@@ -92,7 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        warning = retention_warning(args.bootstrap_servers, args.topic)
+        warning = retention_warning(args.bootstrap_servers, args.topic, settings.retention_days)
         if warning:
             logging.getLogger("chat_analytics.serve").warning("%s", warning)
         projection = LiveProjection(
@@ -102,6 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
             group_id=args.group_id,
             batch_size=args.batch_size,
             readable=can_serve,
+            retention_days=settings.retention_days,
         )
         publisher = Publisher(args.bootstrap_servers, args.topic)
 
@@ -120,7 +122,11 @@ def _serve(args: argparse.Namespace) -> int:
             tokens=tokens,
             budget=settings.daily_token_budget,
             status_provider=projection.status,
-            extra_routes=[*ingest_routes(publisher, tokens), *admin_routes(projection, tokens)],
+            extra_routes=[
+                *ingest_routes(publisher, tokens),
+                *admin_routes(projection, tokens),
+                *erasure_routes(publisher.request_erasure, handle, tokens),
+            ],
             lifespan=lifespan,
             topic=args.topic,
             min_position_wait_s=args.min_position_wait_ms / 1000,

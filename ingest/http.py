@@ -131,7 +131,11 @@ class IngestEndpoint:
                 errors.append({"index": index, "field": "(event)", "message": "must be a JSON object"})
                 continue
             try:
-                prepared.append(self.publisher.validate(_dumps(complete(event, self.publisher.user_slug_salt))))
+                prepared.append(
+                    self.publisher.validate(
+                        _dumps(complete(event, self.publisher.user_slug_salt, drop_ip=self.publisher.drop_ip))
+                    )
+                )
             except InvalidEvent as exc:
                 errors.extend({"index": index, "field": e.field, "message": e.message} for e in exc.errors)
             except (ValueError, TypeError, RecursionError) as exc:  # not encodable back to JSON

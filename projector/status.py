@@ -54,6 +54,11 @@ def file_figures(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[str, Any]:
     }
     ((pending,),) = cur.execute("SELECT count(*) FROM pending_events").fetchall()
     ((interactions,),) = cur.execute("SELECT count(*) FROM interactions").fetchall()
+    privacy = None
+    if _has_table(cur, "erasures"):
+        from projector.forget import privacy_figures
+
+        privacy = privacy_figures(cur)
     other_topics = sorted(
         str(t) for (t,) in cur.execute("SELECT DISTINCT topic FROM offsets WHERE topic <> ?", [topic]).fetchall()
     )
@@ -66,6 +71,7 @@ def file_figures(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[str, Any]:
         "pending_events": int(pending),
         "interactions": int(interactions),
         "other_topics": other_topics,
+        "privacy": privacy,
     }
 
 
@@ -76,7 +82,9 @@ def report(
     path: str | os.PathLike[str] | None,
     end_offsets: dict[int, int] | None,
     broker_error: str | None = None,
+    retention: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`retention`: the topic's retention against the policy (`broker.topics.describe_retention`)."""
     """The status document: the file's figures with per-partition end offset, stored offset and lag."""
     stored: dict[int, int] = figures["stored_offsets"]
     ends = end_offsets or {}
@@ -107,6 +115,8 @@ def report(
         "pending_events": figures["pending_events"],
         "interactions": figures["interactions"],
         "other_topics": figures["other_topics"],
+        "privacy": figures.get("privacy"),
+        "retention": retention,
     }
 
 
@@ -146,9 +156,33 @@ def render_text(doc: dict[str, Any]) -> str:
     lines.extend(f"  {r}: {n}" for r, n in sorted(dead.items()))
     lines.append(f"waiting events:     {doc['pending_events']} (feedback, clicks, reviews whose turn has not arrived)")
     lines.append(f"interactions:       {doc['interactions']}")
+    lines.extend(_privacy_lines(doc.get("privacy"), doc.get("retention")))
     if doc["other_topics"]:
         lines.append(f"also holds offsets of: {', '.join(doc['other_topics'])} (built from another topic?)")
     return "\n".join(lines)
+
+
+def _privacy_lines(privacy: dict[str, Any] | None, retention: dict[str, Any] | None) -> list[str]:
+    lines: list[str] = []
+    if retention is not None:
+        days = retention["policy_days"]
+        policy = "keep everything (-1)" if days == -1 else f"{days} days"
+        lines.append(
+            f"retention policy:   {policy}; the topic should have retention.ms={retention['wanted']['retention.ms']}"
+        )
+        topic = retention.get("topic")
+        if topic is not None:
+            lines.append(f"topic retention:    {', '.join(f'{k}={v}' for k, v in sorted(topic.items()))}")
+        if retention.get("warning"):
+            lines.append(f"  WARNING: {retention['warning']}")
+    if privacy is None:
+        lines.append("privacy:            unknown (a file of an older read-model version)")
+        return lines
+    horizon = privacy["retention_horizon"]
+    lines.append(f"read model keeps:   {'everything' if horizon is None else f'turns created on {horizon} or later'}")
+    lines.append(f"turns purged:       {privacy['turns_purged_by_retention']} (by retention)")
+    lines.append(f"erasures applied:   {privacy['erasures_applied']} ({privacy['erasure_rows_removed']} turns removed)")
+    return lines
 
 
 def _size(n: int | None) -> str:
