@@ -18,13 +18,14 @@ from starlette.types import Lifespan, Receive, Scope, Send
 from api import openapi
 from api.encoding import detail, json_response
 from api.endpoints import OPERATIONS, Context, Operation, StatusProvider
+from api.headers import SecurityHeaders
 from api.metrics import MetricsMiddleware, RequestMetrics
 from api.params import ParameterError
 from api.queries import PageNotFound
 from auth.http import check
 from auth.tokens import READ_ROLES, TokenStore
 from schemas.readmodel import ReadModelHandle, ReadModelUnavailable
-from schemas.settings import DEFAULT_DAILY_TOKEN_BUDGET
+from schemas.settings import DEFAULT_DAILY_TOKEN_BUDGET, DEFAULT_DISK_WARN_BYTES, DEFAULT_READY_MAX_LAG
 
 ALLOWED = "GET, HEAD, OPTIONS"
 API_TITLE = "chat-analytics staff API"
@@ -93,19 +94,25 @@ def create_app(
     status_provider: StatusProvider | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     lifespan: Lifespan[Starlette] | None = None,
+    ready_max_lag: int | None = DEFAULT_READY_MAX_LAG,
+    disk_warn_bytes: int = DEFAULT_DISK_WARN_BYTES,
 ) -> Starlette:
     """The API over `handle`. `clock` gives "now" (its UTC date is "today"); `budget` is the daily token
     budget (negative: unlimited, served as 0); `status_provider` returns the projector's status for
-    /readyz and /metrics (None: no projector in this process); `extra_routes` are mounted as they are."""
+    /readyz and /metrics (None: no projector in this process); `extra_routes` are mounted as they are;
+    `ready_max_lag`: the lag (records) above which /readyz answers 503 (None or negative: no limit);
+    `disk_warn_bytes`: free space of the data directory below which /metrics and status warn."""
     metrics = RequestMetrics()
     ctx = Context(handle, tokens, clock, budget, status_provider, metrics)
+    ctx.ready_max_lag = ready_max_lag
+    ctx.disk_warn_bytes = disk_warn_bytes
     ctx.openapi = orjson.dumps(openapi.build(OPERATIONS, title=API_TITLE, version=API_VERSION))
     routes: list[BaseRoute] = [Route(op.path, _OperationApp(op, ctx)) for op in OPERATIONS]
     routes.extend(extra_routes)
     exception_handlers: Mapping[Any, Any] = {HTTPException: _http_error, Exception: _server_error}
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(SecurityHeaders)],
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )

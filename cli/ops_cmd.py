@@ -328,7 +328,14 @@ def _file_status(args: argparse.Namespace) -> dict[str, Any]:
             broker_error = f"{type(exc).__name__}: {exc}"
     else:
         broker_error = f"no broker given (--bootstrap-servers or {ENV_BOOTSTRAP_SERVERS})"
-    return report(figures, topic=args.topic, path=args.db, end_offsets=ends, broker_error=broker_error)
+    return report(
+        figures,
+        topic=args.topic,
+        path=args.db,
+        end_offsets=ends,
+        broker_error=broker_error,
+        disk_warn_bytes=Settings.from_env().disk_warn_bytes,
+    )
 
 
 # -- dead letters -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ import duckdb
 
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
-from schemas.readmodel import stored_offsets
+from schemas.readmodel import is_fatal, stored_offsets
 from schemas.settings import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_ID
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,10 @@ class ProjectorService:
         parse_process: bool = True,
         parse_processes: int = DEFAULT_PARSE_PROCESSES,
         live_interval_s: float = LIVE_BATCH_INTERVAL_S,
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
+        """`on_fatal` is called (and the loop ends) when DuckDB invalidated the database: no retry can
+        succeed on this connection, only a restart of the process, which recovers from the log."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if live_interval_s < 0:
@@ -67,6 +71,7 @@ class ProjectorService:
         self.batch_size = batch_size
         self.parse_processes = parse_processes if parse_process else 0
         self.live_interval_s = live_interval_s
+        self.on_fatal = on_fatal
         self._reader: TopicReader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -83,6 +88,8 @@ class ProjectorService:
         self._pending = self._count_pending()
         self._last_batch_at: datetime | None = None
         self._error: str | None = None
+        self._error_kind: str | None = None
+        self._newest_record_ms: int | None = None
         self._last_kafka_commit = 0.0
         self._last_partition_check = 0.0
         self._last_end_check = 0.0
@@ -154,6 +161,8 @@ class ProjectorService:
                 if self._last_batch_at
                 else None,
                 "error": self._error,
+                "error_kind": self._error_kind,
+                "newest_record_at": _iso_ms(self._newest_record_ms),
             }
 
     # -- the loop -------------------------------------------------------------------------------------
@@ -173,9 +182,16 @@ class ProjectorService:
                     if 0 < folded < self.batch_size:  # a full batch: behind, no waiting
                         self._stop.wait(max(0.0, started + self.live_interval_s - time.monotonic()))
             except Exception as exc:  # the loop must outlive any one failure
-                log.exception("projector error; reconnecting in %.1f s", backoff)
                 with self._lock:
                     self._error = f"{type(exc).__name__}: {exc}"
+                    self._error_kind = error_kind(exc)
+                if is_fatal(exc):
+                    log.critical("the read model was invalidated; the projector stops: %s", exc)
+                    self._close_reader()
+                    if self.on_fatal is not None:
+                        self.on_fatal(exc)
+                    return
+                log.exception("projector error; reconnecting in %.1f s", backoff)
                 self._close_reader()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -209,8 +225,13 @@ class ProjectorService:
         if records:
             stats = apply_batch(self.con, records)
             self._after_batch(stats)
+            newest = max((r.timestamp_ms for r in records if r.timestamp_ms is not None), default=None)
+            if newest is not None:
+                with self._lock:
+                    self._newest_record_ms = max(newest, self._newest_record_ms or newest)
         with self._lock:
             self._error = None
+            self._error_kind = None
         self._note_ends({p: e for p, e in reader.known_end_offsets().items() if e is not None})
         self._commit_to_kafka()
         return len(records)
@@ -310,3 +331,19 @@ class ProjectorService:
                 reader.close()
             except Exception as exc:
                 log.warning("closing the Kafka consumer failed: %s", exc)
+
+
+def _iso_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def error_kind(exc: BaseException) -> str:
+    """What failed, in words fit for a public probe (the exception's text may hold paths and addresses)."""
+    if isinstance(exc, duckdb.Error):
+        return "database_invalidated" if is_fatal(exc) else "database_write_failed"
+    module = type(exc).__module__ or ""
+    if module.startswith("kafka") or isinstance(exc, OSError | TimeoutError):
+        return "broker_unreachable"
+    return "projector_failed"

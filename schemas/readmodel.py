@@ -26,13 +26,17 @@ response without re-encoding.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+
+log = logging.getLogger(__name__)
 
 # Bump when a release changes the tables or what the fold writes into them: a file with an older
 # version is rebuilt from the topic (see the README, "Operating the projector").
@@ -272,7 +276,17 @@ SERVING_INDEXES: tuple[str, ...] = ("CREATE INDEX IF NOT EXISTS interactions_ses
 SERVING_CHECKPOINT_THRESHOLD = "256MiB"
 
 
-def serving_settings(con: duckdb.DuckDBPyConnection) -> None:
+_SIZE = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?)?B$")
+
+
+def checked_size(text: str) -> str:
+    """A DuckDB size setting such as '256MiB'; raises ValueError for anything else (it goes into SQL)."""
+    if not _SIZE.match(text.strip()):
+        raise ValueError(f"{text!r} is not a size such as 256MiB or 1GB")
+    return text.strip()
+
+
+def serving_settings(con: duckdb.DuckDBPyConnection, checkpoint_threshold: str | None = None) -> None:
     """Settings of a file that a server reads while its projector writes small batches.
 
     One thread per statement: the API's statements are small and many run at once (one per request
@@ -287,7 +301,8 @@ def serving_settings(con: duckdb.DuckDBPyConnection) -> None:
     The serving indexes are made on a writable file (about 0.5 s for a million events), then kept up
     to date by the projector's inserts."""
     con.execute("SET threads = 1")
-    con.execute(f"SET checkpoint_threshold = '{SERVING_CHECKPOINT_THRESHOLD}'")
+    threshold = checked_size(checkpoint_threshold or SERVING_CHECKPOINT_THRESHOLD)
+    con.execute(f"SET checkpoint_threshold = '{threshold}'")
     (read_only,) = con.execute(
         "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
     ).fetchone() or (True,)
@@ -298,7 +313,13 @@ def serving_settings(con: duckdb.DuckDBPyConnection) -> None:
 
 
 class ReadModelUnavailable(Exception):
-    """The served file cannot answer right now (it is being rebuilt and the old one is unreadable)."""
+    """The served file cannot answer right now (it is being rebuilt and the old one is unreadable, or
+    DuckDB invalidated it after a fatal error and the process is about to exit)."""
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether DuckDB invalidated the database: nothing on this connection works until a restart."""
+    return isinstance(exc, duckdb.FatalException) or "database has been invalidated" in str(exc)
 
 
 class ReadersWriterLock:
@@ -351,25 +372,48 @@ class ReadModelHandle:
     `unavailable` (a reason) makes `reading()` raise `ReadModelUnavailable` instead.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None) -> None:
-        serving_settings(con)
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        checkpoint_threshold: str | None = None,
+    ) -> None:
+        self.checkpoint_threshold = checkpoint_threshold
+        serving_settings(con, checkpoint_threshold)
         self._con = con
         self.path = Path(path) if path is not None else None
         self.generation = 0
         self.unavailable: str | None = None
+        # Set once DuckDB invalidated the database (a fatal error, such as a full disk during a
+        # checkpoint): the process cannot serve any more, /livez fails and `serve` exits.
+        self.failure: str | None = None
         self._lock = ReadersWriterLock()
+
+    def mark_failed(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.critical("the read model is unusable until a restart: %s", self.failure)
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor on the current file, valid until the block ends (a read lease)."""
         with self._lock.shared():
+            if self.failure is not None:
+                raise ReadModelUnavailable("the read model failed; the server is restarting")
             if self.unavailable is not None:
                 raise ReadModelUnavailable(self.unavailable)
-            cur = self._con.cursor()
             try:
-                yield cur
-            finally:
-                cur.close()
+                cur = self._con.cursor()
+                try:
+                    yield cur
+                finally:
+                    cur.close()
+            except duckdb.Error as exc:
+                if not is_fatal(exc):
+                    raise
+                self.mark_failed(exc)
+                raise ReadModelUnavailable("the read model failed; the server is restarting") from exc
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """The write side: no lease is held while it is, so the connection may be closed and swapped."""
@@ -386,7 +430,7 @@ class ReadModelHandle:
         self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None
     ) -> duckdb.DuckDBPyConnection:
         """Makes `con` current and returns the previous connection for the caller to close."""
-        serving_settings(con)
+        serving_settings(con, self.checkpoint_threshold)
         old, self._con = self._con, con
         self.path = Path(path) if path is not None else None
         self.generation += 1
