@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -49,6 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="log a line per request (off by default: /metrics counts every request, and the line costs CPU)",
     )
     parser.set_defaults(func=_serve)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise _Stopped
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -176,9 +185,11 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises the SIGINT or SIGTERM it caught once it has shut down cleanly (the projector's
+    # last batch committed or rolled back whole): a clean stop, exit 0, as a supervisor expects.
+    signal.signal(signal.SIGTERM, _stopped)
     try:
-        # uvicorn re-raises the Ctrl-C it caught once it has shut down cleanly: that is a clean exit.
-        with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt, _Stopped):
             server.run()
     finally:
         # A database DuckDB invalidated cannot be closed cleanly: what was committed is in the log.
