@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 
 from cli.options import add_broker_args, add_db_arg, add_fold_args
+from cli.projector_cmd import EXIT_READ_MODEL_FAILED
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
-EXIT_READ_MODEL_FAILED = 3
+__all__ = ["EXIT_READ_MODEL_FAILED", "register"]
 FAILURE_POLL_S = 0.5
 # Kept short: a client that does not send its next request soon is cheap to reconnect.
 KEEP_ALIVE_S = 5

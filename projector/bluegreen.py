@@ -46,7 +46,15 @@ from projector.rebuild import (
 )
 from projector.service import ProjectorService
 from projector.status import file_figures, file_size, report
-from schemas.readmodel import READMODEL_VERSION, ReadModelHandle, connect, file_version, stored_offsets
+from schemas.readmodel import (
+    READMODEL_VERSION,
+    SERVING_CHECKPOINT_THRESHOLD,
+    ReadModelHandle,
+    connect,
+    file_version,
+    size_bytes,
+    stored_offsets,
+)
 from schemas.storage import disk_free
 
 log = logging.getLogger(__name__)
@@ -150,6 +158,7 @@ class LiveProjection:
             self.group_id,
             self.batch_size,
             on_fatal=self.handle.mark_failed,
+            checkpoint_bytes=size_bytes(self.handle.checkpoint_threshold or SERVING_CHECKPOINT_THRESHOLD),
         )
         self._caught_up_from_start = service if caught_up else None
         self.service = service

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -57,9 +58,12 @@ class ProjectorService:
         parse_processes: int = DEFAULT_PARSE_PROCESSES,
         live_interval_s: float = LIVE_BATCH_INTERVAL_S,
         on_fatal: Callable[[BaseException], None] | None = None,
+        checkpoint_bytes: int | None = None,
     ) -> None:
         """`on_fatal` is called (and the loop ends) when DuckDB invalidated the database: no retry can
-        succeed on this connection, only a restart of the process, which recovers from the log."""
+        succeed on this connection, only a restart of the process, which recovers from the log.
+        `checkpoint_bytes`: checkpoint after a batch once the write-ahead log is this large (for a
+        served file, whose automatic checkpoints are off: see schemas.readmodel.serving_settings)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if live_interval_s < 0:
@@ -72,6 +76,8 @@ class ProjectorService:
         self.parse_processes = parse_processes if parse_process else 0
         self.live_interval_s = live_interval_s
         self.on_fatal = on_fatal
+        self.checkpoint_bytes = checkpoint_bytes
+        self._wal = _wal_path(con) if checkpoint_bytes is not None else None
         self._reader: TopicReader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -236,7 +242,30 @@ class ProjectorService:
         self._commit_to_kafka()
         return len(records)
 
+    def _maybe_checkpoint(self) -> None:
+        if self._wal is None or self.checkpoint_bytes is None:
+            return
+        try:
+            size = self._wal.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < self.checkpoint_bytes:
+            return
+        # The batch is in the log already: a checkpoint that fails (a full disk) invalidates the
+        # database, and the restart replays the log with that batch in it.
+        # Twice over the threshold (checkpoints kept being refused), FORCE waits for the other transactions.
+        statement = "FORCE CHECKPOINT" if size >= 2 * self.checkpoint_bytes else "CHECKPOINT"
+        try:
+            self.con.execute(statement)
+        except duckdb.Error as exc:
+            if is_fatal(exc):
+                raise
+            # Not possible right now (another transaction writes): after a later batch, then.
+            log.info("checkpoint deferred (log at %s bytes): %s", size, exc)
+
     def _after_batch(self, stats: BatchStats) -> None:
+        """After each committed batch, whether folded here or by the parallel catch-up."""
+        self._maybe_checkpoint()
         pending = self._count_pending() if stats.pending_added or stats.pending_resolved else None
         with self._lock:
             for (topic, partition), offset in stats.offsets.items():
@@ -331,6 +360,11 @@ class ProjectorService:
                 reader.close()
             except Exception as exc:
                 log.warning("closing the Kafka consumer failed: %s", exc)
+
+
+def _wal_path(con: duckdb.DuckDBPyConnection) -> Path | None:
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return Path(f"{row[0]}.wal") if row and row[0] else None
 
 
 def _iso_ms(ms: int | None) -> str | None:

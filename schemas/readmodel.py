@@ -279,11 +279,31 @@ SERVING_CHECKPOINT_THRESHOLD = "256MiB"
 _SIZE = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?)?B$")
 
 
+_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+
+
 def checked_size(text: str) -> str:
-    """A DuckDB size setting such as '256MiB'; raises ValueError for anything else (it goes into SQL)."""
+    """A size such as '256MiB' or '1GB'; raises ValueError for anything else."""
     if not _SIZE.match(text.strip()):
         raise ValueError(f"{text!r} is not a size such as 256MiB or 1GB")
     return text.strip()
+
+
+def size_bytes(text: str) -> int:
+    """'256MiB' -> 268435456, '1GB' -> 10**9 (as DuckDB reads its size settings)."""
+    match = _SIZE.match(checked_size(text))
+    assert match is not None
+    number = float(text.strip()[: match.start(2) if match.group(2) else -1])
+    unit = match.group(2) or ""
+    factor = 1024 ** (" KMGT".index(unit[0])) if unit.endswith("i") else _UNITS[unit[:1]]
+    return int(number * factor)
+
+
+# DuckDB's own checkpoint-on-commit is kept out of the way of a served file: when a commit triggers it,
+# DuckDB skips writing that transaction to the write-ahead log and relies on the checkpoint, so a
+# checkpoint that fails (a full disk) loses a commit that readers have already seen. The projector
+# checkpoints by itself instead, after the batch is durable in the log (ProjectorService.checkpoint_bytes).
+_NO_AUTOMATIC_CHECKPOINT = "1000GB"
 
 
 def serving_settings(con: duckdb.DuckDBPyConnection, checkpoint_threshold: str | None = None) -> None:
@@ -301,8 +321,8 @@ def serving_settings(con: duckdb.DuckDBPyConnection, checkpoint_threshold: str |
     The serving indexes are made on a writable file (about 0.5 s for a million events), then kept up
     to date by the projector's inserts."""
     con.execute("SET threads = 1")
-    threshold = checked_size(checkpoint_threshold or SERVING_CHECKPOINT_THRESHOLD)
-    con.execute(f"SET checkpoint_threshold = '{threshold}'")
+    checked_size(checkpoint_threshold or SERVING_CHECKPOINT_THRESHOLD)  # applied by the projector
+    con.execute(f"SET checkpoint_threshold = '{_NO_AUTOMATIC_CHECKPOINT}'")
     (read_only,) = con.execute(
         "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
     ).fetchone() or (True,)
