@@ -5,6 +5,7 @@
     GET  /api/admin/status/                  `chat-analytics status --json` of the served file
     GET  /api/admin/dead-letters/            ?reason=R&limit=N, in log order, raw bytes as base64 (streamed)
     POST /api/admin/dead-letters/retry/      ?reason=R: re-offer them to the fold
+    GET  /api/admin/snapshot/                a consistent copy of the served file (a DuckDB file)
 
 The work is done by an `AdminBackend` the command line hands in (the projector's `LiveProjection`),
 so this package never imports the projector. The work runs on a small thread pool of its own, so an
@@ -19,18 +20,21 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from api import queries
 from api.encoding import detail, json_response
-from api.params import Filters, Pagination
+from api.params import POSITION_HEADER, Filters, Pagination
 from auth.http import check
 from auth.tokens import TokenStore
+from schemas.position import Position
 from schemas.readmodel import ReadModelHandle, ReadModelUnavailable
 from schemas.registry import DEAD_LETTER_REASONS
 
@@ -60,6 +64,7 @@ class AdminBackend(Protocol):
         self, reason: str | None, limit: int | None, after: tuple[str, int, int] | None = None
     ) -> list[dict[str, Any]]: ...
     def retry_dead_letters(self, reason: str | None) -> tuple[bool, Mapping[str, Any]]: ...
+    def snapshot(self) -> tuple[Path, Position]: ...
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -147,7 +152,19 @@ def admin_routes(backend: AdminBackend, tokens: TokenStore) -> Sequence[BaseRout
         done, body = await _in_pool(backend.retry_dead_letters, reason)
         return json_response(dict(body), 200 if done else 409)
 
+    async def snapshot(request: Request) -> Response:
+        path, position = await _in_pool(backend.snapshot)
+        return FileResponse(
+            path,
+            media_type="application/octet-stream",
+            filename="chat-analytics-snapshot.duckdb",
+            # The position of the copy itself: what a replica seeded from it starts at.
+            headers={POSITION_HEADER: position.token()},
+            background=BackgroundTask(path.unlink, missing_ok=True),
+        )
+
     return [
+        Route(f"{PREFIX}/snapshot/", _staff_only({"GET": snapshot}, tokens), methods=_ANY),
         Route(
             f"{PREFIX}/rebuild/", _staff_only({"GET": rebuild_progress, "POST": start_rebuild}, tokens), methods=_ANY
         ),

@@ -73,6 +73,11 @@ KPI_DAILY_TOTALS = """
 """
 KPI_SESSIONS = "SELECT count(*), count(*) FILTER (WHERE reviewed_turns > 0) FROM sessions"
 KPI_USERS = "SELECT count(*) FROM user_stats"
+# Decision 6: hallucination_rate counts sessions; `sessions` keeps no such counter, the reviewed turns are few.
+KPI_HALLUCINATED_SESSIONS = """
+    SELECT count(DISTINCT session_id) FROM interactions
+    WHERE llm_reviewed_at IS NOT NULL AND llm_hallucination_detected
+"""
 DAYS_BY_SEVERITY = """
     SELECT day, severity_none, severity_low, severity_medium, severity_high, severity_critical
     FROM daily_counters WHERE day BETWEEN ? AND ? AND turns > 0

@@ -3,11 +3,12 @@ document are built from, so a path, its parameters and its response model are wr
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import duckdb
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,22 +17,29 @@ from api import models, pagination, queries
 from api.encoding import detail, json_response
 from api.metrics import CONTENT_TYPE, RequestMetrics, render
 from api.params import (
+    CONVERSATION_ORDERINGS,
+    FEEDBACK_ORDERINGS,
     Filters,
+    parse_conversation_filters,
+    parse_feedback_filters,
     parse_filters,
+    parse_min_position,
     parse_ordering,
     parse_pagination,
     parse_window_days,
     raise_if_any,
 )
-from api.readers import read
+from api.readers import PositionNotReached, read
 from api.snapshot_cache import SnapshotCache
 from auth.tokens import TokenStore
+from schemas.position import Position
 from schemas.readmodel import ReadModelHandle
-from schemas.settings import DEFAULT_DISK_WARN_BYTES, DEFAULT_READY_MAX_LAG
+from schemas.settings import DEFAULT_DISK_WARN_BYTES, DEFAULT_READY_MAX_LAG, DEFAULT_TOPIC
 from schemas.storage import disk_figures
 
 StatusProvider = Callable[[], Mapping[str, Any]]
 PREFIX = "/api/anonymous-chat-interactions"
+FEEDBACKS = "/api/anonymous-chat-feedbacks"
 
 
 @dataclass
@@ -46,8 +54,15 @@ class Context:
     metrics: RequestMetrics
     openapi: bytes = b""
     answers: SnapshotCache = field(default_factory=SnapshotCache)
+    topic: str = DEFAULT_TOPIC  # whose offsets make the read-model position
+    min_position_wait_s: float = 0.0  # how long a request waits for its min_position
     ready_max_lag: int | None = DEFAULT_READY_MAX_LAG
     disk_warn_bytes: int = DEFAULT_DISK_WARN_BYTES
+
+    def latest_position(self) -> Position:
+        """The position of the served file's last commit this process knows of (for responses that
+        read no data: an answer's own header is the position of the snapshot it was read from)."""
+        return Position.of(self.handle.version, self.topic, self.handle.positions.offsets(self.topic))
 
     def now(self) -> datetime:
         now = self.clock()
@@ -56,6 +71,37 @@ class Context:
 
 
 Handler = Callable[[Request, Context], Awaitable[Response]]
+T = TypeVar("T")
+# Where a data response's own position is kept for the header middleware (api.app).
+POSITION_STATE = "read_model_position"
+
+
+def _minimum(request: Request, ctx: Context, errors: dict[str, list[str]]) -> Position | None:
+    return parse_min_position(request.query_params, request.headers, ctx.topic, errors)
+
+
+async def _read(
+    request: Request,
+    ctx: Context,
+    minimum: Position | None,
+    work: Callable[[duckdb.DuckDBPyConnection], T],
+    key: Hashable,
+) -> T:
+    """`work` over one snapshot at `minimum` or later; the snapshot's position goes into the response."""
+    answer = await read(
+        ctx.handle,
+        work,
+        topic=ctx.topic,
+        cache=ctx.answers,
+        key=key,
+        minimum=minimum,
+        wait_s=ctx.min_position_wait_s,
+    )
+    request.state.read_model_position = answer.position
+    if not answer.reached:
+        assert minimum is not None
+        raise PositionNotReached(answer.position, minimum, ctx.min_position_wait_s)
+    return answer.value  # type: ignore[return-value]  # reached: the work's own value
 
 
 @dataclass(frozen=True)
@@ -79,7 +125,8 @@ def _filters_and_ordering(request: Request, errors: dict[str, list[str]]) -> tup
 
 
 def _page_response(request: Request, page: queries.Page) -> Response:
-    headers = pagination.headers(request.url, page.total, page.pagination, page.last_page)
+    position = getattr(request.state, POSITION_STATE, None)
+    headers = pagination.headers(request.url, page.total, page.pagination, page.last_page, position)
     return json_response(page.rows, headers=headers)
 
 
@@ -87,22 +134,25 @@ async def list_interactions(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     filters, ordering = _filters_and_ordering(request, errors)
     paging = parse_pagination(request.query_params, errors, optional=False)
+    minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
     order = ordering or ("-created",)
-    page = await read(
-        ctx.handle,
+    page = await _read(
+        request,
+        ctx,
+        minimum,
         lambda cur: queries.list_interactions(cur, filters, order, paging),
-        cache=ctx.answers,
-        key=("list", filters, order, paging),
+        ("list", filters, order, paging),
     )
     return _page_response(request, page)
 
 
 async def retrieve_interaction(request: Request, ctx: Context) -> Response:
     value = request.path_params["uuid"]
-    body = await read(
-        ctx.handle, lambda cur: queries.get_interaction(cur, value), cache=ctx.answers, key=("retrieve", value)
-    )
+    errors: dict[str, list[str]] = {}
+    minimum = _minimum(request, ctx, errors)
+    raise_if_any(errors)
+    body = await _read(request, ctx, minimum, lambda cur: queries.get_interaction(cur, value), ("retrieve", value))
     return detail("Not found.", 404) if body is None else json_response(body)
 
 
@@ -110,14 +160,16 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
     errors: dict[str, list[str]] = {}
     filters, ordering = _filters_and_ordering(request, errors)
     paging = parse_pagination(request.query_params, errors, optional=True)
+    minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
     narrowed = filters.narrowed(**path_filter)
     order = ordering or ("created",)
-    page = await read(
-        ctx.handle,
+    page = await _read(
+        request,
+        ctx,
+        minimum,
         lambda cur: queries.list_interactions(cur, narrowed, order, paging),
-        cache=ctx.answers,
-        key=("list", narrowed, order, paging),
+        ("list", narrowed, order, paging),
     )
     return _page_response(request, page)
 
@@ -134,40 +186,100 @@ async def by_user_aggregate(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     filters, _ordering = _filters_and_ordering(request, errors)  # validated, but the order here is fixed
     paging = parse_pagination(request.query_params, errors, optional=True)
+    minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
-    page = await read(
-        ctx.handle,
-        lambda cur: queries.list_users(cur, filters, paging),
-        cache=ctx.answers,
-        key=("by-user", filters, paging),
+    page = await _read(
+        request, ctx, minimum, lambda cur: queries.list_users(cur, filters, paging), ("by-user", filters, paging)
     )
     return _page_response(request, page)
+
+
+async def conversations(request: Request, ctx: Context) -> Response:
+    errors: dict[str, list[str]] = {}
+    filters = parse_filters(request.query_params, errors)
+    stage2 = parse_conversation_filters(request.query_params, errors)
+    ordering = parse_ordering(request.query_params, errors, CONVERSATION_ORDERINGS)
+    paging = parse_pagination(request.query_params, errors, optional=True)
+    minimum = _minimum(request, ctx, errors)
+    raise_if_any(errors)
+    order = ordering or ("-last_active",)
+    page = await _read(
+        request,
+        ctx,
+        minimum,
+        lambda cur: queries.conversations(cur, filters, stage2, order, paging),
+        ("conversations", filters, stage2, order, paging),
+    )
+    position = getattr(request.state, POSITION_STATE, None)
+    headers = pagination.headers(request.url, page.total, page.pagination, page.last_page, position)
+    return Response(page.body, media_type="application/json", headers=headers)
 
 
 async def kpi(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     filters, _ordering = _filters_and_ordering(request, errors)
+    stage2 = parse_conversation_filters(request.query_params, errors)
+    minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
     window_days = parse_window_days(request.query_params)
     today = ctx.now().date()
-    body = await read(
-        ctx.handle,
-        lambda cur: models.Kpi.model_validate(queries.kpi(cur, filters, today, window_days)).model_dump(mode="json"),
-        cache=ctx.answers,
-        key=("kpi", filters, today, window_days),
+    body = await _read(
+        request,
+        ctx,
+        minimum,
+        lambda cur: models.Kpi.model_validate(queries.kpi(cur, filters, today, window_days, stage2)).model_dump(
+            mode="json"
+        ),
+        ("kpi", filters, stage2, today, window_days),
     )
     return json_response(body)
 
 
+async def list_feedbacks(request: Request, ctx: Context) -> Response:
+    errors: dict[str, list[str]] = {}
+    filters = parse_feedback_filters(request.query_params, errors)
+    ordering = parse_ordering(request.query_params, errors, FEEDBACK_ORDERINGS)
+    paging = parse_pagination(request.query_params, errors, optional=False)
+    minimum = _minimum(request, ctx, errors)
+    raise_if_any(errors)
+    assert paging is not None
+    order = ordering or ("-submitted_at",)
+    page = await _read(
+        request,
+        ctx,
+        minimum,
+        lambda cur: queries.list_feedbacks(cur, filters, order, paging),
+        ("feedbacks", filters, order, paging),
+    )
+    return _page_response(request, page)
+
+
+async def retrieve_feedback(request: Request, ctx: Context) -> Response:
+    errors: dict[str, list[str]] = {}
+    filters = parse_feedback_filters(request.query_params, errors)
+    parse_ordering(request.query_params, errors, FEEDBACK_ORDERINGS)  # validated, as the reference does
+    minimum = _minimum(request, ctx, errors)
+    raise_if_any(errors)
+    value = request.path_params["interaction_uuid"]
+    body = await _read(
+        request, ctx, minimum, lambda cur: queries.get_feedback(cur, value, filters), ("feedback", value, filters)
+    )
+    return detail("Not found.", 404) if body is None else json_response(body)
+
+
 async def budget(request: Request, ctx: Context) -> Response:
+    errors: dict[str, list[str]] = {}
+    minimum = _minimum(request, ctx, errors)
+    raise_if_any(errors)
     now = ctx.now()
     # The answer depends on the clock only through today's date.
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    body = await read(
-        ctx.handle,
+    body = await _read(
+        request,
+        ctx,
+        minimum,
         lambda cur: models.Budget.model_validate(queries.budget(cur, today, ctx.budget)).model_dump(mode="json"),
-        cache=ctx.answers,
-        key=("budget", today.date(), ctx.budget),
+        ("budget", today.date(), ctx.budget),
     )
     return json_response(body)
 
@@ -268,7 +380,7 @@ async def metrics(request: Request, ctx: Context) -> Response:
     return Response(body, media_type=CONTENT_TYPE)
 
 
-_ALL_QUERY = ("filters", "ordering", "pagination")
+_ALL_QUERY = ("filters", "ordering", "pagination", "position")
 _STRING = {"type": "string"}
 
 # Fixed paths come before `{uuid}/`, which would otherwise match `budget/` and `kpi/`.
@@ -289,6 +401,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Today's global token budget snapshot",
         budget,
         models.Budget,
+        query=("position",),
     ),
     Operation(
         f"{PREFIX}/kpi/",
@@ -296,7 +409,19 @@ OPERATIONS: tuple[Operation, ...] = (
         "Aggregate KPI roll-up over the filtered interactions",
         kpi,
         models.Kpi,
-        query=("filters", "ordering", "window"),
+        query=("filters", "conversation_filters", "ordering", "window", "position"),
+    ),
+    Operation(
+        f"{PREFIX}/conversations/",
+        "anonymous_chat_interactions_conversations_list",
+        "One row per conversation (session), built from its turns that pass the turn-level filters, kept when it"
+        " passes the conversation-level filters; default order -last_active; paginated only when page or"
+        " page_size is given",
+        conversations,
+        models.Conversation,
+        many=True,
+        query=("filters", "conversation_filters", "conversation_ordering", "pagination", "position"),
+        paginated=True,
     ),
     Operation(
         f"{PREFIX}/by-user/",
@@ -336,7 +461,27 @@ OPERATIONS: tuple[Operation, ...] = (
         "One interaction",
         retrieve_interaction,
         models.Interaction,
+        query=("position",),
         path_params={"uuid": {"type": "string", "format": "uuid"}},
+    ),
+    Operation(
+        f"{FEEDBACKS}/",
+        "anonymous_chat_feedbacks_list",
+        "Feedback records (human feedback and/or LLM review), one per interaction; default order -submitted_at",
+        list_feedbacks,
+        models.Feedback,
+        many=True,
+        query=("feedback_filters", "feedback_ordering", "pagination", "position"),
+        paginated=True,
+    ),
+    Operation(
+        f"{FEEDBACKS}/{{interaction_uuid}}/",
+        "anonymous_chat_feedbacks_retrieve",
+        "One interaction's feedback record; 404 when it has neither feedback nor a review",
+        retrieve_feedback,
+        models.Feedback,
+        query=("feedback_filters", "feedback_ordering", "position"),
+        path_params={"interaction_uuid": {"type": "string", "format": "uuid"}},
     ),
     Operation("/api/schema/", "schema_retrieve", "This OpenAPI document", schema, None, authenticated=False),
     Operation(

@@ -13,6 +13,7 @@ import orjson
 
 from api.models import Feedback, Interaction, field_names
 from api.params import Filters
+from schemas import fulltext
 
 
 def ts(column: str) -> str:
@@ -49,7 +50,7 @@ JSON_FIELDS = frozenset({"assistant_blocks", "offering_uuids", "injection_catego
 _FEEDBACK_SQL: dict[str, str] = {
     "interaction_uuid": "CAST(uuid AS VARCHAR)",
     "score": "fb_score",
-    "category": "fb_category",
+    "category": "coalesce(fb_category, '')",
     "comment": "fb_comment",
     "submitted_from_ip": "fb_ip",
     "submitted_at": ts("fb_submitted_at"),
@@ -72,6 +73,7 @@ if tuple(_INTERACTION_SQL) != INTERACTION_FIELDS or tuple(_FEEDBACK_SQL) != FEED
     raise RuntimeError("api.interactions_sql selects other fields than api.models describes")
 
 SELECT_LIST = ", ".join([*_INTERACTION_SQL.values(), *_FEEDBACK_SQL.values()])
+FEEDBACK_SELECT_LIST = ", ".join(_FEEDBACK_SQL.values())
 _N = len(INTERACTION_FIELDS)
 _FEEDBACK_AT = INTERACTION_FIELDS.index("feedback")
 _JSON_AT = tuple(i for i, name in enumerate(INTERACTION_FIELDS) if name in JSON_FIELDS)
@@ -127,11 +129,32 @@ def where(filters: Filters) -> tuple[str, list[Any]]:
         clauses.append("user_slug = ?")
         params.append(filters.user_slug)
     if filters.query is not None:
-        # contains() on lower-cased text: a substring test with no pattern syntax, so `%` and `_` in
-        # the search text are literal and nothing needs escaping.
-        clauses.append("(contains(lower(user_input), lower(?)) OR contains(lower(blocks_text), lower(?)))")
-        params.extend([filters.query, filters.query])
+        condition, query_params = query_condition(filters.query)
+        clauses.append(condition)
+        params.extend(query_params)
     return (" AND ".join(clauses) or "TRUE"), params
+
+
+def _item_condition(item: fulltext.Item, params: list[Any]) -> str:
+    substring = item.substring()
+    if substring is not None:
+        params.append(substring)
+        test = "contains(search_terms, ?)"
+    else:
+        params.append(item.pattern())
+        test = "regexp_matches(search_terms, ?)"
+    return f"NOT {test}" if item.negated else test
+
+
+def query_condition(text: str) -> tuple[str, list[Any]]:
+    """`query` (Decision 1): the user_slug contains the text, case-insensitively, or the stored stems of
+    the turn (`search_terms`, schemas.fulltext) match its websearch expression. contains() is a plain
+    substring test, so `%` and `_` are literal; the SQL text depends only on the expression's shape."""
+    params: list[Any] = [text]
+    alternatives = ["contains(lower(user_slug), lower(?))"]
+    for clause in fulltext.parse_query(text).clauses:
+        alternatives.append("(" + " AND ".join(_item_condition(item, params) for item in clause) + ")")
+    return "(" + " OR ".join(alternatives) + ")", params
 
 
 def select_page(condition: str, order: str, *, limit: bool) -> str:
@@ -165,7 +188,8 @@ def kpi_totals(condition: str) -> str:
             count(*) FILTER (WHERE {reviewed} AND llm_hallucination_detected),
             count(DISTINCT session_id) FILTER (WHERE {reviewed}),
             coalesce(sum(llm_input_tokens) FILTER (WHERE {reviewed}), 0),
-            coalesce(sum(llm_output_tokens) FILTER (WHERE {reviewed}), 0)
+            coalesce(sum(llm_output_tokens) FILTER (WHERE {reviewed}), 0),
+            count(DISTINCT session_id) FILTER (WHERE {reviewed} AND llm_hallucination_detected)
         FROM interactions WHERE {condition}
     """
 

@@ -32,7 +32,7 @@ class Feedback(_Body):
 
     interaction_uuid: UUID
     score: Literal[1, -1] | None = Field(description="the visitor's score; null when there is only a review")
-    category: FeedbackCategory | None = Field(description="set with a -1 score; null otherwise")
+    category: FeedbackCategory | Literal[""] = Field(description='set with a -1 score; "" otherwise (never null)')
     comment: str
     submitted_from_ip: str | None
     submitted_at: UtcTimestamp | None
@@ -71,6 +71,29 @@ class Interaction(_Body):
     click_count: Count = Field(description="clicks on the offerings of this turn; repeat clicks count")
     input_tokens: Count
     output_tokens: Count
+
+
+class Conversation(_Body):
+    """One conversation (session), built from its turns that pass the turn-level filters."""
+
+    session_id: str
+    user_slug: str = Field(description='the greatest user_slug of its turns (a non-empty one wins over "")')
+    message_count: Count
+    is_flagged: bool = Field(description="some turn is flagged")
+    max_severity: Severity = Field(description="the label of max_severity_rank")
+    max_severity_rank: Annotated[int, Field(ge=0, le=4)] = Field(
+        description="the highest severity of its turns: none 0, low 1, medium 2, high 3, critical 4"
+    )
+    has_feedback: bool = Field(description="some turn has a human score (a review alone does not count)")
+    offerings_shown: Count = Field(description="result_count summed over its turns")
+    offerings_clicked: Count = Field(description="clicks on its turns' offerings; repeat clicks count")
+    models_used: str = Field(description='its turns\' distinct non-empty chat models, ascending, joined by ", "')
+    is_reviewed: bool = Field(description="some turn has an LLM review")
+    input_tokens: Count
+    output_tokens: Count
+    total_tokens: Count = Field(description="input_tokens + output_tokens (judge tokens excluded)")
+    started: UtcTimestamp = Field(description="created of its first turn")
+    last_active: UtcTimestamp = Field(description="created of its last turn")
 
 
 class UserAggregate(_Body):
@@ -118,14 +141,16 @@ class Kpi(_Body):
     click_through_rate: float | None = Field(description="clicks_total / interactions_total; null when no turns")
     avg_llm_resolution_score: float | None = Field(description="mean resolution score of reviewed turns")
     llm_intent_distribution: dict[str, Count] = Field(description="reviewed turns by non-empty intent category")
-    hallucination_rate: float | None = Field(description="reviewed turns with a hallucination / reviewed turns")
+    hallucination_rate: float | None = Field(
+        description="sessions with a reviewed turn whose review found a hallucination / reviewed_total"
+    )
     review_coverage: float | None = Field(description="sessions with a reviewed turn / sessions_total")
     daily_volume: list[DailyVolume] = Field(description="turns per UTC day, window_days days ending today")
     clarification_requests_total: Count = Field(description='turns with an assistant block of "type": "ask_user"')
     clarification_rate: float | None
     input_tokens_total: Count
     output_tokens_total: Count
-    reviewed_total: Count
+    reviewed_total: Count = Field(description="sessions with a reviewed turn")
     review_input_tokens_total: Count
     review_output_tokens_total: Count
     severity_by_day: SeverityByDay

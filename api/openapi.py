@@ -15,16 +15,26 @@ REF = "#/components/schemas/{model}"
 _ERROR_MODELS: tuple[type[BaseModel], ...] = (models.Detail, models.ParameterErrors)
 
 
-def _query_parameters(groups: Sequence[str]) -> list[dict[str, Any]]:
+def _query_parameters(groups: Sequence[str], topic: str) -> list[dict[str, Any]]:
     specs: dict[str, tuple[dict[str, Any], str]] = {}
     if "filters" in groups:
         specs.update(params.FILTER_PARAMS)
+    if "conversation_filters" in groups:
+        specs.update(params.CONVERSATION_FILTER_PARAMS)
+    if "feedback_filters" in groups:
+        specs.update(params.FEEDBACK_FILTER_PARAMS)
     if "ordering" in groups:
         specs["o"] = params.ORDERING_PARAM
+    if "conversation_ordering" in groups:
+        specs["o"] = params.CONVERSATION_ORDERING_PARAM
+    if "feedback_ordering" in groups:
+        specs["o"] = params.FEEDBACK_ORDERING_PARAM
     if "pagination" in groups:
         specs.update(params.PAGINATION_PARAMS)
     if "window" in groups:
         specs["window_days"] = params.WINDOW_PARAM
+    if "position" in groups:
+        specs[params.MIN_POSITION] = params.min_position_param(topic)
     out = []
     for name, (schema, description) in specs.items():
         parameter: dict[str, Any] = {
@@ -42,11 +52,21 @@ def _query_parameters(groups: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
+POSITION_HEADER = {
+    params.POSITION_HEADER: {
+        "description": "the read-model position the answer was read from (VERSION.TOPIC_TAG.OFFSET per partition);"
+        " send it back as min_position to never read an older one",
+        "schema": {"type": "string"},
+    }
+}
+
+
 def _json(ref: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": ref}}
 
 
-def build(operations: Sequence[Operation], *, title: str, version: str) -> dict[str, Any]:
+def build(operations: Sequence[Operation], *, title: str, version: str, topic: str) -> dict[str, Any]:
+    """The document of a server folding `topic` (its name shapes the read-model position tokens)."""
     response_models = {op.response for op in operations if op.response is not None}
     all_models = sorted({*response_models, *_ERROR_MODELS}, key=lambda m: m.__name__)
     refs, definitions = models_json_schema([(m, "serialization") for m in all_models], ref_template=REF)
@@ -63,8 +83,9 @@ def build(operations: Sequence[Operation], *, title: str, version: str) -> dict[
         else:
             body_schema = {"type": "array", "items": ref(op.response)} if op.many else ref(op.response)
         ok: dict[str, Any] = {"description": op.summary, "content": {op.media_type: {"schema": body_schema}}}
+        ok["headers"] = dict(POSITION_HEADER)
         if op.paginated:
-            ok["headers"] = {
+            ok["headers"] |= {
                 "X-Result-Count": {"description": "rows in the whole result", "schema": {"type": "integer"}},
                 "Link": {
                     "description": "RFC 8288 links: first, prev, next, last (only on paginated responses)",
@@ -74,6 +95,12 @@ def build(operations: Sequence[Operation], *, title: str, version: str) -> dict[
         responses: dict[str, Any] = {"200": ok}
         for status, description in op.extra_statuses.items():
             responses[str(status)] = {"description": description, "content": {op.media_type: {"schema": body_schema}}}
+        if "position" in op.query:
+            responses["503"] = {
+                "description": "this replica did not reach min_position in time (or the read model is being rebuilt)",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}, **POSITION_HEADER},
+                **detail,
+            }
         if op.query:
             responses["400"] = {
                 "description": "bad query parameters, one key per parameter",
@@ -94,7 +121,7 @@ def build(operations: Sequence[Operation], *, title: str, version: str) -> dict[
         operation: dict[str, Any] = {
             "operationId": op.operation_id,
             "summary": op.summary,
-            "parameters": [*parameters, *_query_parameters(op.query)],
+            "parameters": [*parameters, *_query_parameters(op.query, topic)],
             "responses": responses,
             "security": [{"TokenAuth": []}] if op.authenticated else [],
         }

@@ -15,9 +15,11 @@ from uuid import UUID
 import duckdb
 
 from api import aggregates_sql as agg
+from api import conversations_sql as conv
+from api import feedbacks_sql as fsql
 from api import interactions_sql as sql
 from api.models import UserAggregate, field_names
-from api.params import Filters, Pagination
+from api.params import ConversationFilters, FeedbackFilters, Filters, Pagination
 
 SEVERITY_SERIES = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 SEVERITY_BY_DAY_DAYS = 14
@@ -32,6 +34,17 @@ class PageNotFound(Exception):
 class Page:
     total: int
     rows: list[dict[str, Any]]
+    pagination: Pagination | None
+    last_page: int
+
+
+@dataclass(frozen=True, slots=True)
+class JsonPage:
+    """A page whose body DuckDB rendered: the JSON array of `row_count` rows."""
+
+    total: int
+    body: bytes
+    row_count: int
     pagination: Pagination | None
     last_page: int
 
@@ -139,6 +152,65 @@ def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any
     return sql.to_body(row) if row else None
 
 
+# -- conversations/ -------------------------------------------------------------------------------
+
+
+def conversations(
+    cur: duckdb.DuckDBPyConnection,
+    filters: Filters | None,
+    stage2: ConversationFilters,
+    ordering: Sequence[str],
+    pagination: Pagination | None,
+) -> JsonPage:
+    """Conversations built from the turns passing `filters` (None: nothing passes), kept when they pass
+    `stage2`, in `ordering`; all of them when `pagination` is None."""
+    if filters is None:
+        _check_page(0, pagination)
+        return JsonPage(0, b"[]", 0, pagination, 1)
+    condition, params = sql.where(filters)
+    having, having_params = conv.having(stage2)
+    order = conv.order_by(ordering)
+    if pagination is None:
+        body, total = cur.execute(conv.whole_list(condition, having, order), [*params, *having_params]).fetchone()
+        return JsonPage(int(total), body.encode(), int(total), None, 1)
+    offset = (pagination.page - 1) * pagination.page_size
+    query = conv.page(condition, having, order)
+    rows = cur.execute(query, [*params, *having_params, pagination.page_size, offset]).fetchall()
+    # The window count comes with the rows; a page past the last has none, and is a 404 whatever the total.
+    total = int(rows[0][1]) if rows else 0
+    last = _check_page(total, pagination)
+    body = ("[" + ",".join(row[0] for row in rows) + "]").encode()
+    return JsonPage(total, body, len(rows), pagination, last)
+
+
+# -- anonymous-chat-feedbacks/ ----------------------------------------------------------------------
+
+
+def list_feedbacks(
+    cur: duckdb.DuckDBPyConnection, filters: FeedbackFilters, ordering: Sequence[str], pagination: Pagination
+) -> Page:
+    condition, params = fsql.where(filters)
+    total = _scalar(cur, fsql.count(condition), params)
+    last = _check_page(total, pagination)
+    if total == 0:
+        return Page(0, [], pagination, last)
+    offset = (pagination.page - 1) * pagination.page_size
+    query = fsql.page(condition, fsql.order_by(ordering))
+    rows = cur.execute(query, [*params, pagination.page_size, offset]).fetchall()
+    return Page(total, [fsql.to_body(r) for r in rows], pagination, last)
+
+
+def get_feedback(cur: duckdb.DuckDBPyConnection, value: str, filters: FeedbackFilters) -> dict[str, Any] | None:
+    """One feedback record; the list filters apply too (as the reference's retrieve runs them)."""
+    try:
+        uuid = UUID(value)
+    except ValueError:
+        return None
+    condition, params = fsql.where(filters)
+    row = cur.execute(fsql.one(condition), [uuid, *params]).fetchone()
+    return fsql.to_body(row) if row else None
+
+
 # -- by-user/ ---------------------------------------------------------------------------------------
 
 
@@ -181,23 +253,37 @@ def _rate(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def kpi(cur: duckdb.DuckDBPyConnection, filters: Filters, today: date, window_days: int) -> dict[str, Any]:
+def kpi(
+    cur: duckdb.DuckDBPyConnection,
+    filters: Filters,
+    today: date,
+    window_days: int,
+    stage2: ConversationFilters | None = None,
+) -> dict[str, Any]:
+    """The KPI over the turns passing `filters`; with `stage2` filters, only over the conversations that
+    pass them (each with all its turns that pass `filters`)."""
     volume_start = today - timedelta(days=window_days - 1)
     severity_start = today - timedelta(days=SEVERITY_BY_DAY_DAYS - 1)
     days = [min(volume_start, severity_start), today]
     per_day: dict[date, dict[str, int]] = {}
-    if not filters.given():
-        (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, hallucinations,
+    narrowing = stage2 is not None and bool(stage2.given())
+    if not filters.given() and not narrowing:
+        (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
          review_in, review_out) = cur.execute(agg.KPI_DAILY_TOTALS).fetchone()  # fmt: skip
         sessions, reviewed_sessions = cur.execute(agg.KPI_SESSIONS).fetchone()
+        hallucinated_sessions = _scalar(cur, agg.KPI_HALLUCINATED_SESSIONS)
         users = _scalar(cur, agg.KPI_USERS)
         condition, params = "TRUE", []
         for day, *counts in cur.execute(agg.DAYS_BY_SEVERITY, days).fetchall():
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
     else:
         condition, params = sql.where(filters)
+        if narrowing:
+            assert stage2 is not None
+            having, having_params = conv.having(stage2)
+            condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
         (turns, sessions, users, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed,
-         score_sum, hallucinations, reviewed_sessions, review_in, review_out) = cur.execute(
+         score_sum, _hallucinated, reviewed_sessions, review_in, review_out, hallucinated_sessions) = cur.execute(
             sql.kpi_totals(condition), params
         ).fetchone()  # fmt: skip
         for day, severity, n in cur.execute(sql.per_day_severity(condition), [*params, *days]).fetchall():
@@ -221,14 +307,15 @@ def kpi(cur: duckdb.DuckDBPyConnection, filters: Filters, today: date, window_da
         "click_through_rate": _rate(clicks, turns),
         "avg_llm_resolution_score": _rate(score_sum, reviewed),
         "llm_intent_distribution": intents,
-        "hallucination_rate": _rate(hallucinations, reviewed),
+        # Decision 6: both counted in sessions, so the rate never exceeds 1.
+        "hallucination_rate": _rate(hallucinated_sessions, reviewed_sessions),
         "review_coverage": _rate(reviewed_sessions, sessions),
         "daily_volume": [{"date": d.isoformat(), "count": day_count(d)} for d in volume_days],
         "clarification_requests_total": clarifications,
         "clarification_rate": _rate(clarifications, turns),
         "input_tokens_total": tokens_in,
         "output_tokens_total": tokens_out,
-        "reviewed_total": reviewed,
+        "reviewed_total": reviewed_sessions,
         "review_input_tokens_total": review_in,
         "review_output_tokens_total": review_out,
         "severity_by_day": {

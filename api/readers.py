@@ -1,17 +1,46 @@
-"""How a request reads the model: its own cursor, in its own read transaction, off the event loop."""
+"""How a request reads the model: its own cursor, in its own read transaction, off the event loop, at
+a read-model position of at least the one the client asked for."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import duckdb
 from starlette.concurrency import run_in_threadpool
 
 from api.snapshot_cache import SnapshotCache, snapshot_mark
+from schemas.position import Position
 from schemas.readmodel import ReadModelHandle
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Generic[T]):
+    """What `work` returned (None when not `reached`) and the position of the snapshot it read."""
+
+    value: T | None
+    position: Position
+    reached: bool = True
+
+
+class PositionNotReached(Exception):
+    """The served file did not reach the requested position in time (a 503 with Retry-After)."""
+
+    def __init__(self, position: Position, minimum: Position, waited_s: float) -> None:
+        super().__init__(
+            f"This replica's read model is at {position.token()}, behind min_position {minimum.token()},"
+            f" after waiting {waited_s * 1000:.0f} ms; retry shortly."
+        )
+        self.position = position
+
+
+def _row_count(value: object) -> int:
+    count = getattr(value, "row_count", None)
+    return int(count) if count is not None else len(getattr(value, "rows", ()))
 
 
 def _in_snapshot(
@@ -19,31 +48,40 @@ def _in_snapshot(
     work: Callable[[duckdb.DuckDBPyConnection], T],
     cache: SnapshotCache | None,
     key: Hashable,
-) -> T:
+    topic: str,
+    minimum: Position | None,
+) -> Answer[T]:
     # A read lease for the whole unit of work: a blue/green switch waits for it to end, so the file
     # cannot be swapped (or closed) under a request, and the next request reads the new file.
     with handle.reading() as cur:
         if cache is not None:
             # The mark alone, outside a transaction: it is one statement, so one snapshot, and a
             # remembered answer for it is that snapshot's answer. The common case ends here.
-            found, value = cache.get(snapshot_mark(cur, handle.generation), key)
+            mark, offsets = snapshot_mark(cur, handle.generation, topic)
+            position = Position.of(handle.version, topic, offsets)
+            if minimum is not None and not position.covers(minimum):
+                return Answer(None, position, reached=False)
+            found, value = cache.get(mark, key)
             if found:
-                return value
+                return Answer(value, position)
         # One transaction, so that a count and the rows it describes see the same projector commit.
         cur.execute("BEGIN TRANSACTION")
         try:
-            if cache is None:
-                return work(cur)
             # Read again inside the transaction: the answer computed here belongs to this mark.
-            mark = snapshot_mark(cur, handle.generation)
+            mark, offsets = snapshot_mark(cur, handle.generation, topic)
+            position = Position.of(handle.version, topic, offsets)
+            if minimum is not None and not position.covers(minimum):
+                return Answer(None, position, reached=False)
+            if cache is None:
+                return Answer(work(cur), position)
             found, value = cache.claim(mark, key)
             if not found:
                 try:
                     value = work(cur)
-                    cache.put(mark, key, value, rows=len(getattr(value, "rows", ())))
+                    cache.put(mark, key, value, rows=_row_count(value))
                 finally:
                     cache.release(mark, key)
-            return value
+            return Answer(value, position)
         finally:
             cur.execute("ROLLBACK")
 
@@ -52,10 +90,25 @@ async def read(
     handle: ReadModelHandle,
     work: Callable[[duckdb.DuckDBPyConnection], T],
     *,
+    topic: str,
     cache: SnapshotCache | None = None,
     key: Hashable = None,
-) -> T:
+    minimum: Position | None = None,
+    wait_s: float = 0.0,
+) -> Answer[T]:
     """Runs `work(cursor)` in the threadpool: DuckDB calls block, the event loop must not. With a
     `cache`, an answer to the same `key` (everything the answer depends on besides the data) computed
-    in the same snapshot is returned instead."""
-    return await run_in_threadpool(_in_snapshot, handle, work, cache, key)
+    in the same snapshot is returned instead.
+
+    With a `minimum` position the file has not reached, waits (on the event loop, holding no thread)
+    for the projector's next commit and looks again, for at most `wait_s`; then returns an answer that
+    is not `reached`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        # Taken before the read: a commit between the read and the wait still wakes the wait.
+        seen = handle.positions.commits
+        answer = await run_in_threadpool(_in_snapshot, handle, work, cache, key, topic, minimum)
+        remaining = deadline - time.monotonic()
+        if answer.reached or remaining <= 0:
+            return answer
+        await handle.positions.wait(seen, remaining)

@@ -21,15 +21,25 @@ from typing import Any
 
 import duckdb
 
-# Raw values rather than sums in SQL: DuckDB plans this faster, and only their total matters.
-MARK_SQL = "SELECT next_offset FROM offsets UNION ALL SELECT events FROM applied_counts"
+# Raw values rather than sums in SQL: DuckDB plans this faster, and only their total matters. The
+# offsets' topic and partition come along: the same statement gives the answer's read-model position.
+MARK_SQL = "SELECT topic, partition, next_offset FROM offsets UNION ALL SELECT NULL, NULL, events FROM applied_counts"
 MAX_ENTRIES = 256
 # A whole transcript can be long: answers with more rows than this are not kept (memory stays small).
 MAX_ROWS = 1000
 
 
-def snapshot_mark(cur: duckdb.DuckDBPyConnection, generation: int) -> tuple[int, int]:
-    return generation, sum(int(value) for (value,) in cur.execute(MARK_SQL).fetchall())
+def snapshot_mark(
+    cur: duckdb.DuckDBPyConnection, generation: int, topic: str
+) -> tuple[tuple[int, int], dict[int, int]]:
+    """The snapshot mark, and the offsets of `topic` (next offset by partition) in the same snapshot."""
+    total = 0
+    offsets: dict[int, int] = {}
+    for row_topic, partition, value in cur.execute(MARK_SQL).fetchall():
+        total += int(value)
+        if row_topic == topic:
+            offsets[int(partition)] = int(value)
+    return (generation, total), offsets
 
 
 class SnapshotCache:

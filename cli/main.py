@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.serve_cmd",  # serve
     "cli.ops_cmd",  # rebuild, status, dead-letters
     "cli.token_cmd",  # token create|list|revoke
+    "cli.snapshot_cmd",  # snapshot
+    "cli.replicas_cmd",  # replicas
 )
 
 

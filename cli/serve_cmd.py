@@ -24,7 +24,12 @@ from pathlib import Path
 
 from cli.options import add_broker_args, add_db_arg, add_fold_args
 from cli.projector_cmd import EXIT_READ_MODEL_FAILED
-from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
+from schemas.settings import (
+    DEFAULT_MIN_POSITION_WAIT_MS,
+    ENV_BOOTSTRAP_SERVERS,
+    ENV_MIN_POSITION_WAIT_MS,
+    Settings,
+)
 
 __all__ = ["EXIT_READ_MODEL_FAILED", "register"]
 FAILURE_POLL_S = 0.5
@@ -44,6 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-projector",
         action="store_true",
         help="serve the read-model file as it is: no consumer, no ingest endpoint, no broker needed",
+    )
+    parser.add_argument(
+        "--min-position-wait-ms",
+        type=int,
+        default=settings.min_position_wait_ms,
+        help="how long a request whose min_position this server has not reached waits for it before a 503"
+        f" (default ${ENV_MIN_POSITION_WAIT_MS}, else {DEFAULT_MIN_POSITION_WAIT_MS})",
     )
     parser.add_argument(
         "--access-log",
@@ -92,6 +104,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if args.min_position_wait_ms < 0:
+        print("serve: --min-position-wait-ms must not be negative", file=sys.stderr)
+        return 2
     try:
         # Without a projector nothing writes: a file on read-only storage (a snapshot, a mounted
         # volume) is opened read-only, so DuckDB neither creates a log nor checkpoints.
@@ -118,6 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
         "budget": settings.daily_token_budget,
         "ready_max_lag": settings.ready_max_lag,
         "disk_warn_bytes": settings.disk_warn_bytes,
+        "topic": args.topic,
     }
     if args.no_projector:
 
@@ -173,6 +189,7 @@ def _serve(args: argparse.Namespace) -> int:
                 *admin_routes(projection, tokens),
             ],
             lifespan=lifespan,
+            min_position_wait_s=args.min_position_wait_ms / 1000,
             **common,
         )
     config = uvicorn.Config(

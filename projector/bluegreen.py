@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ from projector.rebuild import (
 )
 from projector.service import ProjectorService
 from projector.status import file_figures, file_size, report
+from schemas.position import Position
 from schemas.readmodel import (
     READMODEL_VERSION,
     SERVING_CHECKPOINT_THRESHOLD,
@@ -55,6 +57,7 @@ from schemas.readmodel import (
     size_bytes,
     stored_offsets,
 )
+from schemas.readmodel_copy import copy_read_model
 from schemas.storage import disk_free
 
 log = logging.getLogger(__name__)
@@ -118,6 +121,9 @@ class LiveProjection:
 
     def start(self) -> None:
         """Starts the live projector, or, for a file of another read-model version, a rebuild."""
+        # Copies a download did not finish sending (the process stopped meanwhile).
+        for leftover in self._served.parent.glob(f"{self._served.name}.snapshot-*"):
+            leftover.unlink(missing_ok=True)
         version = file_version(self.handle.connection)
         if version == READMODEL_VERSION:
             self._start_service(self.handle.connection)
@@ -157,6 +163,7 @@ class LiveProjection:
             con,
             self.group_id,
             self.batch_size,
+            on_commit=self.handle.positions.advance,
             on_fatal=self.handle.mark_failed,
             checkpoint_bytes=size_bytes(self.handle.checkpoint_threshold or SERVING_CHECKPOINT_THRESHOLD),
         )
@@ -225,6 +232,22 @@ class LiveProjection:
         with self.handle.reading() as cur:
             letters = deadletters.iter_dead_letters(cur, reason=reason, limit=limit, after=after)
             return [d.as_json() for d in letters]
+
+    # -- a consistent copy of the served file, for seeding a replica --------------------------------------
+
+    def snapshot(self) -> tuple[Path, Position]:
+        """Copies the served file, as of one commit, to a new file beside it; returns it with its position.
+        The caller deletes the file once it has sent it."""
+        dest = self._served.with_name(f"{self._served.name}.snapshot-{uuid.uuid4().hex[:12]}")
+        try:
+            version, offsets = copy_read_model(self.handle, dest, self.topic)
+        except BaseException:
+            for leftover in (dest, Path(f"{dest}.wal")):
+                leftover.unlink(missing_ok=True)
+            raise
+        position = Position.of(version, self.topic, offsets)
+        log.info("snapshot of %s at %s: %s bytes", self._served, position.token(), dest.stat().st_size)
+        return dest, position
 
     # -- dead-letter retry on the served file ---------------------------------------------------------
 

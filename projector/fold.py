@@ -4,7 +4,7 @@ A batch goes through two steps, so that the CPU-heavy one can run in another pro
 
 1. `prepare(records)` (pure Python, no database): parses the whole poll at once with
    `schemas.registry.parse_events` and shapes each valid event into the row its table needs
-   (JSON text, `blocks_text`, UTC-naive timestamps). The result is plain picklable data.
+   (JSON text, the stemmed `search_terms`, UTC-naive timestamps). The result is plain picklable data.
 2. `apply_prepared(con, batch)`: in one transaction, skips records below the stored offsets and
    already-applied event ids, inserts turns, applies (or parks, or dead-letters) feedback, clicks and
    reviews, inserts usage, recomputes the aggregates of the keys it touched, and stores the next
@@ -57,6 +57,7 @@ from schemas.events import (
     TurnRecorded,
     UsageRecorded,
 )
+from schemas.fulltext import document_terms
 from schemas.registry import (
     DUPLICATE_INTERACTION,
     INVALID_DATA,
@@ -180,7 +181,7 @@ TURN_SCHEMA = pa.schema(
         ("user_slug", pa.string()),
         ("user_input", pa.string()),
         ("assistant_blocks", pa.string()),
-        ("blocks_text", pa.string()),
+        ("search_terms", pa.string()),
         ("offering_uuids", pa.string()),
         ("result_count", pa.int32()),
         ("is_flagged", pa.bool_()),
@@ -195,6 +196,7 @@ TURN_SCHEMA = pa.schema(
         ("created_date", pa.date32()),
         ("input_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
+        ("model", pa.string()),
         ("is_clarification", pa.bool_()),
         ("event_id", pa.string()),
         ("source_partition", pa.int32()),
@@ -371,21 +373,6 @@ def to_json(value: Any) -> str:
         return json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def blocks_text(value: Any) -> str:
-    """Every string value found inside assistant_blocks, in document order, one per line."""
-    out: list[str] = []
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, list):
-            stack.extend(reversed(item))
-        elif isinstance(item, dict):
-            stack.extend(reversed(list(item.values())))
-    return "\n".join(out)
-
-
 def is_clarification(blocks: list[Any]) -> bool:
     return any(isinstance(b, dict) and b.get("type") == "ask_user" for b in blocks)
 
@@ -403,7 +390,7 @@ def _turn_row(record: Record, event: TurnRecorded, event_id: str, uuid: str) -> 
         d.user_slug,
         d.user_input,
         to_json(blocks),
-        blocks_text(blocks),
+        document_terms(d.user_input, blocks),
         orjson.dumps(d.offering_uuids).decode(),  # UUIDs in their canonical text, as str() writes them
         _check("result_count", d.result_count, _INT32_MAX),
         d.is_flagged,
@@ -418,6 +405,7 @@ def _turn_row(record: Record, event: TurnRecorded, event_id: str, uuid: str) -> 
         created.astimezone(UTC).date() if created.tzinfo is not UTC else created.date(),
         _check("input_tokens", d.input_tokens, _INT64_MAX),
         _check("output_tokens", d.output_tokens, _INT64_MAX),
+        d.model,
         is_clarification(blocks),
         event_id,
         record.partition,
@@ -1009,9 +997,9 @@ WHERE rowid BETWEEN ? AND ? AND rowid = ANY(?)
 _INSERT_TURNS = """
 INSERT INTO interactions BY NAME
 SELECT
-    uuid::UUID AS uuid, session_id, user_slug, user_input, assistant_blocks, blocks_text, offering_uuids,
+    uuid::UUID AS uuid, session_id, user_slug, user_input, assistant_blocks, search_terms, offering_uuids,
     result_count, is_flagged, severity, injection_categories, pii_categories, action_taken, warning, ip_address,
-    last_active_at, created, created_date, input_tokens, output_tokens, is_clarification,
+    last_active_at, created, created_date, input_tokens, output_tokens, model, is_clarification,
     0 AS click_count,
     NULL AS fb_score, NULL AS fb_category, '' AS fb_comment, NULL AS fb_ip, NULL AS fb_submitted_at,
     NULL AS llm_resolution_score, '' AS llm_intent_category, false AS llm_hallucination_detected,

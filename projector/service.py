@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,10 +57,13 @@ class ProjectorService:
         parse_process: bool = True,
         parse_processes: int = DEFAULT_PARSE_PROCESSES,
         live_interval_s: float = LIVE_BATCH_INTERVAL_S,
+        on_commit: Callable[[Mapping[tuple[str, int], int]], None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         checkpoint_bytes: int | None = None,
     ) -> None:
-        """`on_fatal` is called (and the loop ends) when DuckDB invalidated the database: no retry can
+        """`on_commit(offsets)` is called after each batch's transaction commits, with the (topic,
+        partition) -> next offset it stored: `serve` wakes the requests waiting for a newer position.
+        `on_fatal` is called (and the loop ends) when DuckDB invalidated the database: no retry can
         succeed on this connection, only a restart of the process, which recovers from the log.
         `checkpoint_bytes`: checkpoint after a batch once the write-ahead log is this large (for a
         served file, whose automatic checkpoints are off: see schemas.readmodel.serving_settings)."""
@@ -75,6 +78,7 @@ class ProjectorService:
         self.batch_size = batch_size
         self.parse_processes = parse_processes if parse_process else 0
         self.live_interval_s = live_interval_s
+        self.on_commit = on_commit
         self.on_fatal = on_fatal
         self.checkpoint_bytes = checkpoint_bytes
         self._wal = _wal_path(con) if checkpoint_bytes is not None else None
@@ -276,6 +280,8 @@ class ProjectorService:
             if pending is not None:
                 self._pending = pending
             self._last_batch_at = datetime.now(UTC)
+        if self.on_commit is not None:
+            self.on_commit(stats.offsets)
         self._update_caught_up()
         if stats.dead_letters:
             log.debug("dead letters in this batch: %s", dict(stats.dead_letters))

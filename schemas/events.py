@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 USER_INPUT_MAX = 2000
+MODEL_MAX = 150  # the reference's column width for the chat model's name
 
 Severity = Literal["none", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
@@ -111,6 +112,9 @@ class TurnData(_Data):
     input_tokens: NonNegativeInt = 0
     output_tokens: NonNegativeInt = 0
     last_active_at: UtcDatetime | None = Field(default=None, description="defaults to occurred_at")
+    model: Annotated[StrictStr, Field(max_length=MODEL_MAX)] = Field(
+        default="", description='the chat model that wrote the reply; "" when unknown (older publishers)'
+    )
 
     @field_validator("user_input", mode="before")
     @classmethod
@@ -281,6 +285,7 @@ __all__ = [
     "TURN_DEPENDENT_TYPES",
     "TurnData",
     "TurnRecorded",
+    "MODEL_MAX",
     "USER_INPUT_MAX",
     "UsageData",
     "UsageRecorded",

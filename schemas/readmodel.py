@@ -5,7 +5,9 @@ Tables, by what they serve:
 
 - `interactions`: one row per turn, with the current human feedback (`fb_*`), the current LLM
   review (`llm_*`) and the click count folded in. Serves list, retrieve, by-session, by-user/{slug}
-  and every filtered KPI / by-user query.
+  and every filtered KPI / by-user query, the conversations roll-up (grouped by `session_id`), the
+  feedbacks endpoints (rows with a score or a review) and the full-text `query` (`search_terms`, the
+  turn's stemmed words: the search structure lives on the turn's own row, so deleting a turn deletes it).
 - `sessions`: one row per session (first and last turn, turn count, reviewed turns).
 - `user_stats`: one row per non-empty `user_slug`, the counters of the by-user endpoint.
 - `daily_counters`: one row per UTC day of `created` (or of `occurred_at` for usage events).
@@ -36,12 +38,15 @@ from pathlib import Path
 
 import duckdb
 
+from schemas.position import PositionBoard
+
 log = logging.getLogger(__name__)
 
 # Bump when a release changes the tables or what the fold writes into them: a file with an older
 # version is rebuilt from the topic (see the README, "Operating the projector").
 # 2: `applied_counts` (a version-1 file has no such counts to carry over).
-READMODEL_VERSION = 2
+# 3: `interactions.model` and `interactions.search_terms` (in place of `blocks_text`).
+READMODEL_VERSION = 3
 
 DDL: tuple[str, ...] = (
     """
@@ -65,7 +70,7 @@ DDL: tuple[str, ...] = (
         user_slug VARCHAR NOT NULL,
         user_input VARCHAR NOT NULL,
         assistant_blocks VARCHAR NOT NULL,      -- JSON text of the array, as given
-        blocks_text VARCHAR NOT NULL,           -- the string values inside assistant_blocks, for `query`
+        search_terms VARCHAR NOT NULL,          -- the stemmed words of the turn's text, for `query` (schemas.fulltext)
         offering_uuids VARCHAR NOT NULL,        -- JSON text of the array of UUID strings
         result_count INTEGER NOT NULL,
         is_flagged BOOLEAN NOT NULL,
@@ -80,6 +85,7 @@ DDL: tuple[str, ...] = (
         created_date DATE NOT NULL,
         input_tokens BIGINT NOT NULL,
         output_tokens BIGINT NOT NULL,
+        model VARCHAR NOT NULL,                 -- the chat model of the reply; '' when unknown
         is_clarification BOOLEAN NOT NULL,      -- some block has "type": "ask_user"
         click_count INTEGER NOT NULL,
         -- the visitor's current feedback (NULL score: none)
@@ -390,6 +396,9 @@ class ReadModelHandle:
     rebuild swaps in a new connection inside `exclusive()`, which waits for every lease to end and
     holds new ones back until the swap is done, so no unit of work spans two files or a closed one.
     `unavailable` (a reason) makes `reading()` raise `ReadModelUnavailable` instead.
+    `positions` holds the offsets the served file has committed (its projector advances it after each
+    commit) and wakes the requests that wait for a newer position; `version` is the file's read-model
+    version, part of every position token.
     """
 
     def __init__(
@@ -409,6 +418,18 @@ class ReadModelHandle:
         # checkpoint): the process cannot serve any more, /livez fails and `serve` exits.
         self.failure: str | None = None
         self._lock = ReadersWriterLock()
+        self.positions = PositionBoard()
+        self.version = 0
+        self._note_file(con)
+
+    def _note_file(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.version = file_version(con) or 0
+        try:
+            rows = con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
+        except duckdb.CatalogException:
+            rows = []
+        # A switch wakes the waiting requests too: the new file may be ahead of the old one.
+        self.positions.advance((str(t), int(p), int(o)) for t, p, o in rows)
 
     def mark_failed(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -454,4 +475,5 @@ class ReadModelHandle:
         old, self._con = self._con, con
         self.path = Path(path) if path is not None else None
         self.generation += 1
+        self._note_file(con)
         return old

@@ -19,6 +19,7 @@ ENV_TOKENS_FILE = "CHAT_ANALYTICS_TOKENS_FILE"
 ENV_DAILY_TOKEN_BUDGET = "CHAT_ANALYTICS_DAILY_TOKEN_BUDGET"
 ENV_USER_SLUG_SALT = "CHAT_ANALYTICS_USER_SLUG_SALT"
 ENV_HOME = "CHAT_ANALYTICS_HOME"
+ENV_MIN_POSITION_WAIT_MS = "CHAT_ANALYTICS_MIN_POSITION_WAIT_MS"
 # For commands that talk to a running `serve` (rebuild --live, status --url, dead-letters --url).
 ENV_URL = "CHAT_ANALYTICS_URL"
 ENV_ADMIN_TOKEN = "CHAT_ANALYTICS_ADMIN_TOKEN"
@@ -42,6 +43,8 @@ DEFAULT_INGEST_RATE = 1000.0  # events per second per token (a burst of one full
 DEFAULT_READY_MAX_LAG = 100_000  # records behind the topic's end above which /readyz answers 503
 DEFAULT_DISK_WARN_BYTES = 1024**3
 DEFAULT_CHECKPOINT_THRESHOLD = "256MiB"
+# How long a request with a `min_position` this replica has not reached waits for it before a 503.
+DEFAULT_MIN_POSITION_WAIT_MS = 3000
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -66,6 +69,7 @@ class Settings:
     ready_max_lag: int = DEFAULT_READY_MAX_LAG
     disk_warn_bytes: int = DEFAULT_DISK_WARN_BYTES
     checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD
+    min_position_wait_ms: int = DEFAULT_MIN_POSITION_WAIT_MS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -88,4 +92,7 @@ class Settings:
             ready_max_lag=int(env(ENV_READY_MAX_LAG) or DEFAULT_READY_MAX_LAG),
             disk_warn_bytes=int(env(ENV_DISK_WARN_BYTES) or DEFAULT_DISK_WARN_BYTES),
             checkpoint_threshold=env(ENV_CHECKPOINT_THRESHOLD) or DEFAULT_CHECKPOINT_THRESHOLD,
+            min_position_wait_ms=int(
+                env(ENV_MIN_POSITION_WAIT_MS, str(DEFAULT_MIN_POSITION_WAIT_MS)) or DEFAULT_MIN_POSITION_WAIT_MS
+            ),
         )

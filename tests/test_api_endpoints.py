@@ -92,7 +92,7 @@ def test_retrieve_serves_every_field_of_the_interaction(client: TestClient) -> N
     assert body["feedback"] == {
         "interaction_uuid": T["t1"],
         "score": 1,
-        "category": None,
+        "category": "",  # the reference's value when there is none (never null)
         "comment": "",
         "submitted_from_ip": "192.0.2.1",
         "submitted_at": "2026-11-26T09:10:00.000000Z",
@@ -121,14 +121,14 @@ def test_feedback_with_a_review_keeps_the_human_score(client: TestClient) -> Non
 
 def test_review_only_feedback_has_no_score(client: TestClient) -> None:
     fb = ok(client, f"{PREFIX}/{T['t5']}/")["feedback"]
-    assert fb["score"] is None and fb["category"] is None and fb["comment"] == ""
+    assert fb["score"] is None and fb["category"] == "" and fb["comment"] == ""
     assert fb["submitted_from_ip"] is None and fb["submitted_at"] is None
     assert fb["llm_resolution_score"] == 5 and fb["llm_reviewed_at"] == "2026-11-28T10:00:00.000000Z"
 
 
 def test_a_later_feedback_replaces_the_earlier_one(client: TestClient) -> None:
     fb = ok(client, f"{PREFIX}/{T['t4']}/")["feedback"]
-    assert (fb["score"], fb["category"], fb["submitted_at"]) == (1, None, "2026-11-27T08:30:00.000000Z")
+    assert (fb["score"], fb["category"], fb["submitted_at"]) == (1, "", "2026-11-27T08:30:00.000000Z")
     assert fb["llm_hallucination_detected"] is True and fb["llm_hallucination_details"] == "invented a price"
 
 
@@ -631,6 +631,11 @@ def test_schema_describes_every_endpoint_with_the_models_schemas(client: TestCli
         f"{PREFIX}/by-user/",
         f"{PREFIX}/by-session/{{session_id}}/",
         f"{PREFIX}/by-user/{{user_slug}}/",
+        f"{PREFIX}/conversations/",
+    }
+    assert {p for p in paths if p.startswith("/api/anonymous-chat-feedbacks")} == {
+        "/api/anonymous-chat-feedbacks/",
+        "/api/anonymous-chat-feedbacks/{interaction_uuid}/",
     }
     components = doc["components"]["schemas"]
     assert set(components["Interaction"]["properties"]) == set(Interaction.model_fields)

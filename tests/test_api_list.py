@@ -63,12 +63,18 @@ def test_default_order_is_newest_first_with_uuid_breaking_the_tie(client: TestCl
         ({"user_slug": "a" * 63}, []),
         ({"query": "storage"}, ["t6", "t2"]),  # t2 by its input, t6 by input and block text
         ({"query": "STORAGE"}, ["t6", "t2"]),
-        ({"query": "hpc cluster"}, ["t1"]),  # only in assistant_blocks
-        ({"query": "50%_off"}, ["t2"]),
-        ({"query": "%"}, ["t2"]),  # literal, not a wildcard
-        ({"query": "_"}, ["t2"]),
+        ({"query": "hpc cluster"}, ["t1"]),  # only in a text block
+        ({"query": "questions"}, ["t7"]),  # stemmed: "question" in the input
+        ({"query": "50%_off"}, []),  # only in an ask_user form, which is not searched
+        ({"query": "%"}, []),  # literal, not a wildcard: no word and no slug has it
+        ({"query": "_"}, []),
         ({"query": "ünïcode query"}, ["t5"]),
         ({"query": "no such text"}, []),
+        ({"query": "aaaaaaaaaa"}, ["t7", "t6", "t2", "t1"]),  # a part of user A's slug
+        ({"query": "kubernetes or gpu"}, ["t4", "t1"]),
+        ({"query": "storage -quota"}, ["t2"]),
+        ({"query": '"object storage"'}, ["t6"]),
+        ({"query": '"storage object"'}, []),  # a phrase keeps its order
     ],
 )
 def test_each_filter_alone(client: TestClient, params: dict[str, str], expected: list[str]) -> None:
@@ -92,7 +98,7 @@ def test_each_filter_alone(client: TestClient, params: dict[str, str], expected:
                 "has_feedback": "true",
                 "has_negative_feedback": "true",
                 "is_flagged": "true",
-                "query": "o",
+                "query": "quota",
                 "severity": "high",
                 "session_id": "s4",
                 "user_slug": "a" * 64,
@@ -177,7 +183,9 @@ def test_links_keep_every_other_parameter_including_repeats(client: TestClient) 
 
 def test_link_header_format(client: TestClient) -> None:
     response = client.get(LIST, params={"page_size": 5, "page": 2}, headers=AUTH)
-    base = "http://testserver/api/anonymous-chat-interactions/?page_size=5&page="
+    # Each link asks for at least this page's read-model position (see docs/scaling.md).
+    position = response.headers["x-read-model-position"]
+    base = f"http://testserver/api/anonymous-chat-interactions/?page_size=5&min_position={position}&page="
     assert response.headers["link"] == f'<{base}1>; rel="first", <{base}1>; rel="prev", <{base}2>; rel="last"'
 
 
@@ -217,7 +225,7 @@ def test_page_size_defaults_to_10_and_is_cut_to_300(client: TestClient) -> None:
         {"created_from": "2026-11-27", "severity": "none"},
         {"session_id": "s4"},
         {"user_slug": "a" * 64, "o": "created"},
-        {"query": "e"},
+        {"query": "storage or question or gpu"},
     ],
 )
 def test_walking_the_pages_yields_each_row_once_in_order(client: TestClient, params: dict[str, str]) -> None:

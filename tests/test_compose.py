@@ -72,7 +72,7 @@ def test_the_service_serves_on_8000_after_a_healthy_broker_and_the_topic(service
 def test_every_app_container_reaches_the_broker_on_an_advertised_listener(services: dict[str, Any]) -> None:
     broker_env = services["kafka"]["environment"]
     advertised = broker_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
-    for name in ("topic", "chat-analytics", "publish-demo"):
+    for name in ("topic", "chat-analytics", "publish-demo", "replica-1", "replica-2"):
         bootstrap = services[name]["environment"]["CHAT_ANALYTICS_BOOTSTRAP_SERVERS"]
         assert any(listener.endswith(f"://{bootstrap}") for listener in advertised), name
 
@@ -98,3 +98,49 @@ def test_the_dockerfile_installs_the_package_on_python_3_11_slim() -> None:
     assert "EXPOSE 8000" in lines
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", ".cache", "data"} <= set(ignored), "local state must not be baked into the image"
+
+
+REPLICAS = ("replica-1", "replica-2")
+
+
+def test_the_replicas_profile_runs_each_replica_on_its_own_volume_and_consumer_group(services: dict[str, Any]) -> None:
+    volumes, groups = set(), set()
+    for name in REPLICAS:
+        replica = services[name]
+        assert replica["profiles"] == ["replicas"]
+        assert replica["command"][:2] == ["chat-analytics", "serve"]
+        assert replica["command"][replica["command"].index("--host") + 1] == "0.0.0.0"
+        assert "ports" not in replica, "a replica is reached through HAProxy only"
+        (volume,) = replica["volumes"]
+        assert volume.endswith(":/data")
+        volumes.add(volume.split(":")[0])
+        groups.add(replica["environment"]["CHAT_ANALYTICS_GROUP_ID"])
+        assert replica["environment"]["CHAT_ANALYTICS_DB"].startswith("/data/")
+        assert replica["depends_on"]["topic"]["condition"] == "service_completed_successfully"
+        assert "/readyz" in " ".join(replica["healthcheck"]["test"])
+    assert len(volumes) == len(groups) == len(REPLICAS), "files and consumer groups must not be shared"
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    assert volumes <= set(compose["volumes"])
+
+
+def test_haproxy_fronts_the_replicas_with_the_committed_generated_config(services: dict[str, Any]) -> None:
+    from replicas.haproxy import COMPOSE_SERVERS, check_config, compose_config
+
+    haproxy = services["haproxy"]
+    assert haproxy["profiles"] == ["replicas"]
+    assert set(haproxy["depends_on"]) == set(REPLICAS)
+    assert "127.0.0.1:8080:8080" in haproxy["ports"]
+    (mount,) = haproxy["volumes"]
+    source, target = mount.split(":")[:2]
+    assert target == "/usr/local/etc/haproxy/haproxy.cfg"
+    committed = (REPO_ROOT / source).read_text()
+    assert committed == compose_config(), "deploy/haproxy.cfg is stale: python -m replicas.haproxy --compose"
+    # One server line per replica service, on the port its serve listens on, each health-checked on /readyz.
+    assert {(name, host) for name, host, _ in COMPOSE_SERVERS} == {(r, r) for r in REPLICAS}
+    for name, host, port in COMPOSE_SERVERS:
+        command = services[name]["command"]
+        assert int(command[command.index("--port") + 1]) == port
+        assert f"server {name} {host}:{port}" in committed
+    assert "http-check send meth GET uri /readyz" in committed and "option redispatch" in committed
+    # The real HAProxy accepts it (it warns that the replicas' names do not resolve outside Docker).
+    check_config(REPO_ROOT / source)

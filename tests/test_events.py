@@ -158,6 +158,8 @@ def test_boundary_lengths_are_accepted() -> None:
     d = parse_event(raw(turn(session_id="s" * 64, user_slug="u" * 128))).data
     assert (len(d.session_id), len(d.user_slug)) == (64, 128)
     assert parse_event(raw(turn(session_id="x", user_slug=""))).data.user_slug == ""
+    assert parse_event(raw(turn(model="m" * 150))).data.model == "m" * 150
+    assert parse_event(raw(turn())).data.model == ""  # older publishers send no model
 
 
 def test_occurred_at_with_an_offset_is_stored_in_utc() -> None:
@@ -298,6 +300,8 @@ BROKEN: list[tuple[str, bytes | None, str, str]] = [
         "data.injection_categories",
     ),
     ("turn pii_categories item", raw(turn(pii_categories=[1])), "invalid_data", "data.pii_categories.0"),
+    ("turn model 151 chars", raw(turn(model="m" * 151)), "invalid_data", "data.model"),
+    ("turn model a number", raw(turn(model=4)), "invalid_data", "data.model"),
     ("turn input_tokens negative", raw(turn(input_tokens=-1)), "invalid_data", "data.input_tokens"),
     ("turn output_tokens fraction", raw(turn(output_tokens=1.5)), "invalid_data", "data.output_tokens"),
     (

@@ -93,16 +93,9 @@ def test_turn_becomes_one_interaction_row_with_every_served_field(con: duckdb.Du
     assert row["user_slug"] == "slug-a"
     assert row["user_input"] == "x" * 2000
     assert json.loads(row["assistant_blocks"]) == blocks
-    assert row["blocks_text"].split("\n") == [
-        "text",
-        "Try these",
-        "offerings",
-        "GPU cluster",
-        "hpc",
-        "ml",
-        "ask_user",
-        "Which region?",
-    ]
+    # user_input, then the text blocks only (offerings and forms are not searched); stemmed
+    assert row["search_terms"] == f" {'x' * 2000} tri _ "
+    assert row["model"] == ""
     assert json.loads(row["offering_uuids"]) == [OFFER_A, OFFER_B]
     assert row["result_count"] == 2
     assert row["is_flagged"] is False
@@ -125,15 +118,29 @@ def test_turn_becomes_one_interaction_row_with_every_served_field(con: duckdb.Du
     assert (row["source_partition"], row["source_offset"]) == (0, 0)
 
 
-def test_blocks_text_collects_string_values_not_keys_and_json_is_compact(con: duckdb.DuckDBPyConnection) -> None:
+def test_search_terms_are_the_stems_of_the_searched_blocks_and_json_is_compact(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
     t = turn(
-        assistant_blocks=[{"kind": "x", "deep": [[{"k": "needle"}]]}, 5, None, "tail"],
+        user_input="Resizing volumes",
+        assistant_blocks=[
+            {"kind": "x", "deep": [[{"k": "needle"}]]},
+            5,
+            None,
+            "tail",
+            {"key": "markdown", "content": "Extend the disk"},
+            {"key": "code", "tag": "bash", "content": "openstack volume set"},
+            {"key": "mermaid", "content": "graph"},
+            {"key": "homeport_nav", "content": "hidden"},
+        ],
         last_active_at="2026-11-26T10:00:00Z",
+        model="gpt-x",
     )
     Log(con).fold(t)
     row = interaction(con, t)
-    assert row["blocks_text"] == "x\nneedle\ntail"
-    assert row["assistant_blocks"] == '[{"kind":"x","deep":[[{"k":"needle"}]]},5,null,"tail"]'
+    assert row["search_terms"] == " resiz volum extend _ disk bash openstack volum set mermaid graph "
+    assert row["model"] == "gpt-x"
+    assert row["assistant_blocks"].startswith('[{"kind":"x","deep":[[{"k":"needle"}]]},5,null,"tail",')
     assert row["is_clarification"] is False
     assert row["last_active_at"] == datetime(2026, 11, 26, 10, 0)
     assert row["ip_address"] is None

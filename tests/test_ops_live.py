@@ -121,7 +121,7 @@ def older_file(path: Path, records: list[Any], *, break_it: bool = False) -> Non
     apply_batch(con, records)
     con.execute("UPDATE meta SET value = ? WHERE key = 'readmodel_version'", [str(READMODEL_VERSION - 1)])
     if break_it:
-        con.execute("ALTER TABLE interactions DROP COLUMN blocks_text")  # the API's `query` filter reads it
+        con.execute("ALTER TABLE interactions DROP COLUMN search_terms")  # the API's `query` filter reads it
     con.close()
 
 
@@ -144,7 +144,7 @@ def test_an_older_file_is_served_while_the_start_up_rebuild_runs_then_the_new_on
     # A topic this small is close enough to the head at once: the rebuild goes straight to switching.
     assert ready.json()["serving_previous_file"] is True
     assert ready.json()["rebuild"]["state"] in ("running", "switching")
-    assert "read-model version 1 -> 2" in ready.json()["rebuild"]["reason"]
+    assert f"read-model version {READMODEL_VERSION - 1} -> {READMODEL_VERSION}" in ready.json()["rebuild"]["reason"]
 
     gate.open.set()
     wait_for(lambda: s.rebuild_state() == "done", "the rebuild to finish")

@@ -4,7 +4,7 @@ loopback socket (uvicorn in a thread, over a read model folded from events; no b
 The client only parses what its generated models expect: `feedback` must be an object with a
 category (so: a thumbs-down), and the JSON arrays it types as "free-form objects" (offering_uuids,
 injection_categories, pii_categories) must be empty. The turns here are ones it can parse; the last
-test pins down the limitation on a turn it cannot.
+tests pin down the limitation on a turn it cannot, and on a feedback record whose category is "".
 """
 
 from __future__ import annotations
@@ -15,19 +15,26 @@ import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 import uvicorn
 from waldur_api_client import AuthenticatedClient
+from waldur_api_client.api.anonymous_chat_feedbacks import (
+    anonymous_chat_feedbacks_list,
+    anonymous_chat_feedbacks_retrieve,
+)
 from waldur_api_client.api.anonymous_chat_interactions import (
     anonymous_chat_interactions_budget_retrieve,
     anonymous_chat_interactions_by_session_list,
     anonymous_chat_interactions_by_user_aggregate,
     anonymous_chat_interactions_by_user_list,
+    anonymous_chat_interactions_conversations_list,
     anonymous_chat_interactions_kpi_retrieve,
     anonymous_chat_interactions_list,
     anonymous_chat_interactions_retrieve,
 )
+from waldur_api_client.models.anonymous_chat_feedback_o_enum import AnonymousChatFeedbackOEnum
 from waldur_api_client.models.anonymous_chat_interaction_o_enum import AnonymousChatInteractionOEnum
 from waldur_api_client.models.injection_severity_enum import InjectionSeverityEnum
 from waldur_api_client.utils import parse_link_header
@@ -40,8 +47,12 @@ from tests.test_api_data import D1, D2, D3, NOW, STAFF, TOKENS, USER_A, USER_B, 
 
 
 def parsable_events() -> list[dict]:
-    t1 = turn("s1", at=at(D1, 9), interaction_uuid=uid(1), user_slug=USER_A, user_input="gpu?", input_tokens=10)
-    t2 = turn("s1", at=at(D2, 9), interaction_uuid=uid(2), user_slug=USER_A, user_input="more", output_tokens=20)
+    t1 = turn(
+        "s1", at=at(D1, 9), interaction_uuid=uid(1), user_slug=USER_A, user_input="gpu?", input_tokens=10, model="m-2"
+    )
+    t2 = turn(
+        "s1", at=at(D2, 9), interaction_uuid=uid(2), user_slug=USER_A, user_input="more", output_tokens=20, model="m-1"
+    )
     t3 = turn(
         "s2",
         at=at(D3, 9),
@@ -188,4 +199,75 @@ def test_the_client_cannot_parse_a_turn_without_feedback(tmp_path: Path) -> None
         raw = anonymous_chat_interactions_retrieve.sync_detailed
         with pytest.raises((TypeError, AttributeError, ValueError)):
             raw(uuid=uid(9), client=c)
+    handle.connection.close()
+
+
+def test_conversations_with_turn_and_conversation_level_filters(client: AuthenticatedClient) -> None:
+    rows = anonymous_chat_interactions_conversations_list.sync(client=client)
+    assert rows is not None
+    assert [(r.session_id, r.message_count, r.total_tokens, r.models_used) for r in rows] == [
+        ("s2", 1, 11, ""),
+        ("s1", 2, 30, "m-1, m-2"),
+    ]
+    s2 = rows[0]
+    assert (s2.max_severity, s2.is_flagged, s2.has_feedback, s2.is_reviewed) == ("high", True, True, False)
+    assert s2.last_active.isoformat() == "2026-11-28T09:00:00+00:00"
+
+    def sessions(**filters: object) -> list[str]:
+        got = anonymous_chat_interactions_conversations_list.sync(client=client, **filters)
+        assert got is not None
+        return [r.session_id for r in got]
+
+    assert sessions(total_tokens_min=20.0) == ["s1"]
+    assert sessions(is_reviewed=True) == ["s1"]
+    assert sessions(last_active_after=D3) == ["s2"]
+    assert sessions(query="storage") == ["s2"]
+    assert sessions(created_before=D1, input_tokens_max=10.0) == ["s1"]
+    assert sessions(severity=InjectionSeverityEnum.HIGH, is_flagged=True) == ["s2"]
+    assert sessions(o=[AnonymousChatInteractionOEnum.CREATED]) == ["s1", "s2"]  # created means started
+    paged = anonymous_chat_interactions_conversations_list.sync_detailed(client=client, page_size=1)
+    assert paged.parsed is not None and [r.session_id for r in paged.parsed] == ["s2"]
+    assert paged.headers["x-result-count"] == "2" and "next" in parse_link_header(paged.headers["link"])
+
+
+def test_kpi_with_conversation_level_filters(client: AuthenticatedClient) -> None:
+    narrowed = anonymous_chat_interactions_kpi_retrieve.sync(client=client, total_tokens_min=20.0)
+    assert narrowed is not None
+    assert (narrowed.interactions_total, narrowed.sessions_total, narrowed.output_tokens_total) == (2, 1, 20)
+    unreviewed = anonymous_chat_interactions_kpi_retrieve.sync(client=client, is_reviewed=False)
+    assert unreviewed is not None and (unreviewed.interactions_total, unreviewed.reviewed_total) == (1, 0)
+
+
+def test_feedbacks_list_and_retrieve(client: AuthenticatedClient) -> None:
+    response = anonymous_chat_feedbacks_list.sync_detailed(client=client)
+    assert response.status_code == 200 and response.parsed is not None
+    assert [str(f.interaction_uuid) for f in response.parsed] == [uid(3), uid(2), uid(1)]
+    assert response.headers["x-result-count"] == "3"
+    assert [f.category.value for f in response.parsed] == ["other", "slow_or_failed", "inaccurate"]
+    oldest_first = anonymous_chat_feedbacks_list.sync(client=client, o=[AnonymousChatFeedbackOEnum.SUBMITTED_AT])
+    assert [str(f.interaction_uuid) for f in oldest_first] == [uid(1), uid(2), uid(3)]
+    commented = anonymous_chat_feedbacks_list.sync(client=client, has_comment=True, score=-1)
+    assert [str(f.interaction_uuid) for f in commented] == [uid(1)]
+    in_range = anonymous_chat_feedbacks_list.sync(client=client, submitted_from=D2, submitted_to=D2, page_size=5)
+    assert [str(f.interaction_uuid) for f in in_range] == [uid(2)]
+    assert anonymous_chat_feedbacks_list.sync(client=client, category="other")[0].interaction_uuid == UUID(uid(3))
+    one = anonymous_chat_feedbacks_retrieve.sync(UUID(uid(2)), client=client)
+    assert (one.score, one.llm_resolution_score, one.llm_judge_input_tokens, one.llm_judge_model) == (-1, 3, 40, "")
+    assert one.modified_at.isoformat() == "2026-11-27T11:00:00+00:00"
+
+
+def test_the_client_cannot_parse_a_feedback_record_without_category(tmp_path: Path) -> None:
+    # The server sends `"category": ""` for a thumbs-up or a review alone, as the reference does (and
+    # NEWER-REFERENCE Decision 2); the client's enum accepts only the five categories and raises.
+    t = turn("s9", interaction_uuid=uid(9), user_input="hi")
+    handle = build_read_model(tmp_path / "rm.duckdb", [t, feedback(t, 1)])
+    app = create_app(handle, tokens=TokenStore(TOKENS), clock=lambda: NOW)
+    with ServerThread(app) as server, AuthenticatedClient(f"http://127.0.0.1:{server.port}", token=STAFF) as c:
+        with pytest.raises(ValueError, match="''"):
+            anonymous_chat_feedbacks_list.sync(client=c)
+        with pytest.raises(ValueError, match="''"):
+            anonymous_chat_feedbacks_retrieve.sync(UUID(uid(9)), client=c)
+        # The answer itself is what the contract says.
+        raw = c.get_httpx_client().get("/api/anonymous-chat-feedbacks/").json()
+        assert [(r["score"], r["category"]) for r in raw] == [(1, "")]
     handle.connection.close()
