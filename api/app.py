@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan, Receive, Scope, Send
 
+import dashboard
 from api import openapi
 from api.encoding import detail, json_response
 from api.endpoints import OPERATIONS, POSITION_STATE, Context, Operation, StatusProvider
@@ -162,6 +163,7 @@ def create_app(
     )
     ctx.openapi = orjson.dumps(openapi.build(OPERATIONS, title=API_TITLE, version=API_VERSION, topic=topic))
     routes: list[BaseRoute] = [Route(op.path, _OperationApp(op, ctx)) for op in OPERATIONS]
+    routes.extend(dashboard.routes())  # the staff dashboard at / and /dashboard/, a client of these routes
     routes.extend(extra_routes)
     exception_handlers: Mapping[Any, Any] = {HTTPException: _http_error, Exception: _server_error}
     app = Starlette(

@@ -140,6 +140,16 @@ def page(condition: str, having_condition: str, order: str) -> str:
     """
 
 
+def select_csv(condition: str, having_condition: str, order: str) -> str:
+    """Every conversation, in order, as the CSV export's columns (the JSON row's fields)."""
+    columns = ", ".join(f'{sql} AS "{name}"' for name, sql in _FIELDS.items())
+    return f"SELECT {columns} FROM ({_grouped(condition, having_condition)}) ORDER BY {order}"
+
+
+def count(condition: str, having_condition: str) -> str:
+    return f"SELECT count(*) FROM ({_grouped(condition, having_condition)})"
+
+
 def narrowed(condition: str, having_condition: str) -> str:
     """The turn condition of a KPI narrowed to the conversations that pass stage 2: a passing
     conversation counts with all its turns that pass stage 1. Its parameters: the condition's, the

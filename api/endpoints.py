@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import models, pagination, queries
+from api import csv_export, models, pagination, queries
 from api.encoding import detail, json_response
 from api.metrics import CONTENT_TYPE, RequestMetrics, render
 from api.params import (
@@ -112,7 +112,7 @@ class Operation:
     handler: Handler
     response: type[BaseModel] | None
     many: bool = False
-    query: tuple[str, ...] = ()  # groups of query parameters: filters, ordering, pagination, window
+    query: tuple[str, ...] = ()  # groups of query parameters: filters, ordering, pagination, window, format
     path_params: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     paginated: bool = False
     authenticated: bool = True
@@ -124,6 +124,21 @@ def _filters_and_ordering(request: Request, errors: dict[str, list[str]]) -> tup
     return parse_filters(request.query_params, errors), parse_ordering(request.query_params, errors)
 
 
+async def _csv(
+    request: Request, ctx: Context, export: queries.Export, filename: str, errors: dict[str, list[str]]
+) -> Response:
+    return await csv_export.respond(
+        request,
+        ctx.handle,
+        count=export.count,
+        query=export.query,
+        params=export.params,
+        filename=filename,
+        errors=errors,
+        topic=ctx.topic,
+    )
+
+
 def _page_response(request: Request, page: queries.Page) -> Response:
     position = getattr(request.state, POSITION_STATE, None)
     headers = pagination.headers(request.url, page.total, page.pagination, page.last_page, position)
@@ -133,10 +148,12 @@ def _page_response(request: Request, page: queries.Page) -> Response:
 async def list_interactions(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     filters, ordering = _filters_and_ordering(request, errors)
-    paging = parse_pagination(request.query_params, errors, optional=False)
-    minimum = _minimum(request, ctx, errors)
-    raise_if_any(errors)
     order = ordering or ("-created",)
+    minimum = _minimum(request, ctx, errors)
+    if csv_export.wants_csv(request, errors):
+        return await _csv(request, ctx, queries.export_interactions(filters, order), "interactions.csv", errors)
+    paging = parse_pagination(request.query_params, errors, optional=False)
+    raise_if_any(errors)
     page = await _read(
         request,
         ctx,
@@ -159,11 +176,13 @@ async def retrieve_interaction(request: Request, ctx: Context) -> Response:
 async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Response:
     errors: dict[str, list[str]] = {}
     filters, ordering = _filters_and_ordering(request, errors)
-    paging = parse_pagination(request.query_params, errors, optional=True)
-    minimum = _minimum(request, ctx, errors)
-    raise_if_any(errors)
     narrowed = filters.narrowed(**path_filter)
     order = ordering or ("created",)
+    minimum = _minimum(request, ctx, errors)
+    if csv_export.wants_csv(request, errors):
+        return await _csv(request, ctx, queries.export_interactions(narrowed, order), "transcript.csv", errors)
+    paging = parse_pagination(request.query_params, errors, optional=True)
+    raise_if_any(errors)
     page = await _read(
         request,
         ctx,
@@ -185,8 +204,10 @@ async def by_user_list(request: Request, ctx: Context) -> Response:
 async def by_user_aggregate(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     filters, _ordering = _filters_and_ordering(request, errors)  # validated, but the order here is fixed
-    paging = parse_pagination(request.query_params, errors, optional=True)
     minimum = _minimum(request, ctx, errors)
+    if csv_export.wants_csv(request, errors):
+        return await _csv(request, ctx, queries.export_users(filters), "users.csv", errors)
+    paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     page = await _read(
         request, ctx, minimum, lambda cur: queries.list_users(cur, filters, paging), ("by-user", filters, paging)
@@ -199,10 +220,13 @@ async def conversations(request: Request, ctx: Context) -> Response:
     filters = parse_filters(request.query_params, errors)
     stage2 = parse_conversation_filters(request.query_params, errors)
     ordering = parse_ordering(request.query_params, errors, CONVERSATION_ORDERINGS)
-    paging = parse_pagination(request.query_params, errors, optional=True)
-    minimum = _minimum(request, ctx, errors)
-    raise_if_any(errors)
     order = ordering or ("-last_active",)
+    minimum = _minimum(request, ctx, errors)
+    if csv_export.wants_csv(request, errors):
+        export = queries.export_conversations(filters, stage2, order)
+        return await _csv(request, ctx, export, "conversations.csv", errors)
+    paging = parse_pagination(request.query_params, errors, optional=True)
+    raise_if_any(errors)
     page = await _read(
         request,
         ctx,
@@ -380,7 +404,7 @@ async def metrics(request: Request, ctx: Context) -> Response:
     return Response(body, media_type=CONTENT_TYPE)
 
 
-_ALL_QUERY = ("filters", "ordering", "pagination", "position")
+_ALL_QUERY = ("filters", "ordering", "pagination", "position", "format")
 _STRING = {"type": "string"}
 
 # Fixed paths come before `{uuid}/`, which would otherwise match `budget/` and `kpi/`.
@@ -420,7 +444,7 @@ OPERATIONS: tuple[Operation, ...] = (
         conversations,
         models.Conversation,
         many=True,
-        query=("filters", "conversation_filters", "conversation_ordering", "pagination", "position"),
+        query=("filters", "conversation_filters", "conversation_ordering", "pagination", "position", "format"),
         paginated=True,
     ),
     Operation(

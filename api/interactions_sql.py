@@ -164,6 +164,23 @@ def select_page(condition: str, order: str, *, limit: bool) -> str:
 
 SELECT_ONE = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ?"
 
+# A CSV row is flat: the interaction's fields (JSON ones as their JSON text), then the feedback's as
+# `feedback_<field>`, all empty when the turn has neither feedback nor review (JSON's `"feedback": null`).
+_HAS_FEEDBACK = _INTERACTION_SQL["feedback"]
+CSV_SELECT_LIST = ", ".join(
+    [f'{sql} AS "{name}"' for name, sql in _INTERACTION_SQL.items() if name != "feedback"]
+    + [
+        f'CASE WHEN {_HAS_FEEDBACK} THEN {sql} END AS "feedback_{name}"'
+        for name, sql in _FEEDBACK_SQL.items()
+        if name != "interaction_uuid"
+    ]
+)
+
+
+def select_csv(condition: str, order: str) -> str:
+    """Every row passing `condition`, in `order`, as the CSV export's columns."""
+    return f"SELECT {CSV_SELECT_LIST} FROM interactions WHERE {condition} ORDER BY {order}"
+
 
 def count(condition: str) -> str:
     return f"SELECT count(*) FROM interactions WHERE {condition}"

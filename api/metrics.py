@@ -135,8 +135,33 @@ def projector_lines(status: Mapping[str, Any] | None) -> Iterable[str]:
     yield "# HELP chat_analytics_projector_pending_events Events waiting for the turn they refer to."
     yield "# TYPE chat_analytics_projector_pending_events gauge"
     yield f"chat_analytics_projector_pending_events {int(status.get('pending_events') or 0)}"
+    yield from privacy_lines(status.get("privacy"))
     if "rebuild" in status:
         yield from rebuild_lines(status.get("rebuild"))
+
+
+def privacy_lines(privacy: Mapping[str, Any] | None) -> Iterable[str]:
+    """Retention and erasures (docs/privacy.md), as the served file counts them."""
+    if not privacy:
+        return
+    counters = (
+        (
+            "turns_purged_total",
+            "Turns removed (or dropped on arrival) by the retention policy.",
+            "turns_purged_by_retention",
+        ),
+        ("erasures_applied_total", "privacy.erasure.requested events applied.", "erasures_applied"),
+        ("erasure_rows_removed_total", "Turns (with everything attached) removed by erasures.", "erasure_rows_removed"),
+    )
+    for name, help_text, key in counters:
+        yield f"# HELP chat_analytics_privacy_{name} {help_text}"
+        yield f"# TYPE chat_analytics_privacy_{name} counter"
+        yield f"chat_analytics_privacy_{name} {int(privacy.get(key) or 0)}"
+    days = privacy.get("retention_days")
+    if days is not None:
+        yield "# HELP chat_analytics_privacy_retention_days The retention policy in days (-1: keep everything)."
+        yield "# TYPE chat_analytics_privacy_retention_days gauge"
+        yield f"chat_analytics_privacy_retention_days {int(days)}"
 
 
 def rebuild_lines(rebuild: Mapping[str, Any] | None) -> Iterable[str]:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api import models, params
+from api import csv_export, models, params
 from api.endpoints import Operation
 
 REF = "#/components/schemas/{model}"
@@ -35,6 +35,8 @@ def _query_parameters(groups: Sequence[str], topic: str) -> list[dict[str, Any]]
         specs["window_days"] = params.WINDOW_PARAM
     if "position" in groups:
         specs[params.MIN_POSITION] = params.min_position_param(topic)
+    if "format" in groups:
+        specs["format"] = csv_export.FORMAT_PARAM
     out = []
     for name, (schema, description) in specs.items():
         parameter: dict[str, Any] = {
@@ -83,6 +85,9 @@ def build(operations: Sequence[Operation], *, title: str, version: str, topic: s
         else:
             body_schema = {"type": "array", "items": ref(op.response)} if op.many else ref(op.response)
         ok: dict[str, Any] = {"description": op.summary, "content": {op.media_type: {"schema": body_schema}}}
+        if "format" in op.query:
+            # One header line, then one line per row; the columns are the JSON fields, feedback flattened.
+            ok["content"]["text/csv"] = {"schema": {"type": "string"}}
         ok["headers"] = dict(POSITION_HEADER)
         if op.paginated:
             ok["headers"] |= {

@@ -6,7 +6,7 @@ count and the rows it describes come from the same snapshot even while the proje
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -152,6 +152,25 @@ def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any
     return sql.to_body(row) if row else None
 
 
+@dataclass(frozen=True, slots=True)
+class Export:
+    """A CSV export (`api.csv_export`): how many rows, and the one statement that yields them all, its
+    columns named as the header line names them."""
+
+    count: Callable[[duckdb.DuckDBPyConnection], int]
+    query: str
+    params: list[Any]
+
+
+def export_interactions(filters: Filters | None, ordering: Sequence[str]) -> Export:
+    """The list's rows (or a transcript's) for `filters` (None: a contradiction), every page at once."""
+    order = sql.order_by(ordering)
+    if filters is None:
+        return Export(lambda cur: 0, sql.select_csv("FALSE", order), [])
+    condition, params = sql.where(filters)
+    return Export(lambda cur: count_interactions(cur, filters), sql.select_csv(condition, order), params)
+
+
 # -- conversations/ -------------------------------------------------------------------------------
 
 
@@ -181,6 +200,18 @@ def conversations(
     last = _check_page(total, pagination)
     body = ("[" + ",".join(row[0] for row in rows) + "]").encode()
     return JsonPage(total, body, len(rows), pagination, last)
+
+
+def export_conversations(filters: Filters | None, stage2: ConversationFilters, ordering: Sequence[str]) -> Export:
+    """conversations/'s rows for the two stages of filters, every page at once."""
+    order = conv.order_by(ordering)
+    if filters is None:
+        return Export(lambda cur: 0, conv.select_csv("FALSE", "TRUE", order), [])
+    condition, params = sql.where(filters)
+    having, having_params = conv.having(stage2)
+    both = [*params, *having_params]
+    count = conv.count(condition, having)
+    return Export(lambda cur: _scalar(cur, count, both), conv.select_csv(condition, having, order), both)
 
 
 # -- anonymous-chat-feedbacks/ ----------------------------------------------------------------------
@@ -244,6 +275,22 @@ def list_users(cur: duckdb.DuckDBPyConnection, filters: Filters, pagination: Pag
         offset = (pagination.page - 1) * pagination.page_size
         rows = cur.execute(sql.users(condition, limit=True), [*params, pagination.page_size, offset]).fetchall()
     return Page(total, _user_bodies(rows), pagination, last)
+
+
+def export_users(filters: Filters) -> Export:
+    """by-user/'s rows for `filters`, every page at once, from the same tables as `list_users`."""
+    given = filters.given()
+    if not given:
+        count, query, params = (lambda cur: _scalar(cur, agg.COUNT_USERS)), agg.USERS_ALL, []
+    elif given == {"user_slug"}:
+        query, params = agg.USER_ONE, [filters.user_slug]
+        count = lambda cur: _scalar(cur, f"SELECT count(*) FROM ({agg.USER_ONE})", params)  # noqa: E731
+    else:
+        condition, params = sql.where(filters)
+        query = sql.users(condition, limit=False)
+        count = lambda cur: _scalar(cur, sql.count_users(condition), params)  # noqa: E731
+    columns = ", ".join(f'"{name}"' for name in USER_FIELDS)
+    return Export(count, f"SELECT * FROM ({query}) AS users({columns})", params)
 
 
 # -- kpi/ -------------------------------------------------------------------------------------------

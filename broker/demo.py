@@ -52,6 +52,13 @@ def demo_environment(bootstrap_servers: str) -> dict[str, str]:
     return environment
 
 
+def sign_in_hint(environment: dict[str, str]) -> str:
+    """How to sign in to the dashboard: the demo's staff token, unless the tokens came from the user."""
+    if environment.get(ENV_API_TOKENS) == DEMO_TOKENS:
+        return f"sign in with the token {STAFF_TOKEN}"
+    return f"sign in with a staff token of {ENV_API_TOKENS}"
+
+
 def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
@@ -88,12 +95,20 @@ def main() -> int:
         say(f"Kafka: {broker.description} at {broker.bootstrap_servers}")
         environment = demo_environment(broker.bootstrap_servers)
         try:
-            result = ensure_topic(broker.bootstrap_servers, settings.topic, DEFAULT_PARTITIONS)
+            # The demo's own topic follows the retention policy (docs/privacy.md), set if it had another.
+            result = ensure_topic(
+                broker.bootstrap_servers,
+                settings.topic,
+                DEFAULT_PARTITIONS,
+                retention_days=settings.retention_days,
+                force=True,
+            )
         except FiniteRetentionError as exc:
             say(f"refusing to use the topic: {exc}")
             return 2
-        say(f"topic {settings.topic!r}: {'created' if result.created else 'exists'}, {result.partitions} partitions")
-        warning = retention_warning(broker.bootstrap_servers, settings.topic)
+        state = "created" if result.created else "retention set" if result.retention_fixed else "exists"
+        say(f"topic {settings.topic!r}: {state}, {result.partitions} partitions, {result.retention}")
+        warning = retention_warning(broker.bootstrap_servers, settings.topic, settings.retention_days)
         if warning:
             say(f"warning: {warning}")
 
@@ -117,6 +132,7 @@ def main() -> int:
         say(f"a slow publisher (5 events/s) runs in the background; its log: {trickle_log}")
 
         url = f"http://{HOST}:{PORT}"
+        say(f"dashboard: {url}/  ({sign_in_hint(environment)})")
         say(f"API: {url}/api/anonymous-chat-interactions/")
         say("try:")
         print(

@@ -86,6 +86,7 @@ def _project(args: argparse.Namespace) -> int:
         args.batch_size,
         parse_process=not args.no_parse_process,
         on_fatal=on_fatal,
+        retention_days=Settings.from_env().retention_days,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -136,6 +137,6 @@ def _line(status: dict) -> str:  # type: ignore[type-arg]
 def _warn_about_retention(bootstrap_servers: str, topic: str) -> None:
     from broker.topics import retention_warning
 
-    warning = retention_warning(bootstrap_servers, topic)
+    warning = retention_warning(bootstrap_servers, topic, Settings.from_env().retention_days)
     if warning:
         log.warning("%s", warning)

@@ -148,12 +148,13 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(handle, lifespan=lifespan_file, **common)
     else:
         from api.admin import admin_routes, can_serve
+        from api.erasures import erasure_routes
         from broker.topics import retention_warning
         from ingest.http import ingest_routes
         from ingest.publisher import SERVER_PRODUCER_CONFIG, Publisher
         from projector.bluegreen import LiveProjection
 
-        warning = retention_warning(args.bootstrap_servers, args.topic)
+        warning = retention_warning(args.bootstrap_servers, args.topic, settings.retention_days)
         if warning:
             logging.getLogger("chat_analytics.serve").warning("%s", warning)
         projection = LiveProjection(
@@ -164,6 +165,7 @@ def _serve(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             readable=can_serve,
             disk_warn_bytes=settings.disk_warn_bytes,
+            retention_days=settings.retention_days,
         )
         # Never waits for Kafka here: the API serves the file while a thread connects the producer.
         publisher = Publisher(args.bootstrap_servers, args.topic, connect_in_background=True, **SERVER_PRODUCER_CONFIG)
@@ -187,6 +189,7 @@ def _serve(args: argparse.Namespace) -> int:
             extra_routes=[
                 *ingest_routes(publisher, tokens, max_events=settings.ingest_max_events, rate=settings.ingest_rate),
                 *admin_routes(projection, tokens),
+                *erasure_routes(publisher.request_erasure, handle, tokens),
             ],
             lifespan=lifespan,
             min_position_wait_s=args.min_position_wait_ms / 1000,

@@ -221,7 +221,7 @@ class IngestEndpoint:
                 note(index, "(event)", "must be a JSON object")
                 continue
             try:
-                draft = complete(event, salt, derive=False)
+                draft = complete(event, salt, derive=False, drop_ip=self.publisher.drop_ip)
                 self.publisher.validate(_dumps(draft))
                 completed.append((event, draft))
             except InvalidEvent as exc:

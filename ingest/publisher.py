@@ -27,7 +27,24 @@ from pydantic import BaseModel
 
 from ingest.envelope import CURRENT_VERSION, complete, encode, key_of
 from schemas.registry import DEFAULT_REGISTRY, EventRegistry, EventRejected, FieldError, Rejection
-from schemas.settings import DEFAULT_TOPIC, Settings
+from schemas.settings import DEFAULT_TOPIC, ENV_USER_SLUG_SALT, Settings
+from schemas.settings import ip_policy as _ip_policy
+
+log = logging.getLogger(__name__)
+_salt_warned = False
+SALT_WARNING = (
+    f"{ENV_USER_SLUG_SALT} is empty: turns get no user_slug, so no visitor can be told apart or erased by "
+    "pseudonym (docs/privacy.md)"
+)
+
+
+def warn_once_if_no_salt(salt: str) -> None:
+    """Logs SALT_WARNING once per process when `salt` is empty."""
+    global _salt_warned
+    if not salt and not _salt_warned:
+        _salt_warned = True
+        log.warning("%s", SALT_WARNING)
+
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +127,20 @@ class Publisher:
         *,
         user_slug_salt: str | None = None,
         registry: EventRegistry = DEFAULT_REGISTRY,
+        ip_policy: str | None = None,
         connect_in_background: bool = False,
         **producer_config: Any,
     ) -> None:
-        """`user_slug_salt` defaults to CHAT_ANALYTICS_USER_SLUG_SALT; extra keywords go to KafkaProducer
-        (except `enable_idempotence` and `acks`, which stay on and 'all'). With `connect_in_background`
-        the constructor does not wait for a broker: a thread connects (retrying with back-off) and
-        until it has, `send` raises BrokerUnavailable."""
+        """`user_slug_salt` defaults to CHAT_ANALYTICS_USER_SLUG_SALT and `ip_policy` ("keep" or "drop")
+        to CHAT_ANALYTICS_IP_POLICY; extra keywords go to KafkaProducer (except `enable_idempotence`
+        and `acks`, which stay on and 'all'). With `connect_in_background` the constructor does not
+        wait for a broker: a thread connects (retrying with back-off) and until it has, `send` raises
+        BrokerUnavailable."""
         self.topic = topic
         self.registry = registry
         self.user_slug_salt = Settings.from_env().user_slug_salt if user_slug_salt is None else user_slug_salt
+        self.drop_ip = (ip_policy or _ip_policy()) == "drop"
+        warn_once_if_no_salt(self.user_slug_salt)
         self._config = {
             **_PRODUCER_DEFAULTS,
             **producer_config,
@@ -160,7 +181,7 @@ class Publisher:
         """Whether a producer exists (it may still be unable to reach a broker that went away since)."""
         return self._producer is not None
 
-    # ---- the five event types ----
+    # ---- the event types ----
 
     def turn_recorded(
         self,
@@ -296,11 +317,26 @@ class Publisher:
         data = _drop_none({"input_tokens": input_tokens, "output_tokens": output_tokens, "source": source})
         return self._publish("assistant.usage.recorded", data, event_id, occurred_at)
 
+    def request_erasure(
+        self,
+        *,
+        user_slug: str | None = None,
+        session_id: str | None = None,
+        reason: str | None = None,
+        event_id: Uuid | None = None,
+        occurred_at: Timestamp | None = None,
+    ) -> SendResult:
+        """Forget one visitor (`user_slug`) or one session (`session_id`), exactly one of the two: every
+        turn of it up to now leaves the read model for good (docs/privacy.md). Keyed by the session,
+        else by the user."""
+        data = _drop_none({"user_slug": user_slug, "session_id": session_id, "reason": reason})
+        return self._publish("privacy.erasure.requested", data, event_id, occurred_at)
+
     # ---- generic paths ----
 
     def prepare(self, event: Mapping[str, Any]) -> Prepared:
         """Completes, encodes and validates one event given as an envelope mapping; raises InvalidEvent."""
-        completed = complete(dict(event), self.user_slug_salt)
+        completed = complete(dict(event), self.user_slug_salt, drop_ip=self.drop_ip)
         try:
             value = encode(completed)
         except TypeError as exc:

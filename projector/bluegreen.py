@@ -34,7 +34,7 @@ from typing import Any
 
 import duckdb
 
-from projector import deadletters
+from projector import deadletters, forget
 from projector.rebuild import (
     CATCH_UP_BATCH_SIZE,
     LogBounds,
@@ -88,6 +88,7 @@ class LiveProjection:
         readable: Callable[[ReadModelHandle], bool] | None = None,
         rebuild_batch_size: int = CATCH_UP_BATCH_SIZE,
         disk_warn_bytes: int | None = None,
+        retention_days: int | None = None,
     ) -> None:
         if handle.path is None:
             raise ValueError("a live projection needs the served file's path")
@@ -99,6 +100,7 @@ class LiveProjection:
         self.rebuild_batch_size = rebuild_batch_size
         self.readable = readable
         self.disk_warn_bytes = disk_warn_bytes
+        self.retention_days = retention_days  # None: the files' retention is left alone
         self.service: ProjectorService | None = None
         self._state_lock = threading.Lock()  # guards the fields below
         self._writer = threading.Lock()  # one task that writes outside the live loop at a time
@@ -163,6 +165,7 @@ class LiveProjection:
             con,
             self.group_id,
             self.batch_size,
+            retention_days=self.retention_days,
             on_commit=self.handle.positions.advance,
             on_fatal=self.handle.mark_failed,
             checkpoint_bytes=size_bytes(self.handle.checkpoint_threshold or SERVING_CHECKPOINT_THRESHOLD),
@@ -215,11 +218,17 @@ class LiveProjection:
         ends = {p["partition"]: p["end_offset"] for p in live["partitions"]} if live else None
         with self.handle.reading() as cur:
             figures = file_figures(cur, self.topic)
+        retention = None
+        if self.retention_days is not None:
+            from broker.topics import describe_retention
+
+            retention = describe_retention(self.bootstrap_servers, self.topic, self.retention_days)
         doc = report(
             figures,
             topic=self.topic,
             path=self.handle.path,
             end_offsets=ends or None,
+            retention=retention,
             disk_warn_bytes=self.disk_warn_bytes,
         )
         doc["live"] = self.status()
@@ -324,6 +333,9 @@ class LiveProjection:
         try:
             prepare_target(new_path, force=True)  # a leftover of an interrupted rebuild is ours to replace
             new_con = connect(new_path)
+            if self.retention_days is not None:
+                # Before the first record: what is older than the horizon is dropped as it arrives.
+                forget.set_watermark(new_con, forget.horizon(self.retention_days))
             self._catch_up(new_con)
             if self._stop():
                 raise InterruptedError("the server is stopping")
@@ -390,6 +402,8 @@ class LiveProjection:
                 )
                 if _behind(new_con, self.topic, bounds):
                     raise RuntimeError("the new file did not reach the end offsets")
+                if self.retention_days is not None:
+                    forget.purge(new_con, self.retention_days)  # the horizon may have moved meanwhile
                 checkpoint_and_close(new_con)
                 if Path(f"{new_path}.wal").exists():
                     raise RuntimeError(f"{new_path}.wal is left after a checkpoint: not switching to it")

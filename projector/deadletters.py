@@ -28,9 +28,6 @@ import orjson
 import pyarrow as pa
 
 from projector.fold import (
-    DUPLICATE_INTERACTION,
-    SESSION_MISMATCH,
-    UNKNOWN_OFFERING,
     apply_in_transaction,
     prepare,
     registered,
@@ -38,13 +35,12 @@ from projector.fold import (
 from projector.records import Record
 from schemas.registry import (
     DEAD_LETTER_REASONS,
+    FOLD_REASONS,
     EventRegistry,
 )
 
 # Every reason of EVENTS.md, in the contract's order.
 REASONS: tuple[str, ...] = DEAD_LETTER_REASONS
-# Reasons given by the fold after it accepted the event id (the parser gives the others).
-FOLD_REASONS = frozenset({DUPLICATE_INTERACTION, SESSION_MISMATCH, UNKNOWN_OFFERING})
 
 _COLUMNS = 'topic, partition, "offset", key, value, reason, detail, event_id, type, record_timestamp, dead_lettered_at'
 _WHERE_REASON = "WHERE (CAST(? AS VARCHAR) IS NULL OR reason = ?)"

@@ -56,6 +56,11 @@ def file_figures(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[str, Any]:
     }
     ((pending,),) = cur.execute("SELECT count(*) FROM pending_events").fetchall()
     ((interactions,),) = cur.execute("SELECT count(*) FROM interactions").fetchall()
+    privacy = None
+    if _has_table(cur, "erasures"):
+        from projector.forget import privacy_figures
+
+        privacy = privacy_figures(cur)
     other_topics = sorted(
         str(t) for (t,) in cur.execute("SELECT DISTINCT topic FROM offsets WHERE topic <> ?", [topic]).fetchall()
     )
@@ -68,6 +73,7 @@ def file_figures(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[str, Any]:
         "pending_events": int(pending),
         "interactions": int(interactions),
         "other_topics": other_topics,
+        "privacy": privacy,
     }
 
 
@@ -79,7 +85,9 @@ def report(
     end_offsets: dict[int, int] | None,
     broker_error: str | None = None,
     disk_warn_bytes: int | None = None,
+    retention: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`retention`: the topic's retention against the policy (`broker.topics.describe_retention`)."""
     """The status document: the file's figures with per-partition end offset, stored offset and lag."""
     stored: dict[int, int] = figures["stored_offsets"]
     ends = end_offsets or {}
@@ -111,6 +119,8 @@ def report(
         "interactions": figures["interactions"],
         "other_topics": figures["other_topics"],
         "disk": disk_figures(path, DEFAULT_DISK_WARN_BYTES if disk_warn_bytes is None else disk_warn_bytes),
+        "privacy": figures.get("privacy"),
+        "retention": retention,
     }
 
 
@@ -150,6 +160,7 @@ def render_text(doc: dict[str, Any]) -> str:
     lines.extend(f"  {r}: {n}" for r, n in sorted(dead.items()))
     lines.append(f"waiting events:     {doc['pending_events']} (feedback, clicks, reviews whose turn has not arrived)")
     lines.append(f"interactions:       {doc['interactions']}")
+    lines.extend(_privacy_lines(doc.get("privacy"), doc.get("retention")))
     disk = doc.get("disk") or {}
     if disk.get("free_bytes") is not None:
         lines.append(f"disk free:          {size_text(disk['free_bytes'])} in {disk['data_dir']}")
@@ -158,3 +169,26 @@ def render_text(doc: dict[str, Any]) -> str:
     if doc["other_topics"]:
         lines.append(f"also holds offsets of: {', '.join(doc['other_topics'])} (built from another topic?)")
     return "\n".join(lines)
+
+
+def _privacy_lines(privacy: dict[str, Any] | None, retention: dict[str, Any] | None) -> list[str]:
+    lines: list[str] = []
+    if retention is not None:
+        days = retention["policy_days"]
+        policy = "keep everything (-1)" if days == -1 else f"{days} days"
+        lines.append(
+            f"retention policy:   {policy}; the topic should have retention.ms={retention['wanted']['retention.ms']}"
+        )
+        topic = retention.get("topic")
+        if topic is not None:
+            lines.append(f"topic retention:    {', '.join(f'{k}={v}' for k, v in sorted(topic.items()))}")
+        if retention.get("warning"):
+            lines.append(f"  WARNING: {retention['warning']}")
+    if privacy is None:
+        lines.append("privacy:            unknown (a file of an older read-model version)")
+        return lines
+    horizon = privacy["retention_horizon"]
+    lines.append(f"read model keeps:   {'everything' if horizon is None else f'turns created on {horizon} or later'}")
+    lines.append(f"turns purged:       {privacy['turns_purged_by_retention']} (by retention)")
+    lines.append(f"erasures applied:   {privacy['erasures_applied']} ({privacy['erasure_rows_removed']} turns removed)")
+    return lines

@@ -15,6 +15,9 @@ Tables, by what they serve:
 - `applied_events`: every applied `event_id`, so a duplicate is skipped wherever it arrives.
 - `applied_counts`: events applied, by type (a feedback or review that replaced another still counts).
 - `pending_events`: feedback, clicks and reviews whose turn has not arrived yet.
+- `erasures`: one record per applied `privacy.erasure.requested` (never the erased data), and
+  `erased_interactions`: the random ids of the turns erasures removed, so that a late feedback, click,
+  review or copy of such a turn is dropped instead of waiting or coming back (docs/privacy.md).
 - `dead_letters`: events that cannot be applied, with their raw bytes and a reason.
 - `offsets`: the next Kafka offset per (topic, partition), written in the same transaction as the
   rows that the offsets before it produced. This, not Kafka's committed offsets, is the position.
@@ -46,7 +49,9 @@ log = logging.getLogger(__name__)
 # version is rebuilt from the topic (see the README, "Operating the projector").
 # 2: `applied_counts` (a version-1 file has no such counts to carry over).
 # 3: `interactions.model` and `interactions.search_terms` (in place of `blocks_text`).
-READMODEL_VERSION = 3
+# 4: erasures and retention (`erasures`, `erased_interactions`, `pending_events.occurred_at`,
+#    `dead_letters.occurred_at`, `daily_counters.erased_*`).
+READMODEL_VERSION = 4
 
 DDL: tuple[str, ...] = (
     """
@@ -156,7 +161,10 @@ DDL: tuple[str, ...] = (
         review_score_sum BIGINT NOT NULL,
         hallucinations BIGINT NOT NULL,
         review_input_tokens BIGINT NOT NULL,
-        review_output_tokens BIGINT NOT NULL
+        review_output_tokens BIGINT NOT NULL,
+        -- tokens and turns of erased turns: they stay in the daily token budget (API.md)
+        erased_tokens BIGINT NOT NULL DEFAULT 0,
+        erased_turns BIGINT NOT NULL DEFAULT 0
     )
     """,
     """
@@ -200,7 +208,8 @@ DDL: tuple[str, ...] = (
         "offset" BIGINT NOT NULL,
         key BLOB,
         value BLOB NOT NULL,
-        record_timestamp TIMESTAMP              -- the Kafka record's own timestamp, for a later dead letter
+        record_timestamp TIMESTAMP,             -- the Kafka record's own timestamp, for a later dead letter
+        occurred_at TIMESTAMP NOT NULL          -- the event's own, for retention
     )
     """,
     """
@@ -215,10 +224,48 @@ DDL: tuple[str, ...] = (
         event_id VARCHAR,
         type VARCHAR,
         record_timestamp TIMESTAMP,             -- the Kafka record's own timestamp
-        dead_lettered_at TIMESTAMP NOT NULL     -- wall clock when the fold set it aside
+        dead_lettered_at TIMESTAMP NOT NULL,    -- wall clock when the fold set it aside
+        occurred_at TIMESTAMP                   -- the event's own, when readable: for retention
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS erasures (
+        event_id UUID NOT NULL,
+        key_kind VARCHAR NOT NULL,              -- user_slug | session_id
+        key VARCHAR NOT NULL,
+        occurred_at TIMESTAMP NOT NULL,         -- turns up to this instant are erased
+        reason VARCHAR NOT NULL,
+        rows_removed BIGINT NOT NULL            -- turns (with all attached) this erasure removed or dropped
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS erased_interactions (
+        uuid UUID NOT NULL                      -- a random id, nothing else of the turn
     )
     """,
 )
+
+# Every table that holds rows of one turn, with the column naming the turn: an erasure or a retention
+# purge deletes a turn from each of them (projector/forget.py). A new per-turn table must be listed
+# here, or tests/test_forget.py fails; every other table is in OTHER_TABLES, saying why it is not.
+TURN_TABLES: dict[str, str] = {
+    "interactions": "uuid",
+    "clicks": "interaction_uuid",
+    "pending_events": "interaction_uuid",
+}
+OTHER_TABLES: dict[str, str] = {
+    "meta": "facts about the file",
+    "offsets": "positions in the log",
+    "sessions": "aggregate: recomputed for the sessions of removed turns",
+    "user_stats": "aggregate: recomputed for the users of removed turns",
+    "daily_counters": "aggregate: recomputed for the days of removed turns",
+    "usage_events": "tokens outside the anonymous chat: no visitor data (purged by age only)",
+    "applied_events": "event ids only, so a re-published copy is never applied again",
+    "applied_counts": "counts by event type",
+    "dead_letters": "raw events: erased by key and time, purged by age (projector/forget.py)",
+    "erasures": "the erasure records themselves",
+    "erased_interactions": "random ids of erased turns",
+}
 
 # Tables that hold the projection itself: equal, row for row, for any two folds of the same log.
 PROJECTION_TABLES: tuple[str, ...] = (
@@ -232,6 +279,8 @@ PROJECTION_TABLES: tuple[str, ...] = (
     "applied_counts",
     "pending_events",
     "dead_letters",
+    "erasures",
+    "erased_interactions",
     "offsets",
 )
 

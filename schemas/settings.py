@@ -19,6 +19,9 @@ ENV_TOKENS_FILE = "CHAT_ANALYTICS_TOKENS_FILE"
 ENV_DAILY_TOKEN_BUDGET = "CHAT_ANALYTICS_DAILY_TOKEN_BUDGET"
 ENV_USER_SLUG_SALT = "CHAT_ANALYTICS_USER_SLUG_SALT"
 ENV_HOME = "CHAT_ANALYTICS_HOME"
+# Privacy (docs/privacy.md): how long chat data is kept, and whether visitors' IP addresses are.
+ENV_RETENTION_DAYS = "CHAT_ANALYTICS_RETENTION_DAYS"
+ENV_IP_POLICY = "CHAT_ANALYTICS_IP_POLICY"
 ENV_MIN_POSITION_WAIT_MS = "CHAT_ANALYTICS_MIN_POSITION_WAIT_MS"
 # For commands that talk to a running `serve` (rebuild --live, status --url, dead-letters --url).
 ENV_URL = "CHAT_ANALYTICS_URL"
@@ -43,6 +46,10 @@ DEFAULT_INGEST_RATE = 1000.0  # events per second per token (a burst of one full
 DEFAULT_READY_MAX_LAG = 100_000  # records behind the topic's end above which /readyz answers 503
 DEFAULT_DISK_WARN_BYTES = 1024**3
 DEFAULT_CHECKPOINT_THRESHOLD = "256MiB"
+DEFAULT_RETENTION_DAYS = 90  # the reference's AI_ASSISTANT_SESSION_RETENTION_DAYS
+KEEP_FOREVER = -1
+IP_POLICIES = ("keep", "drop")
+DEFAULT_IP_POLICY = "keep"
 # How long a request with a `min_position` this replica has not reached waits for it before a 503.
 DEFAULT_MIN_POSITION_WAIT_MS = 3000
 
@@ -50,6 +57,28 @@ DEFAULT_MIN_POSITION_WAIT_MS = 3000
 def env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def parse_retention_days(text: str) -> int:
+    """Whole days, at least 0, or -1 (keep everything); raises ValueError otherwise."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise ValueError(f"{ENV_RETENTION_DAYS} must be a whole number of days or -1, not {text!r}") from None
+    if days < KEEP_FOREVER:
+        raise ValueError(f"{ENV_RETENTION_DAYS} must be at least 0, or -1 to keep everything (got {days})")
+    return days
+
+
+def retention_days() -> int:
+    return parse_retention_days(env(ENV_RETENTION_DAYS, str(DEFAULT_RETENTION_DAYS)) or "")
+
+
+def ip_policy() -> str:
+    value = (env(ENV_IP_POLICY, DEFAULT_IP_POLICY) or DEFAULT_IP_POLICY).strip().lower()
+    if value not in IP_POLICIES:
+        raise ValueError(f"{ENV_IP_POLICY} must be one of {', '.join(IP_POLICIES)}, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -69,6 +98,8 @@ class Settings:
     ready_max_lag: int = DEFAULT_READY_MAX_LAG
     disk_warn_bytes: int = DEFAULT_DISK_WARN_BYTES
     checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    ip_policy: str = DEFAULT_IP_POLICY
     min_position_wait_ms: int = DEFAULT_MIN_POSITION_WAIT_MS
 
     @classmethod
@@ -92,6 +123,8 @@ class Settings:
             ready_max_lag=int(env(ENV_READY_MAX_LAG) or DEFAULT_READY_MAX_LAG),
             disk_warn_bytes=int(env(ENV_DISK_WARN_BYTES) or DEFAULT_DISK_WARN_BYTES),
             checkpoint_threshold=env(ENV_CHECKPOINT_THRESHOLD) or DEFAULT_CHECKPOINT_THRESHOLD,
+            retention_days=retention_days(),
+            ip_policy=ip_policy(),
             min_position_wait_ms=int(
                 env(ENV_MIN_POSITION_WAIT_MS, str(DEFAULT_MIN_POSITION_WAIT_MS)) or DEFAULT_MIN_POSITION_WAIT_MS
             ),

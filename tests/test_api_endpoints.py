@@ -466,7 +466,10 @@ def test_head_of_a_missing_page_is_404(client: TestClient) -> None:
     assert head.status_code == 404 and head.content == b""
 
 
-@pytest.mark.parametrize("path", ["/api/nope/", "/", f"{PREFIX}/by-session/", f"{PREFIX}/x/y/z/"])
+# `/` is the dashboard's page (tests/test_dashboard_static.py).
+@pytest.mark.parametrize(
+    "path", ["/api/nope/", "/nope", "/dashboard/static/nope.js", f"{PREFIX}/by-session/", f"{PREFIX}/x/y/z/"]
+)
 def test_unknown_paths_are_404_json(client: TestClient, path: str) -> None:
     response = client.get(path, headers=AUTH)
     assert response.status_code == 404

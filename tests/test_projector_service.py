@@ -29,6 +29,7 @@ STATUS_KEYS = {
     "error",
     "error_kind",
     "newest_record_at",
+    "privacy",
 }
 
 
