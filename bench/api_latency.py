@@ -31,6 +31,12 @@ DEEP_PAGE = 1000  # page 1000 of 10 rows: 9,990 rows in, deeper than staff page 
 # The targets of issue 7, by endpoint name; endpoints without one are reported for information.
 TARGET_FAST_MS = 20.0
 TARGET_AGGREGATE_MS = 50.0
+# Issue 11: the conversations roll-up the reference's dashboard loads whole (every session).
+TARGET_CONVERSATIONS_MS = 100.0
+# Words of the demo traffic: one a visitor searches for (in ~4% of turns), and the most common one
+# (in the assistant's stock answers, ~40% of turns): the search's typical and its worst case.
+SEARCH_WORD = "storage"
+COMMON_WORD = "offerings"
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,25 @@ def endpoints(samples: Samples, today: datetime) -> list[dict[str, Any]]:
             "target_ms": TARGET_AGGREGATE_MS,
         },
         {"name": "budget", "paths": [_path("budget/")], "target_ms": TARGET_FAST_MS},
+        # The reference dashboard's table: the whole conversations list, unpaginated, as it asks for it.
+        {"name": "conversations whole list", "paths": [_path("conversations/")], "target_ms": TARGET_CONVERSATIONS_MS},
+        {
+            "name": f"conversations ?query={SEARCH_WORD}",
+            "paths": [_path("conversations/", {"query": SEARCH_WORD})],
+            "target_ms": TARGET_CONVERSATIONS_MS,
+        },
+        {
+            "name": f"conversations ?query={COMMON_WORD}",
+            "paths": [_path("conversations/", {"query": COMMON_WORD})],
+            "target_ms": TARGET_CONVERSATIONS_MS,
+        },
+        {"name": "feedbacks list", "paths": ["/api/anonymous-chat-feedbacks/"], "target_ms": TARGET_FAST_MS},
+        {
+            # The dashboard's KPI tiles with a conversation-level filter (a total-token floor).
+            "name": "kpi ?total_tokens_min",
+            "paths": [_path("kpi/", {"total_tokens_min": 5000})],
+            "target_ms": TARGET_AGGREGATE_MS,
+        },
     ]
 
 

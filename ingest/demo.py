@@ -5,8 +5,9 @@ What it produces, per EVENTS.md: sessions of 1 to 8 turns from a few hundred pse
 categories, some redacted or blocked); feedback on about a fifth of turns, mostly positive, the
 negative ones with a category; clicks on offerings the turn suggested; `ask_user` clarification
 turns; a judge review of the last turn of most finished sessions; some `assistant.usage.recorded`;
-token counts on every turn. Several sessions are open at once and their events interleave, but the
-events of one session always come in order (a turn before its feedback, clicks and review).
+token counts on every turn; the chat model of the later turns. Several sessions are open at once and
+their events interleave, but the events of one session always come in order (a turn before its
+feedback, clicks and review).
 
 `bad_share` mixes in events the projector must dead-letter (one kind per reason) and exact
 re-sends of earlier events, which it must ignore.
@@ -385,6 +386,12 @@ class _Generator:
             if rng.random() < 0.5:
                 data["action_taken"] = "allow"
         data["assistant_blocks"] = blocks
+        # The chat model as the setting stood: turns of the window's first third predate model
+        # tracking (no `model`), then the deployment switches models once. No draw from `rng`, so
+        # every other value of a seed's traffic stays what it was.
+        third = (at - self.window_start) / self.span * 3 if self.span else 3.0
+        if third >= 1.0:
+            data["model"] = "gpt-4o" if third < 2.0 else "gpt-4.1-mini"
         data["offering_uuids"] = offerings
         data["result_count"] = len(offerings)
         data["input_tokens"] = self._int(150, 3000)
