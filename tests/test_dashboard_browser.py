@@ -390,6 +390,35 @@ def test_a_user_token_and_an_unknown_token_are_refused_with_a_clear_message(tab:
     assert page.is_visible("#signin") and page.evaluate("sessionStorage.getItem('chat-analytics.token')") is None
 
 
+def test_every_api_call_asks_for_at_least_the_last_read_model_position_it_saw(tab: Tab) -> None:
+    # Behind replicas (docs/scaling.md) the dashboard must never show an older state than it showed.
+    sent: list[str | None] = []
+    answered: list[str] = []
+
+    def on_request(request: Any) -> None:
+        if "/api/anonymous-chat-" in request.url:
+            sent.append(request.headers.get("x-min-read-model-position"))
+
+    def on_response(response: Any) -> None:
+        if "/api/anonymous-chat-" in response.url and response.ok:
+            answered.append(response.headers["x-read-model-position"])
+
+    page = tab.page
+    page.on("request", on_request)
+    page.on("response", on_response)
+    tab.sign_in(STAFF)
+    tab.settle()
+    first_view = len(sent)
+    page.click("#nav a[data-page=flagged]")
+    page.wait_for_url("**#/flagged*")
+    tab.settle()
+    later = sent[first_view:]
+    assert answered and later, "the second view made no API call"
+    # Once an answer has been seen, every call carries a position some earlier answer had.
+    assert all(position is not None and position in answered for position in later), (later, answered)
+    assert tab.errors == []
+
+
 # Last in the module: it adds a turn to the topic the other tests read.
 def test_live_refresh_shows_new_turns_without_a_reload_or_a_flash_to_zero(
     tab: Tab, api: httpx.Client, kafka_broker: SelectedBroker, topic_name: str

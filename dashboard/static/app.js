@@ -72,11 +72,16 @@
     return query ? `${path}?${query}` : path;
   }
 
+  // Behind a load balancer, replicas fold the topic at their own pace: every call asks for at least
+  // the read-model position of the last answer (docs/scaling.md), so the screen never goes back in time.
+  let lastPosition = null;
+
   async function call(path, params, accept) {
-    const response = await fetch(url(path, params), {
-      headers: { Authorization: `Token ${token()}`, Accept: accept || "application/json" },
-      cache: "no-store",
-    });
+    const headers = { Authorization: `Token ${token()}`, Accept: accept || "application/json" };
+    if (lastPosition) headers["X-Min-Read-Model-Position"] = lastPosition;
+    const response = await fetch(url(path, params), { headers, cache: "no-store" });
+    const position = response.headers.get("X-Read-Model-Position");
+    if (response.ok && position && path.startsWith("/api/anonymous-chat-")) lastPosition = position;
     if (response.status === 401) {
       signOut("The server no longer accepts this token (401): sign in again.");
       throw new ApiError(401, null);
