@@ -46,7 +46,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projector import aggregates
+from projector import aggregates, conversations
 from projector.arrow_views import registered
 from projector.records import Record
 from schemas.events import (
@@ -603,6 +603,8 @@ class _Fold:
         # keys whose aggregates must be recomputed, and the daily counters' changes
         self.deltas = aggregates.Deltas()
         self.sessions: set[str] = set()
+        # sessions whose conversation row changes: new turns, and feedback, clicks or reviews applied
+        self.conversations: set[str] = set()
 
     def run(self) -> BatchStats:
         live = self._live_positions()
@@ -623,6 +625,7 @@ class _Fold:
         self._insert_usage([e for e in events if e.type == USAGE])
         self._insert_dead_letters()
         aggregates.refresh(self.con, sessions=self.sessions, deltas=self.deltas)
+        conversations.refresh(self.con, self.sessions | self.conversations)
         self._count_applied()
         self._store_offsets()
         return self.stats
@@ -796,6 +799,7 @@ class _Fold:
                 self.sessions.add(session_id)
             else:
                 clicks.append(event.row)
+            self.conversations.add(session_id)
             updated.add(event.interaction_uuid)
             self.stats.applied[event.type] += 1
         self._count_changes(turns, updated, feedback, reviews, clicks)

@@ -9,6 +9,9 @@ Tables, by what they serve:
   feedbacks endpoints (rows with a score or a review) and the full-text `query` (`search_terms`, the
   turn's stemmed words: the search structure lives on the turn's own row, so deleting a turn deletes it).
 - `sessions`: one row per session (first and last turn, turn count, reviewed turns).
+- `conversations`: one row per session over all its turns, the row /conversations/ serves (rendered as
+  its JSON in `body`) and the columns its conversation-level filters and orderings read; kept by
+  `projector.conversations` from `interactions` (so a session's row follows its turns, deleted ones too).
 - `user_stats`: one row per non-empty `user_slug`, the counters of the by-user endpoint.
 - `daily_counters`: one row per UTC day of `created` (or of `occurred_at` for usage events).
 - `clicks`, `usage_events`: the facts behind click counts and the token budget.
@@ -42,7 +45,8 @@ from schemas.position import PositionBoard
 # version is rebuilt from the topic (see the README, "Operating the projector").
 # 2: `applied_counts` (a version-1 file has no such counts to carry over).
 # 3: `interactions.model` and `interactions.search_terms` (in place of `blocks_text`).
-READMODEL_VERSION = 3
+# 4: `conversations`.
+READMODEL_VERSION = 4
 
 DDL: tuple[str, ...] = (
     """
@@ -114,6 +118,21 @@ DDL: tuple[str, ...] = (
         last_created TIMESTAMP NOT NULL,
         turns BIGINT NOT NULL,
         reviewed_turns BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS conversations (
+        session_id VARCHAR PRIMARY KEY,
+        started TIMESTAMP NOT NULL,
+        last_active TIMESTAMP NOT NULL,
+        message_count BIGINT NOT NULL,
+        max_severity_rank INTEGER NOT NULL,
+        is_reviewed BOOLEAN NOT NULL,
+        input_tokens HUGEINT NOT NULL,
+        output_tokens HUGEINT NOT NULL,
+        total_tokens HUGEINT NOT NULL,
+        offerings_shown HUGEINT NOT NULL,
+        body VARCHAR NOT NULL                   -- the row's JSON object, as /conversations/ serves it
     )
     """,
     """
@@ -220,6 +239,7 @@ DDL: tuple[str, ...] = (
 PROJECTION_TABLES: tuple[str, ...] = (
     "interactions",
     "sessions",
+    "conversations",
     "user_stats",
     "daily_counters",
     "clicks",
