@@ -149,6 +149,13 @@ def test_an_erasure_through_the_admin_endpoint_leaves_nothing_and_a_rebuild_agre
         assert "chat_analytics_privacy_erasure_rows_removed_total 5" in metrics
         text = cli("status", "--url", server.base, "--token", AUTH["Authorization"].split()[1])
         assert "erasures applied:   1 (5 turns removed)" in text.stdout, text.stdout + text.stderr
+        # The command line through the server: same checks, same event.
+        token = AUTH["Authorization"].split()[1]
+        refused = cli("erase", "--session-id", "x" * 65, "--url", server.base, "--token", token)
+        assert refused.returncode == 2 and "--session-id" in refused.stderr
+        through = cli("erase", "--session-id", "sess-nobody", "--url", server.base, "--token", token)
+        assert through.returncode == 0 and f"via {server.base}" in through.stdout, through.stderr
+        wait_for(lambda: len(http.get("/api/admin/erasures/").json()) == 2, "the second erasure", server.proc)
     assert server.stop() == 0
 
     served = connect(server.db, read_only=True)
