@@ -342,7 +342,13 @@ def _file_status(args: argparse.Namespace) -> dict[str, Any]:
 
         retention = describe_retention(args.bootstrap_servers, args.topic, Settings.from_env().retention_days)
     return report(
-        figures, topic=args.topic, path=args.db, end_offsets=ends, broker_error=broker_error, retention=retention
+        figures,
+        topic=args.topic,
+        path=args.db,
+        end_offsets=ends,
+        broker_error=broker_error,
+        retention=retention,
+        disk_warn_bytes=Settings.from_env().disk_warn_bytes,
     )
 
 

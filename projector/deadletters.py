@@ -16,6 +16,7 @@ applied is skipped as a duplicate, as on the live log, and leaves the table.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -91,11 +92,21 @@ def _letter(row: tuple[Any, ...]) -> DeadLetter:
 
 
 def iter_dead_letters(
-    con: duckdb.DuckDBPyConnection, *, reason: str | None = None, limit: int | None = None, chunk: int = 1000
+    con: duckdb.DuckDBPyConnection,
+    *,
+    reason: str | None = None,
+    limit: int | None = None,
+    chunk: int = 1000,
+    after: tuple[str, int, int] | None = None,
 ) -> Iterator[DeadLetter]:
-    """Dead letters in log order, optionally of one reason, at most `limit` of them."""
-    query = f"SELECT {_COLUMNS} FROM dead_letters {_WHERE_REASON} {_LOG_ORDER}"
+    """Dead letters in log order, optionally of one reason, at most `limit` of them, starting after the
+    log position `after` (topic, partition, offset) when given: a page of a longer listing."""
+    query = f"SELECT {_COLUMNS} FROM dead_letters {_WHERE_REASON}"
     params: list[Any] = [reason, reason]
+    if after is not None:
+        query += ' AND (topic, partition, "offset") > (?, ?, ?)'
+        params.extend(after)
+    query += f" {_LOG_ORDER}"
     if limit is not None:
         query += " LIMIT ?"
         params.append(limit)
@@ -173,7 +184,10 @@ def retry(
             result.waiting = stats.pending_added
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # A failed COMMIT has already ended the transaction, and then ROLLBACK raises too: the error
+        # to report (and to show in `status`) is the first one.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
     return result
 

@@ -30,6 +30,7 @@ fail to parse are dead-lettered each time: without a valid envelope there is no 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -544,7 +545,10 @@ def apply_prepared(
         stats = apply_in_transaction(con, batch, registry=registry)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # A failed COMMIT has already ended the transaction, and then ROLLBACK raises too: the error
+        # to report (and to show in `status`) is the first one.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
     return stats
 

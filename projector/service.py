@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -25,7 +26,7 @@ import duckdb
 from projector import forget
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
-from schemas.readmodel import stored_offsets
+from schemas.readmodel import is_fatal, stored_offsets
 from schemas.settings import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_ID
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,17 @@ class ProjectorService:
         live_interval_s: float = LIVE_BATCH_INTERVAL_S,
         retention_days: int | None = None,
         on_commit: Callable[[Mapping[tuple[str, int], int]], None] | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
+        checkpoint_bytes: int | None = None,
     ) -> None:
         """`retention_days`: purge what is older (docs/privacy.md) at start-up and every PURGE_EVERY_S
         between batches; -1 keeps everything; None leaves the file's retention alone.
         `on_commit(offsets)` is called after each batch's transaction commits, with the (topic,
-        partition) -> next offset it stored: `serve` wakes the requests waiting for a newer position."""
+        partition) -> next offset it stored: `serve` wakes the requests waiting for a newer position.
+        `on_fatal` is called (and the loop ends) when DuckDB invalidated the database: no retry can
+        succeed on this connection, only a restart of the process, which recovers from the log.
+        `checkpoint_bytes`: checkpoint after a batch once the write-ahead log is this large (for a
+        served file, whose automatic checkpoints are off: see schemas.readmodel.serving_settings)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if live_interval_s < 0:
@@ -79,6 +86,9 @@ class ProjectorService:
         self.parse_processes = parse_processes if parse_process else 0
         self.live_interval_s = live_interval_s
         self.on_commit = on_commit
+        self.on_fatal = on_fatal
+        self.checkpoint_bytes = checkpoint_bytes
+        self._wal = _wal_path(con) if checkpoint_bytes is not None else None
         self._reader: TopicReader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -99,6 +109,8 @@ class ProjectorService:
         self._last_purge_result: dict[str, Any] | None = None
         self._last_batch_at: datetime | None = None
         self._error: str | None = None
+        self._error_kind: str | None = None
+        self._newest_record_ms: int | None = None
         self._last_kafka_commit = 0.0
         self._last_partition_check = 0.0
         self._last_end_check = 0.0
@@ -176,6 +188,8 @@ class ProjectorService:
                 if self._last_batch_at
                 else None,
                 "error": self._error,
+                "error_kind": self._error_kind,
+                "newest_record_at": _iso_ms(self._newest_record_ms),
             }
 
     # -- the loop -------------------------------------------------------------------------------------
@@ -197,9 +211,16 @@ class ProjectorService:
                     if 0 < folded < self.batch_size:  # a full batch: behind, no waiting
                         self._stop.wait(max(0.0, started + self.live_interval_s - time.monotonic()))
             except Exception as exc:  # the loop must outlive any one failure
-                log.exception("projector error; reconnecting in %.1f s", backoff)
                 with self._lock:
                     self._error = f"{type(exc).__name__}: {exc}"
+                    self._error_kind = error_kind(exc)
+                if is_fatal(exc):
+                    log.critical("the read model was invalidated; the projector stops: %s", exc)
+                    self._close_reader()
+                    if self.on_fatal is not None:
+                        self.on_fatal(exc)
+                    return
+                log.exception("projector error; reconnecting in %.1f s", backoff)
                 self._close_reader()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -233,11 +254,37 @@ class ProjectorService:
         if records:
             stats = apply_batch(self.con, records)
             self._after_batch(stats)
+            newest = max((r.timestamp_ms for r in records if r.timestamp_ms is not None), default=None)
+            if newest is not None:
+                with self._lock:
+                    self._newest_record_ms = max(newest, self._newest_record_ms or newest)
         with self._lock:
             self._error = None
+            self._error_kind = None
         self._note_ends({p: e for p, e in reader.known_end_offsets().items() if e is not None})
         self._commit_to_kafka()
         return len(records)
+
+    def _maybe_checkpoint(self) -> None:
+        if self._wal is None or self.checkpoint_bytes is None:
+            return
+        try:
+            size = self._wal.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < self.checkpoint_bytes:
+            return
+        # The batch is in the log already: a checkpoint that fails (a full disk) invalidates the
+        # database, and the restart replays the log with that batch in it.
+        # Twice over the threshold (checkpoints kept being refused), FORCE waits for the other transactions.
+        statement = "FORCE CHECKPOINT" if size >= 2 * self.checkpoint_bytes else "CHECKPOINT"
+        try:
+            self.con.execute(statement)
+        except duckdb.Error as exc:
+            if is_fatal(exc):
+                raise
+            # Not possible right now (another transaction writes): after a later batch, then.
+            log.info("checkpoint deferred (log at %s bytes): %s", size, exc)
 
     def purge_if_due(self, *, force: bool = False) -> forget.PurgeResult | None:
         """The retention purge, in this (the writer's) thread, at start-up and then every PURGE_EVERY_S."""
@@ -260,6 +307,8 @@ class ProjectorService:
         return result
 
     def _after_batch(self, stats: BatchStats) -> None:
+        """After each committed batch, whether folded here or by the parallel catch-up."""
+        self._maybe_checkpoint()
         pending = self._count_pending() if stats.pending_added or stats.pending_resolved else None
         privacy = forget.privacy_figures(self.con) if stats.erasures or stats.erased or stats.aged else None
         with self._lock:
@@ -359,3 +408,24 @@ class ProjectorService:
                 reader.close()
             except Exception as exc:
                 log.warning("closing the Kafka consumer failed: %s", exc)
+
+
+def _wal_path(con: duckdb.DuckDBPyConnection) -> Path | None:
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return Path(f"{row[0]}.wal") if row and row[0] else None
+
+
+def _iso_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def error_kind(exc: BaseException) -> str:
+    """What failed, in words fit for a public probe (the exception's text may hold paths and addresses)."""
+    if isinstance(exc, duckdb.Error):
+        return "database_invalidated" if is_fatal(exc) else "database_write_failed"
+    module = type(exc).__module__ or ""
+    if module.startswith("kafka") or isinstance(exc, OSError | TimeoutError):
+        return "broker_unreachable"
+    return "projector_failed"

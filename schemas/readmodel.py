@@ -31,7 +31,9 @@ response without re-encoding.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +42,8 @@ from pathlib import Path
 import duckdb
 
 from schemas.position import PositionBoard
+
+log = logging.getLogger(__name__)
 
 # Bump when a release changes the tables or what the fold writes into them: a file with an older
 # version is rebuilt from the topic (see the README, "Operating the projector").
@@ -327,7 +331,37 @@ SERVING_INDEXES: tuple[str, ...] = ("CREATE INDEX IF NOT EXISTS interactions_ses
 SERVING_CHECKPOINT_THRESHOLD = "256MiB"
 
 
-def serving_settings(con: duckdb.DuckDBPyConnection) -> None:
+_SIZE = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?)?B$")
+
+
+_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+
+
+def checked_size(text: str) -> str:
+    """A size such as '256MiB' or '1GB'; raises ValueError for anything else."""
+    if not _SIZE.match(text.strip()):
+        raise ValueError(f"{text!r} is not a size such as 256MiB or 1GB")
+    return text.strip()
+
+
+def size_bytes(text: str) -> int:
+    """'256MiB' -> 268435456, '1GB' -> 10**9 (as DuckDB reads its size settings)."""
+    match = _SIZE.match(checked_size(text))
+    assert match is not None
+    number = float(text.strip()[: match.start(2) if match.group(2) else -1])
+    unit = match.group(2) or ""
+    factor = 1024 ** (" KMGT".index(unit[0])) if unit.endswith("i") else _UNITS[unit[:1]]
+    return int(number * factor)
+
+
+# DuckDB's own checkpoint-on-commit is kept out of the way of a served file: when a commit triggers it,
+# DuckDB skips writing that transaction to the write-ahead log and relies on the checkpoint, so a
+# checkpoint that fails (a full disk) loses a commit that readers have already seen. The projector
+# checkpoints by itself instead, after the batch is durable in the log (ProjectorService.checkpoint_bytes).
+_NO_AUTOMATIC_CHECKPOINT = "1000GB"
+
+
+def serving_settings(con: duckdb.DuckDBPyConnection, checkpoint_threshold: str | None = None) -> None:
     """Settings of a file that a server reads while its projector writes small batches.
 
     One thread per statement: the API's statements are small and many run at once (one per request
@@ -342,7 +376,8 @@ def serving_settings(con: duckdb.DuckDBPyConnection) -> None:
     The serving indexes are made on a writable file (about 0.5 s for a million events), then kept up
     to date by the projector's inserts."""
     con.execute("SET threads = 1")
-    con.execute(f"SET checkpoint_threshold = '{SERVING_CHECKPOINT_THRESHOLD}'")
+    checked_size(checkpoint_threshold or SERVING_CHECKPOINT_THRESHOLD)  # applied by the projector
+    con.execute(f"SET checkpoint_threshold = '{_NO_AUTOMATIC_CHECKPOINT}'")
     (read_only,) = con.execute(
         "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
     ).fetchone() or (True,)
@@ -353,7 +388,13 @@ def serving_settings(con: duckdb.DuckDBPyConnection) -> None:
 
 
 class ReadModelUnavailable(Exception):
-    """The served file cannot answer right now (it is being rebuilt and the old one is unreadable)."""
+    """The served file cannot answer right now (it is being rebuilt and the old one is unreadable, or
+    DuckDB invalidated it after a fatal error and the process is about to exit)."""
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether DuckDB invalidated the database: nothing on this connection works until a restart."""
+    return isinstance(exc, duckdb.FatalException) or "database has been invalidated" in str(exc)
 
 
 class ReadersWriterLock:
@@ -409,12 +450,22 @@ class ReadModelHandle:
     version, part of every position token.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None) -> None:
-        serving_settings(con)
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        checkpoint_threshold: str | None = None,
+    ) -> None:
+        self.checkpoint_threshold = checkpoint_threshold
+        serving_settings(con, checkpoint_threshold)
         self._con = con
         self.path = Path(path) if path is not None else None
         self.generation = 0
         self.unavailable: str | None = None
+        # Set once DuckDB invalidated the database (a fatal error, such as a full disk during a
+        # checkpoint): the process cannot serve any more, /livez fails and `serve` exits.
+        self.failure: str | None = None
         self._lock = ReadersWriterLock()
         self.positions = PositionBoard()
         self.version = 0
@@ -429,17 +480,30 @@ class ReadModelHandle:
         # A switch wakes the waiting requests too: the new file may be ahead of the old one.
         self.positions.advance((str(t), int(p), int(o)) for t, p, o in rows)
 
+    def mark_failed(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.critical("the read model is unusable until a restart: %s", self.failure)
+
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor on the current file, valid until the block ends (a read lease)."""
         with self._lock.shared():
+            if self.failure is not None:
+                raise ReadModelUnavailable("the read model failed; the server is restarting")
             if self.unavailable is not None:
                 raise ReadModelUnavailable(self.unavailable)
-            cur = self._con.cursor()
             try:
-                yield cur
-            finally:
-                cur.close()
+                cur = self._con.cursor()
+                try:
+                    yield cur
+                finally:
+                    cur.close()
+            except duckdb.Error as exc:
+                if not is_fatal(exc):
+                    raise
+                self.mark_failed(exc)
+                raise ReadModelUnavailable("the read model failed; the server is restarting") from exc
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """The write side: no lease is held while it is, so the connection may be closed and swapped."""
@@ -456,7 +520,7 @@ class ReadModelHandle:
         self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None
     ) -> duckdb.DuckDBPyConnection:
         """Makes `con` current and returns the previous connection for the caller to close."""
-        serving_settings(con)
+        serving_settings(con, self.checkpoint_threshold)
         old, self._con = self._con, con
         self.path = Path(path) if path is not None else None
         self.generation += 1

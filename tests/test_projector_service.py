@@ -27,6 +27,8 @@ STATUS_KEYS = {
     "pending_events",
     "last_batch_at",
     "error",
+    "error_kind",
+    "newest_record_at",
     "privacy",
 }
 
