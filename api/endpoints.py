@@ -125,8 +125,17 @@ def _filters_and_ordering(request: Request, errors: dict[str, list[str]]) -> tup
 
 
 async def _csv(
-    request: Request, ctx: Context, export: queries.Export, filename: str, errors: dict[str, list[str]]
+    request: Request,
+    ctx: Context,
+    export: queries.Export,
+    filename: str,
+    errors: dict[str, list[str]],
+    minimum: Position | None,
 ) -> Response:
+    raise_if_any(errors)
+    if minimum is not None:
+        # Wait (or 503) here; the export's own transaction starts later, so it reads at least as far.
+        await _read(request, ctx, minimum, lambda cur: None, ("position-reached",))
     return await csv_export.respond(
         request,
         ctx.handle,
@@ -151,7 +160,9 @@ async def list_interactions(request: Request, ctx: Context) -> Response:
     order = ordering or ("-created",)
     minimum = _minimum(request, ctx, errors)
     if csv_export.wants_csv(request, errors):
-        return await _csv(request, ctx, queries.export_interactions(filters, order), "interactions.csv", errors)
+        return await _csv(
+            request, ctx, queries.export_interactions(filters, order), "interactions.csv", errors, minimum
+        )
     paging = parse_pagination(request.query_params, errors, optional=False)
     raise_if_any(errors)
     page = await _read(
@@ -180,7 +191,7 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
     order = ordering or ("created",)
     minimum = _minimum(request, ctx, errors)
     if csv_export.wants_csv(request, errors):
-        return await _csv(request, ctx, queries.export_interactions(narrowed, order), "transcript.csv", errors)
+        return await _csv(request, ctx, queries.export_interactions(narrowed, order), "transcript.csv", errors, minimum)
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     page = await _read(
@@ -206,7 +217,7 @@ async def by_user_aggregate(request: Request, ctx: Context) -> Response:
     filters, _ordering = _filters_and_ordering(request, errors)  # validated, but the order here is fixed
     minimum = _minimum(request, ctx, errors)
     if csv_export.wants_csv(request, errors):
-        return await _csv(request, ctx, queries.export_users(filters), "users.csv", errors)
+        return await _csv(request, ctx, queries.export_users(filters), "users.csv", errors, minimum)
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     page = await _read(
@@ -224,7 +235,7 @@ async def conversations(request: Request, ctx: Context) -> Response:
     minimum = _minimum(request, ctx, errors)
     if csv_export.wants_csv(request, errors):
         export = queries.export_conversations(filters, stage2, order)
-        return await _csv(request, ctx, export, "conversations.csv", errors)
+        return await _csv(request, ctx, export, "conversations.csv", errors, minimum)
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     page = await _read(
