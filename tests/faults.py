@@ -16,7 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,29 @@ READ_PATHS = (
     "/api/anonymous-chat-interactions/kpi/",
     "/api/anonymous-chat-interactions/by-user/?page_size=20",
 )
+
+
+@contextmanager
+def private_tmpfs(mount: Path, size: str) -> Iterator[tuple[Path, list[str]]]:
+    """A tmpfs of `size` at `mount`, in a mount namespace of its own held by a sleeping process (root
+    needed, as in CI): nothing outside sees it. Yields the mount and the command prefix (`nsenter`)
+    that runs a command inside that namespace; the mount goes away with the holder."""
+    mount.mkdir(parents=True, exist_ok=True)
+    script = f"mount -t tmpfs -o size={size} tmpfs {mount} && echo mounted && exec sleep 1200"
+    holder = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert holder.stdout is not None
+    line = holder.stdout.readline().decode().strip()
+    assert line == "mounted", f"could not mount a tmpfs in a new mount namespace (root needed): {line}"
+    try:
+        # --wd: entering a mount namespace resets the working directory; commands run from the repository.
+        yield mount, ["nsenter", "-t", str(holder.pid), "-m", f"--wd={REPO}", "--"]
+    finally:
+        holder.kill()
+        holder.wait(30)
 
 
 def wait_until(condition: Callable[[], Any], what: str, limit_s: float = WAIT) -> Any:
