@@ -3,25 +3,30 @@
     POST /api/admin/rebuild/                 start a rebuild (202; 409 while one runs)
     GET  /api/admin/rebuild/                 its progress
     GET  /api/admin/status/                  `chat-analytics status --json` of the served file
-    GET  /api/admin/dead-letters/            ?reason=R&limit=N, in log order, raw bytes as base64
+    GET  /api/admin/dead-letters/            ?reason=R&limit=N, in log order, raw bytes as base64 (streamed)
     POST /api/admin/dead-letters/retry/      ?reason=R: re-offer them to the fold
     GET  /api/admin/snapshot/                a consistent copy of the served file (a DuckDB file)
 
 The work is done by an `AdminBackend` the command line hands in (the projector's `LiveProjection`),
-so this package never imports the projector.
+so this package never imports the projector. The work runs on a small thread pool of its own, so an
+admin action never holds a thread the read endpoints need; every call is logged with the id of the
+token that made it (never the token).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from api import queries
@@ -33,9 +38,20 @@ from schemas.position import Position
 from schemas.readmodel import ReadModelHandle, ReadModelUnavailable
 from schemas.registry import DEAD_LETTER_REASONS
 
+log = logging.getLogger("chat_analytics.admin")
+
 ADMIN_ROLES = frozenset({"staff"})
 PREFIX = "/api/admin"
 MAX_LIMIT = 100_000
+# Dead letters are read and sent this many at a time: memory holds one page, whatever the total.
+DEAD_LETTER_PAGE = 500
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="admin")
+
+
+async def _in_pool(work: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_POOL, work, *args)
+
+
 # The reasons of EVENTS.md; a filter on anything else is a typo worth a 400.
 REASONS = frozenset(DEAD_LETTER_REASONS)
 
@@ -44,7 +60,9 @@ class AdminBackend(Protocol):
     def start_rebuild(self) -> tuple[bool, Mapping[str, Any]]: ...
     def rebuild_progress(self) -> Mapping[str, Any]: ...
     def admin_status(self) -> Mapping[str, Any]: ...
-    def dead_letters(self, reason: str | None, limit: int | None) -> list[dict[str, Any]]: ...
+    def dead_letters(
+        self, reason: str | None, limit: int | None, after: tuple[str, int, int] | None = None
+    ) -> list[dict[str, Any]]: ...
     def retry_dead_letters(self, reason: str | None) -> tuple[bool, Mapping[str, Any]]: ...
     def snapshot(self) -> tuple[Path, Position]: ...
 
@@ -61,6 +79,14 @@ def _staff_only(methods: Mapping[str, Handler], tokens: TokenStore) -> Callable[
         denied = check(request, tokens, ADMIN_ROLES)
         if denied is not None:
             return denied
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            log.info(
+                "admin %s %s?%s by token %s",
+                request.method,
+                request.url.path,
+                request.url.query,
+                request.state.token_id,
+            )
         if request.method == "OPTIONS":
             return json_response({"methods": allowed.split(", ")}, headers={"Allow": allowed})
         handler = methods.get(request.method)
@@ -96,7 +122,9 @@ def _limit(request: Request, errors: dict[str, list[str]]) -> int | None:
 
 def admin_routes(backend: AdminBackend, tokens: TokenStore) -> Sequence[BaseRoute]:
     async def start_rebuild(request: Request) -> Response:
-        started, progress = await run_in_threadpool(backend.start_rebuild)
+        started, progress = await _in_pool(backend.start_rebuild)
+        if not started and progress.get("insufficient_storage"):
+            return json_response(dict(progress), 507)
         if not started:
             return json_response({"detail": "A rebuild is already running.", "rebuild": dict(progress)}, 409)
         return json_response(dict(progress), 202)
@@ -105,25 +133,27 @@ def admin_routes(backend: AdminBackend, tokens: TokenStore) -> Sequence[BaseRout
         return json_response(dict(backend.rebuild_progress()))
 
     async def status(request: Request) -> Response:
-        return json_response(dict(await run_in_threadpool(backend.admin_status)))
+        return json_response(dict(await _in_pool(backend.admin_status)))
 
     async def list_dead_letters(request: Request) -> Response:
         errors: dict[str, list[str]] = {}
         reason, limit = _reason(request, errors), _limit(request, errors)
         if errors:
             return json_response(errors, 400)
-        return json_response(await run_in_threadpool(backend.dead_letters, reason, limit))
+        # The first page before answering: an unavailable file is still a clean 503.
+        first = await _in_pool(backend.dead_letters, reason, _page(limit, 0), None)
+        return StreamingResponse(_stream(backend, reason, limit, first), media_type="application/json")
 
     async def retry(request: Request) -> Response:
         errors: dict[str, list[str]] = {}
         reason = _reason(request, errors)
         if errors:
             return json_response(errors, 400)
-        done, body = await run_in_threadpool(backend.retry_dead_letters, reason)
+        done, body = await _in_pool(backend.retry_dead_letters, reason)
         return json_response(dict(body), 200 if done else 409)
 
     async def snapshot(request: Request) -> Response:
-        path, position = await run_in_threadpool(backend.snapshot)
+        path, position = await _in_pool(backend.snapshot)
         return FileResponse(
             path,
             media_type="application/octet-stream",
@@ -142,6 +172,28 @@ def admin_routes(backend: AdminBackend, tokens: TokenStore) -> Sequence[BaseRout
         Route(f"{PREFIX}/dead-letters/", _staff_only({"GET": list_dead_letters}, tokens), methods=_ANY),
         Route(f"{PREFIX}/dead-letters/retry/", _staff_only({"POST": retry}, tokens), methods=_ANY),
     ]
+
+
+def _page(limit: int | None, sent: int) -> int:
+    return DEAD_LETTER_PAGE if limit is None else min(DEAD_LETTER_PAGE, limit - sent)
+
+
+async def _stream(
+    backend: AdminBackend, reason: str | None, limit: int | None, first: list[dict[str, Any]]
+) -> AsyncIterator[bytes]:
+    """One JSON array, written a page at a time; each page is read in its own short read lease
+    (keyset on the log position), so a slow client holds neither memory nor the file."""
+    yield b"["
+    page, sent = first, 0
+    while page:
+        yield (b"," if sent else b"") + b",".join(orjson.dumps(letter) for letter in page)
+        sent += len(page)
+        if (limit is not None and sent >= limit) or len(page) < DEAD_LETTER_PAGE:
+            break
+        last = page[-1]
+        after = (last["topic"], last["partition"], last["offset"])
+        page = await _in_pool(backend.dead_letters, reason, _page(limit, sent), after)
+    yield b"]"
 
 
 def can_serve(handle: ReadModelHandle) -> bool:

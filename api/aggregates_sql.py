@@ -95,9 +95,10 @@ USERS_ALL = f"SELECT {_USER_COLUMNS} FROM user_stats ORDER BY total_interactions
 USER_ONE = f"SELECT {_USER_COLUMNS} FROM user_stats WHERE user_slug = ?"
 COUNT_USERS = "SELECT count(*) FROM user_stats"
 
+# Erased turns leave every table but stay in the budget: what they cost was spent (docs/privacy.md).
 BUDGET_TODAY = """
     SELECT
-        turn_input_tokens + turn_output_tokens + usage_input_tokens + usage_output_tokens,
-        turns + usage_events
+        turn_input_tokens + turn_output_tokens + usage_input_tokens + usage_output_tokens + erased_tokens,
+        turns + usage_events + erased_turns
     FROM daily_counters WHERE day = ?
 """

@@ -19,6 +19,7 @@ import dashboard
 from api import openapi
 from api.encoding import detail, json_response
 from api.endpoints import OPERATIONS, POSITION_STATE, Context, Operation, StatusProvider
+from api.headers import SecurityHeaders
 from api.metrics import MetricsMiddleware, RequestMetrics
 from api.params import POSITION_HEADER, ParameterError
 from api.queries import PageNotFound
@@ -26,7 +27,13 @@ from api.readers import PositionNotReached
 from auth.http import check
 from auth.tokens import READ_ROLES, TokenStore
 from schemas.readmodel import ReadModelHandle, ReadModelUnavailable
-from schemas.settings import DEFAULT_DAILY_TOKEN_BUDGET, DEFAULT_MIN_POSITION_WAIT_MS, DEFAULT_TOPIC
+from schemas.settings import (
+    DEFAULT_DAILY_TOKEN_BUDGET,
+    DEFAULT_DISK_WARN_BYTES,
+    DEFAULT_MIN_POSITION_WAIT_MS,
+    DEFAULT_READY_MAX_LAG,
+    DEFAULT_TOPIC,
+)
 
 ALLOWED = "GET, HEAD, OPTIONS"
 API_TITLE = "chat-analytics staff API"
@@ -128,13 +135,17 @@ def create_app(
     lifespan: Lifespan[Starlette] | None = None,
     topic: str = DEFAULT_TOPIC,
     min_position_wait_s: float | None = None,
+    ready_max_lag: int | None = DEFAULT_READY_MAX_LAG,
+    disk_warn_bytes: int = DEFAULT_DISK_WARN_BYTES,
 ) -> Starlette:
     """The API over `handle`. `clock` gives "now" (its UTC date is "today"); `budget` is the daily token
     budget (negative: unlimited, served as 0); `status_provider` returns the projector's status for
     /readyz and /metrics (None: no projector in this process); `extra_routes` are mounted as they are.
     `topic` is the one whose offsets make the read-model position; `min_position_wait_s` is how long a
     request waits for its `min_position` (default: DEFAULT_MIN_POSITION_WAIT_MS with a projector, 0
-    without one, since then the file never moves)."""
+    without one, since then the file never moves); `ready_max_lag`: the lag (records) above which
+    /readyz answers 503 (None or negative: no limit); `disk_warn_bytes`: free space of the data
+    directory below which /metrics and status warn."""
     metrics = RequestMetrics()
     if min_position_wait_s is None:
         min_position_wait_s = DEFAULT_MIN_POSITION_WAIT_MS / 1000 if status_provider is not None else 0.0
@@ -147,6 +158,8 @@ def create_app(
         metrics,
         topic=topic,
         min_position_wait_s=min_position_wait_s,
+        ready_max_lag=ready_max_lag,
+        disk_warn_bytes=disk_warn_bytes,
     )
     ctx.openapi = orjson.dumps(openapi.build(OPERATIONS, title=API_TITLE, version=API_VERSION, topic=topic))
     routes: list[BaseRoute] = [Route(op.path, _OperationApp(op, ctx)) for op in OPERATIONS]
@@ -155,7 +168,11 @@ def create_app(
     exception_handlers: Mapping[Any, Any] = {HTTPException: _http_error, Exception: _server_error}
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(PositionHeaderMiddleware, ctx=ctx)],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(PositionHeaderMiddleware, ctx=ctx),
+            Middleware(SecurityHeaders),
+        ],
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )

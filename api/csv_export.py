@@ -25,8 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api.params import raise_if_any
+from api.params import POSITION_HEADER, raise_if_any
 from api.readers import read
+from api.snapshot_cache import snapshot_mark
+from schemas.position import Position
 from schemas.readmodel import ReadModelHandle
 
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
@@ -76,13 +78,16 @@ def wants_csv(request: Request, errors: dict[str, list[str]]) -> bool:
 class _Export:
     """One export's lease, transaction and Arrow reader; every method runs in the threadpool."""
 
-    def __init__(self, handle: ReadModelHandle, count: Counter, query: str, params: Sequence[Any]) -> None:
+    def __init__(self, handle: ReadModelHandle, count: Counter, query: str, params: Sequence[Any], topic: str) -> None:
         self._stack = ExitStack()
         self._header = True
         cur = self._stack.enter_context(handle.reading())
         cur.execute("BEGIN TRANSACTION")
         self._stack.callback(cur.execute, "ROLLBACK")
         try:
+            # The export's own position: the snapshot its count and rows are read from.
+            _mark, offsets = snapshot_mark(cur, handle.generation, topic)
+            self.position = Position.of(handle.version, topic, offsets)
             self.total = count(cur)
             cur.complete()  # the count's result ends here; a relation may not start before it has
             self._reader: pa.RecordBatchReader = cur.sql(query, params=list(params)).to_arrow_reader(BATCH_ROWS)
@@ -122,6 +127,7 @@ class _ExportResponse(StreamingResponse):
             headers={
                 "X-Result-Count": str(export.total),
                 "Content-Disposition": f'attachment; filename="{filename}"',
+                POSITION_HEADER: export.position.token(),
             },
         )
         self._export = export
@@ -148,11 +154,15 @@ async def respond(
     """The CSV answer: `count(cursor)` rows of `query`, with their header line. HEAD gets the headers."""
     raise_if_any(errors)
     if request.method == "HEAD":
-        total = (await read(handle, count, topic=topic)).value
+        answer = await read(handle, count, topic=topic)
         return Response(
             b"",
             media_type=CSV_MEDIA_TYPE,
-            headers={"X-Result-Count": str(total), "Content-Disposition": f'attachment; filename="{filename}"'},
+            headers={
+                "X-Result-Count": str(answer.value),
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                POSITION_HEADER: answer.position.token(),
+            },
         )
-    export = await run_in_threadpool(_Export, handle, count, query, params)
+    export = await run_in_threadpool(_Export, handle, count, query, params, topic)
     return _ExportResponse(export, filename)

@@ -34,7 +34,8 @@ from api.snapshot_cache import SnapshotCache
 from auth.tokens import TokenStore
 from schemas.position import Position
 from schemas.readmodel import ReadModelHandle
-from schemas.settings import DEFAULT_TOPIC
+from schemas.settings import DEFAULT_DISK_WARN_BYTES, DEFAULT_READY_MAX_LAG, DEFAULT_TOPIC
+from schemas.storage import disk_figures
 
 StatusProvider = Callable[[], Mapping[str, Any]]
 PREFIX = "/api/anonymous-chat-interactions"
@@ -55,6 +56,8 @@ class Context:
     answers: SnapshotCache = field(default_factory=SnapshotCache)
     topic: str = DEFAULT_TOPIC  # whose offsets make the read-model position
     min_position_wait_s: float = 0.0  # how long a request waits for its min_position
+    ready_max_lag: int | None = DEFAULT_READY_MAX_LAG
+    disk_warn_bytes: int = DEFAULT_DISK_WARN_BYTES
 
     def latest_position(self) -> Position:
         """The position of the served file's last commit this process knows of (for responses that
@@ -122,8 +125,17 @@ def _filters_and_ordering(request: Request, errors: dict[str, list[str]]) -> tup
 
 
 async def _csv(
-    request: Request, ctx: Context, export: queries.Export, filename: str, errors: dict[str, list[str]]
+    request: Request,
+    ctx: Context,
+    export: queries.Export,
+    filename: str,
+    errors: dict[str, list[str]],
+    minimum: Position | None,
 ) -> Response:
+    raise_if_any(errors)
+    if minimum is not None:
+        # Wait (or 503) here; the export's own transaction starts later, so it reads at least as far.
+        await _read(request, ctx, minimum, lambda cur: None, ("position-reached",))
     return await csv_export.respond(
         request,
         ctx.handle,
@@ -148,7 +160,9 @@ async def list_interactions(request: Request, ctx: Context) -> Response:
     order = ordering or ("-created",)
     minimum = _minimum(request, ctx, errors)
     if csv_export.wants_csv(request, errors):
-        return await _csv(request, ctx, queries.export_interactions(filters, order), "interactions.csv", errors)
+        return await _csv(
+            request, ctx, queries.export_interactions(filters, order), "interactions.csv", errors, minimum
+        )
     paging = parse_pagination(request.query_params, errors, optional=False)
     raise_if_any(errors)
     page = await _read(
@@ -177,7 +191,7 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
     order = ordering or ("created",)
     minimum = _minimum(request, ctx, errors)
     if csv_export.wants_csv(request, errors):
-        return await _csv(request, ctx, queries.export_interactions(narrowed, order), "transcript.csv", errors)
+        return await _csv(request, ctx, queries.export_interactions(narrowed, order), "transcript.csv", errors, minimum)
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     page = await _read(
@@ -203,7 +217,7 @@ async def by_user_aggregate(request: Request, ctx: Context) -> Response:
     filters, _ordering = _filters_and_ordering(request, errors)  # validated, but the order here is fixed
     minimum = _minimum(request, ctx, errors)
     if csv_export.wants_csv(request, errors):
-        return await _csv(request, ctx, queries.export_users(filters), "users.csv", errors)
+        return await _csv(request, ctx, queries.export_users(filters), "users.csv", errors, minimum)
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     page = await _read(
@@ -221,7 +235,7 @@ async def conversations(request: Request, ctx: Context) -> Response:
     minimum = _minimum(request, ctx, errors)
     if csv_export.wants_csv(request, errors):
         export = queries.export_conversations(filters, stage2, order)
-        return await _csv(request, ctx, export, "conversations.csv", errors)
+        return await _csv(request, ctx, export, "conversations.csv", errors, minimum)
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     page = await _read(
@@ -310,41 +324,98 @@ async def schema(request: Request, ctx: Context) -> Response:
 
 
 async def healthz(request: Request, ctx: Context) -> Response:
+    # Liveness: fails only when this process can no longer serve (DuckDB invalidated the database);
+    # then `serve` exits too, so a supervisor restarts it and the restart replays the write-ahead log.
+    if ctx.handle.failure is not None:
+        return json_response({"status": "failed", "detail": "the read model failed; the process exits"}, 503)
     return json_response({"status": "ok"})
 
 
 PARTITION_KEYS = ("partition", "end_offset", "position", "lag")
 
 
-def readiness(status: Mapping[str, Any] | None) -> dict[str, Any]:
-    if status is None:
-        # No projector in this process (a server over a finished file): nothing to wait for.
-        return {"ready": True, "caught_up": True, "partitions": [], "pending_events": 0, "error": None}
-    caught_up = bool(status.get("caught_up"))
-    error = status.get("error")
+def _age_s(stamp: str | None, now: datetime) -> float | None:
+    if not stamp:
+        return None
+    try:
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round(max(0.0, (now - then).total_seconds()), 3)
+
+
+def readiness(
+    status: Mapping[str, Any] | None,
+    *,
+    failure: str | None = None,
+    unavailable: str | None = None,
+    max_lag: int | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """/readyz: whether to send this process traffic. Serving from the file is what counts; freshness
+    (lag, age of the newest folded event, whether the projector folds) is reported beside it, and only
+    a lag over `max_lag` (or never having caught up since start-up) makes it unready. Raw error text
+    stays out of this public body: `error` is one word, the details are in the log and admin status."""
+    now = now or datetime.now(UTC)
+    serving = failure is None and unavailable is None
+    status = status or {}
+    partitions = [{k: p.get(k) for k in PARTITION_KEYS} for p in status.get("partitions") or []]
+    lag = sum(int(p.get("lag") or 0) for p in partitions)
+    projector_present = bool(status)
+    error_kind = status.get("error_kind") or ("projector_failed" if status.get("error") else None)
+    if failure is not None:
+        error_kind = "database_invalidated"
+    caught_up = bool(status.get("caught_up")) if projector_present else True
     # A start-up rebuild serving the previous file: stale but consistent answers beat none.
     serving_previous = bool(status.get("serving_previous_file"))
+    # Started while Kafka is down: a file that holds data is served as it is (its lag is unknown); an
+    # empty one is not ready, so that a new replica gets no traffic before its first fold.
+    unconnected_with_data = status.get("connected_once") is False and any(p.get("position") for p in partitions)
+    within = max_lag is None or max_lag < 0 or lag <= max_lag
+    projector = error_kind or ("ok" if projector_present else "not_running")
+    freshness = {
+        "lag": lag,
+        "max_lag": max_lag if max_lag is not None and max_lag >= 0 else None,
+        "last_batch_at": status.get("last_batch_at"),
+        "newest_event_at": status.get("newest_record_at"),
+        "newest_event_age_s": _age_s(status.get("newest_record_at"), now),
+        "projector": projector,
+        "stale": projector_present and (error_kind is not None or lag > 0 or not caught_up),
+    }
     body: dict[str, Any] = {
-        "ready": (caught_up or serving_previous) and error is None,
+        "ready": serving and (caught_up or serving_previous or unconnected_with_data) and within,
+        "serving": serving,
         "caught_up": caught_up,
-        "partitions": [{k: p.get(k) for k in PARTITION_KEYS} for p in status.get("partitions") or []],
+        "partitions": partitions,
         "pending_events": int(status.get("pending_events") or 0),
-        "error": None if error is None else str(error),
+        "error": error_kind,
+        "freshness": freshness,
     }
     if serving_previous:
         body["serving_previous_file"] = True
     if status.get("rebuild"):
-        body["rebuild"] = dict(status["rebuild"])
+        rebuild = dict(status["rebuild"])
+        if rebuild.get("error"):
+            rebuild["error"] = "rebuild_failed"  # the text is in GET /api/admin/rebuild/ (staff only)
+        body["rebuild"] = rebuild
     return body
 
 
 async def readyz(request: Request, ctx: Context) -> Response:
-    body = readiness(ctx.status_provider() if ctx.status_provider is not None else None)
+    body = readiness(
+        ctx.status_provider() if ctx.status_provider is not None else None,
+        failure=ctx.handle.failure,
+        unavailable=ctx.handle.unavailable,
+        max_lag=ctx.ready_max_lag,
+        now=ctx.now(),
+    )
     return json_response(body, status_code=200 if body["ready"] else 503)
 
 
 async def metrics(request: Request, ctx: Context) -> Response:
-    return Response(render(ctx.metrics, ctx.status_provider), media_type=CONTENT_TYPE)
+    disk = disk_figures(ctx.handle.path, ctx.disk_warn_bytes)
+    body = render(ctx.metrics, ctx.status_provider, disk=disk, failed=ctx.handle.failure is not None)
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 _ALL_QUERY = ("filters", "ordering", "pagination", "position", "format")
@@ -451,15 +522,33 @@ OPERATIONS: tuple[Operation, ...] = (
         path_params={"interaction_uuid": {"type": "string", "format": "uuid"}},
     ),
     Operation("/api/schema/", "schema_retrieve", "This OpenAPI document", schema, None, authenticated=False),
-    Operation("/healthz", "healthz", "Liveness: the process serves HTTP", healthz, models.Health, authenticated=False),
+    Operation(
+        "/livez",
+        "livez",
+        "Liveness: 200 while the process can serve; 503 once DuckDB invalidated the read model (it then exits)",
+        healthz,
+        models.Health,
+        authenticated=False,
+        extra_statuses={503: "the read model failed; the process is exiting so that it is restarted"},
+    ),
+    Operation(
+        "/healthz",
+        "healthz",
+        "Liveness (same as /livez)",
+        healthz,
+        models.Health,
+        authenticated=False,
+        extra_statuses={503: "the read model failed; the process is exiting so that it is restarted"},
+    ),
     Operation(
         "/readyz",
         "readyz",
-        "Readiness: 200 once the projector caught up with the topic's end offsets as of start-up, else 503",
+        "Readiness: 200 while the file is served, the projector caught up once since start-up and its lag is "
+        "within the configured maximum; freshness reported beside it",
         readyz,
         models.Readiness,
         authenticated=False,
-        extra_statuses={503: "the projector has not caught up yet (or stopped with an error)"},
+        extra_statuses={503: "not serving, not caught up yet, or lagging more than the configured maximum"},
     ),
     Operation(
         "/metrics",

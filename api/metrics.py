@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -134,8 +135,33 @@ def projector_lines(status: Mapping[str, Any] | None) -> Iterable[str]:
     yield "# HELP chat_analytics_projector_pending_events Events waiting for the turn they refer to."
     yield "# TYPE chat_analytics_projector_pending_events gauge"
     yield f"chat_analytics_projector_pending_events {int(status.get('pending_events') or 0)}"
+    yield from privacy_lines(status.get("privacy"))
     if "rebuild" in status:
         yield from rebuild_lines(status.get("rebuild"))
+
+
+def privacy_lines(privacy: Mapping[str, Any] | None) -> Iterable[str]:
+    """Retention and erasures (docs/privacy.md), as the served file counts them."""
+    if not privacy:
+        return
+    counters = (
+        (
+            "turns_purged_total",
+            "Turns removed (or dropped on arrival) by the retention policy.",
+            "turns_purged_by_retention",
+        ),
+        ("erasures_applied_total", "privacy.erasure.requested events applied.", "erasures_applied"),
+        ("erasure_rows_removed_total", "Turns (with everything attached) removed by erasures.", "erasure_rows_removed"),
+    )
+    for name, help_text, key in counters:
+        yield f"# HELP chat_analytics_privacy_{name} {help_text}"
+        yield f"# TYPE chat_analytics_privacy_{name} counter"
+        yield f"chat_analytics_privacy_{name} {int(privacy.get(key) or 0)}"
+    days = privacy.get("retention_days")
+    if days is not None:
+        yield "# HELP chat_analytics_privacy_retention_days The retention policy in days (-1: keep everything)."
+        yield "# TYPE chat_analytics_privacy_retention_days gauge"
+        yield f"chat_analytics_privacy_retention_days {int(days)}"
 
 
 def rebuild_lines(rebuild: Mapping[str, Any] | None) -> Iterable[str]:
@@ -161,6 +187,42 @@ def rebuild_lines(rebuild: Mapping[str, Any] | None) -> Iterable[str]:
         yield f"chat_analytics_rebuild_{name} {_number(value)}"
 
 
-def render(metrics: RequestMetrics, status_provider: Callable[[], Mapping[str, Any]] | None) -> str:
+def health_lines(disk: Mapping[str, Any] | None, failed: bool) -> Iterable[str]:
+    yield "# HELP chat_analytics_read_model_failed 1 once DuckDB invalidated the read model (the process exits)."
+    yield "# TYPE chat_analytics_read_model_failed gauge"
+    yield f"chat_analytics_read_model_failed {1 if failed else 0}"
+    if disk is None or disk.get("free_bytes") is None:
+        return
+    yield "# HELP chat_analytics_data_dir_free_bytes Free bytes of the filesystem holding the read-model file."
+    yield "# TYPE chat_analytics_data_dir_free_bytes gauge"
+    yield f"chat_analytics_data_dir_free_bytes {int(disk['free_bytes'])}"
+    yield "# HELP chat_analytics_data_dir_low_space 1 while the free space is below the warning threshold."
+    yield "# TYPE chat_analytics_data_dir_low_space gauge"
+    yield f"chat_analytics_data_dir_low_space {1 if disk.get('warning') else 0}"
+
+
+def freshness_lines(status: Mapping[str, Any] | None) -> Iterable[str]:
+    if status is None:
+        return
+    folding = 0 if status.get("error") else 1
+    yield "# HELP chat_analytics_projector_folding 0 while the projector cannot fold (broker or database error)."
+    yield "# TYPE chat_analytics_projector_folding gauge"
+    yield f"chat_analytics_projector_folding {folding}"
+    newest = status.get("newest_record_at")
+    if newest:
+        stamp = datetime.fromisoformat(str(newest).replace("Z", "+00:00")).timestamp()
+        yield "# HELP chat_analytics_projector_newest_event_timestamp_seconds Kafka time of the newest folded record."
+        yield "# TYPE chat_analytics_projector_newest_event_timestamp_seconds gauge"
+        yield f"chat_analytics_projector_newest_event_timestamp_seconds {stamp!r}"
+
+
+def render(
+    metrics: RequestMetrics,
+    status_provider: Callable[[], Mapping[str, Any]] | None,
+    *,
+    disk: Mapping[str, Any] | None = None,
+    failed: bool = False,
+) -> str:
     status = status_provider() if status_provider is not None else None
-    return "\n".join([*metrics.lines(), *projector_lines(status)]) + "\n"
+    lines = [*metrics.lines(), *projector_lines(status), *freshness_lines(status), *health_lines(disk, failed)]
+    return "\n".join(lines) + "\n"

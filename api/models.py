@@ -174,7 +174,8 @@ class ParameterErrors(RootModel[dict[str, list[str]]]):
 
 
 class Health(_Body):
-    status: Literal["ok"]
+    status: Literal["ok", "failed"]
+    detail: str | None = Field(default=None, description="present when the process can no longer serve")
 
 
 class PartitionLag(_Body):
@@ -184,12 +185,30 @@ class PartitionLag(_Body):
     lag: int | None
 
 
+class Freshness(_Body):
+    lag: Count = Field(description="records between the folded position and the topic's end, as last known")
+    max_lag: int | None = Field(description="the lag above which /readyz answers 503 (None: no limit)")
+    last_batch_at: str | None = Field(description="when the projector last committed a batch")
+    newest_event_at: str | None = Field(description="Kafka timestamp of the newest record folded since start-up")
+    newest_event_age_s: float | None
+    projector: str = Field(
+        description="ok, or what keeps the projector from folding: broker_unreachable, database_write_failed, "
+        "database_invalidated, projector_failed, not_running"
+    )
+    stale: bool = Field(description="the answers may miss events: the projector is behind or not folding")
+
+
 class Readiness(_Body):
-    ready: bool = Field(description="the projector has caught up with the topic's end offsets as of start-up")
+    ready: bool = Field(
+        description="serving: the file answers queries, the projector caught up once since start-up, "
+        "and its lag is within max_lag"
+    )
+    serving: bool = Field(description="the read model answers queries (false: 503 on the data endpoints)")
     caught_up: bool
     partitions: list[PartitionLag]
     pending_events: Count
-    error: str | None
+    error: str | None = Field(description="what failed, as a word (details in the server log and admin status)")
+    freshness: Freshness
     serving_previous_file: bool | None = Field(
         default=None, description="present while a start-up rebuild runs and the previous file is served"
     )

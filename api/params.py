@@ -18,7 +18,7 @@ from starlette.datastructures import Headers, QueryParams
 
 from schemas import fulltext
 from schemas.events import SEVERITIES
-from schemas.position import InvalidPosition, Position, topic_tag
+from schemas.position import MAX_TOKEN_LENGTH, InvalidPosition, Position, topic_tag
 
 MAX_PAGE_SIZE = 300
 DEFAULT_PAGE_SIZE = 10
@@ -155,7 +155,11 @@ POSITION_HEADER = "X-Read-Model-Position"
 def min_position_param(topic: str) -> tuple[dict[str, Any], str]:
     """The OpenAPI schema and description of `min_position` on a server folding `topic`. (The header
     form is left out of the document: fuzzers do not honour a header's pattern.)"""
-    schema = {"type": "string", "pattern": rf"^[0-9]{{1,9}}\.{topic_tag(topic)}(\.[0-9]{{1,18}})*$"}
+    schema = {
+        "type": "string",
+        "pattern": rf"^[0-9]{{1,9}}\.{topic_tag(topic)}(\.[0-9]{{1,18}})*$",
+        "maxLength": MAX_TOKEN_LENGTH,
+    }
     return schema, (
         f"answer from at least this read-model position (a {POSITION_HEADER} value from an earlier response),"
         f" waiting briefly for this server to reach it; 503 with Retry-After if it does not. The request header"

@@ -9,7 +9,8 @@ the request's own read transaction, so it is exactly what the queries would retu
 The mark is the served file (the handle's generation) plus the total of `offsets.next_offset` and
 `applied_counts.events`: every fold transaction that changes a row the API reads applies at least one
 event (so a count grows) or moves an offset; a replayed dead letter applies events without moving
-offsets. Both only ever grow, so an equal total means no such commit in between.
+offsets; a retention purge that removes anything counts itself in `meta` (`retention_purges`), and an
+erasure is an applied event. All only ever grow, so an equal total means no such commit in between.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import duckdb
 
 # Raw values rather than sums in SQL: DuckDB plans this faster, and only their total matters. The
 # offsets' topic and partition come along: the same statement gives the answer's read-model position.
-MARK_SQL = "SELECT topic, partition, next_offset FROM offsets UNION ALL SELECT NULL, NULL, events FROM applied_counts"
+MARK_SQL = (
+    "SELECT topic, partition, next_offset FROM offsets UNION ALL SELECT NULL, NULL, events FROM applied_counts"
+    " UNION ALL SELECT NULL, NULL, CAST(value AS BIGINT) FROM meta WHERE key = 'retention_purges'"
+)
 MAX_ENTRIES = 256
 # A whole transcript can be long: answers with more rows than this are not kept (memory stays small).
 MAX_ROWS = 1000

@@ -8,19 +8,40 @@ in clear in the file and never logged; every comparison is constant-time.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 ROLES: tuple[str, ...] = ("staff", "support", "user", "ingest")
 READ_ROLES = frozenset({"staff", "support"})
-INGEST_ROLES = frozenset({"ingest", "staff"})
+# Only publishers publish: a staff token reads and administers, and a leaked dashboard token must not
+# be able to write events into the log (which nothing ever deletes).
+INGEST_ROLES = frozenset({"ingest"})
+
+
+class TokensUnavailable(Exception):
+    """The tokens file cannot be read (corrupt, unreadable): nobody can be authenticated meanwhile."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who presented a token: its id (the file's id, or `env-N` for the N-th environment token), never
+    the token itself, so that it can be logged."""
+
+    id: str
+    role: str
 
 
 def sha256_hex(token: str) -> str:
@@ -56,11 +77,29 @@ class TokenFile:
         self.path = Path(path)
 
     def records(self) -> list[TokenRecord]:
+        """The file's tokens; raises TokensUnavailable when it is not a tokens file."""
         try:
             raw = json.loads(self.path.read_text())
+            return [TokenRecord(**item) for item in raw]
         except FileNotFoundError:
             return []
-        return [TokenRecord(**item) for item in raw]
+        except (OSError, ValueError, TypeError) as exc:
+            raise TokensUnavailable(
+                f"the tokens file {self.path} cannot be read: {type(exc).__name__}: {exc}"
+            ) from None
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Read-modify-write under an exclusive lock on a file beside it: two `token create` at once must
+        # not both read the old list and the last rename win (one token would be lost).
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        with lock.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def create(self, role: str) -> tuple[TokenRecord, str]:
         if role not in ROLES:
@@ -72,15 +111,17 @@ class TokenFile:
             sha256=sha256_hex(token),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        self._write([*self.records(), record])
+        with self._locked():
+            self._write([*self.records(), record])
         return record, token
 
     def revoke(self, token_id: str) -> bool:
-        records = self.records()
-        kept = [r for r in records if r.id != token_id]
-        if len(kept) == len(records):
-            return False
-        self._write(kept)
+        with self._locked():
+            records = self.records()
+            kept = [r for r in records if r.id != token_id]
+            if len(kept) == len(records):
+                return False
+            self._write(kept)
         return True
 
     def _write(self, records: list[TokenRecord]) -> None:
@@ -88,6 +129,8 @@ class TokenFile:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tokens-")
         with os.fdopen(fd, "w") as out:
             json.dump([r.__dict__ for r in records], out, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
 
@@ -97,15 +140,16 @@ class TokenStore:
 
     def __init__(self, env_pairs: list[tuple[str, str]], token_file: TokenFile | None = None) -> None:
         # Environment tokens are hashed too, so every lookup is the same hash-then-compare.
-        self._env = [(sha256_hex(token), role) for token, role in env_pairs]
+        self._env = [(sha256_hex(token), Identity(f"env-{n}", role)) for n, (token, role) in enumerate(env_pairs, 1)]
         self._file = token_file
-        self._file_cache: tuple[float, list[tuple[str, str]]] | None = None
+        self._file_cache: tuple[float, list[tuple[str, Identity]]] | None = None
+        self._logged_broken: float | None = None
 
     @classmethod
     def from_settings(cls, api_tokens: str, tokens_file: str | None) -> TokenStore:
         return cls(parse_env_tokens(api_tokens), TokenFile(tokens_file) if tokens_file else None)
 
-    def _file_pairs(self) -> list[tuple[str, str]]:
+    def _file_pairs(self) -> list[tuple[str, Identity]]:
         if self._file is None:
             return []
         try:
@@ -114,14 +158,26 @@ class TokenStore:
             return []
         # Re-read when the file changes, so `token revoke` takes effect on a running server.
         if self._file_cache is None or self._file_cache[0] != mtime:
-            self._file_cache = (mtime, [(r.sha256, r.role) for r in self._file.records()])
+            try:
+                records = self._file.records()
+            except TokensUnavailable as exc:
+                if self._logged_broken != mtime:  # once per version of the file, not per request
+                    self._logged_broken = mtime
+                    log.error("%s; every authenticated request answers 503 until it is fixed", exc)
+                raise
+            self._file_cache = (mtime, [(r.sha256, Identity(r.id, r.role)) for r in records])
         return self._file_cache[1]
 
-    def role_for(self, token: str) -> str | None:
+    def identify(self, token: str) -> Identity | None:
+        """Who holds `token`, or None for an unknown one; raises TokensUnavailable (the file is broken)."""
         digest = sha256_hex(token)
-        role: str | None = None
+        found: Identity | None = None
         # No early exit: the time taken does not depend on which entry (if any) matched.
-        for known, known_role in (*self._env, *self._file_pairs()):
+        for known, identity in (*self._env, *self._file_pairs()):
             if hmac.compare_digest(known, digest):
-                role = known_role
-        return role
+                found = identity
+        return found
+
+    def role_for(self, token: str) -> str | None:
+        identity = self.identify(token)
+        return None if identity is None else identity.role

@@ -95,12 +95,20 @@ def main() -> int:
         say(f"Kafka: {broker.description} at {broker.bootstrap_servers}")
         environment = demo_environment(broker.bootstrap_servers)
         try:
-            result = ensure_topic(broker.bootstrap_servers, settings.topic, DEFAULT_PARTITIONS)
+            # The demo's own topic follows the retention policy (docs/privacy.md), set if it had another.
+            result = ensure_topic(
+                broker.bootstrap_servers,
+                settings.topic,
+                DEFAULT_PARTITIONS,
+                retention_days=settings.retention_days,
+                force=True,
+            )
         except FiniteRetentionError as exc:
             say(f"refusing to use the topic: {exc}")
             return 2
-        say(f"topic {settings.topic!r}: {'created' if result.created else 'exists'}, {result.partitions} partitions")
-        warning = retention_warning(broker.bootstrap_servers, settings.topic)
+        state = "created" if result.created else "retention set" if result.retention_fixed else "exists"
+        say(f"topic {settings.topic!r}: {state}, {result.partitions} partitions, {result.retention}")
+        warning = retention_warning(broker.bootstrap_servers, settings.topic, settings.retention_days)
         if warning:
             say(f"warning: {warning}")
 

@@ -23,12 +23,17 @@ class AdminClient:
         self.base_url = base_url.rstrip("/")
         self.token = token
 
-    def call(self, method: str, path: str, params: dict[str, Any] | None = None) -> tuple[int, Any]:
+    def call(
+        self, method: str, path: str, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None
+    ) -> tuple[int, Any]:
         """(status, decoded JSON body); raises AdminError when the server cannot be reached or says 4xx/5xx,
         except 409 (a conflict the caller handles)."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         url = f"{self.base_url}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+        data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+        request = urllib.request.Request(url, method=method, data=data)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Token {self.token}")
         request.add_header("Accept", "application/json")

@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.serve_cmd",  # serve
     "cli.ops_cmd",  # rebuild, status, dead-letters
     "cli.token_cmd",  # token create|list|revoke
+    "cli.privacy_cmd",  # erase
     "cli.snapshot_cmd",  # snapshot
     "cli.replicas_cmd",  # replicas
 )
@@ -35,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ValueError as exc:  # a setting out of range (schemas/settings.py says which)
+        print(f"chat-analytics: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     result = args.func(args)
     return int(result or 0)
 

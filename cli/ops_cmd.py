@@ -186,6 +186,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 def _rebuild_offline(args: argparse.Namespace) -> int:
     from cli.progress import Reporter
+    from projector import forget
     from projector.rebuild import (
         CATCH_UP_BATCH_SIZE,
         FileNotEmpty,
@@ -225,6 +226,9 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     progress = Progress()
     con = connect(args.new_db)
+    retention_days = Settings.from_env().retention_days
+    # Before the first record, so what is older than the horizon is dropped as it arrives (docs/privacy.md).
+    forget.set_watermark(con, forget.horizon(retention_days))
     started = time.monotonic()
     try:
         with Reporter(lambda: {**progress.as_json(), "phase": None}):
@@ -238,6 +242,10 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
                 should_stop=stop,
             )
         stored = stored_offsets(con, args.topic)
+        if not stop():
+            purged = forget.purge(con, retention_days)
+            if purged.turns:
+                print(f"retention ({retention_days} days): purged {purged.as_json()}", file=sys.stderr)
     finally:
         checkpoint_and_close(con)
         signal.signal(signal.SIGINT, previous)
@@ -328,7 +336,20 @@ def _file_status(args: argparse.Namespace) -> dict[str, Any]:
             broker_error = f"{type(exc).__name__}: {exc}"
     else:
         broker_error = f"no broker given (--bootstrap-servers or {ENV_BOOTSTRAP_SERVERS})"
-    return report(figures, topic=args.topic, path=args.db, end_offsets=ends, broker_error=broker_error)
+    retention = None
+    if args.bootstrap_servers:
+        from broker.topics import describe_retention
+
+        retention = describe_retention(args.bootstrap_servers, args.topic, Settings.from_env().retention_days)
+    return report(
+        figures,
+        topic=args.topic,
+        path=args.db,
+        end_offsets=ends,
+        broker_error=broker_error,
+        retention=retention,
+        disk_warn_bytes=Settings.from_env().disk_warn_bytes,
+    )
 
 
 # -- dead letters -----------------------------------------------------------------------------------

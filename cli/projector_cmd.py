@@ -7,6 +7,7 @@ a whole either way, so even a SIGKILL loses nothing: the next start resumes from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -16,6 +17,8 @@ from types import FrameType
 
 from cli.options import add_broker_args, add_db_arg, add_fold_args
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
+
+EXIT_READ_MODEL_FAILED = 3  # as `serve`: DuckDB invalidated the file; a restart replays its log
 
 log = logging.getLogger("chat_analytics.project")
 
@@ -43,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _project(args: argparse.Namespace) -> int:
+    import duckdb
+
     from projector.service import ProjectorService
     from schemas.readmodel import READMODEL_VERSION, connect, file_version
 
@@ -65,6 +70,14 @@ def _project(args: argparse.Namespace) -> int:
         )
         con.close()
         return 2
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def on_fatal(exc: BaseException) -> None:
+        # DuckDB invalidated the file: exit for a restart, which replays the write-ahead log.
+        failed.append(exc)
+        stop.set()
+
     service = ProjectorService(
         args.bootstrap_servers,
         args.topic,
@@ -72,8 +85,9 @@ def _project(args: argparse.Namespace) -> int:
         args.group_id,
         args.batch_size,
         parse_process=not args.no_parse_process,
+        on_fatal=on_fatal,
+        retention_days=Settings.from_env().retention_days,
     )
-    stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("%s: stopping after the current batch", signal.Signals(signum).name)
@@ -101,11 +115,12 @@ def _project(args: argparse.Namespace) -> int:
         service.start()
         while not stop.wait(args.progress_every):
             log.info("%s", _line(service.status()))
-        return 0
+        return EXIT_READ_MODEL_FAILED if failed else 0
     finally:
         service.stop()
         log.info("stopped: %s", _line(service.status()))
-        con.close()
+        with contextlib.suppress(duckdb.Error):  # an invalidated database cannot close cleanly
+            con.close()
 
 
 def _line(status: dict) -> str:  # type: ignore[type-arg]
@@ -122,6 +137,6 @@ def _line(status: dict) -> str:  # type: ignore[type-arg]
 def _warn_about_retention(bootstrap_servers: str, topic: str) -> None:
     from broker.topics import retention_warning
 
-    warning = retention_warning(bootstrap_servers, topic)
+    warning = retention_warning(bootstrap_servers, topic, Settings.from_env().retention_days)
     if warning:
         log.warning("%s", warning)

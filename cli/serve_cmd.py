@@ -7,21 +7,34 @@ per file, so a second process could not open it to read while the projector writ
 The projector runs inside a `LiveProjection`, which also serves the staff-only admin endpoints
 (blue/green rebuild, status, dead letters) and rebuilds a file of another read-model version by
 itself at start-up.
+
+Faults (docs/operations-failures.md): without Kafka the API still starts and answers from the file;
+the projector and the ingest producer connect in the background whenever Kafka answers. When DuckDB
+invalidates the database (a full disk during a checkpoint), /livez fails and the process exits with
+EXIT_READ_MODEL_FAILED, so that a supervisor restarts it: the restart replays the write-ahead log.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from pathlib import Path
 
 from cli.options import add_broker_args, add_db_arg, add_fold_args
+from cli.projector_cmd import EXIT_READ_MODEL_FAILED
 from schemas.settings import (
     DEFAULT_MIN_POSITION_WAIT_MS,
     ENV_BOOTSTRAP_SERVERS,
     ENV_MIN_POSITION_WAIT_MS,
     Settings,
 )
+
+__all__ = ["EXIT_READ_MODEL_FAILED", "register"]
+FAILURE_POLL_S = 0.5
+# Kept short: a client that does not send its next request soon is cheap to reconnect.
+KEEP_ALIVE_S = 5
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,15 +65,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_serve)
 
 
+class _Stopped(Exception):
+    pass
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
     from contextlib import asynccontextmanager
 
+    import duckdb
     import uvicorn
     from starlette.applications import Starlette
 
     from api.app import create_app
+    from api.http_protocol import GuardedHttpToolsProtocol
     from auth.tokens import TokenStore
-    from schemas.readmodel import ReadModelHandle, connect
+    from schemas.readmodel import ReadModelHandle, checked_size, connect
 
     settings = Settings.from_env()
     if not args.no_projector and not args.bootstrap_servers:
@@ -72,27 +97,64 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         tokens = TokenStore.from_settings(settings.api_tokens, settings.tokens_file)
+        checked_size(settings.checkpoint_threshold)
     except ValueError as exc:
         print(f"serve: {exc}", file=sys.stderr)
         return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.min_position_wait_ms < 0:
         print("serve: --min-position-wait-ms must not be negative", file=sys.stderr)
         return 2
-    con = connect(args.db)
-    handle = ReadModelHandle(con, args.db)
+    try:
+        # Without a projector nothing writes: a file on read-only storage (a snapshot, a mounted
+        # volume) is opened read-only, so DuckDB neither creates a log nor checkpoints.
+        con = connect(args.db, read_only=args.no_projector and Path(args.db).exists())
+    except duckdb.Error as exc:
+        print(f"serve: cannot open {args.db}: {exc}", file=sys.stderr)
+        return 2
+    handle = ReadModelHandle(con, args.db, checkpoint_threshold=settings.checkpoint_threshold)
+    server: uvicorn.Server | None = None
+
+    async def exit_on_failure() -> None:
+        # DuckDB invalidated the database: nothing this process does can serve again. /livez already
+        # fails; stop serving so that the supervisor restarts the process, which replays the log.
+        while handle.failure is None:
+            await asyncio.sleep(FAILURE_POLL_S)
+        logging.getLogger("chat_analytics.serve").critical(
+            "the read model failed (%s): exiting with %s for a restart", handle.failure, EXIT_READ_MODEL_FAILED
+        )
+        if server is not None:
+            server.should_exit = True
+
+    common = {
+        "tokens": tokens,
+        "budget": settings.daily_token_budget,
+        "ready_max_lag": settings.ready_max_lag,
+        "disk_warn_bytes": settings.disk_warn_bytes,
+        "topic": args.topic,
+    }
     if args.no_projector:
-        app = create_app(handle, tokens=tokens, budget=settings.daily_token_budget, topic=args.topic)
+
+        @asynccontextmanager
+        async def lifespan_file(app: Starlette):  # noqa: ANN202
+            watcher = asyncio.create_task(exit_on_failure())
+            try:
+                yield
+            finally:
+                watcher.cancel()
+
+        app = create_app(handle, lifespan=lifespan_file, **common)
     else:
         from api.admin import admin_routes, can_serve
+        from api.erasures import erasure_routes
         from broker.topics import retention_warning
         from ingest.http import ingest_routes
-        from ingest.publisher import Publisher
+        from ingest.publisher import SERVER_PRODUCER_CONFIG, Publisher
         from projector.bluegreen import LiveProjection
 
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        warning = retention_warning(args.bootstrap_servers, args.topic)
+        warning = retention_warning(args.bootstrap_servers, args.topic, settings.retention_days)
         if warning:
             logging.getLogger("chat_analytics.serve").warning("%s", warning)
         projection = LiveProjection(
@@ -102,31 +164,58 @@ def _serve(args: argparse.Namespace) -> int:
             group_id=args.group_id,
             batch_size=args.batch_size,
             readable=can_serve,
+            disk_warn_bytes=settings.disk_warn_bytes,
+            retention_days=settings.retention_days,
         )
-        publisher = Publisher(args.bootstrap_servers, args.topic)
+        # Never waits for Kafka here: the API serves the file while a thread connects the producer.
+        publisher = Publisher(args.bootstrap_servers, args.topic, connect_in_background=True, **SERVER_PRODUCER_CONFIG)
 
         @asynccontextmanager
         async def lifespan(app: Starlette):  # noqa: ANN202 - the async generator type adds nothing here
             projection.start()
+            watcher = asyncio.create_task(exit_on_failure())
             try:
                 yield
             finally:
+                watcher.cancel()
                 # Stop consuming before the connection closes, so the last batch commits or rolls back whole.
                 projection.stop()
-                publisher.close()
+                with contextlib.suppress(Exception):  # unacknowledged events were answered with a 503
+                    publisher.close(timeout=5)
 
         app = create_app(
             handle,
-            tokens=tokens,
-            budget=settings.daily_token_budget,
             status_provider=projection.status,
-            extra_routes=[*ingest_routes(publisher, tokens), *admin_routes(projection, tokens)],
+            extra_routes=[
+                *ingest_routes(publisher, tokens, max_events=settings.ingest_max_events, rate=settings.ingest_rate),
+                *admin_routes(projection, tokens),
+                *erasure_routes(publisher.request_erasure, handle, tokens),
+            ],
             lifespan=lifespan,
-            topic=args.topic,
             min_position_wait_s=args.min_position_wait_ms / 1000,
+            **common,
         )
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=args.access_log,
+        http=GuardedHttpToolsProtocol,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the SIGINT or SIGTERM it caught once it has shut down cleanly (the projector's
+    # last batch committed or rolled back whole): a clean stop, exit 0, as a supervisor expects.
+    signal.signal(signal.SIGTERM, _stopped)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log)
+        with contextlib.suppress(KeyboardInterrupt, _Stopped):
+            server.run()
     finally:
-        handle.connection.close()
-    return 0
+        # A database DuckDB invalidated cannot be closed cleanly: what was committed is in the log.
+        with contextlib.suppress(duckdb.Error):
+            handle.connection.close()
+    if handle.failure is not None:
+        return EXIT_READ_MODEL_FAILED
+    return 0 if server.started else 1

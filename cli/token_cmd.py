@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
 from schemas.settings import Settings
 
@@ -16,12 +18,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = parser.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = tsub.add_parser("create", help="create a token and print it once")
     create.add_argument("--role", required=True, choices=ROLES)
-    create.set_defaults(func=_create)
+    create.set_defaults(func=_reporting(_create))
     listing = tsub.add_parser("list", help="list token ids and roles (never the tokens)")
-    listing.set_defaults(func=_list)
+    listing.set_defaults(func=_reporting(_list))
     revoke = tsub.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id")
-    revoke.set_defaults(func=_revoke)
+    revoke.set_defaults(func=_reporting(_revoke))
+
+
+def _reporting(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A broken tokens file is a clear message and exit 1, not a traceback (and is never overwritten)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from auth.tokens import TokensUnavailable
+
+        try:
+            return command(args)
+        except TokensUnavailable as exc:
+            print(f"token: {exc}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 def _create(args: argparse.Namespace) -> int:

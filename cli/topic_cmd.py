@@ -1,11 +1,11 @@
-"""`chat-analytics topic create`: the event topic, with infinite retention."""
+"""`chat-analytics topic create [--update]`: the event topic, with the retention policy's retention."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from schemas.settings import ENV_BOOTSTRAP_SERVERS, ENV_TOPIC, Settings
+from schemas.settings import ENV_BOOTSTRAP_SERVERS, ENV_RETENTION_DAYS, ENV_TOPIC, KEEP_FOREVER, Settings
 
 # Distinct from 1 (could not talk to Kafka): the topic is there but unsafe, and nothing was changed.
 EXIT_FINITE_RETENTION = 2
@@ -16,9 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="topic_command", required=True, metavar="ACTION")
     create = commands.add_parser(
         "create",
-        help="create the event topic with retention.ms=-1 and retention.bytes=-1 (idempotent)",
-        description="Create the event topic with infinite retention. If it exists with infinite retention, "
-        "nothing changes. If it exists with finite retention, refuse (exit 2) unless --force.",
+        help="create the event topic with the retention policy's retention (idempotent); --update sets it",
+        description=f"Create the event topic with retention.ms = {ENV_RETENTION_DAYS} + 1 day (-1, infinite, "
+        "when that is -1) and retention.bytes=-1. If it exists with that retention, nothing changes. If it "
+        "exists with another, refuse (exit 2) unless --update, which sets it.",
     )
     create.add_argument(
         "--bootstrap-servers",
@@ -28,9 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--topic", default=None, help=f"topic name (default: ${ENV_TOPIC} or chat.events)")
     create.add_argument("--partitions", type=int, default=None, help="partitions of a new topic (default 6)")
     create.add_argument(
+        "--update",
         "--force",
+        dest="force",
         action="store_true",
-        help="if the topic exists with finite retention, set it to infinite instead of refusing",
+        help="if the topic exists with another retention, set the policy's instead of refusing",
     )
     create.set_defaults(func=_create)
 
@@ -49,7 +52,7 @@ def _bootstrap(explicit: str | None, settings: Settings) -> str | None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from broker.topics import DEFAULT_PARTITIONS, FiniteRetentionError, ensure_topic
+    from broker.topics import DEFAULT_PARTITIONS, FiniteRetentionError, ensure_topic, retention_ms
 
     settings = Settings.from_env()
     partitions = args.partitions if args.partitions is not None else DEFAULT_PARTITIONS
@@ -65,20 +68,22 @@ def _create(args: argparse.Namespace) -> int:
         return 1
     topic = args.topic or settings.topic
     try:
-        result = ensure_topic(bootstrap, topic, partitions, force=args.force)
+        result = ensure_topic(bootstrap, topic, partitions, retention_days=settings.retention_days, force=args.force)
     except FiniteRetentionError as exc:
         print(f"chat-analytics topic create: refusing: {exc}", file=sys.stderr)
         return EXIT_FINITE_RETENTION
     except Exception as exc:
         print(f"chat-analytics topic create: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    days = settings.retention_days
+    retention = "infinite retention" if days == KEEP_FOREVER else f"retention.ms={retention_ms(days)} ({days}+1 days)"
     if result.created:
-        print(f"created topic {topic!r} with {result.partitions} partitions and infinite retention at {bootstrap}")
+        print(f"created topic {topic!r} with {result.partitions} partitions and {retention} at {bootstrap}")
     elif result.retention_fixed:
-        print(f"topic {topic!r} existed with finite retention; set retention.ms=-1 and retention.bytes=-1")
+        print(f"topic {topic!r} existed with another retention; set {retention} and retention.bytes=-1")
     else:
         note = ""
         if args.partitions is not None and result.partitions != partitions:
             note = f" (it keeps its {result.partitions} partitions; changing them would reorder sessions)"
-        print(f"topic {topic!r} already exists with infinite retention{note}")
+        print(f"topic {topic!r} already exists with {retention}{note}")
     return 0

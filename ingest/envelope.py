@@ -8,6 +8,7 @@ here: the caller validates exactly the bytes this returns, with the registry the
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,9 @@ from ingest.slug import user_slug
 from schemas.events import USER_INPUT_MAX
 
 TURN_TYPE = "chat.turn.recorded"
+FEEDBACK_TYPE = "chat.feedback.submitted"
 USAGE_TYPE = "assistant.usage.recorded"
+ERASURE_TYPE = "privacy.erasure.requested"
 CURRENT_VERSION = 1
 
 # UTC datetimes end in "Z" as in EVENTS.md; UUID and datetime objects need no manual conversion.
@@ -35,9 +38,17 @@ def utc_now_text() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def complete(event: dict[str, Any], salt: str) -> dict[str, Any]:
+# What `complete(..., derive=False)` puts where the scrypt slug will go: the same shape as a real one
+# (64 hex digits, or "" without a salt), so that validation judges the event as it will be sent.
+_STAND_IN_SLUG = "0" * 64
+
+
+def complete(event: dict[str, Any], salt: str, *, derive: bool = True, drop_ip: bool = False) -> dict[str, Any]:
     """A copy of `event` with the ingest side's defaults filled in; never raises on bad input (the
-    validation that follows reports it, field by field)."""
+    validation that follows reports it, field by field). `drop_ip` (CHAT_ANALYTICS_IP_POLICY=drop):
+    the slug is derived from the IP first, then the IP is not published. With `derive=False` the user
+    slug of a turn is a stand-in of the same shape, to be replaced by `derive_slug` once the batch is
+    valid."""
     out = dict(event)
     if "event_id" not in out:
         out["event_id"] = str(uuid.uuid4())
@@ -46,17 +57,34 @@ def complete(event: dict[str, Any], salt: str) -> dict[str, Any]:
         out["occurred_at"] = utc_now_text()
     data = out.get("data")
     if out.get("type") == TURN_TYPE and isinstance(data, dict):
-        out["data"] = complete_turn_data(data, salt)
+        out["data"] = data = complete_turn_data(data, salt, derive=derive)
+    if drop_ip and out.get("type") in (TURN_TYPE, FEEDBACK_TYPE) and isinstance(data, dict) and "ip_address" in data:
+        out["data"] = {k: v for k, v in data.items() if k != "ip_address"}
     return out
 
 
-def complete_turn_data(data: dict[str, Any], salt: str) -> dict[str, Any]:
+def derive_slug(original: dict[str, Any], draft: dict[str, Any], salt: str) -> dict[str, Any]:
+    """`draft` (`original` completed with `derive=False`) with the real user slug in place of the stand-in."""
+    data = original.get("data")
+    if original.get("type") != TURN_TYPE or not isinstance(data, dict) or data.get("user_slug") is not None:
+        return draft
+    ip = data.get("ip_address")
+    if not isinstance(ip, str):
+        return draft
+    return {**draft, "data": {**draft["data"], "user_slug": user_slug(ip, salt)}}
+
+
+def complete_turn_data(data: dict[str, Any], salt: str, *, derive: bool = True) -> dict[str, Any]:
     out = dict(data)
     ip = out.get("ip_address")
     if out.get("user_slug") is None and isinstance(ip, str):
         # Not an IP address: leave the slug missing, validation then names data.ip_address.
         with contextlib.suppress(ValueError):
-            out["user_slug"] = user_slug(ip, salt)
+            if derive:
+                out["user_slug"] = user_slug(ip, salt)
+            else:
+                ipaddress.ip_address(ip)
+                out["user_slug"] = _STAND_IN_SLUG if salt else ""
     text = out.get("user_input")
     if isinstance(text, str) and len(text) > USER_INPUT_MAX:
         out["user_input"] = text[:USER_INPUT_MAX]
@@ -64,6 +92,13 @@ def complete_turn_data(data: dict[str, Any], salt: str) -> dict[str, Any]:
 
 
 def key_of(event: BaseModel) -> bytes:
-    """The Kafka key: the session, so one session's events stay in order on one partition."""
-    session_id = getattr(getattr(event, "data", None), "session_id", None)
-    return session_id.encode() if isinstance(session_id, str) else b""
+    """The Kafka key: the session, so one session's events stay in order on one partition; an erasure
+    of a user (no session) is keyed by the user."""
+    data = getattr(event, "data", None)
+    session_id = getattr(data, "session_id", None)
+    if isinstance(session_id, str):
+        return session_id.encode()
+    user_slug = getattr(data, "user_slug", None)
+    if getattr(event, "type", None) == ERASURE_TYPE and isinstance(user_slug, str):
+        return user_slug.encode()
+    return b""

@@ -11,6 +11,7 @@ every in-sync replica has it, and the producer's own retries never write it twic
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,7 +27,26 @@ from pydantic import BaseModel
 
 from ingest.envelope import CURRENT_VERSION, complete, encode, key_of
 from schemas.registry import DEFAULT_REGISTRY, EventRegistry, EventRejected, FieldError, Rejection
-from schemas.settings import DEFAULT_TOPIC, Settings
+from schemas.settings import DEFAULT_TOPIC, ENV_USER_SLUG_SALT, Settings
+from schemas.settings import ip_policy as _ip_policy
+
+log = logging.getLogger(__name__)
+_salt_warned = False
+SALT_WARNING = (
+    f"{ENV_USER_SLUG_SALT} is empty: turns get no user_slug, so no visitor can be told apart or erased by "
+    "pseudonym (docs/privacy.md)"
+)
+
+
+def warn_once_if_no_salt(salt: str) -> None:
+    """Logs SALT_WARNING once per process when `salt` is empty."""
+    global _salt_warned
+    if not salt and not _salt_warned:
+        _salt_warned = True
+        log.warning("%s", SALT_WARNING)
+
+
+log = logging.getLogger(__name__)
 
 Timestamp = datetime | str
 Uuid = UUID | str
@@ -38,6 +58,22 @@ _PRODUCER_DEFAULTS: dict[str, Any] = {
     "compression_type": None,
     "client_id": "chat-analytics-ingest",
 }
+
+
+# A server's producer (serve's ingest endpoint) must never hold a request long: without a broker,
+# `send()` gives up after `max_block_ms` instead of 60 s, and an unacknowledged record fails after
+# `delivery_timeout_ms` instead of 2 minutes.
+SERVER_PRODUCER_CONFIG: dict[str, Any] = {
+    "max_block_ms": 3000,
+    "request_timeout_ms": 10_000,
+    "delivery_timeout_ms": 20_000,
+    "bootstrap_timeout_ms": 5000,
+}
+CONNECT_BACKOFF_MAX_S = 30.0
+
+
+class BrokerUnavailable(RuntimeError):
+    """No producer yet: Kafka has not been reachable since start-up (a background connect retries)."""
 
 
 class InvalidEvent(ValueError):
@@ -91,13 +127,20 @@ class Publisher:
         *,
         user_slug_salt: str | None = None,
         registry: EventRegistry = DEFAULT_REGISTRY,
+        ip_policy: str | None = None,
+        connect_in_background: bool = False,
         **producer_config: Any,
     ) -> None:
-        """`user_slug_salt` defaults to CHAT_ANALYTICS_USER_SLUG_SALT; extra keywords go to KafkaProducer
-        (except `enable_idempotence` and `acks`, which stay on and 'all')."""
+        """`user_slug_salt` defaults to CHAT_ANALYTICS_USER_SLUG_SALT and `ip_policy` ("keep" or "drop")
+        to CHAT_ANALYTICS_IP_POLICY; extra keywords go to KafkaProducer (except `enable_idempotence`
+        and `acks`, which stay on and 'all'). With `connect_in_background` the constructor does not
+        wait for a broker: a thread connects (retrying with back-off) and until it has, `send` raises
+        BrokerUnavailable."""
         self.topic = topic
         self.registry = registry
         self.user_slug_salt = Settings.from_env().user_slug_salt if user_slug_salt is None else user_slug_salt
+        self.drop_ip = (ip_policy or _ip_policy()) == "drop"
+        warn_once_if_no_salt(self.user_slug_salt)
         self._config = {
             **_PRODUCER_DEFAULTS,
             **producer_config,
@@ -105,12 +148,40 @@ class Publisher:
             "enable_idempotence": True,
             "acks": "all",
         }
-        self._producer = KafkaProducer(**self._config)
         self._raw_error: BaseException | None = None
         self._raw_lock = threading.Lock()
         self._swap_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._producer: KafkaProducer | None = None
+        if connect_in_background:
+            threading.Thread(target=self._connect_until_done, name="ingest-connect", daemon=True).start()
+        else:
+            self._producer = KafkaProducer(**self._config)
 
-    # ---- the five event types ----
+    def _connect_until_done(self) -> None:
+        backoff = 1.0
+        while not self._closed.is_set():
+            try:
+                producer = KafkaProducer(**self._config)
+            except Exception as exc:
+                log.warning("ingest: Kafka not reachable (%s); retrying in %.0f s", type(exc).__name__, backoff)
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, CONNECT_BACKOFF_MAX_S)
+                continue
+            with self._swap_lock:
+                if self._closed.is_set():
+                    producer.close(timeout=0)
+                    return
+                self._producer = producer
+            log.info("ingest: connected to Kafka")
+            return
+
+    @property
+    def connected(self) -> bool:
+        """Whether a producer exists (it may still be unable to reach a broker that went away since)."""
+        return self._producer is not None
+
+    # ---- the event types ----
 
     def turn_recorded(
         self,
@@ -246,11 +317,26 @@ class Publisher:
         data = _drop_none({"input_tokens": input_tokens, "output_tokens": output_tokens, "source": source})
         return self._publish("assistant.usage.recorded", data, event_id, occurred_at)
 
+    def request_erasure(
+        self,
+        *,
+        user_slug: str | None = None,
+        session_id: str | None = None,
+        reason: str | None = None,
+        event_id: Uuid | None = None,
+        occurred_at: Timestamp | None = None,
+    ) -> SendResult:
+        """Forget one visitor (`user_slug`) or one session (`session_id`), exactly one of the two: every
+        turn of it up to now leaves the read model for good (docs/privacy.md). Keyed by the session,
+        else by the user."""
+        data = _drop_none({"user_slug": user_slug, "session_id": session_id, "reason": reason})
+        return self._publish("privacy.erasure.requested", data, event_id, occurred_at)
+
     # ---- generic paths ----
 
     def prepare(self, event: Mapping[str, Any]) -> Prepared:
         """Completes, encodes and validates one event given as an envelope mapping; raises InvalidEvent."""
-        completed = complete(dict(event), self.user_slug_salt)
+        completed = complete(dict(event), self.user_slug_salt, drop_ip=self.drop_ip)
         try:
             value = encode(completed)
         except TypeError as exc:
@@ -283,6 +369,8 @@ class Publisher:
 
     def _usable_producer(self) -> KafkaProducer:
         producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("no connection to Kafka yet")
         # kafka-python 3 puts an idempotent (non-transactional) producer into a fatal state on any
         # non-retriable error, such as one record over the topic's max.message.bytes: every later send
         # would fail too. That error has reached its caller; carry on with a fresh producer (and id).
@@ -329,17 +417,22 @@ class Publisher:
 
     def flush(self, timeout: float | None = None) -> None:
         """Waits until every event sent so far is acknowledged; raises the first error of publish_raw."""
-        self._producer.flush(timeout)
+        if self._producer is not None:
+            self._producer.flush(timeout)
         with self._raw_lock:
             error, self._raw_error = self._raw_error, None
         if error is not None:
             raise error
 
     def close(self, timeout: float | None = None) -> None:
+        self._closed.set()
         try:
             self.flush(timeout)
         finally:
-            self._producer.close(timeout)
+            with self._swap_lock:
+                producer = self._producer
+            if producer is not None:
+                producer.close(timeout)
 
     def __enter__(self) -> Publisher:
         return self

@@ -8,9 +8,10 @@ size of its own rows, not of the table: every turn a batch updates is counted ou
 it stands after, a new turn is only counted in. Both come from rows the fold already holds (a new turn's
 own row, the lookup of the turns that feedback, reviews and clicks apply to), never from reading the
 counted turns back: that read scanned the whole uuid column of `interactions`, ~12 ms twice per batch
-at a million turns. Turns are never deleted and their user, created day and insertion-time columns
-never change, so that is exact too. The definitions follow API.md (by-user) and the column comments of
-schemas/readmodel.py (daily counters).
+at a million turns. A turn's user, created day and insertion-time columns never change, so that is
+exact too. Turns are only deleted by an erasure or the retention purge (projector/forget.py), which
+then recounts the rows of the keys they touched (`recount`). The definitions follow API.md (by-user)
+and the column comments of schemas/readmodel.py (daily counters).
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ DAY_COLUMNS = [
     "usage_input_tokens",
     "usage_output_tokens",
     "usage_events",
+    "erased_tokens",
+    "erased_turns",
 ]
 USER_COLUMNS = [*_USER_COUNTER_COLUMNS, "session_count"]
 # UPDATE ... FROM then INSERT of the new keys: a few times cheaper in DuckDB than INSERT ... ON CONFLICT.
@@ -247,6 +250,12 @@ class Deltas:
             user["negative_feedback"] += sign * down
             user["no_feedback"] += sign * (not (up or down))
 
+    def add_erased(self, day: date, tokens: int) -> None:
+        """A turn erased before it was stored: its tokens stay in the day's budget (API.md)."""
+        row = self._day(day)
+        row["erased_tokens"] += tokens
+        row["erased_turns"] += 1
+
     def add_usage(self, day: date, input_tokens: int, output_tokens: int) -> None:
         row = self._day(day)
         row["usage_input_tokens"] += input_tokens
@@ -352,3 +361,82 @@ def _session_rows(
                 last = max(last, max(created for created, _, _ in new))
         rows.append((session, slug, first, last, turns + len(new), reviewed + deltas.newly_reviewed[session]))
     return rows, recount
+
+
+# -- recounting after turns were removed (projector/forget.py) ---------------------------------------
+# Removing turns is rare (erasures, the retention purge), so the rows of the keys they touched are
+# recomputed from what is left rather than kept by deltas: the same definitions as the deltas above.
+
+_RECOUNT_DAYS = f"""
+UPDATE daily_counters SET {", ".join(f"{c} = r.{c}" for c in ["turns", *_TURN_COUNTER_COLUMNS[1:]])}
+FROM (
+    SELECT
+        d.day,
+        count(i.uuid) AS turns,
+        count(i.uuid) FILTER (WHERE i.is_flagged) AS flagged,
+        {", ".join(f"count(i.uuid) FILTER (WHERE i.severity = '{s}') AS severity_{s}" for s in _SEVERITIES)},
+        coalesce(sum(i.click_count), 0) AS clicks,
+        count(i.uuid) FILTER (WHERE i.fb_score = 1) AS feedback_up,
+        count(i.uuid) FILTER (WHERE i.fb_score = -1) AS feedback_down,
+        count(i.uuid) FILTER (WHERE i.is_clarification) AS clarifications,
+        coalesce(sum(i.input_tokens), 0) AS turn_input_tokens,
+        coalesce(sum(i.output_tokens), 0) AS turn_output_tokens,
+        count(i.llm_reviewed_at) AS reviewed,
+        coalesce(sum(i.llm_resolution_score) FILTER (WHERE i.llm_reviewed_at IS NOT NULL), 0) AS review_score_sum,
+        count(i.uuid) FILTER (WHERE i.llm_reviewed_at IS NOT NULL AND i.llm_hallucination_detected) AS hallucinations,
+        coalesce(sum(i.llm_input_tokens), 0) AS review_input_tokens,
+        coalesce(sum(i.llm_output_tokens), 0) AS review_output_tokens
+    FROM (SELECT unnest(?::DATE[]) AS day) d
+    LEFT JOIN interactions i ON i.created_date = d.day
+    GROUP BY d.day
+) r
+WHERE daily_counters.day = r.day
+"""
+_RECOUNT_SESSIONS_STARTED = """
+UPDATE daily_counters SET sessions_started = (
+    SELECT count(*) FROM sessions s WHERE CAST(s.first_created AS DATE) = daily_counters.day
+)
+WHERE day IN (SELECT unnest(?::DATE[]))
+"""
+_DELETE_USERS = "DELETE FROM user_stats WHERE user_slug IN (SELECT unnest(?::VARCHAR[]))"
+_RECOUNT_USERS = """
+INSERT INTO user_stats
+SELECT
+    user_slug,
+    max(created) AS last_seen,
+    count(*) AS total_interactions,
+    count(DISTINCT session_id) AS session_count,
+    count(*) FILTER (WHERE fb_score = 1) AS positive_feedback,
+    count(*) FILTER (WHERE fb_score = -1) AS negative_feedback,
+    count(*) FILTER (WHERE fb_score IS NULL) AS no_feedback,
+    count(*) FILTER (WHERE action_taken IN ('block', 'redact')) AS injection_strikes
+FROM interactions
+WHERE user_slug IN (SELECT unnest(?::VARCHAR[]))
+GROUP BY user_slug
+"""
+_FIRST_DAYS = """
+SELECT DISTINCT CAST(first_created AS DATE) FROM sessions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))
+"""
+
+
+def recount(
+    con: duckdb.DuckDBPyConnection, *, days: Iterable[date], sessions: Iterable[str], users: Iterable[str]
+) -> None:
+    """After turns of `days`, `sessions` and `users` were deleted from `interactions` (and their clicks):
+    their sessions, user_stats and daily_counters rows recomputed from the turns that are left. A
+    session whose first turn went moves its `sessions_started` to the new first day."""
+    sessions = sorted(set(sessions))
+    touched_days = set(days)
+    if sessions:
+        touched_days.update(d for (d,) in con.execute(_FIRST_DAYS, [sessions]).fetchall())
+        con.execute(_DELETE_SESSIONS, [sessions])
+        con.execute(_REFRESH_SESSIONS, [sessions])
+        touched_days.update(d for (d,) in con.execute(_FIRST_DAYS, [sessions]).fetchall())
+    day_list = sorted(touched_days)
+    if day_list:
+        con.execute(_RECOUNT_DAYS, [day_list])
+        con.execute(_RECOUNT_SESSIONS_STARTED, [day_list])
+    users = sorted({u for u in users if u})  # anonymous turns have no user_stats row
+    if users:
+        con.execute(_DELETE_USERS, [users])
+        con.execute(_RECOUNT_USERS, [users])

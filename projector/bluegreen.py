@@ -34,7 +34,7 @@ from typing import Any
 
 import duckdb
 
-from projector import deadletters
+from projector import deadletters, forget
 from projector.rebuild import (
     CATCH_UP_BATCH_SIZE,
     LogBounds,
@@ -46,10 +46,19 @@ from projector.rebuild import (
     prepare_target,
 )
 from projector.service import ProjectorService
-from projector.status import file_figures, report
+from projector.status import file_figures, file_size, report
 from schemas.position import Position
-from schemas.readmodel import READMODEL_VERSION, ReadModelHandle, connect, file_version, stored_offsets
+from schemas.readmodel import (
+    READMODEL_VERSION,
+    SERVING_CHECKPOINT_THRESHOLD,
+    ReadModelHandle,
+    connect,
+    file_version,
+    size_bytes,
+    stored_offsets,
+)
 from schemas.readmodel_copy import copy_read_model
+from schemas.storage import disk_free
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +87,8 @@ class LiveProjection:
         batch_size: int,
         readable: Callable[[ReadModelHandle], bool] | None = None,
         rebuild_batch_size: int = CATCH_UP_BATCH_SIZE,
+        disk_warn_bytes: int | None = None,
+        retention_days: int | None = None,
     ) -> None:
         if handle.path is None:
             raise ValueError("a live projection needs the served file's path")
@@ -88,6 +99,8 @@ class LiveProjection:
         self.batch_size = batch_size
         self.rebuild_batch_size = rebuild_batch_size
         self.readable = readable
+        self.disk_warn_bytes = disk_warn_bytes
+        self.retention_days = retention_days  # None: the files' retention is left alone
         self.service: ProjectorService | None = None
         self._state_lock = threading.Lock()  # guards the fields below
         self._writer = threading.Lock()  # one task that writes outside the live loop at a time
@@ -130,7 +143,9 @@ class LiveProjection:
         else:
             self.handle.unavailable = "the read model is being rebuilt for this release; retry shortly"
             log.warning("the old file cannot be served by this release: 503 until the rebuild is done")
-        self.start_rebuild(reason=f"read-model version {version} -> {READMODEL_VERSION}")
+        started, progress = self.start_rebuild(reason=f"read-model version {version} -> {READMODEL_VERSION}")
+        if not started:
+            log.error("the start-up rebuild cannot start: %s", progress.get("detail"))
 
     def stop(self) -> None:
         self._stop.set()
@@ -150,7 +165,10 @@ class LiveProjection:
             con,
             self.group_id,
             self.batch_size,
+            retention_days=self.retention_days,
             on_commit=self.handle.positions.advance,
+            on_fatal=self.handle.mark_failed,
+            checkpoint_bytes=size_bytes(self.handle.checkpoint_threshold or SERVING_CHECKPOINT_THRESHOLD),
         )
         self._caught_up_from_start = service if caught_up else None
         self.service = service
@@ -200,13 +218,29 @@ class LiveProjection:
         ends = {p["partition"]: p["end_offset"] for p in live["partitions"]} if live else None
         with self.handle.reading() as cur:
             figures = file_figures(cur, self.topic)
-        doc = report(figures, topic=self.topic, path=self.handle.path, end_offsets=ends or None)
+        retention = None
+        if self.retention_days is not None:
+            from broker.topics import describe_retention
+
+            retention = describe_retention(self.bootstrap_servers, self.topic, self.retention_days)
+        doc = report(
+            figures,
+            topic=self.topic,
+            path=self.handle.path,
+            end_offsets=ends or None,
+            retention=retention,
+            disk_warn_bytes=self.disk_warn_bytes,
+        )
         doc["live"] = self.status()
         return doc
 
-    def dead_letters(self, reason: str | None, limit: int | None) -> list[dict[str, Any]]:
+    def dead_letters(
+        self, reason: str | None, limit: int | None, after: tuple[str, int, int] | None = None
+    ) -> list[dict[str, Any]]:
+        """At most `limit` dead letters (in log order, after the position `after`), as JSON."""
         with self.handle.reading() as cur:
-            return [d.as_json() for d in deadletters.iter_dead_letters(cur, reason=reason, limit=limit)]
+            letters = deadletters.iter_dead_letters(cur, reason=reason, limit=limit, after=after)
+            return [d.as_json() for d in letters]
 
     # -- a consistent copy of the served file, for seeding a replica --------------------------------------
 
@@ -248,7 +282,11 @@ class LiveProjection:
     # -- the rebuild ----------------------------------------------------------------------------------
 
     def start_rebuild(self, reason: str = "requested") -> tuple[bool, Mapping[str, Any]]:
-        """Starts a blue/green rebuild in the background; (False, progress) when one is running."""
+        """Starts a blue/green rebuild in the background; (False, progress) when one is running, and
+        (False, {"detail", "insufficient_storage": True, ...}) when the disk has no room for a second file."""
+        room = rebuild_room(self._served)
+        if not room["enough"]:
+            return False, {"detail": room["detail"], "insufficient_storage": True, **room}
         with self._state_lock:
             if self._state in (RUNNING, SWITCHING):
                 busy = True
@@ -295,6 +333,9 @@ class LiveProjection:
         try:
             prepare_target(new_path, force=True)  # a leftover of an interrupted rebuild is ours to replace
             new_con = connect(new_path)
+            if self.retention_days is not None:
+                # Before the first record: what is older than the horizon is dropped as it arrives.
+                forget.set_watermark(new_con, forget.horizon(self.retention_days))
             self._catch_up(new_con)
             if self._stop():
                 raise InterruptedError("the server is stopping")
@@ -361,6 +402,8 @@ class LiveProjection:
                 )
                 if _behind(new_con, self.topic, bounds):
                     raise RuntimeError("the new file did not reach the end offsets")
+                if self.retention_days is not None:
+                    forget.purge(new_con, self.retention_days)  # the horizon may have moved meanwhile
                 checkpoint_and_close(new_con)
                 if Path(f"{new_path}.wal").exists():
                     raise RuntimeError(f"{new_path}.wal is left after a checkpoint: not switching to it")
@@ -401,3 +444,22 @@ class LiveProjection:
         log.info("switched %s to the rebuilt file; requests were held for %.1f ms", served, held_ms)
         previous.unlink(missing_ok=True)
         return con
+
+
+# The new file is built beside the served one and can end up larger than it (a fresh fold writes its
+# own write-ahead log before the final checkpoint): ask for this much of the served file's size free.
+REBUILD_ROOM_FACTOR = 1.5
+
+
+def rebuild_room(served: Path) -> dict[str, Any]:
+    """Whether the served file's filesystem has room for a rebuilt copy of it."""
+    needed = int((file_size(served) or 0) * REBUILD_ROOM_FACTOR)
+    free = disk_free(served.parent)
+    enough = free is None or free >= needed
+    detail = (
+        None
+        if enough
+        else f"not enough free disk space for a rebuild: {free} bytes free beside {served.name}, "
+        f"{needed} needed (1.5 times the served file); free some space first"
+    )
+    return {"enough": enough, "free_bytes": free, "needed_bytes": needed, "detail": detail}

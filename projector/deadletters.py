@@ -16,6 +16,7 @@ applied is skipped as a duplicate, as on the live log, and leaves the table.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,9 +28,6 @@ import orjson
 import pyarrow as pa
 
 from projector.fold import (
-    DUPLICATE_INTERACTION,
-    SESSION_MISMATCH,
-    UNKNOWN_OFFERING,
     apply_in_transaction,
     prepare,
     registered,
@@ -37,13 +35,12 @@ from projector.fold import (
 from projector.records import Record
 from schemas.registry import (
     DEAD_LETTER_REASONS,
+    FOLD_REASONS,
     EventRegistry,
 )
 
 # Every reason of EVENTS.md, in the contract's order.
 REASONS: tuple[str, ...] = DEAD_LETTER_REASONS
-# Reasons given by the fold after it accepted the event id (the parser gives the others).
-FOLD_REASONS = frozenset({DUPLICATE_INTERACTION, SESSION_MISMATCH, UNKNOWN_OFFERING})
 
 _COLUMNS = 'topic, partition, "offset", key, value, reason, detail, event_id, type, record_timestamp, dead_lettered_at'
 _WHERE_REASON = "WHERE (CAST(? AS VARCHAR) IS NULL OR reason = ?)"
@@ -95,11 +92,21 @@ def _letter(row: tuple[Any, ...]) -> DeadLetter:
 
 
 def iter_dead_letters(
-    con: duckdb.DuckDBPyConnection, *, reason: str | None = None, limit: int | None = None, chunk: int = 1000
+    con: duckdb.DuckDBPyConnection,
+    *,
+    reason: str | None = None,
+    limit: int | None = None,
+    chunk: int = 1000,
+    after: tuple[str, int, int] | None = None,
 ) -> Iterator[DeadLetter]:
-    """Dead letters in log order, optionally of one reason, at most `limit` of them."""
-    query = f"SELECT {_COLUMNS} FROM dead_letters {_WHERE_REASON} {_LOG_ORDER}"
+    """Dead letters in log order, optionally of one reason, at most `limit` of them, starting after the
+    log position `after` (topic, partition, offset) when given: a page of a longer listing."""
+    query = f"SELECT {_COLUMNS} FROM dead_letters {_WHERE_REASON}"
     params: list[Any] = [reason, reason]
+    if after is not None:
+        query += ' AND (topic, partition, "offset") > (?, ?, ?)'
+        params.extend(after)
+    query += f" {_LOG_ORDER}"
     if limit is not None:
         query += " LIMIT ?"
         params.append(limit)
@@ -177,7 +184,10 @@ def retry(
             result.waiting = stats.pending_added
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # A failed COMMIT has already ended the transaction, and then ROLLBACK raises too: the error
+        # to report (and to show in `status`) is the first one.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
     return result
 

@@ -30,6 +30,7 @@ fail to parse are dead-lettered each time: without a valid envelope there is no 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -46,10 +47,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projector import aggregates, conversations
+from projector import aggregates, conversations, forget
 from projector.arrow_views import registered
 from projector.records import Record
 from schemas.events import (
+    ErasureRequested,
     FeedbackSubmitted,
     OfferingClicked,
     SessionReviewed,
@@ -59,6 +61,7 @@ from schemas.events import (
 from schemas.fulltext import document_terms
 from schemas.registry import (
     DUPLICATE_INTERACTION,
+    FOLD_REASONS,
     INVALID_DATA,
     SESSION_MISMATCH,
     UNKNOWN_OFFERING,
@@ -66,12 +69,14 @@ from schemas.registry import (
     Rejection,
     parse_events,
 )
+from schemas.settings import ip_policy
 
 TURN = "chat.turn.recorded"
 FEEDBACK = "chat.feedback.submitted"
 CLICK = "chat.offering.clicked"
 REVIEW = "chat.session.reviewed"
 USAGE = "assistant.usage.recorded"
+ERASURE = forget.ERASURE
 
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
@@ -258,7 +263,8 @@ def prepare(records: Sequence[Record], registry: EventRegistry | None = None) ->
     records = list(records)
     values = [r.value for r in records]
     parse = parse_events if registry is None else registry.parse_many
-    shaped = _Shaped()
+    # The IP policy (docs/privacy.md): with `drop`, an IP that arrives anyway is not stored.
+    shaped = _Shaped(drop_ip=ip_policy() == "drop")
     with gc_paused():
         # In chunks: the models of a whole 20,000-record batch took ~6 KB per event at once.
         for start in range(0, len(values), PARSE_CHUNK):
@@ -298,7 +304,8 @@ def _uuid_texts(values: list[UUID | None]) -> list[str | None]:
 class _Shaped:
     """The rows of a batch's valid events and its rejections, in record order, filled chunk by chunk."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, drop_ip: bool = False) -> None:
+        self.drop_ip = drop_ip
         self.events: list[Prepared] = []
         self.rejections: list[tuple[int, str, str, str | None, str | None]] = []
         self.turn_rows: list[tuple[Any, ...]] = []
@@ -320,10 +327,15 @@ class _Shaped:
             try:
                 if event.type == TURN:
                     row = _turn_row(records[pos], event, event_id, uuid)  # type: ignore[arg-type]
+                    if self.drop_ip:
+                        row = (*row[:_TURN_IP], None, *row[_TURN_IP + 1 :])
                     turn_rows.append((*row, pos))
                     events.append(Prepared(pos, TURN, event_id, uuid, row[1], (row[2],)))  # type: ignore[arg-type]
                 else:
-                    events.append(_SHAPERS[event.type](pos, event, event_id, uuid))
+                    prepared = _SHAPERS[event.type](pos, event, event_id, uuid)
+                    if self.drop_ip and event.type == FEEDBACK:
+                        prepared = prepared._replace(row=(*prepared.row[:4], None, prepared.row[5]))
+                    events.append(prepared)
             except _OutOfRange as exc:
                 rejections.append((pos, INVALID_DATA, str(exc), event_id, event.type))
                 out_of_range = True
@@ -456,7 +468,16 @@ def _usage(pos: int, event: UsageRecorded, event_id: str, uuid: None) -> Prepare
     return Prepared(pos, USAGE, event_id, None, None, row)
 
 
-_SHAPERS: dict[str, Any] = {FEEDBACK: _feedback, REVIEW: _review, CLICK: _click, USAGE: _usage}
+def _erasure(pos: int, event: ErasureRequested, event_id: str, uuid: None) -> Prepared:
+    kind, key = event.data.key
+    row = (event_id, kind, key, _naive(event.occurred_at), event.data.reason)
+    return Prepared(pos, ERASURE, event_id, None, event.data.session_id, row)
+
+
+_SHAPERS: dict[str, Any] = {FEEDBACK: _feedback, REVIEW: _review, CLICK: _click, USAGE: _usage, ERASURE: _erasure}
+_TURN_IP = TURN_SCHEMA.get_field_index("ip_address")
+# Where a dependent event's own occurred_at sits in its row (for retention of waiting events).
+_OCCURRED_AT = {FEEDBACK: 5, REVIEW: 9, CLICK: 4}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,6 +495,10 @@ class BatchStats:
     pending_added: int = 0
     pending_resolved: int = 0
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per (topic, partition)
+    erasures: int = 0  # erasure events applied
+    erased: int = 0  # turns an erasure removed or dropped on arrival (each with everything attached)
+    erased_events: int = 0  # feedback, clicks, reviews, copies and dead letters dropped for an erasure
+    aged: int = 0  # events dropped on arrival because they are older than the retention horizon
 
 
 class _Turn(NamedTuple):
@@ -520,7 +545,10 @@ def apply_prepared(
         stats = apply_in_transaction(con, batch, registry=registry)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # A failed COMMIT has already ended the transaction, and then ROLLBACK raises too: the error
+        # to report (and to show in `status`) is the first one.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
     return stats
 
@@ -564,6 +592,7 @@ DEAD_LETTER_SCHEMA = pa.schema(
         ("type", pa.string()),
         ("record_timestamp", pa.timestamp("us")),
         ("dead_lettered_at", pa.timestamp("us")),
+        ("occurred_at", pa.timestamp("us")),
     ]
 )
 PENDING_SCHEMA = pa.schema(
@@ -578,6 +607,16 @@ PENDING_SCHEMA = pa.schema(
         ("key", pa.binary()),
         ("value", pa.binary()),
         ("record_timestamp", pa.timestamp("us")),
+        ("occurred_at", pa.timestamp("us")),
+    ]
+)
+ERASURE_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("key_kind", pa.string()),
+        ("key", pa.string()),
+        ("occurred_at", pa.timestamp("us")),
+        ("reason", pa.string()),
     ]
 )
 
@@ -605,6 +644,15 @@ class _Fold:
         self.sessions: set[str] = set()
         # sessions whose conversation row changes: new turns, and feedback, clicks or reviews applied
         self.conversations: set[str] = set()
+        # Privacy (projector/forget.py): the retention watermark, whether any erasure is stored, the
+        # erased turns among the uuids this batch names, and what this batch drops for them.
+        self.watermark: date | None = None
+        self.has_erasures = False
+        self._erasure_list: list[forget.Erasure] | None = None
+        self.tombstones: set[str] = set()
+        self.new_tombstones: list[tuple[str, str]] = []  # (interaction uuid, erasure event id)
+        self.credits: Counter[str] = Counter()  # turns dropped on arrival, by the erasure that covers them
+        self.turns_aged = 0
 
     def run(self) -> BatchStats:
         live = self._live_positions()
@@ -615,17 +663,22 @@ class _Fold:
         self._insert_applied_ids(events)
         turn_events = [e for e in events if e.type == TURN]
         dependent_events = [e for e in events if e.type in (FEEDBACK, CLICK, REVIEW)]
+        named = {e.interaction_uuid for e in (*turn_events, *dependent_events) if e.interaction_uuid}
+        self._load_privacy(named)
         # One lookup of every interaction the batch names, before it changes any: the first turn of a
         # duplicate interaction, and the turns that feedback, clicks and reviews apply to, as they stand.
-        stored = self._stored_turns(
-            {e.interaction_uuid for e in (*turn_events, *dependent_events) if e.interaction_uuid}
-        )
+        stored = self._stored_turns(named)
+        turn_events = self._screen_turns(turn_events, stored)
         new_turns = self._insert_turns(turn_events, stored)
         self._apply_dependents(stored, new_turns, dependent_events)
-        self._insert_usage([e for e in events if e.type == USAGE])
+        self._insert_usage(self._unaged([e for e in events if e.type == USAGE]))
         self._insert_dead_letters()
+        self._record_dropped()
         aggregates.refresh(self.con, sessions=self.sessions, deltas=self.deltas)
         conversations.refresh(self.con, self.sessions | self.conversations)
+        # After the batch's own rows are in, so that an erasure also covers turns of this batch that
+        # came after it in the log: what it removes depends on time and key, never on arrival order.
+        self._apply_erasures([e for e in events if e.type == ERASURE])
         self._count_applied()
         self._store_offsets()
         return self.stats
@@ -769,8 +822,16 @@ class _Fold:
         updated: set[str] = set()
         for event, waited in dependents:
             assert event.interaction_uuid is not None
+            if event.interaction_uuid in self.tombstones:  # its turn was erased: nothing to apply it to
+                self._settle(event.type)
+                self.stats.erased_events += 1
+                continue
             turn = turns.get(event.interaction_uuid)
             if turn is None:
+                if self._aged(event.row[_OCCURRED_AT[event.type]]):  # its turn is older still: purged
+                    self._settle(event.type)
+                    self.stats.aged += 1
+                    continue
                 pending.append((event, waited or self._source(event.pos)))
                 continue
             session_id, offerings = turn[0], turn[1]
@@ -893,12 +954,215 @@ class _Fold:
                 s.key,
                 s.value,
                 s.record_timestamp,
+                e.row[_OCCURRED_AT[e.type]],
             )
             for i, (e, s) in enumerate(pending)
         ]
         with registered(self.con, "new_pending", _table(rows, PENDING_SCHEMA)):
             self.con.execute(_INSERT_PENDING)
         self.stats.pending_added += len(rows)
+
+    # -- privacy: retention and erasures (projector/forget.py) --------------------------------------
+
+    def _load_privacy(self, named: set[str]) -> None:
+        ((erasures, mark),) = self.con.execute(
+            "SELECT (SELECT count(*) FROM erasures), (SELECT value FROM meta WHERE key = ?)", [forget.WATERMARK_KEY]
+        ).fetchall()
+        self.watermark = date.fromisoformat(mark) if mark else None
+        self.has_erasures = bool(erasures)
+        if self.has_erasures:
+            self.tombstones = forget.tombstoned(self.con, named)
+
+    def _erasures(self) -> list[forget.Erasure]:
+        if self._erasure_list is None:
+            self._erasure_list = forget.stored_erasures(self.con) if self.has_erasures else []
+        return self._erasure_list
+
+    def _aged(self, at: datetime | date) -> bool:
+        """Older than the retention watermark: what the purge removed, or would."""
+        if self.watermark is None:
+            return False
+        day = at.date() if isinstance(at, datetime) else at
+        return day < self.watermark
+
+    def _unaged(self, usage: list[Prepared]) -> list[Prepared]:
+        kept = [u for u in usage if not self._aged(u.row[1])]
+        for _ in range(len(usage) - len(kept)):
+            self._settle(USAGE)
+            self.stats.aged += 1
+        return kept
+
+    def _settle(self, type_: str) -> None:
+        # An event accepted but moot (erased, or too old) counts as applied: so the counts are the same
+        # whether it came before or after what makes it moot (see forget.count_settled).
+        self.stats.applied[type_] += 1
+
+    def _screen_turns(self, turns: list[Prepared], stored: dict[str, _Turn]) -> list[Prepared]:
+        """The arriving turns that are stored; the others are dropped: a copy of an erased turn, a turn
+        older than the retention watermark, or one a stored erasure covers (it gets a tombstone, so that
+        its feedback, clicks and reviews are dropped too, and its tokens stay in the day's budget)."""
+        if not turns or (not self.has_erasures and self.watermark is None):
+            return turns
+        table = self.batch.turns
+        positions = pa.array([t.pos for t in turns], pa.int64())
+        table = table.filter(pc.is_in(table["pos"], value_set=positions))
+        facts = dict(
+            zip(
+                table["pos"].to_pylist(),
+                zip(
+                    table["created_date"].to_pylist(),
+                    pc.add(table["input_tokens"], table["output_tokens"]).to_pylist(),
+                    strict=True,
+                ),
+                strict=True,
+            )
+        )
+        matches: dict[int, str] = {}
+        if self.has_erasures:
+            columns = table.select(["pos", "session_id", "user_slug", "created"])
+            with registered(self.con, "arriving_turns", columns):
+                matches = dict(self.con.execute(_ERASURE_MATCHES).fetchall())
+        kept: list[Prepared] = []
+        standing = set(stored)
+        for t in turns:
+            uuid = t.interaction_uuid
+            assert uuid is not None
+            day, tokens = facts[t.pos]
+            if uuid in self.tombstones:
+                self._settle(TURN)
+                self.stats.erased_events += 1
+                continue
+            if self.watermark is not None and day < self.watermark:
+                self._settle(TURN)
+                self.stats.aged += 1
+                self.turns_aged += 1
+                continue
+            erasure = matches.get(t.pos)
+            if erasure is not None:
+                self._settle(TURN)
+                if uuid in standing:  # a copy of a turn that stands: it would be a dead letter, erased
+                    self.stats.erased_events += 1
+                    continue
+                self.tombstones.add(uuid)
+                self.new_tombstones.append((uuid, erasure))
+                self.credits[erasure] += 1
+                self.deltas.add_erased(day, int(tokens))
+                self.stats.erased += 1
+                continue
+            standing.add(uuid)
+            kept.append(t)
+        return kept
+
+    def _drop_forgotten_dead_letters(self) -> None:
+        """A dead letter is not kept when it is older than the watermark or holds erased data; one the
+        fold gave to a valid event counts as settled, as it does when an erasure deletes it later."""
+        if not self.dead or (not self.has_erasures and not self.new_tombstones and self.watermark is None):
+            return
+        facts = [forget.raw_facts(row[4]) for row in self.dead]  # parsed again: dead letters are rare
+        tombstones = self.tombstones
+        if self.has_erasures:
+            tombstones = tombstones | forget.tombstoned(
+                self.con, {f.interaction_uuid for f in facts if f.interaction_uuid}
+            )
+        since = datetime.combine(self.watermark, datetime.min.time()) if self.watermark is not None else None
+        kept = []
+        for row, f in zip(self.dead, facts, strict=True):
+            record_ts, reason, type_ = row[9], row[5], row[8]
+            at = f.occurred_at or record_ts  # as the purge reads it: coalesce(occurred_at, record_timestamp)
+            if since is not None and at is not None and at < since:
+                self.stats.aged += 1
+            elif forget.erased_dead_letter(row[3], f, record_ts, self._erasures(), tombstones):
+                self.stats.erased_events += 1
+            else:
+                kept.append(row)
+                continue
+            if reason in FOLD_REASONS and type_:
+                self._settle(type_)
+            self.stats.dead_letters[reason] -= 1
+            if not self.stats.dead_letters[reason]:
+                del self.stats.dead_letters[reason]
+        self.dead = kept
+
+    def _record_dropped(self) -> None:
+        """Tombstones of the turns dropped on arrival, their erasures' counts, and the waiting events
+        of those turns (dropped, counted as settled)."""
+        if self.new_tombstones:
+            forget.add_tombstones(self.con, (u for u, _ in self.new_tombstones))
+            uuids = sorted({u for u, _ in self.new_tombstones})
+            waiting = self._where_in(
+                "SELECT type, count(*) FROM pending_events WHERE interaction_uuid IN ({}) GROUP BY type",
+                uuids,
+                max_placeholders=0,
+            )
+            if waiting:
+                self._where_in("DELETE FROM pending_events WHERE interaction_uuid IN ({})", uuids, max_placeholders=0)
+                for type_, n in waiting:
+                    self.stats.applied[type_] += int(n)
+                    self.stats.erased_events += int(n)
+                self.stats.pending_resolved += sum(int(n) for _, n in waiting)
+        if self.credits:
+            table = pa.table(
+                {
+                    "event_id": pa.array(list(self.credits), pa.string()),
+                    "n": pa.array(list(self.credits.values()), pa.int64()),
+                }
+            )
+            with registered(self.con, "erasure_credits", table):
+                self.con.execute(
+                    "UPDATE erasures SET rows_removed = erasures.rows_removed + c.n"
+                    " FROM erasure_credits c WHERE erasures.event_id = c.event_id::UUID"
+                )
+        forget.add_to_meta(self.con, forget.TURNS_PURGED_KEY, self.turns_aged)
+
+    def _apply_erasures(self, erasures: list[Prepared]) -> None:
+        """Each erasure of the batch, in log order: its record, then the turns it covers removed with
+        everything attached (their tokens kept in the budget), tombstones, and its dead letters."""
+        for event in erasures:
+            erasure = forget.Erasure(*event.row[:4])
+            with registered(self.con, "new_erasure", _table([event.row], ERASURE_SCHEMA)):
+                self.con.execute(
+                    "INSERT INTO erasures SELECT event_id::UUID, key_kind, key, occurred_at, reason, 0 FROM new_erasure"
+                )
+            where, params = forget.erasure_condition(erasure)
+            removed = forget.remove_turns(self.con, where, params)
+            forget.keep_in_budget(self.con, removed.days)
+            forget.add_tombstones(self.con, removed.uuids)
+            self.tombstones.update(removed.uuids)
+            self._erase_dead_letters(erasure, set(removed.uuids))
+            if removed.uuids:
+                self.con.execute(
+                    "UPDATE erasures SET rows_removed = ? WHERE event_id = ?", [len(removed.uuids), erasure.event_id]
+                )
+            self.has_erasures = True
+            if self._erasure_list is not None:
+                self._erasure_list.append(erasure)
+            self.stats.erasures += 1
+            self.stats.erased += len(removed.uuids)
+            self.stats.applied[ERASURE] += 1
+
+    def _erase_dead_letters(self, erasure: forget.Erasure, removed: set[str]) -> None:
+        rows = self.con.execute(
+            'SELECT topic, partition, "offset", key, value, record_timestamp, reason, type FROM dead_letters'
+        ).fetchall()
+        gone = [r for r in rows if forget.erased_dead_letter(r[3], forget.raw_facts(r[4]), r[5], [erasure], removed)]
+        if not gone:
+            return
+        keys = pa.table(
+            {
+                "topic": pa.array([r[0] for r in gone], pa.string()),
+                "partition": pa.array([r[1] for r in gone], pa.int32()),
+                "offset": pa.array([r[2] for r in gone], pa.int64()),
+            }
+        )
+        with registered(self.con, "erased_letters", keys):
+            self.con.execute(
+                "DELETE FROM dead_letters d USING erased_letters e WHERE d.topic = e.topic"
+                ' AND d.partition = e.partition AND d."offset" = e."offset"'
+            )
+        for r in gone:
+            if r[6] in FOLD_REASONS and r[7]:
+                self._settle(r[7])
+        self.stats.erased_events += len(gone)
 
     # -- usage -------------------------------------------------------------------------------------
 
@@ -939,11 +1203,13 @@ class _Fold:
                 type_,
                 source.record_timestamp,
                 self.now,
+                forget.raw_facts(source.value).occurred_at,
             )
         )
         self.stats.dead_letters[reason] += 1
 
     def _insert_dead_letters(self) -> None:
+        self._drop_forgotten_dead_letters()
         if self.dead:
             with registered(self.con, "new_dead_letters", _table(self.dead, DEAD_LETTER_SCHEMA)):
                 self.con.execute("INSERT INTO dead_letters BY NAME SELECT * FROM new_dead_letters")
@@ -1050,6 +1316,15 @@ SELECT event_id::UUID, occurred_at, day, input_tokens, output_tokens, source FRO
 _INSERT_PENDING = """
 INSERT INTO pending_events BY NAME
 SELECT seq, interaction_uuid::UUID AS interaction_uuid, event_id::UUID AS event_id, type, topic, partition,
-       "offset", key, value, record_timestamp
+       "offset", key, value, record_timestamp, occurred_at
 FROM new_pending
+"""
+
+# The stored erasure that covers each arriving turn (the earliest, for its count), if any.
+_ERASURE_MATCHES = """
+SELECT t.pos, e.event_id::VARCHAR
+FROM arriving_turns t JOIN erasures e
+  ON ((e.key_kind = 'session_id' AND e.key = t.session_id) OR (e.key_kind = 'user_slug' AND e.key = t.user_slug))
+ AND t.created <= e.occurred_at
+QUALIFY row_number() OVER (PARTITION BY t.pos ORDER BY e.occurred_at, e.event_id) = 1
 """

@@ -15,6 +15,8 @@ from typing import Any
 import duckdb
 
 from schemas.readmodel import READMODEL_VERSION, file_version
+from schemas.settings import DEFAULT_DISK_WARN_BYTES
+from schemas.storage import disk_figures, size_text
 
 
 def file_size(path: str | os.PathLike[str] | None) -> int | None:
@@ -54,6 +56,11 @@ def file_figures(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[str, Any]:
     }
     ((pending,),) = cur.execute("SELECT count(*) FROM pending_events").fetchall()
     ((interactions,),) = cur.execute("SELECT count(*) FROM interactions").fetchall()
+    privacy = None
+    if _has_table(cur, "erasures"):
+        from projector.forget import privacy_figures
+
+        privacy = privacy_figures(cur)
     other_topics = sorted(
         str(t) for (t,) in cur.execute("SELECT DISTINCT topic FROM offsets WHERE topic <> ?", [topic]).fetchall()
     )
@@ -66,6 +73,7 @@ def file_figures(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[str, Any]:
         "pending_events": int(pending),
         "interactions": int(interactions),
         "other_topics": other_topics,
+        "privacy": privacy,
     }
 
 
@@ -76,7 +84,10 @@ def report(
     path: str | os.PathLike[str] | None,
     end_offsets: dict[int, int] | None,
     broker_error: str | None = None,
+    disk_warn_bytes: int | None = None,
+    retention: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`retention`: the topic's retention against the policy (`broker.topics.describe_retention`)."""
     """The status document: the file's figures with per-partition end offset, stored offset and lag."""
     stored: dict[int, int] = figures["stored_offsets"]
     ends = end_offsets or {}
@@ -107,6 +118,9 @@ def report(
         "pending_events": figures["pending_events"],
         "interactions": figures["interactions"],
         "other_topics": figures["other_topics"],
+        "disk": disk_figures(path, DEFAULT_DISK_WARN_BYTES if disk_warn_bytes is None else disk_warn_bytes),
+        "privacy": figures.get("privacy"),
+        "retention": retention,
     }
 
 
@@ -120,7 +134,7 @@ def topic_end_offsets(bootstrap_servers: str, topic: str, timeout_s: float = 15.
 def render_text(doc: dict[str, Any]) -> str:
     """The human form of `report`."""
     lines = [
-        f"file:               {doc['file']} ({_size(doc['file_size_bytes'])})",
+        f"file:               {doc['file']} ({size_text(doc['file_size_bytes'])})",
         f"read-model version: {doc['readmodel_version']} (this release writes {doc['code_readmodel_version']})",
         f"topic:              {doc['topic']}",
     ]
@@ -146,17 +160,35 @@ def render_text(doc: dict[str, Any]) -> str:
     lines.extend(f"  {r}: {n}" for r, n in sorted(dead.items()))
     lines.append(f"waiting events:     {doc['pending_events']} (feedback, clicks, reviews whose turn has not arrived)")
     lines.append(f"interactions:       {doc['interactions']}")
+    lines.extend(_privacy_lines(doc.get("privacy"), doc.get("retention")))
+    disk = doc.get("disk") or {}
+    if disk.get("free_bytes") is not None:
+        lines.append(f"disk free:          {size_text(disk['free_bytes'])} in {disk['data_dir']}")
+    if disk.get("warning"):
+        lines.append(f"                    -> WARNING: {disk['warning']}")
     if doc["other_topics"]:
         lines.append(f"also holds offsets of: {', '.join(doc['other_topics'])} (built from another topic?)")
     return "\n".join(lines)
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "missing"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+def _privacy_lines(privacy: dict[str, Any] | None, retention: dict[str, Any] | None) -> list[str]:
+    lines: list[str] = []
+    if retention is not None:
+        days = retention["policy_days"]
+        policy = "keep everything (-1)" if days == -1 else f"{days} days"
+        lines.append(
+            f"retention policy:   {policy}; the topic should have retention.ms={retention['wanted']['retention.ms']}"
+        )
+        topic = retention.get("topic")
+        if topic is not None:
+            lines.append(f"topic retention:    {', '.join(f'{k}={v}' for k, v in sorted(topic.items()))}")
+        if retention.get("warning"):
+            lines.append(f"  WARNING: {retention['warning']}")
+    if privacy is None:
+        lines.append("privacy:            unknown (a file of an older read-model version)")
+        return lines
+    horizon = privacy["retention_horizon"]
+    lines.append(f"read model keeps:   {'everything' if horizon is None else f'turns created on {horizon} or later'}")
+    lines.append(f"turns purged:       {privacy['turns_purged_by_retention']} (by retention)")
+    lines.append(f"erasures applied:   {privacy['erasures_applied']} ({privacy['erasure_rows_removed']} turns removed)")
+    return lines

@@ -126,6 +126,22 @@ def usage(
     return envelope("assistant.usage.recorded", data, at=at, rng=rng)
 
 
+def erasure(
+    *,
+    user_slug: str | None = None,
+    session_id: str | None = None,
+    reason: str | None = None,
+    at: datetime = BASE_TIME,
+    rng: random.Random | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A `privacy.erasure.requested` (any combination of keys, so that tests can build invalid ones)."""
+    data = {
+        k: v for k, v in (("user_slug", user_slug), ("session_id", session_id), ("reason", reason)) if v is not None
+    }
+    return envelope("privacy.erasure.requested", {**data, **fields}, at=at, rng=rng)
+
+
 def encode(event: dict[str, Any] | bytes) -> bytes:
     if isinstance(event, bytes):
         return event
@@ -136,10 +152,14 @@ def encode(event: dict[str, Any] | bytes) -> bytes:
 
 
 def key_of(event: dict[str, Any] | bytes) -> bytes | None:
+    """The session, as the publisher keys events; an erasure of a user is keyed by the user."""
     if isinstance(event, dict) and isinstance(event.get("data"), dict):
         session = event["data"].get("session_id")
         if isinstance(session, str):
             return session.encode()
+        slug = event["data"].get("user_slug")
+        if event.get("type") == "privacy.erasure.requested" and isinstance(slug, str):
+            return slug.encode()
     return None
 
 

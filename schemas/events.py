@@ -32,6 +32,8 @@ from pydantic import (
 )
 
 USER_INPUT_MAX = 2000
+USER_SLUG_MAX = 128
+ERASURE_REASON_MAX = 500
 MODEL_MAX = 150  # the reference's column width for the chat model's name
 
 Severity = Literal["none", "low", "medium", "high", "critical"]
@@ -94,7 +96,7 @@ class TurnData(_Data):
 
     interaction_uuid: UUID
     session_id: SessionId
-    user_slug: Annotated[StrictStr, Field(max_length=128)]
+    user_slug: Annotated[StrictStr, Field(max_length=USER_SLUG_MAX)]
     ip_address: IpAddress | None = None
     user_input: StrictStr = Field(description=f"longer input is cut to its first {USER_INPUT_MAX} characters")
     assistant_blocks: list[Any] = Field(default_factory=list)
@@ -216,6 +218,41 @@ class UsageData(_Data):
     source: StrictStr = ""
 
 
+class ErasureData(_Data):
+    """Forget one visitor (`user_slug`) or one session (`session_id`): exactly one of the two."""
+
+    # The "exactly one" rule, for JSON Schema validators in other languages.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["user_slug"], "properties": {"user_slug": {"type": "string"}}},
+                {"required": ["session_id"], "properties": {"session_id": {"type": "string"}}},
+            ]
+        }
+    )
+    user_slug: Annotated[StrictStr, Field(min_length=1, max_length=USER_SLUG_MAX)] | None = Field(
+        default=None, description="the visitor's pseudonym; exactly one of user_slug and session_id"
+    )
+    session_id: SessionId | None = Field(default=None, description="exactly one of user_slug and session_id")
+    reason: Annotated[StrictStr, Field(max_length=ERASURE_REASON_MAX)] = Field(
+        default="", description="kept with the erasure record (never the erased data)"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_key(self) -> ErasureData:
+        if (self.user_slug is None) == (self.session_id is None):
+            raise ValueError("exactly one of user_slug and session_id is required")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(key kind, key): ("session_id", id) or ("user_slug", slug)."""
+        if self.session_id is not None:
+            return "session_id", self.session_id
+        assert self.user_slug is not None
+        return "user_slug", self.user_slug
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -255,15 +292,21 @@ class UsageRecorded(_Envelope):
     data: UsageData
 
 
-Event = TurnRecorded | FeedbackSubmitted | OfferingClicked | SessionReviewed | UsageRecorded
+class ErasureRequested(_Envelope):
+    type: Literal["privacy.erasure.requested"]
+    data: ErasureData
 
-# The five v1 types, by name. `schemas.registry` builds the parsing union from this table.
+
+Event = TurnRecorded | FeedbackSubmitted | OfferingClicked | SessionReviewed | UsageRecorded | ErasureRequested
+
+# The v1 types, by name. `schemas.registry` builds the parsing union from this table.
 V1_MODELS: dict[str, type[_Envelope]] = {
     "chat.turn.recorded": TurnRecorded,
     "chat.feedback.submitted": FeedbackSubmitted,
     "chat.offering.clicked": OfferingClicked,
     "chat.session.reviewed": SessionReviewed,
     "assistant.usage.recorded": UsageRecorded,
+    "privacy.erasure.requested": ErasureRequested,
 }
 
 # Events that act on an existing turn: they wait (see EVENTS.md, "Order") when it has not arrived yet.
@@ -271,6 +314,9 @@ TURN_DEPENDENT_TYPES = frozenset({"chat.feedback.submitted", "chat.offering.clic
 
 __all__ = [
     "ActionTaken",
+    "ERASURE_REASON_MAX",
+    "ErasureData",
+    "ErasureRequested",
     "Event",
     "FEEDBACK_CATEGORIES",
     "FeedbackCategory",
@@ -287,6 +333,7 @@ __all__ = [
     "TurnRecorded",
     "MODEL_MAX",
     "USER_INPUT_MAX",
+    "USER_SLUG_MAX",
     "UsageData",
     "UsageRecorded",
     "V1_MODELS",

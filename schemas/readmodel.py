@@ -18,6 +18,9 @@ Tables, by what they serve:
 - `applied_events`: every applied `event_id`, so a duplicate is skipped wherever it arrives.
 - `applied_counts`: events applied, by type (a feedback or review that replaced another still counts).
 - `pending_events`: feedback, clicks and reviews whose turn has not arrived yet.
+- `erasures`: one record per applied `privacy.erasure.requested` (never the erased data), and
+  `erased_interactions`: the random ids of the turns erasures removed, so that a late feedback, click,
+  review or copy of such a turn is dropped instead of waiting or coming back (docs/privacy.md).
 - `dead_letters`: events that cannot be applied, with their raw bytes and a reason.
 - `offsets`: the next Kafka offset per (topic, partition), written in the same transaction as the
   rows that the offsets before it produced. This, not Kafka's committed offsets, is the position.
@@ -31,7 +34,9 @@ response without re-encoding.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,12 +46,16 @@ import duckdb
 
 from schemas.position import PositionBoard
 
+log = logging.getLogger(__name__)
+
 # Bump when a release changes the tables or what the fold writes into them: a file with an older
 # version is rebuilt from the topic (see the README, "Operating the projector").
 # 2: `applied_counts` (a version-1 file has no such counts to carry over).
 # 3: `interactions.model` and `interactions.search_terms` (in place of `blocks_text`).
-# 4: `conversations`.
-READMODEL_VERSION = 4
+# 4: erasures and retention (`erasures`, `erased_interactions`, `pending_events.occurred_at`,
+#    `dead_letters.occurred_at`, `daily_counters.erased_*`).
+# 5: `conversations`.
+READMODEL_VERSION = 5
 
 DDL: tuple[str, ...] = (
     """
@@ -171,7 +180,10 @@ DDL: tuple[str, ...] = (
         review_score_sum BIGINT NOT NULL,
         hallucinations BIGINT NOT NULL,
         review_input_tokens BIGINT NOT NULL,
-        review_output_tokens BIGINT NOT NULL
+        review_output_tokens BIGINT NOT NULL,
+        -- tokens and turns of erased turns: they stay in the daily token budget (API.md)
+        erased_tokens BIGINT NOT NULL DEFAULT 0,
+        erased_turns BIGINT NOT NULL DEFAULT 0
     )
     """,
     """
@@ -215,7 +227,8 @@ DDL: tuple[str, ...] = (
         "offset" BIGINT NOT NULL,
         key BLOB,
         value BLOB NOT NULL,
-        record_timestamp TIMESTAMP              -- the Kafka record's own timestamp, for a later dead letter
+        record_timestamp TIMESTAMP,             -- the Kafka record's own timestamp, for a later dead letter
+        occurred_at TIMESTAMP NOT NULL          -- the event's own, for retention
     )
     """,
     """
@@ -230,10 +243,49 @@ DDL: tuple[str, ...] = (
         event_id VARCHAR,
         type VARCHAR,
         record_timestamp TIMESTAMP,             -- the Kafka record's own timestamp
-        dead_lettered_at TIMESTAMP NOT NULL     -- wall clock when the fold set it aside
+        dead_lettered_at TIMESTAMP NOT NULL,    -- wall clock when the fold set it aside
+        occurred_at TIMESTAMP                   -- the event's own, when readable: for retention
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS erasures (
+        event_id UUID NOT NULL,
+        key_kind VARCHAR NOT NULL,              -- user_slug | session_id
+        key VARCHAR NOT NULL,
+        occurred_at TIMESTAMP NOT NULL,         -- turns up to this instant are erased
+        reason VARCHAR NOT NULL,
+        rows_removed BIGINT NOT NULL            -- turns (with all attached) this erasure removed or dropped
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS erased_interactions (
+        uuid UUID NOT NULL                      -- a random id, nothing else of the turn
     )
     """,
 )
+
+# Every table that holds rows of one turn, with the column naming the turn: an erasure or a retention
+# purge deletes a turn from each of them (projector/forget.py). A new per-turn table must be listed
+# here, or tests/test_forget.py fails; every other table is in OTHER_TABLES, saying why it is not.
+TURN_TABLES: dict[str, str] = {
+    "interactions": "uuid",
+    "clicks": "interaction_uuid",
+    "pending_events": "interaction_uuid",
+}
+OTHER_TABLES: dict[str, str] = {
+    "meta": "facts about the file",
+    "offsets": "positions in the log",
+    "sessions": "aggregate: recomputed for the sessions of removed turns",
+    "conversations": "aggregate: recomputed for the sessions of removed turns (projector.conversations)",
+    "user_stats": "aggregate: recomputed for the users of removed turns",
+    "daily_counters": "aggregate: recomputed for the days of removed turns",
+    "usage_events": "tokens outside the anonymous chat: no visitor data (purged by age only)",
+    "applied_events": "event ids only, so a re-published copy is never applied again",
+    "applied_counts": "counts by event type",
+    "dead_letters": "raw events: erased by key and time, purged by age (projector/forget.py)",
+    "erasures": "the erasure records themselves",
+    "erased_interactions": "random ids of erased turns",
+}
 
 # Tables that hold the projection itself: equal, row for row, for any two folds of the same log.
 PROJECTION_TABLES: tuple[str, ...] = (
@@ -248,6 +300,8 @@ PROJECTION_TABLES: tuple[str, ...] = (
     "applied_counts",
     "pending_events",
     "dead_letters",
+    "erasures",
+    "erased_interactions",
     "offsets",
 )
 
@@ -298,7 +352,37 @@ SERVING_INDEXES: tuple[str, ...] = ("CREATE INDEX IF NOT EXISTS interactions_ses
 SERVING_CHECKPOINT_THRESHOLD = "256MiB"
 
 
-def serving_settings(con: duckdb.DuckDBPyConnection) -> None:
+_SIZE = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?)?B$")
+
+
+_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+
+
+def checked_size(text: str) -> str:
+    """A size such as '256MiB' or '1GB'; raises ValueError for anything else."""
+    if not _SIZE.match(text.strip()):
+        raise ValueError(f"{text!r} is not a size such as 256MiB or 1GB")
+    return text.strip()
+
+
+def size_bytes(text: str) -> int:
+    """'256MiB' -> 268435456, '1GB' -> 10**9 (as DuckDB reads its size settings)."""
+    match = _SIZE.match(checked_size(text))
+    assert match is not None
+    number = float(text.strip()[: match.start(2) if match.group(2) else -1])
+    unit = match.group(2) or ""
+    factor = 1024 ** (" KMGT".index(unit[0])) if unit.endswith("i") else _UNITS[unit[:1]]
+    return int(number * factor)
+
+
+# DuckDB's own checkpoint-on-commit is kept out of the way of a served file: when a commit triggers it,
+# DuckDB skips writing that transaction to the write-ahead log and relies on the checkpoint, so a
+# checkpoint that fails (a full disk) loses a commit that readers have already seen. The projector
+# checkpoints by itself instead, after the batch is durable in the log (ProjectorService.checkpoint_bytes).
+_NO_AUTOMATIC_CHECKPOINT = "1000GB"
+
+
+def serving_settings(con: duckdb.DuckDBPyConnection, checkpoint_threshold: str | None = None) -> None:
     """Settings of a file that a server reads while its projector writes small batches.
 
     One thread per statement: the API's statements are small and many run at once (one per request
@@ -313,7 +397,8 @@ def serving_settings(con: duckdb.DuckDBPyConnection) -> None:
     The serving indexes are made on a writable file (about 0.5 s for a million events), then kept up
     to date by the projector's inserts."""
     con.execute("SET threads = 1")
-    con.execute(f"SET checkpoint_threshold = '{SERVING_CHECKPOINT_THRESHOLD}'")
+    checked_size(checkpoint_threshold or SERVING_CHECKPOINT_THRESHOLD)  # applied by the projector
+    con.execute(f"SET checkpoint_threshold = '{_NO_AUTOMATIC_CHECKPOINT}'")
     (read_only,) = con.execute(
         "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
     ).fetchone() or (True,)
@@ -324,7 +409,13 @@ def serving_settings(con: duckdb.DuckDBPyConnection) -> None:
 
 
 class ReadModelUnavailable(Exception):
-    """The served file cannot answer right now (it is being rebuilt and the old one is unreadable)."""
+    """The served file cannot answer right now (it is being rebuilt and the old one is unreadable, or
+    DuckDB invalidated it after a fatal error and the process is about to exit)."""
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether DuckDB invalidated the database: nothing on this connection works until a restart."""
+    return isinstance(exc, duckdb.FatalException) or "database has been invalidated" in str(exc)
 
 
 class ReadersWriterLock:
@@ -380,12 +471,22 @@ class ReadModelHandle:
     version, part of every position token.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None) -> None:
-        serving_settings(con)
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        checkpoint_threshold: str | None = None,
+    ) -> None:
+        self.checkpoint_threshold = checkpoint_threshold
+        serving_settings(con, checkpoint_threshold)
         self._con = con
         self.path = Path(path) if path is not None else None
         self.generation = 0
         self.unavailable: str | None = None
+        # Set once DuckDB invalidated the database (a fatal error, such as a full disk during a
+        # checkpoint): the process cannot serve any more, /livez fails and `serve` exits.
+        self.failure: str | None = None
         self._lock = ReadersWriterLock()
         self.positions = PositionBoard()
         self.version = 0
@@ -400,17 +501,30 @@ class ReadModelHandle:
         # A switch wakes the waiting requests too: the new file may be ahead of the old one.
         self.positions.advance((str(t), int(p), int(o)) for t, p, o in rows)
 
+    def mark_failed(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.critical("the read model is unusable until a restart: %s", self.failure)
+
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor on the current file, valid until the block ends (a read lease)."""
         with self._lock.shared():
+            if self.failure is not None:
+                raise ReadModelUnavailable("the read model failed; the server is restarting")
             if self.unavailable is not None:
                 raise ReadModelUnavailable(self.unavailable)
-            cur = self._con.cursor()
             try:
-                yield cur
-            finally:
-                cur.close()
+                cur = self._con.cursor()
+                try:
+                    yield cur
+                finally:
+                    cur.close()
+            except duckdb.Error as exc:
+                if not is_fatal(exc):
+                    raise
+                self.mark_failed(exc)
+                raise ReadModelUnavailable("the read model failed; the server is restarting") from exc
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """The write side: no lease is held while it is, so the connection may be closed and swapped."""
@@ -427,7 +541,7 @@ class ReadModelHandle:
         self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None
     ) -> duckdb.DuckDBPyConnection:
         """Makes `con` current and returns the previous connection for the caller to close."""
-        serving_settings(con)
+        serving_settings(con, self.checkpoint_threshold)
         old, self._con = self._con, con
         self.path = Path(path) if path is not None else None
         self.generation += 1

@@ -34,6 +34,8 @@ INVALID_DATA = "invalid_data"
 DUPLICATE_INTERACTION = "duplicate_interaction"
 SESSION_MISMATCH = "session_mismatch"
 UNKNOWN_OFFERING = "unknown_offering"
+# Reasons the fold gives to events that parsed (their ids are accepted), the others come from parsing.
+FOLD_REASONS = frozenset({DUPLICATE_INTERACTION, SESSION_MISMATCH, UNKNOWN_OFFERING})
 # Every dead-letter reason of EVENTS.md, in the contract's order.
 DEAD_LETTER_REASONS: tuple[str, ...] = (
     INVALID_JSON,

@@ -19,10 +19,19 @@ ENV_TOKENS_FILE = "CHAT_ANALYTICS_TOKENS_FILE"
 ENV_DAILY_TOKEN_BUDGET = "CHAT_ANALYTICS_DAILY_TOKEN_BUDGET"
 ENV_USER_SLUG_SALT = "CHAT_ANALYTICS_USER_SLUG_SALT"
 ENV_HOME = "CHAT_ANALYTICS_HOME"
+# Privacy (docs/privacy.md): how long chat data is kept, and whether visitors' IP addresses are.
+ENV_RETENTION_DAYS = "CHAT_ANALYTICS_RETENTION_DAYS"
+ENV_IP_POLICY = "CHAT_ANALYTICS_IP_POLICY"
 ENV_MIN_POSITION_WAIT_MS = "CHAT_ANALYTICS_MIN_POSITION_WAIT_MS"
 # For commands that talk to a running `serve` (rebuild --live, status --url, dead-letters --url).
 ENV_URL = "CHAT_ANALYTICS_URL"
 ENV_ADMIN_TOKEN = "CHAT_ANALYTICS_ADMIN_TOKEN"
+# Fault tolerance of `serve` (docs/operations-failures.md).
+ENV_INGEST_MAX_EVENTS = "CHAT_ANALYTICS_INGEST_MAX_EVENTS"
+ENV_INGEST_RATE = "CHAT_ANALYTICS_INGEST_RATE"
+ENV_READY_MAX_LAG = "CHAT_ANALYTICS_READY_MAX_LAG"
+ENV_DISK_WARN_BYTES = "CHAT_ANALYTICS_DISK_WARN_BYTES"
+ENV_CHECKPOINT_THRESHOLD = "CHAT_ANALYTICS_CHECKPOINT_THRESHOLD"
 
 DEFAULT_TOPIC = "chat.events"
 DEFAULT_DB = "./data/chat-analytics.duckdb"
@@ -32,6 +41,15 @@ DEFAULT_TOKENS_FILE = "./data/tokens.json"
 DEFAULT_DAILY_TOKEN_BUDGET = 5_000_000
 DEFAULT_HOME = "./.cache/chat-analytics"
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_INGEST_MAX_EVENTS = 500
+DEFAULT_INGEST_RATE = 1000.0  # events per second per token (a burst of one full request is always allowed)
+DEFAULT_READY_MAX_LAG = 100_000  # records behind the topic's end above which /readyz answers 503
+DEFAULT_DISK_WARN_BYTES = 1024**3
+DEFAULT_CHECKPOINT_THRESHOLD = "256MiB"
+DEFAULT_RETENTION_DAYS = 90  # the reference's AI_ASSISTANT_SESSION_RETENTION_DAYS
+KEEP_FOREVER = -1
+IP_POLICIES = ("keep", "drop")
+DEFAULT_IP_POLICY = "keep"
 # How long a request with a `min_position` this replica has not reached waits for it before a 503.
 DEFAULT_MIN_POSITION_WAIT_MS = 3000
 
@@ -39,6 +57,28 @@ DEFAULT_MIN_POSITION_WAIT_MS = 3000
 def env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def parse_retention_days(text: str) -> int:
+    """Whole days, at least 0, or -1 (keep everything); raises ValueError otherwise."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise ValueError(f"{ENV_RETENTION_DAYS} must be a whole number of days or -1, not {text!r}") from None
+    if days < KEEP_FOREVER:
+        raise ValueError(f"{ENV_RETENTION_DAYS} must be at least 0, or -1 to keep everything (got {days})")
+    return days
+
+
+def retention_days() -> int:
+    return parse_retention_days(env(ENV_RETENTION_DAYS, str(DEFAULT_RETENTION_DAYS)) or "")
+
+
+def ip_policy() -> str:
+    value = (env(ENV_IP_POLICY, DEFAULT_IP_POLICY) or DEFAULT_IP_POLICY).strip().lower()
+    if value not in IP_POLICIES:
+        raise ValueError(f"{ENV_IP_POLICY} must be one of {', '.join(IP_POLICIES)}, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -53,6 +93,13 @@ class Settings:
     daily_token_budget: int
     user_slug_salt: str
     home: str
+    ingest_max_events: int = DEFAULT_INGEST_MAX_EVENTS
+    ingest_rate: float = DEFAULT_INGEST_RATE
+    ready_max_lag: int = DEFAULT_READY_MAX_LAG
+    disk_warn_bytes: int = DEFAULT_DISK_WARN_BYTES
+    checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    ip_policy: str = DEFAULT_IP_POLICY
     min_position_wait_ms: int = DEFAULT_MIN_POSITION_WAIT_MS
 
     @classmethod
@@ -71,6 +118,13 @@ class Settings:
             # An empty salt is meaningful (slugs become ""), so it is read as given.
             user_slug_salt=os.environ.get(ENV_USER_SLUG_SALT, ""),
             home=env(ENV_HOME, DEFAULT_HOME) or DEFAULT_HOME,
+            ingest_max_events=int(env(ENV_INGEST_MAX_EVENTS) or DEFAULT_INGEST_MAX_EVENTS),
+            ingest_rate=float(env(ENV_INGEST_RATE) or DEFAULT_INGEST_RATE),
+            ready_max_lag=int(env(ENV_READY_MAX_LAG) or DEFAULT_READY_MAX_LAG),
+            disk_warn_bytes=int(env(ENV_DISK_WARN_BYTES) or DEFAULT_DISK_WARN_BYTES),
+            checkpoint_threshold=env(ENV_CHECKPOINT_THRESHOLD) or DEFAULT_CHECKPOINT_THRESHOLD,
+            retention_days=retention_days(),
+            ip_policy=ip_policy(),
             min_position_wait_ms=int(
                 env(ENV_MIN_POSITION_WAIT_MS, str(DEFAULT_MIN_POSITION_WAIT_MS)) or DEFAULT_MIN_POSITION_WAIT_MS
             ),

@@ -15,6 +15,7 @@ test that asks for one fails with the reason: such a test is never skipped.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +25,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from broker.selection import SelectedBroker, select_broker
-from schemas.settings import ENV_HOME, env
+from schemas.settings import ENV_HOME, ENV_RETENTION_DAYS, env
+
+# The tests' events carry fixed dates (late 2026): under the default 90-day retention, a `serve` or
+# `project` started by a test would purge them once the calendar moved on. Tests of retention set it.
+os.environ.setdefault(ENV_RETENTION_DAYS, "-1")
 
 if TYPE_CHECKING:
     # Imported where used: kafka's import-time warnings must come after pytest_configure's filter.

@@ -515,8 +515,11 @@ def test_readyz_is_503_with_the_lag_until_the_projector_caught_up(handle: ReadMo
         current = status(True)
         ready = c.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {
+        body = ready.json()
+        freshness = body.pop("freshness")
+        assert body == {
             "ready": True,
+            "serving": True,
             "caught_up": True,
             "partitions": [
                 {"partition": 0, "end_offset": 120, "position": 120, "lag": 0},
@@ -525,8 +528,71 @@ def test_readyz_is_503_with_the_lag_until_the_projector_caught_up(handle: ReadMo
             "pending_events": 3,
             "error": None,
         }
-        current = status(True, error="KafkaError: broker gone")
+        assert (freshness["lag"], freshness["projector"], freshness["stale"]) == (0, "ok", False)
+
+
+def test_a_broker_outage_leaves_readyz_serving_but_stale_without_the_raw_error(handle: ReadModelHandle) -> None:
+    current = {**status(True), "error": "KafkaConnectionError: 10.1.2.3:9092 /var/secret/path", "error_kind": None}
+    with make_client(handle, status_provider=lambda: current) as c:
+        response = c.get("/readyz")
+        assert response.status_code == 200, response.text
+        assert "10.1.2.3" not in response.text and "/var/secret" not in response.text
+        body = response.json()
+        assert body["serving"] is True and body["error"] == "projector_failed"
+        assert body["freshness"]["stale"] is True
+        current = {**current, "error_kind": "broker_unreachable"}
+        assert c.get("/readyz").json()["freshness"]["projector"] == "broker_unreachable"
+
+
+def test_readyz_turns_503_once_the_lag_grows_over_the_configured_maximum(handle: ReadModelHandle) -> None:
+    behind = {**status(True), "partitions": [{"partition": 0, "end_offset": 900, "position": 100, "lag": 800}]}
+    with make_client(handle, status_provider=lambda: behind, ready_max_lag=500) as c:
+        response = c.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["freshness"]["lag"] == 800 and response.json()["serving"] is True
+    with make_client(handle, status_provider=lambda: behind, ready_max_lag=1000) as c:
+        assert c.get("/readyz").status_code == 200
+
+
+def test_started_without_kafka_a_file_with_data_is_ready_and_an_empty_one_is_not(handle: ReadModelHandle) -> None:
+    unconnected = {**status(False), "connected_once": False}
+    with make_client(handle, status_provider=lambda: unconnected) as c:
+        response = c.get("/readyz")
+        assert response.status_code == 200 and response.json()["freshness"]["stale"] is True
+    empty = {**unconnected, "partitions": [{"partition": 0, "end_offset": 0, "position": 0, "lag": 0}]}
+    with make_client(handle, status_provider=lambda: empty) as c:
         assert c.get("/readyz").status_code == 503
+
+
+def test_livez_and_readyz_fail_and_reads_are_503_once_the_read_model_failed(handle: ReadModelHandle) -> None:
+    with make_client(handle, status_provider=lambda: status(True)) as c:
+        assert c.get("/livez").status_code == 200 and c.get("/healthz").json() == {"status": "ok"}
+        handle.mark_failed(RuntimeError("FATAL Error: database has been invalidated"))
+        try:
+            for path in ("/livez", "/healthz", "/readyz"):
+                assert c.get(path).status_code == 503, path
+            assert c.get("/readyz").json()["error"] == "database_invalidated"
+            read = c.get(f"{PREFIX}/", headers=AUTH)
+            assert read.status_code == 503 and read.headers["Retry-After"]
+            assert "chat_analytics_read_model_failed 1" in c.get("/metrics").text
+        finally:
+            handle.failure = None
+
+
+def test_responses_with_personal_data_are_not_stored_or_sniffed(handle: ReadModelHandle) -> None:
+    with make_client(handle) as c:
+        listing = c.get(f"{PREFIX}/", headers=AUTH)
+        assert listing.headers["cache-control"] == "no-store"
+        assert listing.headers["x-content-type-options"] == "nosniff"
+        assert c.get(f"{PREFIX}/").headers["cache-control"] == "no-store"  # a 401 too
+        assert c.get("/readyz").headers["x-content-type-options"] == "nosniff"
+
+
+def test_metrics_show_the_free_space_of_the_data_directory(handle: ReadModelHandle) -> None:
+    with make_client(handle, disk_warn_bytes=2**62) as c:
+        samples = metric_lines(c.get("/metrics").text)
+    assert samples["chat_analytics_data_dir_free_bytes"] > 0
+    assert samples["chat_analytics_data_dir_low_space"] == 1
 
 
 def metric_lines(text: str) -> dict[str, float]:

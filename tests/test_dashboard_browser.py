@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from broker.selection import SelectedBroker
 from broker.topics import TOPIC_CONFIG
-from tests.test_api_serve import free_port
+from projector.testing import turn
+from tests.test_api_serve import free_port, publish
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "/api/anonymous-chat-interactions"
@@ -57,10 +59,17 @@ CLI = [sys.executable, "-m", "cli.main"]
 
 
 @pytest.fixture(scope="module")
-def served(kafka_broker: SelectedBroker, kafka_admin: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def topic_name() -> str:
+    return f"test-dashboard-{os.getpid()}-{int(time.time())}"
+
+
+@pytest.fixture(scope="module")
+def served(
+    kafka_broker: SelectedBroker, kafka_admin: Any, tmp_path_factory: pytest.TempPathFactory, topic_name: str
+) -> Iterator[str]:
     """`serve` on a loopback port, its projector caught up with EVENTS demo events on a fresh topic."""
     tmp = tmp_path_factory.mktemp("dashboard-serve")
-    topic = f"test-dashboard-{os.getpid()}-{int(time.time())}"
+    topic = topic_name
     kafka_admin.create_topics({topic: {"num_partitions": 3, "configs": dict(TOPIC_CONFIG)}}, wait_for_metadata=True)
     bootstrap = kafka_broker.bootstrap_servers
     env = {
@@ -179,7 +188,7 @@ def expected_tiles(kpi: dict[str, Any]) -> dict[str, Any]:
 
 def wait_for_tiles(page: Page, expected: dict[str, Any]) -> None:
     page.wait_for_function(
-        "n => document.querySelector('.tile[data-kpi=interactions_total]').dataset.value === String(n)",
+        "n => document.querySelector('.tile[data-kpi=interactions_total]')?.dataset.value === String(n)",
         arg=expected["interactions_total"],
     )
 
@@ -215,7 +224,7 @@ def test_sign_in_shows_the_kpi_figures_and_draws_the_charts(tab: Tab, api: httpx
     assert page.is_visible("#nav-operations")  # a staff token
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
     if os.environ.get("CHAT_ANALYTICS_DOCS_SCREENSHOT") == "1":
-        page.screenshot(path=str(REPO / "docs" / "dashboard.png"))
+        page.screenshot(path=str(REPO / "docs" / "dashboard.png"), full_page=True)
     assert tab.errors == []
 
 
@@ -267,10 +276,10 @@ def test_a_row_opens_its_transcript_with_every_turn(tab: Tab, api: httpx.Client,
     turns = api.get(f"{PREFIX}/by-session/{session_id}/").json()
     articles = page.locator("article.turn")
     assert articles.count() == len(turns) == expected_turns
-    for i, turn in enumerate(turns):
+    for i, row in enumerate(turns):
         article = articles.nth(i)
-        assert article.get_attribute("data-uuid") == turn["uuid"]
-        assert article.locator(".said.user").inner_text() == turn["user_input"]
+        assert article.get_attribute("data-uuid") == row["uuid"]
+        assert article.locator(".said.user").inner_text() == row["user_input"]
     page.screenshot(path=str(shots / "transcript.png"), full_page=True)
 
     # A transcript with a judge's review shows it, and one with a negative rating shows the category.
@@ -372,3 +381,63 @@ def test_a_user_token_and_an_unknown_token_are_refused_with_a_clear_message(tab:
     assert page.is_hidden("#nav-operations")
     page.click("#signout")
     assert page.is_visible("#signin") and page.evaluate("sessionStorage.getItem('chat-analytics.token')") is None
+
+
+def test_every_api_call_asks_for_at_least_the_last_read_model_position_it_saw(tab: Tab) -> None:
+    # Behind replicas (docs/scaling.md) the dashboard must never show an older state than it showed.
+    sent: list[str | None] = []
+    answered: list[str] = []
+
+    def on_request(request: Any) -> None:
+        if "/api/anonymous-chat-" in request.url:
+            sent.append(request.headers.get("x-min-read-model-position"))
+
+    def on_response(response: Any) -> None:
+        if "/api/anonymous-chat-" in response.url and response.ok:
+            answered.append(response.headers["x-read-model-position"])
+
+    page = tab.page
+    page.on("request", on_request)
+    page.on("response", on_response)
+    tab.sign_in(STAFF)
+    tab.settle()
+    first_view = len(sent)
+    page.click("#nav a[data-page=flagged]")
+    page.wait_for_url("**#/flagged*")
+    tab.settle()
+    later = sent[first_view:]
+    assert answered and later, "the second view made no API call"
+    # Once an answer has been seen, every call carries a position some earlier answer had.
+    assert all(position is not None and position in answered for position in later), (later, answered)
+    assert tab.errors == []
+
+
+# Last in the module: it adds a turn to the topic the other tests read.
+def test_live_refresh_shows_new_turns_without_a_reload_or_a_flash_to_zero(
+    tab: Tab, api: httpx.Client, kafka_broker: SelectedBroker, topic_name: str
+) -> None:
+    page = tab.page
+    tab.sign_in(STAFF)
+    before = api.get(f"{PREFIX}/kpi/").json()["interactions_total"]
+    wait_for_tiles(page, {"interactions_total": before})
+    tab.settle()
+    # Every text the Turns tile shows from now on, and the chart's canvas element itself.
+    page.evaluate(
+        """() => {
+            const value = document.querySelector('.tile[data-kpi=interactions_total] .value');
+            window.seen = [];
+            new MutationObserver(() => window.seen.push(value.textContent))
+                .observe(value, { childList: true, characterData: true, subtree: true });
+            window.volumeCanvas = document.querySelector('#volume canvas');
+        }"""
+    )
+    page.select_option("#refresh", "5")
+    publish(kafka_broker.bootstrap_servers, topic_name, [turn("s-live-dashboard", at=datetime.now(UTC))])
+    wait_for_tiles(page, {"interactions_total": before + 1})
+    assert api.get(f"{PREFIX}/kpi/").json()["interactions_total"] == before + 1
+    seen = page.evaluate("window.seen")
+    # Refreshed in place: only ever the old number or the new one, never a blank, a zero or a placeholder.
+    assert seen and set(seen) <= {f"{before:,}", f"{before + 1:,}"}, seen
+    assert page.evaluate("window.volumeCanvas === document.querySelector('#volume canvas')")
+    assert painted_pixels(page, "#volume canvas") > 500
+    assert tab.errors == []

@@ -1,10 +1,12 @@
 """Property: however a log is consumed, the tables come out the same.
 
 Hypothesis builds a keyed, multi-partition log of valid and invalid events (early feedback, clicks and
-reviews, duplicates, duplicate interactions, mismatches, garbage), then folds it once cleanly in one
-batch and once the hard way: partitions interleaved at random (each partition's order kept, as a
-consumer sees them), random batch sizes, the file closed and reopened at random points, and records
-below the stored offsets redelivered after a restart. Both files must hold the same rows.
+reviews, duplicates, duplicate interactions, mismatches, garbage, and in the second test erasures of
+users and sessions, keyed by what they erase, so often on another partition than the turns they
+cover), then folds it once cleanly in one batch and once the hard way: partitions interleaved at
+random (each partition's order kept, as a consumer sees them), random batch sizes, the file closed
+and reopened at random points, and records below the stored offsets redelivered after a restart.
+Both files must hold the same rows.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from hypothesis import strategies as st
 from projector.fold import apply_batch
 from projector.records import Record
 from projector.snapshot import diff, table_rows
-from projector.testing import BASE_TIME, click, encode, feedback, review, turn, usage
+from projector.testing import BASE_TIME, click, encode, erasure, feedback, review, turn, usage
 from schemas.readmodel import connect
 
 TOPIC = "chat.events"
@@ -43,6 +45,18 @@ OPS = st.lists(
         st.sampled_from(
             ["feedback", "review", "turn", "feedback", "click", "turn", "review", "usage"]
             + ["dup", "dup_interaction", "mismatch", "bad"]
+        ),
+        st.integers(0, TURN_POOL - 1),
+    ),
+    min_size=1,
+    max_size=45,
+)
+ERASURE_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["feedback", "review", "turn", "feedback", "click", "turn", "review", "usage"]
+            + ["dup", "dup_interaction", "mismatch", "bad"]
+            + ["erase_user", "erase_session", "erase_user", "bad_erasure"]
         ),
         st.integers(0, TURN_POOL - 1),
     ),
@@ -96,6 +110,19 @@ def build_log(ops: list[tuple[str, int]], seed: int, partitions: int) -> list[li
             event = rng.choice(
                 [feedback(t, 1, at=at, rng=rng, session_id=other), review(t, 3, at=at, rng=rng, session_id=other)]
             )
+        elif kind == "erase_user":
+            event = erasure(at=at, rng=rng, user_slug=t["data"]["user_slug"] or rng.choice(SLUGS[1:]))
+        elif kind == "erase_session":
+            event = erasure(at=at, rng=rng, session_id=t["data"]["session_id"])
+        elif kind == "bad_erasure":
+            # both keys, neither, or a reason too long: invalid_data, and it names the visitor
+            event = rng.choice(
+                [
+                    erasure(at=at, rng=rng, user_slug=t["data"]["user_slug"] or "slug-1", session_id="sess-a"),
+                    erasure(at=at, rng=rng),
+                    erasure(at=at, rng=rng, session_id=t["data"]["session_id"], reason="x" * 501),
+                ]
+            )
         elif kind == "dup":
             event = rng.choice(events) if events else t
         else:
@@ -103,7 +130,9 @@ def build_log(ops: list[tuple[str, int]], seed: int, partitions: int) -> list[li
         events.append(event)
     log: list[list[Record]] = [[] for _ in range(partitions)]
     for i, event in enumerate(events):
-        session = event["data"].get("session_id") if isinstance(event, dict) else None
+        data = event["data"] if isinstance(event, dict) else {}
+        # An erasure of a user is keyed by the user: another partition than its sessions' turns.
+        session = data.get("session_id") or data.get("user_slug")
         key = session.encode() if session else None
         # Keyed records go where a keyed producer puts them; keyless ones anywhere.
         p = zlib.crc32(key) % partitions if key else rng.randrange(partitions)
@@ -160,11 +189,8 @@ def _offsets(con: Any) -> dict[tuple[str, int], int]:
     return {(t, p): o for t, p, o in con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()}
 
 
-@settings(max_examples=45, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=OPS, seed=st.integers(0, 2**32), partitions=st.integers(1, 3), consume_seed=st.integers(0, 2**32))
-def test_any_consumption_of_a_log_gives_the_tables_of_one_clean_fold(
-    ops: list[tuple[str, int]], seed: int, partitions: int, consume_seed: int
-) -> None:
+def clean_and_hard(ops: list[tuple[str, int]], seed: int, partitions: int, consume_seed: int) -> Any:
+    """The log of `ops` folded cleanly and the hard way; asserts both hold the same rows."""
     log = build_log(ops, seed, partitions)
     with tempfile.TemporaryDirectory() as tmp:
         clean = fold_clean(Path(tmp) / "clean.duckdb", log)
@@ -173,3 +199,22 @@ def test_any_consumption_of_a_log_gives_the_tables_of_one_clean_fold(
     assert clean == hard
     # The comparison must have something to compare: every record moved the offsets.
     assert sum(o for _, _, o in clean["offsets"]) == sum(len(p) for p in log)
+    return clean
+
+
+@settings(max_examples=45, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS, seed=st.integers(0, 2**32), partitions=st.integers(1, 3), consume_seed=st.integers(0, 2**32))
+def test_any_consumption_of_a_log_gives_the_tables_of_one_clean_fold(
+    ops: list[tuple[str, int]], seed: int, partitions: int, consume_seed: int
+) -> None:
+    clean_and_hard(ops, seed, partitions, consume_seed)
+
+
+@settings(max_examples=45, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ERASURE_OPS, seed=st.integers(0, 2**32), partitions=st.integers(1, 3), consume_seed=st.integers(0, 2**32))
+def test_erasures_give_the_tables_of_one_clean_fold_whatever_the_interleaving(
+    ops: list[tuple[str, int]], seed: int, partitions: int, consume_seed: int
+) -> None:
+    clean = clean_and_hard(ops, seed, partitions, consume_seed)
+    # The log had erasures to fold whenever it asked for some.
+    assert len(clean["erasures"]) == sum(kind.startswith("erase_") for kind, _ in ops)

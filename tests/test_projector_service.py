@@ -19,7 +19,19 @@ from projector.snapshot import diff, table_rows
 from projector.testing import click, encode, feedback, key_of, stream, turn, usage
 from schemas.readmodel import connect
 
-STATUS_KEYS = {"caught_up", "partitions", "events_applied", "dead_letters", "pending_events", "last_batch_at", "error"}
+STATUS_KEYS = {
+    "caught_up",
+    "partitions",
+    "events_applied",
+    "dead_letters",
+    "pending_events",
+    "last_batch_at",
+    "error",
+    "error_kind",
+    "connected_once",
+    "newest_record_at",
+    "privacy",
+}
 
 
 def publish(bootstrap_servers: str, topic: str, events: Sequence[dict[str, Any] | bytes]) -> None:

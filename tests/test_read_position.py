@@ -171,3 +171,25 @@ def test_page_links_ask_for_at_least_the_page_s_own_position(handle: ReadModelHa
     second = client.get(links[1], headers=AUTH)  # rel="next"
     assert second.status_code == 200
     assert Position.parse(second.headers["x-read-model-position"]).covers(Position.parse(position))
+
+
+def test_csv_exports_wait_for_min_position_and_carry_their_own_position(handle: ReadModelHandle) -> None:
+    client = make_client(handle, min_position_wait_s=0.2)
+    export = client.get(f"{PREFIX}/", params={"format": "csv", "min_position": f"{V}.{TAG}.23"}, headers=AUTH)
+    assert export.status_code == 200 and export.headers["x-read-model-position"] == f"{V}.{TAG}.23"
+    assert export.headers["x-result-count"] == "7"
+    ahead = client.get(f"{PREFIX}/by-user/", params={"format": "csv", "min_position": f"{V}.{TAG}.24"}, headers=AUTH)
+    assert ahead.status_code == 503 and ahead.headers["retry-after"] == "1"
+    fold_more(handle, start=23)
+    export = client.get(f"{PREFIX}/", params={"format": "csv", "min_position": f"{V}.{TAG}.24"}, headers=AUTH)
+    assert export.status_code == 200 and export.headers["x-read-model-position"] == f"{V}.{TAG}.24"
+    assert export.headers["x-result-count"] == "8" and export.text.count("\n") == 9  # header line + 8 rows
+
+
+def test_a_data_answer_carries_its_own_snapshot_s_position_not_the_latest_known(handle: ReadModelHandle) -> None:
+    client = make_client(handle)
+    # The board moved past the file by hand: a probe reports the board, a data answer what it read.
+    handle.positions.advance({("chat.events", 0): 99})
+    assert client.get("/healthz").headers["x-read-model-position"] == f"{V}.{TAG}.99"
+    assert client.get(f"{PREFIX}/kpi/", headers=AUTH).headers["x-read-model-position"] == f"{V}.{TAG}.23"
+    assert client.get(f"{PREFIX}/", headers=AUTH).headers["x-read-model-position"] == f"{V}.{TAG}.23"

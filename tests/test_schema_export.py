@@ -34,6 +34,7 @@ def test_there_is_one_file_per_event_type_and_one_for_any_event() -> None:
         "chat.session.reviewed.v1.json",
         "chat.turn.recorded.v1.json",
         "event.json",
+        "privacy.erasure.requested.v1.json",
     ]
 
 

@@ -72,11 +72,16 @@
     return query ? `${path}?${query}` : path;
   }
 
+  // Behind a load balancer, replicas fold the topic at their own pace: every call asks for at least
+  // the read-model position of the last answer (docs/scaling.md), so the screen never goes back in time.
+  let lastPosition = null;
+
   async function call(path, params, accept) {
-    const response = await fetch(url(path, params), {
-      headers: { Authorization: `Token ${token()}`, Accept: accept || "application/json" },
-      cache: "no-store",
-    });
+    const headers = { Authorization: `Token ${token()}`, Accept: accept || "application/json" };
+    if (lastPosition) headers["X-Min-Read-Model-Position"] = lastPosition;
+    const response = await fetch(url(path, params), { headers, cache: "no-store" });
+    const position = response.headers.get("X-Read-Model-Position");
+    if (response.ok && position && path.startsWith("/api/anonymous-chat-")) lastPosition = position;
     if (response.status === 401) {
       signOut("The server no longer accepts this token (401): sign in again.");
       throw new ApiError(401, null);
@@ -187,7 +192,7 @@
       options.flagged === false ? null : choice("is_flagged", "Flagged", YES_NO, p.get("is_flagged")),
       choice("has_feedback", "Has feedback", YES_NO, p.get("has_feedback")),
       choice("has_negative_feedback", "Negative feedback", YES_NO, p.get("has_negative_feedback")),
-      options.conversations ? choice("max_severity", "Conversation's max severity", [["", "any"], ...SEVERITIES.map((s) => [s, s])], p.get("max_severity")) : null,
+      options.conversations ? choice("max_severity", "Conversation max severity", [["", "any"], ...SEVERITIES.map((s) => [s, s])], p.get("max_severity")) : null,
       options.conversations ? choice("is_reviewed", "Reviewed", YES_NO, p.get("is_reviewed")) : null,
       options.window
         ? h("label", {}, "Days in charts", h("input", { type: "number", name: "window_days", min: 1, max: 365, value: p.get("window_days") || "30" }))
@@ -255,19 +260,19 @@
       "section",
       { "aria-labelledby": "page-title" },
       h("h1", { id: "page-title", text: "Overview" }),
-      filterBar(route, { window: true }),
+      filterBar(route, { window: true, conversations: true }),
       h("ul", { class: "tiles", "aria-label": "Key figures" }, tiles.map((t) => t.el)),
       h(
         "div",
-        { class: "charts" },
-        h("div", { class: "card", id: "budget" }, h("h2", { text: "Today's token budget" }), gauge.box, gaugeText),
+        { class: "charts quad" },
+        h("div", { class: "card", id: "budget" }, h("h2", { text: "Today's token budget" }), gauge.box, gaugeText, h("p", { class: "muted small", text: "Global to the service: the filters do not apply to it." })),
         h("div", { class: "card", id: "volume" }, h("h2", { id: "volume-title", text: `Turns per day, last ${windowDays} days` }), volume.box),
         h("div", { class: "card", id: "severity" }, h("h2", { text: "Severity by day, last 14 days" }), severity.box, h("p", { class: "muted small", text: "Click a legend entry to show or hide it; \"none\" (unflagged turns) starts hidden." })),
         h("div", { class: "card", id: "intents" }, h("h2", { text: "Intents (reviewed turns)" }), intents.box),
       ),
     );
     const charts = {};
-    const kpiParams = filtersOf(params);
+    const kpiParams = filtersOf(params, true);
     if (params.get("window_days")) kpiParams.set("window_days", params.get("window_days"));
 
     async function refresh() {
@@ -292,6 +297,8 @@
         charts.volume.data.datasets[0].data = perDay;
         charts.volume.update("none");
       }
+      const peak = kpi.daily_volume.reduce((a, b) => (b.count > a.count ? b : a), { count: -1, date: "" });
+      volume.canvas.setAttribute("aria-label", `Turns per day: ${count(perDay.reduce((a, b) => a + b, 0))} in ${perDay.length} days, most on ${peak.date} (${count(peak.count)})`);
       const sevLabels = kpi.severity_by_day.labels.map((d) => d.slice(5));
       // Unflagged turns ("none") would dwarf the rest: hidden until its legend entry is clicked.
       const sevSets = SEVERITY_SERIES.map((s) => ({ label: s.toLowerCase(), data: kpi.severity_by_day.series[s] || [], backgroundColor: SEVERITY_COLORS[s], stack: "severity", hidden: s === "NONE" }));
@@ -309,6 +316,8 @@
       const intentPairs = Object.entries(kpi.llm_intent_distribution || {}).sort((a, b) => b[1] - a[1]);
       const intentLabels = intentPairs.map(([k]) => k);
       const intentCounts = intentPairs.map(([, v]) => v);
+      const flaggedBySeverity = SEVERITY_SERIES.slice(1).map((s) => `${s.toLowerCase()} ${count((kpi.severity_by_day.series[s] || []).reduce((a, b) => a + b, 0))}`);
+      severity.canvas.setAttribute("aria-label", `Turns by severity over the last 14 days: ${flaggedBySeverity.join(", ")}`);
       if (!charts.intents) {
         charts.intents = makeChart(intents.canvas, {
           type: "bar",
@@ -474,9 +483,8 @@
         { label: "Flagged", cell: (r) => (r.is_flagged ? h("span", { class: "bad", text: "yes" }) : "no") },
         { label: "Feedback", cell: (r) => yesNo(r.has_feedback) },
         { label: "Reviewed", cell: (r) => yesNo(r.is_reviewed) },
-        { label: "Offerings shown / clicked", num: true, cell: (r) => `${count(r.offerings_shown)} / ${count(r.offerings_clicked)}` },
+        { label: "Offerings (clicked)", num: true, cell: (r) => `${count(r.offerings_shown)} (${count(r.offerings_clicked)})` },
         { label: "Tokens", sort: "total_tokens", num: true, cell: (r) => count(r.total_tokens) },
-        { label: "Models", cell: (r) => r.models_used || "—" },
         { label: "Started (UTC)", sort: "started", nowrap: true, cell: (r) => when(r.started) },
       ],
     });
@@ -830,6 +838,7 @@
       else a.removeAttribute("aria-current");
     }
     document.title = `${document.getElementById("page-title")?.textContent || "Dashboard"} · chat-analytics`;
+    setStatus("Loading…");
     load();
   }
 
@@ -896,7 +905,7 @@
     sessionStorage.setItem(ROLE_KEY, admin && admin.ok ? "staff" : admin && admin.status === 403 ? "support" : "");
     document.getElementById("token").value = "";
     showApp();
-    document.getElementById("main").focus();
+    document.getElementById("main").focus({ preventScroll: true });
   }
 
   function start() {
