@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from replicas.process import terminate
+
 BACKEND = "replicas"
 # Compose's replicas: service name and port inside the network (docker-compose.yml, profile `replicas`).
 COMPOSE_SERVERS = (("replica-1", "replica-1", 8000), ("replica-2", "replica-2", 8000))
@@ -146,14 +148,7 @@ class HAProxy:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout)
 
     def stats(self) -> dict[str, dict[str, str]]:
         """`show stat` of the backend's servers, by name: status (UP, DOWN, ...), wretr, wredis, stot..."""

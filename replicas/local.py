@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from replicas.haproxy import HAProxy, Server, render_config
+from replicas.process import terminate
 
 
 @dataclass
@@ -102,15 +103,7 @@ class Replica:
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM, as an orchestrator stops a container: the batch in progress commits or rolls back whole."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(self.proc, timeout)
 
 
 @dataclass

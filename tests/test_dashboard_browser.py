@@ -188,7 +188,7 @@ def expected_tiles(kpi: dict[str, Any]) -> dict[str, Any]:
 
 def wait_for_tiles(page: Page, expected: dict[str, Any]) -> None:
     page.wait_for_function(
-        "n => document.querySelector('.tile[data-kpi=interactions_total]').dataset.value === String(n)",
+        "n => document.querySelector('.tile[data-kpi=interactions_total]')?.dataset.value === String(n)",
         arg=expected["interactions_total"],
     )
 

@@ -184,3 +184,12 @@ def test_csv_exports_wait_for_min_position_and_carry_their_own_position(handle: 
     export = client.get(f"{PREFIX}/", params={"format": "csv", "min_position": f"{V}.{TAG}.24"}, headers=AUTH)
     assert export.status_code == 200 and export.headers["x-read-model-position"] == f"{V}.{TAG}.24"
     assert export.headers["x-result-count"] == "8" and export.text.count("\n") == 9  # header line + 8 rows
+
+
+def test_a_data_answer_carries_its_own_snapshot_s_position_not_the_latest_known(handle: ReadModelHandle) -> None:
+    client = make_client(handle)
+    # The board moved past the file by hand: a probe reports the board, a data answer what it read.
+    handle.positions.advance({("chat.events", 0): 99})
+    assert client.get("/healthz").headers["x-read-model-position"] == f"{V}.{TAG}.99"
+    assert client.get(f"{PREFIX}/kpi/", headers=AUTH).headers["x-read-model-position"] == f"{V}.{TAG}.23"
+    assert client.get(f"{PREFIX}/", headers=AUTH).headers["x-read-model-position"] == f"{V}.{TAG}.23"
