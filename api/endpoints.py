@@ -368,6 +368,9 @@ def readiness(
     caught_up = bool(status.get("caught_up")) if projector_present else True
     # A start-up rebuild serving the previous file: stale but consistent answers beat none.
     serving_previous = bool(status.get("serving_previous_file"))
+    # Started while Kafka is down: a file that holds data is served as it is (its lag is unknown); an
+    # empty one is not ready, so that a new replica gets no traffic before its first fold.
+    unconnected_with_data = status.get("connected_once") is False and any(p.get("position") for p in partitions)
     within = max_lag is None or max_lag < 0 or lag <= max_lag
     projector = error_kind or ("ok" if projector_present else "not_running")
     freshness = {
@@ -380,7 +383,7 @@ def readiness(
         "stale": projector_present and (error_kind is not None or lag > 0 or not caught_up),
     }
     body: dict[str, Any] = {
-        "ready": serving and (caught_up or serving_previous) and within,
+        "ready": serving and (caught_up or serving_previous or unconnected_with_data) and within,
         "serving": serving,
         "caught_up": caught_up,
         "partitions": partitions,

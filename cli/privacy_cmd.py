@@ -11,8 +11,9 @@ import argparse
 import json
 import sys
 
+from cli.ops_cmd import _server_args
 from cli.options import add_broker_args
-from schemas.settings import DEFAULT_URL, ENV_ADMIN_TOKEN, ENV_BOOTSTRAP_SERVERS, ENV_URL, Settings, env
+from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
 EXIT_INVALID = 2
 ACK_TIMEOUT_S = 60.0
@@ -37,16 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--reason", default=None, help="kept with the erasure record (at most 500 characters)")
     add_broker_args(parser, settings)
-    parser.add_argument(
-        "--url",
-        nargs="?",
-        const=env(ENV_URL, DEFAULT_URL),
-        default=None,
-        help=f"ask a running serve instead of publishing to Kafka (default URL: env {ENV_URL} or {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--token", default=env(ENV_ADMIN_TOKEN), help=f"with --url: a staff token (env {ENV_ADMIN_TOKEN})"
-    )
+    _server_args(parser, flag_help="ask a running serve instead of publishing to Kafka")
     parser.set_defaults(func=_erase)
 
 

@@ -189,6 +189,8 @@ class ProjectorService:
                 else None,
                 "error": self._error,
                 "error_kind": self._error_kind,
+                # False until the projector has reached Kafka once since start-up (its lag is unknown).
+                "connected_once": self._startup_ends is not None,
                 "newest_record_at": _iso_ms(self._newest_record_ms),
             }
 

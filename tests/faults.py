@@ -13,10 +13,10 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from broker.jars import ensure_kafka_libs
 from broker.lifetime import die_with_parent
-from broker.local import _failure_check, _launch, format_storage, new_ports, render_properties
+from broker.local import _failure_check, _launch, format_storage, free_port, new_ports, render_properties
 from broker.probe import wait_until_answering
 from broker.topics import TOPIC_CONFIG
 from projector.service import ProjectorService
 from projector.snapshot import table_rows
 from projector.testing import encode, key_of, stream
+from replicas.local import Replica
 from schemas.readmodel import connect
 from tests.conftest import _home
 
@@ -44,6 +45,29 @@ READ_PATHS = (
     "/api/anonymous-chat-interactions/kpi/",
     "/api/anonymous-chat-interactions/by-user/?page_size=20",
 )
+
+
+@contextmanager
+def private_tmpfs(mount: Path, size: str) -> Iterator[tuple[Path, list[str]]]:
+    """A tmpfs of `size` at `mount`, in a mount namespace of its own held by a sleeping process (root
+    needed, as in CI): nothing outside sees it. Yields the mount and the command prefix (`nsenter`)
+    that runs a command inside that namespace; the mount goes away with the holder."""
+    mount.mkdir(parents=True, exist_ok=True)
+    script = f"mount -t tmpfs -o size={size} tmpfs {mount} && echo mounted && exec sleep 1200"
+    holder = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert holder.stdout is not None
+    line = holder.stdout.readline().decode().strip()
+    assert line == "mounted", f"could not mount a tmpfs in a new mount namespace (root needed): {line}"
+    try:
+        # --wd: entering a mount namespace resets the working directory; commands run from the repository.
+        yield mount, ["nsenter", "-t", str(holder.pid), "-m", f"--wd={REPO}", "--"]
+    finally:
+        holder.kill()
+        holder.wait(30)
 
 
 def wait_until(condition: Callable[[], Any], what: str, limit_s: float = WAIT) -> Any:
@@ -191,14 +215,6 @@ def file_rows(db: Path) -> dict[str, Any]:
 # -- serve in a subprocess --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Serve:
     """`chat-analytics serve` in a subprocess; `prefix` runs it inside another command (nsenter)."""
 
@@ -223,26 +239,18 @@ class Serve:
             "CHAT_ANALYTICS_TOKENS_FILE": str(tmp_path / "tokens.json"),
             **(env or {}),
         }
-        self.command = [
-            *prefix,
-            sys.executable,
-            "-m",
-            "cli.main",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--bootstrap-servers",
-            bootstrap_servers,
-            "--topic",
-            topic,
-            "--db",
-            str(db),
-            "--group-id",
-            f"fault-{topic}",
-            *extra_args,
-        ]
+        # The same command line as a local replica's (replicas.local), run inside `prefix` when given.
+        replica = Replica(
+            name=name,
+            port=self.port,
+            db=db,
+            group_id=f"fault-{topic}",
+            bootstrap_servers=bootstrap_servers,
+            topic=topic,
+            log=self.log,
+            extra_args=extra_args,
+        )
+        self.command = [*prefix, *replica.command()]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Serve:

@@ -554,6 +554,16 @@ def test_readyz_turns_503_once_the_lag_grows_over_the_configured_maximum(handle:
         assert c.get("/readyz").status_code == 200
 
 
+def test_started_without_kafka_a_file_with_data_is_ready_and_an_empty_one_is_not(handle: ReadModelHandle) -> None:
+    unconnected = {**status(False), "connected_once": False}
+    with make_client(handle, status_provider=lambda: unconnected) as c:
+        response = c.get("/readyz")
+        assert response.status_code == 200 and response.json()["freshness"]["stale"] is True
+    empty = {**unconnected, "partitions": [{"partition": 0, "end_offset": 0, "position": 0, "lag": 0}]}
+    with make_client(handle, status_provider=lambda: empty) as c:
+        assert c.get("/readyz").status_code == 503
+
+
 def test_livez_and_readyz_fail_and_reads_are_503_once_the_read_model_failed(handle: ReadModelHandle) -> None:
     with make_client(handle, status_provider=lambda: status(True)) as c:
         assert c.get("/livez").status_code == 200 and c.get("/healthz").json() == {"status": "ok"}

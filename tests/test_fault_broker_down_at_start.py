@@ -48,7 +48,9 @@ def test_serve_answers_from_its_file_without_a_broker_and_catches_up_when_it_com
             readers.phase = "no broker"
             assert interactions_total(serve) == before
             ready = serve.readyz()
-            assert ready["serving"] is True, ready
+            # A file with data is served while the projector has not reached Kafka yet.
+            assert ready["serving"] is True and ready["ready"] is True, ready
+            assert ready["freshness"]["stale"] is True, ready
             refused = http.post("/api/events/", json=turn("s-early"), headers={"Authorization": f"Token {INGEST}"})
             assert refused.status_code == 503 and refused.headers["Retry-After"], refused.text
             time.sleep(5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,7 @@ from tests.faults import (
     end_offsets,
     file_rows,
     interactions_total,
+    private_tmpfs,
     publish,
     serve_positions,
     wait_folded,
@@ -36,30 +38,9 @@ MAX_EVENTS = 200_000  # a guard: far more than 16 MiB of read model
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):  # noqa: ANN201 - a generator fixture
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    holder = subprocess.Popen(
-        [
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f"mount -t tmpfs -o size={DISK} tmpfs {mount} && echo mounted && exec sleep 1200",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert holder.stdout is not None
-    line = holder.stdout.readline().decode().strip()
-    assert line == "mounted", f"could not mount a tmpfs in a new mount namespace (root needed): {line}"
-    try:
-        yield mount, ["nsenter", "-t", str(holder.pid), "-m", "--"]
-    finally:
-        holder.kill()
-        holder.wait(30)
+def small_disk(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    with private_tmpfs(tmp_path / "disk", DISK) as disk:
+        yield disk
 
 
 def test_a_full_disk_fails_liveness_exits_and_a_restart_resumes_exactly(

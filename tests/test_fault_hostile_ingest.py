@@ -51,6 +51,16 @@ def slow_loris(port: int, results: list[float]) -> None:
         sock.close()
 
 
+def oversized_headers(port: int) -> bytes:
+    """A request whose headers are 64 KiB: the answer (400) and the server's hang-up."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65_536 + b"\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+        return received
+
+
 def test_hostile_ingest_gets_clear_answers_while_reads_stay_fast(tmp_path: Path) -> None:
     broker = KillableBroker(tmp_path / "broker")
     broker.start()
@@ -88,6 +98,8 @@ def test_hostile_ingest_gets_clear_answers_while_reads_stay_fast(tmp_path: Path)
                     assert len(response.content) < 20_000, (name, len(response.content))
             bad = http.post("/api/events/", content=bodies["10,000 bad elements"], headers=ingest_headers).json()
             assert bad["error_count"] >= 10_000 and len(bad["errors"]) <= 20, bad
+
+            assert oversized_headers(serve.port).startswith(b"HTTP/1.1 400")
 
             readers.phase = "slow loris"
             closed_after: list[float] = []

@@ -224,9 +224,9 @@ def test_a_dead_letter_of_a_bad_erasure_goes_when_a_good_one_erases_its_visitor(
 TODAY = date(2026, 11, 26)
 
 
-def spanning_days(days: int = 120) -> list[dict[str, Any] | bytes]:
-    """Generated traffic over `days` days up to TODAY, and one session that spans the horizon."""
-    start = datetime.combine(TODAY - timedelta(days=days - 1), datetime.min.time(), UTC)
+def spanning_days(days: int = 120, today: date = TODAY) -> list[dict[str, Any] | bytes]:
+    """Generated traffic over `days` days up to `today`, and one session that spans the horizon."""
+    start = datetime.combine(today - timedelta(days=days - 1), datetime.min.time(), UTC)
     events: list[dict[str, Any] | bytes] = []
     for day in range(0, days, 4):
         events += stream(90, seed=day + 1, sessions=12, start=start + timedelta(days=day, hours=6))
@@ -298,3 +298,63 @@ def test_minus_one_keeps_everything_and_clears_the_watermark(con: duckdb.DuckDBP
     assert forget.watermark(con) is None
     apply_batch(con, to_records([turn("s2", at=old)], start=1))
     assert con.execute("SELECT count(*) FROM interactions").fetchone() == (2,)
+
+
+def test_a_purge_while_readers_run_fails_no_request_and_counts_drop_once_by_the_purged_turns(tmp_path: Path) -> None:
+    import threading
+
+    from projector.service import ProjectorService
+    from schemas.readmodel import ReadModelHandle
+    from tests.test_api_data import AUTH, PREFIX, make_client
+
+    today = datetime.now(UTC).date()
+    path = tmp_path / "served.duckdb"
+    con = connect(path)
+    records = to_records(spanning_days(120, today=today))
+    for i in range(0, len(records), 1000):
+        apply_batch(con, records[i : i + 1000])  # a file that kept everything (retention was -1)
+    (before,) = con.execute("SELECT count(*) FROM interactions").fetchone()
+    handle = ReadModelHandle(con, path)
+    stop = threading.Event()
+    seen: list[int] = []
+    failures: list[str] = []
+
+    def read() -> None:
+        with make_client(handle, clock=lambda: datetime.now(UTC)) as client:
+            while not stop.is_set():
+                for path_ in (
+                    f"{PREFIX}/?page_size=5",
+                    f"{PREFIX}/kpi/",
+                    f"{PREFIX}/by-user/",
+                    f"{PREFIX}/conversations/",
+                ):
+                    response = client.get(path_, headers=AUTH)
+                    if response.status_code != 200:
+                        failures.append(f"{path_}: {response.status_code} {response.text[:200]}")
+                    elif path_.startswith(f"{PREFIX}/?"):
+                        seen.append(int(response.headers["x-result-count"]))
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    try:
+        while len(seen) < 20:
+            stop.wait(0.05)
+        # The projector's purge, on the writer's connection, as serve runs it between two batches.
+        service = ProjectorService("127.0.0.1:9", "chat.events", con, retention_days=90)
+        purged = service.purge_if_due(force=True)
+        marker = len(seen)
+        while len(seen) < marker + 20:
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join(60)
+    assert purged is not None and purged.turns > 100
+    assert failures == []
+    after = before - purged.turns
+    assert set(seen) == {before, after}, "a count only ever drops, once, by the purged turns"
+    first_after = seen.index(after)
+    assert all(n == after for n in seen[first_after:])
+    assert service.status()["privacy"]["turns_purged_by_retention"] == purged.turns
+    con.close()

@@ -28,6 +28,7 @@ STATUS_KEYS = {
     "last_batch_at",
     "error",
     "error_kind",
+    "connected_once",
     "newest_record_at",
     "privacy",
 }
