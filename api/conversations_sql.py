@@ -2,71 +2,52 @@
 
 Stage 1 (the turn-level filters, `api.interactions_sql.where`) trims each conversation to its turns that
 pass; stage 2 (`ConversationFilters`) keeps or drops whole conversations as stage 1 left them (HAVING).
-Rows are rendered to JSON by DuckDB itself: a whole list can hold every session of the file, and building
-a Python object per field of each cost several times more than the query.
+Without stage-1 filters every conversation is whole, and the rows come from the `conversations` table the
+projector keeps (JSON already rendered); with them, the filtered turns are grouped here by the same SQL
+(`schemas.conversation_rows`). Rows are rendered to JSON by DuckDB itself: a whole list can hold every
+session of the file, and building a Python object per field of each cost several times more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from api.interactions_sql import ts
 from api.models import Conversation, field_names
 from api.params import ConversationFilters
+from schemas.conversation_rows import FIELDS, GROUPED, RANKS, ROW_JSON, grouped
 
-SEVERITY_RANK = (
-    "CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 ELSE 0 END"
-)
-_SEVERITY_LABEL = (
-    "CASE max_severity_rank WHEN 4 THEN 'critical' WHEN 3 THEN 'high' WHEN 2 THEN 'medium' WHEN 1 THEN 'low'"
-    " ELSE 'none' END"
-)
-RANKS = {"none": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+if tuple(FIELDS) != field_names(Conversation):
+    raise RuntimeError("schemas.conversation_rows renders other fields than api.models.Conversation describes")
 
-# The aggregates behind each conversation column (sums of BIGINTs are HUGEINTs: no overflow).
-_INPUT, _OUTPUT = "sum(input_tokens)", "sum(output_tokens)"
-_COLUMNS: dict[str, str] = {
-    "session_id": "session_id",
-    "user_slug": "max(user_slug)",
-    "message_count": "count(*)",
-    "is_flagged": "bool_or(is_flagged)",
-    "max_severity_rank": f"max({SEVERITY_RANK})",
-    "has_feedback": "count(fb_score) > 0",
-    "offerings_shown": "coalesce(sum(result_count), 0)",
-    "offerings_clicked": "coalesce(sum(click_count), 0)",
-    # Decision 8: distinct non-empty models, ascending by code point (DuckDB compares strings bytewise).
-    "models_used": "coalesce(string_agg(DISTINCT model, ', ' ORDER BY model) FILTER (WHERE model <> ''), '')",
-    "is_reviewed": "count(llm_reviewed_at) > 0",
-    "input_tokens": _INPUT,
-    "output_tokens": _OUTPUT,
-    "total_tokens": f"{_INPUT} + {_OUTPUT}",
-    "started": "min(created)",
-    "last_active": "max(created)",
+# What the stage-2 conditions compare, over a group of turns and over the kept `conversations` table.
+_OVER_TURNS = {
+    "input_tokens": GROUPED["input_tokens"],
+    "output_tokens": GROUPED["output_tokens"],
+    "total_tokens": GROUPED["total_tokens"],
+    "last_active_date": "max(created_date)",
+    "is_reviewed": f"({GROUPED['is_reviewed']})",
+    "max_severity_rank": GROUPED["max_severity_rank"],
 }
-# Each response field to the SQL over the grouped columns that yields it, in the model's order.
-_FIELDS: dict[str, str] = {
-    "session_id": "session_id",
-    "user_slug": "user_slug",
-    "message_count": "message_count",
-    "is_flagged": "is_flagged",
-    "max_severity": _SEVERITY_LABEL,
-    "max_severity_rank": "max_severity_rank",
-    "has_feedback": "has_feedback",
-    "offerings_shown": "offerings_shown",
-    "offerings_clicked": "offerings_clicked",
-    "models_used": "models_used",
-    "is_reviewed": "is_reviewed",
-    "input_tokens": "input_tokens",
-    "output_tokens": "output_tokens",
-    "total_tokens": "total_tokens",
-    "started": ts("started"),
-    "last_active": ts("last_active"),
-}
-if tuple(_FIELDS) != field_names(Conversation):
-    raise RuntimeError("api.conversations_sql selects other fields than api.models.Conversation describes")
+_OVER_TABLE = {name: name for name in _OVER_TURNS} | {"last_active_date": "CAST(last_active AS DATE)"}
 
-_ROW_JSON = "json_object(" + ", ".join(f"'{name}', {sql}" for name, sql in _FIELDS.items()) + ")::VARCHAR"
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the rows come from: `relation` (a FROM item with the grouped columns) and `row` (its JSON)."""
+
+    relation: str
+    row: str
+
+
+def source(condition: str, having_condition: str, *, kept: bool) -> Source:
+    """Without turn-level filters (`kept`), the rows the projector keeps, one per session; else the turns
+    passing `condition`, grouped. Either way only the conversations passing `having_condition`."""
+    if kept:
+        return Source(f"(SELECT * FROM conversations WHERE {having_condition})", "body")
+    return Source(f"({grouped(condition, having_condition)})", ROW_JSON)
+
 
 # Decision 4: the `o` values to SQL over the grouped columns; session_id ascending breaks ties.
 ORDER_SQL: dict[str, str] = {}
@@ -87,8 +68,10 @@ def order_by(terms: Sequence[str]) -> str:
     return ", ".join([*(ORDER_SQL[t] for t in terms), "session_id ASC"])
 
 
-def having(filters: ConversationFilters) -> tuple[str, list[Any]]:
-    """The stage-2 condition over a group of turns (`TRUE` when none) and its parameters."""
+def having(filters: ConversationFilters, *, kept: bool = False) -> tuple[str, list[Any]]:
+    """The stage-2 condition (`TRUE` when none) over a group of turns, or over the kept table's rows
+    (`kept`), and its parameters."""
+    over = _OVER_TABLE if kept else _OVER_TURNS
     clauses: list[str] = []
     params: list[Any] = []
     bounds = {
@@ -98,62 +81,54 @@ def having(filters: ConversationFilters) -> tuple[str, list[Any]]:
     }
     for column, (low, high) in bounds.items():
         if low is not None:
-            clauses.append(f"{_COLUMNS[column]} >= ?")
+            clauses.append(f"{over[column]} >= ?")
             params.append(low)
         if high is not None:
-            clauses.append(f"{_COLUMNS[column]} <= ?")
+            clauses.append(f"{over[column]} <= ?")
             params.append(high)
     if filters.last_active_after is not None:
-        clauses.append("max(created_date) >= ?")
+        clauses.append(f"{over['last_active_date']} >= ?")
         params.append(filters.last_active_after)
     if filters.last_active_before is not None:
-        clauses.append("max(created_date) <= ?")
+        clauses.append(f"{over['last_active_date']} <= ?")
         params.append(filters.last_active_before)
     if filters.is_reviewed is not None:
-        clauses.append(f"({_COLUMNS['is_reviewed']}) = ?")
+        clauses.append(f"{over['is_reviewed']} = ?")
         params.append(filters.is_reviewed)
     if filters.max_severity is not None:
-        clauses.append(f"{_COLUMNS['max_severity_rank']} = ?")
+        clauses.append(f"{over['max_severity_rank']} = ?")
         params.append(RANKS[filters.max_severity])
     return (" AND ".join(clauses) or "TRUE"), params
 
 
-def _grouped(condition: str, having_condition: str) -> str:
-    columns = ", ".join(f"{sql} AS {name}" for name, sql in _COLUMNS.items())
-    return f"SELECT {columns} FROM interactions WHERE {condition} GROUP BY session_id HAVING {having_condition}"
-
-
-def whole_list(condition: str, having_condition: str, order: str) -> str:
+def whole_list(rows: Source, order: str) -> str:
     """One row: the JSON array of every conversation, in order, and how many there are."""
-    return f"""
-        SELECT coalesce('[' || string_agg({_ROW_JSON}, ',' ORDER BY {order}) || ']', '[]'), count(*)
-        FROM ({_grouped(condition, having_condition)})
-    """
+    array = f"coalesce('[' || string_agg({rows.row}, ',' ORDER BY {order}) || ']', '[]')"
+    return f"SELECT {array}, count(*) FROM {rows.relation}"
 
 
-def page(condition: str, having_condition: str, order: str) -> str:
+def page(rows: Source, order: str) -> str:
     """One page (LIMIT ? OFFSET ?): each row's JSON, with the number of conversations in the whole result."""
-    return f"""
-        SELECT {_ROW_JSON}, count(*) OVER ()
-        FROM ({_grouped(condition, having_condition)})
-        ORDER BY {order} LIMIT ? OFFSET ?
-    """
+    return f"SELECT {rows.row}, count(*) OVER () FROM {rows.relation} ORDER BY {order} LIMIT ? OFFSET ?"
 
 
 def select_csv(condition: str, having_condition: str, order: str) -> str:
     """Every conversation, in order, as the CSV export's columns (the JSON row's fields)."""
-    columns = ", ".join(f'{sql} AS "{name}"' for name, sql in _FIELDS.items())
-    return f"SELECT {columns} FROM ({_grouped(condition, having_condition)}) ORDER BY {order}"
+    columns = ", ".join(f'{sql} AS "{name}"' for name, sql in FIELDS.items())
+    return f"SELECT {columns} FROM ({grouped(condition, having_condition)}) ORDER BY {order}"
 
 
 def count(condition: str, having_condition: str) -> str:
-    return f"SELECT count(*) FROM ({_grouped(condition, having_condition)})"
+    return f"SELECT count(*) FROM ({grouped(condition, having_condition)})"
 
 
-def narrowed(condition: str, having_condition: str) -> str:
+def narrowed(condition: str, having_condition: str, *, kept: bool = False) -> str:
     """The turn condition of a KPI narrowed to the conversations that pass stage 2: a passing
     conversation counts with all its turns that pass stage 1. Its parameters: the condition's, the
-    condition's again, then the HAVING's."""
+    condition's again, then the HAVING's. Without turn-level filters (`kept`, the condition is `TRUE`)
+    the kept table says which sessions pass."""
+    if kept:
+        return f"session_id IN (SELECT session_id FROM conversations WHERE {having_condition})"
     return (
         f"{condition} AND session_id IN (SELECT session_id FROM interactions WHERE {condition}"
         f" GROUP BY session_id HAVING {having_condition})"

@@ -186,14 +186,17 @@ def conversations(
     if filters is None:
         _check_page(0, pagination)
         return JsonPage(0, b"[]", 0, pagination, 1)
+    # Without turn-level filters every conversation is whole: the projector keeps those rows ready.
+    kept = not filters.given()
     condition, params = sql.where(filters)
-    having, having_params = conv.having(stage2)
+    having, having_params = conv.having(stage2, kept=kept)
+    rows_from = conv.source(condition, having, kept=kept)
     order = conv.order_by(ordering)
     if pagination is None:
-        body, total = cur.execute(conv.whole_list(condition, having, order), [*params, *having_params]).fetchone()
+        body, total = cur.execute(conv.whole_list(rows_from, order), [*params, *having_params]).fetchone()
         return JsonPage(int(total), body.encode(), int(total), None, 1)
     offset = (pagination.page - 1) * pagination.page_size
-    query = conv.page(condition, having, order)
+    query = conv.page(rows_from, order)
     rows = cur.execute(query, [*params, *having_params, pagination.page_size, offset]).fetchall()
     # The window count comes with the rows; a page past the last has none, and is a 404 whatever the total.
     total = int(rows[0][1]) if rows else 0
@@ -327,8 +330,9 @@ def kpi(
         condition, params = sql.where(filters)
         if narrowing:
             assert stage2 is not None
-            having, having_params = conv.having(stage2)
-            condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
+            kept = not filters.given()
+            having, having_params = conv.having(stage2, kept=kept)
+            condition, params = conv.narrowed(condition, having, kept=kept), [*params, *params, *having_params]
         (turns, sessions, users, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed,
          score_sum, _hallucinated, reviewed_sessions, review_in, review_out, hallucinated_sessions) = cur.execute(
             sql.kpi_totals(condition), params

@@ -52,7 +52,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projector import aggregates, forget
+from projector import aggregates, conversations, forget
 from projector.arrow_views import registered
 from projector.records import Record
 from schemas.events import (
@@ -647,6 +647,8 @@ class _Fold:
         # keys whose aggregates must be recomputed, and the daily counters' changes
         self.deltas = aggregates.Deltas()
         self.sessions: set[str] = set()
+        # sessions whose conversation row changes: new turns, and feedback, clicks or reviews applied
+        self.conversations: set[str] = set()
         # Privacy (projector/forget.py): the retention watermark, whether any erasure is stored, the
         # erased turns among the uuids this batch names, and what this batch drops for them.
         self.watermark: date | None = None
@@ -678,6 +680,7 @@ class _Fold:
         self._insert_dead_letters()
         self._record_dropped()
         aggregates.refresh(self.con, sessions=self.sessions, deltas=self.deltas)
+        conversations.refresh(self.con, self.sessions | self.conversations)
         # After the batch's own rows are in, so that an erasure also covers turns of this batch that
         # came after it in the log: what it removes depends on time and key, never on arrival order.
         self._apply_erasures([e for e in events if e.type == ERASURE])
@@ -862,6 +865,7 @@ class _Fold:
                 self.sessions.add(session_id)
             else:
                 clicks.append(event.row)
+            self.conversations.add(session_id)
             updated.add(event.interaction_uuid)
             self.stats.applied[event.type] += 1
         self._count_changes(turns, updated, feedback, reviews, clicks)

@@ -27,7 +27,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from projector import aggregates
+from projector import aggregates, conversations
 from projector.arrow_views import registered
 from schemas.readmodel import TURN_TABLES
 from schemas.registry import FOLD_REASONS
@@ -108,6 +108,7 @@ def remove_turns(con: duckdb.DuckDBPyConnection, where: str, params: Sequence[An
         turns, total = removed.days.get(day, (0, 0))
         removed.days[day] = (turns + 1, total + int(cost))
     aggregates.recount(con, days=removed.days, sessions=sessions, users=users)
+    conversations.refresh(con, sessions)  # from the turns left; a session without any loses its row
     return removed
 
 

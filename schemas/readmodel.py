@@ -9,6 +9,9 @@ Tables, by what they serve:
   feedbacks endpoints (rows with a score or a review) and the full-text `query` (`search_terms`, the
   turn's stemmed words: the search structure lives on the turn's own row, so deleting a turn deletes it).
 - `sessions`: one row per session (first and last turn, turn count, reviewed turns).
+- `conversations`: one row per session over all its turns, the row /conversations/ serves (rendered as
+  its JSON in `body`) and the columns its conversation-level filters and orderings read; kept by
+  `projector.conversations` from `interactions` (so a session's row follows its turns, deleted ones too).
 - `user_stats`: one row per non-empty `user_slug`, the counters of the by-user endpoint.
 - `daily_counters`: one row per UTC day of `created` (or of `occurred_at` for usage events).
 - `clicks`, `usage_events`: the facts behind click counts and the token budget.
@@ -51,7 +54,8 @@ log = logging.getLogger(__name__)
 # 3: `interactions.model` and `interactions.search_terms` (in place of `blocks_text`).
 # 4: erasures and retention (`erasures`, `erased_interactions`, `pending_events.occurred_at`,
 #    `dead_letters.occurred_at`, `daily_counters.erased_*`).
-READMODEL_VERSION = 4
+# 5: `conversations`.
+READMODEL_VERSION = 5
 
 DDL: tuple[str, ...] = (
     """
@@ -123,6 +127,21 @@ DDL: tuple[str, ...] = (
         last_created TIMESTAMP NOT NULL,
         turns BIGINT NOT NULL,
         reviewed_turns BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS conversations (
+        session_id VARCHAR PRIMARY KEY,
+        started TIMESTAMP NOT NULL,
+        last_active TIMESTAMP NOT NULL,
+        message_count BIGINT NOT NULL,
+        max_severity_rank INTEGER NOT NULL,
+        is_reviewed BOOLEAN NOT NULL,
+        input_tokens HUGEINT NOT NULL,
+        output_tokens HUGEINT NOT NULL,
+        total_tokens HUGEINT NOT NULL,
+        offerings_shown HUGEINT NOT NULL,
+        body VARCHAR NOT NULL                   -- the row's JSON object, as /conversations/ serves it
     )
     """,
     """
@@ -257,6 +276,7 @@ OTHER_TABLES: dict[str, str] = {
     "meta": "facts about the file",
     "offsets": "positions in the log",
     "sessions": "aggregate: recomputed for the sessions of removed turns",
+    "conversations": "aggregate: recomputed for the sessions of removed turns (projector.conversations)",
     "user_stats": "aggregate: recomputed for the users of removed turns",
     "daily_counters": "aggregate: recomputed for the days of removed turns",
     "usage_events": "tokens outside the anonymous chat: no visitor data (purged by age only)",
@@ -271,6 +291,7 @@ OTHER_TABLES: dict[str, str] = {
 PROJECTION_TABLES: tuple[str, ...] = (
     "interactions",
     "sessions",
+    "conversations",
     "user_stats",
     "daily_counters",
     "clicks",

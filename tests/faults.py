@@ -13,7 +13,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,12 +26,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from broker.jars import ensure_kafka_libs
 from broker.lifetime import die_with_parent
-from broker.local import _failure_check, _launch, format_storage, new_ports, render_properties
+from broker.local import _failure_check, _launch, format_storage, free_port, new_ports, render_properties
 from broker.probe import wait_until_answering
 from broker.topics import TOPIC_CONFIG
 from projector.service import ProjectorService
 from projector.snapshot import table_rows
 from projector.testing import encode, key_of, stream
+from replicas.local import Replica
 from schemas.readmodel import connect
 from tests.conftest import _home
 
@@ -215,14 +215,6 @@ def file_rows(db: Path) -> dict[str, Any]:
 # -- serve in a subprocess --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Serve:
     """`chat-analytics serve` in a subprocess; `prefix` runs it inside another command (nsenter)."""
 
@@ -247,26 +239,18 @@ class Serve:
             "CHAT_ANALYTICS_TOKENS_FILE": str(tmp_path / "tokens.json"),
             **(env or {}),
         }
-        self.command = [
-            *prefix,
-            sys.executable,
-            "-m",
-            "cli.main",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--bootstrap-servers",
-            bootstrap_servers,
-            "--topic",
-            topic,
-            "--db",
-            str(db),
-            "--group-id",
-            f"fault-{topic}",
-            *extra_args,
-        ]
+        # The same command line as a local replica's (replicas.local), run inside `prefix` when given.
+        replica = Replica(
+            name=name,
+            port=self.port,
+            db=db,
+            group_id=f"fault-{topic}",
+            bootstrap_servers=bootstrap_servers,
+            topic=topic,
+            log=self.log,
+            extra_args=extra_args,
+        )
+        self.command = [*prefix, *replica.command()]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Serve:

@@ -18,7 +18,7 @@ import pytest
 
 from projector.fold import apply_batch
 from projector.testing import stream, to_records
-from schemas import fulltext
+from schemas import conversation_rows, fulltext
 from schemas.readmodel import ReadModelHandle, connect
 from tests.test_api_data import AUTH, PREFIX, make_client
 
@@ -256,3 +256,15 @@ def test_the_cases_are_not_empty_answers(turns: list[dict[str, Any]]) -> None:
     sizes = [len(conversations(turns, params)) for params in CASES]
     assert sum(1 for n in sizes if n > 3) >= len(CASES) - 2, sizes
     assert len(set(sizes)) > len(CASES) // 2, sizes  # the filters really narrow, differently
+
+
+def test_the_kept_rows_equal_a_grouping_of_every_turn(handle: ReadModelHandle) -> None:
+    # Folded batch by batch (late feedback, clicks and reviews included), the projector's conversation
+    # rows are those a grouping of all the turns renders now.
+    cur = handle.cursor()
+    kept = cur.execute("SELECT session_id, body FROM conversations ORDER BY session_id").fetchall()
+    fresh = cur.execute(
+        f"SELECT session_id, {conversation_rows.ROW_JSON} FROM ({conversation_rows.grouped('TRUE')}) ORDER BY 1"
+    ).fetchall()
+    cur.close()
+    assert len(kept) > 100 and kept == fresh

@@ -75,3 +75,34 @@ def test_a_live_rebuild_refuses_to_start_without_room_for_a_second_file(tmp_path
     assert answer["started"] is False and answer["insufficient_storage"] is True, answer
     assert answer["free_bytes"] < answer["needed_bytes"]
     assert "not enough free disk space" in answer["detail"]
+
+
+def test_a_commit_that_fails_for_lack_of_space_reports_its_own_error_not_the_rollbacks(tmp_path: Path) -> None:
+    # A failed COMMIT has ended the transaction already, so the ROLLBACK after it fails too ("no
+    # transaction is active"); `status` and the log must show the first error, the cause.
+    probe = (
+        "import sys\n"
+        "from projector.fold import apply_batch\n"
+        "from projector.testing import stream, to_records\n"
+        "from schemas.readmodel import connect\n"
+        "con = connect(sys.argv[1])\n"
+        "records = to_records(stream(100_000, seed=1))\n"
+        "for start in range(0, len(records), 500):\n"
+        "    try:\n"
+        "        apply_batch(con, records[start : start + 500])\n"
+        "    except Exception as exc:\n"
+        "        print(f'{type(exc).__name__}: {exc}')\n"
+        "        break\n"
+    )
+    with private_tmpfs(tmp_path / "tiny", "4m") as (mount, enter):
+        run = subprocess.run(
+            [*enter, sys.executable, "-c", probe, str(mount / "rm.duckdb")],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert run.returncode == 0, run.stderr[-3000:]
+    error = run.stdout.strip().splitlines()[-1]
+    assert "No space left on device" in error, error
+    assert "rollback" not in error.lower(), error
