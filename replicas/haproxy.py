@@ -7,7 +7,8 @@ a replica that dies costs no request beyond those in flight on it, which are ret
 - `option httpchk` + `http-check send meth GET uri /readyz`: a replica is in rotation once `rise`
   checks in a row pass, out after `fall` fail;
 - `observe layer4` + `error-limit 1` + `on-error mark-down`: a refused or reset connection in real
-  traffic takes the replica out at once, without waiting for the next check;
+  traffic takes the replica out at once, without waiting for the next check (not `observe layer7`,
+  which counts a 503 as an error: a healthy replica answers 503 to a `min_position` it has not reached);
 - `retries 3`, `option redispatch 1` (every retry goes to another replica) and `retry-on conn-failure
   empty-response junk-response response-timeout 503`: a request whose connection failed, or that got no
   (or a broken) answer because its replica died under it, or a 503 (a replica that did not reach the

@@ -268,7 +268,13 @@ def test_a_row_opens_its_transcript_with_every_turn(tab: Tab, api: httpx.Client,
     page.screenshot(path=str(shots / "conversations.png"), full_page=True)
     first = page.locator("tbody tr.clickable").first
     expected_turns = int(first.locator("td.num").first.inner_text())
-    first.locator("td.num").first.click()  # a click on the row, not on a link in it
+    # With the keyboard: each row's first link takes the focus, Enter opens the transcript.
+    first.locator("a").first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url("**#/conversation/**")
+    page.go_back()
+    tab.settle()
+    page.locator("tbody tr.clickable").first.locator("td.num").first.click()  # a click on the row itself
     page.wait_for_url("**#/conversation/**")
     page.wait_for_selector("article.turn")
     tab.settle()
@@ -362,10 +368,11 @@ def test_every_page_renders_and_is_saved(tab: Tab, api: httpx.Client, shots: Pat
         narrow.close()
 
 
-def test_a_user_token_and_an_unknown_token_are_refused_with_a_clear_message(tab: Tab) -> None:
+def test_a_user_token_and_an_unknown_token_are_refused_with_a_clear_message(tab: Tab, shots: Path) -> None:
     page = tab.page
     tab.sign_in(USER)
     page.wait_for_function("() => document.getElementById('signin-error').textContent !== ''")
+    page.screenshot(path=str(shots / "sign-in-refused.png"), full_page=True)
     assert "403" in page.inner_text("#signin-error") and "staff or support" in page.inner_text("#signin-error")
     assert page.is_hidden("#nav")
     assert page.evaluate("sessionStorage.getItem('chat-analytics.token')") is None

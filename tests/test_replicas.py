@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +41,7 @@ from ingest.demo import DemoTraffic
 from projector.rebuild import LogBounds, fold_to
 from projector.snapshot import diff, table_rows
 from projector.status import topic_end_offsets
+from replicas.haproxy import HAProxy
 from replicas.local import ReplicaSet
 from schemas.position import Position
 from schemas.readmodel import READMODEL_VERSION, ReadModelHandle, connect, stored_offsets
@@ -419,6 +422,53 @@ def test_replicas_behind_haproxy_stay_correct_monotonic_and_available(
             stream.stop()
     if figures:
         (tmp_path / "figures.json").write_text(json.dumps(figures))
+
+
+def test_the_replicas_command_runs_the_layout_until_interrupted(
+    bootstrap_servers: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topic = make_topic(partitions=2)
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    for key, value in DemoTraffic(300, seed=3):
+        producer.send(topic, key=key, value=value)
+    producer.flush(60)
+    producer.close()
+    base = free_ports(3)
+    folder = tmp_path / "layout"
+    command = [
+        *(sys.executable, "-m", "cli.main", "replicas", "--count", "2", "--dir", str(folder)),
+        *("--port", str(base), "--first-port", str(base + 1), "--bootstrap-servers", bootstrap_servers),
+        *("--topic", topic, "--group-id", f"layout-{topic}"),
+    ]
+    env = {
+        **os.environ,
+        "CHAT_ANALYTICS_API_TOKENS": f"{STAFF}:staff",
+        "CHAT_ANALYTICS_TOKENS_FILE": str(tmp_path / "tokens.json"),
+    }
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        haproxy = HAProxy(folder / "haproxy.cfg", folder / "haproxy.log", folder / "haproxy.sock")
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                if all(row["status"].startswith("UP") for row in haproxy.stats().values()):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the replicas did not come up behind HAProxy")
+        response = httpx.get(f"http://127.0.0.1:{base}{PREFIX}/kpi/", headers=AUTH, timeout=60)
+        assert response.status_code == 200 and response.json()["interactions_total"] > 0
+        assert response.headers["x-read-model-position"].startswith(f"{READMODEL_VERSION}.")
+        assert {f"replica-{n}.duckdb" for n in (1, 2)} <= {p.name for p in folder.iterdir()}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=WAIT) == 0
+    for port in (base, base + 1, base + 2):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers after Ctrl-C"
 
 
 def test_the_local_layout_refuses_to_start_without_a_broker(tmp_path: Path) -> None:

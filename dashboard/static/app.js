@@ -461,6 +461,18 @@
 
   const sessionLink = (row) => h("a", { href: hrefFor("conversation", row.session_id), class: "mono", title: row.session_id, text: short(row.session_id) });
 
+  // The columns of a turn, shared by every table of turns.
+  const TURN = {
+    time: { label: "Time (UTC)", sort: "created", nowrap: true, cell: (r) => h("a", { href: hrefFor("conversation", r.session_id), text: when(r.created) }) },
+    visitor: { label: "Visitor", cell: (r) => visitorCell(r.user_slug, true) },
+    session: { label: "Session", cell: sessionLink },
+    question: { label: "Question", text: true, cell: (r) => h("span", { title: r.user_input, text: r.user_input }) },
+    severity: { label: "Severity", cell: (r) => severityBadge(r.severity) },
+    flagged: { label: "Flagged", cell: (r) => (r.is_flagged ? h("span", { class: "bad", text: "yes" }) : "no") },
+    feedback: { label: "Feedback", cell: feedbackCell },
+    offerings: { label: "Offerings", sort: "result_count", num: true, cell: (r) => count(r.result_count) },
+  };
+
   const yesNo = (value) => (value ? "yes" : "no");
 
   function conversations(route) {
@@ -476,11 +488,11 @@
       link: (row) => hrefFor("conversation", row.session_id),
       columns: [
         { label: "Last active (UTC)", sort: "last_active", nowrap: true, cell: (r) => h("a", { href: hrefFor("conversation", r.session_id), text: when(r.last_active) }) },
-        { label: "Visitor", cell: (r) => visitorCell(r.user_slug, true) },
-        { label: "Session", cell: sessionLink },
+        TURN.visitor,
+        TURN.session,
         { label: "Turns", sort: "message_count", num: true, cell: (r) => count(r.message_count) },
         { label: "Max severity", sort: "max_severity_rank", cell: (r) => severityBadge(r.max_severity) },
-        { label: "Flagged", cell: (r) => (r.is_flagged ? h("span", { class: "bad", text: "yes" }) : "no") },
+        TURN.flagged,
         { label: "Feedback", cell: (r) => yesNo(r.has_feedback) },
         { label: "Reviewed", cell: (r) => yesNo(r.is_reviewed) },
         { label: "Offerings (clicked)", num: true, cell: (r) => `${count(r.offerings_shown)} (${count(r.offerings_clicked)})` },
@@ -501,14 +513,14 @@
       csvName: "turns.csv",
       link: (row) => hrefFor("conversation", row.session_id),
       columns: [
-        { label: "Time (UTC)", sort: "created", nowrap: true, cell: (r) => h("a", { href: hrefFor("conversation", r.session_id), text: when(r.created) }) },
-        { label: "Visitor", cell: (r) => visitorCell(r.user_slug, true) },
-        { label: "Session", cell: sessionLink },
-        { label: "Question", text: true, cell: (r) => h("span", { title: r.user_input, text: r.user_input }) },
-        { label: "Severity", cell: (r) => severityBadge(r.severity) },
-        { label: "Flagged", cell: (r) => (r.is_flagged ? h("span", { class: "bad", text: "yes" }) : "no") },
-        { label: "Feedback", cell: feedbackCell },
-        { label: "Offerings", sort: "result_count", num: true, cell: (r) => count(r.result_count) },
+        TURN.time,
+        TURN.visitor,
+        TURN.session,
+        TURN.question,
+        TURN.severity,
+        TURN.flagged,
+        TURN.feedback,
+        TURN.offerings,
       ],
     });
   }
@@ -525,13 +537,13 @@
       csvName: "flagged.csv",
       link: (row) => hrefFor("conversation", row.session_id),
       columns: [
-        { label: "Time (UTC)", sort: "created", nowrap: true, cell: (r) => h("a", { href: hrefFor("conversation", r.session_id), text: when(r.created) }) },
-        { label: "Severity", cell: (r) => severityBadge(r.severity) },
+        TURN.time,
+        TURN.severity,
         { label: "Categories", cell: (r) => [...r.injection_categories, ...r.pii_categories].join(", ") || "—" },
         { label: "Action", cell: (r) => r.action_taken || "—" },
-        { label: "Question", text: true, cell: (r) => h("span", { title: r.user_input, text: r.user_input }) },
-        { label: "Visitor", cell: (r) => visitorCell(r.user_slug, true) },
-        { label: "Session", cell: sessionLink },
+        TURN.question,
+        TURN.visitor,
+        TURN.session,
       ],
     });
   }
@@ -546,7 +558,7 @@
       csvName: "visitors.csv",
       link: (row) => hrefFor("visitor", row.user_slug),
       columns: [
-        { label: "Visitor", cell: (r) => visitorCell(r.user_slug, true) },
+        TURN.visitor,
         { label: "Last turn (UTC)", cell: (r) => when(r.last_seen) },
         { label: "Turns", num: true, cell: (r) => count(r.total_interactions) },
         { label: "Sessions", num: true, cell: (r) => count(r.session_count) },
@@ -690,13 +702,13 @@
       csvName: "visitor.csv",
       link: (row) => hrefFor("conversation", row.session_id),
       columns: [
-        { label: "Time (UTC)", sort: "created", nowrap: true, cell: (r) => h("a", { href: hrefFor("conversation", r.session_id), text: when(r.created) }) },
-        { label: "Session", cell: sessionLink },
-        { label: "Question", text: true, cell: (r) => h("span", { title: r.user_input, text: r.user_input }) },
-        { label: "Severity", cell: (r) => severityBadge(r.severity) },
-        { label: "Flagged", cell: (r) => (r.is_flagged ? h("span", { class: "bad", text: "yes" }) : "no") },
-        { label: "Feedback", cell: feedbackCell },
-        { label: "Offerings", sort: "result_count", num: true, cell: (r) => count(r.result_count) },
+        TURN.time,
+        TURN.session,
+        TURN.question,
+        TURN.severity,
+        TURN.flagged,
+        TURN.feedback,
+        TURN.offerings,
       ],
     });
     const refreshTable = view.refresh;
@@ -844,7 +856,8 @@
 
   function setRefresh(seconds) {
     clearInterval(timer);
-    timer = seconds > 0 ? setInterval(load, seconds * 1000) : null;
+    // A hidden tab is not refreshed; it catches up at the next tick after it is shown again.
+    timer = seconds > 0 ? setInterval(() => document.hidden || load(), seconds * 1000) : null;
     sessionStorage.setItem(REFRESH_KEY, String(seconds));
   }
 
