@@ -18,6 +18,11 @@ A batch goes through two steps, so that the CPU-heavy one can run in another pro
 - `chat.session.reviewed`: replaces `llm_*` of its turn (last one wins); keeps `fb_*`.
 - `chat.offering.clicked`: a `clicks` row and `click_count + 1`; the offering must be one the turn offered.
 - `assistant.usage.recorded`: a `usage_events` row (daily token budget only).
+- `privacy.erasure.requested`: an `erasures` record; at the end of its batch, every turn of its user
+  or session up to its time leaves with everything attached (projector/forget.py), and dead letters
+  holding any of it go. Turns it covers that arrive later are dropped on arrival, with a tombstone so
+  their feedback, clicks and reviews are dropped too; so is what is older than the retention
+  watermark. Time and key decide, never arrival order (docs/privacy.md).
 
 Feedback, clicks and reviews whose turn has not arrived wait in `pending_events` and are applied, in
 arrival order, by the batch that brings the turn; a wrong session (`session_mismatch`) or offering
