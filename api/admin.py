@@ -52,7 +52,7 @@ async def _in_pool(work: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(_POOL, work, *args)
 
 
-# The reasons of EVENTS.md; a filter on anything else is a typo worth a 400.
+# The reasons of docs/events.md; a filter on anything else is a typo worth a 400.
 REASONS = frozenset(DEAD_LETTER_REASONS)
 
 

@@ -73,7 +73,7 @@ KPI_DAILY_TOTALS = """
 """
 KPI_SESSIONS = "SELECT count(*), count(*) FILTER (WHERE reviewed_turns > 0) FROM sessions"
 KPI_USERS = "SELECT count(*) FROM user_stats"
-# Decision 6: hallucination_rate counts sessions; `sessions` keeps no such counter, the reviewed turns are few.
+# docs/api.md: hallucination_rate counts sessions; `sessions` keeps no such counter, the reviewed turns are few.
 KPI_HALLUCINATED_SESSIONS = """
     SELECT count(DISTINCT session_id) FROM interactions
     WHERE llm_reviewed_at IS NOT NULL AND llm_hallucination_detected

@@ -49,7 +49,7 @@ def source(condition: str, having_condition: str, *, kept: bool) -> Source:
     return Source(f"({grouped(condition, having_condition)})", ROW_JSON)
 
 
-# Decision 4: the `o` values to SQL over the grouped columns; session_id ascending breaks ties.
+# docs/api.md: the `o` values to SQL over the grouped columns; session_id ascending breaks ties.
 ORDER_SQL: dict[str, str] = {}
 for _term, _column in {
     "last_active": "last_active",

@@ -147,7 +147,7 @@ def _item_condition(item: fulltext.Item, params: list[Any]) -> str:
 
 
 def query_condition(text: str) -> tuple[str, list[Any]]:
-    """`query` (Decision 1): the user_slug contains the text, case-insensitively, or the stored stems of
+    """`query` (docs/api.md): the user_slug contains the text, case-insensitively, or the stored stems of
     the turn (`search_terms`, schemas.fulltext) match its websearch expression. contains() is a plain
     substring test, so `%` and `_` are literal; the SQL text depends only on the expression's shape."""
     params: list[Any] = [text]

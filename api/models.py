@@ -146,7 +146,10 @@ class Kpi(_Body):
     )
     review_coverage: float | None = Field(description="sessions with a reviewed turn / sessions_total")
     daily_volume: list[DailyVolume] = Field(description="turns per UTC day, window_days days ending today")
-    clarification_requests_total: Count = Field(description='turns with an assistant block of "type": "ask_user"')
+    clarification_requests_total: Count = Field(
+        description='turns where the assistant asked instead of recommending: a block with "type": "ask_user" or '
+        '"key": "ask_user_form", or a tool block calling `ask_user` or returning an `ask_user_form`'
+    )
     clarification_rate: float | None
     input_tokens_total: Count
     output_tokens_total: Count

@@ -34,7 +34,7 @@ def _both_directions(*fields: str) -> tuple[str, ...]:
     return tuple(term for f in fields for term in (f, f"-{f}"))
 
 
-# /conversations/ (Decision 4): its own columns, and the reference's two interaction orderings, which
+# /conversations/ (docs/api.md): its own columns, and the reference's two interaction orderings, which
 # mean `started` and `offerings_shown` there.
 CONVERSATION_ORDERINGS = _both_directions(
     "last_active", "started", "message_count", "total_tokens", "max_severity_rank", "created", "result_count"
@@ -140,7 +140,7 @@ PAGINATION_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
     ),
 }
 WINDOW_PARAM: tuple[dict[str, Any], str] = (
-    # Any value is accepted: an integer is clamped, anything else means the default (API.md).
+    # Any value is accepted: an integer is clamped, anything else means the default (docs/api.md).
     {"anyOf": [{"type": "integer"}, {"type": "string"}]},
     f"days of daily_volume, ending today: an integer, clamped to 1..{MAX_WINDOW_DAYS}; anything else means"
     f" {DEFAULT_WINDOW_DAYS}",

@@ -358,7 +358,7 @@ def kpi(
         "click_through_rate": _rate(clicks, turns),
         "avg_llm_resolution_score": _rate(score_sum, reviewed),
         "llm_intent_distribution": intents,
-        # Decision 6: both counted in sessions, so the rate never exceeds 1.
+        # docs/api.md: both counted in sessions, so the rate never exceeds 1.
         "hallucination_rate": _rate(hallucinated_sessions, reviewed_sessions),
         "review_coverage": _rate(reviewed_sessions, sessions),
         "daily_volume": [{"date": d.isoformat(), "count": day_count(d)} for d in volume_days],

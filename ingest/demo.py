@@ -1,6 +1,6 @@
 """Realistic, deterministic demo traffic: already-encoded (key, value) pairs for the topic.
 
-What it produces, per EVENTS.md: sessions of 1 to 8 turns from a few hundred pseudonymous users
+What it produces, per docs/events.md: sessions of 1 to 8 turns from a few hundred pseudonymous users
 (64-hex slugs) spread over the last 30 days and today; about 5% of turns flagged (injection or PII
 categories, some redacted or blocked); feedback on about a fifth of turns, mostly positive, the
 negative ones with a category; clicks on offerings the turn suggested; `ask_user` clarification

@@ -25,7 +25,7 @@ USAGE_TYPE = "assistant.usage.recorded"
 ERASURE_TYPE = "privacy.erasure.requested"
 CURRENT_VERSION = 1
 
-# UTC datetimes end in "Z" as in EVENTS.md; UUID and datetime objects need no manual conversion.
+# UTC datetimes end in "Z" as in docs/events.md; UUID and datetime objects need no manual conversion.
 _ORJSON_OPTIONS = orjson.OPT_UTC_Z
 
 

@@ -77,7 +77,7 @@ class BrokerUnavailable(RuntimeError):
 
 
 class InvalidEvent(ValueError):
-    """The event breaks a rule of EVENTS.md; nothing was sent. `errors` names each broken field."""
+    """The event breaks a rule of docs/events.md; nothing was sent. `errors` names each broken field."""
 
     def __init__(self, rejection: Rejection) -> None:
         super().__init__(f"{rejection.reason}: {rejection.detail}")

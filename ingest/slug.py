@@ -1,4 +1,4 @@
-"""The pseudonymous `user_slug` of an IP address, as EVENTS.md defines it.
+"""The pseudonymous `user_slug` of an IP address, as docs/events.md defines it.
 
 hex(scrypt(ip, salt, n=2**14, r=8, p=1, dklen=32)): the same IP always maps to the same 64-hex slug
 under one salt, and the IP cannot be recovered from it without brute-forcing the salt.

@@ -10,7 +10,7 @@ own row, the lookup of the turns that feedback, reviews and clicks apply to), ne
 counted turns back: that read scanned the whole uuid column of `interactions`, ~12 ms twice per batch
 at a million turns. A turn's user, created day and insertion-time columns never change, so that is
 exact too. Turns are only deleted by an erasure or the retention purge (projector/forget.py), which
-then recounts the rows of the keys they touched (`recount`). The definitions follow API.md (by-user)
+then recounts the rows of the keys they touched (`recount`). The definitions follow docs/api.md (by-user)
 and the column comments of schemas/readmodel.py (daily counters).
 """
 
@@ -251,7 +251,7 @@ class Deltas:
             user["no_feedback"] += sign * (not (up or down))
 
     def add_erased(self, day: date, tokens: int) -> None:
-        """A turn erased before it was stored: its tokens stay in the day's budget (API.md)."""
+        """A turn erased before it was stored: its tokens stay in the day's budget (docs/api.md)."""
         row = self._day(day)
         row["erased_tokens"] += tokens
         row["erased_turns"] += 1

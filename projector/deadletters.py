@@ -39,7 +39,7 @@ from schemas.registry import (
     EventRegistry,
 )
 
-# Every reason of EVENTS.md, in the contract's order.
+# Every reason of docs/events.md, in the contract's order.
 REASONS: tuple[str, ...] = DEAD_LETTER_REASONS
 
 _COLUMNS = 'topic, partition, "offset", key, value, reason, detail, event_id, type, record_timestamp, dead_lettered_at'

@@ -10,7 +10,7 @@ A batch goes through two steps, so that the CPU-heavy one can run in another pro
    reviews, inserts usage, recomputes the aggregates of the keys it touched, and stores the next
    offset of every partition it saw. A crash anywhere leaves the file at the previous batch boundary.
 
-`apply_batch(con, records)` does both. Per event type (EVENTS.md):
+`apply_batch(con, records)` does both. Per event type (docs/events.md):
 
 - `chat.turn.recorded`: a new `interactions` row; a second turn for the same interaction under
   another event id is dead-lettered as `duplicate_interaction` (the first stands).
@@ -18,6 +18,11 @@ A batch goes through two steps, so that the CPU-heavy one can run in another pro
 - `chat.session.reviewed`: replaces `llm_*` of its turn (last one wins); keeps `fb_*`.
 - `chat.offering.clicked`: a `clicks` row and `click_count + 1`; the offering must be one the turn offered.
 - `assistant.usage.recorded`: a `usage_events` row (daily token budget only).
+- `privacy.erasure.requested`: an `erasures` record; at the end of its batch, every turn of its user
+  or session up to its time leaves with everything attached (projector/forget.py), and dead letters
+  holding any of it go. Turns it covers that arrive later are dropped on arrival, with a tombstone so
+  their feedback, clicks and reviews are dropped too; so is what is older than the retention
+  watermark. Time and key decide, never arrival order (docs/privacy.md).
 
 Feedback, clicks and reviews whose turn has not arrived wait in `pending_events` and are applied, in
 arrival order, by the batch that brings the turn; a wrong session (`session_mismatch`) or offering
@@ -384,8 +389,24 @@ def to_json(value: Any) -> str:
         return json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _asks_user(block: Any) -> bool:
+    """One block that asks the visitor a clarifying question (docs/api.md, KPI `clarification_*`):
+    an `ask_user_form` block, an `ask_user` tool call, or our own `{"type": "ask_user"}` block."""
+    if not isinstance(block, dict):
+        return False
+    if block.get("type") == "ask_user" or block.get("key") == "ask_user_form":
+        return True
+    tool = block.get("tool")
+    if isinstance(tool, dict) and tool.get("name") == "ask_user":
+        return True
+    # A tool block carries what the tool returned in `result`: a block, or a list of blocks.
+    result = block.get("result")
+    results = result if isinstance(result, list) else [result]
+    return any(isinstance(r, dict) and r.get("key") == "ask_user_form" for r in results)
+
+
 def is_clarification(blocks: list[Any]) -> bool:
-    return any(isinstance(b, dict) and b.get("type") == "ask_user" for b in blocks)
+    return any(_asks_user(b) for b in blocks)
 
 
 def _turn_row(record: Record, event: TurnRecorded, event_id: str, uuid: str) -> tuple[Any, ...]:

@@ -1,4 +1,4 @@
-"""The event contract (../shared/contract/EVENTS.md) as Pydantic models: the single source of truth.
+"""The event contract (docs/events.md) as Pydantic models: the single source of truth.
 
 Publishers validate with these models before sending; the projector parses with them and turns every
 validation failure into one of the dead-letter reasons of the contract. The JSON Schema files under
@@ -309,7 +309,7 @@ V1_MODELS: dict[str, type[_Envelope]] = {
     "privacy.erasure.requested": ErasureRequested,
 }
 
-# Events that act on an existing turn: they wait (see EVENTS.md, "Order") when it has not arrived yet.
+# Events that act on an existing turn: they wait (see docs/events.md, "Order") when it has not arrived yet.
 TURN_DEPENDENT_TYPES = frozenset({"chat.feedback.submitted", "chat.offering.clicked", "chat.session.reviewed"})
 
 __all__ = [

@@ -43,7 +43,7 @@ def event_schema(event_type: str, model: type[BaseModel], version: int) -> dict[
         "$schema": DIALECT,
         "$id": file_name(event_type, version),
         "title": f"{event_type} v{version}",
-        "description": f"{data_doc} Envelope and data as in EVENTS.md; unknown extra fields are ignored.",
+        "description": f"{data_doc} Envelope and data as in docs/events.md; unknown extra fields are ignored.",
         **{k: v for k, v in schema.items() if k != "title"},
     }
 
@@ -57,7 +57,7 @@ def any_event_schema(models: dict[str, type[BaseModel]], versions: dict[str, int
         "$schema": DIALECT,
         "$id": ANY_EVENT_FILE,
         "title": "Any chat-analytics event",
-        "description": "One event of any type of EVENTS.md; the body of POST /api/events/ is one of these "
+        "description": "One event of any type of docs/events.md; the body of POST /api/events/ is one of these "
         "or an array of them.",
         **schema,
     }

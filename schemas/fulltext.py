@@ -10,7 +10,7 @@ single spaces, with `_` in the place of a stop word, and a space at both ends (`
 term is the substring ` stem `, a phrase the substring ` stem1 stem2 ` (or a pattern when the query's
 phrase skips a stop word), and a request never parses a turn's JSON or runs the stemmer over stored text.
 
-Which text is searched (Decision 1 of the contract): `user_input`, then the text of the assistant's blocks
+Which text is searched (docs/api.md, "Full-text search"): `user_input`, then the text of the assistant's blocks
 in order: the `content` of blocks whose `key` is `markdown`, `code` (fenced with its `tag`, as the
 reference indexes it) or `mermaid` (fenced as mermaid), and the `text` of blocks `{"type": "text", ...}`.
 Other blocks (offerings, tools, forms, navigation) add nothing.

@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 # 4: erasures and retention (`erasures`, `erased_interactions`, `pending_events.occurred_at`,
 #    `dead_letters.occurred_at`, `daily_counters.erased_*`).
 # 5: `conversations`.
-READMODEL_VERSION = 5
+# 6: `interactions.is_clarification` also counts `ask_user_form` blocks and `ask_user` tool calls.
+READMODEL_VERSION = 6
 
 DDL: tuple[str, ...] = (
     """
@@ -95,7 +96,7 @@ DDL: tuple[str, ...] = (
         input_tokens BIGINT NOT NULL,
         output_tokens BIGINT NOT NULL,
         model VARCHAR NOT NULL,                 -- the chat model of the reply; '' when unknown
-        is_clarification BOOLEAN NOT NULL,      -- some block has "type": "ask_user"
+        is_clarification BOOLEAN NOT NULL,      -- some block asks the visitor (fold.is_clarification)
         click_count INTEGER NOT NULL,
         -- the visitor's current feedback (NULL score: none)
         fb_score TINYINT,
@@ -181,7 +182,7 @@ DDL: tuple[str, ...] = (
         hallucinations BIGINT NOT NULL,
         review_input_tokens BIGINT NOT NULL,
         review_output_tokens BIGINT NOT NULL,
-        -- tokens and turns of erased turns: they stay in the daily token budget (API.md)
+        -- tokens and turns of erased turns: they stay in the daily token budget (docs/api.md)
         erased_tokens BIGINT NOT NULL DEFAULT 0,
         erased_turns BIGINT NOT NULL DEFAULT 0
     )

@@ -1,4 +1,4 @@
-"""Parsing raw Kafka values into events, with versioning and the dead-letter reasons of EVENTS.md.
+"""Parsing raw Kafka values into events, with versioning and the dead-letter reasons of docs/events.md.
 
 An `EventRegistry` knows, per event type, the current version's model and the upcasters that lift
 older versions' `data` one step at a time (N -> N+1). The envelope's `version` selects the chain: an
@@ -24,7 +24,7 @@ from schemas.events import V1_MODELS
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
-# The dead-letter reasons of EVENTS.md that come from parsing (the fold adds the others).
+# The dead-letter reasons of docs/events.md that come from parsing (the fold adds the others).
 INVALID_JSON = "invalid_json"
 INVALID_ENVELOPE = "invalid_envelope"
 UNKNOWN_TYPE = "unknown_type"
@@ -36,7 +36,7 @@ SESSION_MISMATCH = "session_mismatch"
 UNKNOWN_OFFERING = "unknown_offering"
 # Reasons the fold gives to events that parsed (their ids are accepted), the others come from parsing.
 FOLD_REASONS = frozenset({DUPLICATE_INTERACTION, SESSION_MISMATCH, UNKNOWN_OFFERING})
-# Every dead-letter reason of EVENTS.md, in the contract's order.
+# Every dead-letter reason of docs/events.md, in the contract's order.
 DEAD_LETTER_REASONS: tuple[str, ...] = (
     INVALID_JSON,
     INVALID_ENVELOPE,
@@ -168,7 +168,7 @@ def _rejection(reason: str, errors: Sequence[Any], event_id: str | None, type_: 
 
 
 def classify(errors: Sequence[Any], raw: bytes | str | None = None) -> Rejection:
-    """Maps Pydantic's errors for one value to the single dead-letter reason EVENTS.md gives it."""
+    """Maps Pydantic's errors for one value to the single dead-letter reason docs/events.md gives it."""
     types = {e["type"] for e in errors}
     event_id, type_ = _peek(raw)
     if "json_invalid" in types:

@@ -1,5 +1,5 @@
 """/conversations/ and the KPI's conversation-level filters, with the reference's own test cases
-(NEWER-REFERENCE.md: grouping, clicks, models_used, is_reviewed, token sums, last_active bounds, KPI
+(docs/api.md: grouping, clicks, models_used, is_reviewed, token sums, last_active bounds, KPI
 narrowing, reviewed_total in threads) and the hand-built data set of tests/test_api_data.py."""
 
 from __future__ import annotations

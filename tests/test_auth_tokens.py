@@ -97,3 +97,33 @@ def test_admin_actions_are_logged_with_the_token_id_never_the_token(
     assert any("POST /api/admin/rebuild/" in line and f"token {record.id}" in line for line in lines), lines
     assert any("/dead-letters/retry/" in line and "token env-1" in line for line in lines), lines
     assert token not in caplog.text and "env-secret-value" not in caplog.text
+
+
+def _position(letter: dict[str, Any]) -> tuple[str, int, int]:
+    return letter["topic"], letter["partition"], letter["offset"]
+
+
+class _ManyDeadLetters(_Backend):
+    """1,234 dead letters, paged by log position as the live projection pages them."""
+
+    def __init__(self) -> None:
+        self.letters = [{"topic": "t", "partition": i % 3, "offset": i, "value": "eA=="} for i in range(1234)]
+        self.letters.sort(key=_position)
+        self.pages: list[int] = []
+
+    def dead_letters(self, reason: str | None, limit: int | None, after: Any = None) -> list[dict[str, Any]]:
+        rows = [d for d in self.letters if after is None or _position(d) > tuple(after)][:limit]
+        self.pages.append(len(rows))
+        return rows
+
+
+def test_dead_letters_without_a_limit_are_streamed_a_page_at_a_time(tmp_path: Path) -> None:
+    backend = _ManyDeadLetters()
+    store = TokenStore([("staff-secret", "staff")])
+    client = TestClient(Starlette(routes=admin_routes(backend, store)))
+    response = client.get("/api/admin/dead-letters/", headers={"Authorization": "Token staff-secret"})
+    assert response.status_code == 200
+    assert response.json() == backend.letters  # every one, in log order, none twice
+    assert max(backend.pages) <= 500 and len(backend.pages) == 3  # never all of them in memory at once
+    limited = client.get("/api/admin/dead-letters/?limit=700", headers={"Authorization": "Token staff-secret"})
+    assert limited.json() == backend.letters[:700]

@@ -1,4 +1,4 @@
-"""The event models against EVENTS.md: every valid shape is accepted with the documented defaults, and
+"""The event models against docs/events.md: every valid shape is accepted with the documented defaults, and
 every broken rule is rejected with the field it breaks and the right dead-letter reason."""
 
 from __future__ import annotations

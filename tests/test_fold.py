@@ -146,6 +146,29 @@ def test_search_terms_are_the_stems_of_the_searched_blocks_and_json_is_compact(
     assert row["ip_address"] is None
 
 
+@pytest.mark.parametrize(
+    ("blocks", "asks"),
+    [
+        ([{"type": "ask_user", "question": "Which region?"}], True),
+        ([{"key": "markdown", "content": "Which one?"}, {"key": "ask_user_form", "fields": []}], True),
+        ([{"key": "tool", "tool": {"name": "ask_user", "input": {}}}], True),
+        ([{"key": "tool", "tool": {"name": "search"}, "result": {"key": "ask_user_form"}}], True),
+        ([{"key": "tool", "tool": {"name": "search"}, "result": [{"key": "code"}, {"key": "ask_user_form"}]}], True),
+        ([{"key": "tool", "tool": {"name": "search"}, "result": {"key": "markdown", "content": "ask_user"}}], False),
+        ([{"key": "markdown", "content": "ask_user_form"}, {"type": "text", "text": "ask_user"}], False),
+        ([{"key": "tool", "tool": "ask_user"}, "ask_user", None], False),
+    ],
+)
+def test_a_turn_is_a_clarification_when_a_block_asks_the_visitor(
+    con: duckdb.DuckDBPyConnection, blocks: list[Any], asks: bool
+) -> None:
+    t = turn(assistant_blocks=blocks)
+    Log(con).fold(t)
+    assert interaction(con, t)["is_clarification"] is asks
+    (clarifications,) = con.execute("SELECT sum(clarifications) FROM daily_counters").fetchone()
+    assert clarifications == int(asks)
+
+
 def test_integers_beyond_64_bits_in_blocks_are_kept_as_given(con: duckdb.DuckDBPyConnection) -> None:
     t = turn(assistant_blocks=[{"n": 12345678901234567890123}])
     Log(con).fold(t)

@@ -1,4 +1,4 @@
-"""`query`: the reference's full-text search (Decision 1), through the fold and the API.
+"""`query`: the reference's full-text search (docs/api.md), through the fold and the API.
 
 The reference's five acceptance cases (its AnonQuerySearchTest) come first, then the websearch syntax
 and the text that is (and is not) searched, on every endpoint that filters.

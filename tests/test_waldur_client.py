@@ -192,7 +192,7 @@ def test_transcripts(client: AuthenticatedClient) -> None:
 
 
 def test_the_client_cannot_parse_a_turn_without_feedback(tmp_path: Path) -> None:
-    # The server is right to send `"feedback": null` (API.md); the generated client raises on it.
+    # The server is right to send `"feedback": null` (docs/api.md); the generated client raises on it.
     handle = build_read_model(tmp_path / "rm.duckdb", [turn("s9", interaction_uuid=uid(9), user_input="hi")])
     app = create_app(handle, tokens=TokenStore(TOKENS), clock=lambda: NOW)
     with ServerThread(app) as server, AuthenticatedClient(f"http://127.0.0.1:{server.port}", token=STAFF) as c:
@@ -258,7 +258,7 @@ def test_feedbacks_list_and_retrieve(client: AuthenticatedClient) -> None:
 
 def test_the_client_cannot_parse_a_feedback_record_without_category(tmp_path: Path) -> None:
     # The server sends `"category": ""` for a thumbs-up or a review alone, as the reference does (and
-    # NEWER-REFERENCE Decision 2); the client's enum accepts only the five categories and raises.
+    # docs/api.md); the client's enum accepts only the five categories and raises.
     t = turn("s9", interaction_uuid=uid(9), user_input="hi")
     handle = build_read_model(tmp_path / "rm.duckdb", [t, feedback(t, 1)])
     app = create_app(handle, tokens=TokenStore(TOKENS), clock=lambda: NOW)
