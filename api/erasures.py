@@ -14,19 +14,18 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from api.admin import PREFIX, _staff_only
+from api.admin import PREFIX, _in_pool, _staff_only
 from api.encoding import detail, json_response
 from auth.tokens import TokenStore
 from ingest.erasure import request_errors
+from ingest.http import ACK_TIMEOUT_SECONDS, RETRY_AFTER_BROKER_S
 from schemas.readmodel import ReadModelHandle
 
 PATH = f"{PREFIX}/erasures/"
-ACK_TIMEOUT_SECONDS = 30.0
 MAX_BODY_BYTES = 16 * 1024
 
 _LIST = """
@@ -53,13 +52,18 @@ def erasure_routes(request_erasure: RequestErasure, handle: ReadModelHandle, tok
         errors = request_errors(fields)
         if errors:
             return json_response(errors, 400)
-        return await run_in_threadpool(_publish, fields)
+        # On the admin pool, never the reads': without Kafka a publish waits out its bounds there.
+        return await _in_pool(_publish, fields)
 
     def _publish(fields: dict[str, Any]) -> Response:
         try:
             sent = request_erasure(**fields)
         except Exception as exc:  # the publisher's own check, or a producer that cannot send
-            return detail(f"The erasure could not be published: {type(exc).__name__}: {exc}", 503)
+            return detail(
+                f"The erasure could not be published: {type(exc).__name__}: {exc}",
+                503,
+                {"Retry-After": RETRY_AFTER_BROKER_S},
+            )
         try:
             sent.get(ACK_TIMEOUT_SECONDS)
         except Exception as exc:
@@ -69,6 +73,7 @@ def erasure_routes(request_erasure: RequestErasure, handle: ReadModelHandle, tok
                     "event_id": sent.event_id,
                 },
                 503,
+                headers={"Retry-After": RETRY_AFTER_BROKER_S},
             )
         kind = "session_id" if fields.get("session_id") is not None else "user_slug"
         return json_response(
@@ -77,7 +82,7 @@ def erasure_routes(request_erasure: RequestErasure, handle: ReadModelHandle, tok
         )
 
     async def listing(request: Request) -> Response:
-        return json_response(await run_in_threadpool(_records))
+        return json_response(await _in_pool(_records))
 
     def _records() -> list[dict[str, Any]]:
         with handle.reading() as cur:

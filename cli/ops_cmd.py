@@ -22,6 +22,7 @@ from schemas.settings import (
     DEFAULT_URL,
     ENV_ADMIN_TOKEN,
     ENV_BOOTSTRAP_SERVERS,
+    ENV_DB,
     ENV_URL,
     Settings,
     env,
@@ -82,6 +83,12 @@ def _register_rebuild(sub: argparse._SubParsersAction, settings: Settings) -> No
         help="fold only records stamped (Kafka record time) at or before this time: the tables as they were then",
     )
     parser.add_argument("--force", action="store_true", help="overwrite NEW_FILE if it exists and is not empty")
+    parser.add_argument(
+        "--served-db",
+        default=settings.db,
+        help=f"the file NEW_FILE is to replace (env {ENV_DB}; default %(default)s): the rebuild refuses to start "
+        "unless 1.5 times its size is free beside NEW_FILE",
+    )
     parser.add_argument(
         "--batch-size", type=positive_int, default=None, help="events per fold transaction (default 40000)"
     )
@@ -202,6 +209,14 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
 
     if not args.bootstrap_servers:
         return _fail(f"no Kafka bootstrap servers: pass --bootstrap-servers or set {ENV_BOOTSTRAP_SERVERS}", 2)
+    # A rebuild is usually meant to replace the served file: refuse to start it where its copy cannot fit.
+    from projector.bluegreen import rebuild_room
+
+    served = Path(args.served_db)
+    if served.exists() and served.resolve() != Path(args.new_db).resolve():
+        room = rebuild_room(served, Path(args.new_db).resolve())
+        if not room["enough"]:
+            return _fail(room["detail"], 2)
     try:
         prepare_target(args.new_db, force=args.force)
     except FileNotEmpty as exc:

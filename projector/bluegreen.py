@@ -451,15 +451,17 @@ class LiveProjection:
 REBUILD_ROOM_FACTOR = 1.5
 
 
-def rebuild_room(served: Path) -> dict[str, Any]:
-    """Whether the served file's filesystem has room for a rebuilt copy of it."""
+def rebuild_room(served: Path, target: Path | None = None) -> dict[str, Any]:
+    """Whether the filesystem of `target` (by default the served file's) has room for a rebuilt copy
+    of the served file."""
     needed = int((file_size(served) or 0) * REBUILD_ROOM_FACTOR)
-    free = disk_free(served.parent)
+    folder = (target or served).parent
+    free = disk_free(folder)
     enough = free is None or free >= needed
     detail = (
         None
         if enough
-        else f"not enough free disk space for a rebuild: {free} bytes free beside {served.name}, "
-        f"{needed} needed (1.5 times the served file); free some space first"
+        else f"not enough free disk space for a rebuild: {free} bytes free in {folder}, "
+        f"{needed} needed (1.5 times {served.name}); free some space first"
     )
     return {"enough": enough, "free_bytes": free, "needed_bytes": needed, "detail": detail}

@@ -1,6 +1,6 @@
 """Storage at its limits, on small filesystems in a mount namespace of the test's own: `serve
---no-projector` serves a file on read-only storage, and a live rebuild refuses to start without room
-for a second file."""
+--no-projector` serves a file on read-only storage, and a live or offline rebuild refuses to start
+without room for a second file."""
 
 from __future__ import annotations
 
@@ -75,6 +75,22 @@ def test_a_live_rebuild_refuses_to_start_without_room_for_a_second_file(tmp_path
     assert answer["started"] is False and answer["insufficient_storage"] is True, answer
     assert answer["free_bytes"] < answer["needed_bytes"]
     assert "not enough free disk space" in answer["detail"]
+
+
+def test_an_offline_rebuild_refuses_to_start_without_room_for_the_file_it_replaces(tmp_path: Path) -> None:
+    import duckdb
+
+    served = tmp_path / "served.duckdb"
+    with duckdb.connect(str(served)) as con:  # ~6 MB, as in the live case
+        con.execute("CREATE TABLE ballast AS SELECT md5(range::VARCHAR) AS v FROM range(300000)")
+    with private_tmpfs(tmp_path / "small", "4m") as (mount, enter):
+        command = [*enter, sys.executable, "-m", "cli.main", "rebuild", "--db", str(mount / "new.duckdb")]
+        command += ["--served-db", str(served), "--bootstrap-servers", "127.0.0.1:1", "--topic", "t"]
+        run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        listed = subprocess.run([*enter, "ls", str(mount)], capture_output=True, text=True, check=True, timeout=60)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "not enough free disk space for a rebuild" in run.stderr
+    assert listed.stdout.split() == []  # refused before anything was written
 
 
 def test_a_commit_that_fails_for_lack_of_space_reports_its_own_error_not_the_rollbacks(tmp_path: Path) -> None:
