@@ -92,6 +92,12 @@ def api_table(r: dict[str, Any]) -> list[str]:
             *_endpoint_rows(fixed["endpoints"]),
             "",
         ]
+        if fixed.get("below_rate"):
+            lines += [
+                "Not offered that rate, since they served fewer requests/s than it in the closed loop below "
+                f"(see their rows there): {', '.join(fixed['below_rate'])}.",
+                "",
+            ]
     lines += [
         f"Closed loop (saturation): each of the {r['connections']} connections sends its next request as soon as "
         "the previous answer arrives, so req/s is the most the machine served and the latencies include the "
