@@ -33,6 +33,9 @@ from schemas.settings import (
 
 __all__ = ["EXIT_READ_MODEL_FAILED", "register"]
 FAILURE_POLL_S = 0.5
+# After the read model failed, the process answers (503 on /livez and on reads) this long before it
+# exits: a probe or a client then sees the failure named, not only a refused connection.
+FAILURE_LINGER_S = 2.0
 # Kept short: a client that does not send its next request soon is cheap to reconnect.
 KEEP_ALIVE_S = 5
 
@@ -125,6 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("chat_analytics.serve").critical(
             "the read model failed (%s): exiting with %s for a restart", handle.failure, EXIT_READ_MODEL_FAILED
         )
+        await asyncio.sleep(FAILURE_LINGER_S)
         if server is not None:
             server.should_exit = True
 
