@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cli.options import add_broker_args, add_db_arg, positive_int
+from cli.options import add_broker_args, add_db_arg, add_server_args, positive_int
 from schemas.registry import DEAD_LETTER_REASONS
 from schemas.settings import (
     DEFAULT_URL,
@@ -40,19 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # -- arguments --------------------------------------------------------------------------------------
-
-
-def _server_args(parser: argparse.ArgumentParser, *, flag_help: str) -> None:
-    parser.add_argument(
-        "--url",
-        nargs="?",
-        const=env(ENV_URL, DEFAULT_URL),
-        default=None,
-        help=f"{flag_help} (default URL: env {ENV_URL} or {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--token", default=env(ENV_ADMIN_TOKEN), help=f"a staff API token for the server (env {ENV_ADMIN_TOKEN})"
-    )
 
 
 def _timestamp(text: str) -> datetime:
@@ -110,7 +97,7 @@ def _register_status(sub: argparse._SubParsersAction, settings: Settings) -> Non
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     add_db_arg(parser, settings)
     add_broker_args(parser, settings)
-    _server_args(parser, flag_help="ask a running serve instead of opening the file")
+    add_server_args(parser, flag_help="ask a running serve instead of opening the file")
     parser.set_defaults(func=_status)
 
 
@@ -123,7 +110,7 @@ def _register_dead_letters(sub: argparse._SubParsersAction, settings: Settings) 
     listing.add_argument("--limit", type=positive_int, default=50, help="at most this many (default %(default)s)")
     listing.add_argument("--json", action="store_true", help="JSON lines, as `export` writes them")
     add_db_arg(listing, settings)
-    _server_args(listing, flag_help="ask a running serve instead of opening the file")
+    add_server_args(listing, flag_help="ask a running serve instead of opening the file")
     listing.set_defaults(func=_dead_letters_list)
 
     export = commands.add_parser(
@@ -140,7 +127,7 @@ def _register_dead_letters(sub: argparse._SubParsersAction, settings: Settings) 
     )
     retry.add_argument("--reason", choices=REASONS, help="only this reason")
     add_db_arg(retry, settings)
-    _server_args(retry, flag_help="make a running serve retry on the file it holds")
+    add_server_args(retry, flag_help="make a running serve retry on the file it holds")
     retry.set_defaults(func=_dead_letters_retry)
 
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from schemas.settings import ENV_BATCH_SIZE, ENV_BOOTSTRAP_SERVERS, ENV_DB, ENV_GROUP_ID, ENV_TOPIC, Settings
+from schemas.settings import (
+    DEFAULT_URL,
+    ENV_ADMIN_TOKEN,
+    ENV_BATCH_SIZE,
+    ENV_BOOTSTRAP_SERVERS,
+    ENV_DB,
+    ENV_GROUP_ID,
+    ENV_TOPIC,
+    ENV_URL,
+    Settings,
+    env,
+)
 
 
 def positive_int(text: str) -> int:
@@ -43,4 +54,18 @@ def add_fold_args(parser: argparse.ArgumentParser, settings: Settings) -> None:
         type=positive_int,
         default=settings.batch_size,
         help=f"most events per fold transaction (env {ENV_BATCH_SIZE}; default %(default)s)",
+    )
+
+
+def add_server_args(parser: argparse.ArgumentParser, *, flag_help: str) -> None:
+    """--url and --token of a command that can ask a running `serve` instead of working locally."""
+    parser.add_argument(
+        "--url",
+        nargs="?",
+        const=env(ENV_URL, DEFAULT_URL),
+        default=None,
+        help=f"{flag_help} (default URL: env {ENV_URL} or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--token", default=env(ENV_ADMIN_TOKEN), help=f"a staff API token for the server (env {ENV_ADMIN_TOKEN})"
     )

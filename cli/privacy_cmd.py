@@ -11,8 +11,7 @@ import argparse
 import json
 import sys
 
-from cli.ops_cmd import _server_args
-from cli.options import add_broker_args
+from cli.options import add_broker_args, add_server_args
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
 EXIT_INVALID = 2
@@ -38,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--reason", default=None, help="kept with the erasure record (at most 500 characters)")
     add_broker_args(parser, settings)
-    _server_args(parser, flag_help="ask a running serve instead of publishing to Kafka")
+    add_server_args(parser, flag_help="ask a running serve instead of publishing to Kafka")
     parser.set_defaults(func=_erase)
 
 
