@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Removes the environment and caches. Keeps the Kafka jars, the local broker's data (the events!)
-# and ./data; see the README for wiping those too.
+# and ./data; docs/operations.md says how to wipe those too.
 clean:
 	@if test -x $(BIN)/chat-analytics; then $(BIN)/chat-analytics broker stop; fi
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist *.egg-info .cache/chat-analytics/ephemeral

@@ -65,7 +65,7 @@ def _project(args: argparse.Namespace) -> int:
     if version != READMODEL_VERSION:
         print(
             f"project: {args.db} was built by read-model version {version}, this release writes {READMODEL_VERSION}:"
-            " rebuild it from the topic (see the README, 'Operating the projector')",
+            " rebuild it from the topic (docs/operations.md, 'Rebuilding the read model')",
             file=sys.stderr,
         )
         con.close()

@@ -49,7 +49,7 @@ from schemas.position import PositionBoard
 log = logging.getLogger(__name__)
 
 # Bump when a release changes the tables or what the fold writes into them: a file with an older
-# version is rebuilt from the topic (see the README, "Operating the projector").
+# version is rebuilt from the topic (docs/operations.md, "Rebuilding the read model").
 # 2: `applied_counts` (a version-1 file has no such counts to carry over).
 # 3: `interactions.model` and `interactions.search_terms` (in place of `blocks_text`).
 # 4: erasures and retention (`erasures`, `erased_interactions`, `pending_events.occurred_at`,

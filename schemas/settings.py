@@ -1,7 +1,9 @@
 """Every environment variable the service reads, with its default, in one place.
 
-Each command-line flag defaults to the variable named here, so the README's
-configuration table and the code cannot drift apart.
+A command-line flag of the same meaning defaults to the variable named here. docs/operations.md
+lists every variable with its default, and every flag of every command; tests/test_docs.py fails
+when a variable, a default or a flag is missing there, so the documentation cannot drift from this
+module.
 """
 
 from __future__ import annotations
@@ -59,6 +61,28 @@ def env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def env_int(name: str, default: int) -> int:
+    """The variable as an integer, or `default` when unset; a ValueError naming the variable otherwise."""
+    text = env(name)
+    if text is None:
+        return default
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {text!r}") from None
+
+
+def env_float(name: str, default: float) -> float:
+    """The variable as a number, or `default` when unset; a ValueError naming the variable otherwise."""
+    text = env(name)
+    if text is None:
+        return default
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None
+
+
 def parse_retention_days(text: str) -> int:
     """Whole days, at least 0, or -1 (keep everything); raises ValueError otherwise."""
     try:
@@ -109,23 +133,19 @@ class Settings:
             topic=env(ENV_TOPIC, DEFAULT_TOPIC) or DEFAULT_TOPIC,
             db=env(ENV_DB, DEFAULT_DB) or DEFAULT_DB,
             group_id=env(ENV_GROUP_ID, DEFAULT_GROUP_ID) or DEFAULT_GROUP_ID,
-            batch_size=int(env(ENV_BATCH_SIZE, str(DEFAULT_BATCH_SIZE)) or DEFAULT_BATCH_SIZE),
+            batch_size=env_int(ENV_BATCH_SIZE, DEFAULT_BATCH_SIZE),
             api_tokens=env(ENV_API_TOKENS, "") or "",
             tokens_file=env(ENV_TOKENS_FILE, DEFAULT_TOKENS_FILE) or DEFAULT_TOKENS_FILE,
-            daily_token_budget=int(
-                env(ENV_DAILY_TOKEN_BUDGET, str(DEFAULT_DAILY_TOKEN_BUDGET)) or DEFAULT_DAILY_TOKEN_BUDGET
-            ),
+            daily_token_budget=env_int(ENV_DAILY_TOKEN_BUDGET, DEFAULT_DAILY_TOKEN_BUDGET),
             # An empty salt is meaningful (slugs become ""), so it is read as given.
             user_slug_salt=os.environ.get(ENV_USER_SLUG_SALT, ""),
             home=env(ENV_HOME, DEFAULT_HOME) or DEFAULT_HOME,
-            ingest_max_events=int(env(ENV_INGEST_MAX_EVENTS) or DEFAULT_INGEST_MAX_EVENTS),
-            ingest_rate=float(env(ENV_INGEST_RATE) or DEFAULT_INGEST_RATE),
-            ready_max_lag=int(env(ENV_READY_MAX_LAG) or DEFAULT_READY_MAX_LAG),
-            disk_warn_bytes=int(env(ENV_DISK_WARN_BYTES) or DEFAULT_DISK_WARN_BYTES),
+            ingest_max_events=env_int(ENV_INGEST_MAX_EVENTS, DEFAULT_INGEST_MAX_EVENTS),
+            ingest_rate=env_float(ENV_INGEST_RATE, DEFAULT_INGEST_RATE),
+            ready_max_lag=env_int(ENV_READY_MAX_LAG, DEFAULT_READY_MAX_LAG),
+            disk_warn_bytes=env_int(ENV_DISK_WARN_BYTES, DEFAULT_DISK_WARN_BYTES),
             checkpoint_threshold=env(ENV_CHECKPOINT_THRESHOLD) or DEFAULT_CHECKPOINT_THRESHOLD,
             retention_days=retention_days(),
             ip_policy=ip_policy(),
-            min_position_wait_ms=int(
-                env(ENV_MIN_POSITION_WAIT_MS, str(DEFAULT_MIN_POSITION_WAIT_MS)) or DEFAULT_MIN_POSITION_WAIT_MS
-            ),
+            min_position_wait_ms=env_int(ENV_MIN_POSITION_WAIT_MS, DEFAULT_MIN_POSITION_WAIT_MS),
         )

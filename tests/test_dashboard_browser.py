@@ -5,7 +5,7 @@ API's KPI figures, the charts are drawn, filters change the URL and the numbers,
 the CSV export holds every matching row, a `user` token is refused, and the console stays clean.
 
 Screenshots of every page go to this module's temporary folder (printed with `-s`); with
-CHAT_ANALYTICS_DOCS_SCREENSHOT=1 the overview is also written to docs/dashboard.png for the README.
+CHAT_ANALYTICS_DOCS_SCREENSHOT=1 the overview is also written to docs/dashboard.png, the README's screenshot.
 """
 
 from __future__ import annotations
