@@ -414,7 +414,13 @@ async def readyz(request: Request, ctx: Context) -> Response:
 
 async def metrics(request: Request, ctx: Context) -> Response:
     disk = disk_figures(ctx.handle.path, ctx.disk_warn_bytes)
-    body = render(ctx.metrics, ctx.status_provider, disk=disk, failed=ctx.handle.failure is not None)
+    body = render(
+        ctx.metrics,
+        ctx.status_provider,
+        disk=disk,
+        failed=ctx.handle.failure is not None,
+        cache_counts=(ctx.answers.hits, ctx.answers.misses),
+    )
     return Response(body, media_type=CONTENT_TYPE)
 
 

@@ -216,13 +216,29 @@ def freshness_lines(status: Mapping[str, Any] | None) -> Iterable[str]:
         yield f"chat_analytics_projector_newest_event_timestamp_seconds {stamp!r}"
 
 
+def answer_cache_lines(hits: int, misses: int) -> Iterable[str]:
+    yield "# HELP chat_analytics_answer_cache_hits_total Answers served from the snapshot cache (docs/api.md)."
+    yield "# TYPE chat_analytics_answer_cache_hits_total counter"
+    yield f"chat_analytics_answer_cache_hits_total {hits}"
+    yield "# HELP chat_analytics_answer_cache_misses_total Answers computed from the read model."
+    yield "# TYPE chat_analytics_answer_cache_misses_total counter"
+    yield f"chat_analytics_answer_cache_misses_total {misses}"
+
+
 def render(
     metrics: RequestMetrics,
     status_provider: Callable[[], Mapping[str, Any]] | None,
     *,
     disk: Mapping[str, Any] | None = None,
     failed: bool = False,
+    cache_counts: tuple[int, int] = (0, 0),
 ) -> str:
     status = status_provider() if status_provider is not None else None
-    lines = [*metrics.lines(), *projector_lines(status), *freshness_lines(status), *health_lines(disk, failed)]
+    lines = [
+        *metrics.lines(),
+        *answer_cache_lines(*cache_counts),
+        *projector_lines(status),
+        *freshness_lines(status),
+        *health_lines(disk, failed),
+    ]
     return "\n".join(lines) + "\n"

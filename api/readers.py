@@ -54,20 +54,11 @@ def _in_snapshot(
     # A read lease for the whole unit of work: a blue/green switch waits for it to end, so the file
     # cannot be swapped (or closed) under a request, and the next request reads the new file.
     with handle.reading() as cur:
-        if cache is not None:
-            # The mark alone, outside a transaction: it is one statement, so one snapshot, and a
-            # remembered answer for it is that snapshot's answer. The common case ends here.
-            mark, offsets = snapshot_mark(cur, handle.generation, topic)
-            position = Position.of(handle.version, topic, offsets)
-            if minimum is not None and not position.covers(minimum):
-                return Answer(None, position, reached=False)
-            found, value = cache.get(mark, key)
-            if found:
-                return Answer(value, position)
-        # One transaction, so that a count and the rows it describes see the same projector commit.
+        # One transaction, so that a count and the rows it describes see the same projector commit; the
+        # mark is read once, inside it: it names this snapshot, for a remembered answer as for a new one
+        # (a second mark outside the transaction cost a whole statement on every miss).
         cur.execute("BEGIN TRANSACTION")
         try:
-            # Read again inside the transaction: the answer computed here belongs to this mark.
             mark, offsets = snapshot_mark(cur, handle.generation, topic)
             position = Position.of(handle.version, topic, offsets)
             if minimum is not None and not position.covers(minimum):

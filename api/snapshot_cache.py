@@ -55,6 +55,9 @@ class SnapshotCache:
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._max = max_entries
         self._in_flight: dict[tuple[tuple[int, int], Hashable], threading.Event] = {}
+        # Answers served from memory and answers computed, for /metrics (and the benchmark's miss rows).
+        self.hits = 0
+        self.misses = 0
 
     def get(self, mark: tuple[int, int], key: Hashable) -> tuple[bool, Any]:
         with self._lock:
@@ -71,10 +74,12 @@ class SnapshotCache:
             with self._lock:
                 if mark == self._mark and key in self._entries:
                     self._entries.move_to_end(key)
+                    self.hits += 1
                     return True, self._entries[key]
                 running = self._in_flight.get((mark, key))
                 if running is None:
                     self._in_flight[(mark, key)] = threading.Event()
+                    self.misses += 1
                     return False, None
             # Then look again: the answer is there, or (it failed or was too big) compute it here.
             running.wait()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -26,6 +26,9 @@ from schemas.readmodel import connect
 PREFIX = "/api/anonymous-chat-interactions"
 SAMPLES = 200
 USER_SAMPLES = 50
+# Keys of the cache-miss rows: more than such a row sends in its measured window, so that no request
+# repeats an earlier one (a repeat in the same read-model snapshot would be an answer-cache hit).
+MISS_SAMPLES = 20_000
 DEEP_PAGE = 1000  # page 1000 of 10 rows: 9,990 rows in, deeper than staff page by hand
 
 # The targets of issue 7, by endpoint name; endpoints without one are reported for information.
@@ -45,6 +48,12 @@ class Samples:
     sessions: list[str]
     users: list[str]
     interactions: int
+    # For the cache-miss rows: many more keys; and the visitor with the most turns, with that count.
+    many_uuids: list[str] = field(default_factory=list)
+    many_sessions: list[str] = field(default_factory=list)
+    heaviest_user: str = ""
+    heaviest_user_turns: int = 0
+    user_turns: dict[str, int] = field(default_factory=dict)
 
 
 def pick_samples(db: Path) -> Samples:
@@ -56,15 +65,30 @@ def pick_samples(db: Path) -> Samples:
             return [str(row[0]) for row in con.execute(sql).fetchall()]
 
         # Fixed SQL over the read model's own tables; nothing here comes from a user.
-        uuids = column(f"SELECT uuid FROM interactions ORDER BY hash(uuid) LIMIT {SAMPLES}")
-        sessions = column(f"SELECT session_id FROM sessions ORDER BY hash(session_id) LIMIT {SAMPLES}")
+        many_uuids = column(f"SELECT uuid FROM interactions ORDER BY hash(uuid) LIMIT {MISS_SAMPLES}")
+        many_sessions = column(f"SELECT session_id FROM sessions ORDER BY hash(session_id) LIMIT {MISS_SAMPLES}")
         users = column(f"SELECT user_slug FROM user_stats ORDER BY hash(user_slug) LIMIT {USER_SAMPLES}")
         interactions = int(con.execute("SELECT count(*) FROM interactions").fetchall()[0][0])
+        turns = {
+            str(slug): int(n)
+            for slug, n in con.execute("SELECT user_slug, total_interactions FROM user_stats").fetchall()
+        }
     finally:
         con.close()
-    if not (uuids and sessions and users):
+    if not (many_uuids and many_sessions and users):
         raise RuntimeError(f"the read model {db} has no interactions, sessions or users to sample")
-    return Samples(uuids, sessions, users, interactions)
+    heaviest = max(sorted(turns), key=lambda slug: turns[slug])
+    return Samples(
+        many_uuids[:SAMPLES],
+        many_sessions[:SAMPLES],
+        users,
+        interactions,
+        many_uuids=many_uuids,
+        many_sessions=many_sessions,
+        heaviest_user=heaviest,
+        heaviest_user_turns=turns[heaviest],
+        user_turns={u: turns.get(u, 0) for u in users},
+    )
 
 
 def _path(suffix: str, params: dict[str, Any] | None = None) -> str:
@@ -104,8 +128,13 @@ def endpoints(samples: Samples, today: datetime) -> list[dict[str, Any]]:
         },
         {
             # What the reference's generated client asks for: the user's whole history, unpaginated.
-            "name": "by-user/{slug} whole list",
+            "name": f"by-user/{{slug}} whole list (mean {_mean(samples.user_turns.values()):,} turns)",
             "paths": [_path(f"by-user/{u}/") for u in samples.users],
+            "target_ms": None,
+        },
+        {
+            "name": f"by-user/{{slug}} whole list (heaviest visitor, {samples.heaviest_user_turns:,} turns)",
+            "paths": [_path(f"by-user/{samples.heaviest_user}/")],
             "target_ms": None,
         },
         {"name": "by-user (aggregate)", "paths": [_path("by-user/")], "target_ms": TARGET_AGGREGATE_MS},
@@ -135,7 +164,74 @@ def endpoints(samples: Samples, today: datetime) -> list[dict[str, Any]]:
             "paths": [_path("kpi/", {"total_tokens_min": 5000})],
             "target_ms": TARGET_AGGREGATE_MS,
         },
+        *miss_endpoints(samples, today),
     ]
+
+
+def _mean(values: Any) -> int:
+    values = list(values)
+    return round(sum(values) / len(values)) if values else 0
+
+
+def _before_data(i: int) -> str:
+    """The i-th day from 1900-01-01: a bound before any turn, so a filter by it keeps every row, but a
+    distinct value, so a distinct answer-cache key."""
+    return (date(1900, 1, 1) + timedelta(days=i)).isoformat()
+
+
+def _after_today(today: datetime, i: int) -> str:
+    return (today.date() + timedelta(days=i)).isoformat()
+
+
+def miss_endpoints(samples: Samples, today: datetime) -> list[dict[str, Any]]:
+    """The cache-miss rows: the same questions as the rows above, each request with a key no earlier
+    request of the run had, as every staff request is right after a projector commit. Where the path
+    has no key of its own (a uuid, a session), a bound that keeps every row (a `created_from` before
+    the data, a `created_to` after today, `window_days`) makes it distinct without changing the answer
+    much. Filters added this way can only make the server's work larger than the cached row's (a
+    `user_slug` with a date bound is counted from the turns, not from `user_stats`), so a miss figure
+    here is an upper bound. Each row reports the answer-cache hits the server counted meanwhile. Left
+    out: budget (one key a day) and the by-user aggregate (its filters take another, heavier path)."""
+    week_ago = (today - timedelta(days=6)).date().isoformat()
+    deep_page = max(1, min(DEEP_PAGE, samples.interactions // 10 // 2))
+    n = MISS_SAMPLES
+    users = samples.users
+
+    def dated(suffix: str, params: dict[str, Any] | None = None, *, key: str = "created_from") -> list[str]:
+        return [_path(suffix, {**(params or {}), key: _before_data(i)}) for i in range(n)]
+
+    rows: list[tuple[str, list[str], float | None]] = [
+        ("list", dated(""), TARGET_FAST_MS),
+        ("list ?severity", [_path("", {"severity": "low", "created_from": _before_data(i)}) for i in range(n)],
+         TARGET_FAST_MS),
+        ("list ?user_slug", [_path("", {"user_slug": users[i % len(users)], "created_from": _before_data(i)})
+                             for i in range(n)], TARGET_FAST_MS),
+        ("list ?is_flagged=true", dated("", {"is_flagged": "true"}), TARGET_FAST_MS),
+        (f"list ?page={deep_page}", dated("", {"page": deep_page}), TARGET_FAST_MS),
+        ("retrieve", [_path(f"{u}/") for u in samples.many_uuids], TARGET_FAST_MS),
+        ("by-session/{id}", [_path(f"by-session/{quote(s, safe='')}/") for s in samples.many_sessions],
+         TARGET_FAST_MS),
+        ("by-user/{slug} ?page_size=50",
+         [_path(f"by-user/{users[i % len(users)]}/", {"page_size": 50, "created_from": _before_data(i)})
+          for i in range(n)], TARGET_FAST_MS),
+        (f"by-user/{{slug}} whole list (heaviest visitor, {samples.heaviest_user_turns:,} turns)",
+         dated(f"by-user/{samples.heaviest_user}/"), None),
+        # 365 keys only (every window_days): the hit count of the row says whether any repeated in a snapshot.
+        ("kpi", [_path("kpi/", {"window_days": 1 + i % 365}) for i in range(n)], TARGET_AGGREGATE_MS),
+        ("kpi ?created_from&created_to",
+         [_path("kpi/", {"created_from": week_ago, "created_to": _after_today(today, i)}) for i in range(n)],
+         TARGET_AGGREGATE_MS),
+        ("conversations whole list", dated("conversations/", key="last_active_after"), TARGET_CONVERSATIONS_MS),
+        (f"conversations ?query={SEARCH_WORD}", dated("conversations/", {"query": SEARCH_WORD},
+                                                      key="last_active_after"), TARGET_CONVERSATIONS_MS),
+        # A submitted_to bound also leaves out the records with only an LLM review: a smaller list.
+        ("feedbacks list ?submitted_to", [f"/api/anonymous-chat-feedbacks/?submitted_to={_after_today(today, i)}"
+                                          for i in range(n)], TARGET_FAST_MS),
+        ("kpi ?total_tokens_min", [_path("kpi/", {"total_tokens_min": 5000, "window_days": 1 + i % 365,
+                                                   "last_active_after": _before_data(i)}) for i in range(n)],
+         TARGET_AGGREGATE_MS),
+    ]  # fmt: skip
+    return [{"name": f"{name} (miss)", "paths": paths, "target_ms": target} for name, paths, target in rows]
 
 
 def check_paths(server: Server, planned: list[dict[str, Any]]) -> None:

@@ -128,6 +128,30 @@ async def _connection(
         writer.close()
 
 
+CACHE_COUNTERS = (b"chat_analytics_answer_cache_hits_total", b"chat_analytics_answer_cache_misses_total")
+
+
+async def _cache_counts(host: str, port: int) -> tuple[int, int] | None:
+    """The server's answer-cache hits and misses so far (from /metrics); None when it does not say."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"GET /metrics HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            status, body = await _read_response(reader)
+        finally:
+            writer.close()
+    except (OSError, asyncio.IncompleteReadError, HttpError, ValueError):
+        return None
+    found = {}
+    for line in body.splitlines():
+        name, _, value = line.partition(b" ")
+        if status == 200 and name in CACHE_COUNTERS:
+            found[name] = int(float(value))
+    if len(found) != len(CACHE_COUNTERS):
+        return None
+    return found[CACHE_COUNTERS[0]], found[CACHE_COUNTERS[1]]
+
+
 def _process_cpu_s(pid: int | None) -> float | None:
     """User + system CPU seconds of `pid` so far, from /proc (None where that cannot be read)."""
     if pid is None:
@@ -180,14 +204,17 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
         schedules = list(fixed_rate_schedules(start, float(offered), connections))
     server_pid = spec.get("server_pid")
     cpu: dict[str, float | None] = {}
+    cache: dict[str, tuple[int, int] | None] = {}
 
     async def note_cpu() -> None:
         await _at(measure_from)
         cpu["server"], cpu["driver"] = _process_cpu_s(server_pid), _own_cpu_s()
+        cache["before"] = await _cache_counts(host, port)
         await _at(until)
         server_after = _process_cpu_s(server_pid)
         cpu["server"] = None if server_after is None or cpu["server"] is None else server_after - cpu["server"]
         cpu["driver"] = _own_cpu_s() - (cpu["driver"] or 0.0)
+        cache["after"] = await _cache_counts(host, port)
 
     await asyncio.gather(
         note_cpu(),
@@ -197,6 +224,12 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
         ),
     )
     measured = time.perf_counter() - measure_from
+    before, after = cache.get("before"), cache.get("after")
+    # Answers the server took from its snapshot cache while this endpoint was measured (requests in
+    # flight at either end of the window may be counted in or out).
+    hits = misses = None
+    if before is not None and after is not None:
+        hits, misses = after[0] - before[0], after[1] - before[1]
     # CLOCK_MONOTONIC is one clock for every process of the machine: the caller lines its own
     # observations (checkpoints) up with this window.
     shift = time.monotonic() - time.perf_counter()
@@ -212,6 +245,8 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
         "errors": len(failures),
         "first_error": failures[0] if failures else None,
         "mean_response_bytes": round(sum(sizes) / len(sizes)) if sizes else None,
+        "cache_hits": hits,
+        "cache_misses": misses,
         "server_cpu_cores": None if cpu.get("server") is None else round(cpu["server"] / float(spec["seconds"]), 2),
         "driver_cpu_cores": None if cpu.get("driver") is None else round(cpu["driver"] / float(spec["seconds"]), 2),
         **summary_ms(latencies),

@@ -62,16 +62,19 @@ def _endpoint_rows(endpoints: list[dict[str, Any]]) -> list[str]:
         target = "" if e["target_p99_ms"] is None else f"< {e['target_p99_ms']:g} ms"
         server_cpu = "—" if e.get("server_cpu_cores") is None else f"{e['server_cpu_cores']:.2f}"
         mark = " †" if e.get("checkpoints") else ""
+        hits = e.get("cache_hits")
+        served = None if hits is None else hits + (e.get("cache_misses") or 0)
+        cached = "—" if not served else f"{hits / served:.0%}"
         rows.append(
             f"| {e['name']} | {_ms(e['p50_ms'])} | {_ms(e['p99_ms'])}{mark} | {e['requests_per_s']:,.0f} "
-            f"| {e['errors']} | {server_cpu} | {target} | {_met(e['met'])} |"
+            f"| {e['errors']} | {server_cpu} | {cached} | {target} | {_met(e['met'])} |"
         )
     return rows
 
 
 _HEADER = [
-    "| endpoint | p50 ms | p99 ms | req/s | errors | server CPU (cores) | p99 target | met |",
-    "|---|---|---|---|---|---|---|---|",
+    "| endpoint | p50 ms | p99 ms | req/s | errors | server CPU (cores) | cache hits | p99 target | met |",
+    "|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -105,6 +108,10 @@ def api_table(r: dict[str, Any]) -> list[str]:
         "",
         *_HEADER,
         *_endpoint_rows(r["endpoints"]),
+        "",
+        "Rows marked (miss) send an answer-cache key no earlier request sent (bench/api_latency.py,"
+        " `miss_endpoints`): what a staff member sees right after a projector commit. cache hits: the share of"
+        " answers the server took from its snapshot cache while the row was measured.",
     ]
     every = [*r["endpoints"], *(fixed["endpoints"] if fixed else [])]
     if any(e.get("checkpoints") for e in every):

@@ -71,3 +71,26 @@ def test_a_failed_computation_lets_the_next_caller_compute() -> None:
     cache.release(mark, "k")  # no put: the work raised
     waiter.join(timeout=30)
     assert answers == [(False, None)]
+
+
+def _cache_counts(client: Any) -> tuple[int, int]:
+    lines = dict(
+        line.split(" ", 1)
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("chat_analytics_answer")
+    )
+    return int(lines["chat_analytics_answer_cache_hits_total"]), int(lines["chat_analytics_answer_cache_misses_total"])
+
+
+def test_metrics_count_the_answers_served_from_the_cache_and_those_computed(tmp_path: Path) -> None:
+    con = connect(tmp_path / "rm.duckdb")
+    first = turn("s1", at=AT)
+    apply_batch(con, to_records([first]))
+    client = make_client(ReadModelHandle(con, tmp_path / "rm.duckdb"))
+    before = _cache_counts(client)
+    client.get(f"{PREFIX}/", headers=AUTH)
+    client.get(f"{PREFIX}/", headers=AUTH)
+    assert _cache_counts(client) == (before[0] + 1, before[1] + 1)
+    apply_batch(con, to_records([turn("s1", at=AT.replace(minute=5))], start=1))
+    client.get(f"{PREFIX}/", headers=AUTH)  # a commit in between: computed again
+    assert _cache_counts(client) == (before[0] + 1, before[1] + 2)
