@@ -1,4 +1,4 @@
-"""Logging of every command: one line per record on stderr, as text or as one JSON object per line.
+"""Logging of `serve` and `project`: one record per line on stderr, as text or as one JSON object.
 
 The level of the project's own loggers and of kafka-python's are set apart: kafka-python writes a
 line at INFO for every connection it opens or closes, which buries what the service says, so its

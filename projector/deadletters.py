@@ -31,14 +31,7 @@ from projector.apply import apply_in_transaction
 from projector.arrow_views import registered
 from projector.prepare import prepare
 from projector.records import Record
-from schemas.registry import (
-    DEAD_LETTER_REASONS,
-    FOLD_REASONS,
-    EventRegistry,
-)
-
-# Every reason of docs/events.md, in the contract's order.
-REASONS: tuple[str, ...] = DEAD_LETTER_REASONS
+from schemas.registry import FOLD_REASONS, EventRegistry
 
 _COLUMNS = 'topic, partition, "offset", key, value, reason, detail, event_id, type, record_timestamp, dead_lettered_at'
 _WHERE_REASON = "WHERE (CAST(? AS VARCHAR) IS NULL OR reason = ?)"
