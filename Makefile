@@ -31,7 +31,7 @@ test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m broker.demo
+	$(BIN)/chat-analytics demo
 
 # Figures go to bench/results/ (one JSON per benchmark, latest.md); BENCH_ARGS='--events 100000' for a quick run.
 bench: $(STAMP)

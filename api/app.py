@@ -24,6 +24,7 @@ from api.metrics import MetricsMiddleware, RequestMetrics
 from api.params import POSITION_HEADER, ParameterError
 from api.queries import PageNotFound
 from api.readers import PositionNotReached
+from api.request_id import RequestIdMiddleware
 from auth.http import check
 from auth.tokens import READ_ROLES, TokenStore
 from schemas.readmodel import ReadModelHandle, ReadModelUnavailable
@@ -169,6 +170,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(PositionHeaderMiddleware, ctx=ctx),
             Middleware(SecurityHeaders),

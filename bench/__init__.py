@@ -13,7 +13,9 @@
 - `api_latency`: benchmark 2, every endpoint over the 1M-event read model while ingest runs.
 - `freshness`: benchmark 3, from the publisher's acknowledgement to the API returning the event.
 - `report`: the JSON result files, the printed table and `results/latest.md`.
+- `profiling`: py-spy profiles for `--profile`.
+- `replica_catchup`: `python -m bench.replica_catchup`, how long a new read replica takes to be ready.
 
-Benchmarks print figures and compare them with the targets; nothing here is a test, and no test
+See bench/README.md. Benchmarks print figures and compare them with the targets; nothing here is a test, and no test
 asserts on timings.
 """

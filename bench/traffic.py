@@ -13,8 +13,6 @@ from bench import children
 from ingest.demo import DemoTraffic
 from ingest.publisher import Publisher
 
-CHUNK = 20_000
-
 
 @dataclass(frozen=True)
 class Published:

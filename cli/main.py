@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.privacy_cmd",  # erase
     "cli.snapshot_cmd",  # snapshot
     "cli.replicas_cmd",  # replicas
+    "cli.demo_cmd",  # demo
 )
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from types import FrameType
 
+from cli import logs
 from cli.options import add_broker_args, add_db_arg, add_fold_args
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--progress-every", type=float, default=5.0, help="seconds between progress lines (default %(default)s)"
     )
+    logs.add_log_args(parser)
     parser.set_defaults(func=_project)
 
 
@@ -51,8 +53,7 @@ def _project(args: argparse.Namespace) -> int:
     from projector.service import ProjectorService
     from schemas.readmodel import READMODEL_VERSION, connect, file_version
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure_from_args(args)
     if not args.bootstrap_servers:
         print(
             f"project: no Kafka bootstrap servers: pass --bootstrap-servers or set {ENV_BOOTSTRAP_SERVERS}",

@@ -22,6 +22,7 @@ import signal
 import sys
 from pathlib import Path
 
+from cli import logs
 from cli.options import add_broker_args, add_db_arg, add_fold_args
 from cli.projector_cmd import EXIT_READ_MODEL_FAILED
 from schemas.settings import (
@@ -65,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="log a line per request (off by default: /metrics counts every request, and the line costs CPU)",
     )
+    logs.add_log_args(parser)
     parser.set_defaults(func=_serve)
 
 
@@ -85,6 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from starlette.applications import Starlette
 
+    from api import request_id
     from api.app import create_app
     from api.http_protocol import GuardedHttpToolsProtocol
     from auth.tokens import TokenStore
@@ -104,8 +107,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"serve: {exc}", file=sys.stderr)
         return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure_from_args(args)
+    logs.stamp_request_ids(request_id.current)
 
     if args.min_position_wait_ms < 0:
         print("serve: --min-position-wait-ms must not be negative", file=sys.stderr)
@@ -203,7 +206,10 @@ def _serve(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        log_level="info",
+        # uvicorn's loggers propagate to the root logger configured above (text or JSON, request ids)
+        # instead of getting handlers of their own.
+        log_config=None,
+        log_level=args.log_level.lower(),
         access_log=args.access_log,
         http=GuardedHttpToolsProtocol,
         timeout_keep_alive=KEEP_ALIVE_S,

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from schemas.events import FEEDBACK_SUBMITTED, OFFERING_CLICKED, SESSION_REVIEWED, TURN_RECORDED, USAGE_RECORDED
 from schemas.registry import DEAD_LETTER_REASONS
 
 _DUMPS = orjson.dumps
@@ -36,11 +37,11 @@ _T = TypeVar("_T")
 _fromtimestamp = datetime.fromtimestamp
 _UTC_Z = orjson.OPT_UTC_Z
 
-TURN = "chat.turn.recorded"
-FEEDBACK = "chat.feedback.submitted"
-CLICK = "chat.offering.clicked"
-REVIEW = "chat.session.reviewed"
-USAGE = "assistant.usage.recorded"
+TURN = TURN_RECORDED
+FEEDBACK = FEEDBACK_SUBMITTED
+CLICK = OFFERING_CLICKED
+REVIEW = SESSION_REVIEWED
+USAGE = USAGE_RECORDED
 
 # The dead-letter reasons that `bad_share` covers, plus exact re-sends (which are not dead letters).
 BAD_KINDS: tuple[str, ...] = (*DEAD_LETTER_REASONS, "exact_duplicate")

@@ -17,12 +17,8 @@ import orjson
 from pydantic import BaseModel
 
 from ingest.slug import user_slug
-from schemas.events import USER_INPUT_MAX
+from schemas.events import ERASURE_REQUESTED, FEEDBACK_SUBMITTED, TURN_RECORDED, USER_INPUT_MAX
 
-TURN_TYPE = "chat.turn.recorded"
-FEEDBACK_TYPE = "chat.feedback.submitted"
-USAGE_TYPE = "assistant.usage.recorded"
-ERASURE_TYPE = "privacy.erasure.requested"
 CURRENT_VERSION = 1
 
 # UTC datetimes end in "Z" as in docs/events.md; UUID and datetime objects need no manual conversion.
@@ -56,9 +52,14 @@ def complete(event: dict[str, Any], salt: str, *, derive: bool = True, drop_ip: 
         # Text, not a datetime, so that any JSON encoder can write the completed event.
         out["occurred_at"] = utc_now_text()
     data = out.get("data")
-    if out.get("type") == TURN_TYPE and isinstance(data, dict):
+    if out.get("type") == TURN_RECORDED and isinstance(data, dict):
         out["data"] = data = complete_turn_data(data, salt, derive=derive)
-    if drop_ip and out.get("type") in (TURN_TYPE, FEEDBACK_TYPE) and isinstance(data, dict) and "ip_address" in data:
+    if (
+        drop_ip
+        and out.get("type") in (TURN_RECORDED, FEEDBACK_SUBMITTED)
+        and isinstance(data, dict)
+        and "ip_address" in data
+    ):
         out["data"] = {k: v for k, v in data.items() if k != "ip_address"}
     return out
 
@@ -66,7 +67,7 @@ def complete(event: dict[str, Any], salt: str, *, derive: bool = True, drop_ip: 
 def derive_slug(original: dict[str, Any], draft: dict[str, Any], salt: str) -> dict[str, Any]:
     """`draft` (`original` completed with `derive=False`) with the real user slug in place of the stand-in."""
     data = original.get("data")
-    if original.get("type") != TURN_TYPE or not isinstance(data, dict) or data.get("user_slug") is not None:
+    if original.get("type") != TURN_RECORDED or not isinstance(data, dict) or data.get("user_slug") is not None:
         return draft
     ip = data.get("ip_address")
     if not isinstance(ip, str):
@@ -99,6 +100,6 @@ def key_of(event: BaseModel) -> bytes:
     if isinstance(session_id, str):
         return session_id.encode()
     user_slug = getattr(data, "user_slug", None)
-    if getattr(event, "type", None) == ERASURE_TYPE and isinstance(user_slug, str):
+    if getattr(event, "type", None) == ERASURE_REQUESTED and isinstance(user_slug, str):
         return user_slug.encode()
     return b""

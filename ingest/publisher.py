@@ -26,6 +26,14 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel
 
 from ingest.envelope import CURRENT_VERSION, complete, encode, key_of
+from schemas.events import (
+    ERASURE_REQUESTED,
+    FEEDBACK_SUBMITTED,
+    OFFERING_CLICKED,
+    SESSION_REVIEWED,
+    TURN_RECORDED,
+    USAGE_RECORDED,
+)
 from schemas.registry import DEFAULT_REGISTRY, EventRegistry, EventRejected, FieldError, Rejection
 from schemas.settings import DEFAULT_TOPIC, ENV_USER_SLUG_SALT, Settings
 from schemas.settings import ip_policy as _ip_policy
@@ -231,7 +239,7 @@ class Publisher:
         )
         if user_slug is None and ip_address is None:
             data["user_slug"] = ""
-        return self._publish("chat.turn.recorded", data, event_id, occurred_at)
+        return self._publish(TURN_RECORDED, data, event_id, occurred_at)
 
     def feedback_submitted(
         self,
@@ -256,7 +264,7 @@ class Publisher:
                 "ip_address": ip_address,
             }
         )
-        return self._publish("chat.feedback.submitted", data, event_id, occurred_at)
+        return self._publish(FEEDBACK_SUBMITTED, data, event_id, occurred_at)
 
     def offering_clicked(
         self,
@@ -269,7 +277,7 @@ class Publisher:
     ) -> SendResult:
         """A click on one of the offerings the turn suggested."""
         data = {"interaction_uuid": interaction_uuid, "session_id": session_id, "offering_uuid": offering_uuid}
-        return self._publish("chat.offering.clicked", data, event_id, occurred_at)
+        return self._publish(OFFERING_CLICKED, data, event_id, occurred_at)
 
     def session_reviewed(
         self,
@@ -302,7 +310,7 @@ class Publisher:
                 "judge_output_tokens": judge_output_tokens,
             }
         )
-        return self._publish("chat.session.reviewed", data, event_id, occurred_at)
+        return self._publish(SESSION_REVIEWED, data, event_id, occurred_at)
 
     def usage_recorded(
         self,
@@ -315,7 +323,7 @@ class Publisher:
     ) -> SendResult:
         """Tokens the assistant spent outside the anonymous flow (they count towards the daily budget)."""
         data = _drop_none({"input_tokens": input_tokens, "output_tokens": output_tokens, "source": source})
-        return self._publish("assistant.usage.recorded", data, event_id, occurred_at)
+        return self._publish(USAGE_RECORDED, data, event_id, occurred_at)
 
     def request_erasure(
         self,
@@ -330,7 +338,7 @@ class Publisher:
         turn of it up to now leaves the read model for good (docs/privacy.md). Keyed by the session,
         else by the user."""
         data = _drop_none({"user_slug": user_slug, "session_id": session_id, "reason": reason})
-        return self._publish("privacy.erasure.requested", data, event_id, occurred_at)
+        return self._publish(ERASURE_REQUESTED, data, event_id, occurred_at)
 
     # ---- generic paths ----
 

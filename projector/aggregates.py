@@ -100,7 +100,7 @@ class TurnState(NamedTuple):
     llm_output_tokens: int = 0
 
 
-NEW_TURN_STATE = TurnState()  # what the fold inserts for a new turn (see fold._INSERT_TURNS)
+NEW_TURN_STATE = TurnState()  # what the fold inserts for a new turn (see apply._INSERT_TURNS)
 
 # The touched sessions as the file holds them before this batch.
 _OLD_SESSIONS = """

@@ -2,7 +2,7 @@
 
 A retry re-offers dead letters to this release's fold, in their log order (topic, partition,
 offset), in one transaction: the rows are taken out of the table, their records go through
-`fold.apply_in_transaction(..., replay=True)` (the same rules and duplicate detection as the live
+`apply.apply_in_transaction(..., replay=True)` (the same rules and duplicate detection as the live
 log, without moving any stored offset), and whatever the fold still rejects is written back with its
 new reason and detail. Those that now apply leave the table; a feedback, click or review whose turn
 is still missing moves to the waiting events, as it would have on arrival.
@@ -27,20 +27,11 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from projector.fold import (
-    apply_in_transaction,
-    prepare,
-    registered,
-)
+from projector.apply import apply_in_transaction
+from projector.arrow_views import registered
+from projector.prepare import prepare
 from projector.records import Record
-from schemas.registry import (
-    DEAD_LETTER_REASONS,
-    FOLD_REASONS,
-    EventRegistry,
-)
-
-# Every reason of docs/events.md, in the contract's order.
-REASONS: tuple[str, ...] = DEAD_LETTER_REASONS
+from schemas.registry import FOLD_REASONS, EventRegistry
 
 _COLUMNS = 'topic, partition, "offset", key, value, reason, detail, event_id, type, record_timestamp, dead_lettered_at'
 _WHERE_REASON = "WHERE (CAST(? AS VARCHAR) IS NULL OR reason = ?)"

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from projector import aggregates, conversations
 from projector.arrow_views import registered
+from schemas.events import ERASURE_REQUESTED
 from schemas.readmodel import TURN_TABLES
 from schemas.registry import FOLD_REASONS
 from schemas.settings import KEEP_FOREVER
@@ -36,7 +37,7 @@ from schemas.settings import KEEP_FOREVER
 WATERMARK_KEY = "retention_horizon"  # meta: turns created before this day are gone and stay gone
 TURNS_PURGED_KEY = "turns_purged"  # meta: turns removed or dropped by retention, ever
 PURGES_KEY = "retention_purges"  # meta: purge transactions that removed something (changes the snapshot mark)
-ERASURE = "privacy.erasure.requested"
+ERASURE = ERASURE_REQUESTED
 
 
 def horizon(days: int, today: date | None = None) -> date | None:

@@ -1,5 +1,5 @@
-"""Catch-up with parsing in a second process: a child reads Kafka and runs `fold.prepare`, this
-process only applies (`fold.apply_prepared`). On a 2-core machine that roughly doubles the rate of a
+"""Catch-up with parsing in a second process: a child reads Kafka and runs `prepare.prepare`, this
+process only applies (`apply.apply_prepared`). On a 2-core machine that roughly doubles the rate of a
 rebuild, since Pydantic parsing and DuckDB writing no longer take turns on one core.
 
 Exactly-once is untouched: the child starts at the offsets the file stores and is only a prefetcher.
@@ -24,7 +24,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from projector.fold import BatchStats, PreparedBatch, apply_prepared, gc_paused, merge_prepared, prepare
+from projector.apply import BatchStats, apply_prepared
+from projector.gcpause import gc_paused
+from projector.prepare import PreparedBatch, merge_prepared, prepare
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ QUEUE_DEPTH = 2
 # transactions.
 SHIP_RECORDS = 5_000
 # Batches between two full garbage collections where the cyclic collector is otherwise off: the
-# batches' many short-lived objects made it scan for nothing (see `fold.gc_paused`), but Kafka's client
+# batches' many short-lived objects made it scan for nothing (see `gcpause.gc_paused`), but Kafka's client
 # may leave a cycle now and then.
 COLLECT_EVERY = 25
 _DONE = "done"
@@ -186,7 +188,7 @@ def catch_up(
     pool = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())  # as in the parsers: mimalloc kept freed batch tables
     try:
-        # Unpickling a batch makes as many objects as parsing it did: no cyclic GC (see `fold.gc_paused`).
+        # Unpickling a batch makes as many objects as parsing it did: no cyclic GC (see `gcpause.gc_paused`).
         with gc_paused():
             while done < len(children) and not should_stop():
                 try:

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_BATCH_SIZE = 40_000  # big transactions: each costs ~0.1 s of scans and refreshes whatever its size
 PARSE_PROCESS_MIN_RECORDS = 20_000  # below this, starting a parser process costs more than it saves
-ATTEMPTS = 5  # a broker that goes away mid-rebuild: resume from the file's offsets this many times
+RESUME_ATTEMPTS = 5  # a broker that goes away mid-rebuild: resume from the file's offsets this many times
+MEMORY_DOUBLINGS = 5  # a batch that needs more memory than the limit: double it at most this many times
 STALL_S = 60.0  # no record for this long while some are still due: the broker is not delivering
 # DuckDB's buffer pool may grow to 80% of RAM and keeps what the rebuild wrote cached (~700 MB for 1M
 # events). A rebuild appends and looks keys up, so it runs as fast in a small pool; a batch that needs
@@ -196,14 +197,14 @@ def fold_to(
                         con, bootstrap_servers, topic, bounds, positions, progress, batch_size, group_id, should_stop
                     )
             except duckdb.OutOfMemoryException:
-                if limit_mb >= REBUILD_MEMORY_LIMIT_MIB * 2**ATTEMPTS:
+                if limit_mb >= REBUILD_MEMORY_LIMIT_MIB * 2**MEMORY_DOUBLINGS:
                     raise
                 limit_mb *= 2
                 log.warning("rebuild: DuckDB needs more memory; resuming from the file's offsets with %s MiB", limit_mb)
                 positions.update({p: o for p, o in stored_offsets(con, topic).items() if p in positions})
             except Exception as exc:
                 failures += 1
-                if failures >= ATTEMPTS:
+                if failures >= RESUME_ATTEMPTS:
                     raise
                 log.warning("rebuild interrupted (%s: %s); resuming from the file's offsets", type(exc).__name__, exc)
                 time.sleep(min(2.0**failures, 15.0))

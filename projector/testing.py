@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 import uuid as uuidlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -229,13 +229,3 @@ def stream(count: int, *, seed: int = 7, sessions: int = 200, start: datetime = 
             event = {**turn(session_id, at=at, rng=rng, user_slug=slug), "version": 99}
         made += 1
         yield event
-
-
-def partitioned(events: Sequence[dict[str, Any]], partitions: int, *, topic: str = "chat.events") -> list[list[Record]]:
-    """Splits events over partitions by session key, as a keyed producer would, with per-partition offsets."""
-    out: list[list[Record]] = [[] for _ in range(partitions)]
-    for i, event in enumerate(events):
-        key = key_of(event)
-        p = (sum(key) % partitions) if key else (i % partitions)
-        out[p].append(Record(topic, p, len(out[p]), key, encode(event), 1_764_000_000_000 + i))
-    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import (
@@ -299,22 +299,39 @@ class ErasureRequested(_Envelope):
 
 Event = TurnRecorded | FeedbackSubmitted | OfferingClicked | SessionReviewed | UsageRecorded | ErasureRequested
 
+
+def _type_name(model: type[_Envelope]) -> str:
+    (name,) = get_args(model.model_fields["type"].annotation)
+    return str(name)
+
+
+# The type names, read from the models' own `type` literal so that they are spelled once: the fold,
+# the ingest side and the demo use these constants.
+TURN_RECORDED = _type_name(TurnRecorded)
+FEEDBACK_SUBMITTED = _type_name(FeedbackSubmitted)
+OFFERING_CLICKED = _type_name(OfferingClicked)
+SESSION_REVIEWED = _type_name(SessionReviewed)
+USAGE_RECORDED = _type_name(UsageRecorded)
+ERASURE_REQUESTED = _type_name(ErasureRequested)
+
 # The v1 types, by name. `schemas.registry` builds the parsing union from this table.
 V1_MODELS: dict[str, type[_Envelope]] = {
-    "chat.turn.recorded": TurnRecorded,
-    "chat.feedback.submitted": FeedbackSubmitted,
-    "chat.offering.clicked": OfferingClicked,
-    "chat.session.reviewed": SessionReviewed,
-    "assistant.usage.recorded": UsageRecorded,
-    "privacy.erasure.requested": ErasureRequested,
+    _type_name(model): model
+    for model in (TurnRecorded, FeedbackSubmitted, OfferingClicked, SessionReviewed, UsageRecorded, ErasureRequested)
 }
 
 # Events that act on an existing turn: they wait (see docs/events.md, "Order") when it has not arrived yet.
-TURN_DEPENDENT_TYPES = frozenset({"chat.feedback.submitted", "chat.offering.clicked", "chat.session.reviewed"})
+TURN_DEPENDENT_TYPES = frozenset({FEEDBACK_SUBMITTED, OFFERING_CLICKED, SESSION_REVIEWED})
 
 __all__ = [
     "ActionTaken",
     "ERASURE_REASON_MAX",
+    "ERASURE_REQUESTED",
+    "FEEDBACK_SUBMITTED",
+    "OFFERING_CLICKED",
+    "SESSION_REVIEWED",
+    "TURN_RECORDED",
+    "USAGE_RECORDED",
     "ErasureData",
     "ErasureRequested",
     "Event",

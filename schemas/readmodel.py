@@ -96,7 +96,7 @@ DDL: tuple[str, ...] = (
         input_tokens BIGINT NOT NULL,
         output_tokens BIGINT NOT NULL,
         model VARCHAR NOT NULL,                 -- the chat model of the reply; '' when unknown
-        is_clarification BOOLEAN NOT NULL,      -- some block asks the visitor (fold.is_clarification)
+        is_clarification BOOLEAN NOT NULL,      -- some block asks the visitor (prepare.is_clarification)
         click_count INTEGER NOT NULL,
         -- the visitor's current feedback (NULL score: none)
         fb_score TINYINT,

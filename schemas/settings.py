@@ -34,6 +34,10 @@ ENV_INGEST_RATE = "CHAT_ANALYTICS_INGEST_RATE"
 ENV_READY_MAX_LAG = "CHAT_ANALYTICS_READY_MAX_LAG"
 ENV_DISK_WARN_BYTES = "CHAT_ANALYTICS_DISK_WARN_BYTES"
 ENV_CHECKPOINT_THRESHOLD = "CHAT_ANALYTICS_CHECKPOINT_THRESHOLD"
+# Logs of every command (docs/operations.md, "Logs").
+ENV_LOG_LEVEL = "CHAT_ANALYTICS_LOG_LEVEL"
+ENV_LOG_FORMAT = "CHAT_ANALYTICS_LOG_FORMAT"
+ENV_KAFKA_LOG_LEVEL = "CHAT_ANALYTICS_KAFKA_LOG_LEVEL"
 
 DEFAULT_TOPIC = "chat.events"
 DEFAULT_DB = "./data/chat-analytics.duckdb"
@@ -48,6 +52,11 @@ DEFAULT_INGEST_RATE = 1000.0  # events per second per token (a burst of one full
 DEFAULT_READY_MAX_LAG = 100_000  # records behind the topic's end above which /readyz answers 503
 DEFAULT_DISK_WARN_BYTES = 1024**3
 DEFAULT_CHECKPOINT_THRESHOLD = "256MiB"
+DEFAULT_LOG_LEVEL = "INFO"
+LOG_FORMATS = ("text", "json")
+DEFAULT_LOG_FORMAT = "text"
+# kafka-python logs every connection it opens and closes at INFO: noise, unless one is debugging Kafka.
+DEFAULT_KAFKA_LOG_LEVEL = "WARNING"
 DEFAULT_RETENTION_DAYS = 90  # the reference's AI_ASSISTANT_SESSION_RETENTION_DAYS
 KEEP_FOREVER = -1
 IP_POLICIES = ("keep", "drop")

@@ -107,7 +107,7 @@ def test_an_installed_wheel_carries_the_static_files(tmp_path: Path) -> None:
 
 
 def test_make_demo_names_the_dashboard_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    from broker.demo import STAFF_TOKEN, demo_environment, sign_in_hint
+    from cli.demo_cmd import STAFF_TOKEN, demo_environment, sign_in_hint
     from schemas.settings import ENV_API_TOKENS
 
     monkeypatch.delenv(ENV_API_TOKENS, raising=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import datetime
 
@@ -20,7 +21,9 @@ def reference_slug(ip: str, salt: str) -> str:
 def test_the_slug_is_hex_of_scrypt_with_the_contracts_parameters() -> None:
     slug = user_slug("203.0.113.7", "pepper")
     assert slug == reference_slug("203.0.113.7", "pepper")
-    assert len(slug) == 64 and int(slug, 16) >= 0
+    # What docs/events.md promises a reader of the data: 64 lower-case hex digits.
+    assert re.fullmatch(r"[0-9a-f]{64}", slug)
+    assert user_slug("203.0.113.8", "pepper") != slug and user_slug("203.0.113.7", "salt") != slug
 
 
 def test_an_empty_salt_gives_an_empty_slug() -> None:

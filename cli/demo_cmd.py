@@ -1,4 +1,5 @@
-"""`make demo`: a broker, the topic, demo traffic, and the API in the foreground, in one command.
+"""`chat-analytics demo` (what `make demo` runs): a broker, the topic, demo traffic, and the API in the
+foreground, in one command.
 
 Steps: pick the broker (CHAT_ANALYTICS_BOOTSTRAP_SERVERS, else Docker, else `chat-analytics broker
 start`), create the topic, publish 5000 demo events (before the service starts, so the first request
@@ -10,6 +11,7 @@ The service and the publishers run as `chat-analytics` sub-processes, exactly as
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -78,7 +80,14 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> N
         process.wait()
 
 
-def main() -> int:
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "demo", help="a broker, the topic, demo traffic and `serve` on http://127.0.0.1:8000 (what `make demo` runs)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace | None = None) -> int:
     # `kill <pid>` or a CI timeout sends SIGTERM: clean up as for Ctrl-C instead of dying mid-way.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     settings = Settings.from_env()
@@ -157,7 +166,3 @@ def main() -> int:
             kept = "; its data is kept for the next start" if broker.origin == LOCAL else ""
             say(f"stopping the Kafka broker this demo started{kept}")
         broker.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
