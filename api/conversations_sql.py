@@ -101,10 +101,9 @@ def having(filters: ConversationFilters, *, kept: bool = False) -> tuple[str, li
     return (" AND ".join(clauses) or "TRUE"), params
 
 
-def whole_list(rows: Source, order: str) -> str:
-    """One row: the JSON array of every conversation, in order, and how many there are."""
-    array = f"coalesce('[' || string_agg({rows.row}, ',' ORDER BY {order}) || ']', '[]')"
-    return f"SELECT {array}, count(*) FROM {rows.relation}"
+def rows(rows: Source, order: str) -> str:
+    """Each row's JSON, in order, and the number of rows (a whole list, sent as it is read)."""
+    return f"SELECT {rows.row}, count(*) OVER () FROM {rows.relation} ORDER BY {order}"
 
 
 def page(rows: Source, order: str) -> str:

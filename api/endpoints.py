@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import csv_export, models, pagination, queries
+from api import csv_export, interactions_sql, models, pagination, queries, streaming
 from api.encoding import detail, json_response
 from api.metrics import CONTENT_TYPE, RequestMetrics, render
 from api.params import (
@@ -148,6 +148,20 @@ async def _csv(
     )
 
 
+async def _streamed(ctx: Context, export: queries.Export, renderer: streaming.Renderer) -> Response:
+    """A whole list too long to build: streamed from its own snapshot (at least as new as the one that
+    found it too long, so at least at the request's `min_position`)."""
+    return await streaming.respond(
+        ctx.handle,
+        count=export.count,
+        query=export.query,
+        params=export.params,
+        topic=ctx.topic,
+        renderer=renderer,
+        media_type="application/json",
+    )
+
+
 def _page_response(request: Request, page: queries.Page) -> Response:
     position = getattr(request.state, POSITION_STATE, None)
     headers = pagination.headers(request.url, page.total, page.pagination, page.last_page, position)
@@ -194,6 +208,13 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
         return await _csv(request, ctx, queries.export_interactions(narrowed, order), "transcript.csv", errors, minimum)
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
+    if paging is None:
+        short = lambda cur: queries.short_whole_list(cur, narrowed, order)  # noqa: E731
+        whole = await _read(request, ctx, minimum, short, ("whole", narrowed, order))
+        if whole is None:
+            export = queries.export_interactions(narrowed, order, select=interactions_sql.select_all)
+            return await _streamed(ctx, export, streaming.JsonArray(interactions_sql.to_body))
+        return _page_response(request, whole)
     page = await _read(
         request,
         ctx,
@@ -238,6 +259,11 @@ async def conversations(request: Request, ctx: Context) -> Response:
         return await _csv(request, ctx, export, "conversations.csv", errors, minimum)
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
+    if paging is None:
+        # The dashboard's whole list: every conversation of the file, streamed (not remembered).
+        if minimum is not None:
+            await _read(request, ctx, minimum, lambda cur: None, ("position-reached",))
+        return await _streamed(ctx, queries.stream_conversations(filters, stage2, order), streaming.JsonTextArray())
     page = await _read(
         request,
         ctx,

@@ -162,6 +162,11 @@ def select_page(condition: str, order: str, *, limit: bool) -> str:
     return f"SELECT {SELECT_LIST} FROM interactions WHERE {condition} ORDER BY {order}{tail}"
 
 
+def select_all(condition: str, order: str) -> str:
+    """Every row passing `condition`, in `order`, in the shape `to_body` takes."""
+    return select_page(condition, order, limit=False)
+
+
 SELECT_ONE = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ?"
 
 # A CSV row is flat: the interaction's fields (JSON ones as their JSON text), then the feedback's as

@@ -26,6 +26,10 @@ SEVERITY_BY_DAY_DAYS = 14
 USER_FIELDS = field_names(UserAggregate)
 
 
+# Whole lists longer than this are streamed (api.streaming) rather than built, and not remembered.
+STREAM_ROWS = 1000
+
+
 class PageNotFound(Exception):
     """The page asked for lies past the last page."""
 
@@ -157,18 +161,34 @@ class Export:
     """A CSV export (`api.csv_export`): how many rows, and the one statement that yields them all, its
     columns named as the header line names them."""
 
-    count: Callable[[duckdb.DuckDBPyConnection], int]
+    count: Callable[[duckdb.DuckDBPyConnection], int] | None  # None: the query's last column counts its rows
     query: str
     params: list[Any]
 
 
-def export_interactions(filters: Filters | None, ordering: Sequence[str]) -> Export:
-    """The list's rows (or a transcript's) for `filters` (None: a contradiction), every page at once."""
+def export_interactions(
+    filters: Filters | None, ordering: Sequence[str], select: Callable[[str, str], str] = sql.select_csv
+) -> Export:
+    """The list's rows (or a transcript's) for `filters` (None: a contradiction), every page at once: as
+    the CSV's columns, or with `select=sql.select_all` as the JSON rows' (`sql.to_body`)."""
     order = sql.order_by(ordering)
     if filters is None:
-        return Export(lambda cur: 0, sql.select_csv("FALSE", order), [])
+        return Export(lambda cur: 0, select("FALSE", order), [])
     condition, params = sql.where(filters)
-    return Export(lambda cur: count_interactions(cur, filters), sql.select_csv(condition, order), params)
+    return Export(lambda cur: count_interactions(cur, filters), select(condition, order), params)
+
+
+def short_whole_list(cur: duckdb.DuckDBPyConnection, filters: Filters | None, ordering: Sequence[str]) -> Page | None:
+    """A transcript served whole, when it has at most STREAM_ROWS rows; None when it has more (it is
+    then streamed: `export_interactions(..., select=sql.select_all)`)."""
+    if filters is None:
+        return Page(0, [], None, 1)
+    condition, params = sql.where(filters)
+    query = sql.select_page(condition, sql.order_by(ordering), limit=True)
+    rows = cur.execute(query, [*params, STREAM_ROWS + 1, 0]).fetchall()
+    if len(rows) > STREAM_ROWS:
+        return None
+    return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
 
 
 # -- conversations/ -------------------------------------------------------------------------------
@@ -179,10 +199,10 @@ def conversations(
     filters: Filters | None,
     stage2: ConversationFilters,
     ordering: Sequence[str],
-    pagination: Pagination | None,
+    pagination: Pagination,
 ) -> JsonPage:
-    """Conversations built from the turns passing `filters` (None: nothing passes), kept when they pass
-    `stage2`, in `ordering`; all of them when `pagination` is None."""
+    """One page of the conversations built from the turns passing `filters` (None: nothing passes),
+    kept when they pass `stage2`, in `ordering` (the whole list is streamed: `stream_conversations`)."""
     if filters is None:
         _check_page(0, pagination)
         return JsonPage(0, b"[]", 0, pagination, 1)
@@ -192,9 +212,7 @@ def conversations(
     having, having_params = conv.having(stage2, kept=kept)
     rows_from = conv.source(condition, having, kept=kept)
     order = conv.order_by(ordering)
-    if pagination is None:
-        body, total = cur.execute(conv.whole_list(rows_from, order), [*params, *having_params]).fetchone()
-        return JsonPage(int(total), body.encode(), int(total), None, 1)
+    assert pagination is not None, "a whole list is streamed: stream_conversations"
     offset = (pagination.page - 1) * pagination.page_size
     query = conv.page(rows_from, order)
     rows = cur.execute(query, [*params, *having_params, pagination.page_size, offset]).fetchall()
@@ -203,6 +221,20 @@ def conversations(
     last = _check_page(total, pagination)
     body = ("[" + ",".join(row[0] for row in rows) + "]").encode()
     return JsonPage(total, body, len(rows), pagination, last)
+
+
+def stream_conversations(filters: Filters | None, stage2: ConversationFilters, ordering: Sequence[str]) -> Export:
+    """conversations/'s whole list, for `api.streaming`: each row's JSON text and (counted in the same
+    pass, as grouping the turns twice would cost twice) how many rows there are. No `count`: the
+    query's last column is the count."""
+    if filters is None:
+        return Export(None, "SELECT '', 0 WHERE FALSE", [])
+    kept = not filters.given()
+    condition, params = sql.where(filters)
+    having, having_params = conv.having(stage2, kept=kept)
+    return Export(
+        None, conv.rows(conv.source(condition, having, kept=kept), conv.order_by(ordering)), [*params, *having_params]
+    )
 
 
 def export_conversations(filters: Filters | None, stage2: ConversationFilters, ordering: Sequence[str]) -> Export:

@@ -1,0 +1,188 @@
+"""Bodies too large to build in memory, streamed: a CSV export, a long transcript, the whole conversations list.
+
+A `RowStream` holds one read lease and one DuckDB read transaction for the whole response: the count
+sent in `X-Result-Count`, the position sent in its header and every row come from one snapshot (one
+projector commit), whatever commits while the body is sent. The rows leave DuckDB as Arrow record batches
+of `BATCH_ROWS` rows; each is rendered (`Renderer`) and sent before the next is read, so the memory of a
+response stays bounded by a batch whatever its size, and the first bytes leave as soon as the first batch
+is ready. The read lease is held until the last row is sent (a blue/green switch waits for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import anyio
+import duckdb
+import orjson
+import pyarrow as pa
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from api.params import POSITION_HEADER
+from api.snapshot_cache import snapshot_mark
+from schemas.position import Position
+from schemas.readmodel import ReadModelHandle
+
+BATCH_ROWS = 8192
+
+Counter = Callable[[duckdb.DuckDBPyConnection], int]
+
+
+class Renderer:
+    """How batches become the body: `start` and `end` around the rendered batches (`batch(b, first)`)."""
+
+    start = b""
+    end = b""
+
+    def batch(self, batch: pa.RecordBatch, first: bool) -> bytes:
+        raise NotImplementedError
+
+    def empty(self, schema: pa.Schema) -> bytes:
+        """The body part for no rows at all (a CSV header line, for one)."""
+        return b""
+
+
+class JsonArray(Renderer):
+    """A JSON array of the rows, each turned into its object by `to_body` (a row's values in column order)."""
+
+    start = b"["
+    end = b"]"
+
+    def __init__(self, to_body: Callable[[Sequence[Any]], Any]) -> None:
+        self._to_body = to_body
+
+    def batch(self, batch: pa.RecordBatch, first: bool) -> bytes:
+        rows = zip(*(column.to_pylist() for column in batch.columns), strict=True)
+        items = orjson.dumps([self._to_body(row) for row in rows])[1:-1]
+        return items if first else b"," + items
+
+
+class JsonTextArray(JsonArray):
+    """A JSON array of rows whose one column is already the row's JSON text (as DuckDB or the fold rendered it)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda row: row[0])
+
+    def batch(self, batch: pa.RecordBatch, first: bool) -> bytes:
+        items = ",".join(batch.column(0).to_pylist()).encode()
+        return items if first else b"," + items
+
+
+class RowStream:
+    """One stream's lease, transaction and Arrow reader; every method runs in the threadpool.
+
+    With `count` None, the query's last column is the number of rows (`count(*) OVER ()`): one pass
+    where counting apart would compute an expensive relation twice. The first batch is then read here,
+    before the headers go out, and the renderer never sees that column."""
+
+    def __init__(
+        self,
+        handle: ReadModelHandle,
+        count: Counter | None,
+        query: str,
+        params: Sequence[Any],
+        topic: str,
+        renderer: Renderer,
+        batch_rows: int | None = None,
+    ) -> None:
+        self._stack = ExitStack()
+        self._renderer = renderer
+        self._first = True
+        self._ended = False
+        self._ahead: pa.RecordBatch | None = None
+        cur = self._stack.enter_context(handle.reading())
+        cur.execute("BEGIN TRANSACTION")
+        self._stack.callback(cur.execute, "ROLLBACK")
+        try:
+            # The stream's own position: the snapshot its count and rows are read from.
+            _mark, offsets = snapshot_mark(cur, handle.generation, topic)
+            self.position = Position.of(handle.version, topic, offsets)
+            if count is not None:
+                self.total = count(cur)
+                cur.complete()  # the count's result ends here; a relation may not start before it has
+            relation = cur.sql(query, params=list(params))
+            self._reader: pa.RecordBatchReader = relation.to_arrow_reader(batch_rows or BATCH_ROWS)
+            # Before the ROLLBACK (callbacks run last in, first out): a stream cut short leaves rows unread.
+            self._stack.callback(self._reader.close)
+            self._counted_inline = count is None
+            if self._counted_inline:
+                self._ahead = self._next_batch()
+                self.total = int(self._ahead.column(-1)[0].as_py()) if self._ahead is not None else 0
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _next_batch(self) -> pa.RecordBatch | None:
+        try:
+            batch = self._reader.read_next_batch()
+            while not batch.num_rows:  # an empty batch would make a JSON array start with a comma
+                batch = self._reader.read_next_batch()
+        except StopIteration:
+            return None
+        return batch
+
+    def next_chunk(self) -> bytes | None:
+        if self._ended:
+            return None
+        batch, self._ahead = (self._ahead, None) if self._ahead is not None else (self._next_batch(), None)
+        if batch is None:
+            self._ended = True
+            schema = self._reader.schema
+            if self._counted_inline:
+                schema = schema.remove(len(schema) - 1)
+            tail = self._renderer.start + self._renderer.empty(schema) if self._first else b""
+            return tail + self._renderer.end
+        if self._counted_inline:
+            batch = batch.select(range(batch.num_columns - 1))
+        chunk = self._renderer.batch(batch, self._first)
+        if self._first:
+            chunk = self._renderer.start + chunk
+        self._first = False
+        return chunk
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+class StreamedResponse(StreamingResponse):
+    """Streams a `RowStream` and always ends it, also when the client goes away mid-way."""
+
+    def __init__(self, stream: RowStream, media_type: str, headers: Mapping[str, str] | None = None) -> None:
+        async def chunks():  # noqa: ANN202 - an async generator of bytes
+            while (chunk := await run_in_threadpool(stream.next_chunk)) is not None:
+                if chunk:
+                    yield chunk
+
+        super().__init__(
+            chunks(),
+            media_type=media_type,
+            headers={"X-Result-Count": str(stream.total), POSITION_HEADER: stream.position.token(), **(headers or {})},
+        )
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(self._stream.close)
+
+
+async def respond(
+    handle: ReadModelHandle,
+    *,
+    count: Counter | None,
+    query: str,
+    params: Sequence[Any],
+    topic: str,
+    renderer: Renderer,
+    media_type: str,
+    headers: Mapping[str, str] | None = None,
+    batch_rows: int | None = None,
+) -> StreamedResponse:
+    stream = await run_in_threadpool(RowStream, handle, count, query, params, topic, renderer, batch_rows)
+    return StreamedResponse(stream, media_type, headers)
