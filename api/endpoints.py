@@ -127,7 +127,7 @@ def _filters_and_ordering(request: Request, errors: dict[str, list[str]]) -> tup
 async def _csv(
     request: Request,
     ctx: Context,
-    export: queries.Export,
+    export: streaming.Rows,
     filename: str,
     errors: dict[str, list[str]],
     minimum: Position | None,
@@ -139,26 +139,18 @@ async def _csv(
     return await csv_export.respond(
         request,
         ctx.handle,
-        count=export.count,
-        query=export.query,
-        params=export.params,
+        export,
         filename=filename,
         errors=errors,
         topic=ctx.topic,
     )
 
 
-async def _streamed(ctx: Context, export: queries.Export, renderer: streaming.Renderer) -> Response:
+async def _streamed(ctx: Context, export: streaming.Rows, renderer: streaming.Renderer) -> Response:
     """A whole list too long to build: streamed from its own snapshot (at least as new as the one that
     found it too long, so at least at the request's `min_position`)."""
     return await streaming.respond(
-        ctx.handle,
-        count=export.count,
-        query=export.query,
-        params=export.params,
-        topic=ctx.topic,
-        renderer=renderer,
-        media_type="application/json",
+        ctx.handle, export, topic=ctx.topic, renderer=renderer, media_type="application/json"
     )
 
 
