@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.lifetime import die_with_parent
+from replicas.process import terminate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,14 +148,7 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 
 
 def stop(process: subprocess.Popen[bytes] | None, timeout_s: float = 30.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    terminate(process, timeout_s)
 
 
 def tail(path: Path, chars: int = 2000) -> str:

@@ -22,6 +22,7 @@ from types import FrameType
 from broker.lifetime import die_with_parent
 from broker.selection import LOCAL, select_broker
 from broker.topics import DEFAULT_PARTITIONS, FiniteRetentionError, ensure_topic, retention_warning
+from replicas.process import terminate
 from schemas.settings import (
     ENV_API_TOKENS,
     ENV_BOOTSTRAP_SERVERS,
@@ -37,6 +38,7 @@ STAFF_TOKEN = "demo-staff-token"
 SEED_EVENTS = ["publish-demo", "--events", "5000", "--seed", "7"]
 TRICKLE = ["publish-demo", "--events", "1000000", "--rate", "5"]
 SERVE = ["serve", "--host", HOST, "--port", str(PORT)]
+STOP_TIMEOUT_S = 15.0  # then SIGKILL
 
 
 def chat_analytics(*args: str) -> list[str]:
@@ -67,17 +69,6 @@ def say(message: str) -> None:
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
     raise KeyboardInterrupt
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -161,7 +152,7 @@ def run(args: argparse.Namespace | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         for process in (serve, trickle):
             if process is not None:
-                stop_process(process)
+                terminate(process, STOP_TIMEOUT_S)
         if broker.started_here:
             kept = "; its data is kept for the next start" if broker.origin == LOCAL else ""
             say(f"stopping the Kafka broker this demo started{kept}")

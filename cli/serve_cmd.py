@@ -223,6 +223,10 @@ def _serve(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt, _Stopped):
             server.run()
     finally:
+        # Stopping already: a second signal (Ctrl-C reaches `make demo` and its `serve` both, and the
+        # demo then terminates `serve` too) must not cut the close short with a traceback.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         # A database DuckDB invalidated cannot be closed cleanly: what was committed is in the log.
         with contextlib.suppress(duckdb.Error):
             handle.connection.close()

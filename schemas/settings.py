@@ -9,7 +9,11 @@ module.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 ENV_BOOTSTRAP_SERVERS = "CHAT_ANALYTICS_BOOTSTRAP_SERVERS"
 ENV_TOPIC = "CHAT_ANALYTICS_TOPIC"
@@ -70,26 +74,23 @@ def env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
-def env_int(name: str, default: int) -> int:
-    """The variable as an integer, or `default` when unset; a ValueError naming the variable otherwise."""
+def _env_number(name: str, default: N, parse: Callable[[str], N], kind: str) -> N:
+    """The variable parsed, or `default` when unset; a ValueError naming the variable otherwise."""
     text = env(name)
     if text is None:
         return default
     try:
-        return int(text.strip())
+        return parse(text.strip())
     except ValueError:
-        raise ValueError(f"{name} must be an integer, not {text!r}") from None
+        raise ValueError(f"{name} must be {kind}, not {text!r}") from None
+
+
+def env_int(name: str, default: int) -> int:
+    return _env_number(name, default, int, "an integer")
 
 
 def env_float(name: str, default: float) -> float:
-    """The variable as a number, or `default` when unset; a ValueError naming the variable otherwise."""
-    text = env(name)
-    if text is None:
-        return default
-    try:
-        return float(text.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be a number, not {text!r}") from None
+    return _env_number(name, default, float, "a number")
 
 
 def parse_retention_days(text: str) -> int:
