@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from api import filter_sql
 from api.models import Conversation, field_names
 from api.params import ConversationFilters
 from schemas.conversation_rows import FIELDS, GROUPED, RANKS, ROW_JSON, grouped
@@ -50,55 +51,44 @@ def source(condition: str, having_condition: str, *, kept: bool) -> Source:
 
 
 # docs/api.md: the `o` values to SQL over the grouped columns; session_id ascending breaks ties.
-ORDER_SQL: dict[str, str] = {}
-for _term, _column in {
-    "last_active": "last_active",
-    "started": "started",
-    "message_count": "message_count",
-    "total_tokens": "total_tokens",
-    "max_severity_rank": "max_severity_rank",
-    "created": "started",
-    "result_count": "offerings_shown",
-}.items():
-    ORDER_SQL[_term] = f"{_column} ASC"
-    ORDER_SQL[f"-{_term}"] = f"{_column} DESC"
+ORDER_SQL = filter_sql.directions(
+    {
+        "last_active": "last_active",
+        "started": "started",
+        "message_count": "message_count",
+        "total_tokens": "total_tokens",
+        "max_severity_rank": "max_severity_rank",
+        "created": "started",
+        "result_count": "offerings_shown",
+    }
+)
 
 
 def order_by(terms: Sequence[str]) -> str:
-    return ", ".join([*(ORDER_SQL[t] for t in terms), "session_id ASC"])
+    return filter_sql.order_by(terms, ORDER_SQL, "session_id", tie_follows=False)
+
+
+def _rules(over: dict[str, str]) -> dict[str, filter_sql.Rule]:
+    """The stage-2 filters, each to its condition over the columns `over` names."""
+    rules: dict[str, filter_sql.Rule] = {}
+    for column in ("input_tokens", "output_tokens", "total_tokens"):
+        rules[f"{column}_min"] = f"{over[column]} >= ?"
+        rules[f"{column}_max"] = f"{over[column]} <= ?"
+    rules["last_active_after"] = f"{over['last_active_date']} >= ?"
+    rules["last_active_before"] = f"{over['last_active_date']} <= ?"
+    rules["is_reviewed"] = f"{over['is_reviewed']} = ?"
+    rules["max_severity"] = lambda name: (f"{over['max_severity_rank']} = ?", [RANKS[name]])
+    return rules
+
+
+_RULES_OVER_TURNS = _rules(_OVER_TURNS)
+_RULES_OVER_TABLE = _rules(_OVER_TABLE)
 
 
 def having(filters: ConversationFilters, *, kept: bool = False) -> tuple[str, list[Any]]:
     """The stage-2 condition (`TRUE` when none) over a group of turns, or over the kept table's rows
     (`kept`), and its parameters."""
-    over = _OVER_TABLE if kept else _OVER_TURNS
-    clauses: list[str] = []
-    params: list[Any] = []
-    bounds = {
-        "input_tokens": (filters.input_tokens_min, filters.input_tokens_max),
-        "output_tokens": (filters.output_tokens_min, filters.output_tokens_max),
-        "total_tokens": (filters.total_tokens_min, filters.total_tokens_max),
-    }
-    for column, (low, high) in bounds.items():
-        if low is not None:
-            clauses.append(f"{over[column]} >= ?")
-            params.append(low)
-        if high is not None:
-            clauses.append(f"{over[column]} <= ?")
-            params.append(high)
-    if filters.last_active_after is not None:
-        clauses.append(f"{over['last_active_date']} >= ?")
-        params.append(filters.last_active_after)
-    if filters.last_active_before is not None:
-        clauses.append(f"{over['last_active_date']} <= ?")
-        params.append(filters.last_active_before)
-    if filters.is_reviewed is not None:
-        clauses.append(f"{over['is_reviewed']} = ?")
-        params.append(filters.is_reviewed)
-    if filters.max_severity is not None:
-        clauses.append(f"{over['max_severity_rank']} = ?")
-        params.append(RANKS[filters.max_severity])
-    return (" AND ".join(clauses) or "TRUE"), params
+    return filter_sql.conjunction(filters, _RULES_OVER_TABLE if kept else _RULES_OVER_TURNS)
 
 
 def rows(rows: Source, order: str) -> str:

@@ -9,7 +9,6 @@ row, Arrow batches each written as CSV and sent before the next is read: memory 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -20,7 +19,7 @@ from starlette.responses import Response
 from api import streaming
 from api.params import POSITION_HEADER, raise_if_any
 from api.readers import read
-from api.streaming import Counter, Renderer
+from api.streaming import Renderer, Rows
 from schemas.readmodel import ReadModelHandle
 
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
@@ -80,18 +79,17 @@ class _CsvRows(Renderer):
 async def respond(
     request: Request,
     handle: ReadModelHandle,
+    rows: Rows,
     *,
-    count: Counter,
-    query: str,
-    params: Sequence[Any],
     filename: str,
     errors: dict[str, list[str]],
     topic: str,
 ) -> Response:
-    """The CSV answer: `count(cursor)` rows of `query`, with their header line. HEAD gets the headers."""
+    """The CSV answer: `rows`, with their header line. HEAD gets the headers."""
     raise_if_any(errors)
     if request.method == "HEAD":
-        answer = await read(handle, count, topic=topic)
+        assert rows.count is not None, "an export counts its rows apart"
+        answer = await read(handle, rows.count, topic=topic)
         return Response(
             b"",
             media_type=CSV_MEDIA_TYPE,
@@ -103,9 +101,7 @@ async def respond(
         )
     return await streaming.respond(
         handle,
-        count=count,
-        query=query,
-        params=params,
+        rows,
         topic=topic,
         renderer=_CsvRows(),
         media_type=CSV_MEDIA_TYPE,

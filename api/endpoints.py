@@ -104,6 +104,26 @@ async def _read(
     return answer.value  # type: ignore[return-value]  # reached: the work's own value
 
 
+async def _answer(
+    request: Request,
+    ctx: Context,
+    minimum: Position | None,
+    work: Callable[..., T],
+    *args: Hashable,
+) -> T:
+    """`work(cursor, *args)` over one snapshot (`_read`), remembered for that snapshot under `work` and
+    `args`: the arguments are all an answer depends on besides the data."""
+    return await _read(request, ctx, minimum, lambda cur: work(cur, *args), (work, *args))
+
+
+def _kpi_body(cur: duckdb.DuckDBPyConnection, *args: Any) -> dict[str, Any]:
+    return models.Kpi.model_validate(queries.kpi(cur, *args)).model_dump(mode="json")
+
+
+def _budget_body(cur: duckdb.DuckDBPyConnection, *args: Any) -> dict[str, Any]:
+    return models.Budget.model_validate(queries.budget(cur, *args)).model_dump(mode="json")
+
+
 @dataclass(frozen=True)
 class Operation:
     path: str
@@ -127,7 +147,7 @@ def _filters_and_ordering(request: Request, errors: dict[str, list[str]]) -> tup
 async def _csv(
     request: Request,
     ctx: Context,
-    export: queries.Export,
+    export: streaming.Rows,
     filename: str,
     errors: dict[str, list[str]],
     minimum: Position | None,
@@ -139,26 +159,18 @@ async def _csv(
     return await csv_export.respond(
         request,
         ctx.handle,
-        count=export.count,
-        query=export.query,
-        params=export.params,
+        export,
         filename=filename,
         errors=errors,
         topic=ctx.topic,
     )
 
 
-async def _streamed(ctx: Context, export: queries.Export, renderer: streaming.Renderer) -> Response:
+async def _streamed(ctx: Context, export: streaming.Rows, renderer: streaming.Renderer) -> Response:
     """A whole list too long to build: streamed from its own snapshot (at least as new as the one that
     found it too long, so at least at the request's `min_position`)."""
     return await streaming.respond(
-        ctx.handle,
-        count=export.count,
-        query=export.query,
-        params=export.params,
-        topic=ctx.topic,
-        renderer=renderer,
-        media_type="application/json",
+        ctx.handle, export, topic=ctx.topic, renderer=renderer, media_type="application/json"
     )
 
 
@@ -179,13 +191,7 @@ async def list_interactions(request: Request, ctx: Context) -> Response:
         )
     paging = parse_pagination(request.query_params, errors, optional=False)
     raise_if_any(errors)
-    page = await _read(
-        request,
-        ctx,
-        minimum,
-        lambda cur: queries.list_interactions(cur, filters, order, paging),
-        ("list", filters, order, paging),
-    )
+    page = await _answer(request, ctx, minimum, queries.list_interactions, filters, order, paging)
     return _page_response(request, page)
 
 
@@ -194,7 +200,7 @@ async def retrieve_interaction(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
-    body = await _read(request, ctx, minimum, lambda cur: queries.get_interaction(cur, value), ("retrieve", value))
+    body = await _answer(request, ctx, minimum, queries.get_interaction, value)
     return detail("Not found.", 404) if body is None else json_response(body)
 
 
@@ -209,19 +215,12 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     if paging is None:
-        short = lambda cur: queries.short_whole_list(cur, narrowed, order)  # noqa: E731
-        whole = await _read(request, ctx, minimum, short, ("whole", narrowed, order))
+        whole = await _answer(request, ctx, minimum, queries.short_whole_list, narrowed, order)
         if whole is None:
             export = queries.export_interactions(narrowed, order, select=interactions_sql.select_all)
             return await _streamed(ctx, export, streaming.JsonArray(interactions_sql.to_body))
         return _page_response(request, whole)
-    page = await _read(
-        request,
-        ctx,
-        minimum,
-        lambda cur: queries.list_interactions(cur, narrowed, order, paging),
-        ("list", narrowed, order, paging),
-    )
+    page = await _answer(request, ctx, minimum, queries.list_interactions, narrowed, order, paging)
     return _page_response(request, page)
 
 
@@ -241,9 +240,7 @@ async def by_user_aggregate(request: Request, ctx: Context) -> Response:
         return await _csv(request, ctx, queries.export_users(filters), "users.csv", errors, minimum)
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
-    page = await _read(
-        request, ctx, minimum, lambda cur: queries.list_users(cur, filters, paging), ("by-user", filters, paging)
-    )
+    page = await _answer(request, ctx, minimum, queries.list_users, filters, paging)
     return _page_response(request, page)
 
 
@@ -264,13 +261,7 @@ async def conversations(request: Request, ctx: Context) -> Response:
         if minimum is not None:
             await _read(request, ctx, minimum, lambda cur: None, ("position-reached",))
         return await _streamed(ctx, queries.stream_conversations(filters, stage2, order), streaming.JsonTextArray())
-    page = await _read(
-        request,
-        ctx,
-        minimum,
-        lambda cur: queries.conversations(cur, filters, stage2, order, paging),
-        ("conversations", filters, stage2, order, paging),
-    )
+    page = await _answer(request, ctx, minimum, queries.conversations, filters, stage2, order, paging)
     position = getattr(request.state, POSITION_STATE, None)
     headers = pagination.headers(request.url, page.total, page.pagination, page.last_page, position)
     return Response(page.body, media_type="application/json", headers=headers)
@@ -284,15 +275,7 @@ async def kpi(request: Request, ctx: Context) -> Response:
     raise_if_any(errors)
     window_days = parse_window_days(request.query_params)
     today = ctx.now().date()
-    body = await _read(
-        request,
-        ctx,
-        minimum,
-        lambda cur: models.Kpi.model_validate(queries.kpi(cur, filters, today, window_days, stage2)).model_dump(
-            mode="json"
-        ),
-        ("kpi", filters, stage2, today, window_days),
-    )
+    body = await _answer(request, ctx, minimum, _kpi_body, filters, today, window_days, stage2)
     return json_response(body)
 
 
@@ -305,13 +288,7 @@ async def list_feedbacks(request: Request, ctx: Context) -> Response:
     raise_if_any(errors)
     assert paging is not None
     order = ordering or ("-submitted_at",)
-    page = await _read(
-        request,
-        ctx,
-        minimum,
-        lambda cur: queries.list_feedbacks(cur, filters, order, paging),
-        ("feedbacks", filters, order, paging),
-    )
+    page = await _answer(request, ctx, minimum, queries.list_feedbacks, filters, order, paging)
     return _page_response(request, page)
 
 
@@ -322,9 +299,7 @@ async def retrieve_feedback(request: Request, ctx: Context) -> Response:
     minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
     value = request.path_params["interaction_uuid"]
-    body = await _read(
-        request, ctx, minimum, lambda cur: queries.get_feedback(cur, value, filters), ("feedback", value, filters)
-    )
+    body = await _answer(request, ctx, minimum, queries.get_feedback, value, filters)
     return detail("Not found.", 404) if body is None else json_response(body)
 
 
@@ -335,13 +310,7 @@ async def budget(request: Request, ctx: Context) -> Response:
     now = ctx.now()
     # The answer depends on the clock only through today's date.
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    body = await _read(
-        request,
-        ctx,
-        minimum,
-        lambda cur: models.Budget.model_validate(queries.budget(cur, today, ctx.budget)).model_dump(mode="json"),
-        ("budget", today.date(), ctx.budget),
-    )
+    body = await _answer(request, ctx, minimum, _budget_body, today, ctx.budget)
     return json_response(body)
 
 

@@ -6,45 +6,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from api import filter_sql
 from api.interactions_sql import FEEDBACK_FIELDS, FEEDBACK_SELECT_LIST
 from api.params import FeedbackFilters
 
 IS_RECORD = "(fb_score IS NOT NULL OR llm_reviewed_at IS NOT NULL)"
 
 # The reference sorts on Postgres: NULLs first in descending order, last in ascending order.
-_COLUMNS = {"submitted_at": "fb_submitted_at", "score": "fb_score", "llm_resolution_score": "llm_resolution_score"}
-ORDER_SQL: dict[str, str] = {}
-for _term, _column in _COLUMNS.items():
-    ORDER_SQL[_term] = f"{_column} ASC NULLS LAST"
-    ORDER_SQL[f"-{_term}"] = f"{_column} DESC NULLS FIRST"
+ORDER_SQL = filter_sql.directions(
+    {"submitted_at": "fb_submitted_at", "score": "fb_score", "llm_resolution_score": "llm_resolution_score"},
+    descending="DESC NULLS FIRST",
+    ascending="ASC NULLS LAST",
+)
 
 
 def order_by(terms: Sequence[str]) -> str:
-    tie = "uuid DESC" if terms[0].startswith("-") else "uuid ASC"
-    return ", ".join([*(ORDER_SQL[t] for t in terms), tie])
+    return filter_sql.order_by(terms, ORDER_SQL, "uuid")
+
+
+def _score(value: float) -> tuple[str, list[Any]]:
+    # A score is 1 or -1: any other number matches nothing.
+    return ("fb_score = ?", [int(value)]) if value in (1, -1) else ("FALSE", [])
+
+
+_RULES: dict[str, filter_sql.Rule] = {
+    "score": _score,
+    "category": "fb_category = ?",
+    "submitted_from": "CAST(fb_submitted_at AS DATE) >= ?",
+    "submitted_to": "CAST(fb_submitted_at AS DATE) <= ?",
+    "has_comment": filter_sql.either("fb_comment <> ''", "fb_comment = ''"),
+}
 
 
 def where(filters: FeedbackFilters) -> tuple[str, list[Any]]:
-    clauses = [IS_RECORD]
-    params: list[Any] = []
-    if filters.score is not None:
-        if filters.score in (1, -1):
-            clauses.append("fb_score = ?")
-            params.append(int(filters.score))
-        else:
-            clauses.append("FALSE")  # a score is 1 or -1: any other number matches nothing
-    if filters.category is not None:
-        clauses.append("fb_category = ?")
-        params.append(filters.category)
-    if filters.submitted_from is not None:
-        clauses.append("CAST(fb_submitted_at AS DATE) >= ?")
-        params.append(filters.submitted_from)
-    if filters.submitted_to is not None:
-        clauses.append("CAST(fb_submitted_at AS DATE) <= ?")
-        params.append(filters.submitted_to)
-    if filters.has_comment is not None:
-        clauses.append("fb_comment <> ''" if filters.has_comment else "fb_comment = ''")
-    return " AND ".join(clauses), params
+    """The records (a score or a review) passing `filters`, and the parameters."""
+    return filter_sql.conjunction(filters, _RULES, always=[IS_RECORD])
 
 
 def page(condition: str, order: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from api import filter_sql
 from api.models import Feedback, Interaction, field_names
 from api.params import Filters
 from schemas import fulltext
@@ -89,50 +90,16 @@ def to_body(row: Sequence[Any]) -> dict[str, Any]:
 
 
 # The `o` values to SQL; the uuid tie-breaker follows the direction of the first term.
-ORDER_SQL: dict[str, str] = {
-    "created": "created ASC",
-    "-created": "created DESC",
-    "result_count": "result_count ASC",
-    "-result_count": "result_count DESC",
-}
+ORDER_SQL = filter_sql.directions({"created": "created", "result_count": "result_count"})
 
 
 def order_by(terms: Sequence[str]) -> str:
-    tie = "uuid DESC" if terms[0].startswith("-") else "uuid ASC"
-    return ", ".join([*(ORDER_SQL[t] for t in terms), tie])
+    return filter_sql.order_by(terms, ORDER_SQL, "uuid")
 
 
 def where(filters: Filters) -> tuple[str, list[Any]]:
     """The WHERE condition for the filters (`TRUE` when none) and its parameters."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if filters.created_from is not None:
-        clauses.append("created_date >= ?")
-        params.append(filters.created_from)
-    if filters.created_to is not None:
-        clauses.append("created_date <= ?")
-        params.append(filters.created_to)
-    if filters.has_feedback is not None:
-        clauses.append("fb_score IS NOT NULL" if filters.has_feedback else "fb_score IS NULL")
-    if filters.has_negative_feedback is not None:
-        clauses.append("fb_score = -1" if filters.has_negative_feedback else "fb_score IS DISTINCT FROM -1")
-    if filters.is_flagged is not None:
-        clauses.append("is_flagged = ?")
-        params.append(filters.is_flagged)
-    if filters.severity is not None:
-        clauses.append("severity = ?")
-        params.append(filters.severity)
-    if filters.session_id is not None:
-        clauses.append("session_id = ?")
-        params.append(filters.session_id)
-    if filters.user_slug is not None:
-        clauses.append("user_slug = ?")
-        params.append(filters.user_slug)
-    if filters.query is not None:
-        condition, query_params = query_condition(filters.query)
-        clauses.append(condition)
-        params.extend(query_params)
-    return (" AND ".join(clauses) or "TRUE"), params
+    return filter_sql.conjunction(filters, _RULES)
 
 
 def _item_condition(item: fulltext.Item, params: list[Any]) -> str:
@@ -155,6 +122,20 @@ def query_condition(text: str) -> tuple[str, list[Any]]:
     for clause in fulltext.parse_query(text).clauses:
         alternatives.append("(" + " AND ".join(_item_condition(item, params) for item in clause) + ")")
     return "(" + " OR ".join(alternatives) + ")", params
+
+
+# The turn-level filters (docs/api.md), each to its condition.
+_RULES: dict[str, filter_sql.Rule] = {
+    "created_from": "created_date >= ?",
+    "created_to": "created_date <= ?",
+    "has_feedback": filter_sql.either("fb_score IS NOT NULL", "fb_score IS NULL"),
+    "has_negative_feedback": filter_sql.either("fb_score = -1", "fb_score IS DISTINCT FROM -1"),
+    "is_flagged": "is_flagged = ?",
+    "severity": "severity = ?",
+    "session_id": "session_id = ?",
+    "user_slug": "user_slug = ?",
+    "query": query_condition,
+}
 
 
 def select_page(condition: str, order: str, *, limit: bool) -> str:

@@ -20,6 +20,7 @@ from api import feedbacks_sql as fsql
 from api import interactions_sql as sql
 from api.models import UserAggregate, field_names
 from api.params import ConversationFilters, FeedbackFilters, Filters, Pagination
+from api.streaming import Rows as Export
 
 SEVERITY_SERIES = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 SEVERITY_BY_DAY_DAYS = 14
@@ -154,16 +155,6 @@ def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any
         return None
     row = cur.execute(sql.SELECT_ONE, [uuid]).fetchone()
     return sql.to_body(row) if row else None
-
-
-@dataclass(frozen=True, slots=True)
-class Export:
-    """A CSV export (`api.csv_export`): how many rows, and the one statement that yields them all, its
-    columns named as the header line names them."""
-
-    count: Callable[[duckdb.DuckDBPyConnection], int] | None  # None: the query's last column counts its rows
-    query: str
-    params: list[Any]
 
 
 def export_interactions(

@@ -91,7 +91,8 @@ class SnapshotCache:
             running.set()
 
     def put(self, mark: tuple[int, int], key: Hashable, value: Any, rows: int = 1) -> None:
-        if rows > MAX_ROWS:
+        # None is no answer (a whole list too long to build says so, and is then streamed): not kept.
+        if rows > MAX_ROWS or value is None:
             return
         with self._lock:
             if mark != self._mark:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -30,6 +31,16 @@ from schemas.readmodel import ReadModelHandle
 BATCH_ROWS = 8192
 
 Counter = Callable[[duckdb.DuckDBPyConnection], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """A whole list to stream (a CSV export, a long JSON list): the one statement that yields every row,
+    its parameters, and how to count them (None: the statement's last column is the count)."""
+
+    count: Counter | None
+    query: str
+    params: list[Any]
 
 
 class Renderer:
@@ -82,9 +93,7 @@ class RowStream:
     def __init__(
         self,
         handle: ReadModelHandle,
-        count: Counter | None,
-        query: str,
-        params: Sequence[Any],
+        rows: Rows,
         topic: str,
         renderer: Renderer,
         batch_rows: int | None = None,
@@ -101,14 +110,14 @@ class RowStream:
             # The stream's own position: the snapshot its count and rows are read from.
             _mark, offsets = snapshot_mark(cur, handle.generation, topic)
             self.position = Position.of(handle.version, topic, offsets)
-            if count is not None:
-                self.total = count(cur)
+            if rows.count is not None:
+                self.total = rows.count(cur)
                 cur.complete()  # the count's result ends here; a relation may not start before it has
-            relation = cur.sql(query, params=list(params))
+            relation = cur.sql(rows.query, params=list(rows.params))
             self._reader: pa.RecordBatchReader = relation.to_arrow_reader(batch_rows or BATCH_ROWS)
             # Before the ROLLBACK (callbacks run last in, first out): a stream cut short leaves rows unread.
             self._stack.callback(self._reader.close)
-            self._counted_inline = count is None
+            self._counted_inline = rows.count is None
             if self._counted_inline:
                 self._ahead = self._next_batch()
                 self.total = int(self._ahead.column(-1)[0].as_py()) if self._ahead is not None else 0
@@ -174,15 +183,13 @@ class StreamedResponse(StreamingResponse):
 
 async def respond(
     handle: ReadModelHandle,
+    rows: Rows,
     *,
-    count: Counter | None,
-    query: str,
-    params: Sequence[Any],
     topic: str,
     renderer: Renderer,
     media_type: str,
     headers: Mapping[str, str] | None = None,
     batch_rows: int | None = None,
 ) -> StreamedResponse:
-    stream = await run_in_threadpool(RowStream, handle, count, query, params, topic, renderer, batch_rows)
+    stream = await run_in_threadpool(RowStream, handle, rows, topic, renderer, batch_rows)
     return StreamedResponse(stream, media_type, headers)

@@ -34,6 +34,7 @@ import resource
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -45,8 +46,22 @@ class HttpError(Exception):
     pass
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+@dataclass
+class Tally:
+    """What the connections of one endpoint observed: the latency of each answer (to its last byte),
+    of its first bytes (the status line and headers: a streamed body is still being computed after
+    them), its size, and the failures."""
+
+    latencies: list[float] = field(default_factory=list)
+    first_bytes: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+async def _read_response(reader: asyncio.StreamReader, head_at: list[float] | None = None) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
+    if head_at is not None:
+        head_at.append(time.perf_counter())
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
     length: int | None = None
@@ -86,9 +101,7 @@ async def _connection(
     start_at: int,
     measure_from: float,
     until: float,
-    latencies: list[float],
-    failures: list[str],
-    response_bytes: list[int],
+    tally: Tally,
     schedule: Iterator[float] | None = None,
 ) -> None:
     """Closed loop, or with `schedule` (the moments this connection's requests are due) a fixed rate."""
@@ -109,21 +122,23 @@ async def _connection(
                 return
             request = requests[i % len(requests)]
             i += 1
+            head_at: list[float] = []
             try:
                 writer.write(request)
-                status, body = await _read_response(reader)
+                status, body = await _read_response(reader, head_at)
             except (OSError, asyncio.IncompleteReadError, HttpError, ValueError) as exc:
-                failures.append(f"{type(exc).__name__}: {exc}")
+                tally.failures.append(f"{type(exc).__name__}: {exc}")
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
                 continue
             done = time.perf_counter()
             if now < measure_from:
                 continue  # warm-up: caches, the threadpool and DuckDB's buffers
-            latencies.append(done - now)
-            response_bytes.append(len(body))
+            tally.latencies.append(done - now)
+            tally.first_bytes.append(head_at[0] - now)
+            tally.sizes.append(len(body))
             if status != 200:
-                failures.append(f"HTTP {status}: {body[:200].decode(errors='replace')}")
+                tally.failures.append(f"HTTP {status}: {body[:200].decode(errors='replace')}")
     finally:
         writer.close()
 
@@ -190,9 +205,7 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
     host, port, token = spec["host"], int(spec["port"]), spec["token"]
     requests = [_request(host, port, token, path) for path in endpoint["paths"]]
     connections = int(spec["connections"])
-    latencies: list[float] = []
-    failures: list[str] = []
-    sizes: list[int] = []
+    tally = Tally()
     start = time.perf_counter()
     measure_from = start + float(spec["warmup_seconds"])
     until = measure_from + float(spec["seconds"])
@@ -219,7 +232,7 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
     await asyncio.gather(
         note_cpu(),
         *(
-            _connection(host, port, requests, c * step, measure_from, until, latencies, failures, sizes, schedules[c])
+            _connection(host, port, requests, c * step, measure_from, until, tally, schedules[c])
             for c in range(connections)
         ),
     )
@@ -241,15 +254,16 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
         "connections": connections,
         "offered_rate": float(offered) if offered else None,
         "seconds": round(measured, 3),
-        "requests_per_s": round(rate(len(latencies), measured), 1),
-        "errors": len(failures),
-        "first_error": failures[0] if failures else None,
-        "mean_response_bytes": round(sum(sizes) / len(sizes)) if sizes else None,
+        "requests_per_s": round(rate(len(tally.latencies), measured), 1),
+        "errors": len(tally.failures),
+        "first_error": tally.failures[0] if tally.failures else None,
+        "mean_response_bytes": round(sum(tally.sizes) / len(tally.sizes)) if tally.sizes else None,
         "cache_hits": hits,
         "cache_misses": misses,
         "server_cpu_cores": None if cpu.get("server") is None else round(cpu["server"] / float(spec["seconds"]), 2),
         "driver_cpu_cores": None if cpu.get("driver") is None else round(cpu["driver"] / float(spec["seconds"]), 2),
-        **summary_ms(latencies),
+        **summary_ms(tally.latencies),
+        "first_byte": summary_ms(tally.first_bytes),
     }
 
 

@@ -78,6 +78,30 @@ _HEADER = [
 ]
 
 
+def whole_lists_table(r: dict[str, Any]) -> list[str]:
+    """The whole (unpaginated) lists again: when their first bytes arrived and their size, since a long
+    one is streamed (docs/api.md) and its last byte measures its size more than the server."""
+    rows = [e for e in r["endpoints"] if "whole list" in e["name"] and e.get("first_byte")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Whole lists, closed loop: first bytes (status line and headers: a long list is streamed, its rows "
+        "still being read after them) and the whole answer, with its mean size.",
+        "",
+        "| endpoint | first bytes p50 ms | first bytes p99 ms | whole p50 ms | whole p99 ms | mean MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in rows:
+        size = "—" if e.get("mean_response_bytes") is None else f"{e['mean_response_bytes'] / 1e6:,.1f}"
+        first = e["first_byte"]
+        lines.append(
+            f"| {e['name']} | {_ms(first['p50_ms'])} | {_ms(first['p99_ms'])} | {_ms(e['p50_ms'])} "
+            f"| {_ms(e['p99_ms'])} | {size} |"
+        )
+    return lines
+
+
 def api_table(r: dict[str, Any]) -> list[str]:
     fixed = r.get("fixed_rate")
     lines = [
@@ -113,6 +137,7 @@ def api_table(r: dict[str, Any]) -> list[str]:
         " `miss_endpoints`): what a staff member sees right after a projector commit. cache hits: the share of"
         " answers the server took from its snapshot cache while the row was measured.",
     ]
+    lines += whole_lists_table(r)
     every = [*r["endpoints"], *(fixed["endpoints"] if fixed else [])]
     if any(e.get("checkpoints") for e in every):
         lines += [

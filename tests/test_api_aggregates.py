@@ -17,9 +17,9 @@ import pytest
 from api import interactions_sql, queries
 from api.params import Filters, Pagination
 from projector.fold import apply_batch
-from projector.testing import stream, to_records
 from schemas.readmodel import ReadModelHandle, connect
-from tests.test_api_data import AUTH, PREFIX, make_client
+from tests.support.api_data import AUTH, PREFIX, make_client
+from tests.support.events import stream, to_records
 
 START = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
 TODAY = date(2026, 11, 25)

@@ -1,6 +1,6 @@
 """/conversations/ and the KPI's conversation-level filters, with the reference's own test cases
 (docs/api.md: grouping, clicks, models_used, is_reviewed, token sums, last_active bounds, KPI
-narrowing, reviewed_total in threads) and the hand-built data set of tests/test_api_data.py."""
+narrowing, reviewed_total in threads) and the hand-built data set of tests/support/api_data.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from projector.testing import click, feedback, review, turn
-from tests.test_api_data import (
+from tests.support.api_data import (
     AUTH,
     OFFERINGS,
     PREFIX,
@@ -24,6 +23,7 @@ from tests.test_api_data import (
     make_client,
     uid,
 )
+from tests.support.events import click, feedback, review, turn
 
 CONVERSATIONS = f"{PREFIX}/conversations/"
 KPI = f"{PREFIX}/kpi/"
@@ -35,7 +35,7 @@ def at(day: int, hh: int = 9, mm: int = 0, month: int = 7) -> datetime:
 
 @pytest.fixture(scope="module")
 def hand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The hand-built data set (t1..t7 in sessions s1..s4) of tests/test_api_data.py."""
+    """The hand-built data set (t1..t7 in sessions s1..s4) of tests/support/api_data.py."""
     handle = build_read_model(tmp_path_factory.mktemp("conv") / "rm.duckdb")
     with make_client(handle) as client:
         yield client

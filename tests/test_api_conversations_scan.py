@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from projector.fold import apply_batch
-from projector.testing import stream, to_records
 from schemas import conversation_rows, fulltext
 from schemas.readmodel import ReadModelHandle, connect
-from tests.test_api_data import AUTH, PREFIX, make_client
+from tests.support.api_data import AUTH, PREFIX, make_client
+from tests.support.events import stream, to_records
 
 START = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 from collections.abc import Iterator
 
 import orjson
@@ -14,17 +13,9 @@ import pytest
 
 from api import csv_export
 from schemas.readmodel import ReadModelHandle
-from tests.test_api_data import (
-    AUTH,
-    PREFIX,
-    SUPPORT,
-    USER,
-    USER_A,
-    T,
-    TestClient,
-    build_read_model,
-    make_client,
-)
+from tests.support.api_data import AUTH, PREFIX, SUPPORT, USER, USER_A, T, build_read_model, make_client
+from tests.support.readmodel import lease_is_free
+from tests.support.testclient import TestClient
 
 NAMES = {v: k for k, v in T.items()}
 
@@ -145,19 +136,6 @@ def test_rows_are_streamed_in_batches(client: TestClient, monkeypatch: pytest.Mo
     assert len(chunks) >= 4  # 7 rows in batches of 2
     body = b"".join(chunks).decode()
     assert body.count("\n") == 8 and response.headers["x-result-count"] == "7"
-
-
-def lease_is_free(handle: ReadModelHandle) -> bool:
-    """Whether a writer could take the read model now (no read lease left behind)."""
-    got = threading.Event()
-
-    def take() -> None:
-        with handle.exclusive():
-            got.set()
-
-    thread = threading.Thread(target=take, daemon=True)
-    thread.start()
-    return got.wait(timeout=30)
 
 
 def test_the_read_lease_is_given_back_after_an_export_whole_or_cut_short(

@@ -1,5 +1,5 @@
 """Retrieve, the transcripts, by-user, KPI and budget against values worked out by hand from the table
-in tests/test_api_data.py; plus auth, methods, unknown paths and the operational endpoints."""
+in tests/support/api_data.py; plus auth, methods, unknown paths and the operational endpoints."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from api.models import Interaction, Kpi, UserAggregate
 from schemas.readmodel import ReadModelHandle
-from tests.test_api_data import (
+from tests.support.api_data import (
     AUTH,
     D1,
     D2,
@@ -29,11 +29,11 @@ from tests.test_api_data import (
     USER_A,
     USER_B,
     T,
-    TestClient,
     build_read_model,
     make_client,
     uuids,
 )
+from tests.support.testclient import TestClient
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 DATA_PATHS = [

@@ -1,4 +1,4 @@
-"""/api/anonymous-chat-feedbacks/ over the hand-built data set (tests/test_api_data.py).
+"""/api/anonymous-chat-feedbacks/ over the hand-built data set (tests/support/api_data.py).
 
 Records: t1 +1 (D1 09:10, from 192.0.2.1); t2 -1 inaccurate "wrong" (D1 09:20) and a review (D1 23:00);
 t4 +1 (D2 08:30, replacing a -1) and a review (D2 23:00); t5 a review only (D3 10:00); t6 -1 other (D3 07:30).
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_api_data import AUTH, INGEST, PREFIX, USER, build_read_model, make_client, uid
+from tests.support.api_data import AUTH, INGEST, PREFIX, USER, build_read_model, make_client, uid
 
 FEEDBACKS = "/api/anonymous-chat-feedbacks/"
 NAMES = {uid(n): f"t{n}" for n in range(1, 8)}

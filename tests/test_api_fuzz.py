@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 
 from api.app import create_app
 from auth.tokens import TokenStore
-from tests.test_api_data import AUTH, NOW, TOKENS, build_read_model
+from tests.support.api_data import AUTH, NOW, TOKENS, build_read_model
 
 # Loaded at import, not from a fixture: schemathesis' lazy fixture loader does not run on pytest 9
 # (it sets Function._nodeid, which pytest 9 no longer has).

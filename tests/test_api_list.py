@@ -1,5 +1,5 @@
 """The list endpoint: every filter alone and combined, every ordering, pagination and its edges, and
-400s naming each bad parameter. Expected rows come from the table in tests/test_api_data.py."""
+400s naming each bad parameter. Expected rows come from the table in tests/support/api_data.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.test_api_data import AUTH, PREFIX, TestClient, build_read_model, make_client, uuids
+from tests.support.api_data import AUTH, PREFIX, build_read_model, make_client, uuids
+from tests.support.testclient import TestClient
 
 LIST = f"{PREFIX}/"
 ALL_NEWEST_FIRST = ["t7", "t6", "t5", "t4", "t3", "t2", "t1"]

@@ -5,53 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from kafka import KafkaProducer
 
-from projector.testing import encode, key_of, turn
-from tests.test_api_data import AUTH, PREFIX, STAFF, events
-
-REPO = Path(__file__).resolve().parent.parent
-WAIT = 120.0  # seconds before a test gives up waiting (a failure guard, not a timing assertion)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def publish(bootstrap_servers: str, topic: str, evs: list[dict[str, Any]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
-    try:
-        for event in evs:
-            producer.send(topic, key=key_of(event), value=encode(event))
-        producer.flush()
-    finally:
-        producer.close()
-
-
-def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode} while waiting for {what}")
-        try:
-            if check():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"gave up waiting for {what}")
+from tests.support import REPO
+from tests.support.api_data import AUTH, PREFIX, STAFF, events
+from tests.support.events import turn
+from tests.support.kafka import publish
+from tests.support.serve import WAIT, free_port, wait_for
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from typing import Any
 
 from api.snapshot_cache import SnapshotCache
 from projector.fold import apply_batch
-from projector.testing import feedback, to_records, turn
 from schemas.readmodel import ReadModelHandle, connect
-from tests.test_api_data import AUTH, make_client
+from tests.support.api_data import AUTH, make_client
+from tests.support.events import feedback, to_records, turn
 
 PREFIX = "/api/anonymous-chat-interactions"
 AT = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)

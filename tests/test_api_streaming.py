@@ -9,8 +9,9 @@ import pytest
 
 from api import queries, streaming
 from schemas.readmodel import ReadModelHandle
-from tests.test_api_csv import lease_is_free
-from tests.test_api_data import AUTH, PREFIX, USER_A, TestClient, build_read_model, make_client
+from tests.support.api_data import AUTH, PREFIX, USER_A, build_read_model, make_client
+from tests.support.readmodel import lease_is_free
+from tests.support.testclient import TestClient
 
 WHOLE_LISTS = [
     f"{PREFIX}/by-user/{USER_A}/",

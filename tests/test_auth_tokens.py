@@ -15,10 +15,9 @@ from starlette.applications import Starlette
 from api.admin import admin_routes
 from api.app import create_app
 from auth.tokens import TokenFile, TokenStore
-from tests.test_api_data import PREFIX, build_read_model
-from tests.test_ingest_http import TestClient
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import REPO
+from tests.support.api_data import PREFIX, build_read_model
+from tests.support.testclient import TestClient
 
 
 def test_a_corrupt_tokens_file_is_a_logged_503_not_a_500(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

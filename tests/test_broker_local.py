@@ -17,8 +17,7 @@ from broker.lifetime import process_alive
 from broker.local import read_state
 from broker.probe import answers_metadata
 from broker.topics import ensure_topic
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,7 +26,7 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
         env=environment,
-        cwd=REPO_ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=240,

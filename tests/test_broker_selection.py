@@ -18,8 +18,8 @@ from broker.lifetime import process_alive
 from broker.local import free_port, new_cluster_id
 from broker.probe import answers_metadata
 from broker.selection import ENV, LOCAL, select_broker
+from tests.support import REPO
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 GONE_DEADLINE_S = 60.0
 
 
@@ -91,7 +91,7 @@ sys.stdin.read()
 def test_a_private_broker_dies_with_its_owner_even_on_sigkill(broker_home: Path) -> None:
     owner = subprocess.Popen(
         [sys.executable, "-c", OWNER, str(broker_home)],
-        cwd=REPO_ROOT,
+        cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -15,15 +15,14 @@ from kafka.admin import ConfigResource, ConfigResourceType, OffsetSpec
 
 from broker.local import free_port
 from broker.topics import partition_count, retention_warning
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO
 
 
 def topic_create(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli", "topic", "create", *args],
         env={**os.environ, **(extra_env or {})},
-        cwd=REPO_ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,13 +9,12 @@ import yaml
 
 from broker.container import kafka_env
 from broker.local import BROKER_SETTINGS
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO
 
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
-    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     return compose["services"]
 
 
@@ -91,12 +89,12 @@ def test_the_demo_publisher_is_optional(services: dict[str, Any]) -> None:
 
 
 def test_the_dockerfile_installs_the_package_on_python_3_11_slim() -> None:
-    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    dockerfile = (REPO / "Dockerfile").read_text()
     lines = [line.strip() for line in dockerfile.splitlines() if line.strip() and not line.startswith("#")]
     assert lines[0] == "FROM python:3.11-slim"
     assert "pip install ." in dockerfile
     assert "EXPOSE 8000" in lines
-    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    ignored = (REPO / ".dockerignore").read_text().split()
     assert {".venv", ".git", ".cache", "data"} <= set(ignored), "local state must not be baked into the image"
 
 
@@ -119,7 +117,7 @@ def test_the_replicas_profile_runs_each_replica_on_its_own_volume_and_consumer_g
         assert replica["depends_on"]["topic"]["condition"] == "service_completed_successfully"
         assert "/readyz" in " ".join(replica["healthcheck"]["test"])
     assert len(volumes) == len(groups) == len(REPLICAS), "files and consumer groups must not be shared"
-    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     assert volumes <= set(compose["volumes"])
 
 
@@ -133,7 +131,7 @@ def test_haproxy_fronts_the_replicas_with_the_committed_generated_config(service
     (mount,) = haproxy["volumes"]
     source, target = mount.split(":")[:2]
     assert target == "/usr/local/etc/haproxy/haproxy.cfg"
-    committed = (REPO_ROOT / source).read_text()
+    committed = (REPO / source).read_text()
     assert committed == compose_config(), "deploy/haproxy.cfg is stale: python -m replicas.haproxy --compose"
     # One server line per replica service, on the port its serve listens on, each health-checked on /readyz.
     assert {(name, host) for name, host, _ in COMPOSE_SERVERS} == {(r, r) for r in REPLICAS}
@@ -143,4 +141,4 @@ def test_haproxy_fronts_the_replicas_with_the_committed_generated_config(service
         assert f"server {name} {host}:{port}" in committed
     assert "http-check send meth GET uri /readyz" in committed and "option redispatch" in committed
     # The real HAProxy accepts it (it warns that the replicas' names do not resolve outside Docker).
-    check_config(REPO_ROOT / source)
+    check_config(REPO / source)

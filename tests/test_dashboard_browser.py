@@ -29,10 +29,11 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from broker.selection import SelectedBroker
 from broker.topics import TOPIC_CONFIG
-from projector.testing import turn
-from tests.test_api_serve import free_port, publish
+from tests.support import REPO
+from tests.support.events import turn
+from tests.support.kafka import publish
+from tests.support.serve import free_port
 
-REPO = Path(__file__).resolve().parent.parent
 PREFIX = "/api/anonymous-chat-interactions"
 STAFF, SUPPORT, USER = "dash-staff-token", "dash-support-token", "dash-user-token"
 CHROMIUM = os.environ.get("CHAT_ANALYTICS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import dashboard
-from tests.test_api_data import TestClient, build_read_model, make_client
+from tests.support import REPO
+from tests.support.api_data import build_read_model, make_client
+from tests.support.testclient import TestClient
 
-REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "dashboard" / "static"
 CHART_JS_SHA256 = "87364cc2b2a76a6684929e7d6b80b18a897794db38400caff1fcf1791c6925d2"
 CHART_JS_VERSION = "4.6.1"

@@ -11,7 +11,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
 
 import duckdb
 import pytest
@@ -21,37 +20,10 @@ from projector.deadletters import count_by_reason, iter_dead_letters, retry
 from projector.fold import apply_batch
 from projector.records import Record
 from projector.snapshot import diff, table_rows
-from projector.testing import click, feedback, review, to_records, turn
-from schemas.events import V1_MODELS, TurnData, TurnRecorded
 from schemas.readmodel import connect
-from schemas.registry import CURRENT_VERSIONS, EventRegistry
-
-TURN = "chat.turn.recorded"
-OFFER = "0b7c1f1e-8a43-4f55-9d7e-2f0c7e1d0a01"
-
-
-class TurnDataV2(TurnData):
-    channel: Literal["anonymous", "authenticated"]
-
-
-class TurnRecordedV2(TurnRecorded):
-    data: TurnDataV2
-
-
-def _turn_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    data.setdefault("channel", "anonymous")  # every v1 turn came from the anonymous flow
-    return data
-
-
-def v2_registry() -> EventRegistry:
-    return EventRegistry(
-        {**V1_MODELS, TURN: TurnRecordedV2}, {**CURRENT_VERSIONS, TURN: 2}, {(TURN, 1): _turn_v1_to_v2}
-    )
-
-
-def turn_v2(session_id: str, channel: str = "authenticated", **fields: Any) -> dict[str, Any]:
-    event = turn(session_id, channel=channel, offering_uuids=[OFFER], **fields)
-    return {**event, "version": 2}
+from schemas.registry import EventRegistry
+from tests.support.events import click, feedback, review, to_records, turn
+from tests.support.versions import OFFER, TURN, turn_v2, v2_registry
 
 
 @pytest.fixture

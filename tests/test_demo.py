@@ -15,7 +15,7 @@ from cli.main import main
 from ingest.demo import BAD_KINDS, DemoTraffic, demo_events
 from schemas.events import FeedbackSubmitted, OfferingClicked, SessionReviewed, TurnRecorded, UsageRecorded
 from schemas.registry import Rejection, parse_events
-from tests.test_publisher import read_topic
+from tests.support.kafka import read_topic
 
 NOW = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
 SAMPLE = 60_000

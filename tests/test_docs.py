@@ -19,8 +19,8 @@ import pytest
 
 import schemas.settings as settings
 from cli.main import build_parser
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 OPERATIONS = REPO / "docs" / "operations.md"
 PAGES = sorted([REPO / "README.md", REPO / "bench" / "README.md", *(REPO / "docs").rglob("*.md")])
 FENCE = re.compile(r"^(```|~~~)")

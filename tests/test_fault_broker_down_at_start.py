@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from projector.testing import turn
-from tests.faults import (
+from tests.support.events import turn
+from tests.support.faults import (
     INGEST,
     KillableBroker,
     Readers,
@@ -22,6 +23,9 @@ from tests.faults import (
     wait_folded,
     wait_until,
 )
+
+# A broker of its own (tests/support/faults.py), started and killed by the test.
+pytestmark = pytest.mark.kafka
 
 
 def test_serve_answers_from_its_file_without_a_broker_and_catches_up_when_it_comes(tmp_path: Path) -> None:

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from projector.snapshot import diff
-from projector.testing import turn
-from tests.faults import (
+from tests.support.events import turn
+from tests.support.faults import (
     INGEST,
     KillableBroker,
     Publishing,
@@ -25,6 +26,9 @@ from tests.faults import (
     wait_folded,
     wait_until,
 )
+
+# A broker of its own (tests/support/faults.py), started and killed by the test.
+pytestmark = pytest.mark.kafka
 
 INGEST_BOUND_S = 15.0  # the producer's max_block_ms (3 s) + the ack wait (5 s), with room for a busy machine
 

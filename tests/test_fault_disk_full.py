@@ -17,7 +17,7 @@ import pytest
 
 from cli.serve_cmd import EXIT_READ_MODEL_FAILED
 from projector.snapshot import diff
-from tests.faults import (
+from tests.support.faults import (
     KillableBroker,
     Readers,
     Serve,
@@ -31,6 +31,9 @@ from tests.faults import (
     wait_folded,
     wait_until,
 )
+
+# A broker of its own (tests/support/faults.py), started and killed by the test.
+pytestmark = pytest.mark.kafka
 
 DISK = "16m"
 CHUNK = 2000

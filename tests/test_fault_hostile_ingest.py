@@ -13,9 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
-from projector.testing import turn
-from tests.faults import INGEST, KillableBroker, Readers, Serve, publish, wait_folded
+from tests.support.events import turn
+from tests.support.faults import INGEST, KillableBroker, Readers, Serve, publish, wait_folded
+
+# A broker of its own (tests/support/faults.py), started and killed by the test.
+pytestmark = pytest.mark.kafka
 
 CLEAR = {400, 408, 413, 429, 503}
 SLOW_CLIENTS = 20

@@ -14,7 +14,7 @@ from projector.fold import apply_batch
 from projector.records import Record
 from projector.snapshot import diff, table_rows
 from schemas.readmodel import connect, stored_offsets
-from tests.faults import Serve, clean_fold, file_rows, publish, serve_positions, wait_folded, wait_until
+from tests.support.faults import Serve, clean_fold, file_rows, publish, serve_positions, wait_folded, wait_until
 
 EVENTS = 60_000
 BATCH = 10_000

@@ -15,8 +15,8 @@ import pytest
 
 from projector.fold import apply_batch
 from projector.records import Record
-from projector.testing import BASE_TIME, click, encode, envelope, feedback, review, to_records, turn, usage
 from schemas.readmodel import connect
+from tests.support.events import BASE_TIME, click, encode, envelope, feedback, review, to_records, turn, usage
 
 OFFER_A = "0b7c1f1e-8a43-4f55-9d7e-2f0c7e1d0a01"
 OFFER_B = "0b7c1f1e-8a43-4f55-9d7e-2f0c7e1d0a02"
@@ -631,7 +631,7 @@ def test_applied_events_hold_every_accepted_event_id(con: duckdb.DuckDBPyConnect
 def test_batches_merged_into_one_transaction_give_the_tables_of_applying_them_one_by_one(tmp_path: Path) -> None:
     from projector.fold import apply_prepared, merge_prepared, prepare
     from projector.snapshot import diff, table_rows
-    from projector.testing import stream
+    from tests.support.events import stream
 
     events = list(stream(1200, seed=11, sessions=25))  # duplicates, early dependents and bad values among them
     chunks = [

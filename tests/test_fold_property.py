@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from projector.fold import apply_batch
 from projector.records import Record
 from projector.snapshot import diff, table_rows
-from projector.testing import BASE_TIME, click, encode, erasure, feedback, review, turn, usage
 from schemas.readmodel import connect
+from tests.support.events import BASE_TIME, click, encode, erasure, feedback, review, turn, usage
 
 TOPIC = "chat.events"
 SESSIONS = ("sess-a", "sess-b", "sess-c", "sess-d")

@@ -21,25 +21,29 @@ from projector import forget
 from projector.fold import apply_batch
 from projector.records import Record
 from projector.snapshot import diff, table_rows
-from projector.testing import (
+from schemas.readmodel import OTHER_TABLES, TURN_TABLES, connect
+from tests.support.events import (
     BASE_TIME,
     click,
     encode,
     erasure,
     feedback,
     key_of,
-    review,
-    stream,
     to_records,
     turn,
     usage,
 )
-from schemas.readmodel import OTHER_TABLES, TURN_TABLES, connect
+from tests.support.privacy import (
+    IP,
+    OFFER,
+    OTHER,
+    TODAY,
+    VISITOR,
+    everything_stored,
+    spanning_days,
+    visitor_story,
+)
 
-VISITOR = "visitor-slug-0001"
-OTHER = "other-slug-0002"
-OFFER = "0b7c1f1e-8a43-4f55-9d7e-2f0c7e1d0a01"
-IP = "203.0.113.9"
 EVERYTHING = Filters(created_from=date(1, 1, 1))  # a filter, so the queries scan the turns themselves
 
 
@@ -48,12 +52,6 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     c = connect(tmp_path / "rm.duckdb")
     yield c
     c.close()
-
-
-def everything_stored(con: duckdb.DuckDBPyConnection) -> str:
-    """Every value of every table, as text (raw bytes included): where a secret would show."""
-    tables = [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
-    return "\n".join(f"{t}: {con.execute(f'SELECT * FROM {t}').fetchall()}" for t in tables)
 
 
 def test_every_table_is_either_per_turn_or_says_why_not(con: duckdb.DuckDBPyConnection) -> None:
@@ -79,44 +77,6 @@ def partitioned_log(events: list[dict[str, Any] | bytes], partitions: int = 3) -
         p = sum(key or b"") % partitions
         out[p].append(Record("chat.events", p, len(out[p]), key, encode(event), 1_764_000_000_000 + i))
     return out
-
-
-def visitor_story() -> tuple[list[dict[str, Any] | bytes], dict[str, Any]]:
-    """A visitor with turns in three sessions, feedback and clicks before and after the erasure, events
-    waiting for turns that arrive only after it, dead letters that name them, and one turn after it."""
-    at = BASE_TIME
-    a1 = turn("sess-a", at=at, user_slug=VISITOR, user_input="SECRET-A1", offering_uuids=[OFFER], input_tokens=40)
-    a2 = turn("sess-a", at=at + timedelta(minutes=1), user_slug=VISITOR, user_input="SECRET-A2", output_tokens=7)
-    b1 = turn(
-        "sess-b", at=at + timedelta(minutes=5), user_slug=VISITOR, user_input="SECRET-B1", ip_address="203.0.113.9"
-    )
-    c1 = turn("sess-c", at=at + timedelta(minutes=9), user_slug=VISITOR, user_input="SECRET-C1", offering_uuids=[OFFER])
-    later = turn("sess-d", at=at + timedelta(hours=3), user_slug=VISITOR, user_input="after the erasure")
-    other = turn("sess-o", at=at + timedelta(minutes=2), user_slug=OTHER, user_input="someone else", input_tokens=3)
-    erase = erasure(user_slug=VISITOR, reason="visitor asked", at=at + timedelta(hours=1))
-    bad_turn = turn("sess-a", at=at + timedelta(minutes=2), user_slug=VISITOR, user_input="SECRET-BAD", severity="odd")
-    events: list[dict[str, Any] | bytes] = [
-        feedback(c1, -1, "other", at=at + timedelta(minutes=10), comment="SECRET-WAITING"),  # before its turn
-        click(c1, at=at + timedelta(minutes=11)),  # before its turn
-        a1,
-        feedback(a1, -1, "inaccurate", at=at + timedelta(minutes=2), comment="SECRET-FB", ip_address="198.51.100.4"),
-        click(a1, at=at + timedelta(minutes=3)),
-        review(a2, 2, at=at + timedelta(minutes=4), summary="SECRET-REVIEW"),
-        feedback(a1, 1, at=at + timedelta(minutes=5), session_id="sess-o", comment="SECRET-MISMATCH"),
-        bad_turn,
-        a2,
-        other,
-        feedback(other, 1, at=at + timedelta(minutes=3)),
-        erase,
-        b1,  # arrives after the erasure, occurred before it
-        feedback(b1, 1, at=at + timedelta(minutes=6), comment="SECRET-LATE"),
-        click(a1, at=at + timedelta(minutes=20)),  # on an erased turn, after the erasure
-        c1,  # brings the waiting events' turn, after the erasure
-        later,
-        feedback(later, 1, at=at + timedelta(hours=4)),
-        usage(100, 50, at=at),
-    ]
-    return events, {"erase": erase, "later": later, "other": other}
 
 
 def fold_interleaved(con: duckdb.DuckDBPyConnection, log: list[list[Record]], batch: int) -> None:
@@ -221,24 +181,6 @@ def test_a_dead_letter_of_a_bad_erasure_goes_when_a_good_one_erases_its_visitor(
 
 # -- retention --------------------------------------------------------------------------------------
 
-TODAY = date(2026, 11, 26)
-
-
-def spanning_days(days: int = 120, today: date = TODAY) -> list[dict[str, Any] | bytes]:
-    """Generated traffic over `days` days up to `today`, and one session that spans the horizon."""
-    start = datetime.combine(today - timedelta(days=days - 1), datetime.min.time(), UTC)
-    events: list[dict[str, Any] | bytes] = []
-    for day in range(0, days, 4):
-        events += stream(90, seed=day + 1, sessions=12, start=start + timedelta(days=day, hours=6))
-    early = turn("sess-span", at=start + timedelta(days=5), user_slug=VISITOR, input_tokens=11)
-    late = turn("sess-span", at=start + timedelta(days=days - 3), user_slug=VISITOR, input_tokens=13)
-    events += [early, feedback(early, 1, at=early_at(early)), late]
-    return events
-
-
-def early_at(t: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(t["occurred_at"].replace("Z", "+00:00")) + timedelta(minutes=1)
-
 
 def test_the_purge_leaves_the_last_days_and_aggregates_equal_a_scan(tmp_path: Path) -> None:
     events = spanning_days()
@@ -305,7 +247,7 @@ def test_a_purge_while_readers_run_fails_no_request_and_counts_drop_once_by_the_
 
     from projector.service import ProjectorService
     from schemas.readmodel import ReadModelHandle
-    from tests.test_api_data import AUTH, PREFIX, make_client
+    from tests.support.api_data import AUTH, PREFIX, make_client
 
     today = datetime.now(UTC).date()
     path = tmp_path / "served.duckdb"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from projector.testing import turn
 from schemas import fulltext
-from tests.test_api_data import AUTH, PREFIX, build_read_model, make_client, uid
+from tests.support.api_data import AUTH, PREFIX, build_read_model, make_client, uid
+from tests.support.events import turn
 
 AT = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 TODAY = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

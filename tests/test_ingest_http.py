@@ -7,33 +7,19 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
-from starlette.applications import Starlette
 
-with warnings.catch_warnings():
-    # Starlette 1.x prefers httpx2 for its test client; httpx (a dev dependency) works the same.
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
-
-from auth.tokens import TokenStore
-from ingest.http import MAX_BODY_BYTES, PATH, ingest_routes
+from ingest.http import MAX_BODY_BYTES, PATH
 from ingest.publisher import Publisher
 from schemas.events import FeedbackSubmitted, OfferingClicked, SessionReviewed, TurnRecorded, UsageRecorded
 from schemas.registry import parse_event
-from tests.test_publisher import read_topic
-
-SALT = "http-pepper"
-TOKENS = TokenStore([("ingest-secret", "ingest"), ("staff-secret", "staff"), ("support-secret", "support")])
-INGEST = {"Authorization": "Token ingest-secret"}
-
-
-def client_for(publisher: Publisher) -> TestClient:
-    return TestClient(Starlette(routes=ingest_routes(publisher, TOKENS)))
+from tests.support.ingest import INGEST, SALT, client_for, envelope, new_id, post, topic_event_ids, turn
+from tests.support.kafka import read_topic
+from tests.support.testclient import TestClient
 
 
 @pytest.fixture
@@ -46,28 +32,6 @@ def publisher(bootstrap_servers: str, topic: str) -> Iterator[Publisher]:
 def client(publisher: Publisher) -> Iterator[TestClient]:
     with client_for(publisher) as client:
         yield client
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def envelope(type_: str, data: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return {
-        "event_id": new_id(),
-        "type": type_,
-        "version": 1,
-        "occurred_at": "2026-11-26T09:15:02Z",
-        "data": data,
-        **fields,
-    }
-
-
-def turn(**data: Any) -> dict[str, Any]:
-    return envelope(
-        "chat.turn.recorded",
-        {"interaction_uuid": new_id(), "session_id": "web-1", "user_slug": "u-1", "user_input": "hello", **data},
-    )
 
 
 def one_of_each() -> list[dict[str, Any]]:
@@ -86,18 +50,6 @@ def one_of_each() -> list[dict[str, Any]]:
         ),
         envelope("assistant.usage.recorded", {"input_tokens": 3, "output_tokens": 4, "source": "authenticated_chat"}),
     ]
-
-
-def post(client: TestClient, body: Any, headers: dict[str, str] | None = None) -> Any:
-    return client.post(
-        PATH,
-        content=json.dumps(body),
-        headers={"Content-Type": "application/json", **(INGEST if headers is None else headers)},
-    )
-
-
-def topic_event_ids(bootstrap_servers: str, topic: str) -> list[str]:
-    return [str(parse_event(r.value).event_id) for r in read_topic(bootstrap_servers, topic)]
 
 
 # -- accepted ----------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from starlette.applications import Starlette
 from ingest.http import MAX_ERRORS_LISTED, PATH, ingest_routes
 from ingest.publisher import SERVER_PRODUCER_CONFIG, Publisher
 from ingest.slug import _scrypt_hex
-from tests.test_ingest_http import INGEST, SALT, TOKENS, TestClient, post, topic_event_ids, turn
+from tests.support.ingest import INGEST, SALT, TOKENS, post, topic_event_ids, turn
+from tests.support.testclient import TestClient
 
 
 def limited_client(publisher: Publisher, **limits: Any) -> TestClient:

@@ -6,15 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-import warnings
 from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
 
 from auth.tokens import TokenStore
 from ingest import publisher as publisher_module
@@ -22,9 +17,10 @@ from ingest.http import PATH, ingest_routes
 from ingest.publisher import SALT_WARNING, Publisher
 from ingest.slug import user_slug
 from projector.fold import apply_batch
-from projector.testing import feedback, to_records, turn
 from schemas.readmodel import connect
-from tests.test_publisher import read_topic
+from tests.support.events import feedback, to_records, turn
+from tests.support.kafka import read_topic
+from tests.support.testclient import TestClient
 
 SALT = "policy-pepper"
 IP = "203.0.113.77"

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import httpx
 
-from projector.testing import turn
-from tests.test_api_serve import REPO, free_port, publish, wait_for
+from tests.support import REPO
+from tests.support.events import turn
+from tests.support.kafka import publish
+from tests.support.serve import free_port, wait_for
 
 TOKEN = "s3cret-staff-token-never-logged"
 WRONG_TOKEN = "an0ther-secret-that-is-wrong"

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 
 import projector.bluegreen
 from api.admin import admin_routes, can_serve
@@ -24,11 +23,12 @@ from auth.tokens import TokenStore
 from projector.bluegreen import LiveProjection
 from projector.fold import apply_batch
 from projector.snapshot import diff, table_rows
-from projector.testing import feedback, stream, turn
 from schemas.readmodel import READMODEL_VERSION, ReadModelHandle, connect, file_version
-from tests.test_api_data import AUTH, PREFIX, STAFF, SUPPORT, TOKENS
-from tests.test_projector_service import publish, read_back
-from tests.test_rebuild import rows_of
+from tests.support.api_data import AUTH, PREFIX, STAFF, SUPPORT, TOKENS
+from tests.support.events import feedback, stream, turn
+from tests.support.kafka import publish, read_back
+from tests.support.readmodel import rows_of
+from tests.support.testclient import TestClient
 
 WAIT_S = 120.0  # a bound on waiting, never an assertion about speed
 

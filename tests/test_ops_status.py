@@ -15,8 +15,8 @@ import pytest
 from cli.main import main
 from cli.progress import Reporter
 from projector.fold import apply_batch
-from projector.testing import click, feedback, review, to_records, turn, usage
 from schemas.readmodel import READMODEL_VERSION, connect
+from tests.support.events import click, feedback, review, to_records, turn, usage
 
 OFFER = "0b7c1f1e-8a43-4f55-9d7e-2f0c7e1d0a01"
 

@@ -21,16 +21,13 @@ from kafka import KafkaConsumer, TopicPartition
 from projector import forget
 from projector.fold import apply_batch
 from projector.snapshot import diff, table_rows
-from projector.testing import feedback, turn
 from schemas.readmodel import connect
-from tests.test_api_data import AUTH, PREFIX
-from tests.test_api_serve import REPO, wait_for
-from tests.test_forget import IP, VISITOR, everything_stored, spanning_days, visitor_story
-from tests.test_projector_service import publish, read_back
-from tests.test_rebuild_live import Server
-from tests.test_rebuild_live import start_server as start_server_fixture
-
-start_server = start_server_fixture  # the fixture of tests/test_rebuild_live.py, under its own name
+from tests.support import REPO
+from tests.support.api_data import AUTH, PREFIX
+from tests.support.events import feedback, turn
+from tests.support.kafka import publish, read_back
+from tests.support.privacy import IP, VISITOR, everything_stored, spanning_days, visitor_story
+from tests.support.serve import Server, wait_for
 
 FEEDBACKS = "/api/anonymous-chat-feedbacks"
 

@@ -16,8 +16,8 @@ from ingest.demo import demo_events
 from projector.service import ProjectorService
 from projector.snapshot import diff, table_rows
 from schemas.readmodel import connect
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 EVENTS = 30_000
 KILL_AT = (0.1, 0.3, 0.5, 0.7)  # share of the stream folded (as Kafka's monitoring offsets show) at each kill
 

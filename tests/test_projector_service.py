@@ -4,20 +4,18 @@ that is not there."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
-from kafka import KafkaProducer
 
 from projector.fold import apply_batch
-from projector.records import Record
 from projector.service import ProjectorService
 from projector.snapshot import diff, table_rows
-from projector.testing import click, encode, feedback, key_of, stream, turn, usage
 from schemas.readmodel import connect
+from tests.support.events import click, feedback, stream, turn, usage
+from tests.support.kafka import publish, read_back
 
 STATUS_KEYS = {
     "caught_up",
@@ -34,16 +32,6 @@ STATUS_KEYS = {
 }
 
 
-def publish(bootstrap_servers: str, topic: str, events: Sequence[dict[str, Any] | bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
-    try:
-        for event in events:
-            producer.send(topic, key=key_of(event), value=encode(event))
-        producer.flush(60)
-    finally:
-        producer.close()
-
-
 def wait_for(condition: Callable[[], bool], what: str, limit_s: float = 30.0) -> None:
     # A bound on how long to wait, not an assertion about speed.
     deadline = time.monotonic() + limit_s
@@ -58,27 +46,6 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     c = connect(tmp_path / "readmodel.duckdb")
     yield c
     c.close()
-
-
-def read_back(bootstrap_servers: str, topic: str) -> list[Record]:
-    """Every record of the topic, partition by partition, as the fold sees them."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        out: dict[int, list[Record]] = {tp.partition: [] for tp in tps}
-        while any(len(out[tp.partition]) < ends[tp] for tp in tps):
-            for tp, messages in consumer.poll(timeout_ms=500).items():
-                out[tp.partition].extend(
-                    Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp) for m in messages
-                )
-        return [r for p in sorted(out) for r in out[p]]
-    finally:
-        consumer.close()
 
 
 def test_run_until_caught_up_folds_the_topic_exactly_like_the_pure_fold(

@@ -12,40 +12,17 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
+from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from ingest.demo import DemoTraffic
 from ingest.publisher import InvalidEvent, Publisher
 from schemas.events import FeedbackSubmitted, OfferingClicked, SessionReviewed, TurnRecorded, UsageRecorded
 from schemas.registry import parse_event
+from tests.support.kafka import read_topic
 
-READ_DEADLINE_S = 60.0
 SALT = "test-pepper"
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-
-
-def read_topic(bootstrap_servers: str, topic: str) -> list[ConsumerRecord]:
-    """Every record of `topic` up to its current end, ordered by (partition, offset)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        assert partitions, f"topic {topic} has no partitions"
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        records: list[ConsumerRecord] = []
-        deadline = datetime.now(UTC) + timedelta(seconds=READ_DEADLINE_S)
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            assert datetime.now(UTC) < deadline, "the topic could not be read to its end in time"
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return sorted(records, key=lambda r: (r.partition, r.offset))
-    finally:
-        consumer.close()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The read-model position: `X-Read-Model-Position` on every response, `min_position` (query or header)
 answered from at least that position or after a bounded wait a 503, and pagination links that carry it.
 
-Over the hand-built read model of test_api_data, folded by the real fold into a real DuckDB file; a
+Over the hand-built read model of tests/support/api_data.py, folded by the real fold into a real DuckDB file; a
 "commit" here is one more batch folded by the same fold, then signalled as the projector does."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 from api.app import create_app
 from auth.tokens import TokenStore
 from projector.fold import apply_batch
-from projector.testing import to_records, turn
 from schemas.position import InvalidPosition, Position, topic_tag
 from schemas.readmodel import READMODEL_VERSION, ReadModelHandle
-from tests.test_api_data import AUTH, NOW, PREFIX, TOKENS, build_read_model, make_client
+from tests.support.api_data import AUTH, NOW, PREFIX, TOKENS, build_read_model, make_client
+from tests.support.events import to_records, turn
 
 ENDPOINTS = (
     f"{PREFIX}/",

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from kafka import KafkaProducer
 
 import projector.pipeline
 import projector.rebuild
@@ -22,24 +20,13 @@ from projector.deadletters import count_by_reason, retry
 from projector.fold import apply_batch
 from projector.service import ProjectorService
 from projector.snapshot import diff, table_rows
-from projector.testing import encode, feedback, key_of, stream, turn
 from schemas.readmodel import connect, stored_offsets
-from tests.test_dead_letters import turn_v2, v2_registry
-from tests.test_projector_service import read_back
+from tests.support.events import feedback, stream, turn
+from tests.support.kafka import publish, read_back
+from tests.support.readmodel import rows_of
+from tests.support.versions import turn_v2, v2_registry
 
 HOLD_OPEN = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', flush=True); sys.stdin.read()"
-
-
-def publish(
-    bootstrap_servers: str, topic: str, events: Sequence[dict[str, Any] | bytes], timestamp_ms: int | None = None
-) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
-    try:
-        for event in events:
-            producer.send(topic, key=key_of(event), value=encode(event), timestamp_ms=timestamp_ms)
-        producer.flush(60)
-    finally:
-        producer.close()
 
 
 def live_fold(bootstrap_servers: str, topic: str, path: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -51,14 +38,6 @@ def live_fold(bootstrap_servers: str, topic: str, path: Path) -> dict[str, list[
         return table_rows(con)
     finally:
         service.stop()
-        con.close()
-
-
-def rows_of(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    con = connect(path, read_only=True)
-    try:
-        return table_rows(con)
-    finally:
         con.close()
 
 

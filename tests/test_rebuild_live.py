@@ -7,70 +7,25 @@ about a topic with finite retention."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from cli.main import main
 from projector.fold import apply_batch
 from projector.snapshot import diff, table_rows
-from projector.testing import encode, feedback, key_of, stream, turn
 from schemas.readmodel import READMODEL_VERSION, connect
-from tests.test_api_data import AUTH, PREFIX, STAFF
-from tests.test_api_serve import REPO, free_port, wait_for
-from tests.test_projector_service import publish, read_back
-from tests.test_rebuild import rows_of
-
-
-@dataclass
-class Server:
-    base: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    db: Path
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout=120)
-
-
-@pytest.fixture
-def start_server(bootstrap_servers: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
-
-    def start(topic: str, db: Path) -> Server:
-        port = free_port()
-        env = {
-            **os.environ,
-            "CHAT_ANALYTICS_API_TOKENS": f"{STAFF}:staff",
-            "CHAT_ANALYTICS_TOKENS_FILE": str(tmp_path / "tokens.json"),
-        }
-        command = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--bootstrap-servers", bootstrap_servers, "--topic", topic, "--db", str(db)]
-        command += ["--group-id", f"live-{topic}"]
-        log = tmp_path / f"serve-{len(started)}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        server = Server(f"http://127.0.0.1:{port}", proc, log, db)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+from tests.support.api_data import AUTH, PREFIX, STAFF
+from tests.support.events import encode, feedback, key_of, stream, turn
+from tests.support.kafka import publish, read_back
+from tests.support.readmodel import rows_of
+from tests.support.serve import Server, wait_for
 
 
 @dataclass

@@ -45,9 +45,9 @@ from replicas.haproxy import HAProxy
 from replicas.local import ReplicaSet
 from schemas.position import Position
 from schemas.readmodel import READMODEL_VERSION, ReadModelHandle, connect, stored_offsets
-from tests.test_api_data import AUTH, PREFIX, STAFF, TOKENS
+from tests.support import REPO
+from tests.support.api_data import AUTH, PREFIX, STAFF, TOKENS
 
-REPO = Path(__file__).resolve().parent.parent
 WAIT = 180.0  # a failure guard for start-up and catch-up, not a timing assertion
 CLIENTS = 8
 RATE = 150  # events/s published during the load

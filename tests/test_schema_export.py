@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from ingest.demo import DemoTraffic
 from schemas import export
 from schemas.registry import Rejection, parse_events
-from tests.test_events import BROKEN, click, feedback, review, turn, usage
+from tests.support.contract import BROKEN, click, feedback, review, turn, usage
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.faults import REPO, STAFF, free_port, private_tmpfs, wait_until
-from tests.test_api_data import build_read_model
+from tests.support.api_data import build_read_model
+from tests.support.faults import REPO, STAFF, free_port, private_tmpfs, wait_until
 
 
 def test_no_projector_serves_a_file_on_read_only_storage(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_a_commit_that_fails_for_lack_of_space_reports_its_own_error_not_the_rol
     probe = (
         "import sys\n"
         "from projector.fold import apply_batch\n"
-        "from projector.testing import stream, to_records\n"
+        "from tests.support.events import stream, to_records\n"
         "from schemas.readmodel import connect\n"
         "con = connect(sys.argv[1])\n"
         "records = to_records(stream(100_000, seed=1))\n"

@@ -32,12 +32,12 @@ from broker.probe import wait_until_answering
 from broker.topics import TOPIC_CONFIG
 from projector.service import ProjectorService
 from projector.snapshot import table_rows
-from projector.testing import encode, key_of, stream
 from replicas.local import Replica
 from schemas.readmodel import connect
-from tests.conftest import _home
+from tests.support import REPO
+from tests.support.broker import kafka_home
+from tests.support.events import encode, key_of, stream
 
-REPO = Path(__file__).resolve().parent.parent
 WAIT = 240.0  # seconds before a test gives up waiting for something (a guard, not a timing assertion)
 STAFF = "fault-staff-token"
 INGEST = "fault-ingest-token"
@@ -93,7 +93,7 @@ class KillableBroker:
     starts again on the same data at the same address (clients reconnect by themselves)."""
 
     def __init__(self, folder: Path) -> None:
-        self.libs = ensure_kafka_libs(_home())
+        self.libs = ensure_kafka_libs(kafka_home())
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         ports = new_ports()

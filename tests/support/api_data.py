@@ -21,7 +21,6 @@ Usage events: D2 7/7, D3 1000/500 and 1/1.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -30,13 +29,9 @@ from typing import Any
 from api.app import create_app
 from auth.tokens import TokenStore
 from projector.fold import apply_batch
-from projector.testing import click, feedback, review, to_records, turn, usage
 from schemas.readmodel import ReadModelHandle, connect
-
-with warnings.catch_warnings():
-    # Starlette 1.x prefers httpx2 for its test client; httpx (a dev dependency) works the same.
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
+from tests.support.events import click, feedback, review, to_records, turn, usage
+from tests.support.testclient import TestClient
 
 D1, D2, D3 = date(2026, 11, 26), date(2026, 11, 27), date(2026, 11, 28)
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -209,11 +204,3 @@ def uuids(response: Any) -> list[str]:
     """The turns of a list response, by their names in the table above (t1..t7)."""
     names = {v: k for k, v in T.items()}
     return [names[row["uuid"]] for row in response.json()]
-
-
-def test_the_dataset_folds_without_dead_letters_or_waiting_events(tmp_path: Path) -> None:
-    handle = build_read_model(tmp_path / "rm.duckdb")
-    con = handle.connection
-    assert con.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
-    assert con.execute("SELECT count(*) FROM pending_events").fetchone() == (0,)
-    assert con.execute("SELECT count(*) FROM interactions").fetchone() == (7,)
