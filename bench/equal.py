@@ -1,15 +1,17 @@
-"""Rebuild one topic through both catch-up paths and prove the tables equal.
+"""Rebuild one topic through each catch-up path and prove the tables equal.
 
     python -m bench.equal --bootstrap-servers HOST:PORT --topic TOPIC [--workdir DIR]
     python -m bench.equal --events 100000      # a fresh demo topic on the broker `make bench` would pick
 
-The topic is folded twice into fresh files, as `chat-analytics rebuild` does: once with the parser
-processes shipping Pydantic-prepared batches ("models"), once with readers shipping raw Arrow columns
-that DuckDB checks and shapes ("columns", projector/sqlprepare.py). Then, per table of the read model,
-the rows of each file that the other lacks (EXCEPT ALL both ways, leaving out the three columns that
-record when or in which order the projector saw something: projector/snapshot.py). Every count must
-be 0; the exit code is 1 otherwise. Each rebuild's time is printed too, with the raw read of the same
-topic (bench/raw_read.py) as the ceiling: on a busy machine only their ratio means anything.
+The topic is folded into fresh files, as `chat-analytics rebuild` does, once per path of
+docs/replay.md: parser processes shipping Pydantic-prepared batches ("models"); readers shipping raw
+Arrow columns that the writer checks and shapes in DuckDB ("columns", projector/sqlprepare.py); and
+the same SQL run in each reader instead ("columns-in-readers"). Then, per table of the read model, the
+rows of the models file that another lacks and the other way round (EXCEPT ALL both ways, leaving out
+the three columns that record when or in which order the projector saw something:
+projector/snapshot.py). Every count must be 0; the exit code is 1 otherwise. Each rebuild's time is
+printed too, with the raw read of the same topic (bench/raw_read.py) as the ceiling: on a busy machine
+only their ratio means anything.
 """
 
 from __future__ import annotations
@@ -27,17 +29,19 @@ import duckdb
 import orjson
 
 from bench import children
-from projector import forget
+from projector import forget, pipeline
 from projector.rebuild import checkpoint_and_close, fold_to, log_bounds
 from projector.snapshot import EXCLUDED_COLUMNS
 from schemas.readmodel import PROJECTION_TABLES, connect
 from schemas.settings import Settings
 
-PATHS = {"models": False, "columns": True}
+# name: (columns, SQL in the readers): see docs/replay.md
+PATHS = {"models": (False, False), "columns": (True, False), "columns-in-readers": (True, True)}
 
 
-def rebuild(bootstrap_servers: str, topic: str, path: Path, *, columns: bool) -> float:
+def rebuild(bootstrap_servers: str, topic: str, path: Path, *, columns: bool, in_readers: bool = False) -> float:
     """Folds the whole topic into a fresh file at `path` through one path; returns the seconds it took."""
+    pipeline.IN_READERS = in_readers
     bounds = log_bounds(bootstrap_servers, topic)
     con = connect(path)
     forget.set_watermark(con, forget.horizon(Settings.from_env().retention_days))
@@ -122,18 +126,21 @@ def _compare(args: argparse.Namespace) -> int:
         ceiling = raw_read(args.bootstrap_servers, topic)
         print(f"raw read: {ceiling['events']:,} events in {ceiling['seconds']:.1f} s", flush=True)
         files = {}
-        for name, columns in PATHS.items():
+        for name, (columns, in_readers) in PATHS.items():
             files[name] = workdir / f"{name}.duckdb"
             files[name].unlink(missing_ok=True)
-            seconds = rebuild(args.bootstrap_servers, topic, files[name], columns=columns)
+            seconds = rebuild(args.bootstrap_servers, topic, files[name], columns=columns, in_readers=in_readers)
             rate = ceiling["events"] / seconds if seconds else 0.0
             ratio = seconds and ceiling["seconds"] / seconds
             print(f"rebuild ({name}): {seconds:.1f} s, {rate:,.0f} events/s, {ratio:.2f}x the raw read", flush=True)
-        rows = except_all(files["models"], files["columns"])
-    print(f"{'table':<24} {'models':>10} {'columns':>10} {'models-columns':>15} {'columns-models':>15}")
-    for table, left, right, only_left, only_right in rows:
-        print(f"{table:<24} {left:>10,} {right:>10,} {only_left:>15,} {only_right:>15,}")
-    equal = all(a == b == 0 for _, _, _, a, b in rows)
+        compared = {name: except_all(files["models"], files[name]) for name in PATHS if name != "models"}
+    equal = True
+    for name, rows in compared.items():
+        print(f"\nmodels against {name}")
+        print(f"{'table':<24} {'models':>10} {name:>18} {'models-' + name:>26} {name + '-models':>26}")
+        for table, left, right, only_left, only_right in rows:
+            print(f"{table:<24} {left:>10,} {right:>18,} {only_left:>26,} {only_right:>26,}")
+        equal = equal and all(a == b == 0 for _, _, _, a, b in rows)
     print("equal: every table 0/0" if equal else "NOT EQUAL: see the counts above")
     return 0 if equal else 1
 

@@ -50,6 +50,10 @@ SHIP_RECORDS = 5_000
 COLLECT_EVERY = 25
 # Whether catch-up takes the set-wise path (projector/sqlprepare.py) unless a caller says.
 COLUMNS = False
+# Where the set-wise path runs its SQL: in the writer on raw columns the readers ship (RAW), or in each
+# reader, which then ships the prepared batch (SHAPED).
+IN_READERS = False
+MODELS, RAW, SHAPED = "models", "raw", "shaped"
 # The set-wise path's own DuckDB connection (JSON of one transaction's values, no tables of its own).
 SCRATCH_MEMORY_MIB = 256
 _DONE = "done"
@@ -67,7 +71,7 @@ def _reader_main(
     out: Any,
     applied: Any,
     stop: Any,
-    columns: bool = False,
+    ship: str = "models",
 ) -> None:
     from projector.consumer import TopicReader
 
@@ -75,6 +79,7 @@ def _reader_main(
     # Arrow's default allocator (mimalloc) kept ~50 MB of freed batch tables in this process.
     pa.set_memory_pool(pa.system_memory_pool())
     reader = TopicReader(bootstrap_servers, topic, group_id, batch_size)
+    scratch = _scratch(threads=1) if ship == SHAPED else None  # one thread per reader: they run side by side
     gc.freeze()  # what is loaded by now lives as long as the process: never scan it again
     gc.disable()
     batches = 0
@@ -93,7 +98,7 @@ def _reader_main(
             if records:
                 # Pickled here rather than by the queue's feeder thread: a waiting batch takes a third
                 # of the memory as bytes, and the two threads do not contend for the interpreter.
-                out.put((None, _ship(records, columns)))
+                out.put((None, _ship(records, ship, scratch)))
                 batches += 1
                 if batches % COLLECT_EVERY == 0:
                     gc.collect()
@@ -117,10 +122,21 @@ def _reader_main(
         reader.close()
 
 
-def _ship(records: list[Record], columns: bool) -> bytes:
-    """What a child puts on the queue for a fetch: its raw columns as Arrow IPC bytes, or (the Pydantic
-    path) the prepared batch, pickled."""
-    if not columns:
+def _scratch(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    # The JSON statements of the set-wise path run on a connection of their own, never the file's.
+    config: dict[str, str | int] = {"memory_limit": f"{SCRATCH_MEMORY_MIB}MiB"}
+    if threads:
+        config["threads"] = threads
+    return duckdb.connect(config=config)
+
+
+def _ship(records: list[Record], ship: str, scratch: duckdb.DuckDBPyConnection | None = None) -> bytes:
+    """What a child puts on the queue for a fetch: the prepared batch, pickled (by Pydantic, or by
+    DuckDB in the child with SHAPED), or with RAW its raw columns as Arrow IPC bytes."""
+    if ship == SHAPED:
+        assert scratch is not None
+        return pickle.dumps(prepare_columns(scratch, raw_table(records)), protocol=pickle.HIGHEST_PROTOCOL)
+    if ship == MODELS:
         return pickle.dumps(prepare(records), protocol=pickle.HIGHEST_PROTOCOL)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, RAW_SCHEMA) as writer:
@@ -128,8 +144,8 @@ def _ship(records: list[Record], columns: bool) -> bytes:
     return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
 
 
-def _unship(payload: bytes, columns: bool) -> PreparedBatch | pa.Table:
-    if not columns:
+def _unship(payload: bytes, ship: str) -> PreparedBatch | pa.Table:
+    if ship != RAW:
         return pickle.loads(payload)  # type: ignore[no-any-return]
     return pa.ipc.open_stream(payload).read_all()
 
@@ -167,6 +183,7 @@ def catch_up(
     order is kept, since one child reads it). Raises RuntimeError if a child fails; the caller retries
     from the stored offsets."""
     columns = COLUMNS if columns is None else columns
+    ship = (SHAPED if IN_READERS else RAW) if columns else MODELS
     ctx = mp.get_context("spawn")  # never fork a process that runs DuckDB and server threads
     out = ctx.Queue(max(QUEUE_DEPTH, -(-batch_size // SHIP_RECORDS)))
     stop = ctx.Event()
@@ -188,7 +205,7 @@ def catch_up(
                 out,
                 applied,
                 stop,
-                columns,
+                ship,
             ),
             name="projector-parser",
             daemon=True,
@@ -201,8 +218,7 @@ def catch_up(
     batches = 0
     shipped: list[Any] = []  # received, not applied yet: PreparedBatch, or raw Arrow tables with `columns`
     waiting = 0
-    # The JSON statements of the set-wise path run on a connection of their own, outside the file's.
-    scratch = duckdb.connect(config={"memory_limit": f"{SCRATCH_MEMORY_MIB}MiB"}) if columns else None
+    scratch = _scratch() if ship == RAW else None
 
     def apply(parts: list[Any]) -> int:
         nonlocal batches
@@ -243,7 +259,7 @@ def catch_up(
                     continue
                 if tag == _FAILED:
                     raise RuntimeError(f"a parser process failed: {payload}")
-                batch = _unship(payload, columns)
+                batch = _unship(payload, ship)
                 shipped.append(batch)
                 waiting += len(batch)
                 if waiting < batch_size and done < len(children):

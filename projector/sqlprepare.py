@@ -97,6 +97,8 @@ def handles(registry: EventRegistry | None) -> bool:
 
 # --------------------------------------------------------------------------------------------------
 # The SQL. Conservative on purpose: a condition that is not certain sends the event to Pydantic.
+# Each value is parsed a few times at most: the JSON types of all the fields of a level in one call
+# (`t[i]`, NULL when absent), their values as text in another (`s[i]`), and the arrays' JSON (`j[i]`).
 # --------------------------------------------------------------------------------------------------
 
 _UUID = "'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'"
@@ -107,25 +109,31 @@ _TIMESTAMP = (
 # Text both JSON parsers might read differently: DuckDB's reader takes trailing commas; lone
 # surrogates and NUL or control characters by escape. (NaN and Infinity, which DuckDB and Pydantic
 # take but orjson does not, can only hide in a field nobody checks: an unknown field is not claimed.)
-_LENIENT = r"',\s*[\]}]|\\u[dD][89a-fA-F]|\\u00[01]'"
+_TRAILING_COMMA = r"',\s*[\]}]'"
+_ODD_ESCAPE = r"'\\u[dD][89a-fA-F]|\\u00[01]'"  # looked for only in values with an escape at all
 # A character JSON writes as an escape: a string without any is stored between quotes as it is.
 _NEEDS_ESCAPE = r"""'["\\\x00-\x1f]'"""
 _INT64_MAX = 2**63 - 1
 _INT32_MAX = 2**31 - 1
 
 
-def _string(j: str) -> str:
-    return f"(json_type({j}) = 'VARCHAR')"
+def _string(i: int) -> str:
+    return f"(t[{i}] = 'VARCHAR')"
 
 
-def _count(j: str, limit: int) -> str:
+def _count(i: int, limit: int) -> str:
     # A non-negative JSON integer within the column's range.
-    return f"(json_type({j}) = 'UBIGINT' AND {j}::UBIGINT <= {limit})"
+    return f"(t[{i}] = 'UBIGINT' AND s[{i}]::UBIGINT <= {limit})"
 
 
-def _optional(j: str, check: str) -> str:
+def _optional(i: int, check: str) -> str:
     """Absent, or `check`."""
-    return f"({j} IS NULL OR {check})"
+    return f"(t[{i}] IS NULL OR {check})"
+
+
+def _nullable(i: int, check: str) -> str:
+    """Absent, JSON null, or `check`."""
+    return f"(t[{i}] IS NULL OR t[{i}] = 'NULL' OR {check})"
 
 
 def _known_keys(keys: str, known: list[str]) -> str:
@@ -139,26 +147,21 @@ def _ts(text: str) -> str:
     return f"timezone('UTC', try_cast({text} AS TIMESTAMPTZ))"
 
 
-def _ts_ok(j: str) -> str:
-    text = f"{j}->>'$'"
-    return f"({_string(j)} AND regexp_full_match({text}, {_TIMESTAMP}) AND {_ts(text)} IS NOT NULL)"
+def _ts_ok(i: int) -> str:
+    return f"({_string(i)} AND regexp_full_match(s[{i}], {_TIMESTAMP}) AND {_ts(f's[{i}]')} IS NOT NULL)"
 
 
-def _uuid_ok(j: str) -> str:
-    return f"({_string(j)} AND regexp_full_match({j}->>'$', {_UUID}))"
+def _uuid_ok(i: int) -> str:
+    return f"({_string(i)} AND regexp_full_match(s[{i}], {_UUID}))"
 
 
-def _chars(j: str, low: int, high: int) -> str:
-    return f"({_string(j)} AND length({j}->>'$') BETWEEN {low} AND {high})"
+def _chars(i: int, low: int, high: int) -> str:
+    return f"({_string(i)} AND length(s[{i}]) BETWEEN {low} AND {high})"
 
 
-def _ip_ok(j: str) -> str:
-    # Any string: its normal form (or its rejection) is Python's `ipaddress`, see `_normal_ip`.
-    return f"({j} IS NULL OR json_type({j}) = 'NULL' OR {_string(j)})"
-
-
-def _ip(j: str) -> str:
-    return f"CASE WHEN {_string(j)} THEN {j}->>'$' END"
+def _ip(i: int) -> str:
+    # Any string passes here: its normal form (or its rejection) is Python's `ipaddress`, see `_normal_ip`.
+    return f"CASE WHEN {_string(i)} THEN s[{i}] END"
 
 
 def _plain_strings(j: str) -> str:
@@ -172,7 +175,8 @@ def _plain_strings(j: str) -> str:
 def _strings_text(j: str) -> str:
     return (
         f"CASE WHEN {j} IS NULL OR json_array_length({j}) = 0 THEN '[]' ELSE"
-        f" '[\"' || array_to_string(list_transform(json_extract({j}, '$[*]'), lambda x: x->>'$'), '\",\"') || '\"]' END"
+        f" '[\"' || array_to_string(list_transform(json_extract_string({j}, '$[*]'), lambda x: x), '\",\"')"
+        " || '\"]' END"
     )
 
 
@@ -185,6 +189,7 @@ def _uuid_list_ok(j: str) -> str:
 
 _ENVELOPE_KEYS = ["event_id", "type", "version", "occurred_at", "data"]
 _TYPES = (TURN_RECORDED, FEEDBACK_SUBMITTED, OFFERING_CLICKED, SESSION_REVIEWED, USAGE_RECORDED, ERASURE_REQUESTED)
+_ENVELOPE_PATHS = "['$.event_id', '$.type', '$.version', '$.occurred_at', '$.data']"
 
 # The envelope of every value that may be claimed: which type, which event, when; and its `data`.
 _ENVELOPE = f"""
@@ -192,30 +197,36 @@ WITH src AS (
     SELECT pos, try(decode(value)) AS v FROM raw_values
 ), syntax AS (
     SELECT pos, v FROM src
-    WHERE v IS NOT NULL AND left(v, 1) = '{{' AND right(v, 1) = '}}' AND NOT regexp_matches(v, {_LENIENT})
+    WHERE v IS NOT NULL AND left(v, 1) = '{{' AND right(v, 1) = '}}'
+      AND NOT regexp_matches(v, {_TRAILING_COMMA})
+      AND NOT (contains(v, '\\u') AND regexp_matches(v, {_ODD_ESCAPE}))
 ), env AS MATERIALIZED (
-    SELECT pos, try(json_extract(v, ['$.event_id', '$.type', '$.version', '$.occurred_at', '$.data'])) AS e,
-           try(json_keys(v)) AS keys
+    SELECT pos, try(json_type(v, {_ENVELOPE_PATHS})) AS t, try(json_extract_string(v, {_ENVELOPE_PATHS})) AS s,
+           try(json_keys(v)) AS keys, v
     FROM syntax
 )
-SELECT pos, e[2]->>'$' AS type, e[1]->>'$' AS event_id, {_ts("e[4]->>'$'")} AS occurred_at, e[5] AS data
+SELECT pos, s[2] AS type, s[1] AS event_id, {_ts("s[4]")} AS occurred_at, json_extract(v, '$.data') AS data
 FROM env
-WHERE e IS NOT NULL AND {_known_keys("keys", _ENVELOPE_KEYS)}
-  AND {_uuid_ok("e[1]")}
-  AND {_string("e[2]")} AND e[2]->>'$' IN ({", ".join(f"'{t}'" for t in _TYPES)})
-  AND e[3]::VARCHAR = '1'
-  AND {_ts_ok("e[4]")}
-  AND json_type(e[5]) = 'OBJECT'
+WHERE t IS NOT NULL AND {_known_keys("keys", _ENVELOPE_KEYS)}
+  AND {_uuid_ok(1)}
+  AND {_string(2)} AND s[2] IN ({", ".join(f"'{t}'" for t in _TYPES)})
+  AND t[3] = 'UBIGINT' AND s[3] = '1'
+  AND {_ts_ok(4)}
+  AND t[5] = 'OBJECT'
 """
 
 
-def _select(type_: str, fields: list[str], columns: str, checks: str) -> str:
-    """The claimed events of one type: `d[i]` is data's field `fields[i - 1]` (NULL when absent)."""
-    paths = ", ".join(f"'$.{f}'" for f in fields)
-    # Materialized: each `d[i]` would otherwise extract every path again.
+def _select(type_: str, fields: list[str], columns: str, checks: str, arrays: tuple[str, ...] = ()) -> str:
+    """The claimed events of one type: `t[i]`/`s[i]` are the type and text of data's field `fields[i - 1]`
+    (NULL when absent), `j[k]` the JSON of the array field `arrays[k - 1]`."""
+    paths = "[" + ", ".join(f"'$.{f}'" for f in fields) + "]"
+    array_paths = "[" + ", ".join(f"'$.{f}'" for f in arrays) + "]"
+    extract_arrays = f", json_extract(data, {array_paths}) AS j" if arrays else ""
+    # Materialized: each `t[i]` would otherwise parse the value again.
     return f"""
 WITH fields AS MATERIALIZED (
-    SELECT pos, event_id, occurred_at, json_extract(data, [{paths}]) AS d, json_keys(data) AS keys
+    SELECT pos, event_id, occurred_at, json_type(data, {paths}) AS t, json_extract_string(data, {paths}) AS s,
+           json_keys(data) AS keys {extract_arrays}
     FROM envelopes WHERE type = '{type_}'
 )
 SELECT pos, event_id, {columns}
@@ -245,73 +256,75 @@ _TURN_FIELDS = [
     "last_active_at",
     "model",
 ]
+_TURN_ARRAYS = ("assistant_blocks", "offering_uuids", "injection_categories", "pii_categories")
 _TURNS = _select(
     TURN_RECORDED,
     _TURN_FIELDS,
     f"""
-    d[1]->>'$' AS uuid,
-    d[2]->>'$' AS session_id,
-    d[3]->>'$' AS user_slug,
-    left(d[5]->>'$', 2000) AS user_input,
-    coalesce(d[6]::VARCHAR, '[]') AS assistant_blocks,
-    {_strings_text("d[7]")} AS offering_uuids,
-    coalesce(d[8]::BIGINT, coalesce(json_array_length(d[7]), 0))::INTEGER AS result_count,
-    coalesce(d[9]::BOOLEAN, false) AS is_flagged,
-    CASE WHEN d[10] IS NULL OR d[10]->>'$' = '' THEN 'none' ELSE d[10]->>'$' END AS severity,
-    {_strings_text("d[11]")} AS injection_categories,
-    {_strings_text("d[12]")} AS pii_categories,
-    coalesce(d[13]->>'$', '') AS action_taken,
-    coalesce(d[14]->>'$', '') AS warning,
-    {_ip("d[4]")} AS ip_address,
-    CASE WHEN d[17] IS NULL OR json_type(d[17]) = 'NULL' THEN occurred_at ELSE {_ts("d[17]->>'$'")} END
-        AS last_active_at,
+    s[1] AS uuid,
+    s[2] AS session_id,
+    s[3] AS user_slug,
+    left(s[5], 2000) AS user_input,
+    coalesce(j[1]::VARCHAR, '[]') AS assistant_blocks,
+    {_strings_text("j[2]")} AS offering_uuids,
+    coalesce(CASE WHEN t[8] = 'UBIGINT' THEN s[8]::BIGINT END, coalesce(json_array_length(j[2]), 0))::INTEGER
+        AS result_count,
+    coalesce(s[9]::BOOLEAN, false) AS is_flagged,
+    CASE WHEN t[10] IS NULL OR s[10] = '' THEN 'none' ELSE s[10] END AS severity,
+    {_strings_text("j[3]")} AS injection_categories,
+    {_strings_text("j[4]")} AS pii_categories,
+    coalesce(s[13], '') AS action_taken,
+    coalesce(s[14], '') AS warning,
+    {_ip(4)} AS ip_address,
+    CASE WHEN t[17] IS NULL OR t[17] = 'NULL' THEN occurred_at ELSE {_ts("s[17]")} END AS last_active_at,
     occurred_at AS created,
     occurred_at::DATE AS created_date,
-    coalesce(d[15]::BIGINT, 0) AS input_tokens,
-    coalesce(d[16]::BIGINT, 0) AS output_tokens,
-    coalesce(d[18]->>'$', '') AS model
+    coalesce(s[15]::BIGINT, 0) AS input_tokens,
+    coalesce(s[16]::BIGINT, 0) AS output_tokens,
+    coalesce(s[18], '') AS model
     """,
     f"""
-    {_uuid_ok("d[1]")} AND {_chars("d[2]", 1, 64)} AND {_chars("d[3]", 0, 128)} AND {_ip_ok("d[4]")}
-    AND {_string("d[5]")}
-    AND (d[6] IS NULL OR json_type(d[6]) = 'ARRAY')
-    AND (d[7] IS NULL OR {_uuid_list_ok("d[7]")})
-    AND (d[8] IS NULL OR json_type(d[8]) = 'NULL' OR {_count("d[8]", _INT32_MAX)})
-    AND {_optional("d[9]", "json_type(d[9]) = 'BOOLEAN'")}
-    AND {_optional("d[10]", _string("d[10]") + " AND d[10]->>'$' IN ('', 'none', 'low', 'medium', 'high', 'critical')")}
-    AND {_optional("d[11]", _plain_strings("d[11]"))}
-    AND {_optional("d[12]", _plain_strings("d[12]"))}
-    AND {_optional("d[13]", _string("d[13]") + " AND d[13]->>'$' IN ('', 'allow', 'flag', 'warn', 'redact', 'block')")}
-    AND {_optional("d[14]", _string("d[14]"))}
-    AND {_optional("d[15]", _count("d[15]", _INT64_MAX))}
-    AND {_optional("d[16]", _count("d[16]", _INT64_MAX))}
-    AND (d[17] IS NULL OR json_type(d[17]) = 'NULL' OR {_ts_ok("d[17]")})
-    AND {_optional("d[18]", _chars("d[18]", 0, 150))}
+    {_uuid_ok(1)} AND {_chars(2, 1, 64)} AND {_chars(3, 0, 128)} AND {_nullable(4, _string(4))}
+    AND {_string(5)}
+    AND {_optional(6, "t[6] = 'ARRAY'")}
+    AND {_optional(7, _uuid_list_ok("j[2]"))}
+    AND {_nullable(8, _count(8, _INT32_MAX))}
+    AND {_optional(9, "t[9] = 'BOOLEAN'")}
+    AND {_optional(10, _string(10) + " AND s[10] IN ('', 'none', 'low', 'medium', 'high', 'critical')")}
+    AND {_optional(11, _plain_strings("j[3]"))}
+    AND {_optional(12, _plain_strings("j[4]"))}
+    AND {_optional(13, _string(13) + " AND s[13] IN ('', 'allow', 'flag', 'warn', 'redact', 'block')")}
+    AND {_optional(14, _string(14))}
+    AND {_optional(15, _count(15, _INT64_MAX))}
+    AND {_optional(16, _count(16, _INT64_MAX))}
+    AND {_nullable(17, _ts_ok(17))}
+    AND {_optional(18, _chars(18, 0, 150))}
     """,
+    _TURN_ARRAYS,
 )
 
 _FEEDBACK = _select(
     FEEDBACK_SUBMITTED,
     ["interaction_uuid", "session_id", "score", "category", "comment", "ip_address"],
     f"""
-    d[1]->>'$' AS uuid, d[2]->>'$' AS session_id, d[3]::TINYINT AS score,
-    CASE WHEN {_string("d[4]")} THEN d[4]->>'$' END AS category,
-    coalesce(d[5]->>'$', '') AS comment, {_ip("d[6]")} AS ip, occurred_at AS submitted_at
+    s[1] AS uuid, s[2] AS session_id, s[3]::TINYINT AS score,
+    CASE WHEN {_string(4)} THEN s[4] END AS category,
+    coalesce(s[5], '') AS comment, {_ip(6)} AS ip, occurred_at AS submitted_at
     """,
     f"""
-    {_uuid_ok("d[1]")} AND {_chars("d[2]", 1, 64)}
-    AND ((d[3]::VARCHAR = '1' AND (d[4] IS NULL OR json_type(d[4]) = 'NULL'))
-      OR (d[3]::VARCHAR = '-1' AND {_string("d[4]")}
-          AND d[4]->>'$' IN ('inaccurate', 'incomplete', 'misunderstood', 'slow_or_failed', 'other')))
-    AND {_optional("d[5]", _string("d[5]"))} AND {_ip_ok("d[6]")}
+    {_uuid_ok(1)} AND {_chars(2, 1, 64)}
+    AND ((t[3] = 'UBIGINT' AND s[3] = '1' AND (t[4] IS NULL OR t[4] = 'NULL'))
+      OR (t[3] = 'BIGINT' AND s[3] = '-1' AND {_string(4)}
+          AND s[4] IN ('inaccurate', 'incomplete', 'misunderstood', 'slow_or_failed', 'other')))
+    AND {_optional(5, _string(5))} AND {_nullable(6, _string(6))}
     """,
 )
 
 _CLICKS = _select(
     OFFERING_CLICKED,
     ["interaction_uuid", "session_id", "offering_uuid"],
-    "d[1]->>'$' AS uuid, d[2]->>'$' AS session_id, d[3]->>'$' AS offering_uuid, occurred_at",
-    f"{_uuid_ok('d[1]')} AND {_chars('d[2]', 1, 64)} AND {_uuid_ok('d[3]')}",
+    "s[1] AS uuid, s[2] AS session_id, s[3] AS offering_uuid, occurred_at",
+    f"{_uuid_ok(1)} AND {_chars(2, 1, 64)} AND {_uuid_ok(3)}",
 )
 
 _REVIEWS = _select(
@@ -329,20 +342,19 @@ _REVIEWS = _select(
         "judge_output_tokens",
     ],
     """
-    d[2]->>'$' AS uuid, d[1]->>'$' AS session_id, d[3]::TINYINT AS resolution_score,
-    d[4]->>'$' AS intent_category, d[5]::BOOLEAN AS hallucination_detected,
-    coalesce(d[6]->>'$', '') AS hallucination_details, coalesce(d[7]->>'$', '') AS summary,
-    coalesce(d[8]->>'$', '') AS judge_model, coalesce(d[9]::BIGINT, 0) AS input_tokens,
-    coalesce(d[10]::BIGINT, 0) AS output_tokens, occurred_at AS reviewed_at
+    s[2] AS uuid, s[1] AS session_id, s[3]::TINYINT AS resolution_score,
+    s[4] AS intent_category, s[5]::BOOLEAN AS hallucination_detected,
+    coalesce(s[6], '') AS hallucination_details, coalesce(s[7], '') AS summary,
+    coalesce(s[8], '') AS judge_model, coalesce(s[9]::BIGINT, 0) AS input_tokens,
+    coalesce(s[10]::BIGINT, 0) AS output_tokens, occurred_at AS reviewed_at
     """,
     f"""
-    {_chars("d[1]", 1, 64)} AND {_uuid_ok("d[2]")}
-    AND d[3]::VARCHAR IN ('1', '2', '3', '4', '5')
-    AND {_chars("d[4]", 0, 32)} AND regexp_full_match(d[4]->>'$', '[-a-zA-Z0-9_]*')
-    AND json_type(d[5]) = 'BOOLEAN'
-    AND {_optional("d[6]", _string("d[6]"))} AND {_optional("d[7]", _string("d[7]"))}
-    AND {_optional("d[8]", _string("d[8]"))}
-    AND {_optional("d[9]", _count("d[9]", _INT64_MAX))} AND {_optional("d[10]", _count("d[10]", _INT64_MAX))}
+    {_chars(1, 1, 64)} AND {_uuid_ok(2)}
+    AND t[3] = 'UBIGINT' AND s[3] IN ('1', '2', '3', '4', '5')
+    AND {_chars(4, 0, 32)} AND regexp_full_match(s[4], '[-a-zA-Z0-9_]*')
+    AND t[5] = 'BOOLEAN'
+    AND {_optional(6, _string(6))} AND {_optional(7, _string(7))} AND {_optional(8, _string(8))}
+    AND {_optional(9, _count(9, _INT64_MAX))} AND {_optional(10, _count(10, _INT64_MAX))}
     """,
 )
 
@@ -350,26 +362,25 @@ _USAGE = _select(
     USAGE_RECORDED,
     ["input_tokens", "output_tokens", "source"],
     """
-    occurred_at, occurred_at::DATE AS day, d[1]::BIGINT AS input_tokens, d[2]::BIGINT AS output_tokens,
-    coalesce(d[3]->>'$', '') AS source
+    occurred_at, occurred_at::DATE AS day, s[1]::BIGINT AS input_tokens, s[2]::BIGINT AS output_tokens,
+    coalesce(s[3], '') AS source
     """,
-    f"{_count('d[1]', _INT64_MAX)} AND {_count('d[2]', _INT64_MAX)} AND {_optional('d[3]', _string('d[3]'))}",
+    f"{_count(1, _INT64_MAX)} AND {_count(2, _INT64_MAX)} AND {_optional(3, _string(3))}",
 )
 
 _ERASURES = _select(
     ERASURE_REQUESTED,
     ["user_slug", "session_id", "reason"],
     """
-    CASE WHEN json_type(d[2]) = 'VARCHAR' THEN 'session_id' ELSE 'user_slug' END AS key_kind,
-    CASE WHEN json_type(d[2]) = 'VARCHAR' THEN d[2]->>'$' ELSE d[1]->>'$' END AS key,
-    occurred_at, coalesce(d[3]->>'$', '') AS reason,
-    CASE WHEN json_type(d[2]) = 'VARCHAR' THEN d[2]->>'$' END AS session_id
+    CASE WHEN t[2] = 'VARCHAR' THEN 'session_id' ELSE 'user_slug' END AS key_kind,
+    CASE WHEN t[2] = 'VARCHAR' THEN s[2] ELSE s[1] END AS key,
+    occurred_at, coalesce(s[3], '') AS reason,
+    CASE WHEN t[2] = 'VARCHAR' THEN s[2] END AS session_id
     """,
     f"""
-    (d[1] IS NULL OR json_type(d[1]) = 'NULL' OR {_chars("d[1]", 1, 128)})
-    AND (d[2] IS NULL OR json_type(d[2]) = 'NULL' OR {_chars("d[2]", 1, 64)})
-    AND (coalesce(json_type(d[1]) = 'VARCHAR', false) != coalesce(json_type(d[2]) = 'VARCHAR', false))
-    AND {_optional("d[3]", _chars("d[3]", 0, 500))}
+    {_nullable(1, _chars(1, 1, 128))} AND {_nullable(2, _chars(2, 1, 64))}
+    AND (coalesce(t[1] = 'VARCHAR', false) != coalesce(t[2] = 'VARCHAR', false))
+    AND {_optional(3, _chars(3, 0, 500))}
     """,
 )
 

@@ -42,9 +42,9 @@ def live_fold(bootstrap_servers: str, topic: str, path: Path) -> dict[str, list[
 
 
 @pytest.mark.parametrize(
-    ("parse_process", "columns"),
-    [(True, False), (True, True), (False, False)],
-    ids=["parser-process", "raw-columns", "in-process"],
+    ("parse_process", "columns", "in_readers"),
+    [(True, False, False), (True, True, False), (True, True, True), (False, False, False)],
+    ids=["parser-process", "raw-columns", "columns-in-readers", "in-process"],
 )
 def test_rebuild_gives_the_tables_the_live_projector_holds(
     bootstrap_servers: str,
@@ -54,11 +54,13 @@ def test_rebuild_gives_the_tables_the_live_projector_holds(
     capsys: pytest.CaptureFixture[str],
     parse_process: bool,
     columns: bool,
+    in_readers: bool,
 ) -> None:
     # Every catch-up path of the rebuild: parser processes (shipping prepared batches, or raw columns
     # checked and shaped in DuckDB), and folding in this process. The live fold is the Pydantic path.
     monkeypatch.setattr(projector.rebuild, "PARSE_PROCESS_MIN_RECORDS", 1 if parse_process else 10**9)
     monkeypatch.setattr(projector.pipeline, "COLUMNS", columns)
+    monkeypatch.setattr(projector.pipeline, "IN_READERS", in_readers)
     events = list(stream(5000, seed=21, sessions=80))  # with duplicates, early events and bad ones
     publish(bootstrap_servers, topic, events)
     live = live_fold(bootstrap_servers, topic, tmp_path / "live.duckdb")
