@@ -169,9 +169,11 @@ def fold_to(
     group_id: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     parse_process: bool = True,
+    columns: bool | None = None,
 ) -> int:
     """Folds `topic` from the file's stored offsets (the log's start when none) exactly up to
-    `bounds.targets`. Returns the records folded; stops early when `should_stop()` says so."""
+    `bounds.targets`. Returns the records folded; stops early when `should_stop()` says so.
+    `columns` picks the catch-up path (`projector.pipeline.COLUMNS` when None)."""
     progress = progress if progress is not None else Progress()
     start = {p: max(s, bounds.starts.get(p, 0)) for p, s in stored_offsets(con, topic).items()}
     positions = {p: start.get(p, bounds.starts.get(p, 0)) for p in bounds.targets}
@@ -190,7 +192,16 @@ def fold_to(
             try:
                 if parse_process and remaining >= PARSE_PROCESS_MIN_RECORDS:
                     folded += _fold_with_parser(
-                        con, bootstrap_servers, topic, bounds, positions, progress, batch_size, group_id, should_stop
+                        con,
+                        bootstrap_servers,
+                        topic,
+                        bounds,
+                        positions,
+                        progress,
+                        batch_size,
+                        group_id,
+                        should_stop,
+                        columns,
                     )
                 else:
                     folded += _fold_here(
@@ -232,6 +243,7 @@ def _fold_with_parser(
     batch_size: int,
     group_id: str | None,
     should_stop: Callable[[], bool],
+    columns: bool | None = None,
 ) -> int:
     from projector.pipeline import catch_up
 
@@ -250,6 +262,7 @@ def _fold_with_parser(
         on_batch=on_batch,
         should_stop=should_stop,
         parsers=DEFAULT_PARSE_PROCESSES,
+        columns=columns,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 
+import projector.pipeline
 import projector.rebuild
 from cli.main import main
 from projector.deadletters import count_by_reason, retry
@@ -40,7 +41,11 @@ def live_fold(bootstrap_servers: str, topic: str, path: Path) -> dict[str, list[
         con.close()
 
 
-@pytest.mark.parametrize("parse_process", [True, False], ids=["parser-process", "in-process"])
+@pytest.mark.parametrize(
+    ("parse_process", "columns"),
+    [(True, False), (True, True), (False, False)],
+    ids=["parser-process", "raw-columns", "in-process"],
+)
 def test_rebuild_gives_the_tables_the_live_projector_holds(
     bootstrap_servers: str,
     topic: str,
@@ -48,9 +53,12 @@ def test_rebuild_gives_the_tables_the_live_projector_holds(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     parse_process: bool,
+    columns: bool,
 ) -> None:
-    # Both catch-up paths of the rebuild: a parser process, and folding in this process.
+    # Every catch-up path of the rebuild: parser processes (shipping prepared batches, or raw columns
+    # checked and shaped in DuckDB), and folding in this process. The live fold is the Pydantic path.
     monkeypatch.setattr(projector.rebuild, "PARSE_PROCESS_MIN_RECORDS", 1 if parse_process else 10**9)
+    monkeypatch.setattr(projector.pipeline, "COLUMNS", columns)
     events = list(stream(5000, seed=21, sessions=80))  # with duplicates, early events and bad ones
     publish(bootstrap_servers, topic, events)
     live = live_fold(bootstrap_servers, topic, tmp_path / "live.duckdb")

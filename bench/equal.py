@@ -1,0 +1,142 @@
+"""Rebuild one topic through both catch-up paths and prove the tables equal.
+
+    python -m bench.equal --bootstrap-servers HOST:PORT --topic TOPIC [--workdir DIR]
+    python -m bench.equal --events 100000      # a fresh demo topic on the broker `make bench` would pick
+
+The topic is folded twice into fresh files, as `chat-analytics rebuild` does: once with the parser
+processes shipping Pydantic-prepared batches ("models"), once with readers shipping raw Arrow columns
+that DuckDB checks and shapes ("columns", projector/sqlprepare.py). Then, per table of the read model,
+the rows of each file that the other lacks (EXCEPT ALL both ways, leaving out the three columns that
+record when or in which order the projector saw something: projector/snapshot.py). Every count must
+be 0; the exit code is 1 otherwise. Each rebuild's time is printed too, with the raw read of the same
+topic (bench/raw_read.py) as the ceiling: on a busy machine only their ratio means anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import orjson
+
+from bench import children
+from projector import forget
+from projector.rebuild import checkpoint_and_close, fold_to, log_bounds
+from projector.snapshot import EXCLUDED_COLUMNS
+from schemas.readmodel import PROJECTION_TABLES, connect
+from schemas.settings import Settings
+
+PATHS = {"models": False, "columns": True}
+
+
+def rebuild(bootstrap_servers: str, topic: str, path: Path, *, columns: bool) -> float:
+    """Folds the whole topic into a fresh file at `path` through one path; returns the seconds it took."""
+    bounds = log_bounds(bootstrap_servers, topic)
+    con = connect(path)
+    forget.set_watermark(con, forget.horizon(Settings.from_env().retention_days))
+    started = time.monotonic()
+    try:
+        fold_to(con, bootstrap_servers=bootstrap_servers, topic=topic, bounds=bounds, columns=columns)
+    finally:
+        checkpoint_and_close(con)
+    return time.monotonic() - started
+
+
+def except_all(left: Path, right: Path) -> list[tuple[str, int, int, int, int]]:
+    """Per projection table: (table, rows left, rows right, left EXCEPT ALL right, right EXCEPT ALL left)."""
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{left}' AS l (READ_ONLY)")
+    con.execute(f"ATTACH '{right}' AS r (READ_ONLY)")
+    out = []
+    try:
+        for table in PROJECTION_TABLES:
+            names = con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = 'l' AND table_name = ?"
+                " ORDER BY column_index",
+                [table],
+            ).fetchall()
+            skip = EXCLUDED_COLUMNS.get(table, frozenset())
+            # Table and column names come from the read model's own schema.
+            cols = ", ".join(f'"{n}"' for (n,) in names if n not in skip)
+            count = f"SELECT count(*) FROM (SELECT {cols} FROM {{}}.{table} EXCEPT ALL SELECT {cols} FROM {{}}.{table})"
+            ((only_left,),) = con.execute(count.format("l", "r")).fetchall()
+            ((only_right,),) = con.execute(count.format("r", "l")).fetchall()
+            ((rows_left,),) = con.execute(f"SELECT count(*) FROM l.{table}").fetchall()
+            ((rows_right,),) = con.execute(f"SELECT count(*) FROM r.{table}").fetchall()
+            out.append((table, rows_left, rows_right, only_left, only_right))
+    finally:
+        con.close()
+    return out
+
+
+def raw_read(bootstrap_servers: str, topic: str) -> dict[str, float]:
+    done = subprocess.run(
+        children.python_module("bench.raw_read", bootstrap_servers, topic),
+        capture_output=True,
+        check=True,
+        cwd=str(children.REPO_ROOT),
+    )
+    return orjson.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.equal", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap-servers", help="default: the broker `make bench` picks (env, Docker, local)")
+    parser.add_argument("--topic", help="the topic to rebuild (default: a fresh one of --events demo events)")
+    parser.add_argument("--events", type=int, default=100_000, help="demo events to publish when no --topic")
+    parser.add_argument("--workdir", type=Path, help="where the two files go (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    broker = None
+    if args.bootstrap_servers is None:
+        from broker.selection import select_broker
+
+        broker = select_broker(Path(Settings.from_env().home), ephemeral=True)
+        args.bootstrap_servers = broker.bootstrap_servers
+    try:
+        return _compare(args)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _compare(args: argparse.Namespace) -> int:
+    topic = args.topic
+    if topic is None:
+        from bench.traffic import publish_topic
+        from broker.topics import ensure_topic
+
+        topic = f"bench-equal-{uuid.uuid4().hex[:8]}"
+        ensure_topic(args.bootstrap_servers, topic, partitions=6)
+        published = publish_topic(args.bootstrap_servers, topic, args.events, 1, datetime.now(UTC))
+        print(f"published {published.events:,} demo events to {topic}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-equal-") as scratch:
+        workdir = args.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        ceiling = raw_read(args.bootstrap_servers, topic)
+        print(f"raw read: {ceiling['events']:,} events in {ceiling['seconds']:.1f} s", flush=True)
+        files = {}
+        for name, columns in PATHS.items():
+            files[name] = workdir / f"{name}.duckdb"
+            files[name].unlink(missing_ok=True)
+            seconds = rebuild(args.bootstrap_servers, topic, files[name], columns=columns)
+            rate = ceiling["events"] / seconds if seconds else 0.0
+            ratio = seconds and ceiling["seconds"] / seconds
+            print(f"rebuild ({name}): {seconds:.1f} s, {rate:,.0f} events/s, {ratio:.2f}x the raw read", flush=True)
+        rows = except_all(files["models"], files["columns"])
+    print(f"{'table':<24} {'models':>10} {'columns':>10} {'models-columns':>15} {'columns-models':>15}")
+    for table, left, right, only_left, only_right in rows:
+        print(f"{table:<24} {left:>10,} {right:>10,} {only_left:>15,} {only_right:>15,}")
+    equal = all(a == b == 0 for _, _, _, a, b in rows)
+    print("equal: every table 0/0" if equal else "NOT EQUAL: see the counts above")
+    return 0 if equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
