@@ -91,9 +91,14 @@ def having(filters: ConversationFilters, *, kept: bool = False) -> tuple[str, li
     return filter_sql.conjunction(filters, _RULES_OVER_TABLE if kept else _RULES_OVER_TURNS)
 
 
-def rows(rows: Source, order: str) -> str:
-    """Each row's JSON, in order, and the number of rows (a whole list, sent as it is read)."""
-    return f"SELECT {rows.row}, count(*) OVER () FROM {rows.relation} ORDER BY {order}"
+def rows(rows: Source, order: str, *, counted: bool = False) -> str:
+    """Each row's JSON, in order (a whole list, sent as it is read); `counted`: then the number of rows."""
+    count = ", count(*) OVER ()" if counted else ""
+    return f"SELECT {rows.row}{count} FROM {rows.relation} ORDER BY {order}"
+
+
+def count_rows(rows: Source) -> str:
+    return f"SELECT count(*) FROM {rows.relation}"
 
 
 def page(rows: Source, order: str) -> str:

@@ -215,17 +215,21 @@ def conversations(
 
 
 def stream_conversations(filters: Filters | None, stage2: ConversationFilters, ordering: Sequence[str]) -> Export:
-    """conversations/'s whole list, for `api.streaming`: each row's JSON text and (counted in the same
-    pass, as grouping the turns twice would cost twice) how many rows there are. No `count`: the
-    query's last column is the count."""
+    """conversations/'s whole list, for `api.streaming`: each row's JSON text, and how many rows there
+    are. The kept rows are counted apart (a count of one table is cheap, and a window count holds up
+    the first row); turns grouped here are counted in the same pass (`count` None: the query's last
+    column), since grouping them twice would cost twice."""
     if filters is None:
-        return Export(None, "SELECT '', 0 WHERE FALSE", [])
+        return Export(lambda cur: 0, "SELECT '' WHERE FALSE", [])
     kept = not filters.given()
     condition, params = sql.where(filters)
     having, having_params = conv.having(stage2, kept=kept)
-    return Export(
-        None, conv.rows(conv.source(condition, having, kept=kept), conv.order_by(ordering)), [*params, *having_params]
-    )
+    rows_from = conv.source(condition, having, kept=kept)
+    both = [*params, *having_params]
+    order = conv.order_by(ordering)
+    if kept:
+        return Export(lambda cur: _scalar(cur, conv.count_rows(rows_from), both), conv.rows(rows_from, order), both)
+    return Export(None, conv.rows(rows_from, order, counted=True), both)
 
 
 def export_conversations(filters: Filters | None, stage2: ConversationFilters, ordering: Sequence[str]) -> Export:

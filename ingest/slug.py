@@ -27,7 +27,7 @@ def user_slug(ip_address: str, salt: str) -> str:
     return _scrypt_hex(ipaddress.ip_address(ip_address).compressed, salt)
 
 
-# Cached because one scrypt costs ~50 ms on purpose, and a chatty visitor sends many turns from one IP.
+# Cached because scrypt is slow on purpose (n=2**14), and a chatty visitor sends many turns from one IP.
 @lru_cache(maxsize=4096)
 def _scrypt_hex(canonical_ip: str, salt: str) -> str:
     digest = hashlib.scrypt(

@@ -64,6 +64,13 @@ def test_an_empty_whole_list_is_an_empty_array(
     assert response.status_code == 200 and response.json() == [] and response.headers["x-result-count"] == "0"
 
 
+@pytest.mark.parametrize("query", ["query=qqqxyzzy", "total_tokens_min=999999999", "is_flagged=true&query=qqqxyzzy"])
+def test_an_empty_conversations_list_is_an_empty_array(served: tuple[TestClient, ReadModelHandle], query: str) -> None:
+    client, _handle = served
+    response = client.get(f"{PREFIX}/conversations/?{query}", headers=AUTH)
+    assert response.status_code == 200 and response.json() == [] and response.headers["x-result-count"] == "0"
+
+
 def test_the_read_lease_is_given_back_after_a_stream_whole_or_cut_short(
     served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch
 ) -> None:
