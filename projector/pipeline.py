@@ -48,6 +48,9 @@ SHIP_RECORDS = 5_000
 # batches' many short-lived objects made it scan for nothing (see `gcpause.gc_paused`), but Kafka's client
 # may leave a cycle now and then.
 COLLECT_EVERY = 25
+# Records behind below which starting parser processes costs more than it saves (the service's catch-up
+# and the rebuild both decide by it).
+PARSE_PROCESS_MIN_RECORDS = 20_000
 # Whether catch-up takes the set-wise path (projector/sqlprepare.py) unless a caller says.
 COLUMNS = False
 # Where the set-wise path runs its SQL: in the writer on raw columns the readers ship (RAW), or in each

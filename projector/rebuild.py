@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 
+from projector import pipeline
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
 from projector.service import DEFAULT_PARSE_PROCESSES
@@ -34,7 +35,6 @@ from schemas.readmodel import stored_offsets
 log = logging.getLogger(__name__)
 
 CATCH_UP_BATCH_SIZE = 40_000  # big transactions: each costs ~0.1 s of scans and refreshes whatever its size
-PARSE_PROCESS_MIN_RECORDS = 20_000  # below this, starting a parser process costs more than it saves
 RESUME_ATTEMPTS = 5  # a broker that goes away mid-rebuild: resume from the file's offsets this many times
 MEMORY_DOUBLINGS = 5  # a batch that needs more memory than the limit: double it at most this many times
 STALL_S = 60.0  # no record for this long while some are still due: the broker is not delivering
@@ -190,7 +190,7 @@ def fold_to(
                 break
             con.execute(f"SET memory_limit = '{limit_mb}MiB'")
             try:
-                if parse_process and remaining >= PARSE_PROCESS_MIN_RECORDS:
+                if parse_process and remaining >= pipeline.PARSE_PROCESS_MIN_RECORDS:
                     folded += _fold_with_parser(
                         con,
                         bootstrap_servers,

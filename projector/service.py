@@ -23,7 +23,7 @@ from typing import Any
 
 import duckdb
 
-from projector import forget
+from projector import forget, pipeline
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
 from schemas.readmodel import is_fatal, stored_offsets
@@ -41,8 +41,6 @@ MAX_BACKOFF_S = 30.0
 # every ~140 ms, ~0.65 with one every 250 ms, ~0.41 once the fold's lookups were made cheaper too. A new
 # event waits at most this long (less the previous batch's own fold time) to be read.
 LIVE_BATCH_INTERVAL_S = 0.25
-# Below this many records behind, a parser process costs more to start than it saves.
-PARSE_PROCESS_MIN_LAG = 20_000
 DEFAULT_PARSE_PROCESSES = 2  # each reads and parses a share of the partitions; the writer only applies
 # The retention purge runs at start-up and then this often, between two batches (the issue asks for at
 # least hourly; the horizon moves once a day, and a purge with nothing to remove costs a few ms).
@@ -348,7 +346,7 @@ class ProjectorService:
         must reconnect (this closed the reader)."""
         stored = stored_offsets(self.con, self.topic)
         lag = sum(max(0, end - stored.get(p, 0)) for p, end in targets.items())
-        if self.parse_processes < 1 or lag < PARSE_PROCESS_MIN_LAG:
+        if self.parse_processes < 1 or lag < pipeline.PARSE_PROCESS_MIN_RECORDS:
             return None
         from projector.pipeline import catch_up
 

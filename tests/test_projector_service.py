@@ -93,9 +93,9 @@ def test_catch_up_with_parser_processes_folds_like_the_pure_fold(
     monkeypatch: pytest.MonkeyPatch,
     parsers: int,
 ) -> None:
-    import projector.service
+    import projector.pipeline
 
-    monkeypatch.setattr(projector.service, "PARSE_PROCESS_MIN_LAG", 1)
+    monkeypatch.setattr(projector.pipeline, "PARSE_PROCESS_MIN_RECORDS", 1)
     events = list(stream(4000, seed=3, sessions=60))
     publish(bootstrap_servers, topic, events)
     service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=300, parse_processes=parsers)

@@ -58,7 +58,7 @@ def test_rebuild_gives_the_tables_the_live_projector_holds(
 ) -> None:
     # Every catch-up path of the rebuild: parser processes (shipping prepared batches, or raw columns
     # checked and shaped in DuckDB), and folding in this process. The live fold is the Pydantic path.
-    monkeypatch.setattr(projector.rebuild, "PARSE_PROCESS_MIN_RECORDS", 1 if parse_process else 10**9)
+    monkeypatch.setattr(projector.pipeline, "PARSE_PROCESS_MIN_RECORDS", 1 if parse_process else 10**9)
     monkeypatch.setattr(projector.pipeline, "COLUMNS", columns)
     monkeypatch.setattr(projector.pipeline, "IN_READERS", in_readers)
     events = list(stream(5000, seed=21, sessions=80))  # with duplicates, early events and bad ones
