@@ -12,7 +12,7 @@ same records, with the work on columns instead of one Pydantic validation per ev
   canonical-looking but unusual value) goes to the Pydantic path, `prepare`, which gives the
   dead-letter reason and message as always. The Pydantic models stay the one definition of the
   contract; this module only ever claims an event when the models would accept it unchanged
-  (tests/projector/test_sqlprepare.py checks that, and that the rows are equal, on generated events).
+  (test_sqlprepare.py among the tests checks that, and that the rows are equal, on generated events).
 - A turn's assistant blocks are read back into Python once (orjson, in C) for the three things
   computed from them: their stored JSON text, `is_clarification` and the search stems.
 
