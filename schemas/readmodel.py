@@ -267,7 +267,7 @@ DDL: tuple[str, ...] = (
 
 # Every table that holds rows of one turn, with the column naming the turn: an erasure or a retention
 # purge deletes a turn from each of them (projector/forget.py). A new per-turn table must be listed
-# here, or tests/test_forget.py fails; every other table is in OTHER_TABLES, saying why it is not.
+# here, or tests/projector/test_forget.py fails; every other table is in OTHER_TABLES, saying why it is not.
 TURN_TABLES: dict[str, str] = {
     "interactions": "uuid",
     "clicks": "interaction_uuid",

@@ -1,7 +1,7 @@
 """Every environment variable the service reads, with its default, in one place.
 
 A command-line flag of the same meaning defaults to the variable named here. docs/operations.md
-lists every variable with its default, and every flag of every command; tests/test_docs.py fails
+lists every variable with its default, and every flag of every command; tests/ops/test_docs.py fails
 when a variable, a default or a flag is missing there, so the documentation cannot drift from this
 module.
 """

@@ -1,4 +1,4 @@
-"""What the fault tests (tests/test_fault_*.py) share: a broker of their own that they can SIGKILL and
+"""What the fault tests (tests/ops/test_fault_*.py) share: a broker of their own that they can SIGKILL and
 start again on the same data and ports, `serve` in a subprocess, readers that time every answer, a
 steady publisher, and the clean fold that a faulted file must equal.
 

@@ -466,7 +466,7 @@ def test_head_of_a_missing_page_is_404(client: TestClient) -> None:
     assert head.status_code == 404 and head.content == b""
 
 
-# `/` is the dashboard's page (tests/test_dashboard_static.py).
+# `/` is the dashboard's page (tests/dashboard/test_dashboard_static.py).
 @pytest.mark.parametrize(
     "path", ["/api/nope/", "/nope", "/dashboard/static/nope.js", f"{PREFIX}/by-session/", f"{PREFIX}/x/y/z/"]
 )

@@ -2,7 +2,7 @@
 what arrives late, and that any order of arrival ends in the tables of one clean fold.
 
 The broker-backed versions (serve, the admin endpoint, a rebuild from the topic) are in
-tests/test_privacy_live.py; the property test over random logs is in tests/test_fold_property.py.
+tests/ops/test_privacy_live.py; the property test over random logs is in tests/projector/test_fold_property.py.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Erasure and retention end to end: a real broker, `serve` as a subprocess, the admin endpoint, the
 `erase` command, and a rebuild from offset 0 that must give the served file's tables.
 
-The fold-level rules (every table, every order of arrival) are in tests/test_forget.py and
-tests/test_fold_property.py; here, what an operator sees through the API, `status` and /metrics.
+The fold-level rules (every table, every order of arrival) are in tests/projector/test_forget.py and
+tests/projector/test_fold_property.py; here, what an operator sees through the API, `status` and /metrics.
 """
 
 from __future__ import annotations
