@@ -26,8 +26,9 @@ import duckdb
 from projector import forget, pipeline
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
-from schemas.readmodel import is_fatal, stored_offsets
+from schemas.readmodel import stored_offsets
 from schemas.settings import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_ID
+from serving.handle import is_fatal
 
 log = logging.getLogger(__name__)
 
