@@ -12,6 +12,7 @@ The service and the publishers run as `chat-analytics` sub-processes, exactly as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -67,8 +68,12 @@ def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM reached this process alone; Ctrl-C reaches `serve` too, which then stops by itself."""
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,6 +96,7 @@ def run(args: argparse.Namespace | None = None) -> int:
         return 1
     trickle: subprocess.Popen[bytes] | None = None
     serve: subprocess.Popen[bytes] | None = None
+    ctrl_c = False
     try:
         say(f"Kafka: {broker.description} at {broker.bootstrap_servers}")
         environment = demo_environment(broker.bootstrap_servers)
@@ -142,7 +148,8 @@ def run(args: argparse.Namespace | None = None) -> int:
         say("Ctrl-C stops the demo")
         serve = subprocess.Popen(chat_analytics(*SERVE), env=environment)
         return serve.wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        ctrl_c = not isinstance(exc, _Terminated)
         say("stopping")
         return 0
     except subprocess.CalledProcessError as exc:
@@ -150,6 +157,11 @@ def run(args: argparse.Namespace | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        if ctrl_c and serve is not None:
+            # The terminal's Ctrl-C reached `serve` as well: a second signal while it shuts down
+            # would only interrupt its clean stop.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                serve.wait(timeout=STOP_TIMEOUT_S)
         for process in (serve, trickle):
             if process is not None:
                 terminate(process, STOP_TIMEOUT_S)
