@@ -35,8 +35,8 @@ from api.params import POSITION_HEADER, Filters, Pagination
 from auth.http import check
 from auth.tokens import TokenStore
 from schemas.position import Position
-from schemas.readmodel import ReadModelHandle, ReadModelUnavailable
 from schemas.registry import DEAD_LETTER_REASONS
+from serving.handle import ReadModelHandle, ReadModelUnavailable
 
 log = logging.getLogger("chat_analytics.admin")
 

@@ -27,7 +27,6 @@ from api.readers import PositionNotReached
 from api.request_id import RequestIdMiddleware
 from auth.http import check
 from auth.tokens import READ_ROLES, TokenStore
-from schemas.readmodel import ReadModelHandle, ReadModelUnavailable
 from schemas.settings import (
     DEFAULT_DAILY_TOKEN_BUDGET,
     DEFAULT_DISK_WARN_BYTES,
@@ -35,6 +34,7 @@ from schemas.settings import (
     DEFAULT_READY_MAX_LAG,
     DEFAULT_TOPIC,
 )
+from serving.handle import ReadModelHandle, ReadModelUnavailable
 
 ALLOWED = "GET, HEAD, OPTIONS"
 API_TITLE = "chat-analytics staff API"

@@ -20,7 +20,7 @@ from api import streaming
 from api.params import POSITION_HEADER, raise_if_any
 from api.readers import read
 from api.streaming import Renderer, Rows
-from schemas.readmodel import ReadModelHandle
+from serving.handle import ReadModelHandle
 
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 FORMATS = ("json", "csv")

@@ -33,9 +33,9 @@ from api.readers import PositionNotReached, read
 from api.snapshot_cache import SnapshotCache
 from auth.tokens import TokenStore
 from schemas.position import Position
-from schemas.readmodel import ReadModelHandle
 from schemas.settings import DEFAULT_DISK_WARN_BYTES, DEFAULT_READY_MAX_LAG, DEFAULT_TOPIC
 from schemas.storage import disk_figures
+from serving.handle import ReadModelHandle
 
 StatusProvider = Callable[[], Mapping[str, Any]]
 PREFIX = "/api/anonymous-chat-interactions"

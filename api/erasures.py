@@ -23,7 +23,7 @@ from api.encoding import detail, json_response
 from auth.tokens import TokenStore
 from ingest.erasure import request_errors
 from ingest.http import ACK_TIMEOUT_SECONDS, RETRY_AFTER_BROKER_S
-from schemas.readmodel import ReadModelHandle
+from serving.handle import ReadModelHandle
 
 PATH = f"{PREFIX}/erasures/"
 MAX_BODY_BYTES = 16 * 1024

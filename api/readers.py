@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.snapshot_cache import SnapshotCache, snapshot_mark
 from schemas.position import Position
-from schemas.readmodel import ReadModelHandle
+from serving.handle import ReadModelHandle
 
 T = TypeVar("T")
 

@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from api.params import POSITION_HEADER
 from api.snapshot_cache import snapshot_mark
 from schemas.position import Position
-from schemas.readmodel import ReadModelHandle
+from serving.handle import ReadModelHandle
 
 BATCH_ROWS = 8192
 

@@ -91,7 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.http_protocol import GuardedHttpToolsProtocol
     from auth.tokens import TokenStore
-    from schemas.readmodel import ReadModelHandle, checked_size, connect
+    from schemas.readmodel import checked_size, connect
+    from serving.handle import ReadModelHandle
 
     settings = Settings.from_env()
     if not args.no_projector and not args.bootstrap_servers:

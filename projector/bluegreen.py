@@ -53,14 +53,14 @@ from schemas.position import Position
 from schemas.readmodel import (
     READMODEL_VERSION,
     SERVING_CHECKPOINT_THRESHOLD,
-    ReadModelHandle,
     connect,
     file_version,
     size_bytes,
     stored_offsets,
 )
-from schemas.readmodel_copy import copy_read_model
 from schemas.storage import disk_free
+from serving.copy import copy_read_model
+from serving.handle import ReadModelHandle
 
 log = logging.getLogger(__name__)
 

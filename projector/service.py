@@ -27,7 +27,8 @@ from projector import forget, pipeline
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
 from projector.source import TopicSource
-from schemas.readmodel import is_fatal, stored_offsets
+from schemas.readmodel import stored_offsets
+from serving.handle import is_fatal
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@
 - `registry`: parsing raw Kafka values into events, versions and upcasters, the dead-letter reasons.
 - `export`: the JSON Schemas of `schemas/json/`, generated from the models (`python -m schemas.export`).
 - `readmodel`: the DuckDB tables, their version, opening a file, and the handle `serve` reads through.
-- `readmodel_copy`: a consistent copy of a served file (`chat-analytics snapshot`).
 - `conversation_rows`: the SQL of a conversation row, shared by the projector and the API.
 - `fulltext`: the one English text analysis of the fold and of the `query` filter.
 - `position`: the read model's position, the token clients hold across replicas.

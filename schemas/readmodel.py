@@ -33,18 +33,12 @@ response without re-encoding.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
-
-from schemas.position import PositionBoard
 
 log = logging.getLogger(__name__)
 
@@ -407,144 +401,3 @@ def serving_settings(con: duckdb.DuckDBPyConnection, checkpoint_threshold: str |
         return
     for statement in SERVING_INDEXES:
         con.execute(statement)
-
-
-class ReadModelUnavailable(Exception):
-    """The served file cannot answer right now (it is being rebuilt and the old one is unreadable, or
-    DuckDB invalidated it after a fatal error and the process is about to exit)."""
-
-
-def is_fatal(exc: BaseException) -> bool:
-    """Whether DuckDB invalidated the database: nothing on this connection works until a restart."""
-    return isinstance(exc, duckdb.FatalException) or "database has been invalidated" in str(exc)
-
-
-class ReadersWriterLock:
-    """Many readers or one writer; a waiting writer holds back new readers, so it cannot starve."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            try:
-                while self._writer or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
-class ReadModelHandle:
-    """The read model a process currently serves from.
-
-    Readers take a fresh cursor per unit of work inside `reading()`, a read lease; a blue/green
-    rebuild swaps in a new connection inside `exclusive()`, which waits for every lease to end and
-    holds new ones back until the swap is done, so no unit of work spans two files or a closed one.
-    `unavailable` (a reason) makes `reading()` raise `ReadModelUnavailable` instead.
-    `positions` holds the offsets the served file has committed (its projector advances it after each
-    commit) and wakes the requests that wait for a newer position; `version` is the file's read-model
-    version, part of every position token.
-    """
-
-    def __init__(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        checkpoint_threshold: str | None = None,
-    ) -> None:
-        self.checkpoint_threshold = checkpoint_threshold
-        serving_settings(con, checkpoint_threshold)
-        self._con = con
-        self.path = Path(path) if path is not None else None
-        self.generation = 0
-        self.unavailable: str | None = None
-        # Set once DuckDB invalidated the database (a fatal error, such as a full disk during a
-        # checkpoint): the process cannot serve any more, /livez fails and `serve` exits.
-        self.failure: str | None = None
-        self._lock = ReadersWriterLock()
-        self.positions = PositionBoard()
-        self.version = 0
-        self._note_file(con)
-
-    def _note_file(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.version = file_version(con) or 0
-        try:
-            rows = con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
-        except duckdb.CatalogException:
-            rows = []
-        # A switch wakes the waiting requests too: the new file may be ahead of the old one.
-        self.positions.advance((str(t), int(p), int(o)) for t, p, o in rows)
-
-    def mark_failed(self, exc: BaseException) -> None:
-        if self.failure is None:
-            self.failure = f"{type(exc).__name__}: {exc}"
-            log.critical("the read model is unusable until a restart: %s", self.failure)
-
-    @contextmanager
-    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor on the current file, valid until the block ends (a read lease)."""
-        with self._lock.shared():
-            if self.failure is not None:
-                raise ReadModelUnavailable("the read model failed; the server is restarting")
-            if self.unavailable is not None:
-                raise ReadModelUnavailable(self.unavailable)
-            try:
-                cur = self._con.cursor()
-                try:
-                    yield cur
-                finally:
-                    cur.close()
-            except duckdb.Error as exc:
-                if not is_fatal(exc):
-                    raise
-                self.mark_failed(exc)
-                raise ReadModelUnavailable("the read model failed; the server is restarting") from exc
-
-    def exclusive(self) -> contextlib.AbstractContextManager[None]:
-        """The write side: no lease is held while it is, so the connection may be closed and swapped."""
-        return self._lock.exclusive()
-
-    @property
-    def connection(self) -> duckdb.DuckDBPyConnection:
-        return self._con
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self._con.cursor()
-
-    def swap(
-        self, con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str] | None = None
-    ) -> duckdb.DuckDBPyConnection:
-        """Makes `con` current and returns the previous connection for the caller to close."""
-        serving_settings(con, self.checkpoint_threshold)
-        old, self._con = self._con, con
-        self.path = Path(path) if path is not None else None
-        self.generation += 1
-        self._note_file(con)
-        return old

@@ -17,7 +17,8 @@ import pytest
 from api import interactions_sql, queries
 from api.params import Filters, Pagination
 from projector.fold import apply_batch
-from schemas.readmodel import ReadModelHandle, connect
+from schemas.readmodel import connect
+from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, PREFIX, make_client
 from tests.support.events import stream, to_records
 

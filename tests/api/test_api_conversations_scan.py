@@ -18,7 +18,8 @@ import pytest
 
 from projector.fold import apply_batch
 from schemas import conversation_rows, fulltext
-from schemas.readmodel import ReadModelHandle, connect
+from schemas.readmodel import connect
+from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, PREFIX, make_client
 from tests.support.events import stream, to_records
 

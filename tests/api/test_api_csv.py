@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from api import csv_export
-from schemas.readmodel import ReadModelHandle
+from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, PREFIX, SUPPORT, USER, USER_A, T, build_read_model, make_client
 from tests.support.readmodel import lease_is_free
 from tests.support.testclient import TestClient

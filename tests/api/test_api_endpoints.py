@@ -13,7 +13,7 @@ from urllib.parse import quote, unquote, urlsplit
 import pytest
 
 from api.models import Interaction, Kpi, UserAggregate
-from schemas.readmodel import ReadModelHandle
+from serving.handle import ReadModelHandle
 from tests.support.api_data import (
     AUTH,
     D1,

@@ -9,7 +9,8 @@ from typing import Any
 
 from api.snapshot_cache import SnapshotCache
 from projector.fold import apply_batch
-from schemas.readmodel import ReadModelHandle, connect
+from schemas.readmodel import connect
+from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, make_client
 from tests.support.events import feedback, to_records, turn
 

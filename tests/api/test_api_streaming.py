@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from api import queries, streaming
-from schemas.readmodel import ReadModelHandle
+from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, PREFIX, USER_A, build_read_model, make_client
 from tests.support.readmodel import lease_is_free
 from tests.support.testclient import TestClient

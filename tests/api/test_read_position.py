@@ -19,7 +19,8 @@ from api.app import create_app
 from auth.tokens import TokenStore
 from projector.fold import apply_batch
 from schemas.position import InvalidPosition, Position, topic_tag
-from schemas.readmodel import READMODEL_VERSION, ReadModelHandle
+from schemas.readmodel import READMODEL_VERSION
+from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, NOW, PREFIX, TOKENS, build_read_model, make_client
 from tests.support.events import to_records, turn
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import duckdb
 
 from projector.fold import apply_batch
-from schemas.readmodel import ReadModelHandle, connect
+from schemas.readmodel import connect
+from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, make_client
 from tests.support.events import to_records, turn
 

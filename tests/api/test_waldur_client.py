@@ -41,7 +41,7 @@ from waldur_api_client.utils import parse_link_header
 
 from api.app import create_app
 from auth.tokens import TokenStore
-from schemas.readmodel import ReadModelHandle
+from serving.handle import ReadModelHandle
 from tests.support.api_data import D1, D2, D3, NOW, STAFF, TOKENS, USER_A, USER_B, at, build_read_model, uid
 from tests.support.events import feedback, review, turn, usage
 

@@ -24,7 +24,8 @@ from projector.bluegreen import LiveProjection
 from projector.fold import apply_batch
 from projector.snapshot import diff, table_rows
 from projector.source import TopicSource
-from schemas.readmodel import READMODEL_VERSION, ReadModelHandle, connect, file_version
+from schemas.readmodel import READMODEL_VERSION, connect, file_version
+from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, PREFIX, STAFF, SUPPORT, TOKENS
 from tests.support.events import feedback, stream, turn
 from tests.support.kafka import publish, read_back

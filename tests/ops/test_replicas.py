@@ -44,7 +44,8 @@ from projector.status import topic_end_offsets
 from replicas.haproxy import HAProxy
 from replicas.local import ReplicaSet
 from schemas.position import Position
-from schemas.readmodel import READMODEL_VERSION, ReadModelHandle, connect, stored_offsets
+from schemas.readmodel import READMODEL_VERSION, connect, stored_offsets
+from serving.handle import ReadModelHandle
 from tests.support import REPO
 from tests.support.api_data import AUTH, PREFIX, STAFF, TOKENS
 

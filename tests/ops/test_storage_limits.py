@@ -51,7 +51,8 @@ def test_a_live_rebuild_refuses_to_start_without_room_for_a_second_file(tmp_path
     probe = (
         "import duckdb, json, sys\n"
         "from projector.bluegreen import LiveProjection\n"
-        "from schemas.readmodel import ReadModelHandle, connect\n"
+        "from schemas.readmodel import connect\n"
+        "from serving.handle import ReadModelHandle\n"
         "path = sys.argv[1]\n"
         "con = connect(path)\n"
         "con.execute('CREATE TABLE ballast AS SELECT md5(range::VARCHAR) AS v FROM range(300000)')\n"

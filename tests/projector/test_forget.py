@@ -247,7 +247,7 @@ def test_a_purge_while_readers_run_fails_no_request_and_counts_drop_once_by_the_
 
     from projector.service import ProjectorService
     from projector.source import TopicSource
-    from schemas.readmodel import ReadModelHandle
+    from serving.handle import ReadModelHandle
     from tests.support.api_data import AUTH, PREFIX, make_client
 
     today = datetime.now(UTC).date()

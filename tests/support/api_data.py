@@ -29,7 +29,8 @@ from typing import Any
 from api.app import create_app
 from auth.tokens import TokenStore
 from projector.fold import apply_batch
-from schemas.readmodel import ReadModelHandle, connect
+from schemas.readmodel import connect
+from serving.handle import ReadModelHandle
 from tests.support.events import click, feedback, review, to_records, turn, usage
 from tests.support.testclient import TestClient
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from projector.snapshot import table_rows
-from schemas.readmodel import ReadModelHandle, connect
+from schemas.readmodel import connect
+from serving.handle import ReadModelHandle
 
 
 def rows_of(path: Path) -> dict[str, list[tuple[Any, ...]]]:

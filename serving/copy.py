@@ -12,7 +12,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from schemas.readmodel import ReadModelHandle, stored_offsets
+from schemas.readmodel import stored_offsets
+from serving.handle import ReadModelHandle
 
 
 def copy_read_model(handle: ReadModelHandle, dest: Path, topic: str) -> tuple[int, dict[int, int]]:
