@@ -30,7 +30,7 @@ import orjson
 
 from bench import children
 from projector import forget, pipeline
-from projector.rebuild import checkpoint_and_close, fold_to, log_bounds
+from projector.rebuild import checkpoint_and_close, fold_to, log_bounds, rebuild_source
 from projector.snapshot import EXCLUDED_COLUMNS
 from schemas.readmodel import PROJECTION_TABLES, connect
 from schemas.settings import Settings
@@ -47,7 +47,7 @@ def rebuild(bootstrap_servers: str, topic: str, path: Path, *, columns: bool, in
     forget.set_watermark(con, forget.horizon(Settings.from_env().retention_days))
     started = time.monotonic()
     try:
-        fold_to(con, bootstrap_servers=bootstrap_servers, topic=topic, bounds=bounds, columns=columns)
+        fold_to(con, source=rebuild_source(bootstrap_servers, topic), bounds=bounds, columns=columns)
     finally:
         checkpoint_and_close(con)
     return time.monotonic() - started

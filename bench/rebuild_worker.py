@@ -15,6 +15,7 @@ import uuid
 import orjson
 
 from projector.service import ProjectorService
+from projector.source import TopicSource
 from schemas.readmodel import connect
 from schemas.settings import Settings
 
@@ -26,7 +27,7 @@ def main() -> int:
     try:
         # A group of its own, so the rebuild's lag-monitoring commits do not move the live projector's.
         group = f"chat-analytics-bench-rebuild-{uuid.uuid4().hex[:8]}"
-        service = ProjectorService(bootstrap_servers, topic, con, group, Settings.from_env().batch_size)
+        service = ProjectorService(TopicSource(bootstrap_servers, topic, group, Settings.from_env().batch_size), con)
         folded = service.run_until_caught_up()
         service.stop()
     finally:

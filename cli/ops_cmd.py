@@ -192,6 +192,7 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
         log_bounds,
         prepare_target,
     )
+    from projector.source import TopicSource
     from schemas.readmodel import connect, stored_offsets
 
     if not args.bootstrap_servers:
@@ -236,11 +237,11 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
         with Reporter(lambda: {**progress.as_json(), "phase": None}):
             fold_to(
                 con,
-                bootstrap_servers=args.bootstrap_servers,
-                topic=args.topic,
+                source=TopicSource(
+                    args.bootstrap_servers, args.topic, group_id=None, batch_size=args.batch_size or CATCH_UP_BATCH_SIZE
+                ),
                 bounds=bounds,
                 progress=progress,
-                batch_size=args.batch_size or CATCH_UP_BATCH_SIZE,
                 should_stop=stop,
             )
         stored = stored_offsets(con, args.topic)

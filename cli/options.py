@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from projector.source import TopicSource
 from schemas.settings import (
     DEFAULT_URL,
     ENV_ADMIN_TOKEN,
@@ -55,6 +56,11 @@ def add_fold_args(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=settings.batch_size,
         help=f"most events per fold transaction (env {ENV_BATCH_SIZE}; default %(default)s)",
     )
+
+
+def topic_source(args: argparse.Namespace) -> TopicSource:
+    """Where a command with `add_broker_args` and `add_fold_args` reads: built once, passed on whole."""
+    return TopicSource(args.bootstrap_servers, args.topic, args.group_id, args.batch_size)
 
 
 def add_server_args(parser: argparse.ArgumentParser, *, flag_help: str) -> None:

@@ -16,7 +16,7 @@ import time
 from types import FrameType
 
 from cli import logs
-from cli.options import add_broker_args, add_db_arg, add_fold_args
+from cli.options import add_broker_args, add_db_arg, add_fold_args, topic_source
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
 EXIT_READ_MODEL_FAILED = 3  # as `serve`: DuckDB invalidated the file; a restart replays its log
@@ -80,11 +80,8 @@ def _project(args: argparse.Namespace) -> int:
         stop.set()
 
     service = ProjectorService(
-        args.bootstrap_servers,
-        args.topic,
+        topic_source(args),
         con,
-        args.group_id,
-        args.batch_size,
         parse_process=not args.no_parse_process,
         on_fatal=on_fatal,
         retention_days=Settings.from_env().retention_days,

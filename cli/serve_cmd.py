@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from cli import logs
-from cli.options import add_broker_args, add_db_arg, add_fold_args
+from cli.options import add_broker_args, add_db_arg, add_fold_args, topic_source
 from cli.projector_cmd import EXIT_READ_MODEL_FAILED
 from schemas.settings import (
     DEFAULT_MIN_POSITION_WAIT_MS,
@@ -167,10 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
             logging.getLogger("chat_analytics.serve").warning("%s", warning)
         projection = LiveProjection(
             handle,
-            bootstrap_servers=args.bootstrap_servers,
-            topic=args.topic,
-            group_id=args.group_id,
-            batch_size=args.batch_size,
+            source=topic_source(args),
             readable=can_serve,
             disk_warn_bytes=settings.disk_warn_bytes,
             retention_days=settings.retention_days,

@@ -4,6 +4,7 @@
 - `fold`: the pure fold (`prepare` + `apply_prepared`, or `apply_batch` for both), one transaction per batch.
 - `aggregates`: the SQL that recomputes sessions, user_stats and daily_counters for the keys a batch touched.
 - `snapshot`: `table_rows(con)`, the comparable content of a read-model file.
+- `source`: `TopicSource`, where to read (servers, topic, group id, batch size).
 - `consumer`: the Kafka side (seek to stored offsets, poll, commit for lag monitoring only).
 - `pipeline`: catch-up mode with parsing in a separate process.
 - `service`: `ProjectorService`, the background thread the API and `chat-analytics project` run.

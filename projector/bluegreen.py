@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from projector.rebuild import (
     prepare_target,
 )
 from projector.service import ProjectorService
+from projector.source import TopicSource
 from projector.status import file_figures, file_size, report
 from schemas.position import Position
 from schemas.readmodel import (
@@ -81,10 +83,7 @@ class LiveProjection:
         self,
         handle: ReadModelHandle,
         *,
-        bootstrap_servers: str,
-        topic: str,
-        group_id: str | None,
-        batch_size: int,
+        source: TopicSource,
         readable: Callable[[ReadModelHandle], bool] | None = None,
         rebuild_batch_size: int = CATCH_UP_BATCH_SIZE,
         disk_warn_bytes: int | None = None,
@@ -93,10 +92,8 @@ class LiveProjection:
         if handle.path is None:
             raise ValueError("a live projection needs the served file's path")
         self.handle = handle
-        self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
-        self.group_id = group_id
-        self.batch_size = batch_size
+        self.source = source
+        self.topic = source.topic
         self.rebuild_batch_size = rebuild_batch_size
         self.readable = readable
         self.disk_warn_bytes = disk_warn_bytes
@@ -160,11 +157,8 @@ class LiveProjection:
         """A new live projector on `con`; `caught_up`: it takes over from one that was (or the file is at
         the head), so it counts as caught up from the start."""
         service = ProjectorService(
-            self.bootstrap_servers,
-            self.topic,
+            self.source,
             con,
-            self.group_id,
-            self.batch_size,
             retention_days=self.retention_days,
             on_commit=self.handle.positions.advance,
             on_fatal=self.handle.mark_failed,
@@ -222,7 +216,7 @@ class LiveProjection:
         if self.retention_days is not None:
             from broker.topics import describe_retention
 
-            retention = describe_retention(self.bootstrap_servers, self.topic, self.retention_days)
+            retention = describe_retention(self.source.bootstrap_servers, self.topic, self.retention_days)
         doc = report(
             figures,
             topic=self.topic,
@@ -356,10 +350,12 @@ class LiveProjection:
             return False
 
     def _bounds(self) -> LogBounds:
-        return log_bounds(self.bootstrap_servers, self.topic)
+        return log_bounds(self.source.bootstrap_servers, self.topic)
 
-    def _rebuild_group(self) -> str | None:
-        return None if self.group_id is None else f"{self.group_id}.rebuild"
+    def _rebuild_source(self) -> TopicSource:
+        """The live source with catch-up batches and a group of its own (the live projector's lag stays its own)."""
+        group = None if self.source.group_id is None else f"{self.source.group_id}.rebuild"
+        return replace(self.source, group_id=group, batch_size=self.rebuild_batch_size)
 
     def _catch_up(self, new_con: duckdb.DuckDBPyConnection) -> None:
         """Folds the new file until it is within SWITCH_WITHIN records of the head."""
@@ -370,12 +366,9 @@ class LiveProjection:
                 return
             fold_to(
                 new_con,
-                bootstrap_servers=self.bootstrap_servers,
-                topic=self.topic,
+                source=self._rebuild_source(),
                 bounds=bounds,
                 progress=self._progress,
-                batch_size=self.rebuild_batch_size,
-                group_id=self._rebuild_group(),
                 should_stop=self._stop,
             )
 
@@ -392,12 +385,9 @@ class LiveProjection:
                 bounds = self._bounds()  # the live projector is stopped: nothing moves these any more
                 fold_to(
                     new_con,
-                    bootstrap_servers=self.bootstrap_servers,
-                    topic=self.topic,
+                    source=self._rebuild_source(),
                     bounds=bounds,
                     progress=self._progress,
-                    batch_size=self.rebuild_batch_size,
-                    group_id=self._rebuild_group(),
                     parse_process=False,
                 )
                 if _behind(new_con, self.topic, bounds):

@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from projector.records import Record
+from projector.source import TopicSource
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +32,20 @@ MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 
 
 class TopicReader:
-    def __init__(self, bootstrap_servers: str, topic: str, group_id: str | None, batch_size: int) -> None:
-        self.topic = topic
-        self.batch_size = batch_size
-        self.group_id = group_id
+    def __init__(self, source: TopicSource) -> None:
+        self.topic = source.topic
+        self.batch_size = source.batch_size
+        self.group_id = source.group_id
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            group_id=group_id,
+            bootstrap_servers=source.bootstrap_servers,
+            group_id=source.group_id,
             client_id="chat-analytics-projector",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             # Catch-up wants big fetches; the broker still answers at once when data is there. 4 MiB per
             # partition is ~6,000 demo events, enough to fill a catch-up batch from three partitions;
             # 16 MiB held ~100 MB more in kafka-python's buffers of every parser process, for no speed.
-            max_poll_records=max(batch_size, 500),
+            max_poll_records=max(source.batch_size, 500),
             fetch_max_bytes=FETCH_MAX_BYTES,
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,

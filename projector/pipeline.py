@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import duckdb
@@ -33,6 +34,7 @@ from projector.apply import BatchStats, apply_prepared
 from projector.gcpause import gc_paused
 from projector.prepare import PreparedBatch, merge_prepared, prepare
 from projector.records import Record
+from projector.source import TopicSource
 from projector.sqlprepare import RAW_SCHEMA, prepare_columns, raw_table
 
 log = logging.getLogger(__name__)
@@ -64,10 +66,7 @@ _FAILED = "failed"
 
 
 def _reader_main(
-    bootstrap_servers: str,
-    topic: str,
-    group_id: str | None,
-    batch_size: int,
+    source: TopicSource,
     start: dict[int, int],
     partitions: list[int],
     targets: dict[int, int],
@@ -81,7 +80,7 @@ def _reader_main(
     _die_with_parent()
     # Arrow's default allocator (mimalloc) kept ~50 MB of freed batch tables in this process.
     pa.set_memory_pool(pa.system_memory_pool())
-    reader = TopicReader(bootstrap_servers, topic, group_id, batch_size)
+    reader = TopicReader(source)
     scratch = _scratch(threads=1) if ship == SHAPED else None  # one thread per reader: they run side by side
     gc.freeze()  # what is loaded by now lives as long as the process: never scan it again
     gc.disable()
@@ -168,10 +167,7 @@ def _die_with_parent() -> None:
 def catch_up(
     con: duckdb.DuckDBPyConnection,
     *,
-    bootstrap_servers: str,
-    topic: str,
-    group_id: str | None,
-    batch_size: int,
+    source: TopicSource,
     start: dict[int, int],
     partitions: list[int],
     targets: dict[int, int],
@@ -188,7 +184,7 @@ def catch_up(
     columns = COLUMNS if columns is None else columns
     ship = (SHAPED if IN_READERS else RAW) if columns else MODELS
     ctx = mp.get_context("spawn")  # never fork a process that runs DuckDB and server threads
-    out = ctx.Queue(max(QUEUE_DEPTH, -(-batch_size // SHIP_RECORDS)))
+    out = ctx.Queue(max(QUEUE_DEPTH, -(-source.batch_size // SHIP_RECORDS)))
     stop = ctx.Event()
     shares = [partitions[i :: max(1, parsers)] for i in range(max(1, parsers))]
     children = []
@@ -198,10 +194,7 @@ def catch_up(
         child = ctx.Process(
             target=_reader_main,
             args=(
-                bootstrap_servers,
-                topic,
-                group_id,
-                min(batch_size, SHIP_RECORDS),
+                replace(source, batch_size=min(source.batch_size, SHIP_RECORDS)),
                 start,
                 share,
                 own,
@@ -234,7 +227,7 @@ def catch_up(
             batch = merge_prepared(parts)
         stats = apply_prepared(con, batch)
         for (t, p), offset in stats.offsets.items():
-            if t == topic:
+            if t == source.topic:
                 positions[p] = max(positions.get(p, 0), offset)
         for _, share, applied in children:
             applied.put({p: o for p, o in positions.items() if p in share})
@@ -265,7 +258,7 @@ def catch_up(
                 batch = _unship(payload, ship)
                 shipped.append(batch)
                 waiting += len(batch)
-                if waiting < batch_size and done < len(children):
+                if waiting < source.batch_size and done < len(children):
                     continue
                 folded += apply(shipped)
                 shipped, waiting = [], 0

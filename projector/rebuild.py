@@ -30,6 +30,7 @@ from projector import pipeline
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
 from projector.service import DEFAULT_PARSE_PROCESSES
+from projector.source import TopicSource
 from schemas.readmodel import stored_offsets
 
 log = logging.getLogger(__name__)
@@ -158,23 +159,27 @@ def _folded(stats: BatchStats, topic: str, positions: dict[int, int]) -> int:
     return moved
 
 
+def rebuild_source(bootstrap_servers: str, topic: str) -> TopicSource:
+    """Where a rebuild reads unless told otherwise: big catch-up batches, no lag-monitoring group."""
+    return TopicSource(bootstrap_servers, topic, group_id=None, batch_size=CATCH_UP_BATCH_SIZE)
+
+
 def fold_to(
     con: duckdb.DuckDBPyConnection,
     *,
-    bootstrap_servers: str,
-    topic: str,
+    source: TopicSource,
     bounds: LogBounds,
     progress: Progress | None = None,
-    batch_size: int = CATCH_UP_BATCH_SIZE,
-    group_id: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     parse_process: bool = True,
     columns: bool | None = None,
 ) -> int:
-    """Folds `topic` from the file's stored offsets (the log's start when none) exactly up to
-    `bounds.targets`. Returns the records folded; stops early when `should_stop()` says so.
+    """Folds `source.topic` from the file's stored offsets (the log's start when none) exactly up to
+    `bounds.targets`, in batches of `source.batch_size`. Returns the records folded; stops early when
+    `should_stop()` says so.
     `columns` picks the catch-up path (`projector.pipeline.COLUMNS` when None)."""
     progress = progress if progress is not None else Progress()
+    topic = source.topic
     start = {p: max(s, bounds.starts.get(p, 0)) for p, s in stored_offsets(con, topic).items()}
     positions = {p: start.get(p, bounds.starts.get(p, 0)) for p in bounds.targets}
     progress.total = bounds.total
@@ -191,22 +196,9 @@ def fold_to(
             con.execute(f"SET memory_limit = '{limit_mb}MiB'")
             try:
                 if parse_process and remaining >= pipeline.PARSE_PROCESS_MIN_RECORDS:
-                    folded += _fold_with_parser(
-                        con,
-                        bootstrap_servers,
-                        topic,
-                        bounds,
-                        positions,
-                        progress,
-                        batch_size,
-                        group_id,
-                        should_stop,
-                        columns,
-                    )
+                    folded += _fold_with_parser(con, source, bounds, positions, progress, should_stop, columns)
                 else:
-                    folded += _fold_here(
-                        con, bootstrap_servers, topic, bounds, positions, progress, batch_size, group_id, should_stop
-                    )
+                    folded += _fold_here(con, source, bounds, positions, progress, should_stop)
             except duckdb.OutOfMemoryException:
                 if limit_mb >= REBUILD_MEMORY_LIMIT_MIB * 2**MEMORY_DOUBLINGS:
                     raise
@@ -235,27 +227,21 @@ def _restore_memory_limit(con: duckdb.DuckDBPyConnection, previous: str) -> None
 
 def _fold_with_parser(
     con: duckdb.DuckDBPyConnection,
-    bootstrap_servers: str,
-    topic: str,
+    source: TopicSource,
     bounds: LogBounds,
     positions: dict[int, int],
     progress: Progress,
-    batch_size: int,
-    group_id: str | None,
     should_stop: Callable[[], bool],
     columns: bool | None = None,
 ) -> int:
     from projector.pipeline import catch_up
 
     def on_batch(stats: BatchStats) -> None:
-        progress.advance(_folded(stats, topic, positions))
+        progress.advance(_folded(stats, source.topic, positions))
 
     return catch_up(
         con,
-        bootstrap_servers=bootstrap_servers,
-        topic=topic,
-        group_id=group_id,
-        batch_size=batch_size,
+        source=source,
         start=dict(positions),
         partitions=sorted(bounds.targets),
         targets=dict(bounds.targets),
@@ -268,16 +254,13 @@ def _fold_with_parser(
 
 def _fold_here(
     con: duckdb.DuckDBPyConnection,
-    bootstrap_servers: str,
-    topic: str,
+    source: TopicSource,
     bounds: LogBounds,
     positions: dict[int, int],
     progress: Progress,
-    batch_size: int,
-    group_id: str | None,
     should_stop: Callable[[], bool],
 ) -> int:
-    reader = TopicReader(bootstrap_servers, topic, group_id, batch_size)
+    reader = TopicReader(source)
     folded = 0
     try:
         reader.assign(dict(positions), sorted(bounds.targets))
@@ -295,7 +278,7 @@ def _fold_here(
             last_record = time.monotonic()
             stats = apply_batch(con, records)
             folded += len(records)
-            progress.advance(_folded(stats, topic, positions))
+            progress.advance(_folded(stats, source.topic, positions))
             reader.commit(dict(positions))
     finally:
         reader.close()

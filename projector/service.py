@@ -26,8 +26,8 @@ import duckdb
 from projector import forget, pipeline
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
+from projector.source import TopicSource
 from schemas.readmodel import stored_offsets
-from schemas.settings import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_ID
 from serving.handle import is_fatal
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,8 @@ PURGE_EVERY_S = 600.0
 class ProjectorService:
     def __init__(
         self,
-        bootstrap_servers: str,
-        topic: str,
+        source: TopicSource,
         con: duckdb.DuckDBPyConnection,
-        group_id: str | None = DEFAULT_GROUP_ID,
-        batch_size: int = DEFAULT_BATCH_SIZE,
         *,
         parse_process: bool = True,
         parse_processes: int = DEFAULT_PARSE_PROCESSES,
@@ -73,15 +70,14 @@ class ProjectorService:
         succeed on this connection, only a restart of the process, which recovers from the log.
         `checkpoint_bytes`: checkpoint after a batch once the write-ahead log is this large (for a
         served file, whose automatic checkpoints are off: see schemas.readmodel.serving_settings)."""
-        if batch_size < 1:
+        if source.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if live_interval_s < 0:
             raise ValueError("live_interval_s must not be negative")
-        self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
+        self.source = source
+        self.topic = source.topic
         self.con = con
-        self.group_id = group_id
-        self.batch_size = batch_size
+        self.batch_size = source.batch_size
         self.parse_processes = parse_processes if parse_process else 0
         self.live_interval_s = live_interval_s
         self.on_commit = on_commit
@@ -92,7 +88,7 @@ class ProjectorService:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards the status fields below
-        self._positions: dict[int, int] = stored_offsets(con, topic)
+        self._positions: dict[int, int] = stored_offsets(con, self.topic)
         self._ends: dict[int, int] = {}
         self._startup_ends: dict[int, int] | None = None
         self._caught_up = False
@@ -231,7 +227,7 @@ class ProjectorService:
     def _connect(self) -> TopicReader:
         if self._reader is not None:
             return self._reader
-        reader = TopicReader(self.bootstrap_servers, self.topic, self.group_id, self.batch_size)
+        reader = TopicReader(self.source)
         try:
             partitions = reader.partition_ids()
             if not partitions:
@@ -355,10 +351,7 @@ class ProjectorService:
         log.info("catching up %s records behind with %s parser process(es)", lag, self.parse_processes)
         return catch_up(
             self.con,
-            bootstrap_servers=self.bootstrap_servers,
-            topic=self.topic,
-            group_id=self.group_id,
-            batch_size=self.batch_size,
+            source=self.source,
             start=stored,
             partitions=sorted(targets),
             targets=targets,

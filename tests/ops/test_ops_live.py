@@ -23,6 +23,7 @@ from auth.tokens import TokenStore
 from projector.bluegreen import LiveProjection
 from projector.fold import apply_batch
 from projector.snapshot import diff, table_rows
+from projector.source import TopicSource
 from schemas.readmodel import READMODEL_VERSION, connect, file_version
 from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, PREFIX, STAFF, SUPPORT, TOKENS
@@ -66,10 +67,7 @@ class Served:
         self.handle = ReadModelHandle(connect(path), path)
         self.projection = LiveProjection(
             self.handle,
-            bootstrap_servers=bootstrap_servers,
-            topic=topic,
-            group_id=None,
-            batch_size=500,
+            source=TopicSource(bootstrap_servers, topic, group_id=None, batch_size=500),
             readable=can_serve,
         )
         tokens = TokenStore(TOKENS)

@@ -38,7 +38,7 @@ from kafka import KafkaProducer
 from api.app import create_app
 from auth.tokens import TokenStore
 from ingest.demo import DemoTraffic
-from projector.rebuild import LogBounds, fold_to
+from projector.rebuild import LogBounds, fold_to, rebuild_source
 from projector.snapshot import diff, table_rows
 from projector.status import topic_end_offsets
 from replicas.haproxy import HAProxy
@@ -213,7 +213,7 @@ def reference_answers(
         for position in positions:
             targets = {p: position.offset(p) for p in partitions}
             bounds = LogBounds(starts=dict.fromkeys(partitions, 0), ends=targets, targets=targets)
-            fold_to(con, bootstrap_servers=bootstrap_servers, topic=topic, bounds=bounds, parse_process=False)
+            fold_to(con, source=rebuild_source(bootstrap_servers, topic), bounds=bounds, parse_process=False)
             assert stored_offsets(con, topic) == {p: o for p, o in targets.items() if o}
             for seen in answers:
                 if seen.position != position.token():
@@ -385,7 +385,7 @@ def test_replicas_behind_haproxy_stay_correct_monotonic_and_available(
                 partitions = sorted(topic_end_offsets(bootstrap_servers, topic))
                 targets = {p: snap_offsets.get(p, 0) for p in partitions}
                 bounds = LogBounds(starts=dict.fromkeys(partitions, 0), ends=targets, targets=targets)
-                fold_to(ref, bootstrap_servers=bootstrap_servers, topic=topic, bounds=bounds, parse_process=False)
+                fold_to(ref, source=rebuild_source(bootstrap_servers, topic), bounds=bounds, parse_process=False)
                 assert diff(table_rows(snap), table_rows(ref)) == {}
             finally:
                 ref.close()

@@ -58,7 +58,8 @@ def test_a_live_rebuild_refuses_to_start_without_room_for_a_second_file(tmp_path
         "con.execute('CREATE TABLE ballast AS SELECT md5(range::VARCHAR) AS v FROM range(300000)')\n"
         "con.execute('CHECKPOINT')\n"
         "handle = ReadModelHandle(con, path)\n"
-        "live = LiveProjection(handle, bootstrap_servers='127.0.0.1:1', topic='t', group_id=None, batch_size=10)\n"
+        "from projector.source import TopicSource\n"
+        "live = LiveProjection(handle, source=TopicSource('127.0.0.1:1', 't', group_id=None, batch_size=10))\n"
         "started, body = live.start_rebuild()\n"
         "print(json.dumps({'started': started, **body}))\n"
     )

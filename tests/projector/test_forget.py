@@ -246,6 +246,7 @@ def test_a_purge_while_readers_run_fails_no_request_and_counts_drop_once_by_the_
     import threading
 
     from projector.service import ProjectorService
+    from projector.source import TopicSource
     from serving.handle import ReadModelHandle
     from tests.support.api_data import AUTH, PREFIX, make_client
 
@@ -283,7 +284,7 @@ def test_a_purge_while_readers_run_fails_no_request_and_counts_drop_once_by_the_
         while len(seen) < 20:
             stop.wait(0.05)
         # The projector's purge, on the writer's connection, as serve runs it between two batches.
-        service = ProjectorService("127.0.0.1:9", "chat.events", con, retention_days=90)
+        service = ProjectorService(TopicSource("127.0.0.1:9", "chat.events"), con, retention_days=90)
         purged = service.purge_if_due(force=True)
         marker = len(seen)
         while len(seen) < marker + 20:

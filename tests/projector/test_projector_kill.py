@@ -15,6 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from ingest.demo import demo_events
 from projector.service import ProjectorService
 from projector.snapshot import diff, table_rows
+from projector.source import TopicSource
 from schemas.readmodel import connect
 from tests.support import REPO
 
@@ -96,7 +97,8 @@ def test_sigkilled_projector_resumes_to_the_same_tables_as_a_clean_fold(
     assert log.read_text().count("folding ") == len(KILL_AT) + 1
 
     clean_db = connect(tmp_path / "clean.duckdb")
-    ProjectorService(bootstrap_servers, topic, clean_db, group_id=None, batch_size=5000).run_until_caught_up(300)
+    source = TopicSource(bootstrap_servers, topic, group_id=None, batch_size=5000)
+    ProjectorService(source, clean_db).run_until_caught_up(300)
     clean = table_rows(clean_db)
     clean_db.close()
     killed_db = connect(db)

@@ -13,6 +13,7 @@ import pytest
 from projector.fold import apply_batch
 from projector.service import ProjectorService
 from projector.snapshot import diff, table_rows
+from projector.source import TopicSource
 from schemas.readmodel import connect
 from tests.support.events import click, feedback, stream, turn, usage
 from tests.support.kafka import publish, read_back
@@ -53,7 +54,7 @@ def test_run_until_caught_up_folds_the_topic_exactly_like_the_pure_fold(
 ) -> None:
     events = list(stream(3000, seed=11, sessions=40))
     publish(bootstrap_servers, topic, events)
-    service = ProjectorService(bootstrap_servers, topic, con, group_id=f"g-{topic}", batch_size=700)
+    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=f"g-{topic}", batch_size=700), con)
     folded = service.run_until_caught_up(timeout=120)
     assert folded == len(events)
 
@@ -98,7 +99,9 @@ def test_catch_up_with_parser_processes_folds_like_the_pure_fold(
     monkeypatch.setattr(projector.pipeline, "PARSE_PROCESS_MIN_RECORDS", 1)
     events = list(stream(4000, seed=3, sessions=60))
     publish(bootstrap_servers, topic, events)
-    service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=300, parse_processes=parsers)
+    service = ProjectorService(
+        TopicSource(bootstrap_servers, topic, group_id=None, batch_size=300), con, parse_processes=parsers
+    )
     assert service.run_until_caught_up(timeout=120) == len(events)
     reference = connect(tmp_path / "reference.duckdb")
     apply_batch(reference, read_back(bootstrap_servers, topic))
@@ -114,7 +117,7 @@ def test_live_mode_follows_new_events_and_reports_status(
 ) -> None:
     t = turn("live-session", user_slug="u1", offering_uuids=["0b7c1f1e-8a43-4f55-9d7e-2f0c7e1d0a01"])
     publish(bootstrap_servers, topic, [t, usage(5, 6)])
-    service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=100)
+    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=100), con)
     service.start()
     try:
         wait_for(lambda: service.status()["caught_up"], "catching up with the two events there at start")
@@ -146,7 +149,9 @@ def test_live_batches_gathered_between_pauses_fold_like_the_pure_fold(
     bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection, tmp_path: Path
 ) -> None:
     events = list(stream(600, seed=5, sessions=15))
-    service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=5000, live_interval_s=0.5)
+    service = ProjectorService(
+        TopicSource(bootstrap_servers, topic, group_id=None, batch_size=5000), con, live_interval_s=0.5
+    )
     service.start()
     try:
         wait_for(lambda: service.status()["caught_up"], "the service to start on the empty topic")
@@ -168,7 +173,7 @@ def test_live_batches_gathered_between_pauses_fold_like_the_pure_fold(
 
 def test_a_negative_live_interval_is_refused(con: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(ValueError, match="live_interval_s"):
-        ProjectorService("127.0.0.1:9", "t", con, live_interval_s=-1)
+        ProjectorService(TopicSource("127.0.0.1:9", "t"), con, live_interval_s=-1)
 
 
 def test_a_missing_broker_is_reported_in_status_and_stop_still_works(tmp_path: Path) -> None:
@@ -178,7 +183,7 @@ def test_a_missing_broker_is_reported_in_status_and_stop_still_works(tmp_path: P
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     con = connect(tmp_path / "readmodel.duckdb")
-    service = ProjectorService(f"127.0.0.1:{port}", "chat.events", con, batch_size=10)
+    service = ProjectorService(TopicSource(f"127.0.0.1:{port}", "chat.events", batch_size=10), con)
     service.start()
     try:
         wait_for(lambda: service.status()["error"] is not None, "the error to show in status", limit_s=90)

@@ -20,6 +20,7 @@ from projector.deadletters import count_by_reason, retry
 from projector.fold import apply_batch
 from projector.service import ProjectorService
 from projector.snapshot import diff, table_rows
+from projector.source import TopicSource
 from schemas.readmodel import connect, stored_offsets
 from tests.support.events import feedback, stream, turn
 from tests.support.kafka import publish, read_back
@@ -32,7 +33,7 @@ HOLD_OPEN = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', 
 def live_fold(bootstrap_servers: str, topic: str, path: Path) -> dict[str, list[tuple[Any, ...]]]:
     """The live projector's tables after it caught up (its own consumer loop, as `serve` runs it)."""
     con = connect(path)
-    service = ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=500)
+    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=500), con)
     try:
         service.run_until_caught_up(timeout=180)
         return table_rows(con)
@@ -189,7 +190,7 @@ def test_a_rebuild_that_runs_out_of_memory_resumes_with_more_and_restores_the_se
         limits.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
         if len(limits) == 1:
             batches = iter(range(2))
-            fold_here(con, *args[:7], lambda: next(batches, None) is None)  # two batches in, then DuckDB gives up
+            fold_here(con, *args[:4], lambda: next(batches, None) is None)  # two batches in, then DuckDB gives up
             raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate")
         return fold_here(con, *args)
 
@@ -199,7 +200,10 @@ def test_a_rebuild_that_runs_out_of_memory_resumes_with_more_and_restores_the_se
     try:
         bounds = projector.rebuild.log_bounds(bootstrap_servers, topic)
         projector.rebuild.fold_to(
-            con, bootstrap_servers=bootstrap_servers, topic=topic, bounds=bounds, parse_process=False, batch_size=400
+            con,
+            source=TopicSource(bootstrap_servers, topic, group_id=None, batch_size=400),
+            bounds=bounds,
+            parse_process=False,
         )
         assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
         rebuilt = table_rows(con)

@@ -32,6 +32,7 @@ from broker.probe import wait_until_answering
 from broker.topics import TOPIC_CONFIG
 from projector.service import ProjectorService
 from projector.snapshot import table_rows
+from projector.source import TopicSource
 from replicas.local import Replica
 from schemas.readmodel import connect
 from tests.support import REPO
@@ -202,7 +203,8 @@ def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
 def clean_fold(bootstrap_servers: str, topic: str, db: Path) -> dict[str, Any]:
     con = connect(db)
     try:
-        ProjectorService(bootstrap_servers, topic, con, group_id=None, batch_size=5000).run_until_caught_up(300)
+        source = TopicSource(bootstrap_servers, topic, group_id=None, batch_size=5000)
+        ProjectorService(source, con).run_until_caught_up(300)
         return table_rows(con)
     finally:
         con.close()
