@@ -1,7 +1,16 @@
 """The projector: folds the event topic into the DuckDB read model, exactly once.
 
 - `records`: the Kafka-free record the fold consumes.
-- `fold`: the pure fold (`prepare` + `apply_prepared`, or `apply_batch` for both), one transaction per batch.
+- `fold`: what each event type does (its docstring), and `apply_batch` for both steps of a batch.
+- `prepare`: step 1, a batch of records parsed (Pydantic) and shaped into rows, one function per event type;
+  what a parser process ships to the writer.
+- `sqlprepare`: step 1 set-wise, the same rows from a batch of raw values with DuckDB's JSON functions
+  (catch-up's columns path; anything unusual falls back to `prepare`).
+- `apply`: step 2, a prepared batch written in one transaction with the offsets, its SQL beside it.
+- `conversations`: the `conversations` table kept up to date for the sessions a batch touched.
+- `forget`: erasures and the retention purge, the one way turns leave the read model.
+- `arrow_views`: Arrow tables lent to DuckDB by name for one block of statements.
+- `gcpause`: cyclic garbage collection paused around work that makes many objects and no cycles.
 - `aggregates`: the SQL that recomputes sessions, user_stats and daily_counters for the keys a batch touched.
 - `snapshot`: `table_rows(con)`, the comparable content of a read-model file.
 - `source`: `TopicSource`, where to read (servers, topic, group id, batch size).
