@@ -14,6 +14,7 @@ import orjson
 
 from bench import children
 from broker.local import free_port
+from replicas.process import serve_args
 
 HOST = "127.0.0.1"
 TOKEN = "bench"
@@ -82,19 +83,7 @@ class Server:
 def start_server(bootstrap_servers: str, topic: str, db: Path, group_id: str, env: dict[str, str], log: Path) -> Server:
     port = free_port()
     command = children.chat_analytics(
-        "serve",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--bootstrap-servers",
-        bootstrap_servers,
-        "--topic",
-        topic,
-        "--db",
-        str(db),
-        "--group-id",
-        group_id,
+        *serve_args(port=port, bootstrap_servers=bootstrap_servers, topic=topic, db=db, group_id=group_id, host=HOST)
     )
     return Server(children.start(command, env, log), port, log)
 

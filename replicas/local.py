@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from replicas.haproxy import HAProxy, Server, render_config
-from replicas.process import terminate
+from replicas.process import serve_args, terminate
 
 
 @dataclass
@@ -43,25 +43,14 @@ class Replica:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--bootstrap-servers",
-            self.bootstrap_servers,
-            "--topic",
-            self.topic,
-            "--db",
-            str(self.db),
-            "--group-id",
-            self.group_id,
-            *self.extra_args,
-        ]
+        args = serve_args(
+            port=self.port,
+            bootstrap_servers=self.bootstrap_servers,
+            topic=self.topic,
+            db=self.db,
+            group_id=self.group_id,
+        )
+        return [sys.executable, "-m", "cli.main", *args, *self.extra_args]
 
     def start(self) -> None:
         if self.running():

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from replicas.process import serve_args
 from tests.support import REPO
 from tests.support.api_data import AUTH, PREFIX, STAFF, events
 from tests.support.events import turn
@@ -29,24 +30,9 @@ def server(bootstrap_servers: str, topic: str, tmp_path: Path) -> Iterator[tuple
         "CHAT_ANALYTICS_API_TOKENS": f"{STAFF}:staff",
         "CHAT_ANALYTICS_TOKENS_FILE": str(tmp_path / "tokens.json"),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "cli.main",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--bootstrap-servers",
-        bootstrap_servers,
-        "--topic",
-        topic,
-        "--db",
-        str(tmp_path / "rm.duckdb"),
-        "--group-id",
-        f"api-serve-{topic}",
-    ]
+    db = tmp_path / "rm.duckdb"
+    args = serve_args(port=port, bootstrap_servers=bootstrap_servers, topic=topic, db=db, group_id=f"api-serve-{topic}")
+    command = [sys.executable, "-m", "cli.main", *args]
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
