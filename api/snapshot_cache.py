@@ -62,8 +62,9 @@ class SnapshotCache:
     def get(self, mark: tuple[int, int], key: Hashable) -> tuple[bool, Any]:
         with self._lock:
             if mark != self._mark or key not in self._entries:
-                return False, None
+                return False, None  # not a miss yet: `claim` counts it if the caller goes on to compute it
             self._entries.move_to_end(key)
+            self.hits += 1
             return True, self._entries[key]
 
     def claim(self, mark: tuple[int, int], key: Hashable) -> tuple[bool, Any]:
