@@ -175,8 +175,10 @@ def short_whole_list(cur: duckdb.DuckDBPyConnection, filters: Filters | None, or
     if filters is None:
         return Page(0, [], None, 1)
     condition, params = sql.where(filters)
-    query = sql.select_page(condition, sql.order_by(ordering), limit=True)
-    rows = cur.execute(query, [*params, STREAM_ROWS + 1, 0]).fetchall()
+    # No LIMIT in the statement: with one, DuckDB does not take the rows of a session from the serving
+    # index and the common short transcript became slower; the rows past the bound are never fetched.
+    query = sql.select_page(condition, sql.order_by(ordering), limit=False)
+    rows = cur.execute(query, params).fetchmany(STREAM_ROWS + 1)
     if len(rows) > STREAM_ROWS:
         return None
     return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
