@@ -92,9 +92,22 @@ def having(filters: ConversationFilters, *, kept: bool = False) -> tuple[str, li
 
 
 def rows(rows: Source, order: str, *, counted: bool = False) -> str:
-    """Each row's JSON, in order (a whole list, sent as it is read); `counted`: then the number of rows."""
+    """Each row's JSON after a comma, in order (a whole list, sent as it is read: `api.streaming.JsonTextArray`);
+    `counted`: then the number of rows."""
     count = ", count(*) OVER ()" if counted else ""
-    return f"SELECT {rows.row}{count} FROM {rows.relation} ORDER BY {order}"
+    return f"SELECT ',' || {rows.row}{count} FROM {rows.relation} ORDER BY {order}"
+
+
+def kept_rows_split(having_condition: str, order: str, head: int) -> tuple[str, str]:
+    """The kept rows passing `having_condition`, each row's JSON after a comma, in order, in two statements
+    with the same parameters (`api.streaming.Rows.rest`): the first `head` rows, found by a top-N of the
+    ordering columns alone before their JSON is read (a top-N that carried the JSON read every row's),
+    then the others, sorted whole."""
+    head_rows = f"SELECT rowid FROM conversations WHERE {having_condition} ORDER BY {order} LIMIT {int(head)}"
+    return (
+        f"SELECT ',' || body FROM conversations WHERE rowid IN ({head_rows}) ORDER BY {order}",
+        f"SELECT ',' || body FROM conversations WHERE {having_condition} ORDER BY {order} OFFSET {int(head)}",
+    )
 
 
 def count_rows(rows: Source) -> str:

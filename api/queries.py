@@ -29,6 +29,8 @@ USER_FIELDS = field_names(UserAggregate)
 
 # Whole lists longer than this are streamed (api.streaming) rather than built, and not remembered.
 STREAM_ROWS = 1000
+# The whole conversations list's first rows, sent before the others are sorted: the fewer, the sooner.
+STREAM_HEAD_ROWS = 1024
 
 
 class PageNotFound(Exception):
@@ -230,7 +232,9 @@ def stream_conversations(filters: Filters | None, stage2: ConversationFilters, o
     both = [*params, *having_params]
     order = conv.order_by(ordering)
     if kept:
-        return Export(lambda cur: _scalar(cur, conv.count_rows(rows_from), both), conv.rows(rows_from, order), both)
+        # The first rows are found by a top-N and sent while the rest are sorted (`Export.rest`).
+        head, rest = conv.kept_rows_split(having, order, STREAM_HEAD_ROWS)
+        return Export(lambda cur: _scalar(cur, conv.count_rows(rows_from), both), head, both, rest=rest)
     return Export(None, conv.rows(rows_from, order, counted=True), both)
 
 

@@ -28,7 +28,9 @@ GROUPED: dict[str, str] = {
     "has_feedback": "count(fb_score) > 0",
     "offerings_shown": "coalesce(sum(result_count), 0)",
     "offerings_clicked": "coalesce(sum(click_count), 0)",
-    "models_used": "coalesce(string_agg(DISTINCT model, ', ' ORDER BY model) FILTER (WHERE model <> ''), '')",
+    # Not string_agg(DISTINCT ... ORDER BY ...): a DISTINCT aggregate makes DuckDB group the turns twice
+    # more and join the groups, about 40% of a search's grouping; the same string either way.
+    "models_used": "coalesce(array_to_string(list_sort(list_distinct(list(model) FILTER (WHERE model <> ''))), ', '), '')",
     "is_reviewed": "count(llm_reviewed_at) > 0",
     "input_tokens": _INPUT,
     "output_tokens": _OUTPUT,
