@@ -30,7 +30,9 @@ GROUPED: dict[str, str] = {
     "offerings_clicked": "coalesce(sum(click_count), 0)",
     # Not string_agg(DISTINCT ... ORDER BY ...): a DISTINCT aggregate makes DuckDB group the turns twice
     # more and join the groups, about 40% of a search's grouping; the same string either way.
-    "models_used": "coalesce(array_to_string(list_sort(list_distinct(list(model) FILTER (WHERE model <> ''))), ', '), '')",
+    "models_used": (
+        "coalesce(array_to_string(list_sort(list_distinct(list(model) FILTER (WHERE model <> ''))), ', '), '')"
+    ),
     "is_reviewed": "count(llm_reviewed_at) > 0",
     "input_tokens": _INPUT,
     "output_tokens": _OUTPUT,
