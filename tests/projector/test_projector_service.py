@@ -192,3 +192,33 @@ def test_a_missing_broker_is_reported_in_status_and_stop_still_works(tmp_path: P
     finally:
         service.stop()
         con.close()
+
+
+def test_a_quiet_topic_gets_its_log_checkpointed_before_the_threshold(
+    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    # Far below the threshold, the log of a burst is folded into the file once the topic goes quiet,
+    # so that busy traffic later does not wait for a checkpoint of everything written before it.
+    events = list(stream(600, seed=7, sessions=15))
+    wal = tmp_path / "readmodel.duckdb.wal"
+    threshold = 4 * 1024 * 1024  # the burst writes about a tenth of this: its log stays under it
+    service = ProjectorService(
+        TopicSource(bootstrap_servers, topic, group_id=None, batch_size=50),
+        con,
+        checkpoint_bytes=threshold,
+        live_interval_s=0.05,
+    )
+    publish(bootstrap_servers, topic, events)
+    service.start()
+    try:
+        wait_for(
+            lambda: sum(p["position"] for p in service.status()["partitions"]) == len(events),
+            "every published event to be folded",
+        )
+        wait_for(lambda: not wal.exists() or wal.stat().st_size == 0, "the log of the burst to be checkpointed")
+    finally:
+        service.stop()
+    reference = connect(tmp_path / "reference.duckdb")
+    apply_batch(reference, read_back(bootstrap_servers, topic))
+    assert diff(table_rows(reference), table_rows(con)) == {}
+    reference.close()
