@@ -3,9 +3,10 @@
 A `RowStream` holds one read lease and one DuckDB read transaction for the whole response: the count
 sent in `X-Result-Count`, the position sent in its header and every row come from one snapshot (one
 projector commit), whatever commits while the body is sent. The rows leave DuckDB as Arrow record batches
-of `BATCH_ROWS` rows; each is rendered (`Renderer`) and sent before the next is read, so the memory of a
-response stays bounded by a batch whatever its size, and the first bytes leave as soon as the first batch
-is ready. The read lease is held until the last row is sent (a blue/green switch waits for it).
+of `BATCH_ROWS` rows; each is rendered (`Renderer`) and sent, `CHUNK_ROWS` rows at a time, before the next
+is read, so the memory of a response stays bounded by a batch whatever its size, and the first bytes leave
+as soon as the first rows of the first batch are rendered. The read lease is held until the last row is
+sent (a blue/green switch waits for it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from schemas.position import Position
 from serving.handle import ReadModelHandle
 
 BATCH_ROWS = 8192
+# A batch is rendered and sent in slices of at most this many rows: rendering is most of the time of a
+# JSON transcript (a Python object per field), and the first bytes should not wait for a whole batch.
+CHUNK_ROWS = 1024
 
 Counter = Callable[[duckdb.DuckDBPyConnection], int]
 
@@ -138,6 +142,8 @@ class RowStream:
         if self._ended:
             return None
         batch, self._ahead = (self._ahead, None) if self._ahead is not None else (self._next_batch(), None)
+        if batch is not None and batch.num_rows > CHUNK_ROWS:
+            batch, self._ahead = batch.slice(0, CHUNK_ROWS), batch.slice(CHUNK_ROWS)
         if batch is None:
             self._ended = True
             schema = self._reader.schema

@@ -35,16 +35,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
     handle.connection.close()
 
 
+@pytest.mark.parametrize("batch_rows", [1, 5])  # a batch of one row each; or batches sent in one-row slices
 @pytest.mark.parametrize("path", WHOLE_LISTS)
 def test_a_streamed_whole_list_equals_the_one_built_whole(
-    served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch, path: str
+    served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch, path: str, batch_rows: int
 ) -> None:
     client, handle = served
     built = client.get(path, headers=AUTH)
     assert built.status_code == 200 and built.json(), "a list that is empty proves little"
     # Every non-empty whole list is now streamed, one row per chunk (by a server with nothing remembered).
     monkeypatch.setattr(queries, "STREAM_ROWS", 0)
-    monkeypatch.setattr(streaming, "BATCH_ROWS", 1)
+    monkeypatch.setattr(streaming, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(streaming, "CHUNK_ROWS", 1)
     with make_client(handle) as fresh, fresh.stream("GET", path, headers=AUTH) as response:
         chunks = list(response.iter_raw())
     assert response.status_code == 200
