@@ -73,11 +73,8 @@ KPI_DAILY_TOTALS = """
 """
 KPI_SESSIONS = "SELECT count(*), count(*) FILTER (WHERE reviewed_turns > 0) FROM sessions"
 KPI_USERS = "SELECT count(*) FROM user_stats"
-# docs/api.md: hallucination_rate counts sessions; `sessions` keeps no such counter, the reviewed turns are few.
-KPI_HALLUCINATED_SESSIONS = """
-    SELECT count(DISTINCT session_id) FROM interactions
-    WHERE llm_reviewed_at IS NOT NULL AND llm_hallucination_detected
-"""
+# docs/api.md: hallucination_rate counts sessions; the kept conversation rows count each one's turns.
+KPI_HALLUCINATED_SESSIONS = "SELECT count(*) FROM conversations WHERE hallucinated_turns > 0"
 DAYS_BY_SEVERITY = """
     SELECT day, severity_none, severity_low, severity_medium, severity_high, severity_critical
     FROM daily_counters WHERE day BETWEEN ? AND ? AND turns > 0
@@ -102,3 +99,56 @@ BUDGET_TODAY = """
         turns + usage_events + erased_turns
     FROM daily_counters WHERE day = ?
 """
+
+
+# -- the KPI narrowed by conversation-level filters alone -------------------------------------------
+# Summed over the `conversations` rows that pass (the `?` of `having` first in each statement): each row
+# keeps its session's KPI counters, its turns per day and severity and its reviewed turns per intent
+# (schemas.conversation_rows), so no turn is read.
+
+
+def kpi_kept_totals(having: str) -> str:
+    """The columns of `api.interactions_sql.kpi_totals`, in its order, with the users counted apart."""
+    return f"""
+        SELECT
+            coalesce(sum(message_count), 0),
+            count(*),
+            coalesce(sum(flagged), 0),
+            coalesce(sum(feedback_up), 0),
+            coalesce(sum(feedback_down), 0),
+            coalesce(sum(clicks), 0),
+            coalesce(sum(clarifications), 0),
+            coalesce(sum(input_tokens), 0),
+            coalesce(sum(output_tokens), 0),
+            coalesce(sum(reviewed_turns), 0),
+            coalesce(sum(review_score_sum), 0),
+            coalesce(sum(hallucinated_turns), 0),
+            count(*) FILTER (WHERE reviewed_turns > 0),
+            coalesce(sum(review_input_tokens), 0),
+            coalesce(sum(review_output_tokens), 0),
+            count(*) FILTER (WHERE hallucinated_turns > 0)
+        FROM conversations WHERE {having}
+    """
+
+
+def kpi_kept_users(having: str) -> str:
+    return f"SELECT count(DISTINCT u) FROM (SELECT unnest(users) AS u FROM conversations WHERE {having})"
+
+
+def kpi_kept_days(having: str) -> str:
+    """(day, turns of each severity) for the days in [?, ?], after the HAVING's parameters. The days are
+    bounded after grouping: a condition on each unnested element cost twice the whole statement."""
+    sums = ", ".join(f'sum(d."{s}")' for s in SEVERITY_COLUMNS)
+    return f"""
+        SELECT d.day, {sums}
+        FROM (SELECT unnest(days) AS d FROM conversations WHERE {having})
+        GROUP BY d.day HAVING d.day BETWEEN ? AND ?
+    """
+
+
+def kpi_kept_intents(having: str) -> str:
+    return f"""
+        SELECT i.intent, sum(i.turns)
+        FROM (SELECT unnest(intents) AS i FROM conversations WHERE reviewed_turns > 0 AND {having})
+        GROUP BY i.intent ORDER BY i.intent
+    """

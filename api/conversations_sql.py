@@ -92,9 +92,22 @@ def having(filters: ConversationFilters, *, kept: bool = False) -> tuple[str, li
 
 
 def rows(rows: Source, order: str, *, counted: bool = False) -> str:
-    """Each row's JSON, in order (a whole list, sent as it is read); `counted`: then the number of rows."""
+    """Each row's JSON after a comma, in order (a whole list, sent as it is read: `api.streaming.JsonTextArray`);
+    `counted`: then the number of rows."""
     count = ", count(*) OVER ()" if counted else ""
-    return f"SELECT {rows.row}{count} FROM {rows.relation} ORDER BY {order}"
+    return f"SELECT ',' || {rows.row}{count} FROM {rows.relation} ORDER BY {order}"
+
+
+def kept_rows_split(having_condition: str, order: str, head: int) -> tuple[str, str]:
+    """The kept rows passing `having_condition`, each row's JSON after a comma, in order, in two statements
+    with the same parameters (`api.streaming.Rows.rest`): the first `head` rows, found by a top-N of the
+    ordering columns alone before their JSON is read (a top-N that carried the JSON read every row's),
+    then the others, sorted whole."""
+    head_rows = f"SELECT rowid FROM conversations WHERE {having_condition} ORDER BY {order} LIMIT {int(head)}"
+    return (
+        f"SELECT ',' || body FROM conversations WHERE rowid IN ({head_rows}) ORDER BY {order}",
+        f"SELECT ',' || body FROM conversations WHERE {having_condition} ORDER BY {order} OFFSET {int(head)}",
+    )
 
 
 def count_rows(rows: Source) -> str:
@@ -116,13 +129,11 @@ def count(condition: str, having_condition: str) -> str:
     return f"SELECT count(*) FROM ({grouped(condition, having_condition)})"
 
 
-def narrowed(condition: str, having_condition: str, *, kept: bool = False) -> str:
+def narrowed(condition: str, having_condition: str) -> str:
     """The turn condition of a KPI narrowed to the conversations that pass stage 2: a passing
     conversation counts with all its turns that pass stage 1. Its parameters: the condition's, the
-    condition's again, then the HAVING's. Without turn-level filters (`kept`, the condition is `TRUE`)
-    the kept table says which sessions pass."""
-    if kept:
-        return f"session_id IN (SELECT session_id FROM conversations WHERE {having_condition})"
+    condition's again, then the HAVING's. (Without turn-level filters the KPI sums the kept rows
+    instead: `api.aggregates_sql.kpi_kept_totals`.)"""
     return (
         f"{condition} AND session_id IN (SELECT session_id FROM interactions WHERE {condition}"
         f" GROUP BY session_id HAVING {having_condition})"

@@ -29,6 +29,8 @@ USER_FIELDS = field_names(UserAggregate)
 
 # Whole lists longer than this are streamed (api.streaming) rather than built, and not remembered.
 STREAM_ROWS = 1000
+# The whole conversations list's first rows, sent before the others are sorted: the fewer, the sooner.
+STREAM_HEAD_ROWS = 1024
 
 
 class PageNotFound(Exception):
@@ -230,7 +232,9 @@ def stream_conversations(filters: Filters | None, stage2: ConversationFilters, o
     both = [*params, *having_params]
     order = conv.order_by(ordering)
     if kept:
-        return Export(lambda cur: _scalar(cur, conv.count_rows(rows_from), both), conv.rows(rows_from, order), both)
+        # The first rows are found by a top-N and sent while the rest are sorted (`Export.rest`).
+        head, rest = conv.kept_rows_split(having, order, STREAM_HEAD_ROWS)
+        return Export(lambda cur: _scalar(cur, conv.count_rows(rows_from), both), head, both, rest=rest)
     return Export(None, conv.rows(rows_from, order, counted=True), both)
 
 
@@ -352,23 +356,34 @@ def kpi(
         sessions, reviewed_sessions = cur.execute(agg.KPI_SESSIONS).fetchone()
         hallucinated_sessions = _scalar(cur, agg.KPI_HALLUCINATED_SESSIONS)
         users = _scalar(cur, agg.KPI_USERS)
-        condition, params = "TRUE", []
         for day, *counts in cur.execute(agg.DAYS_BY_SEVERITY, days).fetchall():
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
+        intents = dict(cur.execute(agg.kpi_kept_intents("TRUE")).fetchall())
+    elif not filters.given():
+        # Conversation-level filters alone: whole conversations, summed from their kept rows.
+        assert stage2 is not None
+        having, params = conv.having(stage2, kept=True)
+        (turns, sessions, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum,
+         _hallucinated, reviewed_sessions, review_in, review_out, hallucinated_sessions) = cur.execute(
+            agg.kpi_kept_totals(having), params
+        ).fetchone()  # fmt: skip
+        users = _scalar(cur, agg.kpi_kept_users(having), params)
+        for day, *counts in cur.execute(agg.kpi_kept_days(having), [*params, *days]).fetchall():
+            per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
+        intents = dict(cur.execute(agg.kpi_kept_intents(having), params).fetchall())
     else:
         condition, params = sql.where(filters)
         if narrowing:
             assert stage2 is not None
-            kept = not filters.given()
-            having, having_params = conv.having(stage2, kept=kept)
-            condition, params = conv.narrowed(condition, having, kept=kept), [*params, *params, *having_params]
+            having, having_params = conv.having(stage2)
+            condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
         (turns, sessions, users, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed,
          score_sum, _hallucinated, reviewed_sessions, review_in, review_out, hallucinated_sessions) = cur.execute(
             sql.kpi_totals(condition), params
         ).fetchone()  # fmt: skip
         for day, severity, n in cur.execute(sql.per_day_severity(condition), [*params, *days]).fetchall():
             per_day.setdefault(day, {})[severity.upper()] = n
-    intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+        intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
 
     def day_count(day: date) -> int:
         return sum(per_day.get(day, {}).values())

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 #    `dead_letters.occurred_at`, `daily_counters.erased_*`).
 # 5: `conversations`.
 # 6: `interactions.is_clarification` also counts `ask_user_form` blocks and `ask_user` tool calls.
-READMODEL_VERSION = 6
+# 7: the KPI's counters, days and intents of each session in `conversations`.
+READMODEL_VERSION = 7
 
 DDL: tuple[str, ...] = (
     """
@@ -136,6 +137,21 @@ DDL: tuple[str, ...] = (
         output_tokens HUGEINT NOT NULL,
         total_tokens HUGEINT NOT NULL,
         offerings_shown HUGEINT NOT NULL,
+        -- what the KPI counts of the session (schemas.conversation_rows.KPI_COUNTERS)
+        flagged BIGINT NOT NULL,
+        feedback_up BIGINT NOT NULL,
+        feedback_down BIGINT NOT NULL,
+        clicks HUGEINT NOT NULL,
+        clarifications BIGINT NOT NULL,
+        reviewed_turns BIGINT NOT NULL,
+        review_score_sum HUGEINT NOT NULL,
+        hallucinated_turns BIGINT NOT NULL,
+        review_input_tokens HUGEINT NOT NULL,
+        review_output_tokens HUGEINT NOT NULL,
+        users VARCHAR[] NOT NULL,               -- its distinct non-empty user_slugs, in order
+        -- its turns per created day and severity, in day order
+        days STRUCT(day DATE, "none" BIGINT, low BIGINT, medium BIGINT, high BIGINT, critical BIGINT)[] NOT NULL,
+        intents STRUCT(intent VARCHAR, turns BIGINT)[] NOT NULL, -- its reviewed turns per intent, in order
         body VARCHAR NOT NULL                   -- the row's JSON object, as /conversations/ serves it
     )
     """,

@@ -93,3 +93,22 @@ def test_a_streamed_list_still_needs_a_staff_token(
     _client, handle = served
     monkeypatch.setattr(queries, "STREAM_ROWS", 0)
     assert make_client(handle).get(f"{PREFIX}/by-user/{USER_A}/").status_code == 401
+
+
+@pytest.mark.parametrize("path", [p for p in WHOLE_LISTS if "/conversations/" in p])
+@pytest.mark.parametrize("head", [0, 1, 2, 1000])
+def test_the_conversations_list_sent_as_first_rows_then_the_rest_is_the_same_list(
+    served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch, path: str, head: int
+) -> None:
+    # Without turn-level filters the first rows come from a top-N and the others from a second statement:
+    # wherever the cut falls, the body is the list in order, each row once, as its pages give it.
+    client, handle = served
+    pages = client.get(path + ("&" if "?" in path else "?") + "page_size=1000", headers=AUTH)
+    assert pages.status_code == 200 and len(pages.json()) >= 2
+    monkeypatch.setattr(queries, "STREAM_HEAD_ROWS", head)
+    monkeypatch.setattr(streaming, "BATCH_ROWS", 2)
+    with make_client(handle) as fresh:
+        response = fresh.get(path, headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == pages.json()
+    assert response.headers["x-result-count"] == pages.headers["x-result-count"]

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from api import queries
-from api.params import Filters
+from api.params import ConversationFilters, Filters
 from projector import forget
 from projector.fold import apply_batch
 from projector.records import Record
@@ -33,6 +33,7 @@ from tests.support.events import (
     turn,
     usage,
 )
+from tests.support.kept import kept_and_recomputed
 from tests.support.privacy import (
     IP,
     OFFER,
@@ -45,6 +46,8 @@ from tests.support.privacy import (
 )
 
 EVERYTHING = Filters(created_from=date(1, 1, 1))  # a filter, so the queries scan the turns themselves
+# A conversation-level filter alone: the KPI sums the kept conversation rows (with EVERYTHING, the turns).
+NARROWED = ConversationFilters(total_tokens_min=0)
 
 
 @pytest.fixture
@@ -122,6 +125,11 @@ def test_an_erased_visitor_leaves_no_trace_and_later_turns_stay(tmp_path: Path) 
     ]
     # Every aggregate equals a scan of the turns that are left; the budget is what it was.
     assert queries.kpi(con, Filters(), BASE_TIME.date(), 30) == queries.kpi(con, EVERYTHING, BASE_TIME.date(), 30)
+    assert queries.kpi(con, Filters(), BASE_TIME.date(), 30, NARROWED) == queries.kpi(
+        con, EVERYTHING, BASE_TIME.date(), 30, NARROWED
+    )
+    kept, fresh = kept_and_recomputed(con)
+    assert kept == fresh and {s for s, *_ in kept} == {"sess-d", "sess-o"}
     assert queries.list_users(con, Filters(), None).rows == queries.list_users(con, EVERYTHING, None).rows
     now = datetime.combine(BASE_TIME.date(), datetime.min.time(), UTC) + timedelta(hours=12)
     assert queries.budget(con, now, 0) == queries.budget(before, now, 0)
@@ -200,6 +208,9 @@ def test_the_purge_leaves_the_last_days_and_aggregates_equal_a_scan(tmp_path: Pa
     assert live.execute("SELECT count(*) FROM daily_counters WHERE day < ?", [horizon]).fetchone() == (0,)
     assert live.execute("SELECT count(*) FROM usage_events WHERE day < ?", [horizon]).fetchone() == (0,)
     assert queries.kpi(live, Filters(), TODAY, 30) == queries.kpi(live, EVERYTHING, TODAY, 30)
+    assert queries.kpi(live, Filters(), TODAY, 30, NARROWED) == queries.kpi(live, EVERYTHING, TODAY, 30, NARROWED)
+    kept, fresh = kept_and_recomputed(live)
+    assert kept == fresh
     assert queries.list_users(live, Filters(), None).rows == queries.list_users(live, EVERYTHING, None).rows
     # The session that spanned the horizon now starts on its later turn.
     first = live.execute("SELECT first_created, turns FROM sessions WHERE session_id = 'sess-span'").fetchone()
