@@ -35,18 +35,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
     handle.connection.close()
 
 
-@pytest.mark.parametrize("batch_rows", [1, 5])  # a batch of one row each; or batches sent in one-row slices
 @pytest.mark.parametrize("path", WHOLE_LISTS)
 def test_a_streamed_whole_list_equals_the_one_built_whole(
-    served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch, path: str, batch_rows: int
+    served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     client, handle = served
     built = client.get(path, headers=AUTH)
     assert built.status_code == 200 and built.json(), "a list that is empty proves little"
     # Every non-empty whole list is now streamed, one row per chunk (by a server with nothing remembered).
     monkeypatch.setattr(queries, "STREAM_ROWS", 0)
-    monkeypatch.setattr(streaming, "BATCH_ROWS", batch_rows)
-    monkeypatch.setattr(streaming, "CHUNK_ROWS", 1)
+    monkeypatch.setattr(streaming, "BATCH_ROWS", 1)
     with make_client(handle) as fresh, fresh.stream("GET", path, headers=AUTH) as response:
         chunks = list(response.iter_raw())
     assert response.status_code == 200
@@ -55,6 +53,23 @@ def test_a_streamed_whole_list_equals_the_one_built_whole(
     assert b"".join(chunks) == built.content
     for header in ("x-result-count", "x-read-model-position", "content-type"):
         assert response.headers[header] == built.headers[header]
+
+
+@pytest.mark.parametrize("path", [path for path in WHOLE_LISTS if "/conversations/" not in path])
+def test_a_transcript_is_sent_in_slices_of_a_batch(
+    served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    # Rendered row by row, a transcript's batch leaves in slices (CHUNK_ROWS): the first bytes do not
+    # wait for the whole batch to be rendered. One row per slice here, from batches of many rows.
+    client, handle = served
+    built = client.get(path, headers=AUTH)
+    assert len(built.json()) > 1, "a list of one row proves nothing about slices"
+    monkeypatch.setattr(queries, "STREAM_ROWS", 0)
+    monkeypatch.setattr(streaming, "CHUNK_ROWS", 1)
+    with make_client(handle) as fresh, fresh.stream("GET", path, headers=AUTH) as response:
+        chunks = list(response.iter_raw())
+    assert response.status_code == 200 and b"".join(chunks) == built.content
+    assert len(chunks) >= len(built.json())
 
 
 def test_an_empty_whole_list_is_an_empty_array(
