@@ -54,11 +54,16 @@ def _in_snapshot(
     # A read lease for the whole unit of work: a blue/green switch waits for it to end, so the file
     # cannot be swapped (or closed) under a request, and the next request reads the new file.
     with handle.reading() as cur:
-        if cache is not None:
+        # What this process saw of the projector's commits: a hint of whether the answer remembered for
+        # `key` can still be current. It only picks which of two exact paths to take (the mark decides).
+        commits = handle.positions.commits
+        if cache is not None and cache.may_hold(key, commits):
             # The common case, a remembered answer, costs one statement and no transaction: the mark
             # alone is one statement, so one snapshot, and the answer remembered for it is that
             # snapshot's. A miss reads the mark again inside its transaction, one statement more on a
             # query that costs far more, where a BEGIN and a ROLLBACK on every hit slow the common case.
+            # A question never remembered, or remembered before a commit this process saw, goes to the
+            # transaction straight away: its mark outside would be a statement read for nothing.
             mark, offsets = snapshot_mark(cur, handle.generation, topic)
             position = Position.of(handle.version, topic, offsets)
             if minimum is not None and not position.covers(minimum):
@@ -76,11 +81,11 @@ def _in_snapshot(
                 return Answer(None, position, reached=False)
             if cache is None:
                 return Answer(work(cur), position)
-            found, value = cache.claim(mark, key)
+            found, value = cache.claim(mark, key, commits)
             if not found:
                 try:
                     value = work(cur)
-                    cache.put(mark, key, value, rows=_row_count(value))
+                    cache.put(mark, key, value, rows=_row_count(value), commits=commits)
                 finally:
                     cache.release(mark, key)
             return Answer(value, position)

@@ -52,12 +52,20 @@ class SnapshotCache:
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._lock = threading.Lock()
         self._mark: tuple[int, int] | None = None
+        self._commits: int | None = None  # the commits the process had seen when `_mark` was read
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._max = max_entries
         self._in_flight: dict[tuple[tuple[int, int], Hashable], threading.Event] = {}
         # Answers served from memory and answers computed, for /metrics (and the benchmark's miss rows).
         self.hits = 0
         self.misses = 0
+
+    def may_hold(self, key: Hashable, commits: int) -> bool:
+        """Whether an answer to `key` is remembered from a snapshot read after the process had seen
+        `commits` commits (ReadModelHandle.positions): only then is reading the mark for it worth a
+        statement. A hint, never a proof: `get` with the mark decides."""
+        with self._lock:
+            return key in self._entries and (self._commits is None or self._commits == commits)
 
     def get(self, mark: tuple[int, int], key: Hashable) -> tuple[bool, Any]:
         with self._lock:
@@ -67,13 +75,17 @@ class SnapshotCache:
             self.hits += 1
             return True, self._entries[key]
 
-    def claim(self, mark: tuple[int, int], key: Hashable) -> tuple[bool, Any]:
+    def claim(self, mark: tuple[int, int], key: Hashable, commits: int | None = None) -> tuple[bool, Any]:
         """The remembered answer, or (False, None) when the caller is to compute it and then `release`.
         While one request computes an answer, the same question in the same snapshot waits for it:
-        after a commit, concurrent dashboards would otherwise all run the same queries at once."""
+        after a commit, concurrent dashboards would otherwise all run the same queries at once.
+        `commits`: what the process had seen before reading `mark` (see `may_hold`)."""
         while True:
             with self._lock:
                 if mark == self._mark and key in self._entries:
+                    if commits is not None:
+                        # The current snapshot is at least that far along: later hits may skip the transaction.
+                        self._commits = max(self._commits or 0, commits)
                     self._entries.move_to_end(key)
                     self.hits += 1
                     return True, self._entries[key]
@@ -91,7 +103,7 @@ class SnapshotCache:
         if running is not None:
             running.set()
 
-    def put(self, mark: tuple[int, int], key: Hashable, value: Any, rows: int = 1) -> None:
+    def put(self, mark: tuple[int, int], key: Hashable, value: Any, rows: int = 1, commits: int | None = None) -> None:
         # None is no answer (a whole list too long to build says so, and is then streamed): not kept.
         if rows > MAX_ROWS or value is None:
             return
@@ -102,6 +114,7 @@ class SnapshotCache:
                 if self._mark is not None and mark < self._mark:
                     return
                 self._mark = mark
+                self._commits = commits
                 self._entries.clear()
             self._entries[key] = value
             self._entries.move_to_end(key)

@@ -46,6 +46,12 @@ DEFAULT_PARSE_PROCESSES = 2  # each reads and parses a share of the partitions; 
 # The retention purge runs at start-up and then this often, between two batches (the issue asks for at
 # least hourly; the horizon moves once a day, and a purge with nothing to remove costs a few ms).
 PURGE_EVERY_S = 600.0
+# A checkpoint holds the projector's next commit until it ends (readers go on), and it takes longer the
+# more log it folds into the file: under steady traffic, every event that arrives meanwhile waits for it.
+# So the log is checkpointed early, from this share of `checkpoint_bytes` on, whenever a read finds
+# nothing new (the topic is quiet: nobody waits for the next commit); only a log that reaches the full
+# `checkpoint_bytes` without such a pause is checkpointed between two busy batches.
+IDLE_CHECKPOINT_SHARE = 16
 
 
 class ProjectorService:
@@ -202,6 +208,8 @@ class ProjectorService:
                 while not self._stop.is_set():
                     started = time.monotonic()
                     folded = self._step(reader)
+                    if folded == 0:
+                        self._maybe_checkpoint(idle=True)
                     self._maybe_refresh(reader)
                     self.purge_if_due()
                     backoff = 0.5
@@ -262,21 +270,28 @@ class ProjectorService:
         self._commit_to_kafka()
         return len(records)
 
-    def _maybe_checkpoint(self) -> None:
+    def _maybe_checkpoint(self, *, idle: bool = False) -> None:
+        """After a batch, once the log reached `checkpoint_bytes`; when `idle` (a read found nothing), once
+        it reached a share of that (IDLE_CHECKPOINT_SHARE), so that busy traffic seldom meets one."""
         if self._wal is None or self.checkpoint_bytes is None:
             return
         try:
             size = self._wal.stat().st_size
         except FileNotFoundError:
             return
-        if size < self.checkpoint_bytes:
+        floor = max(1, self.checkpoint_bytes // IDLE_CHECKPOINT_SHARE) if idle else self.checkpoint_bytes
+        if size < floor:
             return
         # The batch is in the log already: a checkpoint that fails (a full disk) invalidates the
         # database, and the restart replays the log with that batch in it.
         # Twice over the threshold (checkpoints kept being refused), FORCE waits for the other transactions.
         statement = "FORCE CHECKPOINT" if size >= 2 * self.checkpoint_bytes else "CHECKPOINT"
+        started = time.monotonic()
         try:
             self.con.execute(statement)
+            log.info(
+                "checkpointed %s bytes of log in %.3f s%s", size, time.monotonic() - started, " (idle)" if idle else ""
+            )
         except duckdb.Error as exc:
             if is_fatal(exc):
                 raise

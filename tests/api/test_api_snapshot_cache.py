@@ -95,3 +95,20 @@ def test_metrics_count_the_answers_served_from_the_cache_and_those_computed(tmp_
     apply_batch(con, to_records([turn("s1", at=AT.replace(minute=5))], start=1))
     client.get(f"{PREFIX}/", headers=AUTH)  # a commit in between: computed again
     assert _cache_counts(client) == (before[0] + 1, before[1] + 2)
+
+
+def test_a_commit_the_server_was_told_of_shows_in_the_next_answer(tmp_path: Path) -> None:
+    # serve's projector tells the handle of each commit (positions.advance): a remembered answer is then
+    # not even looked up before the request's transaction, and the answer computed there is the new one.
+    con = connect(tmp_path / "rm.duckdb")
+    first = turn("s1", at=AT)
+    apply_batch(con, to_records([first]))
+    handle = ReadModelHandle(con, tmp_path / "rm.duckdb")
+    client = make_client(handle)
+    path = f"{PREFIX}/{first['data']['interaction_uuid']}/"
+    for _ in range(2):
+        assert client.get(path, headers=AUTH).json()["feedback"] is None
+    apply_batch(con, to_records([feedback(first, 1)], start=1))
+    handle.positions.advance([("chat-events", 0, 2)])
+    for _ in range(2):  # computed in the new snapshot, then remembered for it
+        assert client.get(path, headers=AUTH).json()["feedback"]["score"] == 1

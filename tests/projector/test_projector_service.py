@@ -42,6 +42,22 @@ def wait_for(condition: Callable[[], bool], what: str, limit_s: float = 30.0) ->
         time.sleep(0.05)
 
 
+def wait_all_folded(service: ProjectorService, events: int) -> None:
+    wait_for(
+        lambda: sum(p["position"] for p in service.status()["partitions"]) == events,
+        "every published event to be folded",
+    )
+
+
+def assert_folded_like_the_pure_fold(
+    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection, at: Path
+) -> None:
+    reference = connect(at / "reference.duckdb")
+    apply_batch(reference, read_back(bootstrap_servers, topic))
+    assert diff(table_rows(reference), table_rows(con)) == {}
+    reference.close()
+
+
 @pytest.fixture
 def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     c = connect(tmp_path / "readmodel.duckdb")
@@ -157,16 +173,10 @@ def test_live_batches_gathered_between_pauses_fold_like_the_pure_fold(
         wait_for(lambda: service.status()["caught_up"], "the service to start on the empty topic")
         for start in range(0, len(events), 100):  # bursts that land during the pauses between batches
             publish(bootstrap_servers, topic, events[start : start + 100])
-        wait_for(
-            lambda: sum(p["position"] for p in service.status()["partitions"]) == len(events),
-            "every published event to be folded",
-        )
+        wait_all_folded(service, len(events))
     finally:
         service.stop()
-    reference = connect(tmp_path / "reference.duckdb")
-    apply_batch(reference, read_back(bootstrap_servers, topic))
-    assert diff(table_rows(reference), table_rows(con)) == {}
-    reference.close()
+    assert_folded_like_the_pure_fold(bootstrap_servers, topic, con, tmp_path)
     stored = dict(con.execute("SELECT partition, next_offset FROM offsets").fetchall())
     assert stored == {p["partition"]: p["end_offset"] for p in service.status()["partitions"]}
 
@@ -192,3 +202,27 @@ def test_a_missing_broker_is_reported_in_status_and_stop_still_works(tmp_path: P
     finally:
         service.stop()
         con.close()
+
+
+def test_a_quiet_topic_gets_its_log_checkpointed_before_the_threshold(
+    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    # Far below the threshold, the log of a burst is folded into the file once the topic goes quiet,
+    # so that busy traffic later does not wait for a checkpoint of everything written before it.
+    events = list(stream(600, seed=7, sessions=15))
+    wal = tmp_path / "readmodel.duckdb.wal"
+    threshold = 4 * 1024 * 1024  # the burst writes about a tenth of this: its log stays under it
+    service = ProjectorService(
+        TopicSource(bootstrap_servers, topic, group_id=None, batch_size=50),
+        con,
+        checkpoint_bytes=threshold,
+        live_interval_s=0.05,
+    )
+    publish(bootstrap_servers, topic, events)
+    service.start()
+    try:
+        wait_all_folded(service, len(events))
+        wait_for(lambda: not wal.exists() or wal.stat().st_size == 0, "the log of the burst to be checkpointed")
+    finally:
+        service.stop()
+    assert_folded_like_the_pure_fold(bootstrap_servers, topic, con, tmp_path)
