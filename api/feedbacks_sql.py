@@ -32,8 +32,8 @@ def _score(value: float) -> tuple[str, list[Any]]:
 _RULES: dict[str, filter_sql.Rule] = {
     "score": _score,
     "category": "fb_category = ?",
-    "submitted_from": "CAST(fb_submitted_at AS DATE) >= ?",
-    "submitted_to": "CAST(fb_submitted_at AS DATE) <= ?",
+    "submitted_from": filter_sql.on_or_after_day("fb_submitted_at"),
+    "submitted_to": filter_sql.on_or_before_day("fb_submitted_at"),
     "has_comment": filter_sql.either("fb_comment <> ''", "fb_comment = ''"),
 }
 

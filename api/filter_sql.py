@@ -10,6 +10,7 @@ on which filters are set, never on their values.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, time
 from typing import Any
 
 Rule = str | Callable[[Any], tuple[str, list[Any]]]
@@ -37,6 +38,19 @@ def conjunction(filters: object, rules: Mapping[str, Rule], always: Sequence[str
 def either(when_true: str, when_false: str) -> Callable[[Any], tuple[str, list[Any]]]:
     """The rule of a boolean filter: one fixed condition for true, another for false."""
     return lambda value: (when_true if value else when_false, [])
+
+
+def on_or_after_day(column: str) -> Callable[[Any], tuple[str, list[Any]]]:
+    """The rule "the UTC date of TIMESTAMP `column` is on or after the day": compared as timestamps (from
+    the day's first microsecond), so DuckDB can filter in the scan and skip row groups, where a CAST of
+    every value to DATE cannot."""
+    return lambda day: (f"{column} >= ?", [datetime.combine(day, time.min)])
+
+
+def on_or_before_day(column: str) -> Callable[[Any], tuple[str, list[Any]]]:
+    """The rule "the UTC date of TIMESTAMP `column` is on or before the day" (to its last microsecond,
+    the precision of a TIMESTAMP), as `on_or_after_day`."""
+    return lambda day: (f"{column} <= ?", [datetime.combine(day, time.max)])
 
 
 def directions(columns: Mapping[str, str], *, descending: str = "DESC", ascending: str = "ASC") -> dict[str, str]:
