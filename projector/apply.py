@@ -616,7 +616,7 @@ class _Fold:
         table = self.batch.turns
         positions = pa.array([t.pos for t in turns], pa.int64())
         table = table.filter(pc.is_in(table["pos"], value_set=positions))
-        if not self.has_erasures and self.tombstones == set():
+        if not self.has_erasures and not self.tombstones:
             # Only the watermark screens: one comparison over the column says whether any turn is aged.
             assert self.watermark is not None
             oldest = pc.min(table["created_date"]).as_py()
