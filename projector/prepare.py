@@ -241,9 +241,14 @@ class PreparedBatch:
         )
 
 
+# A named tuple made from a plain one without its Python-level `__new__`: the writer remakes every event of
+# every shipped batch (on unpickling, and to renumber its position when batches are merged).
+_new = tuple.__new__
+
+
 def _unpickle_batch(*fields: Any) -> PreparedBatch:
     *head, events, rejections, turns = fields
-    prepared = [Prepared(*e[:5], ROW_TYPES[e[1]]._make(e[5])) for e in events]
+    prepared = [_new(Prepared, (*e[:5], _new(ROW_TYPES[e[1]], e[5]))) for e in events]
     return PreparedBatch(*head, prepared, rejections, turns)
 
 
@@ -264,7 +269,7 @@ def merge_prepared(batches: Sequence[PreparedBatch]) -> PreparedBatch:
         merged.values += batch.values
         merged.timestamps += batch.timestamps
         if shift:
-            merged.events += [e._replace(pos=e.pos + shift) for e in batch.events]
+            merged.events += [_new(Prepared, (pos + shift, *rest)) for pos, *rest in batch.events]
             merged.rejections += [r._replace(pos=r.pos + shift) for r in batch.rejections]
             pos = batch.turns.schema.get_field_index("pos")
             tables.append(batch.turns.set_column(pos, "pos", pc.add(batch.turns["pos"], shift)))

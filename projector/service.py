@@ -52,6 +52,7 @@ PURGE_EVERY_S = 600.0
 # nothing new (the topic is quiet: nobody waits for the next commit); only a log that reaches the full
 # `checkpoint_bytes` without such a pause is checkpointed between two busy batches.
 IDLE_CHECKPOINT_SHARE = 16
+IDLE_CHECKPOINT_RETRY_S = 5.0  # after a refused quiet-time checkpoint (another transaction wrote)
 
 
 class ProjectorService:
@@ -90,6 +91,7 @@ class ProjectorService:
         self.on_fatal = on_fatal
         self.checkpoint_bytes = checkpoint_bytes
         self._wal = _wal_path(con) if checkpoint_bytes is not None else None
+        self._idle_checkpoint_after = 0.0
         self._reader: TopicReader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -280,7 +282,7 @@ class ProjectorService:
         except FileNotFoundError:
             return
         floor = max(1, self.checkpoint_bytes // IDLE_CHECKPOINT_SHARE) if idle else self.checkpoint_bytes
-        if size < floor:
+        if size < floor or (idle and time.monotonic() < self._idle_checkpoint_after):
             return
         # The batch is in the log already: a checkpoint that fails (a full disk) invalidates the
         # database, and the restart replays the log with that batch in it.
@@ -295,7 +297,10 @@ class ProjectorService:
         except duckdb.Error as exc:
             if is_fatal(exc):
                 raise
-            # Not possible right now (another transaction writes): after a later batch, then.
+            # Not possible right now (another transaction writes): after a later batch, then; when quiet,
+            # not before a while (a quiet topic is read again every poll).
+            if idle:
+                self._idle_checkpoint_after = time.monotonic() + IDLE_CHECKPOINT_RETRY_S
             log.info("checkpoint deferred (log at %s bytes): %s", size, exc)
 
     def purge_if_due(self, *, force: bool = False) -> forget.PurgeResult | None:
