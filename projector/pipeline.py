@@ -137,18 +137,19 @@ def _ship(records: list[Record], ship: str, scratch: duckdb.DuckDBPyConnection |
     DuckDB in the child with SHAPED), or with RAW its raw columns as Arrow IPC bytes."""
     if ship == SHAPED:
         assert scratch is not None
-        return pickle.dumps(prepare_columns(scratch, raw_table(records)), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(prepare_columns(scratch, raw_table(records)).shipped(), protocol=pickle.HIGHEST_PROTOCOL)
     if ship == MODELS:
-        return pickle.dumps(prepare(records), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(prepare(records).shipped(), protocol=pickle.HIGHEST_PROTOCOL)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, RAW_SCHEMA) as writer:
         writer.write_table(raw_table(records))
     return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
 
 
-def _unship(payload: bytes, ship: str) -> PreparedBatch | pa.Table:
+def _unship(payload: bytes, ship: str, first: int = 0) -> PreparedBatch | pa.Table:
+    """A shipped batch again; a prepared one numbered from `first`, its place in the writer's transaction."""
     if ship != RAW:
-        return pickle.loads(payload)  # type: ignore[no-any-return]
+        return PreparedBatch.from_shipped(pickle.loads(payload), first)
     return pa.ipc.open_stream(payload).read_all()
 
 
@@ -224,7 +225,7 @@ def catch_up(
             batch = prepare_columns(scratch, raw)
             del raw
         else:
-            batch = merge_prepared(parts)
+            batch = merge_prepared(parts, numbered=True)
         stats = apply_prepared(con, batch)
         for (t, p), offset in stats.offsets.items():
             if t == source.topic:
@@ -255,7 +256,7 @@ def catch_up(
                     continue
                 if tag == _FAILED:
                     raise RuntimeError(f"a parser process failed: {payload}")
-                batch = _unship(payload, ship)
+                batch = _unship(payload, ship, waiting)
                 shipped.append(batch)
                 waiting += len(batch)
                 if waiting < source.batch_size and done < len(children):

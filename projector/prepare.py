@@ -222,46 +222,57 @@ class PreparedBatch:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # Events and their rows travel as plain tuples: pickling a namedtuple per event cost a parser
-        # process ~5%.
+    def shipped(self) -> tuple[Any, ...]:
+        """The batch as plain values, what a parser process pickles (`from_shipped` makes it again): events
+        and their rows travel as plain tuples, since pickling a namedtuple per event cost a parser ~5%."""
         return (
-            _unpickle_batch,
-            (
-                self.topics,
-                self.partitions,
-                self.offsets,
-                self.keys,
-                self.values,
-                self.timestamps,
-                [(*e[:5], tuple(e.row)) for e in self.events],
-                self.rejections,
-                self.turns,
-            ),
+            self.topics,
+            self.partitions,
+            self.offsets,
+            self.keys,
+            self.values,
+            self.timestamps,
+            [(*e[:5], tuple(e.row)) for e in self.events],
+            self.rejections,
+            self.turns,
         )
+
+    @staticmethod
+    def from_shipped(fields: tuple[Any, ...], first: int = 0) -> PreparedBatch:
+        """The batch of `shipped()` values, its positions moved by `first`: where it starts in the writer's
+        transaction, so that `merge_prepared(..., numbered=True)` only concatenates (renumbering every
+        event a second time there was ~6% of the writer's CPU)."""
+        *head, events, rejections, turns = fields
+        if first:
+            rejections = [r._replace(pos=r.pos + first) for r in rejections]
+            turns = turns.set_column(turns.schema.get_field_index("pos"), "pos", pc.add(turns["pos"], first))
+        prepared = [_new(Prepared, (e[0] + first, *e[1:5], _new(ROW_TYPES[e[1]], e[5]))) for e in events]
+        return PreparedBatch(*head, prepared, rejections, turns)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_unpickle_batch, self.shipped())
 
 
 # A named tuple made from a plain one without its Python-level `__new__`: the writer remakes every event of
-# every shipped batch (on unpickling, and to renumber its position when batches are merged).
+# every shipped batch.
 _new = tuple.__new__
 
 
 def _unpickle_batch(*fields: Any) -> PreparedBatch:
-    *head, events, rejections, turns = fields
-    prepared = [_new(Prepared, (*e[:5], _new(ROW_TYPES[e[1]], e[5]))) for e in events]
-    return PreparedBatch(*head, prepared, rejections, turns)
+    return PreparedBatch.from_shipped(fields)
 
 
-def merge_prepared(batches: Sequence[PreparedBatch]) -> PreparedBatch:
+def merge_prepared(batches: Sequence[PreparedBatch], *, numbered: bool = False) -> PreparedBatch:
     """Consecutive prepared batches as one, positions renumbered: a parser ships small batches (its
     memory), the writer applies them in bigger transactions (each transaction costs a fixed ~0.1 s of
-    table scans and aggregate refreshes, whatever its size)."""
+    table scans and aggregate refreshes, whatever its size). `numbered`: each batch's positions already
+    count from where it starts in the merged one (`PreparedBatch.from_shipped`)."""
     if len(batches) == 1:
         return batches[0]
     merged = PreparedBatch([], [], [], [], [], [], [], [], batches[0].turns.slice(0, 0))
     tables = []
     for batch in batches:
-        shift = len(merged)
+        shift = 0 if numbered else len(merged)
         merged.topics += batch.topics
         merged.partitions += batch.partitions
         merged.offsets += batch.offsets

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 # 5: `conversations`.
 # 6: `interactions.is_clarification` also counts `ask_user_form` blocks and `ask_user` tool calls.
 # 7: the KPI's counters, days and intents of each session in `conversations`.
-READMODEL_VERSION = 7
+# 8: `conversations.intents` lists each reviewed turn's intent (the KPI counts them).
+READMODEL_VERSION = 8
 
 DDL: tuple[str, ...] = (
     """
@@ -151,7 +152,7 @@ DDL: tuple[str, ...] = (
         users VARCHAR[] NOT NULL,               -- its distinct non-empty user_slugs, in order
         -- its turns per created day and severity, in day order
         days STRUCT(day DATE, "none" BIGINT, low BIGINT, medium BIGINT, high BIGINT, critical BIGINT)[] NOT NULL,
-        intents STRUCT(intent VARCHAR, turns BIGINT)[] NOT NULL, -- its reviewed turns per intent, in order
+        intents VARCHAR[] NOT NULL,             -- the intent of each reviewed turn that has one, in order
         body VARCHAR NOT NULL                   -- the row's JSON object, as /conversations/ serves it
     )
     """,
