@@ -10,7 +10,8 @@ Tables, by what they serve:
   turn's stemmed words: the search structure lives on the turn's own row, so deleting a turn deletes it).
 - `sessions`: one row per session (first and last turn, turn count, reviewed turns).
 - `conversations`: one row per session over all its turns, the row /conversations/ serves (rendered as
-  its JSON in `body`) and the columns its conversation-level filters and orderings read; kept by
+  its JSON in `body`), the columns its conversation-level filters and orderings read, and what the KPI
+  counts of the session (so a KPI narrowed by conversation-level filters alone reads no turn); kept by
   `projector.conversations` from `interactions` (so a session's row follows its turns, deleted ones too).
 - `user_stats`: one row per non-empty `user_slug`, the counters of the by-user endpoint.
 - `daily_counters`: one row per UTC day of `created` (or of `occurred_at` for usage events).
