@@ -148,7 +148,7 @@ def kpi_kept_days(having: str) -> str:
 
 def kpi_kept_intents(having: str) -> str:
     return f"""
-        SELECT i.intent, sum(i.turns)
-        FROM (SELECT unnest(intents) AS i FROM conversations WHERE reviewed_turns > 0 AND {having})
-        GROUP BY i.intent ORDER BY i.intent
+        SELECT intent, count(*)
+        FROM (SELECT unnest(intents) AS intent FROM conversations WHERE reviewed_turns > 0 AND {having})
+        GROUP BY intent ORDER BY intent
     """

@@ -52,6 +52,9 @@ PURGE_EVERY_S = 600.0
 # nothing new (the topic is quiet: nobody waits for the next commit); only a log that reaches the full
 # `checkpoint_bytes` without such a pause is checkpointed between two busy batches.
 IDLE_CHECKPOINT_SHARE = 16
+# ...and never for less log than this: a small log costs little to keep (its replay, its memory), and
+# checkpointing it at every pause would only write more (and move a full disk's failure to the log).
+IDLE_CHECKPOINT_MIN_BYTES = 16 * 1024 * 1024
 IDLE_CHECKPOINT_RETRY_S = 5.0  # after a refused quiet-time checkpoint (another transaction wrote)
 
 
@@ -274,14 +277,17 @@ class ProjectorService:
 
     def _maybe_checkpoint(self, *, idle: bool = False) -> None:
         """After a batch, once the log reached `checkpoint_bytes`; when `idle` (a read found nothing), once
-        it reached a share of that (IDLE_CHECKPOINT_SHARE), so that busy traffic seldom meets one."""
+        it reached a share of that (IDLE_CHECKPOINT_SHARE, at least IDLE_CHECKPOINT_MIN_BYTES), so that
+        busy traffic seldom meets one."""
         if self._wal is None or self.checkpoint_bytes is None:
             return
         try:
             size = self._wal.stat().st_size
         except FileNotFoundError:
             return
-        floor = max(1, self.checkpoint_bytes // IDLE_CHECKPOINT_SHARE) if idle else self.checkpoint_bytes
+        floor = self.checkpoint_bytes
+        if idle:
+            floor = min(floor, max(IDLE_CHECKPOINT_MIN_BYTES, self.checkpoint_bytes // IDLE_CHECKPOINT_SHARE))
         if size < floor or (idle and time.monotonic() < self._idle_checkpoint_after):
             return
         # The batch is in the log already: a checkpoint that fails (a full disk) invalidates the

@@ -87,25 +87,27 @@ KPI_COUNTERS: dict[str, str] = {
     "review_input_tokens": f"coalesce(sum(llm_input_tokens) FILTER (WHERE {_REVIEWED}), 0)",
     "review_output_tokens": f"coalesce(sum(llm_output_tokens) FILTER (WHERE {_REVIEWED}), 0)",
     # The session's visitors (a session can have turns of more than one): the KPI counts them distinct.
-    "users": "coalesce(list(DISTINCT user_slug ORDER BY user_slug) FILTER (WHERE user_slug <> ''), [])",
+    # No DISTINCT aggregates here: DuckDB groups the turns again for each and joins the groups.
+    "users": "coalesce(list_sort(list_distinct(list(user_slug) FILTER (WHERE user_slug <> ''))), [])",
+    # The intent of each reviewed turn that has one, in order: the KPI counts them per intent.
+    "intents": f"coalesce(list(llm_intent_category ORDER BY llm_intent_category) FILTER (WHERE {_REVIEWED}"
+    " AND llm_intent_category <> ''), [])",
 }
 SEVERITIES = ("none", "low", "medium", "high", "critical")
-# The session's turns per created day and severity (daily_volume, severity_by_day), and its reviewed
-# turns per intent (llm_intent_distribution): short lists, one element per day or intent, in order.
-_DAYS = (
-    "SELECT session_id, list({'day': created_date, "
-    + ", ".join(f"'{s}': n_{s}" for s in SEVERITIES)
-    + "} ORDER BY created_date) AS days FROM (SELECT session_id, created_date, "
-    + ", ".join(f"count(*) FILTER (WHERE severity = '{s}') AS n_{s}" for s in SEVERITIES)
-    + " FROM turns GROUP BY session_id, created_date) GROUP BY session_id"
+# The session's turns per severity: with its one created day, the session's `days`.
+_BY_SEVERITY = {f"n_{s}": f"count(*) FILTER (WHERE severity = '{s}')" for s in SEVERITIES}
+# The session's turns per created day and severity (daily_volume, severity_by_day), one element per day
+# in day order. Nearly every session lies within one day: its element comes from its own counts; only
+# the turns of sessions that span days are grouped by day again.
+_DAY = "{'day': %s, " + ", ".join(f"'{s}': %s" for s in SEVERITIES) + "}"
+_SPANNING_DAYS = (
+    f"SELECT session_id, list({_DAY % ('created_date', *(f'n_{s}' for s in SEVERITIES))} ORDER BY created_date)"
+    " AS days FROM (SELECT session_id, created_date, "
+    + ", ".join(f"{sql} AS {name}" for name, sql in _BY_SEVERITY.items())
+    + " FROM turns WHERE session_id IN (SELECT session_id FROM rows WHERE first_day <> last_day)"
+    " GROUP BY session_id, created_date) GROUP BY session_id"
 )
-_INTENTS = f"""
-    SELECT session_id, list({{'intent': llm_intent_category, 'turns': n}} ORDER BY llm_intent_category) AS intents
-    FROM (
-        SELECT session_id, llm_intent_category, count(*) AS n FROM turns
-        WHERE {_REVIEWED} AND llm_intent_category <> '' GROUP BY session_id, llm_intent_category
-    ) GROUP BY session_id
-"""
+_ONE_DAY = f"[{_DAY % ('first_day', *(f'n_{s}' for s in SEVERITIES))}]"
 _TURN_COLUMNS = (
     "session_id, user_slug, is_flagged, severity, fb_score, result_count, click_count, model, llm_reviewed_at,"
     " input_tokens, output_tokens, created, created_date, is_clarification, llm_resolution_score,"
@@ -115,6 +117,13 @@ _KEPT_COLUMNS = (
     "session_id, started, last_active, message_count, max_severity_rank, is_reviewed, input_tokens,"
     " output_tokens, total_tokens, offerings_shown, " + ", ".join(KPI_COUNTERS)
 )
+_ROW_COLUMNS = {
+    **GROUPED,
+    **KPI_COUNTERS,
+    **_BY_SEVERITY,
+    "first_day": "min(created_date)",
+    "last_day": "max(created_date)",
+}
 
 # The kept table's row of each session in `?` (a list of session ids), from all its turns: the grouped
 # columns, the KPI's counters, days and intents, and the JSON. The session's turns are read once.
@@ -123,10 +132,10 @@ INSERT INTO conversations BY NAME
 WITH turns AS MATERIALIZED (
     SELECT {_TURN_COLUMNS} FROM interactions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))
 ),
-rows AS (
-    SELECT {", ".join(f"{sql} AS {name}" for name, sql in {**GROUPED, **KPI_COUNTERS}.items())}
+rows AS MATERIALIZED (
+    SELECT {", ".join(f"{sql} AS {name}" for name, sql in _ROW_COLUMNS.items())}
     FROM turns GROUP BY session_id
 )
-SELECT {_KEPT_COLUMNS}, days, coalesce(intents, []) AS intents, {ROW_JSON} AS body
-FROM rows JOIN ({_DAYS}) USING (session_id) LEFT JOIN ({_INTENTS}) USING (session_id)
+SELECT {_KEPT_COLUMNS}, coalesce(spanning.days, {_ONE_DAY}) AS days, {ROW_JSON} AS body
+FROM rows LEFT JOIN ({_SPANNING_DAYS}) AS spanning USING (session_id)
 """

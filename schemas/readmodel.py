@@ -10,7 +10,8 @@ Tables, by what they serve:
   turn's stemmed words: the search structure lives on the turn's own row, so deleting a turn deletes it).
 - `sessions`: one row per session (first and last turn, turn count, reviewed turns).
 - `conversations`: one row per session over all its turns, the row /conversations/ serves (rendered as
-  its JSON in `body`) and the columns its conversation-level filters and orderings read; kept by
+  its JSON in `body`), the columns its conversation-level filters and orderings read, and what the KPI
+  counts of the session (so a KPI narrowed by conversation-level filters alone reads no turn); kept by
   `projector.conversations` from `interactions` (so a session's row follows its turns, deleted ones too).
 - `user_stats`: one row per non-empty `user_slug`, the counters of the by-user endpoint.
 - `daily_counters`: one row per UTC day of `created` (or of `occurred_at` for usage events).
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 # 5: `conversations`.
 # 6: `interactions.is_clarification` also counts `ask_user_form` blocks and `ask_user` tool calls.
 # 7: the KPI's counters, days and intents of each session in `conversations`.
-READMODEL_VERSION = 7
+# 8: `conversations.intents` lists each reviewed turn's intent (the KPI counts them).
+READMODEL_VERSION = 8
 
 DDL: tuple[str, ...] = (
     """
@@ -151,7 +153,7 @@ DDL: tuple[str, ...] = (
         users VARCHAR[] NOT NULL,               -- its distinct non-empty user_slugs, in order
         -- its turns per created day and severity, in day order
         days STRUCT(day DATE, "none" BIGINT, low BIGINT, medium BIGINT, high BIGINT, critical BIGINT)[] NOT NULL,
-        intents STRUCT(intent VARCHAR, turns BIGINT)[] NOT NULL, -- its reviewed turns per intent, in order
+        intents VARCHAR[] NOT NULL,             -- the intent of each reviewed turn that has one, in order
         body VARCHAR NOT NULL                   -- the row's JSON object, as /conversations/ serves it
     )
     """,

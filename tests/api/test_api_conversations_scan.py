@@ -174,6 +174,8 @@ CASES: list[dict[str, str]] = [
     {"max_severity": "critical"},
     {"max_severity": "none", "severity": "none"},
     {"query": "storage", "total_tokens_min": "1000", "is_reviewed": "true"},
+    # A digit: in most visitors' (hex) slugs and a word of a few turns' text; a turn matching both counts once.
+    {"query": "5", "is_flagged": "true"},
 ]
 
 

@@ -29,6 +29,7 @@ from tests.support.events import (
     erasure,
     feedback,
     key_of,
+    review,
     to_records,
     turn,
     usage,
@@ -312,3 +313,28 @@ def test_a_purge_while_readers_run_fails_no_request_and_counts_drop_once_by_the_
     assert all(n == after for n in seen[first_after:])
     assert service.status()["privacy"]["turns_purged_by_retention"] == purged.turns
     con.close()
+
+
+def test_the_kpi_of_conversations_spanning_days_counts_each_turn_on_its_own_day(con: duckdb.DuckDBPyConnection) -> None:
+    # The kept rows hold a session's turns per day: one element for a session within a day, one per day
+    # for a session across midnight, where the narrowed KPI's daily series must split it as the turns do.
+    day = BASE_TIME.replace(hour=23, minute=50)
+    late = turn("across", at=day, is_flagged=True, severity="high", input_tokens=40)
+    events = [
+        late,
+        turn("across", at=day + timedelta(minutes=5), severity="low", input_tokens=30),
+        turn("across", at=day + timedelta(minutes=50), severity="low", input_tokens=30),
+        turn("within", at=day - timedelta(hours=3), severity="critical", input_tokens=50),
+        review(late, intent_category="billing", hallucination_detected=True),
+    ]
+    apply_batch(con, to_records(events))
+    assert con.execute("SELECT session_id, len(days) FROM conversations ORDER BY 1").fetchall() == [
+        ("across", 2),
+        ("within", 1),
+    ]
+    today = (day + timedelta(days=1)).date()
+    kept = queries.kpi(con, Filters(), today, 7, NARROWED)
+    assert kept == queries.kpi(con, EVERYTHING, today, 7, NARROWED)
+    assert [d["count"] for d in kept["daily_volume"][-2:]] == [3, 1]
+    assert kept["severity_by_day"]["series"]["LOW"][-2:] == [1, 1]
+    assert kept["llm_intent_distribution"] == {"billing": 1} and kept["hallucination_rate"] == 1.0

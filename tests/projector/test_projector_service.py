@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from projector import service as service_module
 from projector.fold import apply_batch
 from projector.service import ProjectorService
 from projector.snapshot import diff, table_rows
@@ -205,10 +206,11 @@ def test_a_missing_broker_is_reported_in_status_and_stop_still_works(tmp_path: P
 
 
 def test_a_quiet_topic_gets_its_log_checkpointed_before_the_threshold(
-    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection, tmp_path: Path
+    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Far below the threshold, the log of a burst is folded into the file once the topic goes quiet,
     # so that busy traffic later does not wait for a checkpoint of everything written before it.
+    monkeypatch.setattr(service_module, "IDLE_CHECKPOINT_MIN_BYTES", 64 * 1024)  # a burst of a test's size
     events = list(stream(600, seed=7, sessions=15))
     wal = tmp_path / "readmodel.duckdb.wal"
     threshold = 4 * 1024 * 1024  # the burst writes about a tenth of this: its log stays under it
