@@ -401,12 +401,13 @@ def serving_settings(con: duckdb.DuckDBPyConnection, checkpoint_threshold: str |
     One thread per statement: the API's statements are small and many run at once (one per request
     thread); splitting each over DuckDB's worker threads as well cost more CPU than it saved time
     (a list page miss: 10.2 -> 7.8 ms of CPU, a filtered KPI: 33 -> 26 ms, at about the same latency).
-    A checkpoint of the served file holds every reader up for 0.6-1.3 s, nearly whatever the size of the
-    write-ahead log (it rewrites the row groups the fold touched, and the indexes): 1.05 s after 11 MiB
-    of log, 1.28 s after 56 MiB, on the 1M-event file. DuckDB's default threshold (16 MiB) meant one
-    such stall every ~20 s at 1,000 events/s; 256 MiB means one every 8-12 min (0.35-0.55 KiB of log
-    per event), for a longer log to replay at start-up after a crash (139 MiB: 2.5 s) and up to that
-    much more memory.
+    A checkpoint of the served file holds the projector's next commit until it ends and competes with
+    the requests for the two cores meanwhile (it rewrites the row groups the fold touched, and the
+    indexes; docs/architecture.md, "Checkpoints and freshness"). DuckDB's default threshold (16 MiB)
+    meant one every ~20 s at 1,000 events/s; 256 MiB means one every 8-12 min under traffic that never
+    pauses (0.35-0.55 KiB of log per event; the projector checkpoints earlier when the topic is quiet),
+    for a longer log to replay at start-up after a crash (139 MiB: 2.5 s) and up to that much more
+    memory.
     The serving indexes are made on a writable file (about 0.5 s for a million events), then kept up
     to date by the projector's inserts."""
     con.execute("SET threads = 1")
