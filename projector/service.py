@@ -46,7 +46,7 @@ DEFAULT_PARSE_PROCESSES = 2  # each reads and parses a share of the partitions; 
 # The retention purge runs at start-up and then this often, between two batches (the issue asks for at
 # least hourly; the horizon moves once a day, and a purge with nothing to remove costs a few ms).
 PURGE_EVERY_S = 600.0
-# A checkpoint holds the projector's next commit until it ends (readers go on), and it takes longer the
+# A checkpoint holds the projector's next commit and the reads begun meanwhile until it ends, and it takes longer the
 # more log it folds into the file: under steady traffic, every event that arrives meanwhile waits for it.
 # So the log is checkpointed early, from this share of `checkpoint_bytes` on, whenever a read finds
 # nothing new (the topic is quiet: nobody waits for the next commit); only a log that reaches the full
