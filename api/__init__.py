@@ -13,7 +13,7 @@ for the page it serves and `ingest` for `POST /api/events/` and erasure requests
 - `snapshot_cache`: answers remembered per read-model snapshot; `streaming`: long whole lists and
   `csv_export` sent in batches from one snapshot.
 - `headers`, `request_id`, `http_protocol`: the headers every response gets, the request id, and
-  uvicorn's protocol with a header deadline and size limits.
+  uvicorn's protocol with a header deadline, size limits and answers of known length in one write.
 - `erasures`: staff-only erasure requests, published to the topic.
 - `admin`: the staff-only operator endpoints (rebuild, status, dead letters) over a backend that the
   command line hands in, so the API never imports the projector.
