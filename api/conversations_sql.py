@@ -27,11 +27,11 @@ _OVER_TURNS = {
     "input_tokens": GROUPED["input_tokens"],
     "output_tokens": GROUPED["output_tokens"],
     "total_tokens": GROUPED["total_tokens"],
-    "last_active_date": "max(created_date)",
+    "last_active": GROUPED["last_active"],
     "is_reviewed": f"({GROUPED['is_reviewed']})",
     "max_severity_rank": GROUPED["max_severity_rank"],
 }
-_OVER_TABLE = {name: name for name in _OVER_TURNS if name != "last_active_date"} | {"last_active": "last_active"}
+_OVER_TABLE = {name: name for name in _OVER_TURNS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +74,9 @@ def _rules(over: dict[str, str]) -> dict[str, filter_sql.Rule]:
     for column in ("input_tokens", "output_tokens", "total_tokens"):
         rules[f"{column}_min"] = f"{over[column]} >= ?"
         rules[f"{column}_max"] = f"{over[column]} <= ?"
-    if "last_active" in over:  # a TIMESTAMP column: compared as one (filter_sql.on_or_after_day)
-        rules["last_active_after"] = filter_sql.on_or_after_day(over["last_active"])
-        rules["last_active_before"] = filter_sql.on_or_before_day(over["last_active"])
-    else:
-        rules["last_active_after"] = f"{over['last_active_date']} >= ?"
-        rules["last_active_before"] = f"{over['last_active_date']} <= ?"
+    # A TIMESTAMP over both: compared as one (filter_sql.on_or_after_day), the day bounds inclusive.
+    rules["last_active_after"] = filter_sql.on_or_after_day(over["last_active"])
+    rules["last_active_before"] = filter_sql.on_or_before_day(over["last_active"])
     rules["is_reviewed"] = f"{over['is_reviewed']} = ?"
     rules["max_severity"] = lambda name: (f"{over['max_severity_rank']} = ?", [RANKS[name]])
     return rules

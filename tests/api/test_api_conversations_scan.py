@@ -145,6 +145,8 @@ def conversations(turns: list[dict[str, Any]], params: dict[str, str]) -> list[d
             continue
         if "last_active_after" in params and row["_last_day"] < date.fromisoformat(params["last_active_after"]):
             continue
+        if "last_active_before" in params and row["_last_day"] > date.fromisoformat(params["last_active_before"]):
+            continue
         if "is_reviewed" in params and row["is_reviewed"] != (params["is_reviewed"] == "true"):
             continue
         if "max_severity" in params and row["max_severity"] != params["max_severity"]:
@@ -169,6 +171,8 @@ CASES: list[dict[str, str]] = [
     {"total_tokens_min": "2500"},
     {"input_tokens_max": "700", "is_flagged": "false"},
     {"last_active_after": "2026-11-22"},
+    # Over the turns a turn-level filter leaves, not the kept rows: both day bounds inclusive.
+    {"is_flagged": "false", "last_active_after": "2026-11-22", "last_active_before": "2026-11-23"},
     {"is_reviewed": "true"},
     {"is_reviewed": "false", "query": "kubernetes"},
     {"max_severity": "critical"},
