@@ -15,6 +15,7 @@ from api import filter_sql
 from api.models import Feedback, Interaction, field_names
 from api.params import Filters
 from schemas import fulltext
+from schemas.conversation_rows import KPI_COUNTERS, REVIEWED
 
 
 def ts(column: str) -> str:
@@ -173,26 +174,29 @@ def count(condition: str) -> str:
 
 
 def kpi_totals(condition: str) -> str:
-    reviewed = "llm_reviewed_at IS NOT NULL"
+    """The KPI's totals over the turns passing `condition`. Its per-turn counters are the ones each kept
+    conversation row holds for its session (`schemas.conversation_rows.KPI_COUNTERS`), so that a KPI summed
+    from those rows (`api.aggregates_sql.kpi_kept_totals`) counts the same things."""
+    c = KPI_COUNTERS
     return f"""
         SELECT
             count(*),
             count(DISTINCT session_id),
             count(DISTINCT user_slug) FILTER (WHERE user_slug <> ''),
-            count(*) FILTER (WHERE is_flagged),
-            count(*) FILTER (WHERE fb_score = 1),
-            count(*) FILTER (WHERE fb_score = -1),
-            coalesce(sum(click_count), 0),
-            count(*) FILTER (WHERE is_clarification),
+            {c["flagged"]},
+            {c["feedback_up"]},
+            {c["feedback_down"]},
+            {c["clicks"]},
+            {c["clarifications"]},
             coalesce(sum(input_tokens), 0),
             coalesce(sum(output_tokens), 0),
-            count(*) FILTER (WHERE {reviewed}),
-            coalesce(sum(llm_resolution_score) FILTER (WHERE {reviewed}), 0),
-            count(*) FILTER (WHERE {reviewed} AND llm_hallucination_detected),
-            count(DISTINCT session_id) FILTER (WHERE {reviewed}),
-            coalesce(sum(llm_input_tokens) FILTER (WHERE {reviewed}), 0),
-            coalesce(sum(llm_output_tokens) FILTER (WHERE {reviewed}), 0),
-            count(DISTINCT session_id) FILTER (WHERE {reviewed} AND llm_hallucination_detected)
+            {c["reviewed_turns"]},
+            {c["review_score_sum"]},
+            {c["hallucinated_turns"]},
+            count(DISTINCT session_id) FILTER (WHERE {REVIEWED}),
+            {c["review_input_tokens"]},
+            {c["review_output_tokens"]},
+            count(DISTINCT session_id) FILTER (WHERE {REVIEWED} AND llm_hallucination_detected)
         FROM interactions WHERE {condition}
     """
 

@@ -73,24 +73,24 @@ def grouped(condition: str, having: str = "TRUE") -> str:
 
 # What the KPI counts of a session, kept beside its row so that a KPI narrowed by conversation-level
 # filters alone sums one short row per session instead of scanning the turns (`api.aggregates_sql`).
-# The same definitions as the KPI over turns (`api.interactions_sql.kpi_totals`).
-_REVIEWED = "llm_reviewed_at IS NOT NULL"
+# The KPI over turns (`api.interactions_sql.kpi_totals`) counts with the same definitions.
+REVIEWED = "llm_reviewed_at IS NOT NULL"
 KPI_COUNTERS: dict[str, str] = {
     "flagged": "count(*) FILTER (WHERE is_flagged)",
     "feedback_up": "count(*) FILTER (WHERE fb_score = 1)",
     "feedback_down": "count(*) FILTER (WHERE fb_score = -1)",
     "clicks": "coalesce(sum(click_count), 0)",
     "clarifications": "count(*) FILTER (WHERE is_clarification)",
-    "reviewed_turns": f"count(*) FILTER (WHERE {_REVIEWED})",
-    "review_score_sum": f"coalesce(sum(llm_resolution_score) FILTER (WHERE {_REVIEWED}), 0)",
-    "hallucinated_turns": f"count(*) FILTER (WHERE {_REVIEWED} AND llm_hallucination_detected)",
-    "review_input_tokens": f"coalesce(sum(llm_input_tokens) FILTER (WHERE {_REVIEWED}), 0)",
-    "review_output_tokens": f"coalesce(sum(llm_output_tokens) FILTER (WHERE {_REVIEWED}), 0)",
+    "reviewed_turns": f"count(*) FILTER (WHERE {REVIEWED})",
+    "review_score_sum": f"coalesce(sum(llm_resolution_score) FILTER (WHERE {REVIEWED}), 0)",
+    "hallucinated_turns": f"count(*) FILTER (WHERE {REVIEWED} AND llm_hallucination_detected)",
+    "review_input_tokens": f"coalesce(sum(llm_input_tokens) FILTER (WHERE {REVIEWED}), 0)",
+    "review_output_tokens": f"coalesce(sum(llm_output_tokens) FILTER (WHERE {REVIEWED}), 0)",
     # The session's visitors (a session can have turns of more than one): the KPI counts them distinct.
     # No DISTINCT aggregates here: DuckDB groups the turns again for each and joins the groups.
     "users": "coalesce(list_sort(list_distinct(list(user_slug) FILTER (WHERE user_slug <> ''))), [])",
     # The intent of each reviewed turn that has one, in order: the KPI counts them per intent.
-    "intents": f"coalesce(list(llm_intent_category ORDER BY llm_intent_category) FILTER (WHERE {_REVIEWED}"
+    "intents": f"coalesce(list(llm_intent_category ORDER BY llm_intent_category) FILTER (WHERE {REVIEWED}"
     " AND llm_intent_category <> ''), [])",
 }
 SEVERITIES = ("none", "low", "medium", "high", "critical")
