@@ -85,9 +85,7 @@ class ProjectorService:
         if live_interval_s < 0:
             raise ValueError("live_interval_s must not be negative")
         self.source = source
-        self.topic = source.topic
         self.con = con
-        self.batch_size = source.batch_size
         self.parse_processes = parse_processes if parse_process else 0
         self.live_interval_s = live_interval_s
         self.on_commit = on_commit
@@ -99,7 +97,7 @@ class ProjectorService:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards the status fields below
-        self._positions: dict[int, int] = stored_offsets(con, self.topic)
+        self._positions: dict[int, int] = stored_offsets(con, self.source.topic)
         self._ends: dict[int, int] = {}
         self._startup_ends: dict[int, int] | None = None
         self._caught_up = False
@@ -162,7 +160,7 @@ class ProjectorService:
                 reader = self._connect()
             while not self._reached(targets) and not self._stop.is_set():
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"not caught up with {self.topic} after {timeout} s: {self.status()}")
+                    raise TimeoutError(f"not caught up with {self.source.topic} after {timeout} s: {self.status()}")
                 folded += self._step(reader)
         finally:
             self._commit_to_kafka(force=True)
@@ -218,7 +216,7 @@ class ProjectorService:
                     self._maybe_refresh(reader)
                     self.purge_if_due()
                     backoff = 0.5
-                    if 0 < folded < self.batch_size:  # a full batch: behind, no waiting
+                    if 0 < folded < self.source.batch_size:  # a full batch: behind, no waiting
                         self._stop.wait(max(0.0, started + self.live_interval_s - time.monotonic()))
             except Exception as exc:  # the loop must outlive any one failure
                 with self._lock:
@@ -244,9 +242,9 @@ class ProjectorService:
         try:
             partitions = reader.partition_ids()
             if not partitions:
-                raise RuntimeError(f"topic {self.topic!r} has no partitions (does it exist?)")
+                raise RuntimeError(f"topic {self.source.topic!r} has no partitions (does it exist?)")
             # Every assignment starts from the file's own offsets: that is what makes a retry exact.
-            reader.assign(stored_offsets(self.con, self.topic), partitions)
+            reader.assign(stored_offsets(self.con, self.source.topic), partitions)
             if self._startup_ends is None:
                 ends = reader.end_offsets()
                 self._startup_ends = ends
@@ -336,7 +334,7 @@ class ProjectorService:
         privacy = forget.privacy_figures(self.con) if stats.erasures or stats.erased or stats.aged else None
         with self._lock:
             for (topic, partition), offset in stats.offsets.items():
-                if topic == self.topic:
+                if topic == self.source.topic:
                     self._positions[partition] = max(self._positions.get(partition, 0), offset)
             self._applied.update(stats.applied)
             self._dead_letters.update(stats.dead_letters)
@@ -360,14 +358,14 @@ class ProjectorService:
             self._last_partition_check = now
             partitions = reader.partition_ids(timeout_s=0)
             if partitions and len(partitions) != len(reader.partitions):
-                log.info("topic %s now has %s partitions", self.topic, len(partitions))
-                reader.assign(stored_offsets(self.con, self.topic), partitions)
+                log.info("topic %s now has %s partitions", self.source.topic, len(partitions))
+                reader.assign(stored_offsets(self.con, self.source.topic), partitions)
 
     def _catch_up_in_parallel(self, targets: dict[int, int]) -> int | None:
         """Far behind, folds up to `targets` with parsing in a child process (see projector.pipeline).
         Returns the records folded that way, or None when not worth it; after a number, the caller
         must reconnect (this closed the reader)."""
-        stored = stored_offsets(self.con, self.topic)
+        stored = stored_offsets(self.con, self.source.topic)
         lag = sum(max(0, end - stored.get(p, 0)) for p, end in targets.items())
         if self.parse_processes < 1 or lag < pipeline.PARSE_PROCESS_MIN_RECORDS:
             return None
@@ -403,7 +401,7 @@ class ProjectorService:
         if self._reached(self._startup_ends):
             with self._lock:
                 self._caught_up = True
-            log.info("caught up with %s (end offsets at start-up: %s)", self.topic, self._startup_ends)
+            log.info("caught up with %s (end offsets at start-up: %s)", self.source.topic, self._startup_ends)
 
     def _count_pending(self) -> int:
         return int(self.con.execute("SELECT count(*) FROM pending_events").fetchall()[0][0])
