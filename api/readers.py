@@ -43,6 +43,15 @@ def _row_count(value: object) -> int:
     return int(count) if count is not None else len(getattr(value, "rows", ()))
 
 
+def _snapshot(
+    cur: duckdb.DuckDBPyConnection, handle: ReadModelHandle, topic: str, minimum: Position | None
+) -> tuple[tuple[int, int], Position, bool]:
+    """The snapshot's mark, its read-model position, and whether that covers the client's `minimum`."""
+    mark, offsets = snapshot_mark(cur, handle.generation, topic)
+    position = Position.of(handle.version, topic, offsets)
+    return mark, position, minimum is None or position.covers(minimum)
+
+
 def _in_snapshot(
     handle: ReadModelHandle,
     work: Callable[[duckdb.DuckDBPyConnection], T],
@@ -64,9 +73,8 @@ def _in_snapshot(
             # query that costs far more, where a BEGIN and a ROLLBACK on every hit slow the common case.
             # A question never remembered, or remembered before a commit this process saw, goes to the
             # transaction straight away: its mark outside would be a statement read for nothing.
-            mark, offsets = snapshot_mark(cur, handle.generation, topic)
-            position = Position.of(handle.version, topic, offsets)
-            if minimum is not None and not position.covers(minimum):
+            mark, position, reached = _snapshot(cur, handle, topic, minimum)
+            if not reached:
                 return Answer(None, position, reached=False)
             found, value = cache.get(mark, key)
             if found:
@@ -75,9 +83,8 @@ def _in_snapshot(
         # answer computed in it belongs to the mark read in it.
         cur.execute("BEGIN TRANSACTION")
         try:
-            mark, offsets = snapshot_mark(cur, handle.generation, topic)
-            position = Position.of(handle.version, topic, offsets)
-            if minimum is not None and not position.covers(minimum):
+            mark, position, reached = _snapshot(cur, handle, topic, minimum)
+            if not reached:
                 return Answer(None, position, reached=False)
             if cache is None:
                 return Answer(work(cur), position)
