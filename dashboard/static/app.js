@@ -826,7 +826,11 @@
     view.loading = true;
     try {
       await view.refresh();
-      if (view === current) setStatus(`Updated ${new Date().toISOString().slice(11, 19)} UTC`);
+      if (view === current) {
+        setStatus(`Updated ${new Date().toISOString().slice(11, 19)} UTC`);
+        // Which page the line speaks of: an "Updated" left by the page before is not this one's.
+        document.getElementById("status").dataset.route = location.hash;
+      }
     } catch (error) {
       if (view === current && error.status !== 401) setStatus(error.message, true);
     } finally {

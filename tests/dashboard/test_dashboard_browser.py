@@ -161,8 +161,12 @@ class Tab:
         self.page.click("#signin-form button[type=submit]")
 
     def settle(self) -> None:
-        """Waits for the view's data: the status line says when it was updated."""
-        self.page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Updated')")
+        """Waits for the view's data: the status line says when it was updated, and for which page (a click's
+        hashchange runs after the click returns: until then the line is still the page before's)."""
+        self.page.wait_for_function(
+            "() => { const s = document.getElementById('status');"
+            " return s.textContent.startsWith('Updated') && s.dataset.route === location.hash; }"
+        )
 
     def close(self) -> None:
         self.context.close()
