@@ -205,7 +205,11 @@ def clean_fold(bootstrap_servers: str, topic: str, db: Path) -> dict[str, Any]:
     con = connect(db)
     try:
         source = TopicSource(bootstrap_servers, topic, group_id=None, batch_size=5000)
-        ProjectorService(source, con).run_until_caught_up(300)
+        service = ProjectorService(source, con)
+        try:
+            service.run_until_caught_up(300)
+        finally:
+            service.stop()  # its consumer, whose IO thread would outlive the test's broker
         return table_rows(con)
     finally:
         con.close()
