@@ -43,6 +43,7 @@ from schemas.events import OFFERING_CLICKED as CLICK
 from schemas.events import SESSION_REVIEWED as REVIEW
 from schemas.events import TURN_RECORDED as TURN
 from schemas.events import USAGE_RECORDED as USAGE
+from schemas.interaction_rows import ROW_JSON
 from schemas.registry import (
     DUPLICATE_INTERACTION,
     FOLD_REASONS,
@@ -476,6 +477,10 @@ class _Fold:
         self._update_feedback(feedback)
         self._update_reviews(reviews)
         self._insert_clicks(clicks)
+        if updated:
+            # After all three: a turn's served JSON holds its feedback, review and clicks at once.
+            with registered(self.con, "rendered_turns", pa.table({"uuid": pa.array(sorted(updated), pa.string())})):
+                self.con.execute(_RENDER_BODIES)
         self._park(pending)
 
     def _take_pending(self, new_turns: set[str]) -> list[tuple[Prepared, _Source]]:
@@ -882,9 +887,9 @@ WHERE rowid BETWEEN ? AND ? AND rowid = ANY(?)
 
 # The interactions table is the one these statements serve (schemas/readmodel.py); defaults for a
 # turn without feedback, review or clicks are spelled out here so that a new turn is one INSERT.
-_INSERT_TURNS = """
+_INSERT_TURNS = f"""
 INSERT INTO interactions BY NAME
-SELECT
+SELECT *, {ROW_JSON} AS body FROM (SELECT
     uuid::UUID AS uuid, session_id, user_slug, user_input, assistant_blocks, search_terms, offering_uuids,
     result_count, is_flagged, severity, injection_categories, pii_categories, action_taken, warning, ip_address,
     last_active_at, created, created_date, input_tokens, output_tokens, model, is_clarification,
@@ -894,8 +899,11 @@ SELECT
     '' AS llm_hallucination_details, '' AS llm_summary, '' AS llm_judge_model,
     0 AS llm_input_tokens, 0 AS llm_output_tokens, NULL AS llm_reviewed_at,
     event_id::UUID AS event_id, source_partition, source_offset
-FROM new_turns
+FROM new_turns)
 """
+
+# The served JSON of turns whose feedback, review or clicks this batch changed, from their new values.
+_RENDER_BODIES = f"UPDATE interactions SET body = {ROW_JSON} WHERE uuid IN (SELECT uuid::UUID FROM rendered_turns)"
 
 _UPDATE_FEEDBACK = """
 UPDATE interactions SET
