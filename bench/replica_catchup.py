@@ -30,18 +30,11 @@ from bench.traffic import publish_topic
 from broker.selection import select_broker
 from broker.topics import ensure_topic
 from replicas.local import Replica
+from replicas.ports import free_port
 from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-replicas-staff-token"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _timed_start(replica: Replica, timeout: float) -> float:
@@ -76,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         def replica(name: str, db: Path) -> Replica:
             made = Replica(
                 name=name,
-                port=_free_port(),
+                port=free_port(),
                 db=db,
                 group_id=f"{topic}-{name}",
                 bootstrap_servers=broker.bootstrap_servers,

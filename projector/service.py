@@ -28,6 +28,7 @@ from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
 from projector.source import TopicSource
 from schemas.readmodel import stored_offsets
+from schemas.storage import checkpoint_room, size_text
 from serving.handle import is_fatal
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class ProjectorService:
         self.checkpoint_bytes = checkpoint_bytes
         self._wal = _wal_path(con) if checkpoint_bytes is not None else None
         self._idle_checkpoint_after = 0.0
+        self._checkpoint_deferred_for_room = False  # warned once per stretch without room
         self._reader: TopicReader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -288,8 +290,23 @@ class ProjectorService:
             floor = min(floor, max(IDLE_CHECKPOINT_MIN_BYTES, self.checkpoint_bytes // IDLE_CHECKPOINT_SHARE))
         if size < floor or (idle and time.monotonic() < self._idle_checkpoint_after):
             return
-        # The batch is in the log already: a checkpoint that fails (a full disk) invalidates the
-        # database, and the restart replays the log with that batch in it.
+        # A checkpoint whose write fails (a full disk) invalidates the database: reads stop and only a
+        # restart recovers. Without room for one, the log keeps every batch instead; once even the log
+        # cannot grow, a commit fails, which rolls back alone, and is retried while reads go on: a full
+        # disk then looks the same whichever write meets it first, and freeing space is all it takes.
+        free, needed = checkpoint_room(self._wal.with_suffix(""), size)
+        if free is not None and free < needed:
+            if not self._checkpoint_deferred_for_room:
+                log.warning(
+                    "checkpoint deferred (log at %s bytes): %s free, a checkpoint may need %s (the file "
+                    "once more and its log); the log grows until space is freed",
+                    size,
+                    size_text(free),
+                    size_text(needed),
+                )
+            self._checkpoint_deferred_for_room = True
+            return
+        self._checkpoint_deferred_for_room = False
         # Twice over the threshold (checkpoints kept being refused), FORCE waits for the other transactions.
         statement = "FORCE CHECKPOINT" if size >= 2 * self.checkpoint_bytes else "CHECKPOINT"
         started = time.monotonic()

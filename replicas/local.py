@@ -22,6 +22,10 @@ from pathlib import Path
 from replicas.haproxy import HAProxy, Server, render_config
 from replicas.process import serve_args, terminate
 
+# How much of a replica's log an error about it quotes: enough for a traceback's last frames.
+LOG_TAIL_LINES = 40
+LOG_TAIL_BYTES = 64 * 1024
+
 
 @dataclass
 class Replica:
@@ -75,14 +79,27 @@ class Replica:
             return False
 
     def wait_ready(self, timeout: float) -> None:
+        """Returns once `/readyz` answers 200; raises with the end of the replica's log when it exits or
+        the time runs out, so that the error itself says why (a CI run keeps no log files)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; {self.log_tail()}")
             if self.ready():
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"{self.name} not ready after {timeout} s; see {self.log}")
+        raise TimeoutError(f"{self.name} not ready after {timeout} s; {self.log_tail()}")
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last `lines` lines of the replica's log, headed by the log's path."""
+        try:
+            with self.log.open("rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - LOG_TAIL_BYTES))
+                tail = log.read().decode("utf-8", errors="replace").splitlines()[-lines:]
+        except OSError as error:
+            return f"its log {self.log} cannot be read: {error}"
+        return f"the end of {self.log}:\n" + "\n".join(tail)
 
     def kill(self) -> None:
         """SIGKILL: what a crash or an OOM kill does (no shutdown of any kind)."""

@@ -1,4 +1,5 @@
-"""Free space of the data directory: reported in /metrics and `status`, checked before a rebuild."""
+"""Free space of the data directory: reported in /metrics and `status`, checked before a rebuild and
+before each checkpoint of the served file."""
 
 from __future__ import annotations
 
@@ -16,6 +17,21 @@ def disk_free(folder: str | os.PathLike[str] | None) -> int | None:
         return shutil.disk_usage(folder).free
     except OSError:
         return None
+
+
+def checkpoint_room(db: str | os.PathLike[str], wal_bytes: int) -> tuple[int | None, int]:
+    """(free bytes, bytes needed) for a checkpoint of `db` whose write-ahead log holds `wal_bytes`.
+
+    A checkpoint writes the row groups the log changed into new blocks before it frees the old ones,
+    and DuckDB invalidates the database when one of those writes fails: the process must restart. At
+    worst every row group changed, so it is only started with room for the file once more and its log.
+    """
+    path = Path(db)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    return disk_free(path.parent), size + wal_bytes
 
 
 def disk_figures(path: str | os.PathLike[str] | None, warn_bytes: int) -> dict[str, Any]:

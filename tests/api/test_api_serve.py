@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from replicas.ports import free_port
 from replicas.process import serve_args
 from tests.support import REPO
 from tests.support.api_data import AUTH, PREFIX, STAFF, events
 from tests.support.events import turn
 from tests.support.kafka import publish
-from tests.support.serve import WAIT, free_port, wait_for
+from tests.support.serve import WAIT, wait_for
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import httpx
 
+from replicas.ports import free_port
 from tests.support import REPO
 from tests.support.events import turn
 from tests.support.kafka import publish
-from tests.support.serve import free_port, wait_for
+from tests.support.serve import wait_for
 
 TOKEN = "s3cret-staff-token-never-logged"
 WRONG_TOKEN = "an0ther-secret-that-is-wrong"

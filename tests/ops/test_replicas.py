@@ -43,6 +43,7 @@ from projector.snapshot import diff, table_rows
 from projector.status import topic_end_offsets
 from replicas.haproxy import HAProxy
 from replicas.local import ReplicaSet
+from replicas.ports import free_ports
 from schemas.position import Position
 from schemas.readmodel import READMODEL_VERSION, connect, stored_offsets
 from serving.handle import ReadModelHandle
@@ -53,26 +54,6 @@ WAIT = 180.0  # a failure guard for start-up and catch-up, not a timing assertio
 CLIENTS = 8
 RATE = 150  # events/s published during the load
 INITIAL_EVENTS = 3000
-
-
-def free_ports(count: int) -> int:
-    """The first of `count` consecutive free loopback ports."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 60_000)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 class Stream:

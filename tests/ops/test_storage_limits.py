@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from replicas.ports import free_port
 from tests.support.api_data import build_read_model
-from tests.support.faults import REPO, STAFF, free_port, private_tmpfs, wait_until
+from tests.support.faults import REPO, STAFF, private_tmpfs, wait_until
 
 
 def test_no_projector_serves_a_file_on_read_only_storage(tmp_path: Path) -> None:

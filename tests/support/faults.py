@@ -27,13 +27,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from broker.jars import ensure_kafka_libs
 from broker.lifetime import die_with_parent
-from broker.local import _failure_check, _launch, format_storage, free_port, new_ports, render_properties
+from broker.local import _failure_check, _launch, format_storage, new_ports, render_properties
 from broker.probe import wait_until_answering
 from broker.topics import TOPIC_CONFIG
 from projector.service import ProjectorService
 from projector.snapshot import table_rows
 from projector.source import TopicSource
 from replicas.local import Replica
+from replicas.ports import free_port
 from schemas.readmodel import connect
 from tests.support import REPO
 from tests.support.broker import kafka_home

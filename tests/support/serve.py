@@ -1,10 +1,9 @@
-"""Running `chat-analytics serve` as a process in tests: a free port, waiting for it, and what a test
+"""Running `chat-analytics serve` as a process in tests: waiting for it, and what a test
 keeps of a started server."""
 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,12 +13,6 @@ from pathlib import Path
 import httpx
 
 WAIT = 120.0  # seconds before a test gives up waiting (a failure guard, not a timing assertion)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
