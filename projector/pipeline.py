@@ -46,6 +46,10 @@ QUEUE_DEPTH = 2
 # (~0.7 KB once pickled). The writer merges consecutive ones up to the catch-up batch size for its
 # transactions.
 SHIP_RECORDS = 5_000
+# Records per batch a reader prepares with SQL (SHAPED): each of the set-wise path's statements costs
+# milliseconds per batch whatever its size (binding its large expressions), which batches of
+# SHIP_RECORDS would pay several times per transaction.
+SHAPED_RECORDS = 20_000
 # Batches between two full garbage collections where the cyclic collector is otherwise off: the
 # batches' many short-lived objects made it scan for nothing (see `gcpause.gc_paused`), but Kafka's client
 # may leave a cycle now and then.
@@ -185,7 +189,8 @@ def catch_up(
     columns = COLUMNS if columns is None else columns
     ship = (SHAPED if IN_READERS else RAW) if columns else MODELS
     ctx = mp.get_context("spawn")  # never fork a process that runs DuckDB and server threads
-    out = ctx.Queue(max(QUEUE_DEPTH, -(-source.batch_size // SHIP_RECORDS)))
+    ship_records = SHAPED_RECORDS if ship == SHAPED else SHIP_RECORDS
+    out = ctx.Queue(max(QUEUE_DEPTH, -(-source.batch_size // ship_records)))
     stop = ctx.Event()
     shares = [partitions[i :: max(1, parsers)] for i in range(max(1, parsers))]
     children = []
@@ -195,7 +200,7 @@ def catch_up(
         child = ctx.Process(
             target=_reader_main,
             args=(
-                replace(source, batch_size=min(source.batch_size, SHIP_RECORDS)),
+                replace(source, batch_size=min(source.batch_size, ship_records)),
                 start,
                 share,
                 own,

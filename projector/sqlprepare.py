@@ -22,6 +22,8 @@ The raw batch is an Arrow table of `RAW_SCHEMA` (what a reader process ships, pr
 from __future__ import annotations
 
 import ipaddress
+import json
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -97,11 +99,16 @@ def handles(registry: EventRegistry | None) -> bool:
 
 # --------------------------------------------------------------------------------------------------
 # The SQL. Conservative on purpose: a condition that is not certain sends the event to Pydantic.
-# Each value is parsed a few times at most: the JSON types of all the fields of a level in one call
-# (`t[i]`, NULL when absent), their values as text in another (`s[i]`), and the arrays' JSON (`j[i]`).
+# One statement per event type reads the raw values of the batch that name the type, and parses each
+# value once per way of reading it: `json_transform` into a STRUCT of the type's fields twice, as JSON
+# text (`j`: its first character says the JSON type, and arrays keep their compact text) and as text
+# (`s`: a string unescaped, a number as written), and `json_keys` of the envelope (`ek`) and of
+# `data` (`dk`). A field absent and a field set to JSON null are both NULL in the structs: the keys
+# tell them apart (`_known_keys`).
 # --------------------------------------------------------------------------------------------------
 
-_UUID = "'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'"
+_UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUID = f"'{_UUID_PATTERN}'"
 _TIMESTAMP = (
     r"'(19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
     r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])'"
@@ -111,129 +118,140 @@ _TIMESTAMP = (
 # take but orjson does not, can only hide in a field nobody checks: an unknown field is not claimed.)
 _TRAILING_COMMA = r"',\s*[\]}]'"
 _ODD_ESCAPE = r"'\\u[dD][89a-fA-F]|\\u00[01]'"  # looked for only in values with an escape at all
-# A character JSON writes as an escape: a string without any is stored between quotes as it is.
-_NEEDS_ESCAPE = r"""'["\\\x00-\x1f]'"""
+# Compact JSON arrays as DuckDB writes them back (`j`): of strings without any character JSON writes as
+# an escape (so that text is also the stored text), and of canonical UUIDs.
+_PLAIN_STRINGS = r"""'\[("[^"\\]*"(,"[^"\\]*")*)?\]'"""
+_UUIDS = rf"""'\[("{_UUID_PATTERN}"(,"{_UUID_PATTERN}")*)?\]'"""
 _INT64_MAX = 2**63 - 1
 _INT32_MAX = 2**31 - 1
 
-
-def _string(i: int) -> str:
-    return f"(t[{i}] = 'VARCHAR')"
+_ENVELOPE_KEYS = ["event_id", "type", "version", "occurred_at", "data"]
 
 
-def _count(i: int, limit: int) -> str:
-    # A non-negative JSON integer within the column's range.
-    return f"(t[{i}] = 'UBIGINT' AND s[{i}]::UBIGINT <= {limit})"
+def _path(field: str) -> str:
+    """Where a field sits in the structs: the envelope's own, or inside `data` (no name is both)."""
+    return field if field in _ENVELOPE_KEYS else f"data.{field}"
 
 
-def _optional(i: int, check: str) -> str:
-    """Absent, or `check`."""
-    return f"(t[{i}] IS NULL OR {check})"
+def _j(field: str) -> str:
+    return f"j.{_path(field)}"
 
 
-def _nullable(i: int, check: str) -> str:
-    """Absent, JSON null, or `check`."""
-    return f"(t[{i}] IS NULL OR t[{i}] = 'NULL' OR {check})"
+def _s(field: str) -> str:
+    return f"s.{_path(field)}"
 
 
-def _known_keys() -> str:
-    # Only known fields, each once: Pydantic keeps the last of a duplicated key, DuckDB's paths find the
-    # first; and an unknown field, which both ignore, is not worth reading to see whether it parses alike.
-    # As many keys as known fields found (`t[i]` not NULL) says both at once.
-    return "(len(keys) = list_count(t))"
+def _present(field: str) -> str:
+    """There, and not JSON null."""
+    return f"({_j(field)} IS NOT NULL)"
+
+
+def _string(field: str) -> str:
+    return f"starts_with({_j(field)}, '\"')"
+
+
+def _count(field: str, limit: int) -> str:
+    # A non-negative JSON integer (digits only: not 1.0, not 1e2) within the column's range.
+    return f"(regexp_full_match({_j(field)}, '[0-9]+') AND try_cast({_s(field)} AS UBIGINT) <= {limit})"
+
+
+def _boolean(field: str) -> str:
+    return f"({_j(field)} IN ('true', 'false'))"
+
+
+def _optional(field: str, check: str) -> str:
+    """Absent (or JSON null, where `_select` lists the field as nullable), or `check`."""
+    return f"({_j(field)} IS NULL OR {check})"
+
+
+def _known_keys(fields: list[str], nullable: tuple[str, ...]) -> str:
+    # Only known fields, each once, and JSON null only where the models take it: Pydantic keeps the
+    # last of a duplicated key, DuckDB the first; and an unknown field, which both ignore, is not worth
+    # reading to see whether it parses alike. Each key of `data` must be one field found not null, or a
+    # nullable field found null: counting both says all of it at once.
+    found = f"list_count([{', '.join(_j(f) for f in fields)}])"  # list_count counts what is not NULL
+    nulls = "".join(f" + ({_j(f)} IS NULL AND list_contains(dk, '{f}'))::INTEGER" for f in nullable)
+    return f"(len(dk) = {found}{nulls})"
 
 
 def _ts(text: str) -> str:
     return f"timezone('UTC', try_cast({text} AS TIMESTAMPTZ))"
 
 
-def _ts_ok(i: int) -> str:
-    return f"({_string(i)} AND regexp_full_match(s[{i}], {_TIMESTAMP}) AND {_ts(f's[{i}]')} IS NOT NULL)"
+def _ts_ok(field: str) -> str:
+    s = _s(field)
+    return f"({_string(field)} AND regexp_full_match({s}, {_TIMESTAMP}) AND {_ts(s)} IS NOT NULL)"
 
 
-def _uuid_ok(i: int) -> str:
-    return f"({_string(i)} AND regexp_full_match(s[{i}], {_UUID}))"
+def _uuid_ok(field: str) -> str:
+    return f"({_string(field)} AND regexp_full_match({_s(field)}, {_UUID}))"
 
 
-def _chars(i: int, low: int, high: int) -> str:
-    return f"({_string(i)} AND length(s[{i}]) BETWEEN {low} AND {high})"
+def _chars(field: str, low: int, high: int) -> str:
+    return f"({_string(field)} AND length({_s(field)}) BETWEEN {low} AND {high})"
 
 
-def _ip(i: int) -> str:
+def _ip(field: str) -> str:
     # Any string passes here: its normal form (or its rejection) is Python's `ipaddress`, see `_normal_ip`.
-    return f"CASE WHEN {_string(i)} THEN s[{i}] END"
+    return f"CASE WHEN {_string(field)} THEN {_s(field)} END"
 
 
-def _plain_strings(j: str) -> str:
-    # An array of strings that JSON writes without escapes (so its stored text is built below).
-    return (
-        f"(json_type({j}) = 'ARRAY' AND coalesce(list_bool_and(list_transform(json_extract({j}, '$[*]'),"
-        f" lambda x: json_type(x) = 'VARCHAR' AND NOT regexp_matches(x->>'$', {_NEEDS_ESCAPE}))), true))"
-    )
+def _plain_strings(field: str) -> str:
+    return f"regexp_full_match({_j(field)}, {_PLAIN_STRINGS})"
 
 
-def _strings_text(j: str) -> str:
-    return (
-        f"CASE WHEN {j} IS NULL OR json_array_length({j}) = 0 THEN '[]' ELSE"
-        f" '[\"' || array_to_string(list_transform(json_extract_string({j}, '$[*]'), lambda x: x), '\",\"')"
-        " || '\"]' END"
-    )
+def _uuid_list_ok(field: str) -> str:
+    return f"regexp_full_match({_j(field)}, {_UUIDS})"
 
 
-def _uuid_list_ok(j: str) -> str:
-    return (
-        f"(json_type({j}) = 'ARRAY' AND coalesce(list_bool_and(list_transform(json_extract({j}, '$[*]'),"
-        f" lambda x: json_type(x) = 'VARCHAR' AND regexp_full_match(x->>'$', {_UUID}))), true))"
-    )
+def _strings_text(field: str) -> str:
+    # The stored text of an array checked by `_plain_strings` or `_uuid_list_ok`: its compact JSON.
+    return f"coalesce({_j(field)}::VARCHAR, '[]')"
 
 
-_ENVELOPE_KEYS = ["event_id", "type", "version", "occurred_at", "data"]
 _TYPES = (TURN_RECORDED, FEEDBACK_SUBMITTED, OFFERING_CLICKED, SESSION_REVIEWED, USAGE_RECORDED, ERASURE_REQUESTED)
-_ENVELOPE_PATHS = "[" + ", ".join(f"'$.{k}'" for k in _ENVELOPE_KEYS) + "]"
 
-# The envelope of every value that may be claimed: which type, which event, when; and its `data`.
-_ENVELOPE = f"""
-WITH src AS (
-    SELECT pos, try(decode(value)) AS v FROM raw_values
-), syntax AS (
-    SELECT pos, v FROM src
-    WHERE v IS NOT NULL AND left(v, 1) = '{{' AND right(v, 1) = '}}'
+
+def _structure(fields: list[str], as_: str) -> str:
+    envelope = {k: as_ for k in _ENVELOPE_KEYS if k != "data"}
+    return json.dumps({**envelope, "data": {f: as_ for f in fields}}, separators=(",", ":"))
+
+
+def _select(type_: str, fields: list[str], columns: str, checks: str, nullable: tuple[str, ...] = ()) -> str:
+    """The values of the batch that name the type anywhere, with `ok` saying whether the event is claimed (the
+    parsed `type` decides) and `columns` its row. `columns` must not fail on a row that is not claimed (casts
+    are `try_cast`): the checks are a column rather than a WHERE because DuckDB pushes a filter's terms down
+    into the parse, each term parsing the value again. Every type has a required field, so a `data` that is
+    not an object (all its fields NULL) is never claimed."""
+    return f"""
+WITH parsed AS (
+    SELECT pos, try(json_transform(v, '{_structure(fields, "JSON")}')) AS j,
+           try(json_transform(v, '{_structure(fields, "VARCHAR")}')) AS s,
+           try(json_keys(v)) AS ek, try(json_keys(v, '$.data')) AS dk
+    FROM (SELECT pos, try(decode(value)) AS v FROM raw_values)
+    WHERE contains(v, '"{type_}"')
       AND NOT regexp_matches(v, {_TRAILING_COMMA})
       AND NOT (contains(v, '\\u') AND regexp_matches(v, {_ODD_ESCAPE}))
-), env AS MATERIALIZED (
-    SELECT pos, try(json_type(v, {_ENVELOPE_PATHS})) AS t, try(json_extract_string(v, {_ENVELOPE_PATHS})) AS s,
-           try(json_keys(v)) AS keys, v
-    FROM syntax
+), fields AS (
+    SELECT *, s.event_id AS event_id, {_ts("s.occurred_at")} AS occurred_at FROM parsed
 )
-SELECT pos, s[2] AS type, s[1] AS event_id, {_ts("s[4]")} AS occurred_at, json_extract(v, '$.data') AS data
-FROM env
-WHERE t IS NOT NULL AND {_known_keys()}
-  AND {_uuid_ok(1)}
-  AND {_string(2)} AND s[2] IN ({", ".join(f"'{t}'" for t in _TYPES)})
-  AND t[3] = 'UBIGINT' AND s[3] = '1'
-  AND {_ts_ok(4)}
-  AND t[5] = 'OBJECT'
-"""
-
-
-def _select(type_: str, fields: list[str], columns: str, checks: str, arrays: tuple[str, ...] = ()) -> str:
-    """The claimed events of one type: `t[i]`/`s[i]` are the type and text of data's field `fields[i - 1]`
-    (NULL when absent), `j[k]` the JSON of the array field `arrays[k - 1]`."""
-    paths = "[" + ", ".join(f"'$.{f}'" for f in fields) + "]"
-    array_paths = "[" + ", ".join(f"'$.{f}'" for f in arrays) + "]"
-    extract_arrays = f", json_extract(data, {array_paths}) AS j" if arrays else ""
-    # Materialized: each `t[i]` would otherwise parse the value again.
-    return f"""
-WITH fields AS MATERIALIZED (
-    SELECT pos, event_id, occurred_at, json_type(data, {paths}) AS t, json_extract_string(data, {paths}) AS s,
-           json_keys(data) AS keys {extract_arrays}
-    FROM envelopes WHERE type = '{type_}'
-)
-SELECT pos, event_id, {columns}
+SELECT pos, coalesce(
+    len(ek) = {len(_ENVELOPE_KEYS)} AND list_has_all(ek, {_ENVELOPE_KEYS})
+    AND {_uuid_ok("event_id")}
+    AND {_string("type")} AND s.type = '{type_}'
+    AND j.version = '1'
+    AND {_string("occurred_at")} AND regexp_full_match(s.occurred_at, {_TIMESTAMP}) AND occurred_at IS NOT NULL
+    AND {_known_keys(fields, nullable)} AND {checks}, false) AS ok,
+    event_id, {columns}
 FROM fields
-WHERE {_known_keys()} AND {checks}
 ORDER BY pos
 """
+
+
+def _claimed(con: duckdb.DuckDBPyConnection, statement: str) -> pa.Table:
+    """The rows of a `_select` statement whose event SQL claims, without `ok`."""
+    table = con.sql(statement).to_arrow_table()
+    return table.filter(table["ok"]).drop_columns(["ok"])
 
 
 _TURN_FIELDS = [
@@ -256,75 +274,79 @@ _TURN_FIELDS = [
     "last_active_at",
     "model",
 ]
-_TURN_ARRAYS = ("assistant_blocks", "offering_uuids", "injection_categories", "pii_categories")
+_SEVERITIES = "('', 'none', 'low', 'medium', 'high', 'critical')"
+_ACTIONS = "('', 'allow', 'flag', 'warn', 'redact', 'block')"
 _TURNS = _select(
     TURN_RECORDED,
     _TURN_FIELDS,
     f"""
-    s[1] AS uuid,
-    s[2] AS session_id,
-    s[3] AS user_slug,
-    left(s[5], 2000) AS user_input,
-    coalesce(j[1]::VARCHAR, '[]') AS assistant_blocks,
-    {_strings_text("j[2]")} AS offering_uuids,
-    coalesce(CASE WHEN t[8] = 'UBIGINT' THEN s[8]::BIGINT END, coalesce(json_array_length(j[2]), 0))::INTEGER
+    s.data.interaction_uuid AS uuid,
+    s.data.session_id AS session_id,
+    s.data.user_slug AS user_slug,
+    left(s.data.user_input, 2000) AS user_input,
+    coalesce(j.data.assistant_blocks::VARCHAR, '[]') AS assistant_blocks,
+    {_strings_text("offering_uuids")} AS offering_uuids,
+    try_cast(coalesce(try_cast(s.data.result_count AS BIGINT), json_array_length(j.data.offering_uuids), 0) AS INTEGER)
         AS result_count,
-    coalesce(s[9]::BOOLEAN, false) AS is_flagged,
-    CASE WHEN t[10] IS NULL OR s[10] = '' THEN 'none' ELSE s[10] END AS severity,
-    {_strings_text("j[3]")} AS injection_categories,
-    {_strings_text("j[4]")} AS pii_categories,
-    coalesce(s[13], '') AS action_taken,
-    coalesce(s[14], '') AS warning,
-    {_ip(4)} AS ip_address,
-    CASE WHEN t[17] IS NULL OR t[17] = 'NULL' THEN occurred_at ELSE {_ts("s[17]")} END AS last_active_at,
+    coalesce(try_cast(s.data.is_flagged AS BOOLEAN), false) AS is_flagged,
+    CASE WHEN s.data.severity IS NULL OR s.data.severity = '' THEN 'none' ELSE s.data.severity END AS severity,
+    {_strings_text("injection_categories")} AS injection_categories,
+    {_strings_text("pii_categories")} AS pii_categories,
+    coalesce(s.data.action_taken, '') AS action_taken,
+    coalesce(s.data.warning, '') AS warning,
+    {_ip("ip_address")} AS ip_address,
+    CASE WHEN j.data.last_active_at IS NULL THEN occurred_at ELSE {_ts("s.data.last_active_at")} END AS last_active_at,
     occurred_at AS created,
     occurred_at::DATE AS created_date,
-    coalesce(s[15]::BIGINT, 0) AS input_tokens,
-    coalesce(s[16]::BIGINT, 0) AS output_tokens,
-    coalesce(s[18], '') AS model
+    coalesce(try_cast(s.data.input_tokens AS BIGINT), 0) AS input_tokens,
+    coalesce(try_cast(s.data.output_tokens AS BIGINT), 0) AS output_tokens,
+    coalesce(s.data.model, '') AS model
     """,
     f"""
-    {_uuid_ok(1)} AND {_chars(2, 1, 64)} AND {_chars(3, 0, 128)} AND {_nullable(4, _string(4))}
-    AND {_string(5)}
-    AND {_optional(6, "t[6] = 'ARRAY'")}
-    AND {_optional(7, _uuid_list_ok("j[2]"))}
-    AND {_nullable(8, _count(8, _INT32_MAX))}
-    AND {_optional(9, "t[9] = 'BOOLEAN'")}
-    AND {_optional(10, _string(10) + " AND s[10] IN ('', 'none', 'low', 'medium', 'high', 'critical')")}
-    AND {_optional(11, _plain_strings("j[3]"))}
-    AND {_optional(12, _plain_strings("j[4]"))}
-    AND {_optional(13, _string(13) + " AND s[13] IN ('', 'allow', 'flag', 'warn', 'redact', 'block')")}
-    AND {_optional(14, _string(14))}
-    AND {_optional(15, _count(15, _INT64_MAX))}
-    AND {_optional(16, _count(16, _INT64_MAX))}
-    AND {_nullable(17, _ts_ok(17))}
-    AND {_optional(18, _chars(18, 0, 150))}
+    {_uuid_ok("interaction_uuid")} AND {_chars("session_id", 1, 64)} AND {_chars("user_slug", 0, 128)}
+    AND {_optional("ip_address", _string("ip_address"))}
+    AND {_string("user_input")}
+    AND {_optional("assistant_blocks", "starts_with(j.data.assistant_blocks, '[')")}
+    AND {_optional("offering_uuids", _uuid_list_ok("offering_uuids"))}
+    AND {_optional("result_count", _count("result_count", _INT32_MAX))}
+    AND {_optional("is_flagged", _boolean("is_flagged"))}
+    AND {_optional("severity", _string("severity") + f" AND s.data.severity IN {_SEVERITIES}")}
+    AND {_optional("injection_categories", _plain_strings("injection_categories"))}
+    AND {_optional("pii_categories", _plain_strings("pii_categories"))}
+    AND {_optional("action_taken", _string("action_taken") + f" AND s.data.action_taken IN {_ACTIONS}")}
+    AND {_optional("warning", _string("warning"))}
+    AND {_optional("input_tokens", _count("input_tokens", _INT64_MAX))}
+    AND {_optional("output_tokens", _count("output_tokens", _INT64_MAX))}
+    AND {_optional("last_active_at", _ts_ok("last_active_at"))}
+    AND {_optional("model", _chars("model", 0, 150))}
     """,
-    _TURN_ARRAYS,
+    nullable=("ip_address", "result_count", "last_active_at"),
 )
 
 _FEEDBACK = _select(
     FEEDBACK_SUBMITTED,
     ["interaction_uuid", "session_id", "score", "category", "comment", "ip_address"],
     f"""
-    s[1] AS uuid, s[2] AS session_id, s[3]::TINYINT AS score,
-    CASE WHEN {_string(4)} THEN s[4] END AS category,
-    coalesce(s[5], '') AS comment, {_ip(6)} AS ip, occurred_at AS submitted_at
+    s.data.interaction_uuid AS uuid, s.data.session_id AS session_id, try_cast(s.data.score AS TINYINT) AS score,
+    CASE WHEN {_string("category")} THEN s.data.category END AS category,
+    coalesce(s.data.comment, '') AS comment, {_ip("ip_address")} AS ip, occurred_at AS submitted_at
     """,
     f"""
-    {_uuid_ok(1)} AND {_chars(2, 1, 64)}
-    AND ((t[3] = 'UBIGINT' AND s[3] = '1' AND (t[4] IS NULL OR t[4] = 'NULL'))
-      OR (t[3] = 'BIGINT' AND s[3] = '-1' AND {_string(4)}
-          AND s[4] IN ('inaccurate', 'incomplete', 'misunderstood', 'slow_or_failed', 'other')))
-    AND {_optional(5, _string(5))} AND {_nullable(6, _string(6))}
+    {_uuid_ok("interaction_uuid")} AND {_chars("session_id", 1, 64)}
+    AND ((j.data.score = '1' AND j.data.category IS NULL)
+      OR (j.data.score = '-1' AND {_string("category")}
+          AND s.data.category IN ('inaccurate', 'incomplete', 'misunderstood', 'slow_or_failed', 'other')))
+    AND {_optional("comment", _string("comment"))} AND {_optional("ip_address", _string("ip_address"))}
     """,
+    nullable=("category", "ip_address"),
 )
 
 _CLICKS = _select(
     OFFERING_CLICKED,
     ["interaction_uuid", "session_id", "offering_uuid"],
-    "s[1] AS uuid, s[2] AS session_id, s[3] AS offering_uuid, occurred_at",
-    f"{_uuid_ok(1)} AND {_chars(2, 1, 64)} AND {_uuid_ok(3)}",
+    "s.data.interaction_uuid AS uuid, s.data.session_id AS session_id, s.data.offering_uuid AS offering_uuid,"
+    " occurred_at",
+    f"{_uuid_ok('interaction_uuid')} AND {_chars('session_id', 1, 64)} AND {_uuid_ok('offering_uuid')}",
 )
 
 _REVIEWS = _select(
@@ -342,19 +364,23 @@ _REVIEWS = _select(
         "judge_output_tokens",
     ],
     """
-    s[2] AS uuid, s[1] AS session_id, s[3]::TINYINT AS resolution_score,
-    s[4] AS intent_category, s[5]::BOOLEAN AS hallucination_detected,
-    coalesce(s[6], '') AS hallucination_details, coalesce(s[7], '') AS summary,
-    coalesce(s[8], '') AS judge_model, coalesce(s[9]::BIGINT, 0) AS input_tokens,
-    coalesce(s[10]::BIGINT, 0) AS output_tokens, occurred_at AS reviewed_at
+    s.data.interaction_uuid AS uuid, s.data.session_id AS session_id,
+    try_cast(s.data.resolution_score AS TINYINT) AS resolution_score, s.data.intent_category AS intent_category,
+    try_cast(s.data.hallucination_detected AS BOOLEAN) AS hallucination_detected,
+    coalesce(s.data.hallucination_details, '') AS hallucination_details, coalesce(s.data.summary, '') AS summary,
+    coalesce(s.data.judge_model, '') AS judge_model,
+    coalesce(try_cast(s.data.judge_input_tokens AS BIGINT), 0) AS input_tokens,
+    coalesce(try_cast(s.data.judge_output_tokens AS BIGINT), 0) AS output_tokens, occurred_at AS reviewed_at
     """,
     f"""
-    {_chars(1, 1, 64)} AND {_uuid_ok(2)}
-    AND t[3] = 'UBIGINT' AND s[3] IN ('1', '2', '3', '4', '5')
-    AND {_chars(4, 0, 32)} AND regexp_full_match(s[4], '[-a-zA-Z0-9_]*')
-    AND t[5] = 'BOOLEAN'
-    AND {_optional(6, _string(6))} AND {_optional(7, _string(7))} AND {_optional(8, _string(8))}
-    AND {_optional(9, _count(9, _INT64_MAX))} AND {_optional(10, _count(10, _INT64_MAX))}
+    {_chars("session_id", 1, 64)} AND {_uuid_ok("interaction_uuid")}
+    AND j.data.resolution_score IN ('1', '2', '3', '4', '5')
+    AND {_chars("intent_category", 0, 32)} AND regexp_full_match(s.data.intent_category, '[-a-zA-Z0-9_]*')
+    AND {_boolean("hallucination_detected")}
+    AND {_optional("hallucination_details", _string("hallucination_details"))}
+    AND {_optional("summary", _string("summary"))} AND {_optional("judge_model", _string("judge_model"))}
+    AND {_optional("judge_input_tokens", _count("judge_input_tokens", _INT64_MAX))}
+    AND {_optional("judge_output_tokens", _count("judge_output_tokens", _INT64_MAX))}
     """,
 )
 
@@ -362,28 +388,29 @@ _USAGE = _select(
     USAGE_RECORDED,
     ["input_tokens", "output_tokens", "source"],
     """
-    occurred_at, occurred_at::DATE AS day, s[1]::BIGINT AS input_tokens, s[2]::BIGINT AS output_tokens,
-    coalesce(s[3], '') AS source
+    occurred_at, occurred_at::DATE AS day, try_cast(s.data.input_tokens AS BIGINT) AS input_tokens,
+    try_cast(s.data.output_tokens AS BIGINT) AS output_tokens, coalesce(s.data.source, '') AS source
     """,
-    f"{_count(1, _INT64_MAX)} AND {_count(2, _INT64_MAX)} AND {_optional(3, _string(3))}",
+    f"""{_count("input_tokens", _INT64_MAX)} AND {_count("output_tokens", _INT64_MAX)}
+    AND {_optional("source", _string("source"))}""",
 )
 
 _ERASURES = _select(
     ERASURE_REQUESTED,
     ["user_slug", "session_id", "reason"],
-    """
-    CASE WHEN t[2] = 'VARCHAR' THEN 'session_id' ELSE 'user_slug' END AS key_kind,
-    CASE WHEN t[2] = 'VARCHAR' THEN s[2] ELSE s[1] END AS key,
-    occurred_at, coalesce(s[3], '') AS reason,
-    CASE WHEN t[2] = 'VARCHAR' THEN s[2] END AS session_id
+    f"""
+    CASE WHEN {_string("session_id")} THEN 'session_id' ELSE 'user_slug' END AS key_kind,
+    CASE WHEN {_string("session_id")} THEN s.data.session_id ELSE s.data.user_slug END AS key,
+    occurred_at, coalesce(s.data.reason, '') AS reason,
+    CASE WHEN {_string("session_id")} THEN s.data.session_id END AS session_id
     """,
     f"""
-    {_nullable(1, _chars(1, 1, 128))} AND {_nullable(2, _chars(2, 1, 64))}
-    AND (coalesce(t[1] = 'VARCHAR', false) != coalesce(t[2] = 'VARCHAR', false))
-    AND {_optional(3, _chars(3, 0, 500))}
+    {_optional("user_slug", _chars("user_slug", 1, 128))} AND {_optional("session_id", _chars("session_id", 1, 64))}
+    AND (coalesce({_string("user_slug")}, false) != coalesce({_string("session_id")}, false))
+    AND {_optional("reason", _chars("reason", 0, 500))}
     """,
+    nullable=("user_slug", "session_id"),
 )
-
 
 # --------------------------------------------------------------------------------------------------
 # The batch
@@ -416,8 +443,6 @@ def prepare_columns(
     turns = _empty_turns()
     if handles(registry) and n:
         with registered(con, "raw_values", indexed):
-            envelopes = con.sql(_ENVELOPE).to_arrow_table()
-        with registered(con, "envelopes", envelopes):
             turns, turn_events = _turns(con, raw, ip_policy() == "drop")
             events = turn_events + _dependents(con, ip_policy() == "drop")
         events.sort(key=lambda e: e.pos)
@@ -464,7 +489,7 @@ def _fall_back(batch: PreparedBatch, positions: list[int], registry: EventRegist
 
 
 def _turns(con: duckdb.DuckDBPyConnection, raw: pa.Table, drop_ip: bool) -> tuple[pa.Table, list[Prepared]]:
-    table = con.sql(_TURNS).to_arrow_table()
+    table = _claimed(con, _TURNS)
     if not table.num_rows:
         return _empty_turns(), []
     pos = table["pos"].to_pylist()
@@ -537,24 +562,29 @@ def _turns(con: duckdb.DuckDBPyConnection, raw: pa.Table, drop_ip: bool) -> tupl
     return turns, events
 
 
+def _rows(con: duckdb.DuckDBPyConnection, statement: str) -> Iterator[tuple[Any, ...]]:
+    table = _claimed(con, statement)
+    return zip(*(column.to_pylist() for column in table.columns), strict=True)
+
+
 def _dependents(con: duckdb.DuckDBPyConnection, drop_ip: bool) -> list[Prepared]:
     events: list[Prepared] = []
-    for pos, event_id, uuid, session_id, score, category, comment, ip, at in con.execute(_FEEDBACK).fetchall():
+    for pos, event_id, uuid, session_id, score, category, comment, ip, at in _rows(con, _FEEDBACK):
         if ip is not None:
             ip = _normal_ip(ip)
             if ip is _NOT_AN_IP:
                 continue
         row = FeedbackRow(uuid, score, category, comment, None if drop_ip else ip, at)
         events.append(Prepared(pos, FEEDBACK_SUBMITTED, event_id, uuid, session_id, row))
-    for pos, event_id, uuid, session_id, offering, at in con.execute(_CLICKS).fetchall():
+    for pos, event_id, uuid, session_id, offering, at in _rows(con, _CLICKS):
         row_c = ClickRow(event_id, uuid, offering, session_id, at)
         events.append(Prepared(pos, OFFERING_CLICKED, event_id, uuid, session_id, row_c))
-    for pos, event_id, uuid, session_id, *fields in con.execute(_REVIEWS).fetchall():
+    for pos, event_id, uuid, session_id, *fields in _rows(con, _REVIEWS):
         events.append(Prepared(pos, SESSION_REVIEWED, event_id, uuid, session_id, ReviewRow(uuid, *fields)))
-    for pos, event_id, at, day, tokens_in, tokens_out, source in con.execute(_USAGE).fetchall():
+    for pos, event_id, at, day, tokens_in, tokens_out, source in _rows(con, _USAGE):
         row_u = UsageRow(event_id, at, day, tokens_in, tokens_out, source)
         events.append(Prepared(pos, USAGE_RECORDED, event_id, None, None, row_u))
-    for pos, event_id, kind, key, at, reason, session_id in con.execute(_ERASURES).fetchall():
+    for pos, event_id, kind, key, at, reason, session_id in _rows(con, _ERASURES):
         row_e = ErasureRow(event_id, kind, key, at, reason)
         events.append(Prepared(pos, ERASURE_REQUESTED, event_id, None, session_id, row_e))
     return events

@@ -8,6 +8,7 @@ thousands of events cost a few dozen DuckDB statements.
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from collections.abc import Callable
@@ -255,7 +256,7 @@ def broken(draw: st.DrawFn) -> dict[str, Any]:
         if action == "remove":
             target.pop(name, None)
         else:
-            target[name] = draw(st.sampled_from(_ODD))
+            target[name] = copy.deepcopy(draw(st.sampled_from(_ODD)))  # never the shared `{}` itself
     return event
 
 
