@@ -269,8 +269,12 @@ class ProjectorService:
                 with self._lock:
                     self._newest_record_ms = max(newest, self._newest_record_ms or newest)
         with self._lock:
-            self._error = None
-            self._error_kind = None
+            # A read that brought nothing proves Kafka answers, not that the file takes writes: after a
+            # failed commit (a full disk) only a batch that commits clears the error, or /readyz would
+            # say all is well between two retries of the batch that cannot be written.
+            if records or self._error_kind != "database_write_failed":
+                self._error = None
+                self._error_kind = None
         self._note_ends({p: e for p, e in reader.known_end_offsets().items() if e is not None})
         self._commit_to_kafka()
         return len(records)
