@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 
 from kafka import KafkaAdminClient
 
+from broker.clients import made
+
 
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.strip().rpartition(":")
@@ -44,7 +46,8 @@ def answers_metadata(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
     timeout_ms = int(timeout_s * 1000)
     with _quiet_kafka_logs():
         try:
-            admin = KafkaAdminClient(
+            admin = made(
+                KafkaAdminClient,
                 bootstrap_servers=bootstrap_servers,
                 client_id="chat-analytics-probe",
                 bootstrap_timeout_ms=timeout_ms,

@@ -17,6 +17,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import TopicAlreadyExistsError
 
+from broker.clients import made
 from broker.probe import port_open
 from schemas.settings import KEEP_FOREVER
 
@@ -96,7 +97,8 @@ def _describe(retention: dict[str, str]) -> str:
 
 
 def _admin(bootstrap_servers: str, timeout_ms: int = ADMIN_TIMEOUT_MS) -> KafkaAdminClient:
-    return KafkaAdminClient(
+    return made(
+        KafkaAdminClient,
         bootstrap_servers=bootstrap_servers,
         client_id="chat-analytics-topic",
         bootstrap_timeout_ms=timeout_ms,

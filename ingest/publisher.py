@@ -25,6 +25,7 @@ from kafka.producer.future import FutureRecordMetadata, RecordMetadata
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel
 
+from broker.clients import made
 from ingest.envelope import CURRENT_VERSION, complete, encode, key_of
 from schemas.events import (
     ERASURE_REQUESTED,
@@ -164,13 +165,13 @@ class Publisher:
         if connect_in_background:
             threading.Thread(target=self._connect_until_done, name="ingest-connect", daemon=True).start()
         else:
-            self._producer = KafkaProducer(**self._config)
+            self._producer = made(KafkaProducer, **self._config)
 
     def _connect_until_done(self) -> None:
         backoff = 1.0
         while not self._closed.is_set():
             try:
-                producer = KafkaProducer(**self._config)
+                producer = made(KafkaProducer, **self._config)
             except Exception as exc:
                 log.warning("ingest: Kafka not reachable (%s); retrying in %.0f s", type(exc).__name__, backoff)
                 self._closed.wait(backoff)
@@ -386,7 +387,7 @@ class Publisher:
         if manager is not None and manager.has_fatal_error():
             with self._swap_lock:
                 if self._producer is producer:
-                    self._producer = KafkaProducer(**self._config)
+                    self._producer = made(KafkaProducer, **self._config)
                     producer.close(timeout=0)
         return self._producer
 

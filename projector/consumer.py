@@ -19,6 +19,7 @@ import time
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from broker.clients import made
 from projector.records import Record
 from projector.source import TopicSource
 
@@ -36,7 +37,8 @@ class TopicReader:
         self.topic = source.topic
         self.batch_size = source.batch_size
         self.group_id = source.group_id
-        self._consumer = KafkaConsumer(
+        self._consumer = made(
+            KafkaConsumer,
             bootstrap_servers=source.bootstrap_servers,
             group_id=source.group_id,
             client_id="chat-analytics-projector",

@@ -69,7 +69,10 @@ class LogBounds:
 def log_bounds(bootstrap_servers: str, topic: str, until: datetime | None = None, timeout_s: float = 30.0) -> LogBounds:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(
+    from broker.clients import made
+
+    consumer = made(
+        KafkaConsumer,
         bootstrap_servers=bootstrap_servers,
         client_id="chat-analytics-rebuild",
         enable_auto_commit=False,

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.settings import ENV_RETENTION_DAYS
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.serve"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.serve", "tests.fixtures.threads"]
 
 # The tests' events carry fixed dates (late 2026): under the default 90-day retention, a `serve` or
 # `project` started by a test would purge them once the calendar moved on. Tests of retention set it.

@@ -219,3 +219,20 @@ def test_to_json_differs_from_orjson_only_where_a_row_is_rendered_exactly(value:
     # ROW_JSON takes DuckDB's to_json() for a row unless its text holds a `\u00` escape.
     (text,) = duckdb.execute(f"SELECT {_fast_value('v')} FROM (SELECT ? AS v)", [value]).fetchone() or ()
     assert text.encode() == orjson.dumps(value) or "\\u00" in text
+
+
+def test_every_code_point_is_written_as_orjson_writes_it() -> None:
+    # Every Unicode scalar value, 64 to a string between a letter and a backslash: the exact rendering
+    # equals orjson's, and to_json() differs from it only with a `\u00` escape in its text.
+    points = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    strings = ["a" + "".join(map(chr, points[i : i + 64])) + "\\" for i in range(0, len(points), 64)]
+    rows = duckdb.execute(
+        f"SELECT {_fast_value('v')}, {json_value('v')} FROM (SELECT unnest(?::VARCHAR[]) AS v, "
+        "generate_subscripts(?::VARCHAR[], 1) AS i) ORDER BY i",
+        [strings, strings],
+    ).fetchall()
+    assert len(rows) == len(strings)
+    for text, (fast, exact) in zip(strings, rows, strict=True):
+        expected = orjson.dumps(text).decode()
+        assert exact == expected
+        assert fast == expected or "\\u00" in fast

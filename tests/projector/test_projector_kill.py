@@ -98,7 +98,11 @@ def test_sigkilled_projector_resumes_to_the_same_tables_as_a_clean_fold(
 
     clean_db = connect(tmp_path / "clean.duckdb")
     source = TopicSource(bootstrap_servers, topic, group_id=None, batch_size=5000)
-    ProjectorService(source, clean_db).run_until_caught_up(300)
+    service = ProjectorService(source, clean_db)
+    try:
+        service.run_until_caught_up(300)
+    finally:
+        service.stop()
     clean = table_rows(clean_db)
     clean_db.close()
     killed_db = connect(db)

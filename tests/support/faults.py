@@ -27,14 +27,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from broker.jars import ensure_kafka_libs
 from broker.lifetime import die_with_parent
-from broker.local import _failure_check, _launch, format_storage, new_ports, render_properties
+from broker.local import Ports, _failure_check, _launch, format_storage, render_properties
 from broker.probe import wait_until_answering
 from broker.topics import TOPIC_CONFIG
 from projector.service import ProjectorService
 from projector.snapshot import table_rows
 from projector.source import TopicSource
 from replicas.local import Replica
-from replicas.ports import free_port
+from replicas.ports import free_port, free_ports
 from schemas.readmodel import connect
 from tests.support import REPO
 from tests.support.broker import kafka_home
@@ -98,7 +98,11 @@ class KillableBroker:
         self.libs = ensure_kafka_libs(kafka_home())
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        ports = new_ports()
+        # Below the ephemeral range (replicas.ports): while the broker is down, its clients keep
+        # reconnecting, and a port of that range can be given to one of them (even as a connection to
+        # itself), so that the restart could not bind it.
+        base = free_ports(2)
+        ports = Ports(broker=base, controller=base + 1)
         self.bootstrap_servers = f"127.0.0.1:{ports.broker}"
         self.properties = folder / "server.properties"
         self.log = folder / "broker.log"
@@ -205,7 +209,11 @@ def clean_fold(bootstrap_servers: str, topic: str, db: Path) -> dict[str, Any]:
     con = connect(db)
     try:
         source = TopicSource(bootstrap_servers, topic, group_id=None, batch_size=5000)
-        ProjectorService(source, con).run_until_caught_up(300)
+        service = ProjectorService(source, con)
+        try:
+            service.run_until_caught_up(300)
+        finally:
+            service.stop()  # its consumer, whose IO thread would outlive the test's broker
         return table_rows(con)
     finally:
         con.close()
