@@ -141,11 +141,6 @@ def _s(field: str) -> str:
     return f"s.{_path(field)}"
 
 
-def _present(field: str) -> str:
-    """There, and not JSON null."""
-    return f"({_j(field)} IS NOT NULL)"
-
-
 def _string(field: str) -> str:
     return f"starts_with({_j(field)}, '\"')"
 

@@ -7,9 +7,10 @@ for list, retrieve, by-session and by-user/{slug}, and selects the same fields o
 export and the feedbacks endpoints (`api.interactions_sql`, which checks the field names against
 `api.models`).
 
-`ROW_JSON` is byte for byte what orjson writes for the row object (its fields in this order, the
+What is stored is byte for byte what orjson writes for the row object (its fields in this order, the
 JSON-valued ones spliced in as they are stored, `"feedback": null` when the turn has neither feedback
-nor review): the string fields go through `json_value`, which writes what orjson writes.
+nor review): `ROW_JSON` writes that for every row whose text then holds no backslash-u00 escape (`NEEDS_EXACT`),
+`ROW_JSON_EXACT` for every row (see below why both).
 """
 
 from __future__ import annotations
