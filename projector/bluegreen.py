@@ -403,9 +403,11 @@ class LiveProjection:
                 if live is not None and self.service is live:
                     self._start_service(self.handle.connection, caught_up=was_caught_up)
                 raise
-            self._serving_previous = False
             # The new file is at the head: caught up, whether or not a live projector ran before.
             self._start_service(con, caught_up=was_caught_up or live is None)
+            # Only once the new service is in place: until then /readyz reads the previous file's flag
+            # (a start-up rebuild has no service before), and without it would say "not caught up".
+            self._serving_previous = False
 
     def _swap_files(self, new_path: Path) -> duckdb.DuckDBPyConnection:
         served = self._served
