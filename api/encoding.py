@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-
 _INT_RANGE = range(-(2**63), 2**64)  # what orjson writes itself
 
 
