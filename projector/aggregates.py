@@ -140,6 +140,7 @@ DAY_COLUMNS = [
     "erased_turns",
 ]
 USER_COLUMNS = [*_USER_COUNTER_COLUMNS, "session_count"]
+_DAY_DELTA = pa.decimal128(38, 0)
 # UPDATE ... FROM then INSERT of the new keys: a few times cheaper in DuckDB than INSERT ... ON CONFLICT.
 _ADD_DAY_DELTAS = (
     "UPDATE daily_counters SET "
@@ -286,7 +287,8 @@ class Deltas:
         days = sorted(self.by_day)
         if days:
             columns = {"day": pa.array(days, pa.date32())}
-            columns.update({c: pa.array([self.by_day[d][c] for d in days], pa.int64()) for c in DAY_COLUMNS})
+            # DECIMAL(38, 0): a day's token sums may pass 2^63 (each event's count is a BIGINT).
+            columns.update({c: pa.array([self.by_day[d][c] for d in days], _DAY_DELTA) for c in DAY_COLUMNS})
             with registered(con, "day_deltas", pa.table(columns)):
                 con.execute(_ADD_DAY_DELTAS)
                 con.execute(_INSERT_NEW_DAYS)

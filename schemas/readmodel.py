@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 # 6: `interactions.is_clarification` also counts `ask_user_form` blocks and `ask_user` tool calls.
 # 7: the KPI's counters, days and intents of each session in `conversations`.
 # 8: `conversations.intents` lists each reviewed turn's intent (the KPI counts them).
-# 9: `interactions.body`, each turn's JSON object as the API serves it (schemas.interaction_rows).
+# 9: `interactions.body`, each turn's JSON object as the API serves it (schemas.interaction_rows); the
+#    token sums of `daily_counters` are HUGEINTs.
 READMODEL_VERSION = 9
 
 DDL: tuple[str, ...] = (
@@ -188,18 +189,19 @@ DDL: tuple[str, ...] = (
         feedback_up BIGINT NOT NULL,
         feedback_down BIGINT NOT NULL,
         clarifications BIGINT NOT NULL,
-        turn_input_tokens BIGINT NOT NULL,
-        turn_output_tokens BIGINT NOT NULL,
-        usage_input_tokens BIGINT NOT NULL,     -- assistant.usage.recorded, by its occurred_at day
-        usage_output_tokens BIGINT NOT NULL,
+        turn_input_tokens HUGEINT NOT NULL,
+        turn_output_tokens HUGEINT NOT NULL,
+        usage_input_tokens HUGEINT NOT NULL,     -- assistant.usage.recorded, by its occurred_at day
+        usage_output_tokens HUGEINT NOT NULL,
         usage_events BIGINT NOT NULL,
         reviewed BIGINT NOT NULL,               -- reviewed turns created this day
         review_score_sum BIGINT NOT NULL,
         hallucinations BIGINT NOT NULL,
-        review_input_tokens BIGINT NOT NULL,
-        review_output_tokens BIGINT NOT NULL,
+        review_input_tokens HUGEINT NOT NULL,
+        review_output_tokens HUGEINT NOT NULL,
+        -- token sums are HUGEINT: each event's count is a BIGINT, so a day of them can pass 2^63
         -- tokens and turns of erased turns: they stay in the daily token budget (docs/api.md)
-        erased_tokens BIGINT NOT NULL DEFAULT 0,
+        erased_tokens HUGEINT NOT NULL DEFAULT 0,
         erased_turns BIGINT NOT NULL DEFAULT 0
     )
     """,

@@ -23,7 +23,7 @@ from tests.support.api_data import (
     make_client,
     uid,
 )
-from tests.support.events import click, feedback, review, turn
+from tests.support.events import click, feedback, review, turn, usage
 
 CONVERSATIONS = f"{PREFIX}/conversations/"
 KPI = f"{PREFIX}/kpi/"
@@ -382,3 +382,25 @@ def test_the_dashboards_requests_with_some_filters(hand: Any, query: str, sessio
     tiles = hand.get(f"{KPI}?{query}", headers=AUTH).json()
     assert tiles["sessions_total"] == len(sessions)
     assert tiles["interactions_total"] == turns == sum(r["message_count"] for r in table)
+
+
+def test_token_sums_beyond_64_bits_are_exact(tmp_path: Path) -> None:
+    """Each event's token count may be any BIGINT; a day's or a conversation's sum of them passes 2^63
+    (and 2^64, where JSON encoders stop): the fold must not fail on it, and every answer is exact."""
+    big = 2**63 - 1
+    today = datetime(2026, 11, 28, 9, tzinfo=UTC)  # the test clock's day, for the budget
+    events = [
+        turn("s", at=today, input_tokens=big, output_tokens=big),
+        turn("s", at=today.replace(hour=10), input_tokens=big, output_tokens=1),
+        turn("t", at=today.replace(hour=11), input_tokens=big, output_tokens=0),
+        usage(big, big, at=today),
+    ]
+    with fresh(tmp_path, events) as client:
+        conversation = by_session(client)["s"]
+        whole = rows(client, KPI)
+        narrowed = rows(client, KPI, created_from="2026-11-28")  # the turns themselves, not the day counters
+        budget = rows(client, f"{PREFIX}/budget/")
+    assert conversation["total_tokens"] == 3 * big + 1
+    for kpi in (whole, narrowed):
+        assert (kpi["input_tokens_total"], kpi["output_tokens_total"]) == (3 * big, big + 1)
+    assert budget["tokens_today"] == 3 * big + (big + 1) + 2 * big
