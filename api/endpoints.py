@@ -174,11 +174,9 @@ async def _streamed(ctx: Context, export: streaming.Rows, renderer: streaming.Re
     )
 
 
-def _page_response(request: Request, page: queries.Page | queries.JsonPage) -> Response:
+def _page_response(request: Request, page: queries.Page) -> Response:
     position = getattr(request.state, POSITION_STATE, None)
     headers = pagination.headers(request.url, page.total, page.pagination, page.last_page, position)
-    if isinstance(page, queries.JsonPage):
-        return Response(page.body, media_type="application/json", headers=headers)
     return json_response(page.rows, headers=headers)
 
 
@@ -203,7 +201,7 @@ async def retrieve_interaction(request: Request, ctx: Context) -> Response:
     minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
     body = await _answer(request, ctx, minimum, queries.get_interaction, value)
-    return detail("Not found.", 404) if body is None else Response(body, media_type="application/json")
+    return detail("Not found.", 404) if body is None else json_response(body)
 
 
 async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Response:
@@ -220,7 +218,7 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
         whole = await _answer(request, ctx, minimum, queries.short_whole_list, narrowed, order)
         if whole is None:
             export = queries.export_interactions(narrowed, order, select=interactions_sql.select_all)
-            return await _streamed(ctx, export, streaming.JsonTextArray())
+            return await _streamed(ctx, export, streaming.JsonArray(interactions_sql.to_body))
         return _page_response(request, whole)
     page = await _answer(request, ctx, minimum, queries.list_interactions, narrowed, order, paging)
     return _page_response(request, page)
@@ -264,7 +262,9 @@ async def conversations(request: Request, ctx: Context) -> Response:
             await _read(request, ctx, minimum, lambda cur: None, ("position-reached",))
         return await _streamed(ctx, queries.stream_conversations(filters, stage2, order), streaming.JsonTextArray())
     page = await _answer(request, ctx, minimum, queries.conversations, filters, stage2, order, paging)
-    return _page_response(request, page)
+    position = getattr(request.state, POSITION_STATE, None)
+    headers = pagination.headers(request.url, page.total, page.pagination, page.last_page, position)
+    return Response(page.body, media_type="application/json", headers=headers)
 
 
 async def kpi(request: Request, ctx: Context) -> Response:

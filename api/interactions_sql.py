@@ -9,22 +9,85 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from api import filter_sql
 from api.models import Feedback, Interaction, field_names
 from api.params import Filters
 from schemas import fulltext
 from schemas.conversation_rows import KPI_COUNTERS, REVIEWED
-from schemas.interaction_rows import FEEDBACK_SQL as _FEEDBACK_SQL
-from schemas.interaction_rows import HAS_FEEDBACK as _HAS_FEEDBACK
-from schemas.interaction_rows import INTERACTION_SQL as _INTERACTION_SQL
-from schemas.interaction_rows import ts
+
+
+def ts(column: str) -> str:
+    """A stored UTC TIMESTAMP as `2026-11-26T09:15:02.123456Z` (always six fraction digits)."""
+    return f"strftime({column}, '%Y-%m-%dT%H:%M:%S.%fZ')"
+
+
+# Interaction fields, in the model's order, to the SQL that yields each. JSON-valued fields are stored
+# as JSON text and spliced into the response as they are.
+_INTERACTION_SQL: dict[str, str] = {
+    "uuid": "CAST(uuid AS VARCHAR)",
+    "user_slug": "user_slug",
+    "user_input": "user_input",
+    "assistant_blocks": "assistant_blocks",
+    "offering_uuids": "offering_uuids",
+    "result_count": "result_count",
+    "is_flagged": "is_flagged",
+    "severity": "severity",
+    "injection_categories": "injection_categories",
+    "pii_categories": "pii_categories",
+    "action_taken": "action_taken",
+    "warning": "warning",
+    "ip_address": "ip_address",
+    "session_id": "session_id",
+    "last_active_at": ts("last_active_at"),
+    "created": ts("created"),
+    "feedback": "(fb_score IS NOT NULL OR llm_reviewed_at IS NOT NULL)",
+    "click_count": "click_count",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+}
+JSON_FIELDS = frozenset({"assistant_blocks", "offering_uuids", "injection_categories", "pii_categories"})
+
+_FEEDBACK_SQL: dict[str, str] = {
+    "interaction_uuid": "CAST(uuid AS VARCHAR)",
+    "score": "fb_score",
+    "category": "coalesce(fb_category, '')",
+    "comment": "fb_comment",
+    "submitted_from_ip": "fb_ip",
+    "submitted_at": ts("fb_submitted_at"),
+    "llm_resolution_score": "llm_resolution_score",
+    "llm_intent_category": "llm_intent_category",
+    "llm_hallucination_detected": "llm_hallucination_detected",
+    "llm_hallucination_details": "llm_hallucination_details",
+    "llm_summary": "llm_summary",
+    "llm_reviewed_at": ts("llm_reviewed_at"),
+    "llm_judge_model": "llm_judge_model",
+    "llm_judge_input_tokens": "llm_input_tokens",
+    "llm_judge_output_tokens": "llm_output_tokens",
+    # DuckDB's greatest() skips NULLs, so this is whichever of the two happened (last).
+    "modified_at": ts("greatest(fb_submitted_at, llm_reviewed_at)"),
+}
 
 INTERACTION_FIELDS = field_names(Interaction)
 FEEDBACK_FIELDS = field_names(Feedback)
 if tuple(_INTERACTION_SQL) != INTERACTION_FIELDS or tuple(_FEEDBACK_SQL) != FEEDBACK_FIELDS:
     raise RuntimeError("api.interactions_sql selects other fields than api.models describes")
 
+SELECT_LIST = ", ".join([*_INTERACTION_SQL.values(), *_FEEDBACK_SQL.values()])
 FEEDBACK_SELECT_LIST = ", ".join(_FEEDBACK_SQL.values())
+_N = len(INTERACTION_FIELDS)
+_FEEDBACK_AT = INTERACTION_FIELDS.index("feedback")
+_JSON_AT = tuple(i for i, name in enumerate(INTERACTION_FIELDS) if name in JSON_FIELDS)
+
+
+def to_body(row: Sequence[Any]) -> dict[str, Any]:
+    """One selected row to the response object (JSON text columns as orjson fragments)."""
+    body = dict(zip(INTERACTION_FIELDS, row[:_N], strict=True))
+    for i in _JSON_AT:
+        body[INTERACTION_FIELDS[i]] = orjson.Fragment(row[i])
+    body["feedback"] = dict(zip(FEEDBACK_FIELDS, row[_N:], strict=True)) if row[_FEEDBACK_AT] else None
+    return body
 
 
 # The `o` values to SQL; the uuid tie-breaker follows the direction of the first term.
@@ -77,27 +140,20 @@ _RULES: dict[str, filter_sql.Rule] = {
 
 
 def select_page(condition: str, order: str, *, limit: bool) -> str:
-    """Each row's JSON object (`body`, kept by the projector: schemas.interaction_rows), in order."""
     tail = " LIMIT ? OFFSET ?" if limit else ""
-    return f"SELECT body FROM interactions WHERE {condition} ORDER BY {order}{tail}"
+    return f"SELECT {SELECT_LIST} FROM interactions WHERE {condition} ORDER BY {order}{tail}"
 
 
 def select_all(condition: str, order: str) -> str:
-    """Every row passing `condition`, in `order`: each row's JSON object after a comma (a whole list,
-    sent as it is read: `api.streaming.JsonTextArray`)."""
-    return f"SELECT ',' || body FROM interactions WHERE {condition} ORDER BY {order}"
+    """Every row passing `condition`, in `order`, in the shape `to_body` takes."""
+    return select_page(condition, order, limit=False)
 
 
-SELECT_ONE = "SELECT body FROM interactions WHERE uuid = ?"
-
-
-def json_array(bodies: Sequence[tuple[str]]) -> bytes:
-    """The JSON array of the selected rows' objects: their stored text, joined."""
-    return ("[" + ",".join(body for (body,) in bodies) + "]").encode()
-
+SELECT_ONE = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ?"
 
 # A CSV row is flat: the interaction's fields (JSON ones as their JSON text), then the feedback's as
 # `feedback_<field>`, all empty when the turn has neither feedback nor review (JSON's `"feedback": null`).
+_HAS_FEEDBACK = _INTERACTION_SQL["feedback"]
 CSV_SELECT_LIST = ", ".join(
     [f'{sql} AS "{name}"' for name, sql in _INTERACTION_SQL.items() if name != "feedback"]
     + [

@@ -109,26 +109,22 @@ def _day_window(by_day: list[tuple[date, int]], offset: int, limit: int) -> tupl
     return min(first, day), max(first, day), skipped
 
 
-def _json_page(rows: list[tuple[str]], total: int, pagination: Pagination | None, last: int) -> JsonPage:
-    return JsonPage(total, sql.json_array(rows), len(rows), pagination, last)
-
-
 def list_interactions(
     cur: duckdb.DuckDBPyConnection,
     filters: Filters | None,
     ordering: Sequence[str],
     pagination: Pagination | None,
-) -> JsonPage:
+) -> Page:
     """Interactions passing `filters` (None: a contradiction, nothing passes) in `ordering`; all of them
-    when `pagination` is None. The page's JSON is its rows' stored objects (`interactions.body`), joined."""
+    when `pagination` is None."""
     if filters is None:
         _check_page(0, pagination)
-        return _json_page([], 0, pagination, 1)
+        return Page(0, [], pagination, 1)
     condition, params = sql.where(filters)
     if pagination is None:
         # A whole list counts itself: no separate count statement.
         rows = cur.execute(sql.select_page(condition, sql.order_by(ordering), limit=False), params).fetchall()
-        return _json_page(rows, len(rows), None, 1)
+        return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
     expression = agg.daily_count_expression(filters)
     by_day: list[tuple[date, int]] | None = None
     if expression is not None and ordering[0].lstrip("-") == "created":
@@ -140,7 +136,7 @@ def list_interactions(
         total = count_interactions(cur, filters)
     last = _check_page(total, pagination)
     if total == 0:
-        return _json_page([], 0, pagination, last)
+        return Page(0, [], pagination, last)
     offset = (pagination.page - 1) * pagination.page_size
     if by_day is not None:
         window = _day_window(by_day, offset, pagination.page_size)
@@ -151,24 +147,23 @@ def list_interactions(
             offset -= window[2]
     query = sql.select_page(condition, sql.order_by(ordering), limit=True)
     rows = cur.execute(query, [*params, pagination.page_size, offset]).fetchall()
-    return _json_page(rows, total, pagination, last)
+    return Page(total, [sql.to_body(r) for r in rows], pagination, last)
 
 
-def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> bytes | None:
-    """One interaction's JSON object (its stored `body`), None when there is no such turn."""
+def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any] | None:
     try:
         uuid = UUID(value)
     except ValueError:
         return None
     row = cur.execute(sql.SELECT_ONE, [uuid]).fetchone()
-    return row[0].encode() if row else None
+    return sql.to_body(row) if row else None
 
 
 def export_interactions(
     filters: Filters | None, ordering: Sequence[str], select: Callable[[str, str], str] = sql.select_csv
 ) -> Export:
     """The list's rows (or a transcript's) for `filters` (None: a contradiction), every page at once: as
-    the CSV's columns, or with `select=sql.select_all` as each row's JSON after a comma."""
+    the CSV's columns, or with `select=sql.select_all` as the JSON rows' (`sql.to_body`)."""
     order = sql.order_by(ordering)
     if filters is None:
         return Export(lambda cur: 0, select("FALSE", order), [])
@@ -176,13 +171,11 @@ def export_interactions(
     return Export(lambda cur: count_interactions(cur, filters), select(condition, order), params)
 
 
-def short_whole_list(
-    cur: duckdb.DuckDBPyConnection, filters: Filters | None, ordering: Sequence[str]
-) -> JsonPage | None:
+def short_whole_list(cur: duckdb.DuckDBPyConnection, filters: Filters | None, ordering: Sequence[str]) -> Page | None:
     """A transcript served whole, when it has at most STREAM_ROWS rows; None when it has more (it is
     then streamed: `export_interactions(..., select=sql.select_all)`)."""
     if filters is None:
-        return _json_page([], 0, None, 1)
+        return Page(0, [], None, 1)
     condition, params = sql.where(filters)
     # No LIMIT in the statement: with one, DuckDB does not take the rows of a session from the serving
     # index and the common short transcript became slower; the rows past the bound are never fetched.
@@ -190,7 +183,7 @@ def short_whole_list(
     rows = cur.execute(query, params).fetchmany(STREAM_ROWS + 1)
     if len(rows) > STREAM_ROWS:
         return None
-    return _json_page(rows, len(rows), None, 1)
+    return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
 
 
 # -- conversations/ -------------------------------------------------------------------------------

@@ -43,7 +43,6 @@ from schemas.events import OFFERING_CLICKED as CLICK
 from schemas.events import SESSION_REVIEWED as REVIEW
 from schemas.events import TURN_RECORDED as TURN
 from schemas.events import USAGE_RECORDED as USAGE
-from schemas.interaction_rows import NEEDS_EXACT, ROW_JSON, ROW_JSON_EXACT
 from schemas.registry import (
     DUPLICATE_INTERACTION,
     FOLD_REASONS,
@@ -391,7 +390,7 @@ class _Fold:
                 keep = pa.array([t.pos for t in accepted], pa.int64())
                 table = table.filter(pc.is_in(table["pos"], value_set=keep))
             with registered(self.con, "new_turns", table):
-                self._render_exactly(self.con.execute(_INSERT_TURNS).fetchall())
+                self.con.execute(_INSERT_TURNS)
                 self.deltas.add_new_turns(self.con)
             columns = [table[name].to_pylist() for name in ("uuid", "user_slug", "session_id", "created")]
             self.deltas.new_turns.extend(zip(*columns, strict=True))
@@ -477,18 +476,7 @@ class _Fold:
         self._update_feedback(feedback)
         self._update_reviews(reviews)
         self._insert_clicks(clicks)
-        if updated:
-            # After all three: a turn's served JSON holds its feedback, review and clicks at once.
-            with registered(self.con, "rendered_turns", pa.table({"uuid": pa.array(sorted(updated), pa.string())})):
-                self._render_exactly(self.con.execute(_RENDER_BODIES).fetchall())
         self._park(pending)
-
-    def _render_exactly(self, returned: list[tuple[Any, ...]]) -> None:
-        """Renders `body` again, exactly, for the turns an INSERT or UPDATE of bodies returned (the rare
-        ones whose text holds a control character: schemas.interaction_rows)."""
-        uuids = [uuid for (uuid,) in returned if uuid is not None]
-        if uuids:
-            self.con.execute(_RENDER_EXACTLY, [uuids])
 
     def _take_pending(self, new_turns: set[str]) -> list[tuple[Prepared, _Source]]:
         if not new_turns:
@@ -894,9 +882,9 @@ WHERE rowid BETWEEN ? AND ? AND rowid = ANY(?)
 
 # The interactions table is the one these statements serve (schemas/readmodel.py); defaults for a
 # turn without feedback, review or clicks are spelled out here so that a new turn is one INSERT.
-_INSERT_TURNS = f"""
+_INSERT_TURNS = """
 INSERT INTO interactions BY NAME
-SELECT *, {ROW_JSON} AS body FROM (SELECT
+SELECT
     uuid::UUID AS uuid, session_id, user_slug, user_input, assistant_blocks, search_terms, offering_uuids,
     result_count, is_flagged, severity, injection_categories, pii_categories, action_taken, warning, ip_address,
     last_active_at, created, created_date, input_tokens, output_tokens, model, is_clarification,
@@ -906,16 +894,8 @@ SELECT *, {ROW_JSON} AS body FROM (SELECT
     '' AS llm_hallucination_details, '' AS llm_summary, '' AS llm_judge_model,
     0 AS llm_input_tokens, 0 AS llm_output_tokens, NULL AS llm_reviewed_at,
     event_id::UUID AS event_id, source_partition, source_offset
-FROM new_turns)
-RETURNING CASE WHEN {NEEDS_EXACT} THEN uuid END
+FROM new_turns
 """
-
-# The served JSON of turns whose feedback, review or clicks this batch changed, from their new values.
-_RENDER_BODIES = f"""
-UPDATE interactions SET body = {ROW_JSON} WHERE uuid IN (SELECT uuid::UUID FROM rendered_turns)
-RETURNING CASE WHEN {NEEDS_EXACT} THEN uuid END
-"""
-_RENDER_EXACTLY = f"UPDATE interactions SET body = {ROW_JSON_EXACT} WHERE uuid IN (SELECT unnest(?::UUID[]))"
 
 _UPDATE_FEEDBACK = """
 UPDATE interactions SET

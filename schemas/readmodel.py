@@ -8,8 +8,6 @@ Tables, by what they serve:
   and every filtered KPI / by-user query, the conversations roll-up (grouped by `session_id`), the
   feedbacks endpoints (rows with a score or a review) and the full-text `query` (`search_terms`, the
   turn's stemmed words: the search structure lives on the turn's own row, so deleting a turn deletes it).
-  `body` is the turn's JSON object as those endpoints serve it, kept by the fold in the transaction
-  that changes any of its fields, so that a page reads one column of its rows instead of ~36.
 - `sessions`: one row per session (first and last turn, turn count, reviewed turns).
 - `conversations`: one row per session over all its turns, the row /conversations/ serves (rendered as
   its JSON in `body`), the columns its conversation-level filters and orderings read, and what the KPI
@@ -55,8 +53,7 @@ log = logging.getLogger(__name__)
 # 6: `interactions.is_clarification` also counts `ask_user_form` blocks and `ask_user` tool calls.
 # 7: the KPI's counters, days and intents of each session in `conversations`.
 # 8: `conversations.intents` lists each reviewed turn's intent (the KPI counts them).
-# 9: `interactions.body`, each turn's JSON object as the API serves it (schemas.interaction_rows); the
-#    token sums of `daily_counters` are HUGEINTs.
+# 9: the token sums of `daily_counters` are HUGEINTs (a day of BIGINT counts can pass 2^63).
 READMODEL_VERSION = 9
 
 DDL: tuple[str, ...] = (
@@ -118,8 +115,7 @@ DDL: tuple[str, ...] = (
         -- where the turn came from in the log
         event_id UUID NOT NULL,
         source_partition INTEGER NOT NULL,
-        source_offset BIGINT NOT NULL,
-        body VARCHAR NOT NULL                   -- the JSON object the API serves (schemas.interaction_rows)
+        source_offset BIGINT NOT NULL
     )
     """,
     """

@@ -12,7 +12,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import duckdb
-import orjson
 import pytest
 
 from api import interactions_sql, queries
@@ -87,11 +86,11 @@ def test_counts_from_aggregates_equal_counts_of_the_rows(cur: duckdb.DuckDBPyCon
 def test_pages_read_through_day_windows_equal_the_whole_ordered_list(cur: duckdb.DuckDBPyConnection) -> None:
     for filters in some_filters(cur):
         for ordering in (("-created",), ("created",), ("created", "-result_count")):
-            whole = orjson.loads(queries.list_interactions(cur, filters, ordering, None).body)
+            whole = queries.list_interactions(cur, filters, ordering, None).rows
             paged: list[dict[str, Any]] = []
             page_size = 97
             for n in range(1, len(whole) // page_size + 2):
-                paged += orjson.loads(queries.list_interactions(cur, filters, ordering, Pagination(n, page_size)).body)
+                paged += queries.list_interactions(cur, filters, ordering, Pagination(n, page_size)).rows
             assert [r["uuid"] for r in paged] == [r["uuid"] for r in whole], (filters, ordering)
 
 

@@ -55,6 +55,23 @@ def test_a_streamed_whole_list_equals_the_one_built_whole(
         assert response.headers[header] == built.headers[header]
 
 
+@pytest.mark.parametrize("path", [path for path in WHOLE_LISTS if "/conversations/" not in path])
+def test_a_transcript_is_sent_in_slices_of_a_batch(
+    served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    # Rendered row by row, a transcript's batch leaves in slices (CHUNK_ROWS): the first bytes do not
+    # wait for the whole batch to be rendered. One row per slice here, from batches of many rows.
+    client, handle = served
+    built = client.get(path, headers=AUTH)
+    assert len(built.json()) > 1, "a list of one row proves nothing about slices"
+    monkeypatch.setattr(queries, "STREAM_ROWS", 0)
+    monkeypatch.setattr(streaming, "CHUNK_ROWS", 1)
+    with make_client(handle) as fresh, fresh.stream("GET", path, headers=AUTH) as response:
+        chunks = list(response.iter_raw())
+    assert response.status_code == 200 and b"".join(chunks) == built.content
+    assert len(chunks) >= len(built.json())
+
+
 def test_an_empty_whole_list_is_an_empty_array(
     served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch
 ) -> None:
