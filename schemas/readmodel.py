@@ -185,6 +185,7 @@ DDL: tuple[str, ...] = (
         feedback_up BIGINT NOT NULL,
         feedback_down BIGINT NOT NULL,
         clarifications BIGINT NOT NULL,
+        -- token sums are HUGEINT: each event's count is a BIGINT, so a day of them can pass 2^63
         turn_input_tokens HUGEINT NOT NULL,
         turn_output_tokens HUGEINT NOT NULL,
         usage_input_tokens HUGEINT NOT NULL,     -- assistant.usage.recorded, by its occurred_at day
@@ -195,7 +196,6 @@ DDL: tuple[str, ...] = (
         hallucinations BIGINT NOT NULL,
         review_input_tokens HUGEINT NOT NULL,
         review_output_tokens HUGEINT NOT NULL,
-        -- token sums are HUGEINT: each event's count is a BIGINT, so a day of them can pass 2^63
         -- tokens and turns of erased turns: they stay in the daily token budget (docs/api.md)
         erased_tokens HUGEINT NOT NULL DEFAULT 0,
         erased_turns BIGINT NOT NULL DEFAULT 0
