@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projector import aggregates, conversations, forget
+from projector import aggregates, conversations, feedback_records, forget
 from projector.arrow_views import registered, rows_table, schema_of
 from projector.prepare import (
     CLICK_SCHEMA,
@@ -475,6 +475,7 @@ class _Fold:
         self._count_changes(turns, updated, feedback, reviews, clicks)
         self._update_feedback(feedback)
         self._update_reviews(reviews)
+        feedback_records.refresh(self.con, feedback.keys() | reviews.keys())
         self._insert_clicks(clicks)
         self._park(pending)
 
