@@ -183,6 +183,11 @@ class _StoredDeadLetter(NamedTuple):
     type: str | None
 
 
+def _at(table: pa.Table, positions: list[int] | set[int]) -> pa.Table:
+    """The rows of `table` (one with `pos`) at these positions of the batch."""
+    return table.filter(pc.is_in(table["pos"], value_set=pa.array(sorted(positions), pa.int64())))
+
+
 def _event_ids(turns: pa.Table) -> dict[str, str]:
     """The event id of each turn of `turns` (`_READ_TURNS`), by interaction uuid."""
     return dict(zip(turns["uuid"].to_pylist(), turns["event_id"].to_pylist(), strict=True))
@@ -240,22 +245,31 @@ class _Fold:
 
     def run(self) -> BatchStats:
         live = self._live_positions()
-        for r in self.batch.rejections:
-            if r.pos in live:
+        turns, events = self.batch.turns, self.batch.events
+        if live is not None:
+            for r in self.batch.rejections:
+                if r.pos in live:
+                    self._dead_letter(self._source(r.pos), r.reason, r.detail, r.event_id, r.type)
+            turns = _at(turns, live)
+            events = [e for e in events if e.pos in live]
+        else:
+            for r in self.batch.rejections:
                 self._dead_letter(self._source(r.pos), r.reason, r.detail, r.event_id, r.type)
-        events = self._first_of_each_event_id([e for e in self.batch.events if e.pos in live])
-        self._insert_applied_ids(events)
-        turn_events = [e for e in events if e.type == TURN]
+        turns, events = self._first_of_each_event_id(turns, events)
         dependent_events = [e for e in events if e.type in (FEEDBACK, CLICK, REVIEW)]
-        named = {e.interaction_uuid for e in (*turn_events, *dependent_events) if e.interaction_uuid}
+        named = pc.unique(
+            pa.chunked_array(
+                [*turns["uuid"].chunks, pa.array([e.interaction_uuid for e in dependent_events], pa.string())],
+                pa.string(),
+            )
+        )
         self._load_privacy(named)
         # One lookup of every interaction the batch names, before it changes any: the first turn of a
         # duplicate interaction, and the turns that feedback, clicks and reviews apply to, as they stand.
-        stored_rows = self._stored_turns(named)
-        stored = _event_ids(stored_rows)
-        turn_events = self._screen_turns(turn_events, stored)
-        new_turns = self._insert_turns(turn_events, stored)
-        self._apply_dependents(stored_rows, new_turns, dependent_events)
+        stored = self._stored_turns(named)
+        turns = self._screen_turns(turns, stored)
+        new_turns = self._insert_turns(turns, stored)
+        self._apply_dependents(stored, new_turns, dependent_events)
         self._insert_usage(self._unaged([e for e in events if e.type == USAGE]))
         self._insert_dead_letters()
         self._record_dropped()
@@ -270,10 +284,11 @@ class _Fold:
 
     # -- positions and duplicates ------------------------------------------------------------------
 
-    def _live_positions(self) -> set[int]:
-        """Positions of records at or past the stored offset of their partition: the rest is already folded."""
+    def _live_positions(self) -> set[int] | None:
+        """Positions of records at or past the stored offset of their partition (the rest is already
+        folded); None when that is all of them, as it is for every batch of a catch-up."""
         if self.replay:
-            return set(range(len(self.batch)))
+            return None
         stored: dict[tuple[str, int], int] = {
             (t, p): o for t, p, o in self.con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
         }
@@ -303,7 +318,7 @@ class _Fold:
             if high >= start:
                 self.stats.offsets[(t, p)] = max(self.stats.offsets.get((t, p), 0), high + 1)
         if not behind:
-            return set(range(len(b)))
+            return None
         live: set[int] = set()
         for pos, key in enumerate(zip(b.topics, b.partitions, strict=True)):
             if b.offsets[pos] >= stored.get(key, 0):
@@ -312,31 +327,29 @@ class _Fold:
                 self.stats.skipped_below_offset += 1
         return live
 
-    def _first_of_each_event_id(self, events: list[Prepared]) -> list[Prepared]:
-        if not events:
-            return []
-        ids = sorted({e.event_id for e in events})
-        seen = {
-            event_id
-            for (event_id,) in self._where_in(
-                "SELECT event_id::VARCHAR FROM applied_events WHERE event_id IN ({})", ids, max_placeholders=0
-            )
-        }
-        kept: list[Prepared] = []
-        for e in events:
-            if e.event_id in seen:
-                self.stats.duplicates += 1
-                continue
-            seen.add(e.event_id)
-            kept.append(e)
-        return kept
-
-    def _insert_applied_ids(self, events: list[Prepared]) -> None:
-        if not events:
-            return
-        ids = pa.table({"event_id": pa.array([e.event_id for e in events], pa.string())})
-        with registered(self.con, "new_event_ids", ids):
-            self.con.execute("INSERT INTO applied_events SELECT event_id::UUID FROM new_event_ids")
+    def _first_of_each_event_id(self, turns: pa.Table, events: list[Prepared]) -> tuple[pa.Table, list[Prepared]]:
+        """The batch's turns and other events without those whose event id is already accepted (stored,
+        or earlier in the batch); the event ids of the rest are stored as accepted. One statement over
+        the batch's ids: the turns' come from their Arrow column, never as Python strings."""
+        if not turns.num_rows and not events:
+            return turns, events
+        ids = pa.table(
+            {
+                "pos": pa.chunked_array([*turns["pos"].chunks, pa.array([e.pos for e in events], pa.int64())]),
+                "event_id": pa.chunked_array(
+                    [*turns["event_id"].chunks, pa.array([e.event_id for e in events], pa.string())]
+                ),
+            }
+        )
+        with registered(self.con, "batch_event_ids", ids):
+            duplicates = [pos for (pos,) in self.con.execute(_DUPLICATE_EVENTS).fetchall()]
+            self.con.execute(_INSERT_APPLIED_IDS, [duplicates])
+        if duplicates:
+            self.stats.duplicates += len(duplicates)
+            again = set(duplicates)
+            turns = turns.filter(pc.invert(pc.is_in(turns["pos"], value_set=pa.array(duplicates, pa.int64()))))
+            events = [e for e in events if e.pos not in again]
+        return turns, events
 
     # -- turns -------------------------------------------------------------------------------------
 
@@ -345,61 +358,68 @@ class _Fold:
         return self.con.sql(sql, params=params).to_arrow_table()
 
     def _where_in(
-        self, sql: str, uuids: list[str] | pa.ChunkedArray, *, max_placeholders: int = _IN_LIST_MAX
+        self, sql: str, uuids: list[str] | pa.Array | pa.ChunkedArray, *, max_placeholders: int = _IN_LIST_MAX
     ) -> list[tuple[Any, ...]]:
         """Runs `sql`, whose `{}` is where the set of `uuids` goes (`... IN ({})`): as an IN list of
         parameters when short enough, else as one list parameter, unnested, or a registered table for a
         catch-up batch's thousands (an Arrow column goes as it is, never through Python strings)."""
-        if len(uuids) <= _LIST_PARAM_MAX and isinstance(uuids, pa.ChunkedArray):
-            uuids = uuids.to_pylist()
+        if len(uuids) <= _LIST_PARAM_MAX and not isinstance(uuids, list):
+            uuids = sorted(uuids.to_pylist())
         if len(uuids) <= max_placeholders:
             return self.con.execute(sql.format(", ".join("?" * len(uuids))), uuids).fetchall()
         if len(uuids) <= _LIST_PARAM_MAX:
             return self.con.execute(sql.format("SELECT unnest(?::UUID[])"), [uuids]).fetchall()
-        column = uuids if isinstance(uuids, pa.ChunkedArray) else pa.chunked_array([pa.array(uuids, pa.string())])
+        column = pa.array(uuids, pa.string()) if isinstance(uuids, list) else uuids
         with registered(self.con, "uuid_set", pa.table({"uuid": column})):
             return self.con.execute(sql.format("SELECT uuid::UUID FROM uuid_set")).fetchall()
 
-    def _stored_turns(self, uuids: set[str]) -> pa.Table:
+    def _stored_turns(self, uuids: pa.Array) -> pa.Table:
         """The stored turns among `uuids` (`_READ_TURNS`), in two steps: a scan of the uuid column alone
         finds their row ids, then only the row groups between the first and the last are read for the
         other columns (live events mostly concern recent turns, stored near the end). One scan of every
         column cost ~16 ms at 250 uuids in a million-event file; the strings (session, offerings, user) most."""
-        rowids = [r for (r,) in self._where_in("SELECT rowid FROM interactions WHERE uuid IN ({})", sorted(uuids))]
+        rowids = [r for (r,) in self._where_in("SELECT rowid FROM interactions WHERE uuid IN ({})", uuids)]
         if not rowids:
             rowids = [-1]  # no row: the table of no turns, with its columns
         return self._arrow(_READ_TURNS, [min(rowids), max(rowids), rowids])
 
-    def _insert_turns(self, turns: list[Prepared], stored: dict[str, str]) -> pa.Table | None:
-        """Inserts the batch's new turns (`stored`: the event id of each stored turn the batch names);
-        returns their rows (None when there is none)."""
-        if not turns:
+    def _insert_turns(self, table: pa.Table, stored: pa.Table) -> pa.Table | None:
+        """Inserts the batch's new turns (`table`, in log order) but a second turn of an interaction, stored
+        (`stored`) or earlier in the batch, which is a dead letter; returns their rows (None when there is none)."""
+        if not table.num_rows:
             return None
-        existing = dict(stored)
-        accepted: list[Prepared] = []
-        for t in turns:
-            assert t.interaction_uuid is not None
-            first = existing.get(t.interaction_uuid)
+        uuids = table["uuid"]
+        if (
+            pc.count_distinct(uuids).as_py() < table.num_rows
+            or pc.any(pc.is_in(uuids, value_set=stored["uuid"])).as_py()
+        ):
+            table = self._without_second_turns(table, stored)
+        if not table.num_rows:
+            return None
+        self.sessions.update(pc.unique(table["session_id"]).to_pylist())
+        with registered(self.con, "new_turns", table):
+            self.con.execute(_INSERT_TURNS)
+            self.deltas.add_new_turns(self.con)
+        columns = [table[name].to_pylist() for name in ("uuid", "user_slug", "session_id", "created")]
+        self.deltas.new_turns.extend(zip(*columns, strict=True))
+        self.stats.applied[TURN] += table.num_rows
+        return table
+
+    def _without_second_turns(self, table: pa.Table, stored: pa.Table) -> pa.Table:
+        """`table` without the turns of an interaction already recorded, dead-lettered: the first one stands."""
+        existing = _event_ids(stored)
+        keep: list[int] = []
+        for pos, uuid, event_id in zip(
+            table["pos"].to_pylist(), table["uuid"].to_pylist(), table["event_id"].to_pylist(), strict=True
+        ):
+            first = existing.get(uuid)
             if first is not None:
-                detail = f"interaction {t.interaction_uuid} was already recorded by event {first}; the first one stands"
-                self._dead_letter(self._source(t.pos), DUPLICATE_INTERACTION, detail, t.event_id, TURN)
+                detail = f"interaction {uuid} was already recorded by event {first}; the first one stands"
+                self._dead_letter(self._source(pos), DUPLICATE_INTERACTION, detail, event_id, TURN)
                 continue
-            existing[t.interaction_uuid] = t.event_id
-            accepted.append(t)
-            self.sessions.add(t.session_id)  # type: ignore[arg-type]
-        if accepted:
-            table = self.batch.turns
-            if len(accepted) < table.num_rows:  # some were below the offset, duplicates or dead letters
-                keep = pa.array([t.pos for t in accepted], pa.int64())
-                table = table.filter(pc.is_in(table["pos"], value_set=keep))
-            with registered(self.con, "new_turns", table):
-                self.con.execute(_INSERT_TURNS)
-                self.deltas.add_new_turns(self.con)
-            columns = [table[name].to_pylist() for name in ("uuid", "user_slug", "session_id", "created")]
-            self.deltas.new_turns.extend(zip(*columns, strict=True))
-            self.stats.applied[TURN] += len(accepted)
-            return table
-        return None
+            existing[uuid] = event_id
+            keep.append(pos)
+        return _at(table, keep)
 
     # -- feedback, clicks, reviews -----------------------------------------------------------------
 
@@ -553,14 +573,14 @@ class _Fold:
 
     # -- privacy: retention and erasures (projector/forget.py) --------------------------------------
 
-    def _load_privacy(self, named: set[str]) -> None:
+    def _load_privacy(self, named: pa.Array) -> None:
         ((erasures, mark),) = self.con.execute(
             "SELECT (SELECT count(*) FROM erasures), (SELECT value FROM meta WHERE key = ?)", [forget.WATERMARK_KEY]
         ).fetchall()
         self.watermark = date.fromisoformat(mark) if mark else None
         self.has_erasures = bool(erasures)
         if self.has_erasures:
-            self.tombstones = forget.tombstoned(self.con, named)
+            self.tombstones = forget.tombstoned(self.con, named.to_pylist())
 
     def _erasures(self) -> list[forget.Erasure]:
         if self._erasure_list is None:
@@ -586,43 +606,32 @@ class _Fold:
         # whether it came before or after what makes it moot (see forget.count_settled).
         self.stats.applied[type_] += 1
 
-    def _screen_turns(self, turns: list[Prepared], stored: dict[str, str]) -> list[Prepared]:
+    def _screen_turns(self, table: pa.Table, stored: pa.Table) -> pa.Table:
         """The arriving turns that are stored; the others are dropped: a copy of an erased turn, a turn
         older than the retention watermark, or one a stored erasure covers (it gets a tombstone, so that
         its feedback, clicks and reviews are dropped too, and its tokens stay in the day's budget)."""
-        if not turns or (not self.has_erasures and self.watermark is None):
-            return turns
-        table = self.batch.turns
-        positions = pa.array([t.pos for t in turns], pa.int64())
-        table = table.filter(pc.is_in(table["pos"], value_set=positions))
+        if not table.num_rows or (not self.has_erasures and self.watermark is None):
+            return table
         if not self.has_erasures and not self.tombstones:
             # Only the watermark screens: one comparison over the column says whether any turn is aged.
             assert self.watermark is not None
             oldest = pc.min(table["created_date"]).as_py()
             if oldest is None or oldest >= self.watermark:
-                return turns
-        facts = dict(
-            zip(
-                table["pos"].to_pylist(),
-                zip(
-                    table["created_date"].to_pylist(),
-                    pc.add(table["input_tokens"], table["output_tokens"]).to_pylist(),
-                    strict=True,
-                ),
-                strict=True,
-            )
-        )
+                return table
         matches: dict[int, str] = {}
         if self.has_erasures:
             columns = table.select(["pos", "session_id", "user_slug", "created"])
             with registered(self.con, "arriving_turns", columns):
                 matches = dict(self.con.execute(_ERASURE_MATCHES).fetchall())
-        kept: list[Prepared] = []
-        standing = set(stored)
-        for t in turns:
-            uuid = t.interaction_uuid
-            assert uuid is not None
-            day, tokens = facts[t.pos]
+        kept: list[int] = []
+        standing = set(stored["uuid"].to_pylist())
+        for pos, uuid, day, tokens in zip(
+            table["pos"].to_pylist(),
+            table["uuid"].to_pylist(),
+            table["created_date"].to_pylist(),
+            pc.add(table["input_tokens"], table["output_tokens"]).to_pylist(),
+            strict=True,
+        ):
             if uuid in self.tombstones:
                 self._settle(TURN)
                 self.stats.erased_events += 1
@@ -632,7 +641,7 @@ class _Fold:
                 self.stats.aged += 1
                 self.turns_aged += 1
                 continue
-            erasure = matches.get(t.pos)
+            erasure = matches.get(pos)
             if erasure is not None:
                 self._settle(TURN)
                 if uuid in standing:  # a copy of a turn that stands: it would be a dead letter, erased
@@ -645,8 +654,8 @@ class _Fold:
                 self.stats.erased += 1
                 continue
             standing.add(uuid)
-            kept.append(t)
-        return kept
+            kept.append(pos)
+        return table if len(kept) == table.num_rows else _at(table, kept)
 
     def _drop_forgotten_dead_letters(self) -> None:
         """A dead letter is not kept when it is older than the watermark or holds erased data; one the
@@ -849,6 +858,17 @@ class _Fold:
                 " ANTI JOIN offsets USING (topic, partition)"
             )
 
+
+# Positions of the batch's events (`batch_event_ids`) whose event id is already accepted: stored, or
+# earlier in the batch.
+_DUPLICATE_EVENTS = """
+SELECT pos FROM batch_event_ids WHERE event_id::UUID IN (SELECT event_id FROM applied_events)
+UNION
+SELECT pos FROM batch_event_ids QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY pos) > 1
+"""
+_INSERT_APPLIED_IDS = """
+INSERT INTO applied_events SELECT event_id::UUID FROM batch_event_ids WHERE NOT list_contains(?::BIGINT[], pos)
+"""
 
 # The turns feedback, clicks and reviews of a batch name: the stored ones as the lookup read them
 # (`looked_up_turns`, `_READ_TURNS`), and the batch's new ones as `_INSERT_TURNS` writes them.
