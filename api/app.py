@@ -32,6 +32,7 @@ from schemas.settings import (
     DEFAULT_DISK_WARN_BYTES,
     DEFAULT_MIN_POSITION_WAIT_MS,
     DEFAULT_READY_MAX_LAG,
+    DEFAULT_STALE_AFTER_S,
     DEFAULT_TOPIC,
 )
 from serving.handle import ReadModelHandle, ReadModelUnavailable
@@ -137,6 +138,7 @@ def create_app(
     topic: str = DEFAULT_TOPIC,
     min_position_wait_s: float | None = None,
     ready_max_lag: int | None = DEFAULT_READY_MAX_LAG,
+    stale_after_s: float | None = DEFAULT_STALE_AFTER_S,
     disk_warn_bytes: int = DEFAULT_DISK_WARN_BYTES,
 ) -> Starlette:
     """The API over `handle`. `clock` gives "now" (its UTC date is "today"); `budget` is the daily token
@@ -145,8 +147,9 @@ def create_app(
     `topic` is the one whose offsets make the read-model position; `min_position_wait_s` is how long a
     request waits for its `min_position` (default: DEFAULT_MIN_POSITION_WAIT_MS with a projector, 0
     without one, since then the file never moves); `ready_max_lag`: the lag (records) above which
-    /readyz answers 503 (None or negative: no limit); `disk_warn_bytes`: free space of the data
-    directory below which /metrics and status warn."""
+    /readyz answers 503 (None or negative: no limit); `stale_after_s`: how long the file may lack records
+    the projector knew of before /readyz calls it stale (None or negative: never for that);
+    `disk_warn_bytes`: free space of the data directory below which /metrics and status warn."""
     metrics = RequestMetrics()
     if min_position_wait_s is None:
         min_position_wait_s = DEFAULT_MIN_POSITION_WAIT_MS / 1000 if status_provider is not None else 0.0
@@ -160,6 +163,7 @@ def create_app(
         topic=topic,
         min_position_wait_s=min_position_wait_s,
         ready_max_lag=ready_max_lag,
+        stale_after_s=stale_after_s,
         disk_warn_bytes=disk_warn_bytes,
     )
     ctx.openapi = orjson.dumps(openapi.build(OPERATIONS, title=API_TITLE, version=API_VERSION, topic=topic))

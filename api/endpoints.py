@@ -33,7 +33,7 @@ from api.readers import PositionNotReached, read
 from api.snapshot_cache import SnapshotCache
 from auth.tokens import TokenStore
 from schemas.position import Position
-from schemas.settings import DEFAULT_DISK_WARN_BYTES, DEFAULT_READY_MAX_LAG, DEFAULT_TOPIC
+from schemas.settings import DEFAULT_DISK_WARN_BYTES, DEFAULT_READY_MAX_LAG, DEFAULT_STALE_AFTER_S, DEFAULT_TOPIC
 from schemas.storage import disk_figures
 from serving.handle import ReadModelHandle
 
@@ -57,6 +57,7 @@ class Context:
     topic: str = DEFAULT_TOPIC  # whose offsets make the read-model position
     min_position_wait_s: float = 0.0  # how long a request waits for its min_position
     ready_max_lag: int | None = DEFAULT_READY_MAX_LAG
+    stale_after_s: float | None = DEFAULT_STALE_AFTER_S
     disk_warn_bytes: int = DEFAULT_DISK_WARN_BYTES
 
     def latest_position(self) -> Position:
@@ -345,12 +346,16 @@ def readiness(
     failure: str | None = None,
     unavailable: str | None = None,
     max_lag: int | None = None,
+    stale_after_s: float | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """/readyz: whether to send this process traffic. Serving from the file is what counts; freshness
     (lag, age of the newest folded event, whether the projector folds) is reported beside it, and only
-    a lag over `max_lag` (or never having caught up since start-up) makes it unready. Raw error text
-    stays out of this public body: `error` is one word, the details are in the log and admin status."""
+    a lag over `max_lag` (or never having caught up since start-up) makes it unready. `stale` says the
+    answers lack more than live ingest's moment of lag: the projector is not folding, has not caught up,
+    is over `max_lag`, or the file has lacked records it knew of for over `stale_after_s` seconds. Raw
+    error text stays out of this public body: `error` is one word, the details are in the log and admin
+    status."""
     now = now or datetime.now(UTC)
     serving = failure is None and unavailable is None
     status = status or {}
@@ -367,15 +372,20 @@ def readiness(
     # empty one is not ready, so that a new replica gets no traffic before its first fold.
     unconnected_with_data = status.get("connected_once") is False and any(p.get("position") for p in partitions)
     within = max_lag is None or max_lag < 0 or lag <= max_lag
+    lag_s = status.get("lag_s")
+    stale_limit = stale_after_s if stale_after_s is not None and stale_after_s >= 0 else None
+    late = lag_s is not None and stale_limit is not None and lag > 0 and lag_s > stale_limit
     projector = error_kind or ("ok" if projector_present else "not_running")
     freshness = {
         "lag": lag,
         "max_lag": max_lag if max_lag is not None and max_lag >= 0 else None,
+        "lag_s": lag_s,
+        "stale_after_s": stale_limit,
         "last_batch_at": status.get("last_batch_at"),
         "newest_event_at": status.get("newest_record_at"),
         "newest_event_age_s": _age_s(status.get("newest_record_at"), now),
         "projector": projector,
-        "stale": projector_present and (error_kind is not None or lag > 0 or not caught_up),
+        "stale": projector_present and (error_kind is not None or not caught_up or not within or late),
     }
     body: dict[str, Any] = {
         "ready": serving and (caught_up or serving_previous or unconnected_with_data) and within,
@@ -402,6 +412,7 @@ async def readyz(request: Request, ctx: Context) -> Response:
         failure=ctx.handle.failure,
         unavailable=ctx.handle.unavailable,
         max_lag=ctx.ready_max_lag,
+        stale_after_s=ctx.stale_after_s,
         now=ctx.now(),
     )
     return json_response(body, status_code=200 if body["ready"] else 503)

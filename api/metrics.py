@@ -124,6 +124,10 @@ def projector_lines(status: Mapping[str, Any] | None) -> Iterable[str]:
     for p in status.get("partitions") or []:
         if p.get("lag") is not None:
             yield f"chat_analytics_projector_lag{_labels({'partition': p['partition']})} {int(p['lag'])}"
+    if status.get("lag_s") is not None:
+        yield "# HELP chat_analytics_projector_lag_seconds How long the file has lacked records the projector knew of."
+        yield "# TYPE chat_analytics_projector_lag_seconds gauge"
+        yield f"chat_analytics_projector_lag_seconds {float(status['lag_s'])!r}"
     yield "# HELP chat_analytics_projector_events_applied_total Events applied to the read model, by type."
     yield "# TYPE chat_analytics_projector_events_applied_total counter"
     for type_, n in sorted((status.get("events_applied") or {}).items()):

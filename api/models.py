@@ -191,6 +191,13 @@ class PartitionLag(_Body):
 class Freshness(_Body):
     lag: Count = Field(description="records between the folded position and the topic's end, as last known")
     max_lag: int | None = Field(description="the lag above which /readyz answers 503 (None: no limit)")
+    lag_s: float | None = Field(
+        description="seconds the file has lacked records the projector knew of: it holds every record the "
+        "topic had that long ago (0: all it knows of; None: no projector in this process)",
+    )
+    stale_after_s: float | None = Field(
+        description="the lag_s above which the answers are stale (None: lag_s never makes them)"
+    )
     last_batch_at: str | None = Field(description="when the projector last committed a batch")
     newest_event_at: str | None = Field(description="Kafka timestamp of the newest record folded since start-up")
     newest_event_age_s: float | None
@@ -198,7 +205,10 @@ class Freshness(_Body):
         description="ok, or what keeps the projector from folding: broker_unreachable, database_write_failed, "
         "database_invalidated, projector_failed, not_running"
     )
-    stale: bool = Field(description="the answers may miss events: the projector is behind or not folding")
+    stale: bool = Field(
+        description="the answers miss more than live ingest's moment of lag: the projector is not folding, "
+        "has not caught up since start-up, is over max_lag, or lag_s is over stale_after_s"
+    )
 
 
 class Readiness(_Body):

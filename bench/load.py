@@ -56,6 +56,9 @@ class Tally:
     first_bytes: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # Warm-up answers, not counted: when none of the measured window's requests finishes (each answer
+    # slower than the window, as a heavy whole list under 8 connections can be), they show how slow.
+    warmup_latencies: list[float] = field(default_factory=list)
 
 
 async def _read_response(reader: asyncio.StreamReader, head_at: list[float] | None = None) -> tuple[int, bytes]:
@@ -133,6 +136,7 @@ async def _connection(
                 continue
             done = time.perf_counter()
             if now < measure_from:
+                tally.warmup_latencies.append(done - now)
                 continue  # warm-up: caches, the threadpool and DuckDB's buffers
             tally.latencies.append(done - now)
             tally.first_bytes.append(head_at[0] - now)
@@ -264,6 +268,7 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
         "driver_cpu_cores": None if cpu.get("driver") is None else round(cpu["driver"] / float(spec["seconds"]), 2),
         **summary_ms(tally.latencies),
         "first_byte": summary_ms(tally.first_bytes),
+        "warmup_max_ms": round(max(tally.warmup_latencies) * 1000, 1) if tally.warmup_latencies else None,
     }
 
 

@@ -29,8 +29,8 @@ from bench import machine
 from bench.traffic import publish_topic
 from broker.selection import select_broker
 from broker.topics import ensure_topic
+from loopback.ports import free_port
 from replicas.local import Replica
-from replicas.ports import free_port
 from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

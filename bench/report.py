@@ -65,11 +65,24 @@ def _endpoint_rows(endpoints: list[dict[str, Any]]) -> list[str]:
         hits = e.get("cache_hits")
         served = None if hits is None else hits + (e.get("cache_misses") or 0)
         cached = "—" if not served else f"{hits / served:.0%}"
+        p50, p99 = _ms(e["p50_ms"]), _ms(e["p99_ms"])
+        if e["p50_ms"] is None:
+            p50, p99 = _none_finished(e)
         rows.append(
-            f"| {e['name']} | {_ms(e['p50_ms'])} | {_ms(e['p99_ms'])}{mark} | {e['requests_per_s']:,.0f} "
+            f"| {e['name']} | {p50} | {p99}{mark} | {e['requests_per_s']:,.0f} "
             f"| {e['errors']} | {server_cpu} | {cached} | {target} | {_met(e['met'])} |"
         )
     return rows
+
+
+def _none_finished(e: dict[str, Any]) -> tuple[str, str]:
+    """The latency cells of a row none of whose measured requests finished: every answer took longer
+    than the window, and the warm-up's answers (discarded otherwise) say by how much."""
+    start, end = e["window_monotonic"]
+    window_s = round(end - start, 1)
+    slowest = e.get("warmup_max_ms")
+    over = "—" if slowest is None else f"> {window_s * 1000:,.0f} (warm-up up to {slowest:,.0f})"
+    return f"none in {window_s:g} s", over
 
 
 _HEADER = [
@@ -95,9 +108,9 @@ def whole_lists_table(r: dict[str, Any]) -> list[str]:
     for e in rows:
         size = "—" if e.get("mean_response_bytes") is None else f"{e['mean_response_bytes'] / 1e6:,.1f}"
         first = e["first_byte"]
+        whole = (_ms(e["p50_ms"]), _ms(e["p99_ms"])) if e["p50_ms"] is not None else _none_finished(e)
         lines.append(
-            f"| {e['name']} | {_ms(first['p50_ms'])} | {_ms(first['p99_ms'])} | {_ms(e['p50_ms'])} "
-            f"| {_ms(e['p99_ms'])} | {size} |"
+            f"| {e['name']} | {_ms(first['p50_ms'])} | {_ms(first['p99_ms'])} | {whole[0]} | {whole[1]} | {size} |"
         )
     return lines
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from bench import children
-from broker.local import free_port
+from loopback.ports import free_port
 from replicas.process import serve_args
 
 HOST = "127.0.0.1"

@@ -22,7 +22,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -33,6 +32,7 @@ from pathlib import Path
 from broker.jars import ensure_kafka_libs, file_lock, java_command
 from broker.lifetime import die_with_parent, process_alive, start_watchdog
 from broker.probe import answers_metadata, wait_until_answering
+from loopback.ports import bindable, free_ports
 
 HEAP = "-Xmx512m"
 START_TIMEOUT_S = 120.0
@@ -81,27 +81,11 @@ class BrokerState:
     started_at: float
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def new_ports() -> Ports:
-    broker = free_port()
-    controller = free_port()
-    while controller == broker:
-        controller = free_port()
-    return Ports(broker=broker, controller=controller)
+    # Below the kernel's ephemeral range (loopback.ports): the JVM binds them seconds after this choice,
+    # and meanwhile an outgoing connection could be given a port of that range.
+    base = free_ports(2)
+    return Ports(broker=base, controller=base + 1)
 
 
 def render_properties(data_dir: Path, ports: Ports) -> str:
@@ -257,7 +241,7 @@ def status(home: Path) -> BrokerState | None:
 
 def _pick_ports(previous: BrokerState | None) -> Ports:
     # Keep the previous address when possible, so that configured clients keep working after a restart.
-    if previous is not None and port_free(previous.broker_port) and port_free(previous.controller_port):
+    if previous is not None and bindable(previous.broker_port) and bindable(previous.controller_port):
         return Ports(broker=previous.broker_port, controller=previous.controller_port)
     return new_ports()
 

@@ -11,6 +11,7 @@ existing topic whose retention differs from the policy (unless told to set it), 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
@@ -26,6 +27,8 @@ INFINITE = "-1"
 RETENTION_KEYS = ("retention.ms", "retention.bytes")
 DAY_MS = 86_400_000
 ADMIN_TIMEOUT_MS = 30_000
+# How long an altered retention may take to show in the broker's own view of the topic (see ensure_topic).
+APPLIED_TIMEOUT_S = 30.0
 
 
 def retention_ms(retention_days: int) -> str:
@@ -161,9 +164,16 @@ def ensure_topic(
             raise FiniteRetentionError(topic, retention, problem)
         resource = ConfigResource(ConfigResourceType.TOPIC, topic, dict(config))
         admin.alter_configs([resource])
+        # The controller answers once it has committed the change; the broker that describes the topic
+        # applies it when it replays the metadata log, a moment later: a describe right after the answer
+        # can still give the old value. So the new value is waited for, not read once.
+        deadline = time.monotonic() + APPLIED_TIMEOUT_S
         retention = topic_retention(admin, topic)
-        if retention_problem(retention, retention_days) is not None:
-            raise RuntimeError(f"could not set {_describe(config)} on {topic!r}: it has {_describe(retention)}")
+        while retention_problem(retention, retention_days) is not None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not set {_describe(config)} on {topic!r}: it has {_describe(retention)}")
+            time.sleep(0.05)
+            retention = topic_retention(admin, topic)
         return TopicResult(topic, existing, created=False, retention_fixed=True, retention=retention)
     finally:
         admin.close()

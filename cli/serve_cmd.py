@@ -140,6 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
         "tokens": tokens,
         "budget": settings.daily_token_budget,
         "ready_max_lag": settings.ready_max_lag,
+        "stale_after_s": settings.stale_after_s,
         "disk_warn_bytes": settings.disk_warn_bytes,
         "topic": args.topic,
     }

@@ -26,6 +26,7 @@ import duckdb
 from projector import forget, pipeline
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
+from projector.lag import LagClock
 from projector.source import TopicSource
 from schemas.readmodel import stored_offsets
 from schemas.storage import checkpoint_room, size_text
@@ -103,6 +104,7 @@ class ProjectorService:
         self._ends: dict[int, int] = {}
         self._startup_ends: dict[int, int] | None = None
         self._caught_up = False
+        self._lag_clock = LagClock()
         # From the file, like the dead letters: the counters go on across restarts and rebuild switches.
         self._applied: Counter[str] = Counter(dict(con.execute("SELECT type, events FROM applied_counts").fetchall()))
         self._dead_letters: Counter[str] = Counter(
@@ -182,6 +184,8 @@ class ProjectorService:
             return {
                 "caught_up": self._caught_up,
                 "partitions": partitions,
+                # How long the file has lacked records the projector knew of (0: it holds them all).
+                "lag_s": round(self._lag_clock.seconds(), 3),
                 "events_applied": dict(self._applied),
                 "dead_letters": dict(self._dead_letters),
                 "pending_events": self._pending,
@@ -357,6 +361,7 @@ class ProjectorService:
             for (topic, partition), offset in stats.offsets.items():
                 if topic == self.source.topic:
                     self._positions[partition] = max(self._positions.get(partition, 0), offset)
+            self._lag_clock.observe(self._ends, self._positions)
             self._applied.update(stats.applied)
             self._dead_letters.update(stats.dead_letters)
             if pending is not None:
@@ -415,6 +420,7 @@ class ProjectorService:
         with self._lock:
             for p, end in ends.items():
                 self._ends[p] = max(self._ends.get(p, 0), end)
+            self._lag_clock.observe(self._ends, self._positions)
 
     def _update_caught_up(self) -> None:
         if self._caught_up or self._startup_ends is None:

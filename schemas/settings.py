@@ -36,6 +36,7 @@ ENV_ADMIN_TOKEN = "CHAT_ANALYTICS_ADMIN_TOKEN"
 ENV_INGEST_MAX_EVENTS = "CHAT_ANALYTICS_INGEST_MAX_EVENTS"
 ENV_INGEST_RATE = "CHAT_ANALYTICS_INGEST_RATE"
 ENV_READY_MAX_LAG = "CHAT_ANALYTICS_READY_MAX_LAG"
+ENV_STALE_AFTER_S = "CHAT_ANALYTICS_STALE_AFTER_S"
 ENV_DISK_WARN_BYTES = "CHAT_ANALYTICS_DISK_WARN_BYTES"
 ENV_CHECKPOINT_THRESHOLD = "CHAT_ANALYTICS_CHECKPOINT_THRESHOLD"
 # Logs of every command (docs/operations.md, "Logs").
@@ -54,6 +55,9 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_INGEST_MAX_EVENTS = 500
 DEFAULT_INGEST_RATE = 1000.0  # events per second per token (a burst of one full request is always allowed)
 DEFAULT_READY_MAX_LAG = 100_000  # records behind the topic's end above which /readyz answers 503
+# Seconds the file may lack records the projector knew of before /readyz calls its answers stale. Live
+# ingest keeps a lag of a batch or two (LIVE_BATCH_INTERVAL_S apart) all the time; that is not stale.
+DEFAULT_STALE_AFTER_S = 30.0
 DEFAULT_DISK_WARN_BYTES = 1024**3
 DEFAULT_CHECKPOINT_THRESHOLD = "256MiB"
 DEFAULT_LOG_LEVEL = "INFO"
@@ -130,6 +134,7 @@ class Settings:
     ingest_max_events: int = DEFAULT_INGEST_MAX_EVENTS
     ingest_rate: float = DEFAULT_INGEST_RATE
     ready_max_lag: int = DEFAULT_READY_MAX_LAG
+    stale_after_s: float = DEFAULT_STALE_AFTER_S
     disk_warn_bytes: int = DEFAULT_DISK_WARN_BYTES
     checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD
     retention_days: int = DEFAULT_RETENTION_DAYS
@@ -153,6 +158,7 @@ class Settings:
             ingest_max_events=env_int(ENV_INGEST_MAX_EVENTS, DEFAULT_INGEST_MAX_EVENTS),
             ingest_rate=env_float(ENV_INGEST_RATE, DEFAULT_INGEST_RATE),
             ready_max_lag=env_int(ENV_READY_MAX_LAG, DEFAULT_READY_MAX_LAG),
+            stale_after_s=env_float(ENV_STALE_AFTER_S, DEFAULT_STALE_AFTER_S),
             disk_warn_bytes=env_int(ENV_DISK_WARN_BYTES, DEFAULT_DISK_WARN_BYTES),
             checkpoint_threshold=env(ENV_CHECKPOINT_THRESHOLD) or DEFAULT_CHECKPOINT_THRESHOLD,
             retention_days=retention_days(),

@@ -554,6 +554,31 @@ def test_readyz_turns_503_once_the_lag_grows_over_the_configured_maximum(handle:
         assert c.get("/readyz").status_code == 200
 
 
+def test_live_ingests_moment_of_lag_is_not_stale_and_a_long_one_is_yet_stays_ready(handle: ReadModelHandle) -> None:
+    # Records arrived since the last batch (lag > 0), for a fraction of a second: ready, not stale.
+    moment = {**status(True), "partitions": [{"partition": 0, "end_offset": 130, "position": 120, "lag": 10}]}
+    with make_client(handle, status_provider=lambda: {**moment, "lag_s": 0.4}, stale_after_s=30) as c:
+        response = c.get("/readyz")
+        assert response.status_code == 200
+        freshness = response.json()["freshness"]
+        assert (freshness["lag"], freshness["lag_s"], freshness["stale_after_s"], freshness["stale"]) == (
+            10,
+            0.4,
+            30,
+            False,
+        )
+    # The same lag, but the file has lacked those records for over a minute: stale, and still served.
+    with make_client(handle, status_provider=lambda: {**moment, "lag_s": 61.5}, stale_after_s=30) as c:
+        response = c.get("/readyz")
+        assert response.status_code == 200 and response.json()["freshness"]["stale"] is True
+    with make_client(handle, status_provider=lambda: {**moment, "lag_s": 61.5}, stale_after_s=-1) as c:
+        assert c.get("/readyz").json()["freshness"]["stale"] is False
+    # Over max_lag is stale as well as unready, however recent.
+    with make_client(handle, status_provider=lambda: {**moment, "lag_s": 0.4}, ready_max_lag=5) as c:
+        response = c.get("/readyz")
+        assert response.status_code == 503 and response.json()["freshness"]["stale"] is True
+
+
 def test_started_without_kafka_a_file_with_data_is_ready_and_an_empty_one_is_not(handle: ReadModelHandle) -> None:
     unconnected = {**status(False), "connected_once": False}
     with make_client(handle, status_provider=lambda: unconnected) as c:

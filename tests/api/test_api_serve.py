@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from replicas.ports import free_port
+from loopback.ports import free_port
 from replicas.process import serve_args
 from tests.support import REPO
 from tests.support.api_data import AUTH, PREFIX, STAFF, events

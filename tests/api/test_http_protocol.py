@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from api.http_protocol import GuardedHttpToolsProtocol
+from loopback.ports import free_port
 
 PAUSE_S = 1.0  # between the app's response start and its body
 BODY = b'{"answer": 42}'
@@ -37,9 +38,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
+    free = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=free, http=GuardedHttpToolsProtocol, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from itertools import islice
+from typing import Any
 
-from bench.load import fixed_rate_schedules
+from bench.load import drive, fixed_rate_schedules
+from bench.report import _endpoint_rows
 
 
 def test_fixed_rate_requests_are_due_one_interval_apart_across_all_connections() -> None:
@@ -23,3 +27,34 @@ def test_each_connection_waits_for_its_turn_in_the_sequence() -> None:
     seconds = [next(schedule) for schedule in schedules]
     assert all(abs(first - expected) < 1e-9 for first, expected in zip(firsts, [0.1, 0.2, 0.3, 0.4], strict=True))
     assert all(abs((b - a) - 0.4) < 1e-9 for a, b in zip(firsts, seconds, strict=True))
+
+
+def test_a_row_whose_every_answer_outlasts_the_window_says_so_with_the_warm_up_figure() -> None:
+    """Last run's heaviest-transcript (miss) row printed only dashes: each answer took longer than the
+    window, so no measured request finished. The report must say that, and how slow the answers were."""
+    delay_s = 0.8
+
+    async def slow_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(delay_s)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]")
+                await writer.drain()
+
+    async def measure() -> dict[str, Any]:
+        server = await asyncio.start_server(slow_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        spec = {"host": "127.0.0.1", "port": port, "token": "t", "connections": 2, "seconds": 0.3,
+                "warmup_seconds": 0.05}  # fmt: skip
+        async with server:
+            return await drive(spec, {"name": "slow whole list", "paths": ["/a/", "/b/"]})
+
+    result = asyncio.run(measure())
+    assert result["requests_per_s"] == 0 and result["p50_ms"] is None
+    assert result["warmup_max_ms"] >= delay_s * 1000
+    result |= {"target_p99_ms": None, "met": None}
+    [row] = _endpoint_rows([result])
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "none in 0.3 s"
+    assert cells[2].startswith("> 300 (warm-up up to ") and "—" not in cells[2]

@@ -10,13 +10,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from broker.clients import made
-from replicas.ports import free_port
+from loopback.ports import refusing_port
 
 
 @pytest.mark.parametrize("factory", [KafkaConsumer, KafkaProducer, KafkaAdminClient])
 def test_a_client_that_cannot_reach_kafka_leaves_no_thread_behind(factory: type) -> None:
-    nobody = f"127.0.0.1:{free_port()}"  # a port nobody listens on
     extra = {"max_block_ms": 1000} if factory is KafkaProducer else {}
-    with pytest.raises(KafkaError):
+    with refusing_port() as port, pytest.raises(KafkaError):
+        nobody = f"127.0.0.1:{port}"
         made(factory, bootstrap_servers=nobody, client_id="unreachable", bootstrap_timeout_ms=1000, **extra)
     assert [t.name for t in threading.enumerate() if t.name == "kafka-io-unreachable"] == []

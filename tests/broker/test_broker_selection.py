@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,18 +16,21 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from broker.container import docker_available, kafka_env
 from broker.lifetime import process_alive
-from broker.local import free_port, new_cluster_id
+from broker.local import new_cluster_id
 from broker.probe import answers_metadata
 from broker.selection import ENV, LOCAL, select_broker
+from loopback.ports import refusing_port
 from tests.support import REPO
 
 GONE_DEADLINE_S = 60.0
 
 
 @pytest.fixture
-def no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_docker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # A Docker "engine" on a closed loopback port: the ping fails at once, as on a machine without one.
-    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
+    with refusing_port() as port:
+        monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
+        yield
 
 
 def wait_gone(pid: int, folder: Path) -> bool:
@@ -80,6 +84,7 @@ def test_without_env_or_docker_a_private_local_broker_is_started_and_removed(
 
 OWNER = """
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from broker.local import start_ephemeral
 broker = start_ephemeral(Path(sys.argv[1]))

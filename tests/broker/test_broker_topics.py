@@ -13,8 +13,8 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, OffsetSpec
 
-from broker.local import free_port
 from broker.topics import partition_count, retention_warning
+from loopback.ports import refusing_port
 from tests.support import REPO
 
 
@@ -112,8 +112,9 @@ def test_retention_warning_names_the_problem(bootstrap_servers: str, kafka_admin
     assert warning is not None and "does not exist" in warning
     assert missing not in kafka_admin.list_topics(), "checking must not auto-create the topic"
 
-    nobody = f"127.0.0.1:{free_port()}"
-    warning = retention_warning(nobody, good)
+    with refusing_port() as port:
+        nobody = f"127.0.0.1:{port}"
+        warning = retention_warning(nobody, good)
     assert warning is not None and nobody in warning
 
 

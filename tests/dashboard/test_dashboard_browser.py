@@ -29,7 +29,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from broker.selection import SelectedBroker
 from broker.topics import TOPIC_CONFIG
-from replicas.ports import free_port
+from loopback.ports import free_port
 from tests.support import REPO
 from tests.support.events import turn
 from tests.support.kafka import publish

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from replicas.ports import free_port
+from loopback.ports import free_port
 from tests.support import REPO
 from tests.support.events import turn
 from tests.support.kafka import publish

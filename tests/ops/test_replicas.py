@@ -38,12 +38,12 @@ from kafka import KafkaProducer
 from api.app import create_app
 from auth.tokens import TokenStore
 from ingest.demo import DemoTraffic
+from loopback.ports import free_ports
 from projector.rebuild import LogBounds, fold_to, rebuild_source
 from projector.snapshot import diff, table_rows
 from projector.status import topic_end_offsets
 from replicas.haproxy import HAProxy
 from replicas.local import ReplicaSet
-from replicas.ports import free_ports
 from schemas.position import Position
 from schemas.readmodel import READMODEL_VERSION, connect, stored_offsets
 from serving.handle import ReadModelHandle

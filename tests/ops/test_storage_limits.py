@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from replicas.ports import free_port
+from loopback.ports import free_port
 from tests.support.api_data import build_read_model
 from tests.support.faults import REPO, STAFF, private_tmpfs, wait_until
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from loopback.ports import refusing_port
 from projector import service as service_module
 from projector.fold import apply_batch
 from projector.service import ProjectorService
@@ -188,21 +189,17 @@ def test_a_negative_live_interval_is_refused(con: duckdb.DuckDBPyConnection) -> 
 
 
 def test_a_missing_broker_is_reported_in_status_and_stop_still_works(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     con = connect(tmp_path / "readmodel.duckdb")
-    service = ProjectorService(TopicSource(f"127.0.0.1:{port}", "chat.events", batch_size=10), con)
-    service.start()
-    try:
-        wait_for(lambda: service.status()["error"] is not None, "the error to show in status", limit_s=90)
-        status = service.status()
-        assert status["caught_up"] is False and status["last_batch_at"] is None
-    finally:
-        service.stop()
-        con.close()
+    with refusing_port() as port:
+        service = ProjectorService(TopicSource(f"127.0.0.1:{port}", "chat.events", batch_size=10), con)
+        service.start()
+        try:
+            wait_for(lambda: service.status()["error"] is not None, "the error to show in status", limit_s=90)
+            status = service.status()
+            assert status["caught_up"] is False and status["last_batch_at"] is None
+        finally:
+            service.stop()
+            con.close()
 
 
 def test_a_quiet_topic_gets_its_log_checkpointed_before_the_threshold(

@@ -27,14 +27,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from broker.jars import ensure_kafka_libs
 from broker.lifetime import die_with_parent
-from broker.local import Ports, _failure_check, _launch, format_storage, render_properties
+from broker.local import _failure_check, _launch, format_storage, new_ports, render_properties
 from broker.probe import wait_until_answering
 from broker.topics import TOPIC_CONFIG
+from loopback.ports import free_port
 from projector.service import ProjectorService
 from projector.snapshot import table_rows
 from projector.source import TopicSource
 from replicas.local import Replica
-from replicas.ports import free_port, free_ports
 from schemas.readmodel import connect
 from tests.support import REPO
 from tests.support.broker import kafka_home
@@ -98,11 +98,10 @@ class KillableBroker:
         self.libs = ensure_kafka_libs(kafka_home())
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        # Below the ephemeral range (replicas.ports): while the broker is down, its clients keep
+        # Below the ephemeral range (loopback.ports): while the broker is down, its clients keep
         # reconnecting, and a port of that range can be given to one of them (even as a connection to
         # itself), so that the restart could not bind it.
-        base = free_ports(2)
-        ports = Ports(broker=base, controller=base + 1)
+        ports = new_ports()
         self.bootstrap_servers = f"127.0.0.1:{ports.broker}"
         self.properties = folder / "server.properties"
         self.log = folder / "broker.log"

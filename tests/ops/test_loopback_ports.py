@@ -4,7 +4,8 @@ why, "[Errno 98] error while attempting to bind on address ('127.0.0.1', 37622):
 37622 being a port of the kernel's ephemeral range that an outgoing connection had been given meanwhile.
 
 These tests take a port the way that connection did, and check that the error names the cause and that
-the ports chosen for later servers are ones no outgoing connection can be given.
+the ports chosen for later servers (replicas, `serve`, the Kafka broker's two) are ones no outgoing
+connection can be given, and that a port held to refuse connections does refuse them.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from broker.local import new_ports
+from loopback.ports import ephemeral_range, free_ports, refusing_port
 from replicas.local import Replica
-from replicas.ports import ephemeral_range, free_ports
 
 WAIT = 120.0  # a failure guard, not a timing assertion
 
@@ -61,3 +63,21 @@ def test_ports_for_later_servers_lie_outside_the_ephemeral_range_and_are_free() 
         for port in ports:
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", port))
+
+
+def test_the_brokers_ports_lie_outside_the_ephemeral_range() -> None:
+    low, high = ephemeral_range()
+    for _ in range(50):
+        ports = new_ports()
+        assert ports.broker != ports.controller
+        assert all(not low <= port <= high for port in (ports.broker, ports.controller)), (ports, low, high)
+
+
+def test_a_held_refusing_port_refuses_connections_and_nobody_else_can_bind_it() -> None:
+    with refusing_port() as port:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        with socket.socket() as other, pytest.raises(OSError):
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and Kafka bind
+            other.bind(("127.0.0.1", port))
+            other.listen()
