@@ -5,6 +5,23 @@ inserts turns, applies (or parks, or dead-letters) feedback, clicks and reviews,
 recomputes the aggregates of the keys it touched, applies erasures, and stores the next offset of
 every partition it saw. A crash anywhere leaves the file at the previous batch boundary. The SQL of
 each step is at the end of this module, beside the tables it writes (schemas/readmodel.py).
+
+The design: the writer is the one serial stage of a catch-up (readers fetch and prepare in parallel),
+so it works on the batch as columns and lets DuckDB do the per-event work, with Python touching only
+the events that need a decision of their own (a duplicate, a dead letter, an event that waits):
+
+- Turns, the most common event, exist only as the batch's Arrow table (`PreparedBatch.turns`): the
+  duplicate event ids of the whole batch are one statement over its ids (`_DUPLICATE_EVENTS`), a second
+  turn of an interaction is looked for with two Arrow kernels, and the table is inserted as it is.
+- Feedback, clicks and reviews become one Arrow table per type (`_dependent_table`, each row with its
+  place in log order, `ord`), joined once against the turns they name (`_VERDICTS`: the stored ones as
+  one lookup read them, and the batch's new ones), which gives each event its verdict as a column:
+  it applies, waits for its turn, or is a `session_mismatch` or `unknown_offering` dead letter. The
+  last feedback and review of each turn (`_LATEST_*`), the clicks, and each updated turn before and
+  after the batch (`_CHANGED_TURNS`, counted by `aggregates.Deltas.change_turns`) are statements over
+  those tables; only the events that do not apply are walked in Python, in log order, for their dead
+  letter's message or their place in `pending_events`.
+- Erasures, usage and everything rare stay as `Prepared` events (projector/prepare.py).
 """
 
 from __future__ import annotations
