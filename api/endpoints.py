@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import csv_export, interactions_sql, models, pagination, queries, streaming
+from api import csv_export, feedbacks_sql, interactions_sql, models, pagination, queries, streaming
 from api.encoding import detail, json_response
 from api.metrics import CONTENT_TYPE, RequestMetrics, render
 from api.params import (
@@ -289,7 +289,10 @@ async def list_feedbacks(request: Request, ctx: Context) -> Response:
     raise_if_any(errors)
     assert paging is not None
     order = ordering or ("-submitted_at",)
-    page = await _answer(request, ctx, minimum, queries.list_feedbacks, filters, order, paging)
+    # Chosen outside the read lease: a switch meanwhile goes to a newer file, whose `interactions` gives
+    # the same answer as its `feedback_records`.
+    table = feedbacks_sql.source(ctx.handle.version)
+    page = await _answer(request, ctx, minimum, queries.list_feedbacks, table, filters, order, paging)
     return _page_response(request, page)
 
 
@@ -300,7 +303,8 @@ async def retrieve_feedback(request: Request, ctx: Context) -> Response:
     minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
     value = request.path_params["interaction_uuid"]
-    body = await _answer(request, ctx, minimum, queries.get_feedback, value, filters)
+    table = feedbacks_sql.source(ctx.handle.version)
+    body = await _answer(request, ctx, minimum, queries.get_feedback, table, value, filters)
     return detail("Not found.", 404) if body is None else json_response(body)
 
 

@@ -1,5 +1,10 @@
-"""SQL of /api/anonymous-chat-feedbacks/: the feedback records are the `interactions` rows that have a
-human score or an LLM review (the `fb_*` and `llm_*` columns), in the nested `feedback` object's shape."""
+"""SQL of /api/anonymous-chat-feedbacks/: the feedback records are the turns that have a human score or
+an LLM review (their `fb_*` and `llm_*` columns), in the nested `feedback` object's shape.
+
+They are read from `feedback_records`, which holds exactly those turns' columns under the names
+`interactions` gives them. A file older than that table (served while the release's rebuild runs)
+is answered from `interactions` with the same SQL, narrowed to the turns with a record.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from typing import Any
 from api import filter_sql
 from api.interactions_sql import FEEDBACK_FIELDS, FEEDBACK_SELECT_LIST
 from api.params import FeedbackFilters
+from schemas.readmodel import FEEDBACK_RECORDS_VERSION, IS_FEEDBACK_RECORD
 
-IS_RECORD = "(fb_score IS NOT NULL OR llm_reviewed_at IS NOT NULL)"
+RECORDS = "feedback_records"
+WIDE = "interactions"
 
 # The reference sorts on Postgres: NULLs first in descending order, last in ascending order.
 ORDER_SQL = filter_sql.directions(
@@ -38,21 +45,27 @@ _RULES: dict[str, filter_sql.Rule] = {
 }
 
 
-def where(filters: FeedbackFilters) -> tuple[str, list[Any]]:
-    """The records (a score or a review) passing `filters`, and the parameters."""
-    return filter_sql.conjunction(filters, _RULES, always=[IS_RECORD])
+def source(readmodel_version: int) -> str:
+    """The table the records of a file of `readmodel_version` are read from."""
+    return RECORDS if readmodel_version >= FEEDBACK_RECORDS_VERSION else WIDE
 
 
-def page(condition: str, order: str) -> str:
-    return f"SELECT {FEEDBACK_SELECT_LIST} FROM interactions WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?"
+def where(filters: FeedbackFilters, table: str) -> tuple[str, list[Any]]:
+    """The records (a score or a review) of `table` passing `filters`, and the parameters."""
+    return filter_sql.conjunction(filters, _RULES, always=[IS_FEEDBACK_RECORD] if table == WIDE else [])
 
 
-def count(condition: str) -> str:
-    return f"SELECT count(*) FROM interactions WHERE {condition}"
+# `table` is RECORDS or WIDE (`source`), never a user's text.
+def page(table: str, condition: str, order: str) -> str:
+    return f"SELECT {FEEDBACK_SELECT_LIST} FROM {table} WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?"
 
 
-def one(condition: str) -> str:
-    return f"SELECT {FEEDBACK_SELECT_LIST} FROM interactions WHERE uuid = ? AND {condition}"
+def count(table: str, condition: str) -> str:
+    return f"SELECT count(*) FROM {table} WHERE {condition}"
+
+
+def one(table: str, condition: str) -> str:
+    return f"SELECT {FEEDBACK_SELECT_LIST} FROM {table} WHERE uuid = ? AND {condition}"
 
 
 def to_body(row: Sequence[Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from api.models import Feedback, Interaction, field_names
 from api.params import Filters
 from schemas import fulltext
 from schemas.conversation_rows import KPI_COUNTERS, REVIEWED
+from schemas.readmodel import IS_FEEDBACK_RECORD
 
 
 def ts(column: str) -> str:
@@ -42,7 +43,7 @@ _INTERACTION_SQL: dict[str, str] = {
     "session_id": "session_id",
     "last_active_at": ts("last_active_at"),
     "created": ts("created"),
-    "feedback": "(fb_score IS NOT NULL OR llm_reviewed_at IS NOT NULL)",
+    "feedback": IS_FEEDBACK_RECORD,
     "click_count": "click_count",
     "input_tokens": "input_tokens",
     "output_tokens": "output_tokens",

@@ -254,27 +254,34 @@ def export_conversations(filters: Filters | None, stage2: ConversationFilters, o
 
 
 def list_feedbacks(
-    cur: duckdb.DuckDBPyConnection, filters: FeedbackFilters, ordering: Sequence[str], pagination: Pagination
+    cur: duckdb.DuckDBPyConnection,
+    table: str,
+    filters: FeedbackFilters,
+    ordering: Sequence[str],
+    pagination: Pagination,
 ) -> Page:
-    condition, params = fsql.where(filters)
-    total = _scalar(cur, fsql.count(condition), params)
+    """A page of the feedback records of `table` (`feedbacks_sql.source`)."""
+    condition, params = fsql.where(filters, table)
+    total = _scalar(cur, fsql.count(table, condition), params)
     last = _check_page(total, pagination)
     if total == 0:
         return Page(0, [], pagination, last)
     offset = (pagination.page - 1) * pagination.page_size
-    query = fsql.page(condition, fsql.order_by(ordering))
+    query = fsql.page(table, condition, fsql.order_by(ordering))
     rows = cur.execute(query, [*params, pagination.page_size, offset]).fetchall()
     return Page(total, [fsql.to_body(r) for r in rows], pagination, last)
 
 
-def get_feedback(cur: duckdb.DuckDBPyConnection, value: str, filters: FeedbackFilters) -> dict[str, Any] | None:
-    """One feedback record; the list filters apply too (as the reference's retrieve runs them)."""
+def get_feedback(
+    cur: duckdb.DuckDBPyConnection, table: str, value: str, filters: FeedbackFilters
+) -> dict[str, Any] | None:
+    """One feedback record of `table`; the list filters apply too (as the reference's retrieve runs them)."""
     try:
         uuid = UUID(value)
     except ValueError:
         return None
-    condition, params = fsql.where(filters)
-    row = cur.execute(fsql.one(condition), [uuid, *params]).fetchone()
+    condition, params = fsql.where(filters, table)
+    row = cur.execute(fsql.one(table, condition), [uuid, *params]).fetchone()
     return fsql.to_body(row) if row else None
 
 

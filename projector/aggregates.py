@@ -240,7 +240,7 @@ class Deltas:
 
     def add_new_turns(self, con: duckdb.DuckDBPyConnection) -> None:
         """Counts in the turns of the registered table `new_turns` (rows as inserted: no feedback, review
-        or clicks; `change_turn` then adds whatever the batch did to them). One GROUP BY over the batch's
+        or clicks; `change_turns` then adds whatever the batch did to them). One GROUP BY over the batch's
         own rows: reading them back from `interactions` would scan its whole uuid column, and counting
         them one by one in Python cost a catch-up batch ~3 us a turn."""
         for (

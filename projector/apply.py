@@ -36,7 +36,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projector import aggregates, conversations, forget
+from projector import aggregates, conversations, feedback_records, forget
 from projector.arrow_views import registered, rows_table, schema_of
 from projector.prepare import (
     CLICK_SCHEMA,
@@ -474,6 +474,7 @@ class _Fold:
                 self._count_changes(feedback, reviews)
                 self._update_feedback(feedback)
                 self._update_reviews(reviews)
+                feedback_records.refresh(self.con, [*feedback["uuid"].to_pylist(), *reviews["uuid"].to_pylist()])
                 self._insert_clicks()
                 for type_, n, sessions in self.con.execute(_APPLIED, [_APPLY]).fetchall():
                     self.stats.applied[type_] += n

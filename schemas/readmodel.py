@@ -5,9 +5,13 @@ Tables, by what they serve:
 
 - `interactions`: one row per turn, with the current human feedback (`fb_*`), the current LLM
   review (`llm_*`) and the click count folded in. Serves list, retrieve, by-session, by-user/{slug}
-  and every filtered KPI / by-user query, the conversations roll-up (grouped by `session_id`), the
-  feedbacks endpoints (rows with a score or a review) and the full-text `query` (`search_terms`, the
-  turn's stemmed words: the search structure lives on the turn's own row, so deleting a turn deletes it).
+  and every filtered KPI / by-user query, the conversations roll-up (grouped by `session_id`) and the
+  full-text `query` (`search_terms`, the turn's stemmed words: the search structure lives on the turn's
+  own row, so deleting a turn deletes it).
+- `feedback_records`: one row per turn with a human score or an LLM review, holding only its `fb_*` and
+  `llm_*` columns: the feedbacks endpoints count, filter, order and render these instead of picking the
+  few turns with a record out of the wide `interactions` table. Kept by `projector.feedback_records`
+  from `interactions`, in the batch's transaction; a per-turn table, so forgetting a turn removes its row.
 - `sessions`: one row per session (first and last turn, turn count, reviewed turns).
 - `conversations`: one row per session over all its turns, the row /conversations/ serves (rendered as
   its JSON in `body`), the columns its conversation-level filters and orderings read, and what the KPI
@@ -54,7 +58,11 @@ log = logging.getLogger(__name__)
 # 7: the KPI's counters, days and intents of each session in `conversations`.
 # 8: `conversations.intents` lists each reviewed turn's intent (the KPI counts them).
 # 9: the token sums of `daily_counters` are HUGEINTs (a day of BIGINT counts can pass 2^63).
-READMODEL_VERSION = 9
+# 10: `feedback_records`.
+READMODEL_VERSION = 10
+# The first version with `feedback_records`: an older file, served while its rebuild runs, still answers
+# the feedbacks endpoints from `interactions` (api.feedbacks_sql.source).
+FEEDBACK_RECORDS_VERSION = 10
 
 DDL: tuple[str, ...] = (
     """
@@ -116,6 +124,25 @@ DDL: tuple[str, ...] = (
         event_id UUID NOT NULL,
         source_partition INTEGER NOT NULL,
         source_offset BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS feedback_records (
+        uuid UUID NOT NULL,                     -- the turn's; the columns below as `interactions` holds them
+        fb_score TINYINT,
+        fb_category VARCHAR,
+        fb_comment VARCHAR NOT NULL,
+        fb_ip VARCHAR,
+        fb_submitted_at TIMESTAMP,
+        llm_resolution_score TINYINT,
+        llm_intent_category VARCHAR NOT NULL,
+        llm_hallucination_detected BOOLEAN NOT NULL,
+        llm_hallucination_details VARCHAR NOT NULL,
+        llm_summary VARCHAR NOT NULL,
+        llm_judge_model VARCHAR NOT NULL,
+        llm_input_tokens BIGINT NOT NULL,
+        llm_output_tokens BIGINT NOT NULL,
+        llm_reviewed_at TIMESTAMP
     )
     """,
     """
@@ -279,11 +306,33 @@ DDL: tuple[str, ...] = (
     """,
 )
 
+# Which turns have a row in `feedback_records`, and the columns it copies from `interactions` (under the
+# same names, so one SQL renders a record from either table).
+IS_FEEDBACK_RECORD = "(fb_score IS NOT NULL OR llm_reviewed_at IS NOT NULL)"
+FEEDBACK_RECORD_COLUMNS: tuple[str, ...] = (
+    "uuid",
+    "fb_score",
+    "fb_category",
+    "fb_comment",
+    "fb_ip",
+    "fb_submitted_at",
+    "llm_resolution_score",
+    "llm_intent_category",
+    "llm_hallucination_detected",
+    "llm_hallucination_details",
+    "llm_summary",
+    "llm_judge_model",
+    "llm_input_tokens",
+    "llm_output_tokens",
+    "llm_reviewed_at",
+)
+
 # Every table that holds rows of one turn, with the column naming the turn: an erasure or a retention
 # purge deletes a turn from each of them (projector/forget.py). A new per-turn table must be listed
 # here, or tests/projector/test_forget.py fails; every other table is in OTHER_TABLES, saying why it is not.
 TURN_TABLES: dict[str, str] = {
     "interactions": "uuid",
+    "feedback_records": "uuid",
     "clicks": "interaction_uuid",
     "pending_events": "interaction_uuid",
 }
@@ -305,6 +354,7 @@ OTHER_TABLES: dict[str, str] = {
 # Tables that hold the projection itself: equal, row for row, for any two folds of the same log.
 PROJECTION_TABLES: tuple[str, ...] = (
     "interactions",
+    "feedback_records",
     "sessions",
     "conversations",
     "user_stats",

@@ -34,7 +34,7 @@ from tests.support.events import (
     turn,
     usage,
 )
-from tests.support.kept import kept_and_recomputed
+from tests.support.kept import kept_and_copied_records, kept_and_recomputed
 from tests.support.privacy import (
     IP,
     OFFER,
@@ -131,6 +131,8 @@ def test_an_erased_visitor_leaves_no_trace_and_later_turns_stay(tmp_path: Path) 
     )
     kept, fresh = kept_and_recomputed(con)
     assert kept == fresh and {s for s, *_ in kept} == {"sess-d", "sess-o"}
+    kept_records, copied = kept_and_copied_records(con)
+    assert kept_records == copied and len(kept_records) == 2  # the feedback of the two turns left
     assert queries.list_users(con, Filters(), None).rows == queries.list_users(con, EVERYTHING, None).rows
     now = datetime.combine(BASE_TIME.date(), datetime.min.time(), UTC) + timedelta(hours=12)
     assert queries.budget(con, now, 0) == queries.budget(before, now, 0)
@@ -212,6 +214,8 @@ def test_the_purge_leaves_the_last_days_and_aggregates_equal_a_scan(tmp_path: Pa
     assert queries.kpi(live, Filters(), TODAY, 30, NARROWED) == queries.kpi(live, EVERYTHING, TODAY, 30, NARROWED)
     kept, fresh = kept_and_recomputed(live)
     assert kept == fresh
+    kept_records, copied = kept_and_copied_records(live)
+    assert kept_records == copied and kept_records
     assert queries.list_users(live, Filters(), None).rows == queries.list_users(live, EVERYTHING, None).rows
     # The session that spanned the horizon now starts on its later turn.
     first = live.execute("SELECT first_created, turns FROM sessions WHERE session_id = 'sess-span'").fetchone()
