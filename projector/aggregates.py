@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -88,19 +88,73 @@ GROUP BY GROUPING SETS ((created_date), (user_slug))
 """
 
 
-class TurnState(NamedTuple):
-    """The columns of a turn that feedback, reviews and clicks change, as the counters read them."""
+# The columns of a turn that feedback, reviews and clicks change: what `Deltas.change_turns` reads of
+# each updated turn, as `before_<column>` and `after_<column>`.
+TURN_STATE = (
+    "click_count",
+    "fb_score",
+    "llm_reviewed_at",
+    "llm_resolution_score",
+    "llm_hallucination_detected",
+    "llm_input_tokens",
+    "llm_output_tokens",
+)
 
-    click_count: int = 0
-    fb_score: int | None = None
-    llm_reviewed_at: datetime | None = None
-    llm_resolution_score: int | None = None
-    llm_hallucination_detected: bool = False
-    llm_input_tokens: int = 0
-    llm_output_tokens: int = 0
+
+def _state_counts(side: str) -> dict[str, str]:
+    """What one side (`before` or `after`) of a row of `changed_turns` counts, per counter column."""
+    reviewed = f"{side}_llm_reviewed_at IS NOT NULL"
+    up, down = f"coalesce({side}_fb_score = 1, false)", f"coalesce({side}_fb_score = -1, false)"
+    return {
+        "clicks": f"{side}_click_count",
+        "feedback_up": f"{up}::INT",
+        "feedback_down": f"{down}::INT",
+        "reviewed": f"({reviewed})::INT",
+        "review_score_sum": f"CASE WHEN {reviewed} THEN coalesce({side}_llm_resolution_score, 0) ELSE 0 END",
+        "hallucinations": f"({reviewed} AND coalesce({side}_llm_hallucination_detected, false))::INT",
+        "review_input_tokens": f"{side}_llm_input_tokens",
+        "review_output_tokens": f"{side}_llm_output_tokens",
+        "positive_feedback": f"{up}::INT",
+        "negative_feedback": f"{down}::INT",
+        "no_feedback": f"(NOT ({up} OR {down}))::INT",
+    }
 
 
-NEW_TURN_STATE = TurnState()  # what the fold inserts for a new turn (see apply._INSERT_TURNS)
+_CHANGED_DAY_COLUMNS = [
+    "clicks",
+    "feedback_up",
+    "feedback_down",
+    "reviewed",
+    "review_score_sum",
+    "hallucinations",
+    "review_input_tokens",
+    "review_output_tokens",
+]
+_CHANGED_USER_COLUMNS = ["positive_feedback", "negative_feedback", "no_feedback"]
+_CHANGED_COLUMNS = _CHANGED_DAY_COLUMNS + _CHANGED_USER_COLUMNS
+_BEFORE, _AFTER = _state_counts("before"), _state_counts("after")
+# What the turns a batch updated (the registered `changed_turns`) change: per created day and per user,
+# each counted out as it stood and in as it stands (whether it changed at all decides whether the day
+# or user gets a row of deltas, as their zeros would insert one); per user the last turn seen; per
+# session the turns reviewed for the first time.
+_CHANGED_TURN_COUNTERS = f"""
+SELECT
+    grouping(day, user_slug, session_id) AS grouped,
+    day,
+    user_slug,
+    session_id,
+    count(*) FILTER (WHERE changed) AS changed,
+    max(created) AS last_created,
+    count(*) FILTER (WHERE before_llm_reviewed_at IS NULL AND after_llm_reviewed_at IS NOT NULL) AS newly_reviewed,
+    {", ".join(f"coalesce(sum(({_AFTER[c]}) - ({_BEFORE[c]})), 0)" for c in _CHANGED_COLUMNS)}
+FROM (
+    SELECT *, {" OR ".join(f"before_{c} IS DISTINCT FROM after_{c}" for c in TURN_STATE)} AS changed
+    FROM changed_turns
+)
+GROUP BY GROUPING SETS ((day), (user_slug), (session_id))
+"""
+_BY_DAY, _BY_USER = 3, 5  # `grouped` of the day rows and of the user rows (the bits of the columns not grouped by)
+
 
 # The touched sessions as the file holds them before this batch.
 _OLD_SESSIONS = """
@@ -186,7 +240,7 @@ class Deltas:
 
     def add_new_turns(self, con: duckdb.DuckDBPyConnection) -> None:
         """Counts in the turns of the registered table `new_turns` (rows as inserted: no feedback, review
-        or clicks; `change_turn` then adds whatever the batch did to them). One GROUP BY over the batch's
+        or clicks; `change_turns` then adds whatever the batch did to them). One GROUP BY over the batch's
         own rows: reading them back from `interactions` would scan its whole uuid column, and counting
         them one by one in Python cost a catch-up batch ~3 us a turn."""
         for (
@@ -220,36 +274,34 @@ class Deltas:
                 row["turn_input_tokens"] += int(tokens_in)
                 row["turn_output_tokens"] += int(tokens_out)
 
-    def change_turn(self, day: date, slug: str, created: datetime, before: TurnState, after: TurnState) -> None:
-        """A turn updated by this batch: counted out as it stood, in as it stands. Its user, day and
-        the columns set at insertion never change, so only the counters of `TurnState` can move."""
-        self._seen(slug, created)
-        if before != after:
-            self._count_state(day, slug, before, -1)
-            self._count_state(day, slug, after, 1)
+    def change_turns(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The turns of the registered table `changed_turns` (each updated turn as it stood and as the
+        batch leaves it, `TURN_STATE`): counted out and in. Their user, day and the columns set at
+        insertion never change, so only the counters of `TURN_STATE` can move."""
+        n_day = len(_CHANGED_DAY_COLUMNS)
+        for grouped, day, slug, session, changed, last, reviewed, *counts in con.execute(
+            _CHANGED_TURN_COUNTERS
+        ).fetchall():
+            if grouped == _BY_DAY:
+                if changed:
+                    row = self._day(day)
+                    for column, n in zip(_CHANGED_DAY_COLUMNS, counts[:n_day], strict=True):
+                        row[column] += int(n)
+            elif grouped == _BY_USER:
+                if not slug:  # anonymous turns have no user_stats row
+                    continue
+                self._seen(slug, last)
+                if changed:
+                    user = self._user(slug)
+                    for column, n in zip(_CHANGED_USER_COLUMNS, counts[n_day:], strict=True):
+                        user[column] += int(n)
+            elif reviewed:
+                self.newly_reviewed[session] += reviewed
 
     def _seen(self, slug: str, created: datetime) -> None:
         if slug:
             last = self.last_seen.get(slug)
             self.last_seen[slug] = created if last is None else max(last, created)
-
-    def _count_state(self, day: date, slug: str, state: TurnState, sign: int) -> None:
-        row = self._day(day)
-        up, down = state.fb_score == 1, state.fb_score == -1
-        row["clicks"] += sign * state.click_count
-        row["feedback_up"] += sign * up
-        row["feedback_down"] += sign * down
-        if state.llm_reviewed_at is not None:
-            row["reviewed"] += sign
-            row["review_score_sum"] += sign * (state.llm_resolution_score or 0)
-            row["hallucinations"] += sign * bool(state.llm_hallucination_detected)
-        row["review_input_tokens"] += sign * state.llm_input_tokens
-        row["review_output_tokens"] += sign * state.llm_output_tokens
-        if slug:
-            user = self._user(slug)
-            user["positive_feedback"] += sign * up
-            user["negative_feedback"] += sign * down
-            user["no_feedback"] += sign * (not (up or down))
 
     def add_erased(self, day: date, tokens: int) -> None:
         """A turn erased before it was stored: its tokens stay in the day's budget (docs/api.md)."""

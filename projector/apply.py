@@ -5,6 +5,23 @@ inserts turns, applies (or parks, or dead-letters) feedback, clicks and reviews,
 recomputes the aggregates of the keys it touched, applies erasures, and stores the next offset of
 every partition it saw. A crash anywhere leaves the file at the previous batch boundary. The SQL of
 each step is at the end of this module, beside the tables it writes (schemas/readmodel.py).
+
+The design: the writer is the one serial stage of a catch-up (readers fetch and prepare in parallel),
+so it works on the batch as columns and lets DuckDB do the per-event work, with Python touching only
+the events that need a decision of their own (a duplicate, a dead letter, an event that waits):
+
+- Turns, the most common event, exist only as the batch's Arrow table (`PreparedBatch.turns`): the
+  duplicate event ids of the whole batch are one statement over its ids (`_DUPLICATE_EVENTS`), a second
+  turn of an interaction is looked for with two Arrow kernels, and the table is inserted as it is.
+- Feedback, clicks and reviews become one Arrow table per type (`_dependent_table`, each row with its
+  place in log order, `ord`), joined once against the turns they name (`_VERDICTS`: the stored ones as
+  one lookup read them, and the batch's new ones), which gives each event its verdict as a column:
+  it applies, waits for its turn, or is a `session_mismatch` or `unknown_offering` dead letter. The
+  last feedback and review of each turn (`_LATEST_*`), the clicks, and each updated turn before and
+  after the batch (`_CHANGED_TURNS`, counted by `aggregates.Deltas.change_turns`) are statements over
+  those tables; only the events that do not apply are walked in Python, in log order, for their dead
+  letter's message or their place in `pending_events`.
+- Erasures, usage and everything rare stay as `Prepared` events (projector/prepare.py).
 """
 
 from __future__ import annotations
@@ -26,13 +43,12 @@ from projector.prepare import (
     ERASURE_SCHEMA,
     FEEDBACK_SCHEMA,
     REVIEW_SCHEMA,
+    TURN_SCHEMA_WITH_POS,
     USAGE_SCHEMA,
     ClickRow,
     ErasureRow,
-    FeedbackRow,
     Prepared,
     PreparedBatch,
-    ReviewRow,
     UsageRow,
     prepare,
 )
@@ -73,29 +89,6 @@ class BatchStats:
     erased: int = 0  # turns an erasure removed or dropped on arrival (each with everything attached)
     erased_events: int = 0  # feedback, clicks, reviews, copies and dead letters dropped for an erasure
     aged: int = 0  # events dropped on arrival because they are older than the retention horizon
-
-
-class _Turn(NamedTuple):
-    """A stored turn, as the events that depend on it need it."""
-
-    session_id: str
-    offerings: str  # the stored JSON array of canonical UUID strings (`_offered` reads it)
-    user_slug: str
-    created_date: date
-    created: datetime
-    event_id: str
-    state: aggregates.TurnState
-
-
-def _offered(offering_uuid: str, offerings: str) -> bool:
-    """Whether a turn's stored `offering_uuids` (a JSON array of canonical UUID strings, as both prepare
-    paths write it) holds `offering_uuid` (canonical too): a look for the quoted string, where parsing
-    every looked-up turn's array into a set cost the writer more than the clicks it checks."""
-    return f'"{offering_uuid}"' in offerings
-
-
-# Columns of a new turn's row that its `_Turn` reads, in `_turns_of`'s order.
-_TURN_COLUMNS = ("uuid", "event_id", "session_id", "offering_uuids", "user_slug", "created_date", "created")
 
 
 @dataclass(slots=True)
@@ -207,6 +200,33 @@ class _StoredDeadLetter(NamedTuple):
     type: str | None
 
 
+def _at(table: pa.Table, positions: list[int] | set[int]) -> pa.Table:
+    """The rows of `table` (one with `pos`) at these positions of the batch."""
+    return table.filter(pc.is_in(table["pos"], value_set=pa.array(sorted(positions), pa.int64())))
+
+
+def _event_ids(turns: pa.Table) -> dict[str, str]:
+    """The event id of each turn of `turns` (`_READ_TURNS`), by interaction uuid."""
+    return dict(zip(turns["uuid"].to_pylist(), turns["event_id"].to_pylist(), strict=True))
+
+
+def _dependent_table(events: list[Prepared], type_: str, schema: pa.Schema) -> pa.Table:
+    """The rows of `events` of one dependent type, with `ord` (the event's place among the dependents,
+    which is log order) and the session it names."""
+    chosen = [(i, e) for i, e in enumerate(events) if e.type == type_]
+    table = rows_table([e.row for _, e in chosen], schema)  # type: ignore[misc]
+    table = table.append_column("ord", pa.array([i for i, _ in chosen], pa.int64()))
+    if "session_id" not in schema.names:
+        table = table.append_column("session_id", pa.array([e.session_id for _, e in chosen], pa.string()))
+    return table
+
+
+_NO_TURNS = TURN_SCHEMA_WITH_POS.empty_table()
+# The verdict of a dependent event (`_VERDICTS`) when it applies, and when its turn is not there.
+_APPLY = "apply"
+_NO_TURN = "no_turn"
+
+
 class _Fold:
     """One batch's application; `run` is called inside the transaction."""
 
@@ -242,20 +262,30 @@ class _Fold:
 
     def run(self) -> BatchStats:
         live = self._live_positions()
-        for r in self.batch.rejections:
-            if r.pos in live:
+        turns, events = self.batch.turns, self.batch.events
+        if live is not None:
+            for r in self.batch.rejections:
+                if r.pos in live:
+                    self._dead_letter(self._source(r.pos), r.reason, r.detail, r.event_id, r.type)
+            turns = _at(turns, live)
+            events = [e for e in events if e.pos in live]
+        else:
+            for r in self.batch.rejections:
                 self._dead_letter(self._source(r.pos), r.reason, r.detail, r.event_id, r.type)
-        events = self._first_of_each_event_id([e for e in self.batch.events if e.pos in live])
-        self._insert_applied_ids(events)
-        turn_events = [e for e in events if e.type == TURN]
+        turns, events = self._first_of_each_event_id(turns, events)
         dependent_events = [e for e in events if e.type in (FEEDBACK, CLICK, REVIEW)]
-        named = {e.interaction_uuid for e in (*turn_events, *dependent_events) if e.interaction_uuid}
+        named = pc.unique(
+            pa.chunked_array(
+                [*turns["uuid"].chunks, pa.array([e.interaction_uuid for e in dependent_events], pa.string())],
+                pa.string(),
+            )
+        )
         self._load_privacy(named)
         # One lookup of every interaction the batch names, before it changes any: the first turn of a
         # duplicate interaction, and the turns that feedback, clicks and reviews apply to, as they stand.
         stored = self._stored_turns(named)
-        turn_events = self._screen_turns(turn_events, stored)
-        new_turns = self._insert_turns(turn_events, stored)
+        turns = self._screen_turns(turns, stored)
+        new_turns = self._insert_turns(turns, stored)
         self._apply_dependents(stored, new_turns, dependent_events)
         self._insert_usage(self._unaged([e for e in events if e.type == USAGE]))
         self._insert_dead_letters()
@@ -271,10 +301,11 @@ class _Fold:
 
     # -- positions and duplicates ------------------------------------------------------------------
 
-    def _live_positions(self) -> set[int]:
-        """Positions of records at or past the stored offset of their partition: the rest is already folded."""
+    def _live_positions(self) -> set[int] | None:
+        """Positions of records at or past the stored offset of their partition (the rest is already
+        folded); None when that is all of them, as it is for every batch of a catch-up."""
         if self.replay:
-            return set(range(len(self.batch)))
+            return None
         stored: dict[tuple[str, int], int] = {
             (t, p): o for t, p, o in self.con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
         }
@@ -304,7 +335,7 @@ class _Fold:
             if high >= start:
                 self.stats.offsets[(t, p)] = max(self.stats.offsets.get((t, p), 0), high + 1)
         if not behind:
-            return set(range(len(b)))
+            return None
         live: set[int] = set()
         for pos, key in enumerate(zip(b.topics, b.partitions, strict=True)):
             if b.offsets[pos] >= stored.get(key, 0):
@@ -313,179 +344,185 @@ class _Fold:
                 self.stats.skipped_below_offset += 1
         return live
 
-    def _first_of_each_event_id(self, events: list[Prepared]) -> list[Prepared]:
-        if not events:
-            return []
-        ids = sorted({e.event_id for e in events})
-        seen = {
-            event_id
-            for (event_id,) in self._where_in(
-                "SELECT event_id::VARCHAR FROM applied_events WHERE event_id IN ({})", ids, max_placeholders=0
-            )
-        }
-        kept: list[Prepared] = []
-        for e in events:
-            if e.event_id in seen:
-                self.stats.duplicates += 1
-                continue
-            seen.add(e.event_id)
-            kept.append(e)
-        return kept
-
-    def _insert_applied_ids(self, events: list[Prepared]) -> None:
-        if not events:
-            return
-        ids = pa.table({"event_id": pa.array([e.event_id for e in events], pa.string())})
-        with registered(self.con, "new_event_ids", ids):
-            self.con.execute("INSERT INTO applied_events SELECT event_id::UUID FROM new_event_ids")
+    def _first_of_each_event_id(self, turns: pa.Table, events: list[Prepared]) -> tuple[pa.Table, list[Prepared]]:
+        """The batch's turns and other events without those whose event id is already accepted (stored,
+        or earlier in the batch); the event ids of the rest are stored as accepted. One statement over
+        the batch's ids: the turns' come from their Arrow column, never as Python strings."""
+        if not turns.num_rows and not events:
+            return turns, events
+        ids = pa.table(
+            {
+                "pos": pa.chunked_array([*turns["pos"].chunks, pa.array([e.pos for e in events], pa.int64())]),
+                "event_id": pa.chunked_array(
+                    [*turns["event_id"].chunks, pa.array([e.event_id for e in events], pa.string())]
+                ),
+            }
+        )
+        with registered(self.con, "batch_event_ids", ids):
+            duplicates = [pos for (pos,) in self.con.execute(_DUPLICATE_EVENTS).fetchall()]
+            self.con.execute(_INSERT_APPLIED_IDS, [duplicates])
+        if duplicates:
+            self.stats.duplicates += len(duplicates)
+            again = set(duplicates)
+            turns = turns.filter(pc.invert(pc.is_in(turns["pos"], value_set=pa.array(duplicates, pa.int64()))))
+            events = [e for e in events if e.pos not in again]
+        return turns, events
 
     # -- turns -------------------------------------------------------------------------------------
 
-    def _where_in(self, sql: str, uuids: list[str], *, max_placeholders: int = _IN_LIST_MAX) -> list[tuple[Any, ...]]:
+    def _arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        # con.sql rather than a DB-API result, whose Arrow output makes an extra copy of the rows.
+        return self.con.sql(sql, params=params).to_arrow_table()
+
+    def _where_in(
+        self, sql: str, uuids: list[str] | pa.Array | pa.ChunkedArray, *, max_placeholders: int = _IN_LIST_MAX
+    ) -> list[tuple[Any, ...]]:
         """Runs `sql`, whose `{}` is where the set of `uuids` goes (`... IN ({})`): as an IN list of
         parameters when short enough, else as one list parameter, unnested, or a registered table for a
-        catch-up batch's thousands."""
+        catch-up batch's thousands (an Arrow column goes as it is, never through Python strings)."""
+        if len(uuids) <= _LIST_PARAM_MAX and not isinstance(uuids, list):
+            uuids = sorted(uuids.to_pylist())
         if len(uuids) <= max_placeholders:
             return self.con.execute(sql.format(", ".join("?" * len(uuids))), uuids).fetchall()
         if len(uuids) <= _LIST_PARAM_MAX:
             return self.con.execute(sql.format("SELECT unnest(?::UUID[])"), [uuids]).fetchall()
-        with registered(self.con, "uuid_set", pa.table({"uuid": pa.array(uuids, pa.string())})):
+        column = pa.array(uuids, pa.string()) if isinstance(uuids, list) else uuids
+        with registered(self.con, "uuid_set", pa.table({"uuid": column})):
             return self.con.execute(sql.format("SELECT uuid::UUID FROM uuid_set")).fetchall()
 
-    def _stored_turns(self, uuids: set[str]) -> dict[str, _Turn]:
-        """The stored turns among `uuids`, in two steps: a scan of the uuid column alone finds their row
-        ids, then only the row groups between the first and the last are read for the other columns
-        (live events mostly concern recent turns, stored near the end). One scan of every column
-        cost ~16 ms at 250 uuids in a million-event file; the strings (session, offerings, user) most."""
-        if not uuids:
-            return {}
-        rowids = [r for (r,) in self._where_in("SELECT rowid FROM interactions WHERE uuid IN ({})", sorted(uuids))]
+    def _stored_turns(self, uuids: pa.Array) -> pa.Table:
+        """The stored turns among `uuids` (`_READ_TURNS`), in two steps: a scan of the uuid column alone
+        finds their row ids, then only the row groups between the first and the last are read for the
+        other columns (live events mostly concern recent turns, stored near the end). One scan of every
+        column cost ~16 ms at 250 uuids in a million-event file; the strings (session, offerings, user) most."""
+        rowids = [r for (r,) in self._where_in("SELECT rowid FROM interactions WHERE uuid IN ({})", uuids)]
         if not rowids:
-            return {}
-        rows = self.con.execute(_READ_TURNS, [min(rowids), max(rowids), rowids]).fetchall()
-        return {
-            u: _Turn(s, o, slug, day, created, event_id, aggregates.TurnState(*state))
-            for u, event_id, s, o, slug, day, created, *state in rows
-        }
+            rowids = [-1]  # no row: the table of no turns, with its columns
+        return self._arrow(_READ_TURNS, [min(rowids), max(rowids), rowids])
 
-    def _insert_turns(self, turns: list[Prepared], stored: dict[str, _Turn]) -> pa.Table | None:
-        """Inserts the batch's new turns; returns their rows (None when there is none)."""
-        if not turns:
+    def _insert_turns(self, table: pa.Table, stored: pa.Table) -> pa.Table | None:
+        """Inserts the batch's new turns (`table`, in log order) but a second turn of an interaction, stored
+        (`stored`) or earlier in the batch, which is a dead letter; returns their rows (None when there is none)."""
+        if not table.num_rows:
             return None
-        existing = {u: t.event_id for u, t in stored.items()}
-        accepted: list[Prepared] = []
-        for t in turns:
-            assert t.interaction_uuid is not None
-            first = existing.get(t.interaction_uuid)
-            if first is not None:
-                detail = f"interaction {t.interaction_uuid} was already recorded by event {first}; the first one stands"
-                self._dead_letter(self._source(t.pos), DUPLICATE_INTERACTION, detail, t.event_id, TURN)
-                continue
-            existing[t.interaction_uuid] = t.event_id
-            accepted.append(t)
-            self.sessions.add(t.session_id)  # type: ignore[arg-type]
-        if accepted:
-            table = self.batch.turns
-            if len(accepted) < table.num_rows:  # some were below the offset, duplicates or dead letters
-                keep = pa.array([t.pos for t in accepted], pa.int64())
-                table = table.filter(pc.is_in(table["pos"], value_set=keep))
-            with registered(self.con, "new_turns", table):
-                self.con.execute(_INSERT_TURNS)
-                self.deltas.add_new_turns(self.con)
-            columns = [table[name].to_pylist() for name in ("uuid", "user_slug", "session_id", "created")]
-            self.deltas.new_turns.extend(zip(*columns, strict=True))
-            self.stats.applied[TURN] += len(accepted)
-            return table
-        return None
+        uuids = table["uuid"]
+        if (
+            pc.count_distinct(uuids).as_py() < table.num_rows
+            or pc.any(pc.is_in(uuids, value_set=stored["uuid"])).as_py()
+        ):
+            table = self._without_second_turns(table, stored)
+        if not table.num_rows:
+            return None
+        self.sessions.update(pc.unique(table["session_id"]).to_pylist())
+        with registered(self.con, "new_turns", table):
+            self.con.execute(_INSERT_TURNS)
+            self.deltas.add_new_turns(self.con)
+        columns = [table[name].to_pylist() for name in ("uuid", "user_slug", "session_id", "created")]
+        self.deltas.new_turns.extend(zip(*columns, strict=True))
+        self.stats.applied[TURN] += table.num_rows
+        return table
 
-    @staticmethod
-    def _turns_of(table: pa.Table | None, uuids: set[str]) -> dict[str, _Turn]:
-        """The batch's new turns among `uuids`, as `_stored_turns` would read them once inserted."""
-        if table is None or not uuids:
-            return {}
-        table = table.filter(pc.is_in(table["uuid"], value_set=pa.array(sorted(uuids), pa.string())))
-        columns = [table[name].to_pylist() for name in _TURN_COLUMNS]
-        return {
-            uuid: _Turn(session_id, offerings, slug, day, created, event_id, aggregates.NEW_TURN_STATE)
-            for uuid, event_id, session_id, offerings, slug, day, created in zip(*columns, strict=True)
-        }
+    def _without_second_turns(self, table: pa.Table, stored: pa.Table) -> pa.Table:
+        """`table` without the turns of an interaction already recorded, dead-lettered: the first one stands."""
+        existing = _event_ids(stored)
+        keep: list[int] = []
+        for pos, uuid, event_id in zip(
+            table["pos"].to_pylist(), table["uuid"].to_pylist(), table["event_id"].to_pylist(), strict=True
+        ):
+            first = existing.get(uuid)
+            if first is not None:
+                detail = f"interaction {uuid} was already recorded by event {first}; the first one stands"
+                self._dead_letter(self._source(pos), DUPLICATE_INTERACTION, detail, event_id, TURN)
+                continue
+            existing[uuid] = event_id
+            keep.append(pos)
+        return _at(table, keep)
 
     # -- feedback, clicks, reviews -----------------------------------------------------------------
 
-    def _apply_dependents(
-        self, stored: dict[str, _Turn], new_turns: pa.Table | None, batch_events: list[Prepared]
-    ) -> None:
-        new_uuids = set(new_turns["uuid"].to_pylist()) if new_turns is not None else set()
+    def _apply_dependents(self, stored: pa.Table, new_turns: pa.Table | None, batch_events: list[Prepared]) -> None:
+        """Feedback, clicks and reviews as statements over the batch (see `_VERDICTS`): one join of the
+        dependents against the turns they name says which apply and which wait, settle or are dead letters;
+        only those few go through Python, one by one, in log order."""
         # Waiting events whose turn has just arrived come first: they arrived first.
-        waiting = self._take_pending(new_uuids)
+        waiting = self._take_pending(new_turns)
         dependents: list[tuple[Prepared, _Source | None]] = [*waiting, *((e, None) for e in batch_events)]
+        if self.tombstones:  # their turn was erased: nothing to apply them to
+            kept = []
+            for event, waited in dependents:
+                if event.interaction_uuid in self.tombstones:
+                    self._settle(event.type)
+                    self.stats.erased_events += 1
+                else:
+                    kept.append((event, waited))
+            dependents = kept
         if not dependents:
             return
-        named = {e.interaction_uuid for e, _ in dependents if e.interaction_uuid}
-        turns = {**stored, **self._turns_of(new_turns, named & new_uuids)}
-        feedback: dict[str, FeedbackRow] = {}
-        reviews: dict[str, ReviewRow] = {}
-        clicks: list[ClickRow] = []
+        events = [e for e, _ in dependents]
+        with (
+            registered(self.con, "dep_feedback", _dependent_table(events, FEEDBACK, FEEDBACK_SCHEMA)),
+            registered(self.con, "dep_reviews", _dependent_table(events, REVIEW, REVIEW_SCHEMA)),
+            registered(self.con, "dep_clicks", _dependent_table(events, CLICK, CLICK_SCHEMA)),
+            registered(self.con, "looked_up_turns", stored),
+            registered(self.con, "arrived_turns", new_turns if new_turns is not None else _NO_TURNS),
+        ):
+            verdicts = self._arrow(_VERDICTS, [FEEDBACK, REVIEW, CLICK])
+            with registered(self.con, "verdicts", verdicts):
+                # The last applied feedback and review of each turn: later ones replace earlier ones.
+                feedback = self._arrow(_LATEST_FEEDBACK, [_APPLY])
+                reviews = self._arrow(_LATEST_REVIEWS, [_APPLY])
+                self._count_changes(feedback, reviews)
+                self._update_feedback(feedback)
+                self._update_reviews(reviews)
+                feedback_records.refresh(self.con, [*feedback["uuid"].to_pylist(), *reviews["uuid"].to_pylist()])
+                self._insert_clicks()
+                for type_, n, sessions in self.con.execute(_APPLIED, [_APPLY]).fetchall():
+                    self.stats.applied[type_] += n
+                    self.conversations.update(sessions)
+                    if type_ == REVIEW:
+                        self.sessions.update(sessions)
+        self._settle_unapplied(dependents, verdicts.filter(pc.field("verdict") != _APPLY))
+
+    def _settle_unapplied(self, dependents: list[tuple[Prepared, _Source | None]], unapplied: pa.Table) -> None:
+        """The dependents that do not apply, in log order: parked for their turn, dropped as older than the
+        retention horizon, or dead-lettered (a wrong session or offering)."""
         pending: list[tuple[Prepared, _Source]] = []
-        updated: set[str] = set()
-        for event, waited in dependents:
-            assert event.interaction_uuid is not None
-            if event.interaction_uuid in self.tombstones:  # its turn was erased: nothing to apply it to
-                self._settle(event.type)
-                self.stats.erased_events += 1
-                continue
-            turn = turns.get(event.interaction_uuid)
-            if turn is None:
+        for index, verdict, session_id in zip(
+            unapplied["ord"].to_pylist(),
+            unapplied["verdict"].to_pylist(),
+            unapplied["turn_session"].to_pylist(),
+            strict=True,
+        ):
+            event, waited = dependents[index]
+            source = waited or self._source(event.pos)
+            if verdict == _NO_TURN:
                 if self._aged(event.row.occurred_at):  # type: ignore[union-attr]  # its turn is older still: purged
                     self._settle(event.type)
                     self.stats.aged += 1
-                    continue
-                pending.append((event, waited or self._source(event.pos)))
-                continue
-            session_id = turn.session_id
-            if event.session_id != session_id:
+                else:
+                    pending.append((event, source))
+            elif verdict == SESSION_MISMATCH:
                 detail = (
                     f"data.session_id: {event.session_id!r} is not the session of interaction "
                     f"{event.interaction_uuid} ({session_id!r})"
                 )
-                self._dead_letter(
-                    waited or self._source(event.pos), SESSION_MISMATCH, detail, event.event_id, event.type
-                )
-                continue
-            if isinstance(event.row, ClickRow) and not _offered(event.row.offering_uuid, turn.offerings):
+                self._dead_letter(source, SESSION_MISMATCH, detail, event.event_id, event.type)
+            else:
+                assert verdict == UNKNOWN_OFFERING and isinstance(event.row, ClickRow)
                 detail = (
                     f"data.offering_uuid: {event.row.offering_uuid} is not among the offerings of interaction "
                     f"{event.interaction_uuid}"
                 )
-                self._dead_letter(
-                    waited or self._source(event.pos), UNKNOWN_OFFERING, detail, event.event_id, event.type
-                )
-                continue
-            if isinstance(event.row, FeedbackRow):
-                feedback[event.interaction_uuid] = event.row  # later ones replace earlier ones
-            elif isinstance(event.row, ReviewRow):
-                reviews[event.interaction_uuid] = event.row
-                self.sessions.add(session_id)
-            else:
-                assert isinstance(event.row, ClickRow)
-                clicks.append(event.row)
-            self.conversations.add(session_id)
-            updated.add(event.interaction_uuid)
-            self.stats.applied[event.type] += 1
-        self._count_changes(turns, updated, feedback, reviews, clicks)
-        self._update_feedback(feedback)
-        self._update_reviews(reviews)
-        feedback_records.refresh(self.con, feedback.keys() | reviews.keys())
-        self._insert_clicks(clicks)
+                self._dead_letter(source, UNKNOWN_OFFERING, detail, event.event_id, event.type)
         self._park(pending)
 
-    def _take_pending(self, new_turns: set[str]) -> list[tuple[Prepared, _Source]]:
-        if not new_turns:
+    def _take_pending(self, new_turns: pa.Table | None) -> list[tuple[Prepared, _Source]]:
+        if new_turns is None or not new_turns.num_rows:
             return []
         rows = self._where_in(
             'SELECT seq, topic, partition, "offset", key, value, record_timestamp FROM pending_events'
             " WHERE interaction_uuid IN ({}) ORDER BY seq",
-            sorted(new_turns),
+            new_turns["uuid"],
             max_placeholders=0,
         )
         if not rows:
@@ -501,49 +538,28 @@ class _Fold:
             self._dead_letter(sources[r.pos], r.reason, r.detail, r.event_id, r.type)
         return [(e, sources[e.pos]) for e in reparsed.events]
 
-    def _count_changes(
-        self,
-        turns: dict[str, _Turn],
-        updated: set[str],
-        feedback: dict[str, FeedbackRow],
-        reviews: dict[str, ReviewRow],
-        clicks: list[ClickRow],
-    ) -> None:
-        """Counts each updated turn out as the lookup read it and in as the updates below leave it."""
-        clicked = Counter(c.interaction_uuid for c in clicks)
-        for uuid in updated:
-            turn = turns[uuid]
-            after = turn.state
-            if uuid in clicked:
-                after = after._replace(click_count=after.click_count + clicked[uuid])
-            if uuid in feedback:
-                after = after._replace(fb_score=feedback[uuid].score)
-            if uuid in reviews:
-                r = reviews[uuid]
-                after = after._replace(
-                    llm_reviewed_at=r.reviewed_at,
-                    llm_resolution_score=r.resolution_score,
-                    llm_hallucination_detected=r.hallucination_detected,
-                    llm_input_tokens=r.input_tokens,
-                    llm_output_tokens=r.output_tokens,
-                )
-            self.deltas.change_turn(turn.created_date, turn.user_slug, turn.created, turn.state, after)
-            if turn.state.llm_reviewed_at is None and after.llm_reviewed_at is not None:
-                self.deltas.newly_reviewed[turn.session_id] += 1
+    def _count_changes(self, feedback: pa.Table, reviews: pa.Table) -> None:
+        """Counts each updated turn out as the lookup read it and in as the updates leave it
+        (`aggregates.Deltas.change_turns`, over the rows of `_CHANGED_TURNS`)."""
+        with registered(self.con, "new_feedback", feedback), registered(self.con, "new_reviews", reviews):
+            changed = self._arrow(_CHANGED_TURNS, [_APPLY])
+        with registered(self.con, "changed_turns", changed):
+            self.deltas.change_turns(self.con)
 
-    def _update_feedback(self, feedback: dict[str, FeedbackRow]) -> None:
-        if feedback:
-            with registered(self.con, "new_feedback", rows_table(list(feedback.values()), FEEDBACK_SCHEMA)):
+    def _update_feedback(self, feedback: pa.Table) -> None:
+        if feedback.num_rows:
+            with registered(self.con, "new_feedback", feedback):
                 self.con.execute(_UPDATE_FEEDBACK)
 
-    def _update_reviews(self, reviews: dict[str, ReviewRow]) -> None:
-        if reviews:
-            with registered(self.con, "new_reviews", rows_table(list(reviews.values()), REVIEW_SCHEMA)):
+    def _update_reviews(self, reviews: pa.Table) -> None:
+        if reviews.num_rows:
+            with registered(self.con, "new_reviews", reviews):
                 self.con.execute(_UPDATE_REVIEWS)
 
-    def _insert_clicks(self, clicks: list[ClickRow]) -> None:
-        if clicks:
-            with registered(self.con, "new_clicks", rows_table(clicks, CLICK_SCHEMA)):
+    def _insert_clicks(self) -> None:
+        clicks = self._arrow(_APPLIED_CLICKS, [_APPLY])
+        if clicks.num_rows:
+            with registered(self.con, "new_clicks", clicks):
                 self.con.execute(_INSERT_CLICKS)
                 self.con.execute(_COUNT_CLICKS)
 
@@ -575,14 +591,14 @@ class _Fold:
 
     # -- privacy: retention and erasures (projector/forget.py) --------------------------------------
 
-    def _load_privacy(self, named: set[str]) -> None:
+    def _load_privacy(self, named: pa.Array) -> None:
         ((erasures, mark),) = self.con.execute(
             "SELECT (SELECT count(*) FROM erasures), (SELECT value FROM meta WHERE key = ?)", [forget.WATERMARK_KEY]
         ).fetchall()
         self.watermark = date.fromisoformat(mark) if mark else None
         self.has_erasures = bool(erasures)
         if self.has_erasures:
-            self.tombstones = forget.tombstoned(self.con, named)
+            self.tombstones = forget.tombstoned(self.con, named.to_pylist())
 
     def _erasures(self) -> list[forget.Erasure]:
         if self._erasure_list is None:
@@ -608,43 +624,32 @@ class _Fold:
         # whether it came before or after what makes it moot (see forget.count_settled).
         self.stats.applied[type_] += 1
 
-    def _screen_turns(self, turns: list[Prepared], stored: dict[str, _Turn]) -> list[Prepared]:
+    def _screen_turns(self, table: pa.Table, stored: pa.Table) -> pa.Table:
         """The arriving turns that are stored; the others are dropped: a copy of an erased turn, a turn
         older than the retention watermark, or one a stored erasure covers (it gets a tombstone, so that
         its feedback, clicks and reviews are dropped too, and its tokens stay in the day's budget)."""
-        if not turns or (not self.has_erasures and self.watermark is None):
-            return turns
-        table = self.batch.turns
-        positions = pa.array([t.pos for t in turns], pa.int64())
-        table = table.filter(pc.is_in(table["pos"], value_set=positions))
+        if not table.num_rows or (not self.has_erasures and self.watermark is None):
+            return table
         if not self.has_erasures and not self.tombstones:
             # Only the watermark screens: one comparison over the column says whether any turn is aged.
             assert self.watermark is not None
             oldest = pc.min(table["created_date"]).as_py()
             if oldest is None or oldest >= self.watermark:
-                return turns
-        facts = dict(
-            zip(
-                table["pos"].to_pylist(),
-                zip(
-                    table["created_date"].to_pylist(),
-                    pc.add(table["input_tokens"], table["output_tokens"]).to_pylist(),
-                    strict=True,
-                ),
-                strict=True,
-            )
-        )
+                return table
         matches: dict[int, str] = {}
         if self.has_erasures:
             columns = table.select(["pos", "session_id", "user_slug", "created"])
             with registered(self.con, "arriving_turns", columns):
                 matches = dict(self.con.execute(_ERASURE_MATCHES).fetchall())
-        kept: list[Prepared] = []
-        standing = set(stored)
-        for t in turns:
-            uuid = t.interaction_uuid
-            assert uuid is not None
-            day, tokens = facts[t.pos]
+        kept: list[int] = []
+        standing = set(stored["uuid"].to_pylist())
+        for pos, uuid, day, tokens in zip(
+            table["pos"].to_pylist(),
+            table["uuid"].to_pylist(),
+            table["created_date"].to_pylist(),
+            pc.add(table["input_tokens"], table["output_tokens"]).to_pylist(),
+            strict=True,
+        ):
             if uuid in self.tombstones:
                 self._settle(TURN)
                 self.stats.erased_events += 1
@@ -654,7 +659,7 @@ class _Fold:
                 self.stats.aged += 1
                 self.turns_aged += 1
                 continue
-            erasure = matches.get(t.pos)
+            erasure = matches.get(pos)
             if erasure is not None:
                 self._settle(TURN)
                 if uuid in standing:  # a copy of a turn that stands: it would be a dead letter, erased
@@ -667,8 +672,8 @@ class _Fold:
                 self.stats.erased += 1
                 continue
             standing.add(uuid)
-            kept.append(t)
-        return kept
+            kept.append(pos)
+        return table if len(kept) == table.num_rows else _at(table, kept)
 
     def _drop_forgotten_dead_letters(self) -> None:
         """A dead letter is not kept when it is older than the watermark or holds erased data; one the
@@ -872,9 +877,110 @@ class _Fold:
             )
 
 
-# The columns of `_Turn`, for row ids found by uuid: the range lets DuckDB skip the row groups outside it.
+# Positions of the batch's events (`batch_event_ids`) whose event id is already accepted: stored, or
+# earlier in the batch.
+_DUPLICATE_EVENTS = """
+SELECT pos FROM batch_event_ids WHERE event_id::UUID IN (SELECT event_id FROM applied_events)
+UNION
+SELECT pos FROM batch_event_ids QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY pos) > 1
+"""
+_INSERT_APPLIED_IDS = """
+INSERT INTO applied_events SELECT event_id::UUID FROM batch_event_ids WHERE NOT list_contains(?::BIGINT[], pos)
+"""
+
+# The turns feedback, clicks and reviews of a batch name: the stored ones as the lookup read them
+# (`looked_up_turns`, `_READ_TURNS`), and the batch's new ones as `_INSERT_TURNS` writes them.
+_NAMED_TURNS = """
+named_turns AS (
+    SELECT uuid, session_id, offering_uuids, user_slug, created_date, created, click_count, fb_score,
+           llm_reviewed_at, llm_resolution_score, llm_hallucination_detected, llm_input_tokens, llm_output_tokens
+    FROM looked_up_turns
+    UNION ALL
+    SELECT uuid, session_id, offering_uuids, user_slug, created_date, created, 0, NULL, NULL, NULL, false, 0, 0
+    FROM arrived_turns
+)
+"""
+
+# Each dependent event (`dep_*`, in `ord` order) against its turn: it applies, its turn is not there (it
+# waits, or is dropped as too old), or it is a dead letter. The offering is looked for as the quoted
+# canonical UUID in the turn's stored JSON array (both prepare paths write it so).
+_VERDICTS = f"""
+WITH dependents AS (
+    SELECT ord, $1 AS type, uuid, session_id, NULL::VARCHAR AS offering_uuid FROM dep_feedback
+    UNION ALL
+    SELECT ord, $2, uuid, session_id, NULL FROM dep_reviews
+    UNION ALL
+    SELECT ord, $3, interaction_uuid, session_id, offering_uuid FROM dep_clicks
+), {_NAMED_TURNS}
+SELECT d.ord, d.type,
+    CASE
+        WHEN t.uuid IS NULL THEN '{_NO_TURN}'
+        WHEN d.session_id IS DISTINCT FROM t.session_id THEN '{SESSION_MISMATCH}'
+        WHEN d.offering_uuid IS NOT NULL AND NOT contains(t.offering_uuids, '"' || d.offering_uuid || '"')
+            THEN '{UNKNOWN_OFFERING}'
+        ELSE '{_APPLY}'
+    END AS verdict,
+    t.session_id AS turn_session
+FROM dependents d LEFT JOIN named_turns t ON t.uuid = d.uuid
+ORDER BY d.ord
+"""
+
+_LATEST_FEEDBACK = """
+SELECT f.uuid, f.score, f.category, f.comment, f.ip, f.submitted_at
+FROM dep_feedback f SEMI JOIN verdicts v ON v.ord = f.ord AND v.verdict = ?
+QUALIFY row_number() OVER (PARTITION BY f.uuid ORDER BY f.ord DESC) = 1
+"""
+
+_LATEST_REVIEWS = """
+SELECT r.uuid, r.resolution_score, r.intent_category, r.hallucination_detected, r.hallucination_details, r.summary,
+       r.judge_model, r.input_tokens, r.output_tokens, r.reviewed_at
+FROM dep_reviews r SEMI JOIN verdicts v ON v.ord = r.ord AND v.verdict = ?
+QUALIFY row_number() OVER (PARTITION BY r.uuid ORDER BY r.ord DESC) = 1
+"""
+
+_APPLIED_CLICKS = """
+SELECT c.event_id, c.interaction_uuid, c.offering_uuid, c.session_id, c.occurred_at
+FROM dep_clicks c SEMI JOIN verdicts v ON v.ord = c.ord AND v.verdict = ?
+ORDER BY c.ord
+"""
+
+# Applied dependents by type, with the sessions whose conversation rows they change.
+_APPLIED = """
+SELECT type, count(*), list(DISTINCT turn_session) FROM verdicts WHERE verdict = ? GROUP BY type
+"""
+
+# Every turn the batch's feedback, clicks or reviews update, as the lookup read it (`before_*`) and as
+# the updates leave it (`after_*`): the columns of aggregates.TURN_STATE (`Deltas.change_turns`).
+_CHANGED_TURNS = f"""
+WITH clicked AS (
+    SELECT c.interaction_uuid AS uuid, count(*) AS n
+    FROM dep_clicks c SEMI JOIN verdicts v ON v.ord = c.ord AND v.verdict = $1
+    GROUP BY 1
+), {_NAMED_TURNS}
+SELECT t.created_date AS day, t.user_slug, t.session_id, t.created,
+    t.click_count AS before_click_count, t.fb_score AS before_fb_score, t.llm_reviewed_at AS before_llm_reviewed_at,
+    t.llm_resolution_score AS before_llm_resolution_score,
+    t.llm_hallucination_detected AS before_llm_hallucination_detected,
+    t.llm_input_tokens AS before_llm_input_tokens, t.llm_output_tokens AS before_llm_output_tokens,
+    t.click_count + coalesce(c.n, 0) AS after_click_count,
+    CASE WHEN f.uuid IS NULL THEN t.fb_score ELSE f.score END AS after_fb_score,
+    CASE WHEN r.uuid IS NULL THEN t.llm_reviewed_at ELSE r.reviewed_at END AS after_llm_reviewed_at,
+    CASE WHEN r.uuid IS NULL THEN t.llm_resolution_score ELSE r.resolution_score END AS after_llm_resolution_score,
+    CASE WHEN r.uuid IS NULL THEN t.llm_hallucination_detected ELSE r.hallucination_detected END
+        AS after_llm_hallucination_detected,
+    CASE WHEN r.uuid IS NULL THEN t.llm_input_tokens ELSE r.input_tokens END AS after_llm_input_tokens,
+    CASE WHEN r.uuid IS NULL THEN t.llm_output_tokens ELSE r.output_tokens END AS after_llm_output_tokens
+FROM named_turns t
+LEFT JOIN new_feedback f ON f.uuid = t.uuid
+LEFT JOIN new_reviews r ON r.uuid = t.uuid
+LEFT JOIN clicked c ON c.uuid = t.uuid
+WHERE f.uuid IS NOT NULL OR r.uuid IS NOT NULL OR c.uuid IS NOT NULL
+"""
+
+# The columns of a looked-up turn, for row ids found by uuid: the range lets DuckDB skip the row groups outside it.
 _READ_TURNS = """
-SELECT uuid::VARCHAR, event_id::VARCHAR, session_id, offering_uuids, user_slug, created_date, created,
+SELECT uuid::VARCHAR AS uuid, event_id::VARCHAR AS event_id, session_id, offering_uuids, user_slug, created_date,
+       created,
        click_count, fb_score, llm_reviewed_at, llm_resolution_score, llm_hallucination_detected,
        llm_input_tokens, llm_output_tokens
 FROM interactions

@@ -49,13 +49,6 @@ _INT64_MAX = 2**63 - 1
 # -- the rows of each type ---------------------------------------------------------------------------
 
 
-class TurnRef(NamedTuple):
-    """A turn's `Prepared.row`: its full row travels in `PreparedBatch.turns` (a date object in every
-    turn's row cost the parser ~2 µs/event of pickling)."""
-
-    user_slug: str
-
-
 class FeedbackRow(NamedTuple):
     uuid: str
     score: int
@@ -111,10 +104,9 @@ class ErasureRow(NamedTuple):
     reason: str
 
 
-Row = TurnRef | FeedbackRow | ReviewRow | ClickRow | UsageRow | ErasureRow
+Row = FeedbackRow | ReviewRow | ClickRow | UsageRow | ErasureRow
 # The row class of each type, to rebuild rows shipped as plain tuples.
 ROW_TYPES: dict[str, type[Any]] = {
-    TURN_RECORDED: TurnRef,
     FEEDBACK_SUBMITTED: FeedbackRow,
     SESSION_REVIEWED: ReviewRow,
     OFFERING_CLICKED: ClickRow,
@@ -175,8 +167,6 @@ TURN_SCHEMA = pa.schema(
     ]
 )
 TURN_SCHEMA_WITH_POS = TURN_SCHEMA.append(pa.field("pos", pa.int64()))
-_TURN_SESSION = TURN_SCHEMA.get_field_index("session_id")
-_TURN_USER = TURN_SCHEMA.get_field_index("user_slug")
 _TURN_IP = TURN_SCHEMA.get_field_index("ip_address")
 
 
@@ -354,10 +344,7 @@ class _Shaped:
                     row = _turn_row(records[pos], event, event_id, uuid)  # type: ignore[arg-type]
                     if self.drop_ip:
                         row = (*row[:_TURN_IP], None, *row[_TURN_IP + 1 :])
-                    turn_rows.append((*row, pos))
-                    events.append(
-                        Prepared(pos, TURN_RECORDED, event_id, uuid, row[_TURN_SESSION], TurnRef(row[_TURN_USER]))  # type: ignore[arg-type]
-                    )
+                    turn_rows.append((*row, pos))  # a turn is its row of `turns` only
                 else:
                     prepared = _SHAPERS[event.type](pos, event, event_id, uuid)
                     if self.drop_ip and event.type == FEEDBACK_SUBMITTED:

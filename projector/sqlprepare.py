@@ -42,7 +42,6 @@ from projector.prepare import (
     PreparedBatch,
     Rejected,
     ReviewRow,
-    TurnRef,
     UsageRow,
     is_clarification,
     prepare,
@@ -438,10 +437,10 @@ def prepare_columns(
     turns = _empty_turns()
     if handles(registry) and n:
         with registered(con, "raw_values", indexed):
-            turns, turn_events = _turns(con, raw, ip_policy() == "drop")
-            events = turn_events + _dependents(con, ip_policy() == "drop")
+            turns = _turns(con, raw, ip_policy() == "drop")
+            events = _dependents(con, ip_policy() == "drop")
         events.sort(key=lambda e: e.pos)
-    claimed = {e.pos for e in events}
+    claimed = {e.pos for e in events}.union(turns["pos"].to_pylist())
     rest = [p for p in range(n) if p not in claimed]
     batch = PreparedBatch(
         topics=raw["topic"].to_pylist(),
@@ -483,10 +482,10 @@ def _fall_back(batch: PreparedBatch, positions: list[int], registry: EventRegist
         batch.turns = pa.concat_tables([batch.turns, table]).sort_by("pos")
 
 
-def _turns(con: duckdb.DuckDBPyConnection, raw: pa.Table, drop_ip: bool) -> tuple[pa.Table, list[Prepared]]:
+def _turns(con: duckdb.DuckDBPyConnection, raw: pa.Table, drop_ip: bool) -> pa.Table:
     table = _claimed(con, _TURNS)
     if not table.num_rows:
-        return _empty_turns(), []
+        return _empty_turns()
     pos = table["pos"].to_pylist()
     user_inputs = table["user_input"].to_pylist()
     blocks_texts = table["assistant_blocks"].to_pylist()
@@ -542,19 +541,7 @@ def _turns(con: duckdb.DuckDBPyConnection, raw: pa.Table, drop_ip: bool) -> tupl
         "source_offset": pc.take(raw["offset"], positions),
         "pos": positions,
     }
-    turns = pa.table(columns).cast(TURN_SCHEMA_WITH_POS)
-    events = [
-        Prepared(p, TURN_RECORDED, event_id, uuid, session_id, TurnRef(slug))
-        for p, event_id, uuid, session_id, slug in zip(
-            pos,
-            turns["event_id"].to_pylist(),
-            turns["uuid"].to_pylist(),
-            turns["session_id"].to_pylist(),
-            turns["user_slug"].to_pylist(),
-            strict=True,
-        )
-    ]
-    return turns, events
+    return pa.table(columns).cast(TURN_SCHEMA_WITH_POS)
 
 
 def _rows(con: duckdb.DuckDBPyConnection, statement: str) -> Iterator[tuple[Any, ...]]:

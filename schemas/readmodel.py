@@ -64,6 +64,26 @@ READMODEL_VERSION = 10
 # the feedbacks endpoints from `interactions` (api.feedbacks_sql.source).
 FEEDBACK_RECORDS_VERSION = 10
 
+# A turn's current human feedback and LLM review: columns of `interactions`, copied as they are into
+# `feedback_records` for the turns that have either.
+_RECORD_COLUMNS = """
+        -- the visitor's current feedback (NULL score: none)
+        fb_score TINYINT,
+        fb_category VARCHAR,
+        fb_comment VARCHAR NOT NULL,
+        fb_ip VARCHAR,
+        fb_submitted_at TIMESTAMP,
+        -- the LLM judge's current review (NULL llm_reviewed_at: not reviewed)
+        llm_resolution_score TINYINT,
+        llm_intent_category VARCHAR NOT NULL,
+        llm_hallucination_detected BOOLEAN NOT NULL,
+        llm_hallucination_details VARCHAR NOT NULL,
+        llm_summary VARCHAR NOT NULL,
+        llm_judge_model VARCHAR NOT NULL,
+        llm_input_tokens BIGINT NOT NULL,
+        llm_output_tokens BIGINT NOT NULL,
+        llm_reviewed_at TIMESTAMP""".strip()
+
 DDL: tuple[str, ...] = (
     """
     CREATE TABLE IF NOT EXISTS meta (
@@ -79,7 +99,7 @@ DDL: tuple[str, ...] = (
         PRIMARY KEY (topic, partition)
     )
     """,
-    """
+    f"""
     CREATE TABLE IF NOT EXISTS interactions (
         uuid UUID PRIMARY KEY,
         session_id VARCHAR NOT NULL,
@@ -104,45 +124,17 @@ DDL: tuple[str, ...] = (
         model VARCHAR NOT NULL,                 -- the chat model of the reply; '' when unknown
         is_clarification BOOLEAN NOT NULL,      -- some block asks the visitor (prepare.is_clarification)
         click_count INTEGER NOT NULL,
-        -- the visitor's current feedback (NULL score: none)
-        fb_score TINYINT,
-        fb_category VARCHAR,
-        fb_comment VARCHAR NOT NULL,
-        fb_ip VARCHAR,
-        fb_submitted_at TIMESTAMP,
-        -- the LLM judge's current review (NULL llm_reviewed_at: not reviewed)
-        llm_resolution_score TINYINT,
-        llm_intent_category VARCHAR NOT NULL,
-        llm_hallucination_detected BOOLEAN NOT NULL,
-        llm_hallucination_details VARCHAR NOT NULL,
-        llm_summary VARCHAR NOT NULL,
-        llm_judge_model VARCHAR NOT NULL,
-        llm_input_tokens BIGINT NOT NULL,
-        llm_output_tokens BIGINT NOT NULL,
-        llm_reviewed_at TIMESTAMP,
+        {_RECORD_COLUMNS},
         -- where the turn came from in the log
         event_id UUID NOT NULL,
         source_partition INTEGER NOT NULL,
         source_offset BIGINT NOT NULL
     )
     """,
-    """
+    f"""
     CREATE TABLE IF NOT EXISTS feedback_records (
         uuid UUID NOT NULL,                     -- the turn's; the columns below as `interactions` holds them
-        fb_score TINYINT,
-        fb_category VARCHAR,
-        fb_comment VARCHAR NOT NULL,
-        fb_ip VARCHAR,
-        fb_submitted_at TIMESTAMP,
-        llm_resolution_score TINYINT,
-        llm_intent_category VARCHAR NOT NULL,
-        llm_hallucination_detected BOOLEAN NOT NULL,
-        llm_hallucination_details VARCHAR NOT NULL,
-        llm_summary VARCHAR NOT NULL,
-        llm_judge_model VARCHAR NOT NULL,
-        llm_input_tokens BIGINT NOT NULL,
-        llm_output_tokens BIGINT NOT NULL,
-        llm_reviewed_at TIMESTAMP
+        {_RECORD_COLUMNS}
     )
     """,
     """
@@ -309,23 +301,7 @@ DDL: tuple[str, ...] = (
 # Which turns have a row in `feedback_records`, and the columns it copies from `interactions` (under the
 # same names, so one SQL renders a record from either table).
 IS_FEEDBACK_RECORD = "(fb_score IS NOT NULL OR llm_reviewed_at IS NOT NULL)"
-FEEDBACK_RECORD_COLUMNS: tuple[str, ...] = (
-    "uuid",
-    "fb_score",
-    "fb_category",
-    "fb_comment",
-    "fb_ip",
-    "fb_submitted_at",
-    "llm_resolution_score",
-    "llm_intent_category",
-    "llm_hallucination_detected",
-    "llm_hallucination_details",
-    "llm_summary",
-    "llm_judge_model",
-    "llm_input_tokens",
-    "llm_output_tokens",
-    "llm_reviewed_at",
-)
+FEEDBACK_RECORD_COLUMNS: tuple[str, ...] = ("uuid", *re.findall(r"^\s*(\w+) ", _RECORD_COLUMNS, re.MULTILINE))
 
 # Every table that holds rows of one turn, with the column naming the turn: an erasure or a retention
 # purge deletes a turn from each of them (projector/forget.py). A new per-turn table must be listed
