@@ -57,7 +57,7 @@ def test_serve_answers_from_its_file_without_a_broker_and_catches_up_when_it_com
             assert ready["freshness"]["stale"] is True, ready
             refused = http.post("/api/events/", json=turn("s-early"), headers={"Authorization": f"Token {INGEST}"})
             assert refused.status_code == 503 and refused.headers["Retry-After"], refused.text
-            time.sleep(5)
+            readers.collect()
 
             readers.phase = "broker up"
             broker.start()

@@ -45,14 +45,14 @@ from tests.support.faults import (
 # A broker of its own (tests/support/faults.py), started and killed by the test.
 pytestmark = pytest.mark.kafka
 
-DISK = "16m"
+DISK = "10m"
 CHUNK = 2000
 MAX_EVENTS = 200_000  # a guard: far more than 16 MiB of read model
 # Small live batches, each folded before the next chunk is published, and a small checkpoint
 # threshold: the log and the file both grow by little at a time, and checkpoints are many.
 SMALL_BATCHES = ["--batch-size", "300"]
 ENV = {"CHAT_ANALYTICS_CHECKPOINT_THRESHOLD": "1MiB", "CHAT_ANALYTICS_DISK_WARN_BYTES": str(8 * 2**20)}
-FILE_SIZE_LIMIT = 6 * 2**20  # the second test's RLIMIT_FSIZE: the served file reaches it at a checkpoint
+FILE_SIZE_LIMIT = 4 * 2**20  # the second test's RLIMIT_FSIZE: the served file reaches it at a checkpoint
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def test_hostile_ingest_gets_clear_answers_while_reads_stay_fast(tmp_path: Path)
 
         with Readers(serve.url) as readers, httpx.Client(base_url=serve.url, timeout=60) as http:
             readers.phase = "normal"
-            time.sleep(5)
+            readers.collect()
             rss_before = rss_bytes(pid)
 
             readers.phase = "hostile bodies"

@@ -25,10 +25,10 @@ from tests.support.serve import Server, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.partitions(3)]
 
-STEADY_S = 12.0  # how long events arrive at a steady rate
+STEADY_S = 6.0  # how long events arrive at a steady rate
 STEADY_RATE = 100  # events per second: well within what one projector folds
-MAX_LAG = 500  # records; the burst is far larger, and the projector folds it in small batches
-BURST = 5_000
+MAX_LAG = 300  # records; the burst is far larger, and the projector folds it in small batches
+BURST = 3_000
 WAIT = 180.0  # a failure guard, not a timing assertion
 
 

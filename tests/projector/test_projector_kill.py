@@ -19,7 +19,7 @@ from projector.source import TopicSource
 from schemas.readmodel import connect
 from tests.support import REPO
 
-EVENTS = 30_000
+EVENTS = 15_000
 KILL_AT = (0.1, 0.3, 0.5, 0.7)  # share of the stream folded (as Kafka's monitoring offsets show) at each kill
 
 

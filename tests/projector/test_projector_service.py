@@ -23,6 +23,7 @@ from tests.support.kafka import publish, read_back
 STATUS_KEYS = {
     "caught_up",
     "partitions",
+    "lag_s",
     "events_applied",
     "dead_letters",
     "pending_events",
@@ -87,6 +88,7 @@ def test_run_until_caught_up_folds_the_topic_exactly_like_the_pure_fold(
     assert [p["partition"] for p in status["partitions"]] == [0, 1, 2]
     assert sum(p["end_offset"] for p in status["partitions"]) == len(events)
     assert all(p["position"] == p["end_offset"] and p["lag"] == 0 for p in status["partitions"])
+    assert status["lag_s"] == 0, "at the end of the topic the file lacks nothing"
     turns_in_table = con.execute("SELECT count(*) FROM interactions").fetchall()[0][0]
     assert status["events_applied"]["chat.turn.recorded"] == turns_in_table
     db_dead = dict(con.execute("SELECT reason, count(*) FROM dead_letters GROUP BY 1").fetchall())

@@ -323,6 +323,10 @@ class Sample:
     seconds: float
 
 
+# Answers per phase before a test moves on: its p99 is then the second slowest of them, at least.
+PHASE_SAMPLES = 150
+
+
 class Readers:
     """A few threads polling the read endpoints in turn, each answer timed and labelled with the
     phase (`phase = "..."`) it was asked in."""
@@ -365,6 +369,12 @@ class Readers:
     def of(self, phase: str) -> list[Sample]:
         with self._lock:
             return [s for s in self.samples if s.phase == phase]
+
+    def collect(self, count: int = PHASE_SAMPLES) -> None:
+        """Returns once the current phase has `count` answers: enough for its p99, however fast or busy
+        the machine (a fixed sleep gave a quiet machine many more than needed, a busy one perhaps too few)."""
+        phase = self.phase
+        wait_until(lambda: len(self.of(phase)) >= count, f"{count} reads during '{phase}'")
 
     def report(self, phase: str, label: str) -> dict[str, float]:
         """p50/p99 (ms) of the answers in `phase`, printed so that a run's figures can be quoted."""
