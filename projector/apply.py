@@ -253,6 +253,7 @@ class _Fold:
         # Privacy (projector/forget.py): the retention watermark, whether any erasure is stored, the
         # erased turns among the uuids this batch names, and what this batch drops for them.
         self.watermark: date | None = None
+        self.has_pending = True  # whether `pending_events` holds any row (`_load_privacy` knows)
         self.has_erasures = False
         self._erasure_list: list[forget.Erasure] | None = None
         self.tombstones: set[str] = set()
@@ -517,7 +518,7 @@ class _Fold:
         self._park(pending)
 
     def _take_pending(self, new_turns: pa.Table | None) -> list[tuple[Prepared, _Source]]:
-        if new_turns is None or not new_turns.num_rows:
+        if new_turns is None or not new_turns.num_rows or not self.has_pending:
             return []
         rows = self._where_in(
             'SELECT seq, topic, partition, "offset", key, value, record_timestamp FROM pending_events'
@@ -592,8 +593,12 @@ class _Fold:
     # -- privacy: retention and erasures (projector/forget.py) --------------------------------------
 
     def _load_privacy(self, named: pa.Array) -> None:
-        ((erasures, mark),) = self.con.execute(
-            "SELECT (SELECT count(*) FROM erasures), (SELECT value FROM meta WHERE key = ?)", [forget.WATERMARK_KEY]
+        # Whether any event waits for its turn comes with the same statement: a catch-up batch's
+        # thousands of new turns are then not looked for in an empty `pending_events`.
+        ((erasures, mark, self.has_pending),) = self.con.execute(
+            "SELECT (SELECT count(*) FROM erasures), (SELECT value FROM meta WHERE key = ?),"
+            " EXISTS (SELECT 1 FROM pending_events)",
+            [forget.WATERMARK_KEY],
         ).fetchall()
         self.watermark = date.fromisoformat(mark) if mark else None
         self.has_erasures = bool(erasures)
