@@ -264,15 +264,12 @@ class _Fold:
     def run(self) -> BatchStats:
         live = self._live_positions()
         turns, events = self.batch.turns, self.batch.events
+        for r in self.batch.rejections:
+            if live is None or r.pos in live:
+                self._dead_letter(self._source(r.pos), r.reason, r.detail, r.event_id, r.type)
         if live is not None:
-            for r in self.batch.rejections:
-                if r.pos in live:
-                    self._dead_letter(self._source(r.pos), r.reason, r.detail, r.event_id, r.type)
             turns = _at(turns, live)
             events = [e for e in events if e.pos in live]
-        else:
-            for r in self.batch.rejections:
-                self._dead_letter(self._source(r.pos), r.reason, r.detail, r.event_id, r.type)
         turns, events = self._first_of_each_event_id(turns, events)
         dependent_events = [e for e in events if e.type in (FEEDBACK, CLICK, REVIEW)]
         named = pc.unique(
@@ -893,15 +890,35 @@ _INSERT_APPLIED_IDS = """
 INSERT INTO applied_events SELECT event_id::UUID FROM batch_event_ids WHERE NOT list_contains(?::BIGINT[], pos)
 """
 
+# A new turn's feedback, review and click columns, as `_INSERT_TURNS` writes them and as the dependents
+# of its batch see it before their updates (`_NAMED_TURNS`).
+_NEW_TURN_DEFAULTS = {
+    "click_count": "0",
+    "fb_score": "NULL",
+    "fb_category": "NULL",
+    "fb_comment": "''",
+    "fb_ip": "NULL",
+    "fb_submitted_at": "NULL",
+    "llm_resolution_score": "NULL",
+    "llm_intent_category": "''",
+    "llm_hallucination_detected": "false",
+    "llm_hallucination_details": "''",
+    "llm_summary": "''",
+    "llm_judge_model": "''",
+    "llm_input_tokens": "0",
+    "llm_output_tokens": "0",
+    "llm_reviewed_at": "NULL",
+}
+
 # The turns feedback, clicks and reviews of a batch name: the stored ones as the lookup read them
 # (`looked_up_turns`, `_READ_TURNS`), and the batch's new ones as `_INSERT_TURNS` writes them.
-_NAMED_TURNS = """
+_NAMED_TURNS = f"""
 named_turns AS (
-    SELECT uuid, session_id, offering_uuids, user_slug, created_date, created, click_count, fb_score,
-           llm_reviewed_at, llm_resolution_score, llm_hallucination_detected, llm_input_tokens, llm_output_tokens
+    SELECT uuid, session_id, offering_uuids, user_slug, created_date, created, {", ".join(aggregates.TURN_STATE)}
     FROM looked_up_turns
     UNION ALL
-    SELECT uuid, session_id, offering_uuids, user_slug, created_date, created, 0, NULL, NULL, NULL, false, 0, 0
+    SELECT uuid, session_id, offering_uuids, user_slug, created_date, created,
+        {", ".join(f"{_NEW_TURN_DEFAULTS[c]} AS {c}" for c in aggregates.TURN_STATE)}
     FROM arrived_turns
 )
 """
@@ -963,10 +980,7 @@ WITH clicked AS (
     GROUP BY 1
 ), {_NAMED_TURNS}
 SELECT t.created_date AS day, t.user_slug, t.session_id, t.created,
-    t.click_count AS before_click_count, t.fb_score AS before_fb_score, t.llm_reviewed_at AS before_llm_reviewed_at,
-    t.llm_resolution_score AS before_llm_resolution_score,
-    t.llm_hallucination_detected AS before_llm_hallucination_detected,
-    t.llm_input_tokens AS before_llm_input_tokens, t.llm_output_tokens AS before_llm_output_tokens,
+    {", ".join(f"t.{c} AS before_{c}" for c in aggregates.TURN_STATE)},
     t.click_count + coalesce(c.n, 0) AS after_click_count,
     CASE WHEN f.uuid IS NULL THEN t.fb_score ELSE f.score END AS after_fb_score,
     CASE WHEN r.uuid IS NULL THEN t.llm_reviewed_at ELSE r.reviewed_at END AS after_llm_reviewed_at,
@@ -983,28 +997,22 @@ WHERE f.uuid IS NOT NULL OR r.uuid IS NOT NULL OR c.uuid IS NOT NULL
 """
 
 # The columns of a looked-up turn, for row ids found by uuid: the range lets DuckDB skip the row groups outside it.
-_READ_TURNS = """
+_READ_TURNS = f"""
 SELECT uuid::VARCHAR AS uuid, event_id::VARCHAR AS event_id, session_id, offering_uuids, user_slug, created_date,
-       created,
-       click_count, fb_score, llm_reviewed_at, llm_resolution_score, llm_hallucination_detected,
-       llm_input_tokens, llm_output_tokens
+       created, {", ".join(aggregates.TURN_STATE)}
 FROM interactions
 WHERE rowid BETWEEN ? AND ? AND rowid = ANY(?)
 """
 
 # The interactions table is the one these statements serve (schemas/readmodel.py); defaults for a
 # turn without feedback, review or clicks are spelled out here so that a new turn is one INSERT.
-_INSERT_TURNS = """
+_INSERT_TURNS = f"""
 INSERT INTO interactions BY NAME
 SELECT
     uuid::UUID AS uuid, session_id, user_slug, user_input, assistant_blocks, search_terms, offering_uuids,
     result_count, is_flagged, severity, injection_categories, pii_categories, action_taken, warning, ip_address,
     last_active_at, created, created_date, input_tokens, output_tokens, model, is_clarification,
-    0 AS click_count,
-    NULL AS fb_score, NULL AS fb_category, '' AS fb_comment, NULL AS fb_ip, NULL AS fb_submitted_at,
-    NULL AS llm_resolution_score, '' AS llm_intent_category, false AS llm_hallucination_detected,
-    '' AS llm_hallucination_details, '' AS llm_summary, '' AS llm_judge_model,
-    0 AS llm_input_tokens, 0 AS llm_output_tokens, NULL AS llm_reviewed_at,
+    {", ".join(f"{value} AS {column}" for column, value in _NEW_TURN_DEFAULTS.items())},
     event_id::UUID AS event_id, source_partition, source_offset
 FROM new_turns
 """
