@@ -22,31 +22,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from projector.prepare import FeedbackRow, ReviewRow
 from schemas.readmodel import RECORD_DEFAULTS
 
-# The columns a feedback sets, from the batch's `new_feedback` rows (`projector.apply._LATEST_FEEDBACK`), and
-# those a review sets, from `new_reviews`: the same in `interactions` and in `feedback_records`.
-FEEDBACK_SETS: dict[str, str] = {
-    "fb_score": "score",
-    "fb_category": "category",
-    "fb_comment": "comment",
-    "fb_ip": "ip",
-    "fb_submitted_at": "submitted_at",
-}
-REVIEW_SETS: dict[str, str] = {
-    f"llm_{name}": name
-    for name in (
-        "resolution_score",
-        "intent_category",
-        "hallucination_detected",
-        "hallucination_details",
-        "summary",
-        "judge_model",
-        "input_tokens",
-        "output_tokens",
-        "reviewed_at",
-    )
-}
+# The columns a feedback sets, from the batch's `new_feedback` rows (`projector.apply._LATEST_FEEDBACK`: the
+# fields of `FeedbackRow`), and those a review sets, from `new_reviews` (of `ReviewRow`): the same in
+# `interactions` and in `feedback_records`.
+FEEDBACK_SETS: dict[str, str] = {f"fb_{name}": name for name in FeedbackRow._fields if name != "uuid"}
+REVIEW_SETS: dict[str, str] = {f"llm_{name}": name for name in ReviewRow._fields if name != "uuid"}
 assert {*FEEDBACK_SETS, *REVIEW_SETS} == set(RECORD_DEFAULTS), "a record column that no event sets"
 
 
