@@ -29,9 +29,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from api import queries
+from api import feedbacks_sql, queries
 from api.encoding import detail, json_response
-from api.params import POSITION_HEADER, Filters, Pagination
+from api.params import POSITION_HEADER, ConversationFilters, FeedbackFilters, Filters, Pagination
 from auth.http import check
 from auth.tokens import TokenStore
 from schemas.position import Position
@@ -198,7 +198,7 @@ async def _stream(
 
 def can_serve(handle: ReadModelHandle) -> bool:
     """Whether this release's queries run on the file behind `handle` (an older read-model version may
-    still be readable): each endpoint's query once, with no filter."""
+    still be readable): each endpoint's query once, with no filter and with every filter."""
     now = datetime.now(UTC)
     # Every filter at once as well as none, so that each column a filter reads is touched.
     every = Filters(
@@ -212,20 +212,51 @@ def can_serve(handle: ReadModelHandle) -> bool:
         session_id="probe",
         user_slug="probe",
     )
+    every_conversation = ConversationFilters(
+        input_tokens_min=0,
+        input_tokens_max=1,
+        output_tokens_min=0,
+        output_tokens_max=1,
+        total_tokens_min=0,
+        total_tokens_max=1,
+        last_active_after=now.date(),
+        last_active_before=now.date(),
+        is_reviewed=True,
+        max_severity="high",
+    )
+    every_feedback = FeedbackFilters(
+        score=1, category="other", submitted_from=now.date(), submitted_to=now.date(), has_comment=True
+    )
+    # The feedbacks endpoints read the narrow table from its version on, `interactions` before it.
+    records = feedbacks_sql.source(handle.version)
+    probe_uuid = "00000000-0000-4000-8000-000000000000"
+    one = Pagination(1, 1)
     probes: list[Callable[[Any], object]] = [
-        lambda cur: queries.get_interaction(cur, "00000000-0000-4000-8000-000000000000"),
+        lambda cur: queries.get_interaction(cur, probe_uuid),
         lambda cur: queries.budget(cur, now, 0),
     ]
     for filters in (Filters(), every):
         probes += [
-            lambda cur, f=filters: queries.list_interactions(cur, f, ("-created", "result_count"), Pagination(1, 1)),
-            lambda cur, f=filters: queries.list_users(cur, f, Pagination(1, 1)),
+            lambda cur, f=filters: queries.list_interactions(cur, f, ("-created", "result_count"), one),
+            lambda cur, f=filters: queries.list_users(cur, f, one),
             lambda cur, f=filters: queries.kpi(cur, f, now.date(), 30),
+        ]
+        # Without turn-level filters the conversations come from the kept rows, with them from the turns.
+        for stage2 in (ConversationFilters(), every_conversation):
+            probes += [
+                lambda cur, f=filters, c=stage2: queries.conversations(cur, f, c, ("-last_active",), one),
+                lambda cur, f=filters, c=stage2: queries.kpi(cur, f, now.date(), 30, c),
+            ]
+    for feedback in (FeedbackFilters(), every_feedback):
+        probes += [
+            lambda cur, f=feedback: queries.list_feedbacks(cur, records, f, ("-submitted_at",), one),
+            lambda cur, f=feedback: queries.get_feedback(cur, records, probe_uuid, f),
         ]
     try:
         with handle.reading() as cur:
             for probe in probes:
                 probe(cur)
-    except Exception:
+    except Exception as exc:
+        log.warning("this release cannot answer from the served file (%s: %s)", type(exc).__name__, exc)
         return False
     return True

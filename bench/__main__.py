@@ -67,7 +67,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_FIXED_RATE,
         help=f"then each endpoint again at this fixed rate of requests/s (default {DEFAULT_FIXED_RATE:g}; 0: skip)",
     )
-    parser.add_argument("--live-rate", type=float, default=1000.0, help="ingest events/s during the API benchmark")
+    parser.add_argument(
+        "--live-rate",
+        type=float,
+        default=1000.0,
+        help="ingest events/s during the API benchmark (default 1000; 0: no live ingest, the projector idles)",
+    )
+    parser.add_argument(
+        "--no-closed-loop",
+        action="store_true",
+        help="API benchmark: only the fixed-rate run (every selected endpoint is offered --rate)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="TEXT",
+        help="API benchmark: only the endpoints whose name contains TEXT (repeatable; case-insensitive)",
+    )
     parser.add_argument("--freshness-seconds", type=float, default=60.0, help="freshness run length (default 60)")
     parser.add_argument("--freshness-rate", type=float, default=2000.0, help="events/s during freshness")
     parser.add_argument("--probe-interval", type=float, default=0.1, help="seconds between freshness probes")
@@ -90,6 +106,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--events, --partitions and --connections must be positive")
     if args.rate < 0:
         parser.error("--rate must be 0 (skip) or positive")
+    if args.no_closed_loop and not args.rate:
+        parser.error("--no-closed-loop needs a fixed --rate")
+    if args.live_rate < 0:
+        parser.error("--live-rate must be 0 (no live ingest) or positive")
     if (args.topic is None) != (args.db is None):
         parser.error("--topic and --db go together")
     if args.db is not None:
@@ -182,8 +202,12 @@ def replay_phase(run: Run) -> Path:
 
 def api_phase(run: Run, server: Server, samples: api_latency.Samples, served: Path) -> None:
     args = run.args
-    say(f"API latency: live ingest at {args.live_rate:g} events/s from a publisher process")
-    publisher = run.publisher(args.live_rate, args.seed + 1, "live.log")
+    if args.live_rate:
+        say(f"API latency: live ingest at {args.live_rate:g} events/s from a publisher process")
+        publisher = run.publisher(args.live_rate, args.seed + 1, "live.log")
+    else:
+        say("API latency: no live ingest (--live-rate 0), the projector idles")
+        publisher = None
     try:
         time.sleep(2.0)  # let the publisher reach its pace before the first measurement
         figures = api_latency.run(
@@ -195,9 +219,12 @@ def api_phase(run: Run, server: Server, samples: api_latency.Samples, served: Pa
             warmup_s=args.warmup,
             workdir=run.workdir,
             rate=args.rate or None,
+            only=args.endpoint,
+            closed_loop=not args.no_closed_loop,
         )
     finally:
-        children.stop(publisher)
+        if publisher is not None:
+            children.stop(publisher)
     # A projector that fell behind during the load would hand its backlog to the freshness run.
     end = traffic.topic_end(run.bootstrap_servers, run.topic)
     figures["backlog_drain_seconds"] = round(server.wait_folded(end), 3)
@@ -211,6 +238,7 @@ def api_phase(run: Run, server: Server, samples: api_latency.Samples, served: Pa
             connections=args.connections,
             seconds=min(args.seconds, 3.0),
             workdir=run.workdir,
+            only=args.endpoint,
             out=args.results_dir / "api-profile.txt",
         )
 

@@ -234,6 +234,17 @@ def miss_endpoints(samples: Samples, today: datetime) -> list[dict[str, Any]]:
     return [{"name": f"{name} (miss)", "paths": paths, "target_ms": target} for name, paths, target in rows]
 
 
+def select(planned: list[dict[str, Any]], only: list[str] | None) -> list[dict[str, Any]]:
+    """The endpoints whose name contains one of `only` (case-insensitive); all of them without `only`."""
+    if not only:
+        return planned
+    wanted = [text.lower() for text in only]
+    chosen = [e for e in planned if any(text in e["name"].lower() for text in wanted)]
+    if not chosen:
+        raise ValueError(f"no endpoint name contains any of {only}: {[e['name'] for e in planned]}")
+    return chosen
+
+
 def check_paths(server: Server, planned: list[dict[str, Any]]) -> None:
     """One request per endpoint before the load: a benchmark of 404s or 400s would measure nothing."""
     for endpoint in planned:
@@ -297,15 +308,18 @@ def run(
     warmup_s: float,
     workdir: Path,
     rate: float | None = None,
+    only: list[str] | None = None,
+    closed_loop: bool = True,
 ) -> dict[str, Any]:
-    """Every endpoint closed loop, then (with `rate`) every endpoint again at that fixed rate."""
-    planned = endpoints(samples, datetime.now(UTC))
+    """Every endpoint (or those `only` names) closed loop, then (with `rate`) again at that fixed rate.
+    Without `closed_loop`, only the fixed rate, offered to every endpoint."""
+    planned = select(endpoints(samples, datetime.now(UTC)), only)
     check_paths(server, planned)
     folded_before = server.positions()
     watch = CheckpointWatch(db)
     watch.start()
     started = time.monotonic()
-    results = run_load(server, planned, connections, seconds, warmup_s, workdir)
+    results = run_load(server, planned, connections, seconds, warmup_s, workdir) if closed_loop else []
     # An endpoint that served fewer requests/s than `rate` in the closed loop cannot be offered that
     # rate: its queue would grow for the whole run (past the driver's time limit), and the figure would
     # be the backlog, not the endpoint. Its closed-loop row is its figure.
@@ -337,11 +351,19 @@ def run(
 
 
 def profile_endpoints(
-    server: Server, samples: Samples, *, connections: int, seconds: float, workdir: Path, out: Path
+    server: Server,
+    samples: Samples,
+    *,
+    connections: int,
+    seconds: float,
+    workdir: Path,
+    out: Path,
+    only: list[str] | None = None,
 ) -> None:
     """Each endpoint with a target again, alone, with py-spy attached to the server; top entries to `out`."""
     sections = []
-    for i, endpoint in enumerate(e for e in endpoints(samples, datetime.now(UTC)) if e["target_ms"] is not None):
+    planned = select(endpoints(samples, datetime.now(UTC)), only)
+    for i, endpoint in enumerate(e for e in planned if e["target_ms"] is not None):
         raw = workdir / f"api-{i}.pyspy"
         sampler = profiling.attach(server.process.pid, seconds + 1.0, raw, workdir / "api-profile.log")
         time.sleep(0.5)  # py-spy attaches before the load starts

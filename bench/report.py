@@ -138,14 +138,17 @@ def api_table(r: dict[str, Any]) -> list[str]:
                 f"(see their rows there): {', '.join(fixed['below_rate'])}.",
                 "",
             ]
+    if r["endpoints"]:  # none with --no-closed-loop
+        lines += [
+            f"Closed loop (saturation): each of the {r['connections']} connections sends its next request as soon as "
+            "the previous answer arrives, so req/s is the most the machine served and the latencies include the "
+            "wait behind the other connections' requests.",
+            "",
+            *_HEADER,
+            *_endpoint_rows(r["endpoints"]),
+            "",
+        ]
     lines += [
-        f"Closed loop (saturation): each of the {r['connections']} connections sends its next request as soon as "
-        "the previous answer arrives, so req/s is the most the machine served and the latencies include the "
-        "wait behind the other connections' requests.",
-        "",
-        *_HEADER,
-        *_endpoint_rows(r["endpoints"]),
-        "",
         "Rows marked (miss) send an answer-cache key no earlier request sent (bench/api_latency.py,"
         " `miss_endpoints`): what a staff member sees right after a projector commit. cache hits: the share of"
         " answers the server took from its snapshot cache while the row was measured.",

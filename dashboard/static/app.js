@@ -729,6 +729,9 @@
 
   // -- operations (staff only) ------------------------------------------------------------------------
 
+  // How long the file has lacked records the projector knew of (`lag_s` of /readyz and status).
+  const behindFor = (seconds) => (seconds === null || seconds === undefined ? "—" : seconds > 0 ? `${decimal(seconds, 1)} s` : "0 s (holds every record known)");
+
   function operations() {
     const ready = h("dl", { class: "facts" });
     const lag = h("tbody");
@@ -779,6 +782,7 @@
         h("dt", { text: "Caught up" }), h("dd", { class: live.caught_up ? "good" : "bad", text: live.caught_up ? "yes" : "no" }),
         h("dt", { text: "Last batch folded" }), h("dd", { id: "last-batch", text: last ? `${when(last)} UTC (${age} s ago)` : "none yet" }),
         h("dt", { text: "Lag total" }), h("dd", { text: count(status.lag_total) }),
+        h("dt", { text: "Behind for" }), h("dd", { id: "lag-seconds", class: live.lag_s > 0 ? "bad" : null, text: behindFor(live.lag_s) }),
         h("dt", { text: "Waiting events" }), h("dd", { text: count(status.pending_events) }),
         h("dt", { text: "Error" }), h("dd", { class: live.error ? "bad" : null, text: live.error || "none" }),
       );

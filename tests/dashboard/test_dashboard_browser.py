@@ -344,6 +344,7 @@ def test_every_page_renders_and_is_saved(tab: Tab, api: httpx.Client, shots: Pat
     status = api.get("/api/admin/status/").json()
     assert page.locator("#lag tbody tr").count() == len(status["partitions"]) == 3
     assert page.inner_text("#freshness dd").strip() == "yes"  # caught up
+    assert status["live"]["lag_s"] == 0 and page.inner_text("#lag-seconds") == "0 s (holds every record known)"
     reasons = page.locator("#dead-letters tbody td:first-child").all_inner_texts()
     assert sorted(reasons) == sorted(status["dead_letters"])  # 2% bad events: several reasons
 
