@@ -33,13 +33,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 
+from bench.traffic import given_or_demo_topic
 from projector import forget, pipeline
 from projector.apply import apply_prepared
 from projector.consumer import TopicReader
@@ -224,30 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         "--statements", type=int, default=12, help="the fold's costliest statements to list (default 12)"
     )
     args = parser.parse_args(argv)
-    broker = None
-    if args.bootstrap_servers is None:
-        from broker.selection import select_broker
-
-        broker = select_broker(Path(Settings.from_env().home), ephemeral=True)
-        args.bootstrap_servers = broker.bootstrap_servers
-    try:
-        topic = args.topic
-        if topic is None:
-            from bench.traffic import publish_topic
-            from broker.topics import ensure_topic
-
-            topic = f"bench-stages-{uuid.uuid4().hex[:8]}"
-            ensure_topic(args.bootstrap_servers, topic, partitions=6)
-            publish_topic(args.bootstrap_servers, topic, args.events, 1, datetime.now(UTC))
-        with tempfile.TemporaryDirectory(prefix="bench-stages-") as scratch:
-            workdir = args.workdir or Path(scratch)
-            workdir.mkdir(parents=True, exist_ok=True)
-            figures = measure(args.bootstrap_servers, topic, workdir, threads=args.threads, statements=args.statements)
-        print(report(figures))
-        print(orjson.dumps(figures).decode(), flush=True)
-    finally:
-        if broker is not None:
-            broker.stop()
+    with (
+        given_or_demo_topic(args.bootstrap_servers, args.topic, args.events, "bench-stages") as (servers, topic),
+        tempfile.TemporaryDirectory(prefix="bench-stages-") as scratch,
+    ):
+        workdir = args.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        figures = measure(servers, topic, workdir, threads=args.threads, statements=args.statements)
+    print(report(figures))
+    print(orjson.dumps(figures).decode(), flush=True)
     return 0
 
 
