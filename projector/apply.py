@@ -59,6 +59,7 @@ from schemas.events import OFFERING_CLICKED as CLICK
 from schemas.events import SESSION_REVIEWED as REVIEW
 from schemas.events import TURN_RECORDED as TURN
 from schemas.events import USAGE_RECORDED as USAGE
+from schemas.readmodel import RECORD_DEFAULTS
 from schemas.registry import (
     DUPLICATE_INTERACTION,
     FOLD_REASONS,
@@ -415,8 +416,7 @@ class _Fold:
         with registered(self.con, "new_turns", table):
             self.con.execute(_INSERT_TURNS)
             self.deltas.add_new_turns(self.con)
-        columns = [table[name].to_pylist() for name in ("uuid", "user_slug", "session_id", "created")]
-        self.deltas.new_turns.extend(zip(*columns, strict=True))
+        self.deltas.new_turns.append(table)
         self.stats.applied[TURN] += table.num_rows
         return table
 
@@ -469,10 +469,7 @@ class _Fold:
                 # The last applied feedback and review of each turn: later ones replace earlier ones.
                 feedback = self._arrow(_LATEST_FEEDBACK, [_APPLY])
                 reviews = self._arrow(_LATEST_REVIEWS, [_APPLY])
-                self._count_changes(feedback, reviews)
-                self._update_feedback(feedback)
-                self._update_reviews(reviews)
-                feedback_records.refresh(self.con, [*feedback["uuid"].to_pylist(), *reviews["uuid"].to_pylist()])
+                self._update_turns(feedback, reviews)
                 self._insert_clicks()
                 for type_, n, sessions in self.con.execute(_APPLIED, [_APPLY]).fetchall():
                     self.stats.applied[type_] += n
@@ -536,23 +533,19 @@ class _Fold:
             self._dead_letter(sources[r.pos], r.reason, r.detail, r.event_id, r.type)
         return [(e, sources[e.pos]) for e in reparsed.events]
 
-    def _count_changes(self, feedback: pa.Table, reviews: pa.Table) -> None:
-        """Counts each updated turn out as the lookup read it and in as the updates leave it
-        (`aggregates.Deltas.change_turns`, over the rows of `_CHANGED_TURNS`)."""
+    def _update_turns(self, feedback: pa.Table, reviews: pa.Table) -> None:
+        """Writes the last applied feedback and review of each turn into `interactions` and its record
+        (projector/feedback_records.py), after counting each updated turn out as the lookup read it and in
+        as the updates leave it (`aggregates.Deltas.change_turns`, over the rows of `_CHANGED_TURNS`)."""
         with registered(self.con, "new_feedback", feedback), registered(self.con, "new_reviews", reviews):
             changed = self._arrow(_CHANGED_TURNS, [_APPLY])
-        with registered(self.con, "changed_turns", changed):
-            self.deltas.change_turns(self.con)
-
-    def _update_feedback(self, feedback: pa.Table) -> None:
-        if feedback.num_rows:
-            with registered(self.con, "new_feedback", feedback):
-                self.con.execute(_UPDATE_FEEDBACK)
-
-    def _update_reviews(self, reviews: pa.Table) -> None:
-        if reviews.num_rows:
-            with registered(self.con, "new_reviews", reviews):
-                self.con.execute(_UPDATE_REVIEWS)
+            with registered(self.con, "changed_turns", changed):
+                self.deltas.change_turns(self.con, changed)
+                if feedback.num_rows:
+                    self.con.execute(_UPDATE_FEEDBACK)
+                if reviews.num_rows:
+                    self.con.execute(_UPDATE_REVIEWS)
+                feedback_records.refresh(self.con, feedback, reviews, changed)
 
     def _insert_clicks(self) -> None:
         clicks = self._arrow(_APPLIED_CLICKS, [_APPLY])
@@ -892,23 +885,7 @@ INSERT INTO applied_events SELECT event_id::UUID FROM batch_event_ids WHERE NOT 
 
 # A new turn's feedback, review and click columns, as `_INSERT_TURNS` writes them and as the dependents
 # of its batch see it before their updates (`_NAMED_TURNS`).
-_NEW_TURN_DEFAULTS = {
-    "click_count": "0",
-    "fb_score": "NULL",
-    "fb_category": "NULL",
-    "fb_comment": "''",
-    "fb_ip": "NULL",
-    "fb_submitted_at": "NULL",
-    "llm_resolution_score": "NULL",
-    "llm_intent_category": "''",
-    "llm_hallucination_detected": "false",
-    "llm_hallucination_details": "''",
-    "llm_summary": "''",
-    "llm_judge_model": "''",
-    "llm_input_tokens": "0",
-    "llm_output_tokens": "0",
-    "llm_reviewed_at": "NULL",
-}
+_NEW_TURN_DEFAULTS = {"click_count": "0", **RECORD_DEFAULTS}
 
 # The turns feedback, clicks and reviews of a batch name: the stored ones as the lookup read them
 # (`looked_up_turns`, `_READ_TURNS`), and the batch's new ones as `_INSERT_TURNS` writes them.
@@ -979,7 +956,7 @@ WITH clicked AS (
     FROM dep_clicks c SEMI JOIN verdicts v ON v.ord = c.ord AND v.verdict = $1
     GROUP BY 1
 ), {_NAMED_TURNS}
-SELECT t.created_date AS day, t.user_slug, t.session_id, t.created,
+SELECT t.uuid, t.created_date AS day, t.user_slug, t.session_id, t.created,
     {", ".join(f"t.{c} AS before_{c}" for c in aggregates.TURN_STATE)},
     t.click_count + coalesce(c.n, 0) AS after_click_count,
     CASE WHEN f.uuid IS NULL THEN t.fb_score ELSE f.score END AS after_fb_score,
@@ -1017,27 +994,9 @@ SELECT
 FROM new_turns
 """
 
-_UPDATE_FEEDBACK = """
-UPDATE interactions SET
-    fb_score = f.score, fb_category = f.category, fb_comment = f.comment, fb_ip = f.ip, fb_submitted_at = f.submitted_at
-FROM new_feedback f
-WHERE interactions.uuid = f.uuid::UUID
-"""
-
-_UPDATE_REVIEWS = """
-UPDATE interactions SET
-    llm_resolution_score = r.resolution_score,
-    llm_intent_category = r.intent_category,
-    llm_hallucination_detected = r.hallucination_detected,
-    llm_hallucination_details = r.hallucination_details,
-    llm_summary = r.summary,
-    llm_judge_model = r.judge_model,
-    llm_input_tokens = r.input_tokens,
-    llm_output_tokens = r.output_tokens,
-    llm_reviewed_at = r.reviewed_at
-FROM new_reviews r
-WHERE interactions.uuid = r.uuid::UUID
-"""
+# A feedback's and a review's columns, as `feedback_records` gets them too.
+_UPDATE_FEEDBACK = feedback_records.update_sql("interactions", "new_feedback", feedback_records.FEEDBACK_SETS)
+_UPDATE_REVIEWS = feedback_records.update_sql("interactions", "new_reviews", feedback_records.REVIEW_SETS)
 
 _INSERT_CLICKS = """
 INSERT INTO clicks

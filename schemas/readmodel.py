@@ -302,6 +302,26 @@ DDL: tuple[str, ...] = (
 # same names, so one SQL renders a record from either table).
 IS_FEEDBACK_RECORD = "(fb_score IS NOT NULL OR llm_reviewed_at IS NOT NULL)"
 FEEDBACK_RECORD_COLUMNS: tuple[str, ...] = ("uuid", *re.findall(r"^\s*(\w+) ", _RECORD_COLUMNS, re.MULTILINE))
+# The same columns of a turn no feedback or review has reached (SQL literals): what a new turn is inserted
+# with, and so what a turn without a `feedback_records` row holds (a feedback's score and a review's time are
+# never NULL, so a turn keeps its record from its first feedback or review on).
+RECORD_DEFAULTS: dict[str, str] = {
+    "fb_score": "NULL",
+    "fb_category": "NULL",
+    "fb_comment": "''",
+    "fb_ip": "NULL",
+    "fb_submitted_at": "NULL",
+    "llm_resolution_score": "NULL",
+    "llm_intent_category": "''",
+    "llm_hallucination_detected": "false",
+    "llm_hallucination_details": "''",
+    "llm_summary": "''",
+    "llm_judge_model": "''",
+    "llm_input_tokens": "0",
+    "llm_output_tokens": "0",
+    "llm_reviewed_at": "NULL",
+}
+assert tuple(RECORD_DEFAULTS) == FEEDBACK_RECORD_COLUMNS[1:], "a record column without its default, or out of order"
 
 # Every table that holds rows of one turn, with the column naming the turn: an erasure or a retention
 # purge deletes a turn from each of them (projector/forget.py). A new per-turn table must be listed
