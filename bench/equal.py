@@ -21,14 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import orjson
 
 from bench import children
+from bench.traffic import given_or_demo_topic
 from projector import forget, pipeline
 from projector.rebuild import checkpoint_and_close, fold_to, log_bounds, rebuild_source
 from projector.snapshot import EXCLUDED_COLUMNS
@@ -97,39 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000, help="demo events to publish when no --topic")
     parser.add_argument("--workdir", type=Path, help="where the two files go (default: a temporary folder)")
     args = parser.parse_args(argv)
-    broker = None
-    if args.bootstrap_servers is None:
-        from broker.selection import select_broker
-
-        broker = select_broker(Path(Settings.from_env().home), ephemeral=True)
-        args.bootstrap_servers = broker.bootstrap_servers
-    try:
-        return _compare(args)
-    finally:
-        if broker is not None:
-            broker.stop()
+    with given_or_demo_topic(args.bootstrap_servers, args.topic, args.events, "bench-equal") as (servers, topic):
+        return _compare(args, servers, topic)
 
 
-def _compare(args: argparse.Namespace) -> int:
-    topic = args.topic
-    if topic is None:
-        from bench.traffic import publish_topic
-        from broker.topics import ensure_topic
-
-        topic = f"bench-equal-{uuid.uuid4().hex[:8]}"
-        ensure_topic(args.bootstrap_servers, topic, partitions=6)
-        published = publish_topic(args.bootstrap_servers, topic, args.events, 1, datetime.now(UTC))
-        print(f"published {published.events:,} demo events to {topic}", flush=True)
+def _compare(args: argparse.Namespace, bootstrap_servers: str, topic: str) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-equal-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        ceiling = raw_read(args.bootstrap_servers, topic)
+        ceiling = raw_read(bootstrap_servers, topic)
         print(f"raw read: {ceiling['events']:,} events in {ceiling['seconds']:.1f} s", flush=True)
         files = {}
         for name, (columns, in_readers) in PATHS.items():
             files[name] = workdir / f"{name}.duckdb"
             files[name].unlink(missing_ok=True)
-            seconds = rebuild(args.bootstrap_servers, topic, files[name], columns=columns, in_readers=in_readers)
+            seconds = rebuild(bootstrap_servers, topic, files[name], columns=columns, in_readers=in_readers)
             rate = ceiling["events"] / seconds if seconds else 0.0
             ratio = seconds and ceiling["seconds"] / seconds
             print(f"rebuild ({name}): {seconds:.1f} s, {rate:,.0f} events/s, {ratio:.2f}x the raw read", flush=True)

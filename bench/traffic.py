@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import children
@@ -72,3 +74,31 @@ def topic_end(bootstrap_servers: str, topic: str) -> int:
         return sum(int(offset) for offset in consumer.end_offsets(partitions).values())
     finally:
         consumer.close()
+
+
+@contextmanager
+def given_or_demo_topic(
+    bootstrap_servers: str | None, topic: str | None, events: int, prefix: str
+) -> Iterator[tuple[str, str]]:
+    """(bootstrap servers, topic) for a tool that measures one topic (bench.equal, bench.stages): the ones
+    given, else the broker `make bench` picks (stopped at the end) and a fresh 6-partition topic of
+    `events` demo events named `prefix-...`."""
+    broker = None
+    if bootstrap_servers is None:
+        from broker.selection import select_broker
+        from schemas.settings import Settings
+
+        broker = select_broker(Path(Settings.from_env().home), ephemeral=True)
+        bootstrap_servers = broker.bootstrap_servers
+    try:
+        if topic is None:
+            from broker.topics import ensure_topic
+
+            topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+            ensure_topic(bootstrap_servers, topic, partitions=6)
+            published = publish_topic(bootstrap_servers, topic, events, 1, datetime.now(UTC))
+            print(f"published {published.events:,} demo events to {topic}", flush=True)
+        yield bootstrap_servers, topic
+    finally:
+        if broker is not None:
+            broker.stop()

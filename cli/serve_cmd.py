@@ -93,6 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
     from auth.tokens import TokenStore
     from schemas.readmodel import checked_size, connect
     from serving.handle import ReadModelHandle
+    from serving.runtime import tune_for_serving
 
     settings = Settings.from_env()
     if not args.no_projector and not args.bootstrap_servers:
@@ -215,6 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
+    tune_for_serving()
     # uvicorn re-raises the SIGINT or SIGTERM it caught once it has shut down cleanly (the projector's
     # last batch committed or rolled back whole): a clean stop, exit 0, as a supervisor expects.
     signal.signal(signal.SIGTERM, _stopped)

@@ -16,13 +16,12 @@ and the column comments of schemas/readmodel.py (daily counters).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime
-from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from projector.arrow_views import registered
 
@@ -135,52 +134,100 @@ _CHANGED_COLUMNS = _CHANGED_DAY_COLUMNS + _CHANGED_USER_COLUMNS
 _BEFORE, _AFTER = _state_counts("before"), _state_counts("after")
 # What the turns a batch updated (the registered `changed_turns`) change: per created day and per user,
 # each counted out as it stood and in as it stands (whether it changed at all decides whether the day
-# or user gets a row of deltas, as their zeros would insert one); per user the last turn seen; per
-# session the turns reviewed for the first time.
+# or user gets a row of deltas, as their zeros would insert one); per user the last turn seen. The
+# turns reviewed for the first time, per session, are counted by the sessions step (`_SESSION_PLAN`).
 _CHANGED_TURN_COUNTERS = f"""
 SELECT
-    grouping(day, user_slug, session_id) AS grouped,
+    grouping(day, user_slug) AS grouped,
     day,
     user_slug,
-    session_id,
     count(*) FILTER (WHERE changed) AS changed,
     max(created) AS last_created,
-    count(*) FILTER (WHERE before_llm_reviewed_at IS NULL AND after_llm_reviewed_at IS NOT NULL) AS newly_reviewed,
     {", ".join(f"coalesce(sum(({_AFTER[c]}) - ({_BEFORE[c]})), 0)" for c in _CHANGED_COLUMNS)}
 FROM (
     SELECT *, {" OR ".join(f"before_{c} IS DISTINCT FROM after_{c}" for c in TURN_STATE)} AS changed
     FROM changed_turns
 )
-GROUP BY GROUPING SETS ((day), (user_slug), (session_id))
+GROUP BY GROUPING SETS ((day), (user_slug))
 """
-_BY_DAY, _BY_USER = 3, 5  # `grouped` of the day rows and of the user rows (the bits of the columns not grouped by)
+_BY_DAY = 1  # `grouped` of the day rows (the bit of the column not grouped by); the user rows have 2
 
 
-# The touched sessions as the file holds them before this batch.
-_OLD_SESSIONS = """
-SELECT session_id, user_slug, first_created, last_created, turns, reviewed_turns FROM sessions
-WHERE session_id IN (SELECT unnest(?::VARCHAR[]))
+# The sessions step, set-wise over the batch: `touched_sessions` (the sessions of the batch's new turns
+# and of its applied reviews), `batch_new_turns` (the batch's inserted turns) and `changed_turns` (each
+# updated turn before and after, `_CHANGED_TURNS` of projector/apply.py). Per touched session: its row
+# as the file holds it (`old_*`), what the batch adds, its new row, and whether it must be recomputed
+# from `interactions` instead (`recount`): a session with no row and no new turn, or whose first instant
+# is a tie (two new turns, or a new turn and the stored first one), since the order of uuids decides
+# between turns of the same instant and only the table has the old first turn's uuid.
+_SESSION_PLAN = """
+WITH instants AS (
+    SELECT session_id, created, count(*) AS n, any_value(user_slug) AS user_slug
+    FROM batch_new_turns GROUP BY session_id, created
+), arrived AS (
+    SELECT session_id, sum(n) AS n, min(created) AS first_new, max(created) AS last_new,
+        arg_min_null(user_slug, created) AS first_slug, arg_min(n, created) > 1 AS tie
+    FROM instants GROUP BY session_id
+), reviewed AS (
+    SELECT session_id, count(*) AS n FROM changed_turns
+    WHERE before_llm_reviewed_at IS NULL AND after_llm_reviewed_at IS NOT NULL
+    GROUP BY session_id
+), plan AS (
+    SELECT t.session_id,
+        s.user_slug AS old_slug, s.first_created AS old_first, s.last_created AS old_last,
+        s.turns AS old_turns, s.reviewed_turns AS old_reviewed,
+        a.n AS new_turns, a.first_new, a.last_new, a.first_slug, coalesce(r.n, 0) AS newly_reviewed,
+        (s.session_id IS NULL AND a.session_id IS NULL) OR coalesce(a.tie, false)
+            OR coalesce(a.first_new = s.first_created, false) AS recount
+    FROM touched_sessions t
+    LEFT JOIN sessions s USING (session_id)
+    LEFT JOIN arrived a USING (session_id)
+    LEFT JOIN reviewed r USING (session_id)
+)
+SELECT *,
+    CASE WHEN old_first IS NULL OR first_new < old_first THEN first_slug ELSE old_slug END AS user_slug,
+    CASE WHEN old_first IS NULL OR first_new < old_first THEN first_new ELSE old_first END AS first_created,
+    greatest(old_last, last_new) AS last_created,
+    coalesce(old_turns, 0) + coalesce(new_turns, 0) AS turns,
+    coalesce(old_reviewed, 0) + newly_reviewed AS reviewed_turns
+FROM plan
 """
 _DELETE_SESSIONS = "DELETE FROM sessions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))"
+_DELETE_PLANNED_SESSIONS = "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM session_plan)"
+_INSERT_PLANNED_SESSIONS = """
+INSERT INTO sessions BY NAME
+SELECT session_id, user_slug, first_created, last_created, turns, reviewed_turns FROM session_plan WHERE NOT recount
+"""
+# What the sessions step moves in `sessions_started`: each old row's first day loses its session (a
+# session's first day can move when an older turn arrives late), each new row's first day gains it.
+_PLANNED_FIRST_DAYS = """
+SELECT day, sum(n) FROM (
+    SELECT CAST(old_first AS DATE) AS day, -1 AS n FROM session_plan WHERE old_first IS NOT NULL
+    UNION ALL
+    SELECT CAST(first_created AS DATE), 1 FROM session_plan WHERE NOT recount
+) GROUP BY day
+"""
 _NEW_FIRST_DAYS = """
 SELECT CAST(first_created AS DATE), count(*) FROM sessions
 WHERE session_id IN (SELECT unnest(?::VARCHAR[]))
 GROUP BY 1
 """
-_SESSIONS_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.string()),
-        ("user_slug", pa.string()),
-        ("first_created", pa.timestamp("us")),
-        ("last_created", pa.timestamp("us")),
-        ("turns", pa.int64()),
-        ("reviewed_turns", pa.int64()),
-    ]
-)
-# Only when a batch's turn has another user than its session's first turn.
+# session_count: a (user, session) pair of a new turn counts if the file had no turn of it yet. Certain
+# when the session had no row; when its first turn is another user's, only `interactions` can say
+# (`_KNOWN_PAIRS`), which is rare; a pair with the session's first user is known.
+_NEW_PAIRS = """
+SELECT p.user_slug, p.session_id, s.old_slug IS NOT NULL AS unsure
+FROM (SELECT DISTINCT user_slug, session_id FROM batch_new_turns WHERE coalesce(user_slug, '') <> '') p
+LEFT JOIN session_plan s USING (session_id)
+WHERE s.old_slug IS NULL OR s.old_slug <> p.user_slug
+"""
 _KNOWN_PAIRS = """
 SELECT DISTINCT user_slug, session_id FROM interactions
-WHERE session_id IN (SELECT session_id FROM unsure_sessions) AND uuid NOT IN (SELECT uuid::UUID FROM batch_turns)
+WHERE session_id IN (SELECT session_id FROM new_pairs WHERE unsure)
+  AND uuid NOT IN (SELECT uuid::UUID FROM batch_new_turns)
+"""
+_SESSION_COUNTS = """
+SELECT user_slug, count(*) FROM new_pairs ANTI JOIN known_pairs USING (user_slug, session_id) GROUP BY user_slug
 """
 
 DAY_COLUMNS = [
@@ -221,9 +268,10 @@ class Deltas:
         self.by_day: dict[date, dict[str, int]] = {}
         self.by_user: dict[str, dict[str, int]] = {}
         self.last_seen: dict[str, datetime] = {}
-        # (uuid, user_slug, session_id, created) of the batch's new turns
-        self.new_turns: list[tuple[str, str, str, datetime]] = []
-        self.newly_reviewed: Counter[str] = Counter()  # turns reviewed for the first time, by session
+        # The batch's new turns (uuid, user_slug, session_id, created), and its updated turns before and
+        # after (`changed_turns`), as Arrow tables: the sessions step reads them set-wise.
+        self.new_turns: list[pa.Table] = []
+        self.changed_turns: list[pa.Table] = []
 
     # Called for every turn of a catch-up batch: a fresh dict per call for setdefault cost ~4 us a turn.
     def _day(self, day: date) -> dict[str, int]:
@@ -274,29 +322,26 @@ class Deltas:
                 row["turn_input_tokens"] += int(tokens_in)
                 row["turn_output_tokens"] += int(tokens_out)
 
-    def change_turns(self, con: duckdb.DuckDBPyConnection) -> None:
-        """The turns of the registered table `changed_turns` (each updated turn as it stood and as the
-        batch leaves it, `TURN_STATE`): counted out and in. Their user, day and the columns set at
+    def change_turns(self, con: duckdb.DuckDBPyConnection, changed: pa.Table) -> None:
+        """The turns of `changed` (each updated turn as it stood and as the batch leaves it, `TURN_STATE`,
+        registered as `changed_turns`): counted out and in. Their user, day and the columns set at
         insertion never change, so only the counters of `TURN_STATE` can move."""
+        self.changed_turns.append(changed)
         n_day = len(_CHANGED_DAY_COLUMNS)
-        for grouped, day, slug, session, changed, last, reviewed, *counts in con.execute(
-            _CHANGED_TURN_COUNTERS
-        ).fetchall():
+        for grouped, day, slug, changed_n, last, *counts in con.execute(_CHANGED_TURN_COUNTERS).fetchall():
             if grouped == _BY_DAY:
-                if changed:
+                if changed_n:
                     row = self._day(day)
                     for column, n in zip(_CHANGED_DAY_COLUMNS, counts[:n_day], strict=True):
                         row[column] += int(n)
-            elif grouped == _BY_USER:
+            else:
                 if not slug:  # anonymous turns have no user_stats row
                     continue
                 self._seen(slug, last)
-                if changed:
+                if changed_n:
                     user = self._user(slug)
                     for column, n in zip(_CHANGED_USER_COLUMNS, counts[n_day:], strict=True):
                         user[column] += int(n)
-            elif reviewed:
-                self.newly_reviewed[session] += reviewed
 
     def _seen(self, slug: str, created: datetime) -> None:
         if slug:
@@ -319,22 +364,6 @@ class Deltas:
         for day, n in rows:
             self._day(day)["sessions_started"] += sign * int(n)
 
-    def add_user_sessions(self, con: duckdb.DuckDBPyConnection, old: dict[str, str]) -> None:
-        """session_count: a (user, session) pair of a new turn counts if the file had no turn of it yet."""
-        pairs = {(slug, session) for _, slug, session, _ in self.new_turns if slug}
-        unsure = sorted({s for slug, s in pairs if s in old and old[s] != slug})
-        known = {(old[s], s) for _, s in pairs if s in old}
-        if unsure:
-            unsure_sessions = pa.table({"session_id": pa.array(unsure, pa.string())})
-            batch_turns = pa.table({"uuid": pa.array([t[0] for t in self.new_turns], pa.string())})
-            with (
-                registered(con, "unsure_sessions", unsure_sessions),
-                registered(con, "batch_turns", batch_turns),
-            ):
-                known.update(con.execute(_KNOWN_PAIRS).fetchall())
-        for slug, _ in pairs - known:
-            self._user(slug)["session_count"] += 1
-
     def write(self, con: duckdb.DuckDBPyConnection) -> None:
         days = sorted(self.by_day)
         if days:
@@ -356,65 +385,72 @@ class Deltas:
 
 def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: Deltas) -> None:
     """Brings the rows of the touched sessions up to date and adds `deltas` (whose turns the caller
-    already counted out and in); call inside the batch's transaction, after its facts are written."""
-    sessions = sorted(set(sessions))
-    old: dict[str, str] = {}
-    if sessions:
-        before = {row[0]: row for row in con.execute(_OLD_SESSIONS, [sessions]).fetchall()}
-        old = {session: row[1] for session, row in before.items()}
-        # A session's first day can move when an older turn arrives late: its old day loses it.
-        deltas.sessions_started(Counter(row[2].date() for row in before.values()).items(), -1)
-        rows, recount = _session_rows(sessions, before, deltas)
-        con.execute(_DELETE_SESSIONS, [sessions])
-        if rows:
-            with registered(con, "new_sessions", _rows(rows)):
-                con.execute("INSERT INTO sessions SELECT * FROM new_sessions")
-            deltas.sessions_started(Counter(row[2].date() for row in rows).items(), 1)
-        if recount:
-            con.execute(_REFRESH_SESSIONS, [recount])
-            deltas.sessions_started(con.execute(_NEW_FIRST_DAYS, [recount]).fetchall(), 1)
-    deltas.add_user_sessions(con, old)
+    already counted out and in); call inside the batch's transaction, after its facts are written.
+    The sessions' rows come from their old rows and the batch's new turns and first reviews, as
+    statements over the batch (`_SESSION_PLAN`): recomputing them from `interactions` read every turn
+    of each, ~10 ms a batch, and walking them in Python cost a catch-up batch ~5 us a turn."""
+    touched = sorted(set(sessions))
+    if touched:
+        plan = _session_plan(con, touched, deltas)
+        with registered(con, "session_plan", plan):
+            deltas.sessions_started(con.execute(_PLANNED_FIRST_DAYS).fetchall(), 1)
+            con.execute(_DELETE_PLANNED_SESSIONS)
+            con.execute(_INSERT_PLANNED_SESSIONS)
+            recount = pc.filter(plan["session_id"], plan["recount"]).to_pylist()
+            if recount:
+                con.execute(_REFRESH_SESSIONS, [recount])
+                deltas.sessions_started(con.execute(_NEW_FIRST_DAYS, [recount]).fetchall(), 1)
+            if deltas.new_turns:
+                with registered(con, "batch_new_turns", _concat(deltas.new_turns, _NEW_TURN_COLUMNS)):
+                    _count_user_sessions(con, deltas)
     deltas.write(con)
 
 
-def _rows(rows: list[tuple[Any, ...]]) -> pa.Table:
-    columns = list(zip(*rows, strict=True))
-    return pa.Table.from_arrays(
-        [pa.array(c, type=f.type) for c, f in zip(columns, _SESSIONS_SCHEMA, strict=True)], schema=_SESSIONS_SCHEMA
-    )
+# The columns of a new turn the sessions step reads (`Deltas.new_turns`), and of an updated one.
+_NEW_TURN_COLUMNS = pa.schema(
+    [("uuid", pa.string()), ("user_slug", pa.string()), ("session_id", pa.string()), ("created", pa.timestamp("us"))]
+)
+_REVIEW_COLUMNS = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("before_llm_reviewed_at", pa.timestamp("us")),
+        ("after_llm_reviewed_at", pa.timestamp("us")),
+    ]
+)
 
 
-def _session_rows(
-    sessions: list[str], before: dict[str, tuple[Any, ...]], deltas: Deltas
-) -> tuple[list[tuple[Any, ...]], list[str]]:
-    """The new rows of the touched sessions, from their old rows and the batch's new turns and first
-    reviews (recomputing them from `interactions` read every turn of each, ~10 ms a batch); and the
-    sessions whose first turn is a tie on `created`, left to that recomputation: the order of uuids
-    decides between turns of the same instant, and only the table has the old first turn's uuid."""
-    arrived: dict[str, list[tuple[datetime, str, str]]] = {}
-    for uuid, slug, session, created in deltas.new_turns:
-        arrived.setdefault(session, []).append((created, uuid, slug))
-    rows: list[tuple[Any, ...]] = []
-    recount: list[str] = []
-    for session in sessions:
-        new = sorted(arrived.get(session, ()))
-        row = before.get(session)
-        if row is None and not new:  # no row and no turn: only a recomputation can say
-            recount.append(session)
-            continue
-        if new and (len(new) > 1 and new[0][0] == new[1][0] or row is not None and new[0][0] == row[2]):
-            recount.append(session)
-            continue
-        if row is None:
-            slug, first, last, turns, reviewed = new[0][2], new[0][0], new[-1][0], 0, 0
-        else:
-            _, slug, first, last, turns, reviewed = row
-            if new and new[0][0] < first:
-                slug, first = new[0][2], new[0][0]
-            if new:
-                last = max(last, max(created for created, _, _ in new))
-        rows.append((session, slug, first, last, turns + len(new), reviewed + deltas.newly_reviewed[session]))
-    return rows, recount
+def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """The rows of `tables`, only the columns of `schema` (an empty table of it when there is none)."""
+    if not tables:
+        return schema.empty_table()
+    return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
+
+
+def _session_plan(con: duckdb.DuckDBPyConnection, touched: list[str], deltas: Deltas) -> pa.Table:
+    """The plan of the touched sessions (`_SESSION_PLAN`), one row each, as an Arrow table."""
+    with (
+        registered(con, "touched_sessions", pa.table({"session_id": pa.array(touched, pa.string())})),
+        registered(con, "batch_new_turns", _concat(deltas.new_turns, _NEW_TURN_COLUMNS)),
+        registered(con, "changed_turns", _concat(deltas.changed_turns, _REVIEW_COLUMNS)),
+    ):
+        return con.sql(_SESSION_PLAN).to_arrow_table()
+
+
+def _count_user_sessions(con: duckdb.DuckDBPyConnection, deltas: Deltas) -> None:
+    """session_count of each user with a new (user, session) pair (`_NEW_PAIRS`)."""
+    pairs = con.sql(_NEW_PAIRS).to_arrow_table()
+    if not pairs.num_rows:
+        return
+    known = _NO_PAIRS
+    with registered(con, "new_pairs", pairs):
+        if pc.any(pairs["unsure"]).as_py():
+            known = con.sql(_KNOWN_PAIRS).to_arrow_table()
+        with registered(con, "known_pairs", known):
+            for slug, n in con.execute(_SESSION_COUNTS).fetchall():
+                deltas._user(slug)["session_count"] += n
+
+
+_NO_PAIRS = pa.schema([("user_slug", pa.string()), ("session_id", pa.string())]).empty_table()
 
 
 # -- recounting after turns were removed (projector/forget.py) ---------------------------------------

@@ -416,8 +416,7 @@ class _Fold:
         with registered(self.con, "new_turns", table):
             self.con.execute(_INSERT_TURNS)
             self.deltas.add_new_turns(self.con)
-        columns = [table[name].to_pylist() for name in ("uuid", "user_slug", "session_id", "created")]
-        self.deltas.new_turns.extend(zip(*columns, strict=True))
+        self.deltas.new_turns.append(table)
         self.stats.applied[TURN] += table.num_rows
         return table
 
@@ -541,7 +540,7 @@ class _Fold:
         with registered(self.con, "new_feedback", feedback), registered(self.con, "new_reviews", reviews):
             changed = self._arrow(_CHANGED_TURNS, [_APPLY])
             with registered(self.con, "changed_turns", changed):
-                self.deltas.change_turns(self.con)
+                self.deltas.change_turns(self.con, changed)
                 if feedback.num_rows:
                     self.con.execute(_UPDATE_FEEDBACK)
                 if reviews.num_rows:
