@@ -276,7 +276,8 @@ async def kpi(request: Request, ctx: Context) -> Response:
     raise_if_any(errors)
     window_days = parse_window_days(request.query_params)
     today = ctx.now().date()
-    body = await _answer(request, ctx, minimum, _kpi_body, filters, today, window_days, stage2)
+    records = feedbacks_sql.source(ctx.handle.version)  # chosen outside the read lease: see list_feedbacks
+    body = await _answer(request, ctx, minimum, _kpi_body, filters, today, window_days, stage2, records)
     return json_response(body)
 
 

@@ -19,12 +19,9 @@ from schemas.readmodel import FEEDBACK_RECORDS_VERSION, IS_FEEDBACK_RECORD
 RECORDS = "feedback_records"
 WIDE = "interactions"
 
+ORDER_COLUMNS = {"submitted_at": "fb_submitted_at", "score": "fb_score", "llm_resolution_score": "llm_resolution_score"}
 # The reference sorts on Postgres: NULLs first in descending order, last in ascending order.
-ORDER_SQL = filter_sql.directions(
-    {"submitted_at": "fb_submitted_at", "score": "fb_score", "llm_resolution_score": "llm_resolution_score"},
-    descending="DESC NULLS FIRST",
-    ascending="ASC NULLS LAST",
-)
+ORDER_SQL = filter_sql.directions(ORDER_COLUMNS, descending="DESC NULLS FIRST", ascending="ASC NULLS LAST")
 
 
 def order_by(terms: Sequence[str]) -> str:
@@ -62,6 +59,29 @@ def page(table: str, condition: str, order: str) -> str:
 
 def count(table: str, condition: str) -> str:
     return f"SELECT count(*) FROM {table} WHERE {condition}"
+
+
+def parts(terms: Sequence[str]) -> tuple[str, str]:
+    """The two parts of the ordered records, in order: those where the first term's column is NULL and the
+    others, or the other way round. A page is read from each part it spans (`count_parts`, `page`): a top-N
+    over one part is a few times cheaper than over both, whose NULLs defeat the scan's dynamic filter."""
+    column = ORDER_COLUMNS[terms[0].lstrip("-")]
+    missing, present = f"{column} IS NULL", f"{column} IS NOT NULL"
+    return (missing, present) if terms[0].startswith("-") else (present, missing)
+
+
+def count_parts(table: str, condition: str, first_part: str) -> str:
+    """The number of records passing `condition`, and how many of them are in the first part."""
+    return f"SELECT count(*), count(*) FILTER (WHERE {first_part}) FROM {table} WHERE {condition}"
+
+
+# The reviewed turns per non-empty intent (the KPI's llm_intent_distribution): either table holds them all.
+def intents(table: str) -> str:
+    return f"""
+        SELECT llm_intent_category, count(*) FROM {table}
+        WHERE llm_reviewed_at IS NOT NULL AND llm_intent_category <> ''
+        GROUP BY llm_intent_category ORDER BY llm_intent_category
+    """
 
 
 def one(table: str, condition: str) -> str:

@@ -175,15 +175,14 @@ def count(condition: str) -> str:
 
 
 def kpi_totals(condition: str) -> str:
-    """The KPI's totals over the turns passing `condition`. Its per-turn counters are the ones each kept
-    conversation row holds for its session (`schemas.conversation_rows.KPI_COUNTERS`), so that a KPI summed
-    from those rows (`api.aggregates_sql.kpi_kept_totals`) counts the same things."""
+    """The KPI's additive counters over the turns passing `condition` (in the order of
+    `api.aggregates_sql.KPI_DAILY_TOTALS`). They are the ones each kept conversation row holds for its
+    session (`schemas.conversation_rows.KPI_COUNTERS`), so that a KPI summed from those rows
+    (`api.aggregates_sql.kpi_kept_totals`) counts the same things."""
     c = KPI_COUNTERS
     return f"""
         SELECT
             count(*),
-            count(DISTINCT session_id),
-            count(DISTINCT user_slug) FILTER (WHERE user_slug <> ''),
             {c["flagged"]},
             {c["feedback_up"]},
             {c["feedback_down"]},
@@ -194,11 +193,30 @@ def kpi_totals(condition: str) -> str:
             {c["reviewed_turns"]},
             {c["review_score_sum"]},
             {c["hallucinated_turns"]},
-            count(DISTINCT session_id) FILTER (WHERE {REVIEWED}),
             {c["review_input_tokens"]},
-            {c["review_output_tokens"]},
-            count(DISTINCT session_id) FILTER (WHERE {REVIEWED} AND llm_hallucination_detected)
+            {c["review_output_tokens"]}
         FROM interactions WHERE {condition}
+    """
+
+
+def kpi_sessions(condition: str) -> str:
+    """The KPI's distinct counts over the turns passing `condition` (its parameters twice): visitors,
+    sessions, sessions with a reviewed turn, sessions with a reviewed turn that found a hallucination.
+    The sessions are grouped once and then counted: a `count(DISTINCT session_id) FILTER (...)` each made
+    DuckDB group the turns again and join the groups, most of a filtered KPI's time."""
+    return f"""
+        SELECT
+            (SELECT count(DISTINCT user_slug) FROM interactions WHERE {condition} AND user_slug <> ''),
+            count(*),
+            count(*) FILTER (WHERE reviewed),
+            count(*) FILTER (WHERE hallucinated)
+        FROM (
+            SELECT
+                session_id,
+                bool_or({REVIEWED}) AS reviewed,
+                bool_or({REVIEWED} AND llm_hallucination_detected) AS hallucinated
+            FROM interactions WHERE {condition} GROUP BY session_id
+        )
     """
 
 

@@ -262,13 +262,24 @@ def list_feedbacks(
 ) -> Page:
     """A page of the feedback records of `table` (`feedbacks_sql.source`)."""
     condition, params = fsql.where(filters, table)
-    total = _scalar(cur, fsql.count(table, condition), params)
+    parts = fsql.parts(ordering)
+    row = cur.execute(fsql.count_parts(table, condition, parts[0]), params).fetchone()
+    total, first = (int(row[0]), int(row[1])) if row else (0, 0)
     last = _check_page(total, pagination)
     if total == 0:
         return Page(0, [], pagination, last)
-    offset = (pagination.page - 1) * pagination.page_size
-    query = fsql.page(table, condition, fsql.order_by(ordering))
-    rows = cur.execute(query, [*params, pagination.page_size, offset]).fetchall()
+    order = fsql.order_by(ordering)
+    # The page's rows from each of the two parts it spans, in order (`feedbacks_sql.parts`).
+    skip, wanted, rows = (pagination.page - 1) * pagination.page_size, pagination.page_size, []
+    for part, size in zip(parts, (first, total - first), strict=True):
+        if skip >= size:
+            skip -= size
+            continue
+        query = fsql.page(table, f"{condition} AND {part}", order)
+        rows += cur.execute(query, [*params, wanted - len(rows), skip]).fetchall()
+        skip = 0
+        if len(rows) >= wanted:
+            break
     return Page(total, [fsql.to_body(r) for r in rows], pagination, last)
 
 
@@ -349,23 +360,35 @@ def kpi(
     today: date,
     window_days: int,
     stage2: ConversationFilters | None = None,
+    records: str = fsql.RECORDS,
 ) -> dict[str, Any]:
     """The KPI over the turns passing `filters`; with `stage2` filters, only over the conversations that
-    pass them (each with all its turns that pass `filters`)."""
+    pass them (each with all its turns that pass `filters`). `records`: the table of the file's feedback
+    records (`feedbacks_sql.source`), which the unfiltered KPI counts the intents of."""
     volume_start = today - timedelta(days=window_days - 1)
     severity_start = today - timedelta(days=SEVERITY_BY_DAY_DAYS - 1)
     days = [min(volume_start, severity_start), today]
     per_day: dict[date, dict[str, int]] = {}
     narrowing = stage2 is not None and bool(stage2.given())
-    if not filters.given() and not narrowing:
-        (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
-         review_in, review_out) = cur.execute(agg.KPI_DAILY_TOTALS).fetchone()  # fmt: skip
-        sessions, reviewed_sessions = cur.execute(agg.KPI_SESSIONS).fetchone()
-        hallucinated_sessions = _scalar(cur, agg.KPI_HALLUCINATED_SESSIONS)
-        users = _scalar(cur, agg.KPI_USERS)
-        for day, *counts in cur.execute(agg.DAYS_BY_SEVERITY, days).fetchall():
+    if not narrowing and filters.only("created_from", "created_to"):
+        # No filter, or a date range alone: the additive counters and the days from daily_counters, the
+        # sessions and visitors from the kept rows or (in a range) from the turns of its days.
+        lo, hi = _date_bounds(filters)
+        if filters.given():
+            condition, params = sql.where(filters)
+            (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
+             review_in, review_out) = cur.execute(agg.KPI_DAILY_TOTALS_BETWEEN, [lo, hi]).fetchone()  # fmt: skip
+            users, sessions, reviewed_sessions, hallucinated_sessions = cur.execute(
+                sql.kpi_sessions(condition), [*params, *params]
+            ).fetchone()
+            intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+        else:
+            (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
+             review_in, review_out) = cur.execute(agg.KPI_DAILY_TOTALS).fetchone()  # fmt: skip
+            users, sessions, reviewed_sessions, hallucinated_sessions = cur.execute(agg.KPI_SESSIONS).fetchone()
+            intents = dict(cur.execute(fsql.intents(records)).fetchall())
+        for day, *counts in cur.execute(agg.DAYS_BY_SEVERITY, [max(days[0], lo), min(days[1], hi)]).fetchall():
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
-        intents = dict(cur.execute(agg.kpi_kept_intents("TRUE")).fetchall())
     elif not filters.given():
         # Conversation-level filters alone: whole conversations, summed from their kept rows.
         assert stage2 is not None
@@ -384,10 +407,11 @@ def kpi(
             assert stage2 is not None
             having, having_params = conv.having(stage2)
             condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
-        (turns, sessions, users, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed,
-         score_sum, _hallucinated, reviewed_sessions, review_in, review_out, hallucinated_sessions) = cur.execute(
-            sql.kpi_totals(condition), params
-        ).fetchone()  # fmt: skip
+        (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
+         review_in, review_out) = cur.execute(sql.kpi_totals(condition), params).fetchone()  # fmt: skip
+        users, sessions, reviewed_sessions, hallucinated_sessions = cur.execute(
+            sql.kpi_sessions(condition), [*params, *params]
+        ).fetchone()
         for day, severity, n in cur.execute(sql.per_day_severity(condition), [*params, *days]).fetchall():
             per_day.setdefault(day, {})[severity.upper()] = n
         intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
