@@ -118,11 +118,11 @@ BUDGET_TODAY = """
 
 
 def kpi_kept_totals(having: str) -> str:
-    """The columns of `api.interactions_sql.kpi_totals`, in its order, with the users counted apart."""
+    """The columns of `api.interactions_sql.kpi_totals`, in its order, then those of `kpi_sessions` but the
+    visitors (counted apart: `kpi_kept_users`)."""
     return f"""
         SELECT
             coalesce(sum(message_count), 0),
-            count(*),
             coalesce(sum(flagged), 0),
             coalesce(sum(feedback_up), 0),
             coalesce(sum(feedback_down), 0),
@@ -133,9 +133,10 @@ def kpi_kept_totals(having: str) -> str:
             coalesce(sum(reviewed_turns), 0),
             coalesce(sum(review_score_sum), 0),
             coalesce(sum(hallucinated_turns), 0),
-            count(*) FILTER (WHERE reviewed_turns > 0),
             coalesce(sum(review_input_tokens), 0),
             coalesce(sum(review_output_tokens), 0),
+            count(*),
+            count(*) FILTER (WHERE reviewed_turns > 0),
             count(*) FILTER (WHERE hallucinated_turns > 0)
         FROM conversations WHERE {having}
     """

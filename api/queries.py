@@ -370,22 +370,20 @@ def kpi(
     days = [min(volume_start, severity_start), today]
     per_day: dict[date, dict[str, int]] = {}
     narrowing = stage2 is not None and bool(stage2.given())
+    # Each path gives the additive counters (in the order of `agg.KPI_DAILY_TOTALS`), the distinct counts
+    # (visitors, sessions, reviewed sessions, hallucinated sessions), the intents and the days.
     if not narrowing and filters.only("created_from", "created_to"):
-        # No filter, or a date range alone: the additive counters and the days from daily_counters, the
-        # sessions and visitors from the kept rows or (in a range) from the turns of its days.
+        # No filter, or a date range alone: the counters and the days from daily_counters; the distinct
+        # counts from the kept rows or (in a range) from the turns of its days.
         lo, hi = _date_bounds(filters)
         if filters.given():
             condition, params = sql.where(filters)
-            (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
-             review_in, review_out) = cur.execute(agg.KPI_DAILY_TOTALS_BETWEEN, [lo, hi]).fetchone()  # fmt: skip
-            users, sessions, reviewed_sessions, hallucinated_sessions = cur.execute(
-                sql.kpi_sessions(condition), [*params, *params]
-            ).fetchone()
+            totals = cur.execute(agg.KPI_DAILY_TOTALS_BETWEEN, [lo, hi]).fetchone()
+            distinct = cur.execute(sql.kpi_sessions(condition), [*params, *params]).fetchone()
             intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
         else:
-            (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
-             review_in, review_out) = cur.execute(agg.KPI_DAILY_TOTALS).fetchone()  # fmt: skip
-            users, sessions, reviewed_sessions, hallucinated_sessions = cur.execute(agg.KPI_SESSIONS).fetchone()
+            totals = cur.execute(agg.KPI_DAILY_TOTALS).fetchone()
+            distinct = cur.execute(agg.KPI_SESSIONS).fetchone()
             intents = dict(cur.execute(fsql.intents(records)).fetchall())
         for day, *counts in cur.execute(agg.DAYS_BY_SEVERITY, [max(days[0], lo), min(days[1], hi)]).fetchall():
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
@@ -393,11 +391,8 @@ def kpi(
         # Conversation-level filters alone: whole conversations, summed from their kept rows.
         assert stage2 is not None
         having, params = conv.having(stage2, kept=True)
-        (turns, sessions, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum,
-         _hallucinated, reviewed_sessions, review_in, review_out, hallucinated_sessions) = cur.execute(
-            agg.kpi_kept_totals(having), params
-        ).fetchone()  # fmt: skip
-        users = _scalar(cur, agg.kpi_kept_users(having), params)
+        row = cur.execute(agg.kpi_kept_totals(having), params).fetchone()
+        totals, distinct = row[:13], (_scalar(cur, agg.kpi_kept_users(having), params), *row[13:])
         for day, *counts in cur.execute(agg.kpi_kept_days(having), [*params, *days]).fetchall():
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
         intents = dict(cur.execute(agg.kpi_kept_intents(having), params).fetchall())
@@ -407,14 +402,14 @@ def kpi(
             assert stage2 is not None
             having, having_params = conv.having(stage2)
             condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
-        (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
-         review_in, review_out) = cur.execute(sql.kpi_totals(condition), params).fetchone()  # fmt: skip
-        users, sessions, reviewed_sessions, hallucinated_sessions = cur.execute(
-            sql.kpi_sessions(condition), [*params, *params]
-        ).fetchone()
+        totals = cur.execute(sql.kpi_totals(condition), params).fetchone()
+        distinct = cur.execute(sql.kpi_sessions(condition), [*params, *params]).fetchone()
         for day, severity, n in cur.execute(sql.per_day_severity(condition), [*params, *days]).fetchall():
             per_day.setdefault(day, {})[severity.upper()] = n
         intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+    (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
+     review_in, review_out) = totals  # fmt: skip
+    users, sessions, reviewed_sessions, hallucinated_sessions = distinct
 
     def day_count(day: date) -> int:
         return sum(per_day.get(day, {}).values())
