@@ -9,6 +9,8 @@ is answered from `interactions` with the same SQL, narrowed to the turns with a 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from api import filter_sql
@@ -57,22 +59,55 @@ def page(table: str, condition: str, order: str) -> str:
     return f"SELECT {FEEDBACK_SELECT_LIST} FROM {table} WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?"
 
 
+def part_page(table: str, condition: str, part: Part, *, recent: bool) -> str:
+    """A page (LIMIT ? OFFSET ?) of the records of `part` passing `condition`; `recent`: only among those
+    whose `part.recent` is at or after a bound given before the LIMIT (`RECENT`)."""
+    window = f" AND {part.recent} >= ?" if recent else ""
+    return page(table, f"{condition} AND {part.condition}{window}", part.order)
+
+
 def count(table: str, condition: str) -> str:
     return f"SELECT count(*) FROM {table} WHERE {condition}"
 
 
-def parts(terms: Sequence[str]) -> tuple[str, str]:
-    """The two parts of the ordered records, in order: those where the first term's column is NULL and the
-    others, or the other way round. A page is read from each part it spans (`count_parts`, `page`): a top-N
-    over one part is a few times cheaper than over both, whose NULLs defeat the scan's dynamic filter."""
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Records whose first ordering column is NULL, or the others: `condition`, and their ORDER BY."""
+
+    condition: str
+    order: str
+    # The column a window below the part's newest value may narrow (`RECENT`): the first ordering column
+    # when it is a time in descending order, else None.
+    recent: str | None = None
+
+
+def parts(terms: Sequence[str]) -> tuple[Part, Part]:
+    """The two parts of the ordered records, in order: those where the first term's column is NULL, then
+    the others, in descending order; the other way round in ascending order. A page is read from each
+    part it spans (`count_parts`, `page`): a top-N over one part costs less than over both, whose NULLs
+    defeat the scan's dynamic filter, and the NULL part is ordered by the other terms alone."""
     column = ORDER_COLUMNS[terms[0].lstrip("-")]
-    missing, present = f"{column} IS NULL", f"{column} IS NOT NULL"
-    return (missing, present) if terms[0].startswith("-") else (present, missing)
+    descending = terms[0].startswith("-")
+    tie = f"uuid {'DESC' if descending else 'ASC'}"
+    missing = Part(f"{column} IS NULL", ", ".join([*(ORDER_SQL[t] for t in terms[1:]), tie]))
+    recent = column if descending and column == ORDER_COLUMNS["submitted_at"] else None
+    present = Part(f"{column} IS NOT NULL", order_by(terms), recent)
+    return (missing, present) if descending else (present, missing)
 
 
-def count_parts(table: str, condition: str, first_part: str) -> str:
-    """The number of records passing `condition`, and how many of them are in the first part."""
-    return f"SELECT count(*), count(*) FILTER (WHERE {first_part}) FROM {table} WHERE {condition}"
+# A top-N in descending time order sees the records in the order they arrived, oldest first, so nearly
+# each one enters its heap: the page of the newest records is first looked for among those of the last
+# day before the newest one (`page(..., recent=True)`); when that window holds fewer records than the
+# page needs, the whole part is read.
+RECENT = timedelta(days=1)
+
+
+def count_parts(table: str, condition: str, parts: tuple[Part, Part]) -> str:
+    """The number of records passing `condition`, how many of them are in the first part, and the newest
+    value of the column a part may narrow by (NULL when none may)."""
+    recent = next((p.recent for p in parts if p.recent), None)
+    newest = f"max({recent})" if recent else "NULL"
+    return f"SELECT count(*), count(*) FILTER (WHERE {parts[0].condition}), {newest} FROM {table} WHERE {condition}"
 
 
 # The reviewed turns per non-empty intent (the KPI's llm_intent_distribution): either table holds them all.

@@ -263,20 +263,27 @@ def list_feedbacks(
     """A page of the feedback records of `table` (`feedbacks_sql.source`)."""
     condition, params = fsql.where(filters, table)
     parts = fsql.parts(ordering)
-    row = cur.execute(fsql.count_parts(table, condition, parts[0]), params).fetchone()
-    total, first = (int(row[0]), int(row[1])) if row else (0, 0)
+    row = cur.execute(fsql.count_parts(table, condition, parts), params).fetchone()
+    total, first, newest = (int(row[0]), int(row[1]), row[2]) if row else (0, 0, None)
     last = _check_page(total, pagination)
     if total == 0:
         return Page(0, [], pagination, last)
-    order = fsql.order_by(ordering)
     # The page's rows from each of the two parts it spans, in order (`feedbacks_sql.parts`).
     skip, wanted, rows = (pagination.page - 1) * pagination.page_size, pagination.page_size, []
     for part, size in zip(parts, (first, total - first), strict=True):
         if skip >= size:
             skip -= size
             continue
-        query = fsql.page(table, f"{condition} AND {part}", order)
-        rows += cur.execute(query, [*params, wanted - len(rows), skip]).fetchall()
+        want = min(wanted - len(rows), size - skip)
+        found: list[Any] = []
+        if part.recent and newest is not None:
+            # All the records ranked up to this page's last lie within the window when it holds as many:
+            # a page as long as asked for proves it (`feedbacks_sql.RECENT`).
+            query = fsql.part_page(table, condition, part, recent=True)
+            found = cur.execute(query, [*params, newest - fsql.RECENT, want, skip]).fetchall()
+        if len(found) < want:
+            found = cur.execute(fsql.part_page(table, condition, part, recent=False), [*params, want, skip]).fetchall()
+        rows += found
         skip = 0
         if len(rows) >= wanted:
             break

@@ -321,6 +321,13 @@ def test_feedbacks_equal_the_scan(client: Any, turns: list[dict[str, Any]], para
     response = client.get("/api/anonymous-chat-feedbacks/", params={**params, "page_size": 300}, headers=AUTH)
     assert response.headers["x-result-count"] == str(len(records))
     assert [r["interaction_uuid"] for r in response.json()] == [str(t["uuid"]) for t in records[:300]]
+    # Page by page: a page is read from the records whose first ordering column is NULL and from the
+    # others apart, the newest first from a window of recent ones (api/feedbacks_sql.py).
+    paged: list[str] = []
+    for n in range(1, max(1, -(-len(records) // 41)) + 1):
+        page = client.get("/api/anonymous-chat-feedbacks/", params={**params, "page_size": 41, "page": n}, headers=AUTH)
+        paged += [r["interaction_uuid"] for r in page.json()]
+    assert paged == [str(t["uuid"]) for t in records]
 
 
 def test_the_cases_are_not_empty_answers(turns: list[dict[str, Any]]) -> None:
