@@ -174,8 +174,8 @@ def count(condition: str) -> str:
     return f"SELECT count(*) FROM interactions WHERE {condition}"
 
 
-def kpi_totals(condition: str) -> str:
-    """The KPI's additive counters over the turns passing `condition` (in the order of
+def kpi_totals(condition: str, source: str = "interactions") -> str:
+    """The KPI's additive counters over the turns of `source` passing `condition` (in the order of
     `api.aggregates_sql.KPI_DAILY_TOTALS`). They are the ones each kept conversation row holds for its
     session (`schemas.conversation_rows.KPI_COUNTERS`), so that a KPI summed from those rows
     (`api.aggregates_sql.kpi_kept_totals`) counts the same things."""
@@ -195,18 +195,22 @@ def kpi_totals(condition: str) -> str:
             {c["hallucinated_turns"]},
             {c["review_input_tokens"]},
             {c["review_output_tokens"]}
-        FROM interactions WHERE {condition}
+        FROM {source} WHERE {condition}
     """
 
 
-def kpi_sessions(condition: str) -> str:
-    """The KPI's distinct counts over the turns passing `condition` (its parameters twice): visitors,
-    sessions, sessions with a reviewed turn, sessions with a reviewed turn that found a hallucination.
-    The sessions are grouped once and then counted: a `count(DISTINCT session_id) FILTER (...)` each made
-    DuckDB group the turns again and join the groups, most of a filtered KPI's time."""
+def kpi_sessions(condition: str, source: str = "interactions") -> str:
+    """The KPI's distinct counts over the turns of `source` passing `condition`: visitors, sessions,
+    sessions with a reviewed turn, sessions with a reviewed turn that found a hallucination. The sessions
+    are grouped once and then counted: a `count(DISTINCT session_id) FILTER (...)` each made DuckDB group
+    the turns again and join the groups, most of a filtered KPI's time."""
     return f"""
+        WITH kpi_turns AS (
+            SELECT session_id, user_slug, llm_reviewed_at, llm_hallucination_detected
+            FROM {source} WHERE {condition}
+        )
         SELECT
-            (SELECT count(DISTINCT user_slug) FROM interactions WHERE {condition} AND user_slug <> ''),
+            (SELECT count(DISTINCT user_slug) FROM kpi_turns WHERE user_slug <> ''),
             count(*),
             count(*) FILTER (WHERE reviewed),
             count(*) FILTER (WHERE hallucinated)
@@ -215,25 +219,49 @@ def kpi_sessions(condition: str) -> str:
                 session_id,
                 bool_or({REVIEWED}) AS reviewed,
                 bool_or({REVIEWED} AND llm_hallucination_detected) AS hallucinated
-            FROM interactions WHERE {condition} GROUP BY session_id
+            FROM kpi_turns GROUP BY session_id
         )
     """
 
 
-def intent_distribution(condition: str) -> str:
+def intent_distribution(condition: str, source: str = "interactions") -> str:
     return f"""
-        SELECT llm_intent_category, count(*) FROM interactions
+        SELECT llm_intent_category, count(*) FROM {source}
         WHERE {condition} AND llm_reviewed_at IS NOT NULL AND llm_intent_category <> ''
         GROUP BY llm_intent_category ORDER BY llm_intent_category
     """
 
 
-def per_day_severity(condition: str) -> str:
+def per_day_severity(condition: str, source: str = "interactions") -> str:
     """Turns per (created day, severity) in [?, ?]: daily_volume and severity_by_day of a filtered KPI."""
     return f"""
-        SELECT created_date, severity, count(*) FROM interactions
+        SELECT created_date, severity, count(*) FROM {source}
         WHERE {condition} AND created_date BETWEEN ? AND ?
         GROUP BY created_date, severity
+    """
+
+
+# What the KPI reads of a turn.
+_KPI_COLUMNS = (
+    "session_id, user_slug, is_flagged, severity, fb_score, click_count, is_clarification, input_tokens,"
+    " output_tokens, created_date, llm_reviewed_at, llm_resolution_score, llm_intent_category,"
+    " llm_hallucination_detected, llm_input_tokens, llm_output_tokens"
+)
+
+
+def kpi_once(condition: str) -> str:
+    """The four statements above in one, over the turns passing `condition` materialized once (its
+    parameters, then the days' [?, ?]): a list of the counters, one of the distinct counts, and the days
+    and the intents as lists of rows. For a costly condition: the KPI narrowed to the conversations that
+    pass stage 2 groups every turn by session in its condition, once instead of once per statement. (A
+    cheap condition that keeps most turns costs more materialized than evaluated four times.)"""
+    return f"""
+        WITH kpi_source AS MATERIALIZED (SELECT {_KPI_COLUMNS} FROM interactions WHERE {condition})
+        SELECT
+            (SELECT list_value(*COLUMNS(*)) FROM ({kpi_totals("TRUE", "kpi_source")})),
+            (SELECT list_value(*COLUMNS(*)) FROM ({kpi_sessions("TRUE", "kpi_source")})),
+            (SELECT list(row(*COLUMNS(*))) FROM ({per_day_severity("TRUE", "kpi_source")})),
+            (SELECT list(row(*COLUMNS(*))) FROM ({intent_distribution("TRUE", "kpi_source")}))
     """
 
 

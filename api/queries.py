@@ -386,7 +386,7 @@ def kpi(
         if filters.given():
             condition, params = sql.where(filters)
             totals = cur.execute(agg.KPI_DAILY_TOTALS_BETWEEN, [lo, hi]).fetchone()
-            distinct = cur.execute(sql.kpi_sessions(condition), [*params, *params]).fetchone()
+            distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
             intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
         else:
             totals = cur.execute(agg.KPI_DAILY_TOTALS).fetchone()
@@ -403,14 +403,21 @@ def kpi(
         for day, *counts in cur.execute(agg.kpi_kept_days(having), [*params, *days]).fetchall():
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
         intents = dict(cur.execute(agg.kpi_kept_intents(having), params).fetchall())
+    elif narrowing:
+        # Turn-level and conversation-level filters: the narrowed turns, found once (`sql.kpi_once`).
+        assert stage2 is not None
+        condition, params = sql.where(filters)
+        having, having_params = conv.having(stage2)
+        condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
+        row = cur.execute(sql.kpi_once(condition), [*params, *days]).fetchone()
+        totals, distinct, day_rows, intent_rows = row if row else ((), (), [], [])
+        for day, severity, n in day_rows or []:
+            per_day.setdefault(day, {})[severity.upper()] = n
+        intents = dict(sorted(intent_rows or []))
     else:
         condition, params = sql.where(filters)
-        if narrowing:
-            assert stage2 is not None
-            having, having_params = conv.having(stage2)
-            condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
         totals = cur.execute(sql.kpi_totals(condition), params).fetchone()
-        distinct = cur.execute(sql.kpi_sessions(condition), [*params, *params]).fetchone()
+        distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
         for day, severity, n in cur.execute(sql.per_day_severity(condition), [*params, *days]).fetchall():
             per_day.setdefault(day, {})[severity.upper()] = n
         intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
