@@ -97,17 +97,20 @@ def parts(terms: Sequence[str]) -> tuple[Part, Part]:
 
 # A top-N in descending time order sees the records in the order they arrived, oldest first, so nearly
 # each one enters its heap: the page of the newest records is first looked for among those of the last
-# day before the newest one (`page(..., recent=True)`); when that window holds fewer records than the
+# day before the newest one (`part_page(..., recent=True)`); when that window holds fewer records than the
 # page needs, the whole part is read.
 RECENT = timedelta(days=1)
 
 
-def count_parts(table: str, condition: str, parts: tuple[Part, Part]) -> str:
-    """The number of records passing `condition`, how many of them are in the first part, and the newest
-    value of the column a part may narrow by (NULL when none may)."""
-    recent = next((p.recent for p in parts if p.recent), None)
-    newest = f"max({recent})" if recent else "NULL"
-    return f"SELECT count(*), count(*) FILTER (WHERE {parts[0].condition}), {newest} FROM {table} WHERE {condition}"
+def count_parts(table: str, condition: str, first: Part) -> str:
+    """The number of records passing `condition`, and how many of them are in the `first` part."""
+    return f"SELECT count(*), count(*) FILTER (WHERE {first.condition}) FROM {table} WHERE {condition}"
+
+
+def newest(table: str, condition: str, part: Part) -> str:
+    """The newest value of the column `part` may narrow by (`Part.recent`), among the records passing
+    `condition`: asked only when a page reaches that part."""
+    return f"SELECT max({part.recent}) FROM {table} WHERE {condition}"
 
 
 # The reviewed turns per non-empty intent (the KPI's llm_intent_distribution): either table holds them all.

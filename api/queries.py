@@ -61,6 +61,11 @@ def _scalar(cur: duckdb.DuckDBPyConnection, query: str, params: Sequence[Any] = 
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def _scalar_value(cur: duckdb.DuckDBPyConnection, query: str, params: Sequence[Any] = ()) -> Any:
+    row = cur.execute(query, list(params)).fetchone()
+    return row[0] if row else None
+
+
 def _check_page(total: int, pagination: Pagination | None) -> int:
     """The last page number; raises PageNotFound for a page past it (page 1 of nothing is fine)."""
     if pagination is None:
@@ -263,8 +268,8 @@ def list_feedbacks(
     """A page of the feedback records of `table` (`feedbacks_sql.source`)."""
     condition, params = fsql.where(filters, table)
     parts = fsql.parts(ordering)
-    row = cur.execute(fsql.count_parts(table, condition, parts), params).fetchone()
-    total, first, newest = (int(row[0]), int(row[1]), row[2]) if row else (0, 0, None)
+    row = cur.execute(fsql.count_parts(table, condition, parts[0]), params).fetchone()
+    total, first = (int(row[0]), int(row[1])) if row else (0, 0)
     last = _check_page(total, pagination)
     if total == 0:
         return Page(0, [], pagination, last)
@@ -276,7 +281,8 @@ def list_feedbacks(
             continue
         want = min(wanted - len(rows), size - skip)
         found: list[Any] = []
-        if part.recent and newest is not None:
+        newest = _scalar_value(cur, fsql.newest(table, condition, part), params) if part.recent else None
+        if newest is not None:
             # All the records ranked up to this page's last lie within the window when it holds as many:
             # a page as long as asked for proves it (`feedbacks_sql.RECENT`).
             query = fsql.part_page(table, condition, part, recent=True)
