@@ -54,6 +54,8 @@ def total_for_days(expression: str) -> str:
 SESSION_TURNS = "SELECT turns FROM sessions WHERE session_id = ?"
 USER_TURNS = "SELECT total_interactions FROM user_stats WHERE user_slug = ?"
 
+# The KPI's additive counters, in the order of `api.interactions_sql.kpi_totals`, over all days or (with
+# `KPI_DAILY_TOTALS_BETWEEN`, for a KPI filtered by a date range alone) over the days in [?, ?].
 KPI_DAILY_TOTALS = """
     SELECT
         coalesce(sum(turns), 0),
@@ -71,10 +73,18 @@ KPI_DAILY_TOTALS = """
         coalesce(sum(review_output_tokens), 0)
     FROM daily_counters
 """
-KPI_SESSIONS = "SELECT count(*), count(*) FILTER (WHERE reviewed_turns > 0) FROM sessions"
-KPI_USERS = "SELECT count(*) FROM user_stats"
-# docs/api.md: hallucination_rate counts sessions; the kept conversation rows count each one's turns.
-KPI_HALLUCINATED_SESSIONS = "SELECT count(*) FROM conversations WHERE hallucinated_turns > 0"
+KPI_DAILY_TOTALS_BETWEEN = KPI_DAILY_TOTALS + " WHERE day BETWEEN ? AND ?"
+# The unfiltered KPI's counts of sessions and visitors (the columns of `api.interactions_sql.kpi_sessions`),
+# in one statement: each session has one kept conversation row, each visitor one user_stats row.
+# docs/api.md: reviewed_total and hallucination_rate count sessions.
+KPI_SESSIONS = """
+    SELECT
+        (SELECT count(*) FROM user_stats),
+        count(*),
+        count(*) FILTER (WHERE reviewed_turns > 0),
+        count(*) FILTER (WHERE hallucinated_turns > 0)
+    FROM conversations
+"""
 DAYS_BY_SEVERITY = """
     SELECT day, severity_none, severity_low, severity_medium, severity_high, severity_critical
     FROM daily_counters WHERE day BETWEEN ? AND ? AND turns > 0
@@ -108,11 +118,11 @@ BUDGET_TODAY = """
 
 
 def kpi_kept_totals(having: str) -> str:
-    """The columns of `api.interactions_sql.kpi_totals`, in its order, with the users counted apart."""
+    """The columns of `api.interactions_sql.kpi_totals`, in its order, then those of `kpi_sessions` but the
+    visitors (counted apart: `kpi_kept_users`)."""
     return f"""
         SELECT
             coalesce(sum(message_count), 0),
-            count(*),
             coalesce(sum(flagged), 0),
             coalesce(sum(feedback_up), 0),
             coalesce(sum(feedback_down), 0),
@@ -123,9 +133,10 @@ def kpi_kept_totals(having: str) -> str:
             coalesce(sum(reviewed_turns), 0),
             coalesce(sum(review_score_sum), 0),
             coalesce(sum(hallucinated_turns), 0),
-            count(*) FILTER (WHERE reviewed_turns > 0),
             coalesce(sum(review_input_tokens), 0),
             coalesce(sum(review_output_tokens), 0),
+            count(*),
+            count(*) FILTER (WHERE reviewed_turns > 0),
             count(*) FILTER (WHERE hallucinated_turns > 0)
         FROM conversations WHERE {having}
     """

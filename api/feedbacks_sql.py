@@ -9,6 +9,8 @@ is answered from `interactions` with the same SQL, narrowed to the turns with a 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from api import filter_sql
@@ -19,12 +21,9 @@ from schemas.readmodel import FEEDBACK_RECORDS_VERSION, IS_FEEDBACK_RECORD
 RECORDS = "feedback_records"
 WIDE = "interactions"
 
+ORDER_COLUMNS = {"submitted_at": "fb_submitted_at", "score": "fb_score", "llm_resolution_score": "llm_resolution_score"}
 # The reference sorts on Postgres: NULLs first in descending order, last in ascending order.
-ORDER_SQL = filter_sql.directions(
-    {"submitted_at": "fb_submitted_at", "score": "fb_score", "llm_resolution_score": "llm_resolution_score"},
-    descending="DESC NULLS FIRST",
-    ascending="ASC NULLS LAST",
-)
+ORDER_SQL = filter_sql.directions(ORDER_COLUMNS, descending="DESC NULLS FIRST", ascending="ASC NULLS LAST")
 
 
 def order_by(terms: Sequence[str]) -> str:
@@ -60,8 +59,67 @@ def page(table: str, condition: str, order: str) -> str:
     return f"SELECT {FEEDBACK_SELECT_LIST} FROM {table} WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?"
 
 
+def part_page(table: str, condition: str, part: Part, *, recent: bool) -> str:
+    """A page (LIMIT ? OFFSET ?) of the records of `part` passing `condition`; `recent`: only among those
+    whose `part.recent` is at or after a bound given before the LIMIT (`RECENT`)."""
+    window = f" AND {part.recent} >= ?" if recent else ""
+    return page(table, f"{condition} AND {part.condition}{window}", part.order)
+
+
 def count(table: str, condition: str) -> str:
     return f"SELECT count(*) FROM {table} WHERE {condition}"
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Records whose first ordering column is NULL, or the others: `condition`, and their ORDER BY."""
+
+    condition: str
+    order: str
+    # The column a window below the part's newest value may narrow (`RECENT`): the first ordering column
+    # when it is a time in descending order, else None.
+    recent: str | None = None
+
+
+def parts(terms: Sequence[str]) -> tuple[Part, Part]:
+    """The two parts of the ordered records, in order: those where the first term's column is NULL, then
+    the others, in descending order; the other way round in ascending order. A page is read from each
+    part it spans (`count_parts`, `page`): a top-N over one part costs less than over both, whose NULLs
+    defeat the scan's dynamic filter, and the NULL part is ordered by the other terms alone."""
+    column = ORDER_COLUMNS[terms[0].lstrip("-")]
+    descending = terms[0].startswith("-")
+    tie = f"uuid {'DESC' if descending else 'ASC'}"
+    missing = Part(f"{column} IS NULL", ", ".join([*(ORDER_SQL[t] for t in terms[1:]), tie]))
+    recent = column if descending and column == ORDER_COLUMNS["submitted_at"] else None
+    present = Part(f"{column} IS NOT NULL", order_by(terms), recent)
+    return (missing, present) if descending else (present, missing)
+
+
+# A top-N in descending time order sees the records in the order they arrived, oldest first, so nearly
+# each one enters its heap: the page of the newest records is first looked for among those of the last
+# day before the newest one (`part_page(..., recent=True)`); when that window holds fewer records than the
+# page needs, the whole part is read.
+RECENT = timedelta(days=1)
+
+
+def count_parts(table: str, condition: str, first: Part) -> str:
+    """The number of records passing `condition`, and how many of them are in the `first` part."""
+    return f"SELECT count(*), count(*) FILTER (WHERE {first.condition}) FROM {table} WHERE {condition}"
+
+
+def newest(table: str, condition: str, part: Part) -> str:
+    """The newest value of the column `part` may narrow by (`Part.recent`), among the records passing
+    `condition`: asked only when a page reaches that part."""
+    return f"SELECT max({part.recent}) FROM {table} WHERE {condition}"
+
+
+# The reviewed turns per non-empty intent (the KPI's llm_intent_distribution): either table holds them all.
+def intents(table: str) -> str:
+    return f"""
+        SELECT llm_intent_category, count(*) FROM {table}
+        WHERE llm_reviewed_at IS NOT NULL AND llm_intent_category <> ''
+        GROUP BY llm_intent_category ORDER BY llm_intent_category
+    """
 
 
 def one(table: str, condition: str) -> str:

@@ -82,6 +82,35 @@ _FEEDBACK_AT = INTERACTION_FIELDS.index("feedback")
 _JSON_AT = tuple(i for i, name in enumerate(INTERACTION_FIELDS) if name in JSON_FIELDS)
 
 
+def _json_text(fields: dict[str, str], spliced: frozenset[str] = frozenset()) -> str:
+    """SQL rendering a JSON object of `fields` (name to SQL) as text, in their order: the `spliced` ones
+    are JSON text already and go in as they are (as `to_body` splices the stored JSON columns), every
+    other value is rendered by DuckDB's to_json."""
+
+    def value(name: str, sql: str) -> str:
+        return sql if name in spliced else f"coalesce(to_json({sql}), 'null')"
+
+    # One concat() of every part: a chain of || copied the growing text once per field.
+    parts = []
+    for i, (name, sql) in enumerate(fields.items()):
+        opening = "," if i else "{"
+        parts.append(f"""'{opening}"{name}":', {value(name, sql)}""")
+    return f"concat({', '.join(parts)}, '}}')"
+
+
+# One row as the JSON text of its `to_body` object, rendered by DuckDB: a long transcript is streamed as
+# these texts end to end (`api.streaming.JsonTextArray`), since a Python object per field of each row
+# was most of the time of a heavy visitor's whole history. Equal to `to_body` as JSON (tests/api/
+# test_api_transcript_json.py); DuckDB writes a control character's escape in upper case (\u001F).
+ROW_JSON = _json_text(
+    {
+        **_INTERACTION_SQL,
+        "feedback": f"CASE WHEN {IS_FEEDBACK_RECORD} THEN {_json_text(_FEEDBACK_SQL)} ELSE 'null' END",
+    },
+    spliced=JSON_FIELDS | {"feedback"},
+)
+
+
 def to_body(row: Sequence[Any]) -> dict[str, Any]:
     """One selected row to the response object (JSON text columns as orjson fragments)."""
     body = dict(zip(INTERACTION_FIELDS, row[:_N], strict=True))
@@ -145,11 +174,6 @@ def select_page(condition: str, order: str, *, limit: bool) -> str:
     return f"SELECT {SELECT_LIST} FROM interactions WHERE {condition} ORDER BY {order}{tail}"
 
 
-def select_all(condition: str, order: str) -> str:
-    """Every row passing `condition`, in `order`, in the shape `to_body` takes."""
-    return select_page(condition, order, limit=False)
-
-
 SELECT_ONE = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ?"
 
 # A CSV row is flat: the interaction's fields (JSON ones as their JSON text), then the feedback's as
@@ -174,16 +198,15 @@ def count(condition: str) -> str:
     return f"SELECT count(*) FROM interactions WHERE {condition}"
 
 
-def kpi_totals(condition: str) -> str:
-    """The KPI's totals over the turns passing `condition`. Its per-turn counters are the ones each kept
-    conversation row holds for its session (`schemas.conversation_rows.KPI_COUNTERS`), so that a KPI summed
-    from those rows (`api.aggregates_sql.kpi_kept_totals`) counts the same things."""
+def kpi_totals(condition: str, source: str = "interactions") -> str:
+    """The KPI's additive counters over the turns of `source` passing `condition` (in the order of
+    `api.aggregates_sql.KPI_DAILY_TOTALS`). They are the ones each kept conversation row holds for its
+    session (`schemas.conversation_rows.KPI_COUNTERS`), so that a KPI summed from those rows
+    (`api.aggregates_sql.kpi_kept_totals`) counts the same things."""
     c = KPI_COUNTERS
     return f"""
         SELECT
             count(*),
-            count(DISTINCT session_id),
-            count(DISTINCT user_slug) FILTER (WHERE user_slug <> ''),
             {c["flagged"]},
             {c["feedback_up"]},
             {c["feedback_down"]},
@@ -194,28 +217,75 @@ def kpi_totals(condition: str) -> str:
             {c["reviewed_turns"]},
             {c["review_score_sum"]},
             {c["hallucinated_turns"]},
-            count(DISTINCT session_id) FILTER (WHERE {REVIEWED}),
             {c["review_input_tokens"]},
-            {c["review_output_tokens"]},
-            count(DISTINCT session_id) FILTER (WHERE {REVIEWED} AND llm_hallucination_detected)
-        FROM interactions WHERE {condition}
+            {c["review_output_tokens"]}
+        FROM {source} WHERE {condition}
     """
 
 
-def intent_distribution(condition: str) -> str:
+def kpi_sessions(condition: str, source: str = "interactions") -> str:
+    """The KPI's distinct counts over the turns of `source` passing `condition`: visitors, sessions,
+    sessions with a reviewed turn, sessions with a reviewed turn that found a hallucination. The sessions
+    are grouped once and then counted: a `count(DISTINCT session_id) FILTER (...)` each made DuckDB group
+    the turns again and join the groups, most of a filtered KPI's time."""
     return f"""
-        SELECT llm_intent_category, count(*) FROM interactions
+        WITH kpi_turns AS (
+            SELECT session_id, user_slug, llm_reviewed_at, llm_hallucination_detected
+            FROM {source} WHERE {condition}
+        )
+        SELECT
+            (SELECT count(DISTINCT user_slug) FROM kpi_turns WHERE user_slug <> ''),
+            count(*),
+            count(*) FILTER (WHERE reviewed),
+            count(*) FILTER (WHERE hallucinated)
+        FROM (
+            SELECT
+                session_id,
+                bool_or({REVIEWED}) AS reviewed,
+                bool_or({REVIEWED} AND llm_hallucination_detected) AS hallucinated
+            FROM kpi_turns GROUP BY session_id
+        )
+    """
+
+
+def intent_distribution(condition: str, source: str = "interactions") -> str:
+    return f"""
+        SELECT llm_intent_category, count(*) FROM {source}
         WHERE {condition} AND llm_reviewed_at IS NOT NULL AND llm_intent_category <> ''
         GROUP BY llm_intent_category ORDER BY llm_intent_category
     """
 
 
-def per_day_severity(condition: str) -> str:
+def per_day_severity(condition: str, source: str = "interactions") -> str:
     """Turns per (created day, severity) in [?, ?]: daily_volume and severity_by_day of a filtered KPI."""
     return f"""
-        SELECT created_date, severity, count(*) FROM interactions
+        SELECT created_date, severity, count(*) FROM {source}
         WHERE {condition} AND created_date BETWEEN ? AND ?
         GROUP BY created_date, severity
+    """
+
+
+# What the KPI reads of a turn.
+_KPI_COLUMNS = (
+    "session_id, user_slug, is_flagged, severity, fb_score, click_count, is_clarification, input_tokens,"
+    " output_tokens, created_date, llm_reviewed_at, llm_resolution_score, llm_intent_category,"
+    " llm_hallucination_detected, llm_input_tokens, llm_output_tokens"
+)
+
+
+def kpi_once(condition: str) -> str:
+    """The four statements above in one, over the turns passing `condition` materialized once (its
+    parameters, then the days' [?, ?]): a list of the counters, one of the distinct counts, and the days
+    and the intents as lists of rows. For a costly condition: the KPI narrowed to the conversations that
+    pass stage 2 groups every turn by session in its condition, once instead of once per statement. (A
+    cheap condition that keeps most turns costs more materialized than evaluated four times.)"""
+    return f"""
+        WITH kpi_source AS MATERIALIZED (SELECT {_KPI_COLUMNS} FROM interactions WHERE {condition})
+        SELECT
+            (SELECT list_value(*COLUMNS(*)) FROM ({kpi_totals("TRUE", "kpi_source")})),
+            (SELECT list_value(*COLUMNS(*)) FROM ({kpi_sessions("TRUE", "kpi_source")})),
+            (SELECT list(row(*COLUMNS(*))) FROM ({per_day_severity("TRUE", "kpi_source")})),
+            (SELECT list(row(*COLUMNS(*))) FROM ({intent_distribution("TRUE", "kpi_source")}))
     """
 
 

@@ -6,7 +6,7 @@ count and the rows it describes come from the same snapshot even while the proje
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ import duckdb
 from api import aggregates_sql as agg
 from api import conversations_sql as conv
 from api import feedbacks_sql as fsql
+from api import filter_sql
 from api import interactions_sql as sql
 from api.models import UserAggregate, field_names
 from api.params import ConversationFilters, FeedbackFilters, Filters, Pagination
@@ -29,7 +30,8 @@ USER_FIELDS = field_names(UserAggregate)
 
 # Whole lists longer than this are streamed (api.streaming) rather than built, and not remembered.
 STREAM_ROWS = 1000
-# The whole conversations list's first rows, sent before the others are sorted: the fewer, the sooner.
+# A streamed list's first rows (the whole conversations list, a long transcript), sent before the others
+# are sorted: the fewer, the sooner.
 STREAM_HEAD_ROWS = 1024
 
 
@@ -59,6 +61,11 @@ class JsonPage:
 def _scalar(cur: duckdb.DuckDBPyConnection, query: str, params: Sequence[Any] = ()) -> int:
     row = cur.execute(query, list(params)).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def _scalar_value(cur: duckdb.DuckDBPyConnection, query: str, params: Sequence[Any] = ()) -> Any:
+    row = cur.execute(query, list(params)).fetchone()
+    return row[0] if row else None
 
 
 def _check_page(total: int, pagination: Pagination | None) -> int:
@@ -159,31 +166,40 @@ def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any
     return sql.to_body(row) if row else None
 
 
-def export_interactions(
-    filters: Filters | None, ordering: Sequence[str], select: Callable[[str, str], str] = sql.select_csv
-) -> Export:
-    """The list's rows (or a transcript's) for `filters` (None: a contradiction), every page at once: as
-    the CSV's columns, or with `select=sql.select_all` as the JSON rows' (`sql.to_body`)."""
+def export_interactions(filters: Filters | None, ordering: Sequence[str]) -> Export:
+    """The list's rows (or a transcript's) for `filters` (None: a contradiction), every page at once, as
+    the CSV export's columns."""
     order = sql.order_by(ordering)
     if filters is None:
-        return Export(lambda cur: 0, select("FALSE", order), [])
+        return Export(lambda cur: 0, sql.select_csv("FALSE", order), [])
     condition, params = sql.where(filters)
-    return Export(lambda cur: count_interactions(cur, filters), select(condition, order), params)
+    return Export(lambda cur: count_interactions(cur, filters), sql.select_csv(condition, order), params)
 
 
 def short_whole_list(cur: duckdb.DuckDBPyConnection, filters: Filters | None, ordering: Sequence[str]) -> Page | None:
     """A transcript served whole, when it has at most STREAM_ROWS rows; None when it has more (it is
-    then streamed: `export_interactions(..., select=sql.select_all)`)."""
+    then streamed: `stream_transcript`). Counted first (a transcript's count is one kept row), so that a
+    long one is not also sorted here for nothing."""
     if filters is None:
         return Page(0, [], None, 1)
+    if count_interactions(cur, filters) > STREAM_ROWS:
+        return None
     condition, params = sql.where(filters)
     # No LIMIT in the statement: with one, DuckDB does not take the rows of a session from the serving
-    # index and the common short transcript became slower; the rows past the bound are never fetched.
-    query = sql.select_page(condition, sql.order_by(ordering), limit=False)
-    rows = cur.execute(query, params).fetchmany(STREAM_ROWS + 1)
-    if len(rows) > STREAM_ROWS:
-        return None
+    # index and the common short transcript became slower.
+    rows = cur.execute(sql.select_page(condition, sql.order_by(ordering), limit=False), params).fetchall()
     return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
+
+
+def stream_transcript(filters: Filters, ordering: Sequence[str]) -> Export:
+    """A transcript too long to build (`short_whole_list`), for `api.streaming`: each row's JSON text as
+    DuckDB renders it (`interactions_sql.ROW_JSON`), the first rows found by a top-N and sent while the
+    others are sorted, counted as `count_interactions` counts."""
+    condition, params = sql.where(filters)
+    head, rest = filter_sql.first_rows_then_rest(
+        "interactions", sql.ROW_JSON, condition, sql.order_by(ordering), STREAM_HEAD_ROWS
+    )
+    return Export(lambda cur: count_interactions(cur, filters), head, params, rest=rest)
 
 
 # -- conversations/ -------------------------------------------------------------------------------
@@ -262,13 +278,32 @@ def list_feedbacks(
 ) -> Page:
     """A page of the feedback records of `table` (`feedbacks_sql.source`)."""
     condition, params = fsql.where(filters, table)
-    total = _scalar(cur, fsql.count(table, condition), params)
+    parts = fsql.parts(ordering)
+    row = cur.execute(fsql.count_parts(table, condition, parts[0]), params).fetchone()
+    total, first = (int(row[0]), int(row[1])) if row else (0, 0)
     last = _check_page(total, pagination)
     if total == 0:
         return Page(0, [], pagination, last)
-    offset = (pagination.page - 1) * pagination.page_size
-    query = fsql.page(table, condition, fsql.order_by(ordering))
-    rows = cur.execute(query, [*params, pagination.page_size, offset]).fetchall()
+    # The page's rows from each of the two parts it spans, in order (`feedbacks_sql.parts`).
+    skip, wanted, rows = (pagination.page - 1) * pagination.page_size, pagination.page_size, []
+    for part, size in zip(parts, (first, total - first), strict=True):
+        if skip >= size:
+            skip -= size
+            continue
+        want = min(wanted - len(rows), size - skip)
+        found: list[Any] = []
+        newest = _scalar_value(cur, fsql.newest(table, condition, part), params) if part.recent else None
+        if newest is not None:
+            # All the records ranked up to this page's last lie within the window when it holds as many:
+            # a page as long as asked for proves it (`feedbacks_sql.RECENT`).
+            query = fsql.part_page(table, condition, part, recent=True)
+            found = cur.execute(query, [*params, newest - fsql.RECENT, want, skip]).fetchall()
+        if len(found) < want:
+            found = cur.execute(fsql.part_page(table, condition, part, recent=False), [*params, want, skip]).fetchall()
+        rows += found
+        skip = 0
+        if len(rows) >= wanted:
+            break
     return Page(total, [fsql.to_body(r) for r in rows], pagination, last)
 
 
@@ -349,48 +384,63 @@ def kpi(
     today: date,
     window_days: int,
     stage2: ConversationFilters | None = None,
+    records: str = fsql.RECORDS,
 ) -> dict[str, Any]:
     """The KPI over the turns passing `filters`; with `stage2` filters, only over the conversations that
-    pass them (each with all its turns that pass `filters`)."""
+    pass them (each with all its turns that pass `filters`). `records`: the table of the file's feedback
+    records (`feedbacks_sql.source`), which the unfiltered KPI counts the intents of."""
     volume_start = today - timedelta(days=window_days - 1)
     severity_start = today - timedelta(days=SEVERITY_BY_DAY_DAYS - 1)
     days = [min(volume_start, severity_start), today]
     per_day: dict[date, dict[str, int]] = {}
     narrowing = stage2 is not None and bool(stage2.given())
-    if not filters.given() and not narrowing:
-        (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
-         review_in, review_out) = cur.execute(agg.KPI_DAILY_TOTALS).fetchone()  # fmt: skip
-        sessions, reviewed_sessions = cur.execute(agg.KPI_SESSIONS).fetchone()
-        hallucinated_sessions = _scalar(cur, agg.KPI_HALLUCINATED_SESSIONS)
-        users = _scalar(cur, agg.KPI_USERS)
-        for day, *counts in cur.execute(agg.DAYS_BY_SEVERITY, days).fetchall():
+    # Each path gives the additive counters (in the order of `agg.KPI_DAILY_TOTALS`), the distinct counts
+    # (visitors, sessions, reviewed sessions, hallucinated sessions), the intents and the days.
+    if not narrowing and filters.only("created_from", "created_to"):
+        # No filter, or a date range alone: the counters and the days from daily_counters; the distinct
+        # counts from the kept rows or (in a range) from the turns of its days.
+        lo, hi = _date_bounds(filters)
+        if filters.given():
+            condition, params = sql.where(filters)
+            totals = cur.execute(agg.KPI_DAILY_TOTALS_BETWEEN, [lo, hi]).fetchone()
+            distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
+            intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+        else:
+            totals = cur.execute(agg.KPI_DAILY_TOTALS).fetchone()
+            distinct = cur.execute(agg.KPI_SESSIONS).fetchone()
+            intents = dict(cur.execute(fsql.intents(records)).fetchall())
+        for day, *counts in cur.execute(agg.DAYS_BY_SEVERITY, [max(days[0], lo), min(days[1], hi)]).fetchall():
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
-        intents = dict(cur.execute(agg.kpi_kept_intents("TRUE")).fetchall())
     elif not filters.given():
         # Conversation-level filters alone: whole conversations, summed from their kept rows.
         assert stage2 is not None
         having, params = conv.having(stage2, kept=True)
-        (turns, sessions, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum,
-         _hallucinated, reviewed_sessions, review_in, review_out, hallucinated_sessions) = cur.execute(
-            agg.kpi_kept_totals(having), params
-        ).fetchone()  # fmt: skip
-        users = _scalar(cur, agg.kpi_kept_users(having), params)
+        row = cur.execute(agg.kpi_kept_totals(having), params).fetchone()
+        totals, distinct = row[:13], (_scalar(cur, agg.kpi_kept_users(having), params), *row[13:])
         for day, *counts in cur.execute(agg.kpi_kept_days(having), [*params, *days]).fetchall():
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
         intents = dict(cur.execute(agg.kpi_kept_intents(having), params).fetchall())
+    elif narrowing:
+        # Turn-level and conversation-level filters: the narrowed turns, found once (`sql.kpi_once`).
+        assert stage2 is not None
+        condition, params = sql.where(filters)
+        having, having_params = conv.having(stage2)
+        condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
+        row = cur.execute(sql.kpi_once(condition), [*params, *days]).fetchone()
+        totals, distinct, day_rows, intent_rows = row if row else ((), (), [], [])
+        for day, severity, n in day_rows or []:
+            per_day.setdefault(day, {})[severity.upper()] = n
+        intents = dict(sorted(intent_rows or []))
     else:
         condition, params = sql.where(filters)
-        if narrowing:
-            assert stage2 is not None
-            having, having_params = conv.having(stage2)
-            condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
-        (turns, sessions, users, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed,
-         score_sum, _hallucinated, reviewed_sessions, review_in, review_out, hallucinated_sessions) = cur.execute(
-            sql.kpi_totals(condition), params
-        ).fetchone()  # fmt: skip
+        totals = cur.execute(sql.kpi_totals(condition), params).fetchone()
+        distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
         for day, severity, n in cur.execute(sql.per_day_severity(condition), [*params, *days]).fetchall():
             per_day.setdefault(day, {})[severity.upper()] = n
         intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+    (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
+     review_in, review_out) = totals  # fmt: skip
+    users, sessions, reviewed_sessions, hallucinated_sessions = distinct
 
     def day_count(day: date) -> int:
         return sum(per_day.get(day, {}).values())

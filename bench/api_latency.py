@@ -326,10 +326,14 @@ def run(
     too_slow = [r["name"] for r in results if rate and r["requests_per_s"] < rate]
     sustainable = [e for e in planned if e["name"] not in too_slow]
     at_rate = run_load(server, sustainable, connections, seconds, warmup_s, workdir, rate) if rate else []
+    # What one staff member waits for each of those: one connection, each request sent when the previous
+    # answer has arrived, so no request waits behind another (the closed loop's p50 is mostly that wait).
+    alone = [e for e in planned if e["name"] in too_slow]
+    one_at_a_time = run_load(server, alone, 1, seconds, warmup_s, workdir) if alone else []
     elapsed = time.monotonic() - started
     checkpoints = watch.stop()
     folded_after = server.positions()
-    for result in [*results, *at_rate]:
+    for result in [*results, *at_rate, *one_at_a_time]:
         start, end = result["window_monotonic"]
         # A checkpoint holds readers up to when the log shrinks, so it counts if it ended in the window.
         result["checkpoints"] = sum(1 for c in checkpoints if start <= c["monotonic"] <= end + 0.1)
@@ -346,7 +350,9 @@ def run(
         "endpoints": results,
         # The same endpoints at a fixed offered rate: the latency a dashboard sees (None: not run).
         "fixed_rate": {"requests_per_s": rate, "endpoints": at_rate, "below_rate": too_slow} if rate else None,
-        "errors_total": sum(r["errors"] for r in [*results, *at_rate]),
+        # The endpoints below that rate, one request at a time (empty when none).
+        "one_at_a_time": one_at_a_time,
+        "errors_total": sum(r["errors"] for r in [*results, *at_rate, *one_at_a_time]),
     }
 
 

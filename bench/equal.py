@@ -27,7 +27,7 @@ import duckdb
 import orjson
 
 from bench import children
-from bench.traffic import given_or_demo_topic
+from bench.traffic import given_or_demo_topic, topic_arguments
 from projector import forget, pipeline
 from projector.rebuild import checkpoint_and_close, fold_to, log_bounds, rebuild_source
 from projector.snapshot import EXCLUDED_COLUMNS
@@ -91,10 +91,7 @@ def raw_read(bootstrap_servers: str, topic: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.equal", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap-servers", help="default: the broker `make bench` picks (env, Docker, local)")
-    parser.add_argument("--topic", help="the topic to rebuild (default: a fresh one of --events demo events)")
-    parser.add_argument("--events", type=int, default=100_000, help="demo events to publish when no --topic")
-    parser.add_argument("--workdir", type=Path, help="where the two files go (default: a temporary folder)")
+    topic_arguments(parser, 100_000, "rebuild")
     args = parser.parse_args(argv)
     with given_or_demo_topic(args.bootstrap_servers, args.topic, args.events, "bench-equal") as (servers, topic):
         return _compare(args, servers, topic)

@@ -94,23 +94,25 @@ _HEADER = [
 def whole_lists_table(r: dict[str, Any]) -> list[str]:
     """The whole (unpaginated) lists again: when their first bytes arrived and their size, since a long
     one is streamed (docs/api.md) and its last byte measures its size more than the server."""
-    rows = [e for e in r["endpoints"] if "whole list" in e["name"] and e.get("first_byte")]
+    runs = (("closed loop", r["endpoints"]), ("one at a time", r.get("one_at_a_time") or []))
+    rows = [(how, e) for how, endpoints in runs for e in endpoints if "whole list" in e["name"] and e.get("first_byte")]
     if not rows:
         return []
     lines = [
         "",
-        "Whole lists, closed loop: first bytes (status line and headers: a long list is streamed, its rows "
-        "still being read after them) and the whole answer, with its mean size.",
+        "Whole lists: first bytes (status line and headers: a long list is streamed, its rows still being read "
+        "after them) and the whole answer, with its mean size.",
         "",
-        "| endpoint | first bytes p50 ms | first bytes p99 ms | whole p50 ms | whole p99 ms | mean MB |",
-        "|---|---|---|---|---|---|",
+        "| endpoint | run | first bytes p50 ms | first bytes p99 ms | whole p50 ms | whole p99 ms | mean MB |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for e in rows:
+    for how, e in rows:
         size = "—" if e.get("mean_response_bytes") is None else f"{e['mean_response_bytes'] / 1e6:,.1f}"
         first = e["first_byte"]
         whole = (_ms(e["p50_ms"]), _ms(e["p99_ms"])) if e["p50_ms"] is not None else _none_finished(e)
         lines.append(
-            f"| {e['name']} | {_ms(first['p50_ms'])} | {_ms(first['p99_ms'])} | {whole[0]} | {whole[1]} | {size} |"
+            f"| {e['name']} | {how} | {_ms(first['p50_ms'])} | {_ms(first['p99_ms'])} | {whole[0]} | {whole[1]} "
+            f"| {size} |"
         )
     return lines
 
@@ -138,6 +140,17 @@ def api_table(r: dict[str, Any]) -> list[str]:
                 f"(see their rows there): {', '.join(fixed['below_rate'])}.",
                 "",
             ]
+        alone = r.get("one_at_a_time") or []
+        if alone:
+            lines += [
+                "Those again, one request at a time (one connection, the next request sent when the previous "
+                "answer has arrived): what one staff member waits for each, with nothing queued before it. "
+                "A weaker condition than the fixed rate, which they cannot sustain.",
+                "",
+                *_HEADER,
+                *_endpoint_rows(alone),
+                "",
+            ]
     if r["endpoints"]:  # none with --no-closed-loop
         lines += [
             f"Closed loop (saturation): each of the {r['connections']} connections sends its next request as soon as "
@@ -154,7 +167,7 @@ def api_table(r: dict[str, Any]) -> list[str]:
         " answers the server took from its snapshot cache while the row was measured.",
     ]
     lines += whole_lists_table(r)
-    every = [*r["endpoints"], *(fixed["endpoints"] if fixed else [])]
+    every = [*r["endpoints"], *(fixed["endpoints"] if fixed else []), *(r.get("one_at_a_time") or [])]
     if any(e.get("checkpoints") for e in every):
         lines += [
             "",

@@ -39,7 +39,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from bench.traffic import given_or_demo_topic
+from bench.traffic import given_or_demo_topic, topic_arguments
 from projector import forget, pipeline
 from projector.apply import apply_prepared
 from projector.consumer import TopicReader
@@ -215,10 +215,7 @@ def report(figures: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap-servers", help="default: the broker `make bench` picks (env, Docker, local)")
-    parser.add_argument("--topic", help="the topic to measure (default: a fresh one of --events demo events)")
-    parser.add_argument("--events", type=int, default=200_000, help="demo events to publish when no --topic")
-    parser.add_argument("--workdir", type=Path, help="where the scratch file goes (default: a temporary folder)")
+    topic_arguments(parser, 200_000, "measure")
     parser.add_argument("--threads", type=int, help="DuckDB threads of the writer's connection (default: DuckDB's)")
     parser.add_argument(
         "--statements", type=int, default=12, help="the fold's costliest statements to list (default 12)"

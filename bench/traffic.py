@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import time
 import uuid
@@ -74,6 +75,15 @@ def topic_end(bootstrap_servers: str, topic: str) -> int:
         return sum(int(offset) for offset in consumer.end_offsets(partitions).values())
     finally:
         consumer.close()
+
+
+def topic_arguments(parser: argparse.ArgumentParser, events: int, measured: str) -> None:
+    """The arguments of `given_or_demo_topic` (--bootstrap-servers, --topic, --events) and --workdir, for a
+    tool that measures one topic; `measured` says what it does with the topic ("rebuild", "measure")."""
+    parser.add_argument("--bootstrap-servers", help="default: the broker `make bench` picks (env, Docker, local)")
+    parser.add_argument("--topic", help=f"the topic to {measured} (default: a fresh one of --events demo events)")
+    parser.add_argument("--events", type=int, default=events, help="demo events to publish when no --topic")
+    parser.add_argument("--workdir", type=Path, help="where the scratch files go (default: a temporary folder)")
 
 
 @contextmanager

@@ -1,0 +1,42 @@
+"""bench/results/latest.md: where each API row lands in the report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import api_table
+
+
+def _row(name: str, p50: float, p99: float, per_s: float) -> dict[str, Any]:
+    return {
+        "name": name, "p50_ms": p50, "p99_ms": p99, "requests_per_s": per_s, "errors": 0, "target_p99_ms": 100.0,
+        "met": p99 < 100.0, "window_monotonic": [0.0, 5.0], "first_byte": {"p50_ms": 20.0, "p99_ms": 40.0},
+        "mean_response_bytes": 91_000_000,
+    }  # fmt: skip
+
+
+def test_a_row_too_slow_for_the_fixed_rate_is_reported_one_request_at_a_time() -> None:
+    results = {
+        "interactions_in_read_model": 605_675, "connections": 8, "seconds_per_endpoint": 5,
+        "live_events_folded_per_s": 1000.0,
+        "endpoints": [_row("list", 20.0, 80.0, 300.0), _row("conversations whole list", 2860.0, 3039.0, 2.0)],
+        "fixed_rate": {"requests_per_s": 50, "endpoints": [_row("list", 4.0, 50.0, 50.0)],
+                       "below_rate": ["conversations whole list"]},
+        "one_at_a_time": [_row("conversations whole list", 412.0, 530.0, 2.4)],
+    }  # fmt: skip
+    text = "\n".join(api_table(results))
+    alone = text.split("Those again, one request at a time")[1].split("Closed loop")[0]
+    assert "| conversations whole list | 412.0 | 530.0 | 2 |" in alone
+    assert "| list |" not in alone
+    assert "| conversations whole list | one at a time | 20.0 | 40.0 | 412.0 | 530.0 | 91.0 |" in text
+    assert "| conversations whole list | closed loop | 20.0 | 40.0 | 2,860.0 | 3,039.0 | 91.0 |" in text
+
+
+def test_without_slow_rows_there_is_no_one_at_a_time_table() -> None:
+    results = {
+        "interactions_in_read_model": 10, "connections": 8, "seconds_per_endpoint": 5,
+        "live_events_folded_per_s": 0.0, "endpoints": [_row("list", 2.0, 8.0, 900.0)],
+        "fixed_rate": {"requests_per_s": 50, "endpoints": [_row("list", 1.0, 4.0, 50.0)], "below_rate": []},
+        "one_at_a_time": [],
+    }  # fmt: skip
+    assert "one request at a time" not in "\n".join(api_table(results))
