@@ -100,15 +100,9 @@ def rows(rows: Source, order: str, *, counted: bool = False) -> str:
 
 
 def kept_rows_split(having_condition: str, order: str, head: int) -> tuple[str, str]:
-    """The kept rows passing `having_condition`, each row's JSON after a comma, in order, in two statements
-    with the same parameters (`api.streaming.Rows.rest`): the first `head` rows, found by a top-N of the
-    ordering columns alone before their JSON is read (a top-N that carried the JSON read every row's),
-    then the others, sorted whole."""
-    head_rows = f"SELECT rowid FROM conversations WHERE {having_condition} ORDER BY {order} LIMIT {int(head)}"
-    return (
-        f"SELECT ',' || body FROM conversations WHERE rowid IN ({head_rows}) ORDER BY {order}",
-        f"SELECT ',' || body FROM conversations WHERE {having_condition} ORDER BY {order} OFFSET {int(head)}",
-    )
+    """The kept rows passing `having_condition`, each row's JSON after a comma, in order: the first `head`
+    rows, then the others (`filter_sql.first_rows_then_rest`)."""
+    return filter_sql.first_rows_then_rest("conversations", "body", having_condition, order, head)
 
 
 def count_rows(rows: Source) -> str:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import csv_export, feedbacks_sql, interactions_sql, models, pagination, queries, streaming
+from api import csv_export, feedbacks_sql, models, pagination, queries, streaming
 from api.encoding import detail, json_response
 from api.metrics import CONTENT_TYPE, RequestMetrics, render
 from api.params import (
@@ -218,8 +218,8 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
     if paging is None:
         whole = await _answer(request, ctx, minimum, queries.short_whole_list, narrowed, order)
         if whole is None:
-            export = queries.export_interactions(narrowed, order, select=interactions_sql.select_all)
-            return await _streamed(ctx, export, streaming.JsonArray(interactions_sql.to_body))
+            assert narrowed is not None  # a contradiction has no rows, so it is short
+            return await _streamed(ctx, queries.stream_transcript(narrowed, order), streaming.JsonTextArray())
         return _page_response(request, whole)
     page = await _answer(request, ctx, minimum, queries.list_interactions, narrowed, order, paging)
     return _page_response(request, page)

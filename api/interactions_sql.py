@@ -82,6 +82,35 @@ _FEEDBACK_AT = INTERACTION_FIELDS.index("feedback")
 _JSON_AT = tuple(i for i, name in enumerate(INTERACTION_FIELDS) if name in JSON_FIELDS)
 
 
+def _json_text(fields: dict[str, str], spliced: frozenset[str] = frozenset()) -> str:
+    """SQL rendering a JSON object of `fields` (name to SQL) as text, in their order: the `spliced` ones
+    are JSON text already and go in as they are (as `to_body` splices the stored JSON columns), every
+    other value is rendered by DuckDB's to_json."""
+
+    def value(name: str, sql: str) -> str:
+        return sql if name in spliced else f"coalesce(to_json({sql}), 'null')"
+
+    # One concat() of every part: a chain of || copied the growing text once per field.
+    parts = []
+    for i, (name, sql) in enumerate(fields.items()):
+        opening = "," if i else "{"
+        parts.append(f"""'{opening}"{name}":', {value(name, sql)}""")
+    return f"concat({', '.join(parts)}, '}}')"
+
+
+# One row as the JSON text of its `to_body` object, rendered by DuckDB: a long transcript is streamed as
+# these texts end to end (`api.streaming.JsonTextArray`), since a Python object per field of each row
+# was most of the time of a heavy visitor's whole history. Equal to `to_body` as JSON (tests/api/
+# test_api_transcript_json.py); DuckDB writes a control character's escape in upper case (\u001F).
+ROW_JSON = _json_text(
+    {
+        **_INTERACTION_SQL,
+        "feedback": f"CASE WHEN {IS_FEEDBACK_RECORD} THEN {_json_text(_FEEDBACK_SQL)} ELSE 'null' END",
+    },
+    spliced=JSON_FIELDS | {"feedback"},
+)
+
+
 def to_body(row: Sequence[Any]) -> dict[str, Any]:
     """One selected row to the response object (JSON text columns as orjson fragments)."""
     body = dict(zip(INTERACTION_FIELDS, row[:_N], strict=True))
@@ -143,11 +172,6 @@ _RULES: dict[str, filter_sql.Rule] = {
 def select_page(condition: str, order: str, *, limit: bool) -> str:
     tail = " LIMIT ? OFFSET ?" if limit else ""
     return f"SELECT {SELECT_LIST} FROM interactions WHERE {condition} ORDER BY {order}{tail}"
-
-
-def select_all(condition: str, order: str) -> str:
-    """Every row passing `condition`, in `order`, in the shape `to_body` takes."""
-    return select_page(condition, order, limit=False)
 
 
 SELECT_ONE = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ?"

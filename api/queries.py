@@ -6,7 +6,7 @@ count and the rows it describes come from the same snapshot even while the proje
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ import duckdb
 from api import aggregates_sql as agg
 from api import conversations_sql as conv
 from api import feedbacks_sql as fsql
+from api import filter_sql
 from api import interactions_sql as sql
 from api.models import UserAggregate, field_names
 from api.params import ConversationFilters, FeedbackFilters, Filters, Pagination
@@ -29,7 +30,8 @@ USER_FIELDS = field_names(UserAggregate)
 
 # Whole lists longer than this are streamed (api.streaming) rather than built, and not remembered.
 STREAM_ROWS = 1000
-# The whole conversations list's first rows, sent before the others are sorted: the fewer, the sooner.
+# A streamed list's first rows (the whole conversations list, a long transcript), sent before the others
+# are sorted: the fewer, the sooner.
 STREAM_HEAD_ROWS = 1024
 
 
@@ -164,31 +166,40 @@ def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any
     return sql.to_body(row) if row else None
 
 
-def export_interactions(
-    filters: Filters | None, ordering: Sequence[str], select: Callable[[str, str], str] = sql.select_csv
-) -> Export:
-    """The list's rows (or a transcript's) for `filters` (None: a contradiction), every page at once: as
-    the CSV's columns, or with `select=sql.select_all` as the JSON rows' (`sql.to_body`)."""
+def export_interactions(filters: Filters | None, ordering: Sequence[str]) -> Export:
+    """The list's rows (or a transcript's) for `filters` (None: a contradiction), every page at once, as
+    the CSV export's columns."""
     order = sql.order_by(ordering)
     if filters is None:
-        return Export(lambda cur: 0, select("FALSE", order), [])
+        return Export(lambda cur: 0, sql.select_csv("FALSE", order), [])
     condition, params = sql.where(filters)
-    return Export(lambda cur: count_interactions(cur, filters), select(condition, order), params)
+    return Export(lambda cur: count_interactions(cur, filters), sql.select_csv(condition, order), params)
 
 
 def short_whole_list(cur: duckdb.DuckDBPyConnection, filters: Filters | None, ordering: Sequence[str]) -> Page | None:
     """A transcript served whole, when it has at most STREAM_ROWS rows; None when it has more (it is
-    then streamed: `export_interactions(..., select=sql.select_all)`)."""
+    then streamed: `stream_transcript`). Counted first (a transcript's count is one kept row), so that a
+    long one is not also sorted here for nothing."""
     if filters is None:
         return Page(0, [], None, 1)
+    if count_interactions(cur, filters) > STREAM_ROWS:
+        return None
     condition, params = sql.where(filters)
     # No LIMIT in the statement: with one, DuckDB does not take the rows of a session from the serving
-    # index and the common short transcript became slower; the rows past the bound are never fetched.
-    query = sql.select_page(condition, sql.order_by(ordering), limit=False)
-    rows = cur.execute(query, params).fetchmany(STREAM_ROWS + 1)
-    if len(rows) > STREAM_ROWS:
-        return None
+    # index and the common short transcript became slower.
+    rows = cur.execute(sql.select_page(condition, sql.order_by(ordering), limit=False), params).fetchall()
     return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
+
+
+def stream_transcript(filters: Filters, ordering: Sequence[str]) -> Export:
+    """A transcript too long to build (`short_whole_list`), for `api.streaming`: each row's JSON text as
+    DuckDB renders it (`interactions_sql.ROW_JSON`), the first rows found by a top-N and sent while the
+    others are sorted, counted as `count_interactions` counts."""
+    condition, params = sql.where(filters)
+    head, rest = filter_sql.first_rows_then_rest(
+        "interactions", sql.ROW_JSON, condition, sql.order_by(ordering), STREAM_HEAD_ROWS
+    )
+    return Export(lambda cur: count_interactions(cur, filters), head, params, rest=rest)
 
 
 # -- conversations/ -------------------------------------------------------------------------------

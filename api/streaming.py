@@ -3,22 +3,20 @@
 A `RowStream` holds one read lease and one DuckDB read transaction for the whole response: the count
 sent in `X-Result-Count`, the position sent in its header and every row come from one snapshot (one
 projector commit), whatever commits while the body is sent. The rows leave DuckDB as Arrow record batches
-of `BATCH_ROWS` rows; each is rendered (`Renderer`, a costly one `CHUNK_ROWS` rows at a time) and sent
-before the next is read, so the memory of a response stays bounded by a batch whatever its size, and the
-first bytes leave as soon as the first rows of the first batch are rendered. The read lease is held until
-the last row is sent (a blue/green switch waits for it).
+of `BATCH_ROWS` rows; each is rendered (`Renderer`) and sent before the next is read, so the memory of a
+response stays bounded by a batch whatever its size, and the first bytes leave as soon as the first batch
+is rendered. The read lease is held until the last row is sent (a blue/green switch waits for it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import duckdb
-import orjson
 import pyarrow as pa
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
@@ -30,9 +28,6 @@ from schemas.position import Position
 from serving.handle import ReadModelHandle
 
 BATCH_ROWS = 8192
-# A batch of a `sliced` renderer is rendered and sent in slices of at most this many rows: rendering is
-# most of the time of a JSON transcript (a Python object per field); the first bytes need not wait for it.
-CHUNK_ROWS = 1024
 
 Counter = Callable[[duckdb.DuckDBPyConnection], int]
 
@@ -56,8 +51,6 @@ class Renderer:
 
     start = b""
     end = b""
-    # Whether a batch is rendered and sent CHUNK_ROWS rows at a time (when rendering it costs per row).
-    sliced = False
 
     def batch(self, batch: pa.RecordBatch, first: bool) -> bytes:
         raise NotImplementedError
@@ -67,32 +60,15 @@ class Renderer:
         return b""
 
 
-class JsonArray(Renderer):
-    """A JSON array of the rows, each turned into its object by `to_body` (a row's values in column order)."""
-
-    start = b"["
-    end = b"]"
-    sliced = True
-
-    def __init__(self, to_body: Callable[[Sequence[Any]], Any]) -> None:
-        self._to_body = to_body
-
-    def batch(self, batch: pa.RecordBatch, first: bool) -> bytes:
-        rows = zip(*(column.to_pylist() for column in batch.columns), strict=True)
-        items = orjson.dumps([self._to_body(row) for row in rows])[1:-1]
-        return items if first else b"," + items
-
-
-class JsonTextArray(JsonArray):
+class JsonTextArray(Renderer):
     """A JSON array of rows whose one column is already the row's JSON text (as DuckDB or the fold rendered
     it) after a comma: `,{...}`. A batch's text is then its Arrow values as they lie end to end in the
     column's data buffer, sent as they are (the first row without its comma): no Python string per row,
-    which cost the whole conversations list several times what DuckDB spent reading and sorting it."""
+    which cost the whole conversations list several times what DuckDB spent reading and sorting it, and
+    a Python object per field of a transcript's rows most of its time."""
 
-    sliced = False  # its batch is sent as the bytes it already is
-
-    def __init__(self) -> None:
-        super().__init__(lambda row: row[0])
+    start = b"["
+    end = b"]"
 
     def batch(self, batch: pa.RecordBatch, first: bool) -> bytes:
         return _values_end_to_end(batch.column(0), skip=1 if first else 0)
@@ -175,8 +151,6 @@ class RowStream:
         if self._ended:
             return None
         batch, self._ahead = (self._ahead, None) if self._ahead is not None else (self._next_batch(), None)
-        if batch is not None and self._renderer.sliced and batch.num_rows > CHUNK_ROWS:
-            batch, self._ahead = batch.slice(0, CHUNK_ROWS), batch.slice(CHUNK_ROWS)
         if batch is None:
             self._ended = True
             schema = self._reader.schema
