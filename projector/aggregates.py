@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from projector.arrow_views import registered
+from projector.keysets import execute_in, where_in
 
 _REFRESH_SESSIONS = """
 INSERT INTO sessions
@@ -156,10 +157,11 @@ _BY_DAY = 1  # `grouped` of the day rows (the bit of the column not grouped by);
 # The sessions step, set-wise over the batch: `touched_sessions` (the sessions of the batch's new turns
 # and of its applied reviews), `batch_new_turns` (the batch's inserted turns) and `changed_turns` (each
 # updated turn before and after, `_CHANGED_TURNS` of projector/apply.py). Per touched session: its row
-# as the file holds it (`old_*`), what the batch adds, its new row, and whether it must be recomputed
-# from `interactions` instead (`recount`): a session with no row and no new turn, or whose first instant
-# is a tie (two new turns, or a new turn and the stored first one), since the order of uuids decides
-# between turns of the same instant and only the table has the old first turn's uuid.
+# as the file holds it (`old_*`, from `stored_sessions`, its row looked up by key), what the batch adds,
+# its new row, and whether it must be recomputed from `interactions` instead (`recount`): a session with
+# no row and no new turn, or whose first instant is a tie (two new turns, or a new turn and the stored
+# first one), since the order of uuids decides between turns of the same instant and only the table has
+# the old first turn's uuid.
 _SESSION_PLAN = """
 WITH instants AS (
     SELECT session_id, created, count(*) AS n, any_value(user_slug) AS user_slug
@@ -180,7 +182,7 @@ WITH instants AS (
         (s.session_id IS NULL AND a.session_id IS NULL) OR coalesce(a.tie, false)
             OR coalesce(a.first_new = s.first_created, false) AS recount
     FROM touched_sessions t
-    LEFT JOIN sessions s USING (session_id)
+    LEFT JOIN stored_sessions s USING (session_id)
     LEFT JOIN arrived a USING (session_id)
     LEFT JOIN reviewed r USING (session_id)
 )
@@ -193,7 +195,8 @@ SELECT *,
 FROM plan
 """
 _DELETE_SESSIONS = "DELETE FROM sessions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))"
-_DELETE_PLANNED_SESSIONS = "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM session_plan)"
+_STORED_SESSIONS = "SELECT * FROM sessions WHERE session_id IN ({})"
+_DELETE_TOUCHED_SESSIONS = "DELETE FROM sessions WHERE session_id IN ({})"
 _INSERT_PLANNED_SESSIONS = """
 INSERT INTO sessions BY NAME
 SELECT session_id, user_slug, first_created, last_created, turns, reviewed_turns FROM session_plan WHERE NOT recount
@@ -391,17 +394,17 @@ def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: 
     of each, ~10 ms a batch, and walking them in Python cost a catch-up batch ~5 us a turn."""
     touched = sorted(set(sessions))
     if touched:
-        plan = _session_plan(con, touched, deltas)
-        with registered(con, "session_plan", plan):
-            deltas.sessions_started(con.execute(_PLANNED_FIRST_DAYS).fetchall(), 1)
-            con.execute(_DELETE_PLANNED_SESSIONS)
-            con.execute(_INSERT_PLANNED_SESSIONS)
-            recount = pc.filter(plan["session_id"], plan["recount"]).to_pylist()
-            if recount:
-                con.execute(_REFRESH_SESSIONS, [recount])
-                deltas.sessions_started(con.execute(_NEW_FIRST_DAYS, [recount]).fetchall(), 1)
-            if deltas.new_turns:
-                with registered(con, "batch_new_turns", _concat(deltas.new_turns, _NEW_TURN_COLUMNS)):
+        with registered(con, "batch_new_turns", _concat(deltas.new_turns, _NEW_TURN_COLUMNS)):
+            plan = _session_plan(con, touched, deltas)
+            with registered(con, "session_plan", plan):
+                deltas.sessions_started(con.execute(_PLANNED_FIRST_DAYS).fetchall(), 1)
+                execute_in(con, _DELETE_TOUCHED_SESSIONS, touched)
+                con.execute(_INSERT_PLANNED_SESSIONS)
+                recount = pc.filter(plan["session_id"], plan["recount"]).to_pylist()
+                if recount:
+                    con.execute(_REFRESH_SESSIONS, [recount])
+                    deltas.sessions_started(con.execute(_NEW_FIRST_DAYS, [recount]).fetchall(), 1)
+                if deltas.new_turns:
                     _count_user_sessions(con, deltas)
     deltas.write(con)
 
@@ -427,10 +430,14 @@ def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
 
 
 def _session_plan(con: duckdb.DuckDBPyConnection, touched: list[str], deltas: Deltas) -> pa.Table:
-    """The plan of the touched sessions (`_SESSION_PLAN`), one row each, as an Arrow table."""
+    """The plan of the touched sessions (`_SESSION_PLAN`), one row each, as an Arrow table; the caller
+    has registered the batch's new turns (`batch_new_turns`). Their stored rows are looked up by key
+    first (`projector.keysets`): joined in the plan, the whole `sessions` table was read."""
+    statement, params = where_in(_STORED_SESSIONS, touched)
+    stored = con.sql(statement, params=params).to_arrow_table()
     with (
         registered(con, "touched_sessions", pa.table({"session_id": pa.array(touched, pa.string())})),
-        registered(con, "batch_new_turns", _concat(deltas.new_turns, _NEW_TURN_COLUMNS)),
+        registered(con, "stored_sessions", stored),
         registered(con, "changed_turns", _concat(deltas.changed_turns, _REVIEW_COLUMNS)),
     ):
         return con.sql(_SESSION_PLAN).to_arrow_table()

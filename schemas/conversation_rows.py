@@ -125,12 +125,22 @@ _ROW_COLUMNS = {
     "last_day": "max(created_date)",
 }
 
-# The kept table's row of each session in `?` (a list of session ids), from all its turns: the grouped
-# columns, the KPI's counters, days and intents, and the JSON. The session's turns are read once.
-REFRESH = f"""
+
+def refresh_sql(created_ranges: int = 0) -> str:
+    """The statement that inserts the kept table's row of each session in `?` (a list of session ids),
+    from all its turns: the grouped columns, the KPI's counters, days and intents, and the JSON. The
+    session's turns are read once. With `created_ranges`, the turns read are also those created within
+    one of that many ranges (`BETWEEN ? AND ?`, their bounds as parameters after the list): a bound
+    DuckDB checks against each row group's min/max of `created` and skips the groups outside it, where
+    the session list alone makes it read the whole session_id column (projector/conversations.py)."""
+    within = " OR ".join(["created BETWEEN ? AND ?"] * created_ranges)
+    return _REFRESH.replace("/*within*/", f" AND ({within})" if within else "")
+
+
+_REFRESH = f"""
 INSERT INTO conversations BY NAME
 WITH turns AS MATERIALIZED (
-    SELECT {_TURN_COLUMNS} FROM interactions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))
+    SELECT {_TURN_COLUMNS} FROM interactions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))/*within*/
 ),
 rows AS MATERIALIZED (
     SELECT {", ".join(f"{sql} AS {name}" for name, sql in _ROW_COLUMNS.items())}
@@ -139,3 +149,5 @@ rows AS MATERIALIZED (
 SELECT {_KEPT_COLUMNS}, coalesce(spanning.days, {_ONE_DAY}) AS days, {ROW_JSON} AS body
 FROM rows LEFT JOIN ({_SPANNING_DAYS}) AS spanning USING (session_id)
 """
+# Every turn of each session in `?`, unbounded.
+REFRESH = refresh_sql()
