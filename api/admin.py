@@ -235,17 +235,19 @@ def can_serve(handle: ReadModelHandle) -> bool:
         lambda cur: queries.get_interaction(cur, probe_uuid),
         lambda cur: queries.budget(cur, now, 0),
     ]
+    # The KPI also reads the feedback records (unfiltered) and has a path of its own for a date range.
+    probes.append(lambda cur: queries.kpi(cur, Filters(created_from=now.date()), now.date(), 30, None, records))
     for filters in (Filters(), every):
         probes += [
             lambda cur, f=filters: queries.list_interactions(cur, f, ("-created", "result_count"), one),
             lambda cur, f=filters: queries.list_users(cur, f, one),
-            lambda cur, f=filters: queries.kpi(cur, f, now.date(), 30),
+            lambda cur, f=filters: queries.kpi(cur, f, now.date(), 30, None, records),
         ]
         # Without turn-level filters the conversations come from the kept rows, with them from the turns.
         for stage2 in (ConversationFilters(), every_conversation):
             probes += [
                 lambda cur, f=filters, c=stage2: queries.conversations(cur, f, c, ("-last_active",), one),
-                lambda cur, f=filters, c=stage2: queries.kpi(cur, f, now.date(), 30, c),
+                lambda cur, f=filters, c=stage2: queries.kpi(cur, f, now.date(), 30, c, records),
             ]
     for feedback in (FeedbackFilters(), every_feedback):
         probes += [

@@ -385,10 +385,14 @@ def kpi(
     window_days: int,
     stage2: ConversationFilters | None = None,
     records: str = fsql.RECORDS,
+    *,
+    over_turns: bool = False,
 ) -> dict[str, Any]:
     """The KPI over the turns passing `filters`; with `stage2` filters, only over the conversations that
     pass them (each with all its turns that pass `filters`). `records`: the table of the file's feedback
-    records (`feedbacks_sql.source`), which the unfiltered KPI counts the intents of."""
+    records (`feedbacks_sql.source`), which the unfiltered KPI counts the intents of. `over_turns`: from
+    the `interactions` rows alone, never the counters the projector keeps (what the tests compare those
+    paths with)."""
     volume_start = today - timedelta(days=window_days - 1)
     severity_start = today - timedelta(days=SEVERITY_BY_DAY_DAYS - 1)
     days = [min(volume_start, severity_start), today]
@@ -396,7 +400,7 @@ def kpi(
     narrowing = stage2 is not None and bool(stage2.given())
     # Each path gives the additive counters (in the order of `agg.KPI_DAILY_TOTALS`), the distinct counts
     # (visitors, sessions, reviewed sessions, hallucinated sessions), the intents and the days.
-    if not narrowing and filters.only("created_from", "created_to"):
+    if not over_turns and not narrowing and filters.only("created_from", "created_to"):
         # No filter, or a date range alone: the counters and the days from daily_counters; the distinct
         # counts from the kept rows or (in a range) from the turns of its days.
         lo, hi = _date_bounds(filters)
@@ -411,7 +415,7 @@ def kpi(
             intents = dict(cur.execute(fsql.intents(records)).fetchall())
         for day, *counts in cur.execute(agg.DAYS_BY_SEVERITY, [max(days[0], lo), min(days[1], hi)]).fetchall():
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
-    elif not filters.given():
+    elif not over_turns and not filters.given():
         # Conversation-level filters alone: whole conversations, summed from their kept rows.
         assert stage2 is not None
         having, params = conv.having(stage2, kept=True)

@@ -46,8 +46,8 @@ from tests.support.privacy import (
     visitor_story,
 )
 
-EVERYTHING = Filters(created_from=date(1, 1, 1))  # a filter, so the queries scan the turns themselves
-# A conversation-level filter alone: the KPI sums the kept conversation rows (with EVERYTHING, the turns).
+EVERYTHING = Filters(created_from=date(1, 1, 1))  # a filter that keeps every turn: by-user scans the turns
+# A conversation-level filter alone: the KPI sums the kept conversation rows (`over_turns`: from the turns).
 NARROWED = ConversationFilters(total_tokens_min=0)
 
 
@@ -125,9 +125,11 @@ def test_an_erased_visitor_leaves_no_trace_and_later_turns_stay(tmp_path: Path) 
         ("user_slug", VISITOR, "visitor asked", 4)
     ]
     # Every aggregate equals a scan of the turns that are left; the budget is what it was.
-    assert queries.kpi(con, Filters(), BASE_TIME.date(), 30) == queries.kpi(con, EVERYTHING, BASE_TIME.date(), 30)
-    assert queries.kpi(con, Filters(), BASE_TIME.date(), 30, NARROWED) == queries.kpi(
-        con, EVERYTHING, BASE_TIME.date(), 30, NARROWED
+    day = BASE_TIME.date()
+    assert queries.kpi(con, Filters(), day, 30) == queries.kpi(con, Filters(), day, 30, over_turns=True)
+    assert queries.kpi(con, EVERYTHING, day, 30) == queries.kpi(con, EVERYTHING, day, 30, over_turns=True)
+    assert queries.kpi(con, Filters(), day, 30, NARROWED) == queries.kpi(
+        con, Filters(), day, 30, NARROWED, over_turns=True
     )
     kept, fresh = kept_and_recomputed(con)
     assert kept == fresh and {s for s, *_ in kept} == {"sess-d", "sess-o"}
@@ -210,8 +212,11 @@ def test_the_purge_leaves_the_last_days_and_aggregates_equal_a_scan(tmp_path: Pa
     )
     assert live.execute("SELECT count(*) FROM daily_counters WHERE day < ?", [horizon]).fetchone() == (0,)
     assert live.execute("SELECT count(*) FROM usage_events WHERE day < ?", [horizon]).fetchone() == (0,)
-    assert queries.kpi(live, Filters(), TODAY, 30) == queries.kpi(live, EVERYTHING, TODAY, 30)
-    assert queries.kpi(live, Filters(), TODAY, 30, NARROWED) == queries.kpi(live, EVERYTHING, TODAY, 30, NARROWED)
+    assert queries.kpi(live, Filters(), TODAY, 30) == queries.kpi(live, Filters(), TODAY, 30, over_turns=True)
+    assert queries.kpi(live, EVERYTHING, TODAY, 30) == queries.kpi(live, EVERYTHING, TODAY, 30, over_turns=True)
+    assert queries.kpi(live, Filters(), TODAY, 30, NARROWED) == queries.kpi(
+        live, Filters(), TODAY, 30, NARROWED, over_turns=True
+    )
     kept, fresh = kept_and_recomputed(live)
     assert kept == fresh
     kept_records, copied = kept_and_copied_records(live)
@@ -338,7 +343,7 @@ def test_the_kpi_of_conversations_spanning_days_counts_each_turn_on_its_own_day(
     ]
     today = (day + timedelta(days=1)).date()
     kept = queries.kpi(con, Filters(), today, 7, NARROWED)
-    assert kept == queries.kpi(con, EVERYTHING, today, 7, NARROWED)
+    assert kept == queries.kpi(con, Filters(), today, 7, NARROWED, over_turns=True)
     assert [d["count"] for d in kept["daily_volume"][-2:]] == [3, 1]
     assert kept["severity_by_day"]["series"]["LOW"][-2:] == [1, 1]
     assert kept["llm_intent_distribution"] == {"billing": 1} and kept["hallucination_rate"] == 1.0
