@@ -36,7 +36,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projector import aggregates, conversations, feedback_records, forget
+from projector import aggregates, conversations, feedback_records, forget, keysets
 from projector.arrow_views import registered, rows_table, schema_of
 from projector.prepare import (
     CLICK_SCHEMA,
@@ -68,11 +68,7 @@ from schemas.registry import (
     EventRegistry,
 )
 
-# Sets of uuids go to DuckDB as parameters: registering an Arrow table costs ~0.5 ms, and a live batch's
-# hundred uuids were 1.5-3x slower to find in `interactions` as a table than as an IN list of parameters.
-# Such a list costs more to bind the longer it is, and a table of a million event ids is scanned whatever
-# the form: there, and beyond this length, the uuids go as one list parameter, unnested.
-_IN_LIST_MAX = 300
+# Sets of uuids go to DuckDB as parameters (projector.keysets): registering an Arrow table costs ~0.5 ms.
 _LIST_PARAM_MAX = 2_000  # beyond, a registered Arrow table: a long Python list converts slowly
 
 
@@ -374,17 +370,16 @@ class _Fold:
         return self.con.sql(sql, params=params).to_arrow_table()
 
     def _where_in(
-        self, sql: str, uuids: list[str] | pa.Array | pa.ChunkedArray, *, max_placeholders: int = _IN_LIST_MAX
+        self, sql: str, uuids: list[str] | pa.Array | pa.ChunkedArray, *, max_placeholders: int = keysets.IN_LIST_MAX
     ) -> list[tuple[Any, ...]]:
-        """Runs `sql`, whose `{}` is where the set of `uuids` goes (`... IN ({})`): as an IN list of
-        parameters when short enough, else as one list parameter, unnested, or a registered table for a
-        catch-up batch's thousands (an Arrow column goes as it is, never through Python strings)."""
+        """Runs `sql`, whose `{}` is where the set of `uuids` goes (`... IN ({})`), as `keysets.where_in`
+        puts it, or as a registered table for a catch-up batch's thousands (an Arrow column goes as it
+        is, never through Python strings)."""
         if len(uuids) <= _LIST_PARAM_MAX and not isinstance(uuids, list):
             uuids = sorted(uuids.to_pylist())
-        if len(uuids) <= max_placeholders:
-            return self.con.execute(sql.format(", ".join("?" * len(uuids))), uuids).fetchall()
         if len(uuids) <= _LIST_PARAM_MAX:
-            return self.con.execute(sql.format("SELECT unnest(?::UUID[])"), [uuids]).fetchall()
+            statement, params = keysets.where_in(sql, uuids, key_type="UUID", max_placeholders=max_placeholders)
+            return self.con.execute(statement, params).fetchall()
         column = pa.array(uuids, pa.string()) if isinstance(uuids, list) else uuids
         with registered(self.con, "uuid_set", pa.table({"uuid": column})):
             return self.con.execute(sql.format("SELECT uuid::UUID FROM uuid_set")).fetchall()

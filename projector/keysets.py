@@ -1,11 +1,13 @@
-"""How a batch's set of keys (session ids) goes into a statement that looks them up in a keyed table.
+"""How a batch's set of keys (session ids, interaction uuids) goes into a statement that looks them up.
 
 As an IN list of parameters when the set is short: DuckDB then finds each key in the table's index
-(`sessions` and `conversations` are keyed by session_id). As one list parameter, unnested, it joins the
-list against the whole key column instead, which grows with the table: at a million events (177,000
-sessions) 10 ms for a live batch's hundred sessions, against ~3 ms looked up. A longer list costs more
-to bind than it saves (projector/apply.py `_IN_LIST_MAX`), and a catch-up batch's thousands are a join
-anyway.
+(`sessions` and `conversations` are keyed by session_id, `interactions` by uuid). As one list parameter,
+unnested, it joins the list against the whole key column instead, which grows with the table: at a
+million events (177,000 sessions) 10 ms for a live batch's hundred sessions, against ~3 ms looked up,
+and a live batch's hundred uuids were 1.5-3x slower to find in `interactions` that way. A longer list
+costs more to bind than it saves, and a catch-up batch's thousands are a join anyway (a table without
+an index on the key, such as a million applied event ids, is scanned whatever the form: its callers ask
+for no placeholders).
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ import duckdb
 IN_LIST_MAX = 300
 
 
-def where_in(sql: str, keys: list[str]) -> tuple[str, list[Any]]:
-    """`sql`, whose `{}` is where the set of `keys` goes (`... IN ({})`), and its parameters."""
-    if len(keys) <= IN_LIST_MAX:
+def where_in(
+    sql: str, keys: list[str], *, key_type: str = "VARCHAR", max_placeholders: int = IN_LIST_MAX
+) -> tuple[str, list[Any]]:
+    """`sql`, whose `{}` is where the set of `keys` goes (`... IN ({})`), and its parameters: up to
+    `max_placeholders` keys as one placeholder each, more as one list of `key_type` (a fixed SQL type
+    name), unnested."""
+    if len(keys) <= max_placeholders:
         return sql.format(", ".join("?" * len(keys))), list(keys)
-    return sql.format("SELECT unnest(?::VARCHAR[])"), [keys]
+    return sql.format(f"SELECT unnest(?::{key_type}[])"), [keys]
 
 
 def execute_in(con: duckdb.DuckDBPyConnection, sql: str, keys: list[str]) -> duckdb.DuckDBPyConnection:
