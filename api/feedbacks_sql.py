@@ -66,10 +66,6 @@ def part_page(table: str, condition: str, part: Part, *, recent: bool) -> str:
     return page(table, f"{condition} AND {part.condition}{window}", part.order)
 
 
-def count(table: str, condition: str) -> str:
-    return f"SELECT count(*) FROM {table} WHERE {condition}"
-
-
 @dataclass(frozen=True, slots=True)
 class Part:
     """Records whose first ordering column is NULL, or the others: `condition`, and their ORDER BY."""

@@ -71,10 +71,10 @@ def order_by(terms: Sequence[str], order_sql: Mapping[str, str], tie: str, *, ti
 
 def first_rows_then_rest(table: str, row: str, condition: str, order: str, head: int) -> tuple[str, str]:
     """The rows of `table` passing `condition`, each row's text `row` after a comma, in `order`, in two
-    statements with the same parameters (the condition's) (`api.streaming.Rows.rest`): the first `head` rows, found by a
-    top-N of the ordering columns alone before their text is read (a top-N that carried the text read
-    every row's), then the others, sorted whole. So the first bytes of a long list leave before it is
-    sorted."""
+    statements that both take the condition's parameters (`api.streaming.Rows.rest`): the first `head`
+    rows, found by a top-N of the ordering columns alone before their text is read (a top-N that carried
+    the text read every row's), then the others, sorted whole. So the first bytes of a long list leave
+    before it is sorted."""
     head_rows = f"SELECT rowid FROM {table} WHERE {condition} ORDER BY {order} LIMIT {int(head)}"
     return (
         f"SELECT ',' || {row} FROM {table} WHERE rowid IN ({head_rows}) ORDER BY {order}",

@@ -58,14 +58,14 @@ class JsonPage:
     last_page: int
 
 
-def _scalar(cur: duckdb.DuckDBPyConnection, query: str, params: Sequence[Any] = ()) -> int:
-    row = cur.execute(query, list(params)).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
-
-
 def _scalar_value(cur: duckdb.DuckDBPyConnection, query: str, params: Sequence[Any] = ()) -> Any:
     row = cur.execute(query, list(params)).fetchone()
     return row[0] if row else None
+
+
+def _scalar(cur: duckdb.DuckDBPyConnection, query: str, params: Sequence[Any] = ()) -> int:
+    value = _scalar_value(cur, query, params)
+    return 0 if value is None else int(value)
 
 
 def _check_page(total: int, pagination: Pagination | None) -> int:
@@ -430,8 +430,7 @@ def kpi(
         condition, params = sql.where(filters)
         having, having_params = conv.having(stage2)
         condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
-        row = cur.execute(sql.kpi_once(condition), [*params, *days]).fetchone()
-        totals, distinct, day_rows, intent_rows = row if row else ((), (), [], [])
+        totals, distinct, day_rows, intent_rows = cur.execute(sql.kpi_once(condition), [*params, *days]).fetchone()
         for day, severity, n in day_rows or []:
             per_day.setdefault(day, {})[severity.upper()] = n
         intents = dict(sorted(intent_rows or []))
