@@ -112,54 +112,51 @@ BUDGET_TODAY = """
 
 
 # -- the KPI narrowed by conversation-level filters alone -------------------------------------------
-# Summed over the `conversations` rows that pass (the `?` of `having` first in each statement): each row
-# keeps its session's KPI counters, its turns per day and severity and its reviewed turns per intent
-# (schemas.conversation_rows), so no turn is read.
+# Summed over the `conversations` rows that pass: each row keeps its session's KPI counters, its visitors,
+# its turns per day and severity and its reviewed turns' intents (schemas.conversation_rows), so no turn
+# is read.
+
+_KEPT_COUNTERS = (
+    "message_count",
+    "flagged",
+    "feedback_up",
+    "feedback_down",
+    "clicks",
+    "clarifications",
+    "input_tokens",
+    "output_tokens",
+    "reviewed_turns",
+    "review_score_sum",
+    "hallucinated_turns",
+    "review_input_tokens",
+    "review_output_tokens",
+)
 
 
-def kpi_kept_totals(having: str) -> str:
-    """The columns of `api.interactions_sql.kpi_totals`, in its order, then those of `kpi_sessions` but the
-    visitors (counted apart: `kpi_kept_users`)."""
+def kpi_kept(having: str) -> str:
+    """The KPI over the kept rows passing `having`, in one statement of one row: the counters of
+    `api.interactions_sql.kpi_totals` in its order then the sessions, reviewed sessions and hallucinated
+    sessions (a list); the distinct visitors; the (day, turns of each severity) rows in [?, ?]; the
+    (intent, reviewed turns) rows. Parameters: the HAVING's twice, the days' bounds, the HAVING's twice.
+
+    Each part scans the passing rows itself: a MATERIALIZED CTE of them cost three times the whole
+    statement (DuckDB copies the list columns), and the filter is cheap to evaluate again. The days are
+    bounded after grouping (a condition on each unnested element cost more than the statement saved);
+    the visitors are grouped, then counted (a DISTINCT aggregate cost more); `intents` is empty for a
+    conversation without a reviewed turn, so it needs no condition of its own."""
+    counters = ", ".join(f"sum({column})" for column in _KEPT_COUNTERS)
+    sessions = "count(*), count(*) FILTER (WHERE reviewed_turns > 0), count(*) FILTER (WHERE hallucinated_turns > 0)"
+    severities = ", ".join(f'sum(d."{s}")' for s in SEVERITY_COLUMNS)
     return f"""
         SELECT
-            coalesce(sum(message_count), 0),
-            coalesce(sum(flagged), 0),
-            coalesce(sum(feedback_up), 0),
-            coalesce(sum(feedback_down), 0),
-            coalesce(sum(clicks), 0),
-            coalesce(sum(clarifications), 0),
-            coalesce(sum(input_tokens), 0),
-            coalesce(sum(output_tokens), 0),
-            coalesce(sum(reviewed_turns), 0),
-            coalesce(sum(review_score_sum), 0),
-            coalesce(sum(hallucinated_turns), 0),
-            coalesce(sum(review_input_tokens), 0),
-            coalesce(sum(review_output_tokens), 0),
-            count(*),
-            count(*) FILTER (WHERE reviewed_turns > 0),
-            count(*) FILTER (WHERE hallucinated_turns > 0)
-        FROM conversations WHERE {having}
-    """
-
-
-def kpi_kept_users(having: str) -> str:
-    return f"SELECT count(DISTINCT u) FROM (SELECT unnest(users) AS u FROM conversations WHERE {having})"
-
-
-def kpi_kept_days(having: str) -> str:
-    """(day, turns of each severity) for the days in [?, ?], after the HAVING's parameters. The days are
-    bounded after grouping: a condition on each unnested element cost twice the whole statement."""
-    sums = ", ".join(f'sum(d."{s}")' for s in SEVERITY_COLUMNS)
-    return f"""
-        SELECT d.day, {sums}
-        FROM (SELECT unnest(days) AS d FROM conversations WHERE {having})
-        GROUP BY d.day HAVING d.day BETWEEN ? AND ?
-    """
-
-
-def kpi_kept_intents(having: str) -> str:
-    return f"""
-        SELECT intent, count(*)
-        FROM (SELECT unnest(intents) AS intent FROM conversations WHERE reviewed_turns > 0 AND {having})
-        GROUP BY intent ORDER BY intent
+            (SELECT list_value({counters}, {sessions}) FROM conversations WHERE {having}),
+            (SELECT count(*) FROM (SELECT unnest(users) AS u FROM conversations WHERE {having} GROUP BY u)),
+            (SELECT list(row(*COLUMNS(*))) FILTER (WHERE day BETWEEN ? AND ?) FROM (
+                SELECT d.day AS day, {severities}
+                FROM (SELECT unnest(days) AS d FROM conversations WHERE {having}) GROUP BY d.day
+            )),
+            (SELECT list(row(*COLUMNS(*))) FROM (
+                SELECT intent, count(*)
+                FROM (SELECT unnest(intents) AS intent FROM conversations WHERE {having}) GROUP BY intent
+            ))
     """

@@ -128,7 +128,7 @@ def narrowed(condition: str, having_condition: str) -> str:
     """The turn condition of a KPI narrowed to the conversations that pass stage 2: a passing
     conversation counts with all its turns that pass stage 1. Its parameters: the condition's, the
     condition's again, then the HAVING's. (Without turn-level filters the KPI sums the kept rows
-    instead: `api.aggregates_sql.kpi_kept_totals`.)"""
+    instead: `api.aggregates_sql.kpi_kept`.)"""
     return (
         f"{condition} AND session_id IN (SELECT session_id FROM interactions WHERE {condition}"
         f" GROUP BY session_id HAVING {having_condition})"

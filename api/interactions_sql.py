@@ -202,7 +202,7 @@ def kpi_totals(condition: str, source: str = "interactions") -> str:
     """The KPI's additive counters over the turns of `source` passing `condition` (in the order of
     `api.aggregates_sql.KPI_DAILY_TOTALS`). They are the ones each kept conversation row holds for its
     session (`schemas.conversation_rows.KPI_COUNTERS`), so that a KPI summed from those rows
-    (`api.aggregates_sql.kpi_kept_totals`) counts the same things."""
+    (`api.aggregates_sql.kpi_kept`) counts the same things."""
     c = KPI_COUNTERS
     return f"""
         SELECT

@@ -419,11 +419,15 @@ def kpi(
         # Conversation-level filters alone: whole conversations, summed from their kept rows.
         assert stage2 is not None
         having, params = conv.having(stage2, kept=True)
-        row = cur.execute(agg.kpi_kept_totals(having), params).fetchone()
-        totals, distinct = row[:13], (_scalar(cur, agg.kpi_kept_users(having), params), *row[13:])
-        for day, *counts in cur.execute(agg.kpi_kept_days(having), [*params, *days]).fetchall():
-            per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
-        intents = dict(cur.execute(agg.kpi_kept_intents(having), params).fetchall())
+        counts, users, day_rows, intent_rows = cur.execute(
+            agg.kpi_kept(having), [*params, *params, *days, *params, *params]
+        ).fetchone()
+        # The sums are NULL when no conversation passes.
+        counts = [0 if n is None else n for n in counts]
+        totals, distinct = counts[:13], (users, *counts[13:])
+        for day, *by_severity in day_rows or []:
+            per_day[day] = dict(zip(SEVERITY_SERIES, by_severity, strict=True))
+        intents = dict(sorted(intent_rows or []))
     elif narrowing:
         # Turn-level and conversation-level filters: the narrowed turns, found once (`sql.kpi_once`).
         assert stage2 is not None
