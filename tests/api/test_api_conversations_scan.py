@@ -258,9 +258,12 @@ def kpi(turns: list[dict[str, Any]], params: dict[str, str], window_days: int = 
 RATES = ("satisfaction_rate", "click_through_rate", "avg_llm_resolution_score", "hallucination_rate",
          "review_coverage", "clarification_rate")  # fmt: skip
 # Beside CASES, the KPI's own paths: a date range alone (daily_counters and the range's turns), one bound,
-# a range the data ends in, an empty range, and a window shorter than the data.
+# a range the data ends in, an empty range, and a window shorter than the data; and conversation-level
+# filters that no conversation passes (the kept rows' sums of nothing, then with a turn-level filter).
 KPI_CASES: list[dict[str, str]] = [
     *CASES,
+    {"total_tokens_min": "1000000000"},
+    {"total_tokens_min": "1000000000", "is_flagged": "true"},
     {"created_from": "2026-11-21"},
     {"created_to": "2026-11-21"},
     {"created_after": "2026-11-22", "created_to": "2026-11-30"},
