@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 IN_LIST_MAX = 300
 
@@ -28,6 +29,19 @@ def where_in(
     if len(keys) <= max_placeholders:
         return sql.format(", ".join("?" * len(keys))), list(keys)
     return sql.format(f"SELECT unnest(?::{key_type}[])"), [keys]
+
+
+def narrowed(
+    sql: str, column: str, keys: list[str] | pa.Array | pa.ChunkedArray, *, max_placeholders: int = IN_LIST_MAX
+) -> tuple[str, list[Any]]:
+    """`sql`, a statement that joins a batch's rows to a table by key and ends with its WHERE clause, with
+    `AND column IN (?, ...)` over `keys` when they are few, and its parameters: the join alone scans
+    the table's whole key column, the list lets DuckDB find those keys in the index first. Unchanged
+    for a longer set, which the join is cheaper for."""
+    if not len(keys) or len(keys) > max_placeholders:
+        return sql, []
+    values = keys if isinstance(keys, list) else keys.to_pylist()
+    return f"{sql} AND {column} IN ({', '.join('?' * len(values))})", values
 
 
 def execute_in(con: duckdb.DuckDBPyConnection, sql: str, keys: list[str]) -> duckdb.DuckDBPyConnection:
