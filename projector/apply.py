@@ -17,10 +17,11 @@ the events that need a decision of their own (a duplicate, a dead letter, an eve
   place in log order, `ord`), joined once against the turns they name (`_VERDICTS`: the stored ones as
   one lookup read them, and the batch's new ones), which gives each event its verdict as a column:
   it applies, waits for its turn, or is a `session_mismatch` or `unknown_offering` dead letter. The
-  last feedback and review of each turn (`_LATEST_*`), the clicks, and each updated turn before and
-  after the batch (`_CHANGED_TURNS`, counted by `aggregates.Deltas.change_turns`) are statements over
-  those tables; only the events that do not apply are walked in Python, in log order, for their dead
-  letter's message or their place in `pending_events`.
+  last feedback and review of each turn (`_latest_of_each_turn`) and the applied clicks are Arrow
+  kernels over those tables (a statement each cost a live batch milliseconds of binding for a few
+  rows); each updated turn before and after the batch (`_CHANGED_TURNS`, counted by
+  `aggregates.Deltas.change_turns`) is a statement over them. Only the events that do not apply are
+  walked in Python, in log order, for their dead letter's message or their place in `pending_events`.
 - Erasures, usage and everything rare stay as `Prepared` events (projector/prepare.py).
 """
 
@@ -205,6 +206,27 @@ def _at(table: pa.Table, positions: list[int] | set[int]) -> pa.Table:
 def _event_ids(turns: pa.Table) -> dict[str, str]:
     """The event id of each turn of `turns` (`_READ_TURNS`), by interaction uuid."""
     return dict(zip(turns["uuid"].to_pylist(), turns["event_id"].to_pylist(), strict=True))
+
+
+def _applied_rows(table: pa.Table, applied: pa.Table) -> pa.Table:
+    """The rows of a dependent table (`_dependent_table`) whose event applies (`applied`: its verdicts of
+    `_APPLY`), in log order."""
+    return table.filter(pc.is_in(table["ord"], value_set=applied["ord"]))
+
+
+def _latest_of_each_turn(table: pa.Table, applied: pa.Table) -> pa.Table:
+    """The last applied row of each turn in a feedback or review table, with its row's fields: Arrow over
+    the batch's few rows, where a statement cost a live batch milliseconds of binding."""
+    fields = [name for name in table.column_names if name not in ("ord", "session_id")]
+    rows = _applied_rows(table, applied)
+    last = rows.group_by("uuid", use_threads=False).aggregate([("ord", "max")])["ord_max"]
+    return rows.filter(pc.is_in(rows["ord"], value_set=last)).select(fields)
+
+
+def _applied_by_type(applied: pa.Table) -> tuple[list[str], list[int], list[list[str]]]:
+    """Applied dependents by type: how many, and the sessions whose conversation rows they change."""
+    grouped = applied.group_by("type", use_threads=False).aggregate([("ord", "count"), ("turn_session", "distinct")])
+    return grouped["type"].to_pylist(), grouped["ord_count"].to_pylist(), grouped["turn_session_distinct"].to_pylist()
 
 
 def _dependent_table(events: list[Prepared], type_: str, schema: pa.Schema) -> pa.Table:
@@ -452,25 +474,29 @@ class _Fold:
         if not dependents:
             return
         events = [e for e, _ in dependents]
+        feedback_rows = _dependent_table(events, FEEDBACK, FEEDBACK_SCHEMA)
+        review_rows = _dependent_table(events, REVIEW, REVIEW_SCHEMA)
+        click_rows = _dependent_table(events, CLICK, CLICK_SCHEMA)
         with (
-            registered(self.con, "dep_feedback", _dependent_table(events, FEEDBACK, FEEDBACK_SCHEMA)),
-            registered(self.con, "dep_reviews", _dependent_table(events, REVIEW, REVIEW_SCHEMA)),
-            registered(self.con, "dep_clicks", _dependent_table(events, CLICK, CLICK_SCHEMA)),
+            registered(self.con, "dep_feedback", feedback_rows),
+            registered(self.con, "dep_reviews", review_rows),
+            registered(self.con, "dep_clicks", click_rows),
             registered(self.con, "looked_up_turns", stored),
             registered(self.con, "arrived_turns", new_turns if new_turns is not None else _NO_TURNS),
         ):
             verdicts = self._arrow(_VERDICTS, [FEEDBACK, REVIEW, CLICK])
+            applied = verdicts.filter(pc.field("verdict") == _APPLY)
             with registered(self.con, "verdicts", verdicts):
                 # The last applied feedback and review of each turn: later ones replace earlier ones.
-                feedback = self._arrow(_LATEST_FEEDBACK, [_APPLY])
-                reviews = self._arrow(_LATEST_REVIEWS, [_APPLY])
-                self._update_turns(feedback, reviews)
-                self._insert_clicks()
-                for type_, n, sessions in self.con.execute(_APPLIED, [_APPLY]).fetchall():
-                    self.stats.applied[type_] += n
-                    self.conversations.update(sessions)
-                    if type_ == REVIEW:
-                        self.sessions.update(sessions)
+                self._update_turns(
+                    _latest_of_each_turn(feedback_rows, applied), _latest_of_each_turn(review_rows, applied)
+                )
+                self._insert_clicks(_applied_rows(click_rows, applied).select(list(ClickRow._fields)))
+            for type_, n, sessions in zip(*_applied_by_type(applied), strict=True):
+                self.stats.applied[type_] += n
+                self.conversations.update(sessions)
+                if type_ == REVIEW:
+                    self.sessions.update(sessions)
         self._settle_unapplied(dependents, verdicts.filter(pc.field("verdict") != _APPLY))
 
     def _settle_unapplied(self, dependents: list[tuple[Prepared, _Source | None]], unapplied: pa.Table) -> None:
@@ -542,8 +568,7 @@ class _Fold:
                     self.con.execute(*keysets.narrowed(_UPDATE_REVIEWS, "interactions.uuid", reviews["uuid"]))
                 feedback_records.refresh(self.con, feedback, reviews, changed)
 
-    def _insert_clicks(self) -> None:
-        clicks = self._arrow(_APPLIED_CLICKS, [_APPLY])
+    def _insert_clicks(self, clicks: pa.Table) -> None:
         if clicks.num_rows:
             with registered(self.con, "new_clicks", clicks):
                 self.con.execute(_INSERT_CLICKS)
@@ -921,30 +946,7 @@ FROM dependents d LEFT JOIN named_turns t ON t.uuid = d.uuid
 ORDER BY d.ord
 """
 
-_LATEST_FEEDBACK = """
-SELECT f.uuid, f.score, f.category, f.comment, f.ip, f.submitted_at
-FROM dep_feedback f SEMI JOIN verdicts v ON v.ord = f.ord AND v.verdict = ?
-QUALIFY row_number() OVER (PARTITION BY f.uuid ORDER BY f.ord DESC) = 1
-"""
-
-_LATEST_REVIEWS = """
-SELECT r.uuid, r.resolution_score, r.intent_category, r.hallucination_detected, r.hallucination_details, r.summary,
-       r.judge_model, r.input_tokens, r.output_tokens, r.reviewed_at
-FROM dep_reviews r SEMI JOIN verdicts v ON v.ord = r.ord AND v.verdict = ?
-QUALIFY row_number() OVER (PARTITION BY r.uuid ORDER BY r.ord DESC) = 1
-"""
-
-_APPLIED_CLICKS = """
-SELECT c.event_id, c.interaction_uuid, c.offering_uuid, c.session_id, c.occurred_at
-FROM dep_clicks c SEMI JOIN verdicts v ON v.ord = c.ord AND v.verdict = ?
-ORDER BY c.ord
-"""
-
 # Applied dependents by type, with the sessions whose conversation rows they change.
-_APPLIED = """
-SELECT type, count(*), list(DISTINCT turn_session) FROM verdicts WHERE verdict = ? GROUP BY type
-"""
-
 # Every turn the batch's feedback, clicks or reviews update, as the lookup read it (`before_*`) and as
 # the updates leave it (`after_*`): the columns of aggregates.TURN_STATE (`Deltas.change_turns`).
 _CHANGED_TURNS = f"""

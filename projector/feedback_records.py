@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from projector.prepare import FeedbackRow, ReviewRow
 from schemas.readmodel import RECORD_DEFAULTS
 
-# The columns a feedback sets, from the batch's `new_feedback` rows (`projector.apply._LATEST_FEEDBACK`: the
+# The columns a feedback sets, from the batch's `new_feedback` rows (`projector.apply._latest_of_each_turn`: the
 # fields of `FeedbackRow`), and those a review sets, from `new_reviews` (of `ReviewRow`): the same in
 # `interactions` and in `feedback_records`.
 FEEDBACK_SETS: dict[str, str] = {f"fb_{name}": name for name in FeedbackRow._fields if name != "uuid"}
