@@ -11,7 +11,7 @@ so it works on the batch as columns and lets DuckDB do the per-event work, with 
 the events that need a decision of their own (a duplicate, a dead letter, an event that waits):
 
 - Turns, the most common event, exist only as the batch's Arrow table (`PreparedBatch.turns`): the
-  duplicate event ids of the whole batch are one statement over its ids (`_DUPLICATE_EVENTS`), a second
+  new event ids of the whole batch are accepted by one statement over its ids (`_ACCEPT_NEW_EVENT_IDS`), a second
   turn of an interaction is looked for with two Arrow kernels, and the table is inserted as it is.
 - Feedback, clicks and reviews become one Arrow table per type (`_dependent_table`, each row with its
   place in log order, `ord`), joined once against the turns they name (`_VERDICTS`: the stored ones as
@@ -376,8 +376,12 @@ class _Fold:
             }
         )
         with registered(self.con, "batch_event_ids", ids):
-            duplicates = [pos for (pos,) in self.con.execute(_DUPLICATE_EVENTS).fetchall()]
-            self.con.execute(_INSERT_APPLIED_IDS, [duplicates])
+            accepted = self._arrow(_ACCEPT_NEW_EVENT_IDS)["event_id"]
+        # An event applies when its id is new and this is its first place in the batch. Both prepare paths
+        # write an event id as DuckDB prints a UUID (the set-wise one claims no other spelling).
+        firsts = ids.group_by("event_id", use_threads=False).aggregate([("pos", "min")])
+        applying = firsts.filter(pc.is_in(firsts["event_id"], value_set=accepted))["pos_min"]
+        duplicates = ids.filter(pc.invert(pc.is_in(ids["pos"], value_set=applying)))["pos"].to_pylist()
         if duplicates:
             self.stats.duplicates += len(duplicates)
             again = set(duplicates)
@@ -894,19 +898,14 @@ WHERE topic = $1 AND list_contains($2::INTEGER[], partition)
 RETURNING partition
 """
 
-# Positions of the batch's events (`batch_event_ids`) whose event id is already accepted: stored, or
-# earlier in the batch.
-_DUPLICATE_EVENTS = """
-SELECT pos FROM batch_event_ids WHERE event_id::UUID IN (SELECT event_id FROM applied_events)
-UNION
-SELECT pos FROM batch_event_ids QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY pos) > 1
-"""
-_INSERT_APPLIED_IDS = """
-INSERT INTO applied_events SELECT event_id::UUID FROM batch_event_ids WHERE NOT list_contains(?::BIGINT[], pos)
+# The batch's event ids (`batch_event_ids`) not yet accepted, each once, stored as accepted: one statement,
+# in which DuckDB builds its hash table on the batch's ids and probes it with the stored ones.
+_ACCEPT_NEW_EVENT_IDS = """
+INSERT INTO applied_events
+SELECT DISTINCT b.event_id::UUID FROM batch_event_ids b ANTI JOIN applied_events a ON a.event_id = b.event_id::UUID
+RETURNING event_id::VARCHAR AS event_id
 """
 
-# A new turn's feedback, review and click columns, as `_INSERT_TURNS` writes them and as the dependents
-# of its batch see it before their updates (`_NAMED_TURNS`).
 _NEW_TURN_DEFAULTS = {"click_count": "0", **RECORD_DEFAULTS}
 
 # The turns feedback, clicks and reviews of a batch name: the stored ones as the lookup read them
