@@ -245,11 +245,13 @@ DAY_COLUMNS = [
 ]
 USER_COLUMNS = [*_USER_COUNTER_COLUMNS, "session_count"]
 _DAY_DELTA = pa.decimal128(38, 0)
-# UPDATE ... FROM then INSERT of the new keys: a few times cheaper in DuckDB than INSERT ... ON CONFLICT.
+# UPDATE ... FROM then INSERT of the new keys: a few times cheaper in DuckDB than INSERT ... ON CONFLICT. The
+# UPDATE returns the keys it found, so that the INSERT runs only when some are new: a live batch seldom
+# brings a new day or visitor.
 _ADD_DAY_DELTAS = (
     "UPDATE daily_counters SET "
     + ", ".join(f"{c} = daily_counters.{c} + d.{c}" for c in DAY_COLUMNS)
-    + " FROM day_deltas d WHERE daily_counters.day = d.day"
+    + " FROM day_deltas d WHERE daily_counters.day = d.day RETURNING daily_counters.day"
 )
 _INSERT_NEW_DAYS = (
     "INSERT INTO daily_counters BY NAME SELECT * FROM day_deltas d ANTI JOIN daily_counters c USING (day)"
@@ -257,7 +259,7 @@ _INSERT_NEW_DAYS = (
 _ADD_USER_DELTAS = (
     "UPDATE user_stats SET last_seen = greatest(user_stats.last_seen, u.last_seen), "
     + ", ".join(f"{c} = user_stats.{c} + u.{c}" for c in USER_COLUMNS)
-    + " FROM user_deltas u WHERE user_stats.user_slug = u.user_slug"
+    + " FROM user_deltas u WHERE user_stats.user_slug = u.user_slug RETURNING user_stats.user_slug"
 )
 _INSERT_NEW_USERS = (
     "INSERT INTO user_stats BY NAME SELECT * FROM user_deltas u ANTI JOIN user_stats s USING (user_slug)"
@@ -374,16 +376,16 @@ class Deltas:
             # DECIMAL(38, 0): a day's token sums may pass 2^63 (each event's count is a BIGINT).
             columns.update({c: pa.array([self.by_day[d][c] for d in days], _DAY_DELTA) for c in DAY_COLUMNS})
             with registered(con, "day_deltas", pa.table(columns)):
-                con.execute(_ADD_DAY_DELTAS)
-                con.execute(_INSERT_NEW_DAYS)
+                if len(con.execute(_ADD_DAY_DELTAS).fetchall()) < len(days):
+                    con.execute(_INSERT_NEW_DAYS)
         slugs = sorted(self.by_user)
         if slugs:
             columns = {"user_slug": pa.array(slugs, pa.string())}
             columns["last_seen"] = pa.array([self.last_seen[s] for s in slugs], pa.timestamp("us"))
             columns.update({c: pa.array([self.by_user[s][c] for s in slugs], pa.int64()) for c in USER_COLUMNS})
             with registered(con, "user_deltas", pa.table(columns)):
-                con.execute(_ADD_USER_DELTAS)
-                con.execute(_INSERT_NEW_USERS)
+                if len(con.execute(_ADD_USER_DELTAS).fetchall()) < len(slugs):
+                    con.execute(_INSERT_NEW_USERS)
 
 
 def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: Deltas) -> None:
