@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.stages import TimedConnection
 from ingest.demo import DemoTraffic
 from projector import apply, conversations, feedback_records
 from projector.fold import apply_batch
@@ -67,15 +68,20 @@ def _timed(name: str, spent: dict[str, float], function: Callable[..., Any]) -> 
     return timed
 
 
-def run(base: int, live: int, batch: int, directory: Path, seed: int) -> dict[str, float]:
+def run(
+    base: int, live: int, batch: int, directory: Path, seed: int, statements: int = 0
+) -> tuple[dict[str, float], list[tuple[float, str]]]:
+    """The figures of the live batches, and the `statements` costliest statements of the fold by their CPU
+    per batch (ms, `bench.stages.TimedConnection`: DuckDB's own threads included)."""
     directory.mkdir(parents=True, exist_ok=True)
     records = _records(base + live, seed)
     source = _base_file(directory, records, base)
     served = directory / "live-fold-served.duckdb"
     shutil.copyfile(source, served)
     Path(f"{served}.wal").unlink(missing_ok=True)
-    con = connect(served)
-    serving_settings(con)
+    raw = connect(served)
+    serving_settings(raw)
+    con = TimedConnection(raw)
     spent: dict[str, float] = defaultdict(float)
     # apply.py calls both through their modules: timing them there counts every call of a batch.
     kept = {"feedback_records": feedback_records.refresh, "conversations": conversations.refresh}
@@ -86,14 +92,15 @@ def run(base: int, live: int, batch: int, directory: Path, seed: int) -> dict[st
     try:
         for start in range(base, base + live, batch):
             wall, cpu = time.perf_counter(), time.process_time()
-            apply_batch(con, records[start : min(start + batch, base + live)])
+            apply_batch(con, records[start : min(start + batch, base + live)])  # type: ignore[arg-type]
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
     finally:
         apply.feedback_records.refresh = kept["feedback_records"]  # type: ignore[assignment]
         apply.conversations.refresh = kept["conversations"]  # type: ignore[assignment]
-        con.close()
+        raw.close()
     n = len(walls)
+    costliest = [(cpu / n * 1000, name) for name, cpu in con.by_statement.most_common(statements)]
     return {
         "batches": n,
         "wall_p50_ms": statistics.median(walls) * 1000,
@@ -101,8 +108,9 @@ def run(base: int, live: int, batch: int, directory: Path, seed: int) -> dict[st
         "cpu_mean_ms": statistics.mean(cpus) * 1000,
         "feedback_records_cpu_mean_ms": spent["feedback_records"] / n * 1000,
         "conversations_cpu_mean_ms": spent["conversations"] / n * 1000,
+        "duckdb_cpu_mean_ms": con.cpu / n * 1000,
         "load_average": os.getloadavg()[0],
-    }
+    }, costliest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,9 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="events per live batch (default 500)")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/chat-analytics-live-fold"), help="where the files go")
     parser.add_argument("--seed", type=int, default=7, help="demo traffic seed (default 7)")
+    parser.add_argument(
+        "--statements", type=int, default=0, help="also list the fold's costliest statements, CPU per batch (default 0)"
+    )
     args = parser.parse_args(argv)
-    figures = run(args.base, args.live, args.batch, args.dir, args.seed)
+    figures, costliest = run(args.base, args.live, args.batch, args.dir, args.seed, args.statements)
     print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
+    for ms, name in costliest:
+        print(f"{ms:8.2f} ms  {name}")
     return 0
 
 
