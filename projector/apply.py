@@ -906,6 +906,8 @@ SELECT DISTINCT b.event_id::UUID FROM batch_event_ids b ANTI JOIN applied_events
 RETURNING event_id::VARCHAR AS event_id
 """
 
+# A new turn's feedback, review and click columns, as `_INSERT_TURNS` writes them and as the dependents
+# of its batch see it before their updates (`_NAMED_TURNS`).
 _NEW_TURN_DEFAULTS = {"click_count": "0", **RECORD_DEFAULTS}
 
 # The turns feedback, clicks and reviews of a batch name: the stored ones as the lookup read them
@@ -945,7 +947,6 @@ FROM dependents d LEFT JOIN named_turns t ON t.uuid = d.uuid
 ORDER BY d.ord
 """
 
-# Applied dependents by type, with the sessions whose conversation rows they change.
 # Every turn the batch's feedback, clicks or reviews update, as the lookup read it (`before_*`) and as
 # the updates leave it (`after_*`): the columns of aggregates.TURN_STATE (`Deltas.change_turns`).
 _CHANGED_TURNS = f"""
