@@ -868,9 +868,9 @@ class _Fold:
             return
         types, counts = zip(*sorted(self.stats.applied.items()), strict=True)
         updated = {t for (t,) in self.con.execute(_ADD_APPLIED_COUNTS, [list(types), list(counts)]).fetchall()}
-        for type_, n in zip(types, counts, strict=True):
-            if type_ not in updated:  # a type's first event in this file
-                self.con.execute("INSERT INTO applied_counts VALUES (?, ?)", [type_, n])
+        new = [(t, n) for t, n in zip(types, counts, strict=True) if t not in updated]  # first events of a type
+        if new:
+            self.con.execute(_INSERT_APPLIED_COUNTS, [list(c) for c in zip(*new, strict=True)])
 
     def _store_offsets(self) -> None:
         if not self.stats.offsets:
@@ -879,9 +879,9 @@ class _Fold:
             partitions = sorted(p for t, p in self.stats.offsets if t == topic)
             offsets = [self.stats.offsets[(topic, p)] for p in partitions]
             stored = {p for (p,) in self.con.execute(_ADVANCE_OFFSETS, [topic, partitions, offsets]).fetchall()}
-            for partition, offset in zip(partitions, offsets, strict=True):
-                if partition not in stored:  # a partition's first record in this file
-                    self.con.execute("INSERT INTO offsets VALUES (?, ?, ?)", [topic, partition, offset])
+            new = [(p, o) for p, o in zip(partitions, offsets, strict=True) if p not in stored]  # first records
+            if new:
+                self.con.execute(_INSERT_OFFSETS, [topic, *(list(c) for c in zip(*new, strict=True))])
 
 
 # The two small tables every batch writes, without a join: each row finds its value by the position of its
@@ -897,6 +897,9 @@ UPDATE offsets SET next_offset = greatest(next_offset, ($3::BIGINT[])[list_posit
 WHERE topic = $1 AND list_contains($2::INTEGER[], partition)
 RETURNING partition
 """
+# The keys RETURNING did not report, all at once.
+_INSERT_APPLIED_COUNTS = "INSERT INTO applied_counts SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[])"
+_INSERT_OFFSETS = "INSERT INTO offsets SELECT $1, unnest($2::INTEGER[]), unnest($3::BIGINT[])"
 
 # The batch's event ids (`batch_event_ids`) not yet accepted, each once, stored as accepted: one statement,
 # in which DuckDB builds its hash table on the batch's ids and probes it with the stored ones.
