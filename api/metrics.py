@@ -139,9 +139,31 @@ def projector_lines(status: Mapping[str, Any] | None) -> Iterable[str]:
     yield "# HELP chat_analytics_projector_pending_events Events waiting for the turn they refer to."
     yield "# TYPE chat_analytics_projector_pending_events gauge"
     yield f"chat_analytics_projector_pending_events {int(status.get('pending_events') or 0)}"
+    yield from fold_lines(status.get("folds"))
     yield from privacy_lines(status.get("privacy"))
     if "rebuild" in status:
         yield from rebuild_lines(status.get("rebuild"))
+
+
+def fold_lines(folds: Mapping[str, Any] | None) -> Iterable[str]:
+    """The projector's batches since start-up and the time folding them took: their rate of change says how
+    busy folding keeps the projector, and how large and how costly a batch is at the current traffic."""
+    if not folds:
+        return
+    counters = (
+        ("batches_total", "Batches (fold transactions) committed since start-up.", int(folds.get("batches") or 0)),
+        ("batch_records_total", "Records in those batches.", int(folds.get("records") or 0)),
+        ("fold_seconds_total", "Wall time folding them, parsing included.", float(folds.get("seconds") or 0.0)),
+        (
+            "fold_cpu_seconds_total",
+            "CPU time of the folding thread meanwhile (DuckDB's worker threads not counted).",
+            float(folds.get("cpu_seconds") or 0.0),
+        ),
+    )
+    for name, help_text, value in counters:
+        yield f"# HELP chat_analytics_projector_{name} {help_text}"
+        yield f"# TYPE chat_analytics_projector_{name} counter"
+        yield f"chat_analytics_projector_{name} {_number(value)}"
 
 
 def privacy_lines(privacy: Mapping[str, Any] | None) -> Iterable[str]:

@@ -193,6 +193,20 @@ def freshness_table(r: dict[str, Any]) -> list[str]:
             if checkpoints
             else []
         ),
+        *_batches_line(r.get("projector_batches")),
+    ]
+
+
+def _batches_line(b: dict[str, Any] | None) -> list[str]:
+    """The projector's batches during the run (`chat_analytics_projector_batches_total` and the rest)."""
+    if not b or not b.get("batches"):
+        return []
+    return [
+        "",
+        f"Meanwhile the projector folded {b['batches']:,} batches of {b['mean_records']:,.0f} records on average,"
+        f" each in {_ms(b['mean_fold_ms'])} ms ({_ms(b['mean_fold_cpu_ms'])} ms of its thread's CPU), folding"
+        f" {b['folding_share']:.0%} of the time: an event waits for the end of the batch being folded when it"
+        " arrives, then for its own.",
     ]
 
 

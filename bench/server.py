@@ -41,6 +41,19 @@ class Server:
         except orjson.JSONDecodeError:
             return response.status, body.decode(errors="replace")
 
+    def fold_counters(self) -> dict[str, float]:
+        """The projector's batch counters of /metrics (`chat_analytics_projector_batches_total`, ...), by
+        their name without that prefix."""
+        _status, body = self.get("/metrics")
+        prefix = "chat_analytics_projector_"
+        names = ("batches_total", "batch_records_total", "fold_seconds_total", "fold_cpu_seconds_total")
+        counters = {}
+        for line in str(body or "").splitlines():
+            name, _, value = line.partition(" ")
+            if name.startswith(prefix) and name[len(prefix) :] in names:
+                counters[name[len(prefix) :]] = float(value)
+        return counters
+
     def positions(self) -> int:
         """How many records the server's projector has folded so far (the sum of its positions)."""
         _status, body = self.get("/readyz")

@@ -28,6 +28,7 @@ the events that need a decision of their own (a duplicate, a dead letter, an eve
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -87,6 +88,21 @@ class BatchStats:
     erased: int = 0  # turns an erasure removed or dropped on arrival (each with everything attached)
     erased_events: int = 0  # feedback, clicks, reviews, copies and dead letters dropped for an erasure
     aged: int = 0  # events dropped on arrival because they are older than the retention horizon
+    # How long folding the batch took, parsing included (`took`): wall time, and the CPU time of the thread
+    # that folded it (DuckDB's own worker threads not counted). Zero when nobody timed it.
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    def took(self, since: tuple[float, float]) -> BatchStats:
+        """Notes the time since `since` (a `fold_clock()` taken before the batch was parsed) as the fold's."""
+        wall, cpu = fold_clock()
+        self.seconds, self.cpu_seconds = wall - since[0], cpu - since[1]
+        return self
+
+
+def fold_clock() -> tuple[float, float]:
+    """Now, as monotonic wall time and this thread's CPU time (`BatchStats.took`)."""
+    return time.monotonic(), time.thread_time()
 
 
 @dataclass(slots=True)

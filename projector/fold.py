@@ -41,7 +41,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from projector.apply import BatchStats, apply_in_transaction, apply_prepared
+from projector.apply import BatchStats, apply_in_transaction, apply_prepared, fold_clock
 from projector.prepare import PreparedBatch, is_clarification, merge_prepared, prepare, to_json
 from projector.records import Record
 from schemas.registry import EventRegistry
@@ -63,4 +63,5 @@ def apply_batch(
     con: duckdb.DuckDBPyConnection, records: Sequence[Record], registry: EventRegistry | None = None
 ) -> BatchStats:
     """Folds `records` (in log order per partition) into the read model in one transaction."""
-    return apply_prepared(con, prepare(records, registry), registry)
+    started = fold_clock()
+    return apply_prepared(con, prepare(records, registry), registry).took(started)

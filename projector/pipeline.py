@@ -30,7 +30,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from projector.apply import BatchStats, apply_prepared
+from projector.apply import BatchStats, apply_prepared, fold_clock
 from projector.gcpause import gc_paused
 from projector.prepare import PreparedBatch, merge_prepared, prepare
 from projector.records import Record
@@ -224,6 +224,7 @@ def catch_up(
 
     def apply(parts: list[Any]) -> int:
         nonlocal batches
+        started = fold_clock()
         if scratch is not None:
             raw = pa.concat_tables(parts)
             parts.clear()  # the fetched buffers go with the transaction
@@ -231,7 +232,7 @@ def catch_up(
             del raw
         else:
             batch = merge_prepared(parts, numbered=True)
-        stats = apply_prepared(con, batch)
+        stats = apply_prepared(con, batch).took(started)
         for (t, p), offset in stats.offsets.items():
             if t == source.topic:
                 positions[p] = max(positions.get(p, 0), offset)

@@ -116,6 +116,8 @@ class ProjectorService:
         self._privacy = forget.privacy_figures(con)
         self._last_purge_result: dict[str, Any] | None = None
         self._last_batch_at: datetime | None = None
+        # Since start-up: the batches folded, their records, and the time folding them took (BatchStats.took).
+        self._folds = {"batches": 0, "records": 0, "seconds": 0.0, "cpu_seconds": 0.0}
         self._error: str | None = None
         self._error_kind: str | None = None
         self._newest_record_ms: int | None = None
@@ -197,6 +199,7 @@ class ProjectorService:
                 "last_batch_at": self._last_batch_at.isoformat().replace("+00:00", "Z")
                 if self._last_batch_at
                 else None,
+                "folds": dict(self._folds),
                 "error": self._error,
                 "error_kind": self._error_kind,
                 # False until the projector has reached Kafka once since start-up (its lag is unknown).
@@ -369,6 +372,10 @@ class ProjectorService:
             if privacy is not None:
                 self._privacy = privacy
             self._last_batch_at = datetime.now(UTC)
+            self._folds["batches"] += 1
+            self._folds["records"] += stats.records
+            self._folds["seconds"] += stats.seconds
+            self._folds["cpu_seconds"] += stats.cpu_seconds
         if self.on_commit is not None:
             self.on_commit(stats.offsets)
         self._update_caught_up()

@@ -67,6 +67,12 @@ def test_serve_folds_the_topic_and_serves_it_then_stops_cleanly(
         metrics = http.get("/metrics").text
         assert 'chat_analytics_projector_events_applied_total{type="chat.turn.recorded"} 8' in metrics
         assert "chat_analytics_projector_caught_up 1" in metrics
+        # Every record of the topic went through a timed batch: the start-up ones and the live turn's.
+        samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+        folded = sum(p["position"] for p in http.get("/readyz").json()["partitions"])
+        assert int(samples["chat_analytics_projector_batch_records_total"]) == folded
+        assert int(samples["chat_analytics_projector_batches_total"]) >= 2
+        assert float(samples["chat_analytics_projector_fold_cpu_seconds_total"]) > 0
         assert http.get(f"{PREFIX}/", headers={"Authorization": "Token wrong"}).status_code == 401
 
     proc.send_signal(signal.SIGINT)

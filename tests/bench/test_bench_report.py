@@ -40,3 +40,38 @@ def test_without_slow_rows_there_is_no_one_at_a_time_table() -> None:
         "one_at_a_time": [],
     }  # fmt: skip
     assert "one request at a time" not in "\n".join(api_table(results))
+
+
+def test_the_freshness_report_says_what_the_projector_batches_were_like() -> None:
+    from bench.freshness import batches_between
+    from bench.report import freshness_table
+
+    names = ("batches_total", "batch_records_total", "fold_seconds_total", "fold_cpu_seconds_total")
+    before = dict(zip(names, (10, 1000, 2.0, 1.5), strict=True))
+    after = dict(zip(names, (20, 13000, 7.0, 5.5), strict=True))
+    batches = batches_between(before, after, elapsed_s=10.0)
+    assert batches == {
+        "batches": 10,
+        "mean_records": 1200.0,
+        "mean_fold_ms": 500.0,
+        "mean_fold_cpu_ms": 400.0,
+        "folding_share": 0.5,
+    }
+    figures = {
+        "background_rate_events_per_s": 2000.0,
+        "seconds": 60.0,
+        "probe_interval_s": 0.1,
+        "seen": 600,
+        "probes": 600,
+        "missed": 0,
+        "freshness": {"p50_ms": 900.0, "p99_ms": 1500.0, "max_ms": 1700.0},
+        "target_p99_ms": 1000.0,
+        "met": False,
+        "projector_batches": batches,
+    }
+    text = "\n".join(freshness_table(figures))
+    assert "folded 10 batches of 1,200 records on average, each in 500.0 ms (400.0 ms of its thread's CPU)" in text
+    assert "folding 50% of the time" in text
+    # No batch between the readings (an idle projector): no line rather than a division by zero.
+    assert batches_between(before, before, elapsed_s=10.0) == {"batches": 0}
+    assert "folded" not in "\n".join(freshness_table({**figures, "projector_batches": {"batches": 0}}))

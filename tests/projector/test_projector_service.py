@@ -33,6 +33,7 @@ STATUS_KEYS = {
     "connected_once",
     "newest_record_at",
     "privacy",
+    "folds",
 }
 
 
@@ -94,6 +95,10 @@ def test_run_until_caught_up_folds_the_topic_exactly_like_the_pure_fold(
     db_dead = dict(con.execute("SELECT reason, count(*) FROM dead_letters GROUP BY 1").fetchall())
     assert status["dead_letters"] == db_dead and sum(db_dead.values()) > 0
     assert status["error"] is None and status["last_batch_at"].endswith("Z")
+    # Every record was read in batches of at most 700, each one timed.
+    folds = status["folds"]
+    assert folds["records"] == len(events) and folds["batches"] >= len(events) / 700
+    assert folds["seconds"] > 0 and folds["cpu_seconds"] > 0
     service.stop()
 
     # Kafka got the positions too, for lag tools only.
@@ -129,6 +134,9 @@ def test_catch_up_with_parser_processes_folds_like_the_pure_fold(
     reference.close()
     status = service.status()
     assert status["caught_up"] is True and all(p["lag"] == 0 for p in status["partitions"])
+    # The batches the parser processes prepared are counted and timed like the loop's own.
+    assert status["folds"]["records"] == len(events) and status["folds"]["batches"] >= len(events) / 300
+    assert status["folds"]["cpu_seconds"] > 0
     service.stop()
 
 
