@@ -88,6 +88,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--freshness-rate", type=float, default=2000.0, help="events/s during freshness")
     parser.add_argument("--probe-interval", type=float, default=0.1, help="seconds between freshness probes")
     parser.add_argument(
+        "--freshness-probe",
+        choices=freshness.PROBES,
+        default="wait",
+        help="how a probe is asked for: one request held until the server folded it (min_position), or polled"
+        " (default wait)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="also profile the rebuild and each endpoint with py-spy (results dir)"
     )
     parser.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR, help="where the results go")
@@ -268,6 +275,7 @@ def freshness_phase(run: Run, server: Server, served: Path) -> None:
                 seconds=args.freshness_seconds,
                 interval_s=args.probe_interval,
                 background_rate=args.freshness_rate,
+                probe=args.freshness_probe,
             )
         finally:
             checkpoints = watch.stop()
@@ -276,7 +284,7 @@ def freshness_phase(run: Run, server: Server, served: Path) -> None:
         children.stop(publisher)
     if sampler is not None:
         sampler.wait(timeout=60)
-        title = f"serve during the freshness run ({args.freshness_rate:g} events/s, probes polled)"
+        title = f"serve during the freshness run ({args.freshness_rate:g} events/s, probes: {args.freshness_probe})"
         (args.results_dir / "freshness-profile.txt").write_text(profiling.summarize(raw, title, args.freshness_seconds))
     run.record("freshness", figures)
     say("\n".join(report.freshness_table(figures)))

@@ -182,7 +182,7 @@ def freshness_table(r: dict[str, Any]) -> list[str]:
     mark = " †" if checkpoints else ""
     return [
         f"### Freshness: {r['background_rate_events_per_s']:,.0f} events/s for {r['seconds']:g} s, "
-        f"one probe turn per {r['probe_interval_s'] * 1000:g} ms",
+        f"one probe turn per {r['probe_interval_s'] * 1000:g} ms, {_PROBE_WORDS.get(r.get('probe', 'poll'), '')}",
         "",
         "| probes seen | missed | p50 ms | p99 ms | max ms | p99 target | met |",
         "|---|---|---|---|---|---|---|",
@@ -195,6 +195,9 @@ def freshness_table(r: dict[str, Any]) -> list[str]:
         ),
         *_batches_line(r.get("projector_batches")),
     ]
+
+
+_PROBE_WORDS = {"wait": "each asked once with min_position (held until folded)", "poll": "polled"}
 
 
 def _batches_line(b: dict[str, Any] | None) -> list[str]:
