@@ -156,7 +156,7 @@ _BY_DAY = 1  # `grouped` of the day rows (the bit of the column not grouped by);
 
 # The sessions step, set-wise over the batch: `touched_sessions` (the sessions of the batch's new turns
 # and of its applied reviews), `batch_new_turns` (the batch's inserted turns) and `changed_turns` (each
-# updated turn before and after, `_CHANGED_TURNS` of projector/apply.py). Per touched session: its row
+# updated turn before and after, `projector.dependents.changed_turns`). Per touched session: its row
 # as the file holds it (`old_*`, from `stored_sessions`, its row looked up by key), what the batch adds,
 # its new row, and whether it must be recomputed from `interactions` instead (`recount`): a session with
 # no row and no new turn, or whose first instant is a tie (two new turns, or a new turn and the stored

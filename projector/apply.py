@@ -14,14 +14,14 @@ the events that need a decision of their own (a duplicate, a dead letter, an eve
   new event ids of the whole batch are accepted by one statement over its ids (`_ACCEPT_NEW_EVENT_IDS`), a second
   turn of an interaction is looked for with two Arrow kernels, and the table is inserted as it is.
 - Feedback, clicks and reviews become one Arrow table per type (`_dependent_table`, each row with its
-  place in log order, `ord`), joined once against the turns they name (`_VERDICTS`: the stored ones as
-  one lookup read them, and the batch's new ones), which gives each event its verdict as a column:
-  it applies, waits for its turn, or is a `session_mismatch` or `unknown_offering` dead letter. The
-  last feedback and review of each turn (`_latest_of_each_turn`) and the applied clicks are Arrow
-  kernels over those tables (a statement each cost a live batch milliseconds of binding for a few
-  rows); each updated turn before and after the batch (`_CHANGED_TURNS`, counted by
-  `aggregates.Deltas.change_turns`) is a statement over them. Only the events that do not apply are
-  walked in Python, in log order, for their dead letter's message or their place in `pending_events`.
+  place in log order, `ord`), looked up once among the turns they name (the stored ones as one lookup
+  read them, and the batch's new ones), which gives each event its verdict as a column: it applies,
+  waits for its turn, or is a `session_mismatch` or `unknown_offering` dead letter. That, the last
+  feedback and review of each turn, the applied clicks and each updated turn before and after the batch
+  (counted by `aggregates.Deltas.change_turns`) are Arrow kernels over those tables
+  (projector/dependents.py): as statements they cost a live batch milliseconds of binding each, for a
+  few rows. Only the events that do not apply are walked in Python, in log order, for their dead
+  letter's message or their place in `pending_events`.
 - Erasures, usage and everything rare stay as `Prepared` events (projector/prepare.py).
 """
 
@@ -38,14 +38,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projector import aggregates, conversations, feedback_records, forget, keysets
+from projector import aggregates, conversations, dependents, feedback_records, forget, keysets
 from projector.arrow_views import registered, rows_table, schema_of
 from projector.prepare import (
     CLICK_SCHEMA,
     ERASURE_SCHEMA,
     FEEDBACK_SCHEMA,
     REVIEW_SCHEMA,
-    TURN_SCHEMA_WITH_POS,
     USAGE_SCHEMA,
     ClickRow,
     ErasureRow,
@@ -224,27 +223,6 @@ def _event_ids(turns: pa.Table) -> dict[str, str]:
     return dict(zip(turns["uuid"].to_pylist(), turns["event_id"].to_pylist(), strict=True))
 
 
-def _applied_rows(table: pa.Table, applied: pa.Table) -> pa.Table:
-    """The rows of a dependent table (`_dependent_table`) whose event applies (`applied`: its verdicts of
-    `_APPLY`), in log order."""
-    return table.filter(pc.is_in(table["ord"], value_set=applied["ord"]))
-
-
-def _latest_of_each_turn(table: pa.Table, applied: pa.Table) -> pa.Table:
-    """The last applied row of each turn in a feedback or review table, with its row's fields: Arrow over
-    the batch's few rows, where a statement cost a live batch milliseconds of binding."""
-    fields = [name for name in table.column_names if name not in ("ord", "session_id")]
-    rows = _applied_rows(table, applied)
-    last = rows.group_by("uuid", use_threads=False).aggregate([("ord", "max")])["ord_max"]
-    return rows.filter(pc.is_in(rows["ord"], value_set=last)).select(fields)
-
-
-def _applied_by_type(applied: pa.Table) -> tuple[list[str], list[int], list[list[str]]]:
-    """Applied dependents by type: how many, and the sessions whose conversation rows they change."""
-    grouped = applied.group_by("type", use_threads=False).aggregate([("ord", "count"), ("turn_session", "distinct")])
-    return grouped["type"].to_pylist(), grouped["ord_count"].to_pylist(), grouped["turn_session_distinct"].to_pylist()
-
-
 def _dependent_table(events: list[Prepared], type_: str, schema: pa.Schema) -> pa.Table:
     """The rows of `events` of one dependent type, with `ord` (the event's place among the dependents,
     which is log order) and the session it names."""
@@ -254,12 +232,6 @@ def _dependent_table(events: list[Prepared], type_: str, schema: pa.Schema) -> p
     if "session_id" not in schema.names:
         table = table.append_column("session_id", pa.array([e.session_id for _, e in chosen], pa.string()))
     return table
-
-
-_NO_TURNS = TURN_SCHEMA_WITH_POS.empty_table()
-# The verdict of a dependent event (`_VERDICTS`) when it applies, and when its turn is not there.
-_APPLY = "apply"
-_NO_TURN = "no_turn"
 
 
 class _Fold:
@@ -476,50 +448,43 @@ class _Fold:
     # -- feedback, clicks, reviews -----------------------------------------------------------------
 
     def _apply_dependents(self, stored: pa.Table, new_turns: pa.Table | None, batch_events: list[Prepared]) -> None:
-        """Feedback, clicks and reviews as statements over the batch (see `_VERDICTS`): one join of the
-        dependents against the turns they name says which apply and which wait, settle or are dead letters;
+        """Feedback, clicks and reviews as Arrow kernels over the batch (projector/dependents.py): their
+        verdicts against the turns they name say which apply and which wait, settle or are dead letters;
         only those few go through Python, one by one, in log order."""
         # Waiting events whose turn has just arrived come first: they arrived first.
         waiting = self._take_pending(new_turns)
-        dependents: list[tuple[Prepared, _Source | None]] = [*waiting, *((e, None) for e in batch_events)]
+        arrivals: list[tuple[Prepared, _Source | None]] = [*waiting, *((e, None) for e in batch_events)]
         if self.tombstones:  # their turn was erased: nothing to apply them to
             kept = []
-            for event, waited in dependents:
+            for event, waited in arrivals:
                 if event.interaction_uuid in self.tombstones:
                     self._settle(event.type)
                     self.stats.erased_events += 1
                 else:
                     kept.append((event, waited))
-            dependents = kept
-        if not dependents:
+            arrivals = kept
+        if not arrivals:
             return
-        events = [e for e, _ in dependents]
+        events = [e for e, _ in arrivals]
         feedback_rows = _dependent_table(events, FEEDBACK, FEEDBACK_SCHEMA)
         review_rows = _dependent_table(events, REVIEW, REVIEW_SCHEMA)
         click_rows = _dependent_table(events, CLICK, CLICK_SCHEMA)
-        with (
-            registered(self.con, "dep_feedback", feedback_rows),
-            registered(self.con, "dep_reviews", review_rows),
-            registered(self.con, "dep_clicks", click_rows),
-            registered(self.con, "looked_up_turns", stored),
-            registered(self.con, "arrived_turns", new_turns if new_turns is not None else _NO_TURNS),
-        ):
-            verdicts = self._arrow(_VERDICTS, [FEEDBACK, REVIEW, CLICK])
-            applied = verdicts.filter(pc.field("verdict") == _APPLY)
-            with registered(self.con, "verdicts", verdicts):
-                # The last applied feedback and review of each turn: later ones replace earlier ones.
-                self._update_turns(
-                    _latest_of_each_turn(feedback_rows, applied), _latest_of_each_turn(review_rows, applied)
-                )
-                self._insert_clicks(_applied_rows(click_rows, applied).select(list(ClickRow._fields)))
-            for type_, n, sessions in zip(*_applied_by_type(applied), strict=True):
-                self.stats.applied[type_] += n
-                self.conversations.update(sessions)
-                if type_ == REVIEW:
-                    self.sessions.update(sessions)
-        self._settle_unapplied(dependents, verdicts.filter(pc.field("verdict") != _APPLY))
+        turns = dependents.named_turns(stored, new_turns)
+        verdicts = dependents.verdicts(turns, feedback_rows, review_rows, click_rows)
+        applied = verdicts.filter(pc.field("verdict") == dependents.APPLY)
+        # The last applied feedback and review of each turn: later ones replace earlier ones.
+        feedback = dependents.latest_of_each_turn(feedback_rows, applied)
+        reviews = dependents.latest_of_each_turn(review_rows, applied)
+        self._update_turns(feedback, reviews, dependents.changed_turns(turns, feedback, reviews, click_rows, applied))
+        self._insert_clicks(dependents.applied_rows(click_rows, applied).select(list(ClickRow._fields)))
+        for type_, n, sessions in zip(*dependents.applied_by_type(applied), strict=True):
+            self.stats.applied[type_] += n
+            self.conversations.update(sessions)
+            if type_ == REVIEW:
+                self.sessions.update(sessions)
+        self._settle_unapplied(arrivals, verdicts.filter(pc.field("verdict") != dependents.APPLY))
 
-    def _settle_unapplied(self, dependents: list[tuple[Prepared, _Source | None]], unapplied: pa.Table) -> None:
+    def _settle_unapplied(self, arrivals: list[tuple[Prepared, _Source | None]], unapplied: pa.Table) -> None:
         """The dependents that do not apply, in log order: parked for their turn, dropped as older than the
         retention horizon, or dead-lettered (a wrong session or offering)."""
         pending: list[tuple[Prepared, _Source]] = []
@@ -529,9 +494,9 @@ class _Fold:
             unapplied["turn_session"].to_pylist(),
             strict=True,
         ):
-            event, waited = dependents[index]
+            event, waited = arrivals[index]
             source = waited or self._source(event.pos)
-            if verdict == _NO_TURN:
+            if verdict == dependents.NO_TURN:
                 if self._aged(event.row.occurred_at):  # type: ignore[union-attr]  # its turn is older still: purged
                     self._settle(event.type)
                     self.stats.aged += 1
@@ -574,19 +539,21 @@ class _Fold:
             self._dead_letter(sources[r.pos], r.reason, r.detail, r.event_id, r.type)
         return [(e, sources[e.pos]) for e in reparsed.events]
 
-    def _update_turns(self, feedback: pa.Table, reviews: pa.Table) -> None:
+    def _update_turns(self, feedback: pa.Table, reviews: pa.Table, changed: pa.Table) -> None:
         """Writes the last applied feedback and review of each turn into `interactions` and its record
         (projector/feedback_records.py), after counting each updated turn out as the lookup read it and in
-        as the updates leave it (`aggregates.Deltas.change_turns`, over the rows of `_CHANGED_TURNS`)."""
-        with registered(self.con, "new_feedback", feedback), registered(self.con, "new_reviews", reviews):
-            changed = self._arrow(_CHANGED_TURNS, [_APPLY])
-            with registered(self.con, "changed_turns", changed):
-                self.deltas.change_turns(self.con, changed)
-                if feedback.num_rows:
-                    self.con.execute(*keysets.narrowed(_UPDATE_FEEDBACK, "interactions.uuid", feedback["uuid"]))
-                if reviews.num_rows:
-                    self.con.execute(*keysets.narrowed(_UPDATE_REVIEWS, "interactions.uuid", reviews["uuid"]))
-                feedback_records.refresh(self.con, feedback, reviews, changed)
+        as the updates leave it (`aggregates.Deltas.change_turns`, over `changed`: `dependents.changed_turns`)."""
+        with (
+            registered(self.con, "new_feedback", feedback),
+            registered(self.con, "new_reviews", reviews),
+            registered(self.con, "changed_turns", changed),
+        ):
+            self.deltas.change_turns(self.con, changed)
+            if feedback.num_rows:
+                self.con.execute(*keysets.narrowed(_UPDATE_FEEDBACK, "interactions.uuid", feedback["uuid"]))
+            if reviews.num_rows:
+                self.con.execute(*keysets.narrowed(_UPDATE_REVIEWS, "interactions.uuid", reviews["uuid"]))
+            feedback_records.refresh(self.con, feedback, reviews, changed)
 
     def _insert_clicks(self, clicks: pa.Table) -> None:
         if clicks.num_rows:
@@ -925,71 +892,10 @@ SELECT DISTINCT b.event_id::UUID FROM batch_event_ids b ANTI JOIN applied_events
 RETURNING event_id::VARCHAR AS event_id
 """
 
-# A new turn's feedback, review and click columns, as `_INSERT_TURNS` writes them and as the dependents
-# of its batch see it before their updates (`_NAMED_TURNS`).
+# A new turn's feedback, review and click columns, as `_INSERT_TURNS` writes them (the dependents of its
+# batch see it so before their updates: `dependents.NEW_TURN_STATE`, which tests/projector/test_dependents.py
+# checks against these).
 _NEW_TURN_DEFAULTS = {"click_count": "0", **RECORD_DEFAULTS}
-
-# The turns feedback, clicks and reviews of a batch name: the stored ones as the lookup read them
-# (`looked_up_turns`, `_READ_TURNS`), and the batch's new ones as `_INSERT_TURNS` writes them.
-_NAMED_TURNS = f"""
-named_turns AS (
-    SELECT uuid, session_id, offering_uuids, user_slug, created_date, created, {", ".join(aggregates.TURN_STATE)}
-    FROM looked_up_turns
-    UNION ALL
-    SELECT uuid, session_id, offering_uuids, user_slug, created_date, created,
-        {", ".join(f"{_NEW_TURN_DEFAULTS[c]} AS {c}" for c in aggregates.TURN_STATE)}
-    FROM arrived_turns
-)
-"""
-
-# Each dependent event (`dep_*`, in `ord` order) against its turn: it applies, its turn is not there (it
-# waits, or is dropped as too old), or it is a dead letter. The offering is looked for as the quoted
-# canonical UUID in the turn's stored JSON array (both prepare paths write it so).
-_VERDICTS = f"""
-WITH dependents AS (
-    SELECT ord, $1 AS type, uuid, session_id, NULL::VARCHAR AS offering_uuid FROM dep_feedback
-    UNION ALL
-    SELECT ord, $2, uuid, session_id, NULL FROM dep_reviews
-    UNION ALL
-    SELECT ord, $3, interaction_uuid, session_id, offering_uuid FROM dep_clicks
-), {_NAMED_TURNS}
-SELECT d.ord, d.type,
-    CASE
-        WHEN t.uuid IS NULL THEN '{_NO_TURN}'
-        WHEN d.session_id IS DISTINCT FROM t.session_id THEN '{SESSION_MISMATCH}'
-        WHEN d.offering_uuid IS NOT NULL AND NOT contains(t.offering_uuids, '"' || d.offering_uuid || '"')
-            THEN '{UNKNOWN_OFFERING}'
-        ELSE '{_APPLY}'
-    END AS verdict,
-    t.session_id AS turn_session
-FROM dependents d LEFT JOIN named_turns t ON t.uuid = d.uuid
-ORDER BY d.ord
-"""
-
-# Every turn the batch's feedback, clicks or reviews update, as the lookup read it (`before_*`) and as
-# the updates leave it (`after_*`): the columns of aggregates.TURN_STATE (`Deltas.change_turns`).
-_CHANGED_TURNS = f"""
-WITH clicked AS (
-    SELECT c.interaction_uuid AS uuid, count(*) AS n
-    FROM dep_clicks c SEMI JOIN verdicts v ON v.ord = c.ord AND v.verdict = $1
-    GROUP BY 1
-), {_NAMED_TURNS}
-SELECT t.uuid, t.created_date AS day, t.user_slug, t.session_id, t.created,
-    {", ".join(f"t.{c} AS before_{c}" for c in aggregates.TURN_STATE)},
-    t.click_count + coalesce(c.n, 0) AS after_click_count,
-    CASE WHEN f.uuid IS NULL THEN t.fb_score ELSE f.score END AS after_fb_score,
-    CASE WHEN r.uuid IS NULL THEN t.llm_reviewed_at ELSE r.reviewed_at END AS after_llm_reviewed_at,
-    CASE WHEN r.uuid IS NULL THEN t.llm_resolution_score ELSE r.resolution_score END AS after_llm_resolution_score,
-    CASE WHEN r.uuid IS NULL THEN t.llm_hallucination_detected ELSE r.hallucination_detected END
-        AS after_llm_hallucination_detected,
-    CASE WHEN r.uuid IS NULL THEN t.llm_input_tokens ELSE r.input_tokens END AS after_llm_input_tokens,
-    CASE WHEN r.uuid IS NULL THEN t.llm_output_tokens ELSE r.output_tokens END AS after_llm_output_tokens
-FROM named_turns t
-LEFT JOIN new_feedback f ON f.uuid = t.uuid
-LEFT JOIN new_reviews r ON r.uuid = t.uuid
-LEFT JOIN clicked c ON c.uuid = t.uuid
-WHERE f.uuid IS NOT NULL OR r.uuid IS NOT NULL OR c.uuid IS NOT NULL
-"""
 
 # The columns of a looked-up turn, for row ids found by uuid: the range lets DuckDB skip the row groups outside it.
 _READ_TURNS = f"""

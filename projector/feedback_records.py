@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from projector.prepare import FeedbackRow, ReviewRow
 from schemas.readmodel import RECORD_DEFAULTS
 
-# The columns a feedback sets, from the batch's `new_feedback` rows (`projector.apply._latest_of_each_turn`: the
+# The columns a feedback sets, from the batch's `new_feedback` rows (`projector.dependents.latest_of_each_turn`: the
 # fields of `FeedbackRow`), and those a review sets, from `new_reviews` (of `ReviewRow`): the same in
 # `interactions` and in `feedback_records`.
 FEEDBACK_SETS: dict[str, str] = {f"fb_{name}": name for name in FeedbackRow._fields if name != "uuid"}
@@ -61,7 +61,7 @@ WHERE (f.uuid IS NOT NULL OR r.uuid IS NOT NULL) AND t.before_fb_score IS NULL A
 
 def refresh(con: duckdb.DuckDBPyConnection, feedback: pa.Table, reviews: pa.Table, changed: pa.Table) -> None:
     """Brings the records of the turns the batch's `feedback` and `reviews` update up to date; `changed` is
-    every updated turn as it stood (`projector.apply._CHANGED_TURNS`: `uuid`, `before_fb_score`,
+    every updated turn as it stood (`projector.dependents.changed_turns`: `uuid`, `before_fb_score`,
     `before_llm_reviewed_at`). The three tables must be registered under the names the statements read
     (`new_feedback`, `new_reviews`, `changed_turns`); call inside the batch's transaction."""
     if not feedback.num_rows and not reviews.num_rows:
