@@ -200,7 +200,7 @@ def count(condition: str) -> str:
 
 def kpi_totals(condition: str, source: str = "interactions") -> str:
     """The KPI's additive counters over the turns of `source` passing `condition` (in the order of
-    `api.aggregates_sql.KPI_DAILY_TOTALS`). They are the ones each kept conversation row holds for its
+    `api.aggregates_sql.kpi_daily`). They are the ones each kept conversation row holds for its
     session (`schemas.conversation_rows.KPI_COUNTERS`), so that a KPI summed from those rows
     (`api.aggregates_sql.kpi_kept`) counts the same things."""
     c = KPI_COUNTERS
