@@ -409,8 +409,8 @@ def kpi(
         if filters.given():
             condition, params = sql.where(filters)
             *totals, day_rows = cur.execute(agg.kpi_daily(between=True), [*shown, lo, hi]).fetchone()
-            distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
-            intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+            *distinct, intent_rows = cur.execute(sql.kpi_distinct_and_intents(condition), params).fetchone()
+            intents = dict(sorted(intent_rows or []))
         else:
             *totals, day_rows = cur.execute(agg.kpi_daily(between=False), shown).fetchone()
             distinct = cur.execute(agg.KPI_SESSIONS).fetchone()
@@ -443,10 +443,15 @@ def kpi(
     else:
         condition, params = sql.where(filters)
         totals = cur.execute(sql.kpi_totals(condition), params).fetchone()
-        distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
         for day, severity, n in cur.execute(sql.per_day_severity(condition), [*params, *days]).fetchall():
             per_day.setdefault(day, {})[severity.upper()] = n
-        intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+        if over_turns:
+            # The plain statements, which the combined one is compared with.
+            distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
+            intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+        else:
+            *distinct, intent_rows = cur.execute(sql.kpi_distinct_and_intents(condition), params).fetchone()
+            intents = dict(sorted(intent_rows or []))
     (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
      review_in, review_out) = totals  # fmt: skip
     users, sessions, reviewed_sessions, hallucinated_sessions = distinct
