@@ -149,10 +149,19 @@ async def measure(
     log: list[list[Any]] = []
     if statements:
         _time_statements(app.state.context.handle, log)
-    # Warm the file's pages and the interpreter with other keys than the measured ones.
-    for name in rows:
-        for path in planned[name][-warmup:] if warmup else []:
-            await _get(app, path)
+    try:
+        # Warm the file's pages and the interpreter with other keys than the measured ones.
+        for name in rows:
+            for path in planned[name][-warmup:] if warmup else []:
+                await _get(app, path)
+        return await _measure_rows(app, planned, rows, requests, log)
+    finally:
+        app.state.context.handle.connection.close()
+
+
+async def _measure_rows(
+    app: Any, planned: dict[str, list[str]], rows: list[str], requests: int, log: list[list[Any]]
+) -> list[dict[str, Any]]:
     results = []
     for name in rows:
         cpu_ms, wall_ms, sizes = [], [], []
@@ -186,6 +195,15 @@ async def measure(
     return results
 
 
+def _short(query: str, width: int = 130) -> str:
+    """A statement on one line: its start, then from its first FROM past the start (which table)."""
+    if len(query) <= width:
+        return query
+    start = query[: width // 2]
+    at = query.find(" FROM ", width // 2)
+    return start + " ..." + (query[at : at + width // 2] if at >= 0 else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.miss_cost", description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", type=Path, required=True, help="a read-model file (written: pass a copy)")
@@ -210,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results if args.statements else []:
         print(f"\n{r['name']}: CPU p50 {r['cpu_p50_ms']:.1f} ms per request, of which")
         for query, cpu, per_request in r["statements"]:
-            print(f"  {cpu:6.2f} ms x{per_request:g}  {query[:110]}")
+            print(f"  {cpu:6.2f} ms x{per_request:g}  {_short(query)}")
     sys.stdout.flush()
     return 0
 
