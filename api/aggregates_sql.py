@@ -54,26 +54,38 @@ def total_for_days(expression: str) -> str:
 SESSION_TURNS = "SELECT turns FROM sessions WHERE session_id = ?"
 USER_TURNS = "SELECT total_interactions FROM user_stats WHERE user_slug = ?"
 
-# The KPI's additive counters, in the order of `api.interactions_sql.kpi_totals`, over all days or (with
-# `KPI_DAILY_TOTALS_BETWEEN`, for a KPI filtered by a date range alone) over the days in [?, ?].
-KPI_DAILY_TOTALS = """
-    SELECT
-        coalesce(sum(turns), 0),
-        coalesce(sum(flagged), 0),
-        coalesce(sum(feedback_up), 0),
-        coalesce(sum(feedback_down), 0),
-        coalesce(sum(clicks), 0),
-        coalesce(sum(clarifications), 0),
-        coalesce(sum(turn_input_tokens), 0),
-        coalesce(sum(turn_output_tokens), 0),
-        coalesce(sum(reviewed), 0),
-        coalesce(sum(review_score_sum), 0),
-        coalesce(sum(hallucinations), 0),
-        coalesce(sum(review_input_tokens), 0),
-        coalesce(sum(review_output_tokens), 0)
-    FROM daily_counters
-"""
-KPI_DAILY_TOTALS_BETWEEN = KPI_DAILY_TOTALS + " WHERE day BETWEEN ? AND ?"
+# The KPI's additive counters, in the order of `api.interactions_sql.kpi_totals`, summed over daily_counters.
+_KPI_DAILY_SUMS = ", ".join(
+    f"coalesce(sum({column}), 0)"
+    for column in (
+        "turns",
+        "flagged",
+        "feedback_up",
+        "feedback_down",
+        "clicks",
+        "clarifications",
+        "turn_input_tokens",
+        "turn_output_tokens",
+        "reviewed",
+        "review_score_sum",
+        "hallucinations",
+        "review_input_tokens",
+        "review_output_tokens",
+    )
+)
+_SEVERITY_DAY = "row(day, severity_none, severity_low, severity_medium, severity_high, severity_critical)"
+
+
+def kpi_daily(*, between: bool) -> str:
+    """The KPI's additive counters (`_KPI_DAILY_SUMS`), then the (day, turns of each severity) rows of the
+    days in [?, ?] that have turns (its daily_volume and severity_by_day), as a list: both from one read of
+    daily_counters, where two statements read it twice. With `between` (a KPI filtered by a date range
+    alone), over the days in a second [?, ?] only."""
+    days = f"list({_SEVERITY_DAY}) FILTER (WHERE day BETWEEN ? AND ? AND turns > 0)"
+    where = " WHERE day BETWEEN ? AND ?" if between else ""
+    return f"SELECT {_KPI_DAILY_SUMS}, {days} FROM daily_counters{where}"
+
+
 # The unfiltered KPI's counts of sessions and visitors (the columns of `api.interactions_sql.kpi_sessions`),
 # in one statement: each session has one kept conversation row, each visitor one user_stats row.
 # docs/api.md: reviewed_total and hallucination_rate count sessions.
@@ -84,10 +96,6 @@ KPI_SESSIONS = """
         count(*) FILTER (WHERE reviewed_turns > 0),
         count(*) FILTER (WHERE hallucinated_turns > 0)
     FROM conversations
-"""
-DAYS_BY_SEVERITY = """
-    SELECT day, severity_none, severity_low, severity_medium, severity_high, severity_critical
-    FROM daily_counters WHERE day BETWEEN ? AND ? AND turns > 0
 """
 
 _USER_COLUMNS = f"""

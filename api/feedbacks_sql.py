@@ -98,15 +98,12 @@ def parts(terms: Sequence[str]) -> tuple[Part, Part]:
 RECENT = timedelta(days=1)
 
 
-def count_parts(table: str, condition: str, first: Part) -> str:
-    """The number of records passing `condition`, and how many of them are in the `first` part."""
-    return f"SELECT count(*), count(*) FILTER (WHERE {first.condition}) FROM {table} WHERE {condition}"
-
-
-def newest(table: str, condition: str, part: Part) -> str:
-    """The newest value of the column `part` may narrow by (`Part.recent`), among the records passing
-    `condition`: asked only when a page reaches that part."""
-    return f"SELECT max({part.recent}) FROM {table} WHERE {condition}"
+def count_parts(table: str, condition: str, first: Part, recent: str | None = None) -> str:
+    """The number of records passing `condition`, how many of them are in the `first` part, and (NULL
+    without `recent`) the newest value of the column `recent` among them: that of the part a page may
+    narrow by (`Part.recent`), read in the same pass over the records instead of a second one."""
+    newest = f"max({recent})" if recent is not None else "NULL"
+    return f"SELECT count(*), count(*) FILTER (WHERE {first.condition}), {newest} FROM {table} WHERE {condition}"
 
 
 # The reviewed turns per non-empty intent (the KPI's llm_intent_distribution): either table holds them all.

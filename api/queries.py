@@ -279,8 +279,9 @@ def list_feedbacks(
     """A page of the feedback records of `table` (`feedbacks_sql.source`)."""
     condition, params = fsql.where(filters, table)
     parts = fsql.parts(ordering)
-    row = cur.execute(fsql.count_parts(table, condition, parts[0]), params).fetchone()
-    total, first = (int(row[0]), int(row[1])) if row else (0, 0)
+    recent = next((part.recent for part in parts if part.recent), None)
+    row = cur.execute(fsql.count_parts(table, condition, parts[0], recent), params).fetchone()
+    total, first, newest_recent = (int(row[0]), int(row[1]), row[2]) if row else (0, 0, None)
     last = _check_page(total, pagination)
     if total == 0:
         return Page(0, [], pagination, last)
@@ -292,7 +293,7 @@ def list_feedbacks(
             continue
         want = min(wanted - len(rows), size - skip)
         found: list[Any] = []
-        newest = _scalar_value(cur, fsql.newest(table, condition, part), params) if part.recent else None
+        newest = newest_recent if part.recent else None
         if newest is not None:
             # All the records ranked up to this page's last lie within the window when it holds as many:
             # a page as long as asked for proves it (`feedbacks_sql.RECENT`).
@@ -398,22 +399,23 @@ def kpi(
     days = [min(volume_start, severity_start), today]
     per_day: dict[date, dict[str, int]] = {}
     narrowing = stage2 is not None and bool(stage2.given())
-    # Each path gives the additive counters (in the order of `agg.KPI_DAILY_TOTALS`), the distinct counts
+    # Each path gives the additive counters (in the order of `sql.kpi_totals`), the distinct counts
     # (visitors, sessions, reviewed sessions, hallucinated sessions), the intents and the days.
     if not over_turns and not narrowing and filters.only("created_from", "created_to"):
-        # No filter, or a date range alone: the counters and the days from daily_counters; the distinct
-        # counts from the kept rows or (in a range) from the turns of its days.
+        # No filter, or a date range alone: the counters and the days from daily_counters (one read of it);
+        # the distinct counts from the kept rows or (in a range) from the turns of its days.
         lo, hi = _date_bounds(filters)
+        shown = [max(days[0], lo), min(days[1], hi)]
         if filters.given():
             condition, params = sql.where(filters)
-            totals = cur.execute(agg.KPI_DAILY_TOTALS_BETWEEN, [lo, hi]).fetchone()
-            distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
-            intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+            *totals, day_rows = cur.execute(agg.kpi_daily(between=True), [*shown, lo, hi]).fetchone()
+            *distinct, intent_rows = cur.execute(sql.kpi_distinct_and_intents(condition), params).fetchone()
+            intents = dict(sorted(intent_rows or []))
         else:
-            totals = cur.execute(agg.KPI_DAILY_TOTALS).fetchone()
+            *totals, day_rows = cur.execute(agg.kpi_daily(between=False), shown).fetchone()
             distinct = cur.execute(agg.KPI_SESSIONS).fetchone()
             intents = dict(cur.execute(fsql.intents(records)).fetchall())
-        for day, *counts in cur.execute(agg.DAYS_BY_SEVERITY, [max(days[0], lo), min(days[1], hi)]).fetchall():
+        for day, *counts in day_rows or []:
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
     elif not over_turns and not filters.given():
         # Conversation-level filters alone: whole conversations, summed from their kept rows.
@@ -441,10 +443,15 @@ def kpi(
     else:
         condition, params = sql.where(filters)
         totals = cur.execute(sql.kpi_totals(condition), params).fetchone()
-        distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
         for day, severity, n in cur.execute(sql.per_day_severity(condition), [*params, *days]).fetchall():
             per_day.setdefault(day, {})[severity.upper()] = n
-        intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+        if over_turns:
+            # The plain statements, which the combined one is compared with.
+            distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
+            intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+        else:
+            *distinct, intent_rows = cur.execute(sql.kpi_distinct_and_intents(condition), params).fetchone()
+            intents = dict(sorted(intent_rows or []))
     (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
      review_in, review_out) = totals  # fmt: skip
     users, sessions, reviewed_sessions, hallucinated_sessions = distinct

@@ -105,6 +105,18 @@ def test_kpi_from_aggregates_equals_kpi_from_the_rows(cur: duckdb.DuckDBPyConnec
         assert queries.kpi(cur, filters, TODAY, 30) == queries.kpi(cur, filters, TODAY, 30, over_turns=True), filters
 
 
+def test_the_filtered_kpi_equals_the_kpi_from_the_plain_statements(cur: duckdb.DuckDBPyConnection) -> None:
+    # The distinct counts and the intents of a KPI over filtered turns come from one statement; the
+    # reference reads them with the two plain ones (and an unfiltered KPI from the turns alone).
+    for filters in [
+        *some_filters(cur),
+        EVERYTHING,
+        Filters(created_from=date(2026, 11, 23), created_to=date(2026, 11, 21)),
+    ]:
+        assert queries.kpi(cur, filters, TODAY, 30) == queries.kpi(cur, filters, TODAY, 30, over_turns=True), filters
+    assert queries.kpi(cur, Filters(user_slug="no-such-user"), TODAY, 7)["llm_intent_distribution"] == {}
+
+
 def test_by_user_from_user_stats_equals_by_user_from_the_rows(cur: duckdb.DuckDBPyConnection) -> None:
     from_stats = queries.list_users(cur, Filters(), None)
     from_rows = queries.list_users(cur, EVERYTHING, None)

@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.datastructures import QueryParams
 
+from api import feedbacks_sql, queries
+from api.interactions_sql import FEEDBACK_SELECT_LIST
+from api.params import FEEDBACK_ORDERINGS, Pagination, parse_feedback_filters, parse_ordering
 from projector import forget
 from projector.fold import apply_batch
 from schemas.events import FEEDBACK_CATEGORIES
@@ -241,3 +245,34 @@ def test_the_retention_purge_takes_the_records_of_the_turns_it_removes(tmp_path:
     kept, copied = kept_and_copied_records(con)
     assert kept == copied
     con.close()
+
+
+@pytest.mark.parametrize("params", CASES, ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()) or "none")
+@pytest.mark.parametrize("o", ORDERINGS, ids=lambda o: o or "default")
+def test_the_pages_are_the_plainly_ordered_records_cut_in_pages(
+    folded: Folded, params: dict[str, str], o: str | None
+) -> None:
+    # Every page the list serves (two parts, the newest record's window, counted with the newest record in
+    # one statement) against one plain ORDER BY of the records passing the filters, cut in pages.
+    errors: dict[str, list[str]] = {}
+    filters = parse_feedback_filters(QueryParams(params), errors)
+    terms = parse_ordering(QueryParams({"o": o} if o else {}), errors, FEEDBACK_ORDERINGS) or ("-submitted_at",)
+    assert not errors
+    cur = folded[0].cursor()
+    try:
+        condition, values = feedbacks_sql.where(filters, feedbacks_sql.RECORDS)
+        plain = cur.execute(
+            f"SELECT {FEEDBACK_SELECT_LIST} FROM feedback_records WHERE {condition}"
+            f" ORDER BY {feedbacks_sql.order_by(terms)}",
+            values,
+        ).fetchall()
+        expected = [feedbacks_sql.to_body(row) for row in plain]
+        for size in (7, 100):
+            served: list[dict[str, Any]] = []
+            for page in range(1, len(expected) // size + 2):
+                got = queries.list_feedbacks(cur, feedbacks_sql.RECORDS, filters, terms, Pagination(page, size))
+                assert got.total == len(expected)
+                served += got.rows
+            assert served == expected, size
+    finally:
+        cur.close()
