@@ -8,7 +8,8 @@ standard lag tools (`kafka-consumer-groups.sh --describe`) show the projector.
 
 Batching: `read_batch` keeps polling until it has `batch_size` records or the topic has nothing more
 right now. While catching up that gives large batches; at the head of the topic a poll returns within
-`LIVE_POLL_MS` with whatever arrived, so a new event is folded well within a second.
+`LIVE_POLL_MS` with whatever arrived, so a new event is folded well within a second, and the second poll
+waits briefly for the fetch the first one sent, so that a batch is not only what was fetched meanwhile.
 """
 
 from __future__ import annotations
