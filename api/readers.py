@@ -118,11 +118,20 @@ async def read(
     for the projector's next commit and looks again, for at most `wait_s`; then returns an answer that
     is not `reached`."""
     deadline = time.monotonic() + wait_s
+    board = handle.positions
     while True:
         # Taken before the read: a commit between the read and the wait still wakes the wait.
-        seen = handle.positions.commits
+        seen = board.commits
         answer = await run_in_threadpool(_in_snapshot, handle, work, cache, key, topic, minimum)
         remaining = deadline - time.monotonic()
         if answer.reached or remaining <= 0:
             return answer
-        await handle.positions.wait(seen, remaining)
+        await board.wait(seen, remaining)
+        # A commit that leaves a partition of `minimum` behind cannot have reached it: wait for the next
+        # one without reading (at the head of the topic a commit comes every few hundred ms, and many
+        # readers may wait for their own writes). `seen` first, so that a commit between the two is not missed.
+        while minimum is not None and (remaining := deadline - time.monotonic()) > 0:
+            seen = board.commits
+            if not board.behind(topic, minimum):
+                break
+            await board.wait(seen, remaining)

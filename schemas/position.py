@@ -114,6 +114,13 @@ class PositionBoard:
         with self._lock:
             return {p: o for (t, p), o in self._offsets.items() if t == topic}
 
+    def behind(self, topic: str, minimum: Position) -> bool:
+        """Whether a partition of `topic` whose committed offset this board knows is short of `minimum`'s:
+        then no snapshot read now can cover `minimum`, and a waiting request need not read one. A
+        partition no commit has named yet (since start-up) is not known, so it never counts as behind."""
+        with self._lock:
+            return any(o > self._offsets.get((topic, p), o) for p, o in enumerate(minimum.offsets))
+
     def advance(self, offsets: Mapping[tuple[str, int], int] | Iterable[tuple[str, int, int]] = ()) -> None:
         """Records committed offsets (they only grow) and wakes every waiter."""
         items = offsets.items() if isinstance(offsets, Mapping) else (((t, p), o) for t, p, o in offsets)

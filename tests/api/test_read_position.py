@@ -12,13 +12,15 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import duckdb
 import httpx
 import pytest
 
 from api.app import create_app
+from api.readers import read
 from auth.tokens import TokenStore
 from projector.fold import apply_batch
-from schemas.position import InvalidPosition, Position, topic_tag
+from schemas.position import InvalidPosition, Position, PositionBoard, topic_tag
 from schemas.readmodel import READMODEL_VERSION
 from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, NOW, PREFIX, TOKENS, build_read_model, make_client
@@ -158,6 +160,54 @@ def test_waiters_hold_no_thread_and_are_answered_by_the_next_commit(handle: Read
     assert {r.status_code for r in answered} == {200}
     assert {r.headers["x-read-model-position"] for r in answered} == {f"{V}.{TAG}.24"}
     assert all(r.headers["x-result-count"] == "8" for r in answered)
+
+
+def test_a_waiter_reads_again_only_after_a_commit_that_may_have_reached_its_position(
+    handle: ReadModelHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file holds partition 0 up to offset 22 (next 23); the waiter wants offset 24 folded (next 25).
+    import api.readers
+
+    snapshots = []
+    in_snapshot = api.readers._in_snapshot
+
+    def counted(*args: object) -> object:
+        snapshots.append(handle.positions.commits)
+        return in_snapshot(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api.readers, "_in_snapshot", counted)
+
+    def work(cur: duckdb.DuckDBPyConnection) -> int:
+        return int(cur.execute("SELECT count(*) FROM interactions").fetchone()[0])
+
+    async def scenario() -> tuple[int, int, bool, int | None]:
+        minimum = Position.parse(f"{V}.{TAG}.25")
+        task = asyncio.create_task(read(handle, work, topic="chat.events", minimum=minimum, wait_s=30))
+        await asyncio.sleep(0.2)
+        before = len(snapshots)
+        # A commit that stops one short: partition 0 is known to be at 24 now, so no read can reach 25.
+        await asyncio.to_thread(fold_more, handle, 23)
+        await asyncio.sleep(0.3)
+        after_short = len(snapshots)
+        await asyncio.to_thread(fold_more, handle, 24)
+        answer = await asyncio.wait_for(task, 30)
+        return before, after_short, answer.reached, answer.value
+
+    before, after_short, reached, value = asyncio.run(scenario())
+    assert before == 1, "the first read is made at once"
+    assert after_short == 1, "a commit that left the position behind was read for nothing"
+    assert reached and value == 9 and len(snapshots) == 2, "the two turns folded since (7 before)"
+
+
+def test_the_board_knows_only_the_partitions_commits_named() -> None:
+    board = PositionBoard()
+    minimum = Position.parse(f"{V}.{TAG}.5.7")
+    assert not board.behind("chat.events", minimum), "nothing known yet: a read must say"
+    board.advance({("chat.events", 1): 6})
+    assert board.behind("chat.events", minimum), "partition 1 is at 6, short of 7"
+    assert not board.behind("other.topic", minimum)
+    board.advance({("chat.events", 1): 7})
+    assert not board.behind("chat.events", minimum), "partition 0 is not known: a read must say"
 
 
 def test_page_links_ask_for_at_least_the_page_s_own_position(handle: ReadModelHandle) -> None:
