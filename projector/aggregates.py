@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from projector import batch_counts
 from projector.arrow_views import registered
 from projector.keysets import execute_in, where_in
 
@@ -88,70 +89,10 @@ GROUP BY GROUPING SETS ((created_date), (user_slug))
 """
 
 
-# The columns of a turn that feedback, reviews and clicks change: what `Deltas.change_turns` reads of
-# each updated turn, as `before_<column>` and `after_<column>`.
-TURN_STATE = (
-    "click_count",
-    "fb_score",
-    "llm_reviewed_at",
-    "llm_resolution_score",
-    "llm_hallucination_detected",
-    "llm_input_tokens",
-    "llm_output_tokens",
-)
-
-
-def _state_counts(side: str) -> dict[str, str]:
-    """What one side (`before` or `after`) of a row of `changed_turns` counts, per counter column."""
-    reviewed = f"{side}_llm_reviewed_at IS NOT NULL"
-    up, down = f"coalesce({side}_fb_score = 1, false)", f"coalesce({side}_fb_score = -1, false)"
-    return {
-        "clicks": f"{side}_click_count",
-        "feedback_up": f"{up}::INT",
-        "feedback_down": f"{down}::INT",
-        "reviewed": f"({reviewed})::INT",
-        "review_score_sum": f"CASE WHEN {reviewed} THEN coalesce({side}_llm_resolution_score, 0) ELSE 0 END",
-        "hallucinations": f"({reviewed} AND coalesce({side}_llm_hallucination_detected, false))::INT",
-        "review_input_tokens": f"{side}_llm_input_tokens",
-        "review_output_tokens": f"{side}_llm_output_tokens",
-        "positive_feedback": f"{up}::INT",
-        "negative_feedback": f"{down}::INT",
-        "no_feedback": f"(NOT ({up} OR {down}))::INT",
-    }
-
-
-_CHANGED_DAY_COLUMNS = [
-    "clicks",
-    "feedback_up",
-    "feedback_down",
-    "reviewed",
-    "review_score_sum",
-    "hallucinations",
-    "review_input_tokens",
-    "review_output_tokens",
-]
-_CHANGED_USER_COLUMNS = ["positive_feedback", "negative_feedback", "no_feedback"]
-_CHANGED_COLUMNS = _CHANGED_DAY_COLUMNS + _CHANGED_USER_COLUMNS
-_BEFORE, _AFTER = _state_counts("before"), _state_counts("after")
-# What the turns a batch updated (the registered `changed_turns`) change: per created day and per user,
-# each counted out as it stood and in as it stands (whether it changed at all decides whether the day
-# or user gets a row of deltas, as their zeros would insert one); per user the last turn seen. The
+# The columns of a turn that feedback, reviews and clicks change: what `Deltas.change_turns` counts of
+# each updated turn, as `before_<column>` and `after_<column>` (`batch_counts.changed_turn_counts`). The
 # turns reviewed for the first time, per session, are counted by the sessions step (`_SESSION_PLAN`).
-_CHANGED_TURN_COUNTERS = f"""
-SELECT
-    grouping(day, user_slug) AS grouped,
-    day,
-    user_slug,
-    count(*) FILTER (WHERE changed) AS changed,
-    max(created) AS last_created,
-    {", ".join(f"coalesce(sum(({_AFTER[c]}) - ({_BEFORE[c]})), 0)" for c in _CHANGED_COLUMNS)}
-FROM (
-    SELECT *, {" OR ".join(f"before_{c} IS DISTINCT FROM after_{c}" for c in TURN_STATE)} AS changed
-    FROM changed_turns
-)
-GROUP BY GROUPING SETS ((day), (user_slug))
-"""
-_BY_DAY = 1  # `grouped` of the day rows (the bit of the column not grouped by); the user rows have 2
+TURN_STATE = batch_counts.TURN_STATE
 
 
 # The sessions step, set-wise over the batch: `touched_sessions` (the sessions of the batch's new turns
@@ -327,26 +268,27 @@ class Deltas:
                 row["turn_input_tokens"] += int(tokens_in)
                 row["turn_output_tokens"] += int(tokens_out)
 
-    def change_turns(self, con: duckdb.DuckDBPyConnection, changed: pa.Table) -> None:
-        """The turns of `changed` (each updated turn as it stood and as the batch leaves it, `TURN_STATE`,
-        registered as `changed_turns`): counted out and in. Their user, day and the columns set at
-        insertion never change, so only the counters of `TURN_STATE` can move."""
+    def change_turns(self, changed: pa.Table) -> None:
+        """The turns of `changed` (each updated turn as it stood and as the batch leaves it, `TURN_STATE`):
+        counted out and in (`batch_counts.changed_turn_counts`). Their user, day and the columns set at
+        insertion never change, so only the counters of `TURN_STATE` can move. A day or user gets deltas
+        only when one of its turns changed at all, as their zeros would insert a row."""
         self.changed_turns.append(changed)
-        n_day = len(_CHANGED_DAY_COLUMNS)
-        for grouped, day, slug, changed_n, last, *counts in con.execute(_CHANGED_TURN_COUNTERS).fetchall():
-            if grouped == _BY_DAY:
-                if changed_n:
-                    row = self._day(day)
-                    for column, n in zip(_CHANGED_DAY_COLUMNS, counts[:n_day], strict=True):
-                        row[column] += int(n)
-            else:
-                if not slug:  # anonymous turns have no user_stats row
-                    continue
-                self._seen(slug, last)
-                if changed_n:
-                    user = self._user(slug)
-                    for column, n in zip(_CHANGED_USER_COLUMNS, counts[n_day:], strict=True):
-                        user[column] += int(n)
+        days, users = batch_counts.changed_turn_counts(changed)
+        for row in days.to_pylist():
+            if row["changed"]:
+                counts = self._day(row["day"])
+                for column in batch_counts.CHANGED_DAY_COLUMNS:
+                    counts[column] += int(row[column])
+        for row in users.to_pylist():
+            slug = row["user_slug"]
+            if not slug:  # anonymous turns have no user_stats row
+                continue
+            self._seen(slug, row["last_created"])
+            if row["changed"]:
+                counts = self._user(slug)
+                for column in batch_counts.CHANGED_USER_COLUMNS:
+                    counts[column] += int(row[column])
 
     def _seen(self, slug: str, created: datetime) -> None:
         if slug:

@@ -548,7 +548,7 @@ class _Fold:
             registered(self.con, "new_reviews", reviews),
             registered(self.con, "changed_turns", changed),
         ):
-            self.deltas.change_turns(self.con, changed)
+            self.deltas.change_turns(changed)
             if feedback.num_rows:
                 self.con.execute(*keysets.narrowed(_UPDATE_FEEDBACK, "interactions.uuid", feedback["uuid"]))
             if reviews.num_rows:
