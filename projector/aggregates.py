@@ -68,27 +68,7 @@ _USER_COUNTER_COLUMNS = [
     "no_feedback",
     "injection_strikes",
 ]
-_SEVERITIES = ("none", "low", "medium", "high", "critical")
-_SEVERITY_COLUMNS = [f"severity_{s}" for s in _SEVERITIES]
-# What the batch's new turns contribute, per created day to daily_counters and per user to user_stats.
-_NEW_TURN_COUNTERS = f"""
-SELECT
-    grouping(created_date) AS by_user,
-    created_date,
-    user_slug,
-    max(created),
-    count(*),
-    count(*) FILTER (WHERE is_flagged),
-    {", ".join(f"count(*) FILTER (WHERE severity = '{s}')" for s in _SEVERITIES)},
-    count(*) FILTER (WHERE is_clarification),
-    coalesce(sum(input_tokens), 0),
-    coalesce(sum(output_tokens), 0),
-    count(*) FILTER (WHERE action_taken IN ('block', 'redact'))
-FROM new_turns
-GROUP BY GROUPING SETS ((created_date), (user_slug))
-"""
-
-
+_SEVERITIES = batch_counts.SEVERITIES
 # The columns of a turn that feedback, reviews and clicks change: what `Deltas.change_turns` counts of
 # each updated turn, as `before_<column>` and `after_<column>` (`batch_counts.changed_turn_counts`). The
 # turns reviewed for the first time, per session, are counted by the sessions step (`_SESSION_PLAN`).
@@ -232,41 +212,25 @@ class Deltas:
             row = self.by_user[slug] = dict.fromkeys(USER_COLUMNS, 0)
         return row
 
-    def add_new_turns(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Counts in the turns of the registered table `new_turns` (rows as inserted: no feedback, review
-        or clicks; `change_turns` then adds whatever the batch did to them). One GROUP BY over the batch's
-        own rows: reading them back from `interactions` would scan its whole uuid column, and counting
-        them one by one in Python cost a catch-up batch ~3 us a turn."""
-        for (
-            by_user,
-            day,
-            slug,
-            last,
-            turns,
-            flagged,
-            *severities,
-            clarifications,
-            tokens_in,
-            tokens_out,
-            strikes,
-        ) in con.execute(_NEW_TURN_COUNTERS).fetchall():
-            if by_user:
-                if not slug:  # anonymous turns have no user_stats row
-                    continue
-                user = self._user(slug)
-                user["total_interactions"] += turns
-                user["injection_strikes"] += strikes
-                user["no_feedback"] += turns  # a new turn's feedback is none
-                self._seen(slug, last)
-            else:
-                row = self._day(day)
-                row["turns"] += turns
-                row["flagged"] += flagged
-                for column, n in zip(_SEVERITY_COLUMNS, severities, strict=True):
-                    row[column] += n
-                row["clarifications"] += clarifications
-                row["turn_input_tokens"] += int(tokens_in)
-                row["turn_output_tokens"] += int(tokens_out)
+    def add_new_turns(self, turns: pa.Table) -> None:
+        """Counts in the batch's new `turns` (rows as inserted: no feedback, review or clicks; `change_turns`
+        then adds whatever the batch did to them), summed per day and per user over the batch's own rows
+        (`batch_counts.new_turn_counts`): reading them back from `interactions` would scan its whole uuid
+        column, and counting them one by one in Python cost a catch-up batch ~3 us a turn."""
+        days, users = batch_counts.new_turn_counts(turns)
+        for row in days.to_pylist():
+            counts = self._day(row["day"])
+            for column in batch_counts.NEW_DAY_COLUMNS:
+                counts[column] += int(row[column])
+        for row in users.to_pylist():
+            slug = row["user_slug"]
+            if not slug:  # anonymous turns have no user_stats row
+                continue
+            user = self._user(slug)
+            user["total_interactions"] += row["total_interactions"]
+            user["injection_strikes"] += row["injection_strikes"]
+            user["no_feedback"] += row["total_interactions"]  # a new turn's feedback is none
+            self._seen(slug, row["last_seen"])
 
     def change_turns(self, changed: pa.Table) -> None:
         """The turns of `changed` (each updated turn as it stood and as the batch leaves it, `TURN_STATE`):

@@ -424,7 +424,7 @@ class _Fold:
         self.sessions.update(pc.unique(table["session_id"]).to_pylist())
         with registered(self.con, "new_turns", table):
             self.con.execute(_INSERT_TURNS)
-            self.deltas.add_new_turns(self.con)
+            self.deltas.add_new_turns(table)
         self.deltas.new_turns.append(table)
         self.stats.applied[TURN] += table.num_rows
         return table

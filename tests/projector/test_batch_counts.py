@@ -1,6 +1,8 @@
 """The counting kernels (projector/batch_counts.py) against the DuckDB statements they replaced.
 
-Hypothesis builds a batch's updated turns as `projector.dependents.changed_turns` gives them (in its
+Hypothesis builds a batch's new turns as the fold inserts them (NULLs in every column counted, empty
+and null user slugs, several days, ties of `created`, token counts whose sums pass 2^63), and its
+updated turns as `projector.dependents.changed_turns` gives them (in its
 types: each turn before and after, unchanged ones too), with NULLs in every state column, empty and
 null user slugs, several days, ties of `created` and token counts whose sums pass 2^63. The statements
 below are `projector/aggregates.py`'s before the kernels, verbatim; both must give the same counts, per
@@ -21,10 +23,29 @@ from hypothesis import strategies as st
 from projector import batch_counts, dependents
 from projector.aggregates import TURN_STATE
 from projector.arrow_views import registered
-from projector.prepare import CLICK_SCHEMA, FEEDBACK_SCHEMA, REVIEW_SCHEMA
+from projector.prepare import CLICK_SCHEMA, FEEDBACK_SCHEMA, REVIEW_SCHEMA, TURN_SCHEMA_WITH_POS
 from tests.projector.test_dependents import _SCHEMA, with_ord
 
 # -- the statements the kernels replaced -------------------------------------------------------------
+
+_SEVERITIES = ("none", "low", "medium", "high", "critical")
+# What the batch's new turns contribute, per created day to daily_counters and per user to user_stats.
+_NEW_TURN_COUNTERS = f"""
+SELECT
+    grouping(created_date) AS by_user,
+    created_date,
+    user_slug,
+    max(created),
+    count(*),
+    count(*) FILTER (WHERE is_flagged),
+    {", ".join(f"count(*) FILTER (WHERE severity = '{s}')" for s in _SEVERITIES)},
+    count(*) FILTER (WHERE is_clarification),
+    coalesce(sum(input_tokens), 0),
+    coalesce(sum(output_tokens), 0),
+    count(*) FILTER (WHERE action_taken IN ('block', 'redact'))
+FROM new_turns
+GROUP BY GROUPING SETS ((created_date), (user_slug))
+"""
 
 
 def _state_counts(side: str) -> dict[str, str]:
@@ -85,6 +106,22 @@ slugs = st.sampled_from([None, "", "u1", "u2", "u3"])
 tokens = st.none() | st.integers(0, 900) | st.integers(2**61, 2**62)
 
 
+@st.composite
+def new_turns(draw: st.DrawFn) -> pa.Table:
+    rows = []
+    for i in range(draw(st.integers(0, 12))):
+        created = draw(times)
+        rows.append(
+            {"uuid": f"t{i}", "session_id": "s", "user_slug": draw(slugs), "created": created,
+             "created_date": created.date(), "is_flagged": draw(st.none() | st.booleans()),
+             "severity": draw(st.sampled_from([None, "", *_SEVERITIES, "HIGH"])),
+             "is_clarification": draw(st.none() | st.booleans()),
+             "action_taken": draw(st.sampled_from([None, "", "block", "redact", "warn"])),
+             "input_tokens": draw(tokens), "output_tokens": draw(tokens), "pos": i}
+        )  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=TURN_SCHEMA_WITH_POS)
+
+
 def _changed_schema() -> pa.Schema:
     """The schema `dependents.changed_turns` gives (the types `Deltas.change_turns` gets)."""
     nothing = dependents.VERDICT_SCHEMA.empty_table()
@@ -134,6 +171,26 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted((_plain(r) for r in rows), key=repr)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(turns=new_turns())
+def test_the_new_turn_counts_are_the_statement_s(turns: pa.Table) -> None:
+    con = duckdb.connect()
+    with registered(con, "new_turns", turns):
+        result = con.execute(_NEW_TURN_COUNTERS).fetchall()
+    con.close()
+    expected_days, expected_users = [], []
+    for by_user, day, slug, last, n, *counts, strikes in result:
+        if by_user:
+            expected_users.append(
+                {"user_slug": slug, "last_seen": last, "total_interactions": n, "injection_strikes": strikes}
+            )
+        else:
+            expected_days.append({"day": day} | dict(zip(batch_counts.NEW_DAY_COLUMNS, [n, *counts], strict=True)))
+    days, users = batch_counts.new_turn_counts(turns)
+    assert _rows(days.to_pylist()) == _rows(expected_days)
+    assert _rows(users.to_pylist()) == _rows(expected_users)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
