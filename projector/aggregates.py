@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projector import batch_counts
+from projector import batch_counts, session_plan
 from projector.arrow_views import registered
 from projector.keysets import execute_in, where_in
 
@@ -71,50 +71,14 @@ _USER_COUNTER_COLUMNS = [
 _SEVERITIES = batch_counts.SEVERITIES
 # The columns of a turn that feedback, reviews and clicks change: what `Deltas.change_turns` counts of
 # each updated turn, as `before_<column>` and `after_<column>` (`batch_counts.changed_turn_counts`). The
-# turns reviewed for the first time, per session, are counted by the sessions step (`_SESSION_PLAN`).
+# turns reviewed for the first time, per session, are counted by the sessions step (`session_plan.plan`).
 TURN_STATE = batch_counts.TURN_STATE
 
 
-# The sessions step, set-wise over the batch: `touched_sessions` (the sessions of the batch's new turns
-# and of its applied reviews), `batch_new_turns` (the batch's inserted turns) and `changed_turns` (each
-# updated turn before and after, `projector.dependents.changed_turns`). Per touched session: its row
-# as the file holds it (`old_*`, from `stored_sessions`, its row looked up by key), what the batch adds,
-# its new row, and whether it must be recomputed from `interactions` instead (`recount`): a session with
-# no row and no new turn, or whose first instant is a tie (two new turns, or a new turn and the stored
-# first one), since the order of uuids decides between turns of the same instant and only the table has
-# the old first turn's uuid.
-_SESSION_PLAN = """
-WITH instants AS (
-    SELECT session_id, created, count(*) AS n, any_value(user_slug) AS user_slug
-    FROM batch_new_turns GROUP BY session_id, created
-), arrived AS (
-    SELECT session_id, sum(n) AS n, min(created) AS first_new, max(created) AS last_new,
-        arg_min_null(user_slug, created) AS first_slug, arg_min(n, created) > 1 AS tie
-    FROM instants GROUP BY session_id
-), reviewed AS (
-    SELECT session_id, count(*) AS n FROM changed_turns
-    WHERE before_llm_reviewed_at IS NULL AND after_llm_reviewed_at IS NOT NULL
-    GROUP BY session_id
-), plan AS (
-    SELECT t.session_id,
-        s.user_slug AS old_slug, s.first_created AS old_first, s.last_created AS old_last,
-        s.turns AS old_turns, s.reviewed_turns AS old_reviewed,
-        a.n AS new_turns, a.first_new, a.last_new, a.first_slug, coalesce(r.n, 0) AS newly_reviewed,
-        (s.session_id IS NULL AND a.session_id IS NULL) OR coalesce(a.tie, false)
-            OR coalesce(a.first_new = s.first_created, false) AS recount
-    FROM touched_sessions t
-    LEFT JOIN stored_sessions s USING (session_id)
-    LEFT JOIN arrived a USING (session_id)
-    LEFT JOIN reviewed r USING (session_id)
-)
-SELECT *,
-    CASE WHEN old_first IS NULL OR first_new < old_first THEN first_slug ELSE old_slug END AS user_slug,
-    CASE WHEN old_first IS NULL OR first_new < old_first THEN first_new ELSE old_first END AS first_created,
-    greatest(old_last, last_new) AS last_created,
-    coalesce(old_turns, 0) + coalesce(new_turns, 0) AS turns,
-    coalesce(old_reviewed, 0) + newly_reviewed AS reviewed_turns
-FROM plan
-"""
+# The sessions step: the touched sessions are planned from their stored rows, looked up by key
+# (`_STORED_SESSIONS`), and the batch's own rows by Arrow kernels (projector/session_plan.py); the plan's
+# rows are written by statements (`_DELETE_TOUCHED_SESSIONS`, `_INSERT_PLANNED_SESSIONS` from the
+# registered `session_plan`), a session to recount from `interactions` (`_REFRESH_SESSIONS`).
 _DELETE_SESSIONS = "DELETE FROM sessions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))"
 _STORED_SESSIONS = "SELECT * FROM sessions WHERE session_id IN ({})"
 _DELETE_TOUCHED_SESSIONS = "DELETE FROM sessions WHERE session_id IN ({})"
@@ -122,36 +86,19 @@ _INSERT_PLANNED_SESSIONS = """
 INSERT INTO sessions BY NAME
 SELECT session_id, user_slug, first_created, last_created, turns, reviewed_turns FROM session_plan WHERE NOT recount
 """
-# What the sessions step moves in `sessions_started`: each old row's first day loses its session (a
-# session's first day can move when an older turn arrives late), each new row's first day gains it.
-_PLANNED_FIRST_DAYS = """
-SELECT day, sum(n) FROM (
-    SELECT CAST(old_first AS DATE) AS day, -1 AS n FROM session_plan WHERE old_first IS NOT NULL
-    UNION ALL
-    SELECT CAST(first_created AS DATE), 1 FROM session_plan WHERE NOT recount
-) GROUP BY day
-"""
 _NEW_FIRST_DAYS = """
 SELECT CAST(first_created AS DATE), count(*) FROM sessions
 WHERE session_id IN (SELECT unnest(?::VARCHAR[]))
 GROUP BY 1
 """
-# session_count: a (user, session) pair of a new turn counts if the file had no turn of it yet. Certain
-# when the session had no row; when its first turn is another user's, only `interactions` can say
-# (`_KNOWN_PAIRS`), which is rare; a pair with the session's first user is known.
-_NEW_PAIRS = """
-SELECT p.user_slug, p.session_id, s.old_slug IS NOT NULL AS unsure
-FROM (SELECT DISTINCT user_slug, session_id FROM batch_new_turns WHERE coalesce(user_slug, '') <> '') p
-LEFT JOIN session_plan s USING (session_id)
-WHERE s.old_slug IS NULL OR s.old_slug <> p.user_slug
-"""
+# session_count: a (user, session) pair of a new turn counts if the file had no turn of it yet
+# (`session_plan.new_pairs`). Certain when the session had no row; when its first turn is another
+# user's, only `interactions` can say (`_KNOWN_PAIRS`, over the registered `new_pairs` and
+# `batch_new_turns`), which is rare; a pair with the session's first user is known.
 _KNOWN_PAIRS = """
 SELECT DISTINCT user_slug, session_id FROM interactions
 WHERE session_id IN (SELECT session_id FROM new_pairs WHERE unsure)
   AND uuid NOT IN (SELECT uuid::UUID FROM batch_new_turns)
-"""
-_SESSION_COUNTS = """
-SELECT user_slug, count(*) FROM new_pairs ANTI JOIN known_pairs USING (user_slug, session_id) GROUP BY user_slug
 """
 
 DAY_COLUMNS = [
@@ -297,23 +244,24 @@ class Deltas:
 def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: Deltas) -> None:
     """Brings the rows of the touched sessions up to date and adds `deltas` (whose turns the caller
     already counted out and in); call inside the batch's transaction, after its facts are written.
-    The sessions' rows come from their old rows and the batch's new turns and first reviews, as
-    statements over the batch (`_SESSION_PLAN`): recomputing them from `interactions` read every turn
-    of each, ~10 ms a batch, and walking them in Python cost a catch-up batch ~5 us a turn."""
+    The sessions' rows come from their old rows and the batch's new turns and first reviews, planned by
+    Arrow kernels over the batch (projector/session_plan.py): recomputing them from `interactions` read
+    every turn of each, ~10 ms a batch, walking them in Python cost a catch-up batch ~5 us a turn, and
+    as statements over registered tables the planning cost a live batch ~20 ms of binding alone."""
     touched = sorted(set(sessions))
     if touched:
-        with registered(con, "batch_new_turns", _concat(deltas.new_turns, _NEW_TURN_COLUMNS)):
-            plan = _session_plan(con, touched, deltas)
-            with registered(con, "session_plan", plan):
-                deltas.sessions_started(con.execute(_PLANNED_FIRST_DAYS).fetchall(), 1)
-                execute_in(con, _DELETE_TOUCHED_SESSIONS, touched)
-                con.execute(_INSERT_PLANNED_SESSIONS)
-                recount = pc.filter(plan["session_id"], plan["recount"]).to_pylist()
-                if recount:
-                    con.execute(_REFRESH_SESSIONS, [recount])
-                    deltas.sessions_started(con.execute(_NEW_FIRST_DAYS, [recount]).fetchall(), 1)
-                if deltas.new_turns:
-                    _count_user_sessions(con, deltas)
+        new = _concat(deltas.new_turns, _NEW_TURN_COLUMNS)
+        plan = _session_plan(con, touched, new, deltas)
+        deltas.sessions_started(session_plan.first_day_moves(plan), 1)
+        execute_in(con, _DELETE_TOUCHED_SESSIONS, touched)
+        with registered(con, "session_plan", plan):
+            con.execute(_INSERT_PLANNED_SESSIONS)
+        recount = pc.filter(plan["session_id"], plan["recount"]).to_pylist()
+        if recount:
+            con.execute(_REFRESH_SESSIONS, [recount])
+            deltas.sessions_started(con.execute(_NEW_FIRST_DAYS, [recount]).fetchall(), 1)
+        if new.num_rows:
+            _count_user_sessions(con, deltas, new, plan)
     deltas.write(con)
 
 
@@ -337,32 +285,27 @@ def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
 
 
-def _session_plan(con: duckdb.DuckDBPyConnection, touched: list[str], deltas: Deltas) -> pa.Table:
-    """The plan of the touched sessions (`_SESSION_PLAN`), one row each, as an Arrow table; the caller
-    has registered the batch's new turns (`batch_new_turns`). Their stored rows are looked up by key
-    first (`projector.keysets`): joined in the plan, the whole `sessions` table was read."""
+def _session_plan(con: duckdb.DuckDBPyConnection, touched: list[str], new: pa.Table, deltas: Deltas) -> pa.Table:
+    """The plan of the touched sessions (`session_plan.plan`), one row each, from the batch's `new` turns
+    and updated ones. Their stored rows are looked up by key first (`projector.keysets`): joined in a
+    statement, the whole `sessions` table was read."""
     statement, params = where_in(_STORED_SESSIONS, touched)
     stored = con.sql(statement, params=params).to_arrow_table()
-    with (
-        registered(con, "touched_sessions", pa.table({"session_id": pa.array(touched, pa.string())})),
-        registered(con, "stored_sessions", stored),
-        registered(con, "changed_turns", _concat(deltas.changed_turns, _REVIEW_COLUMNS)),
-    ):
-        return con.sql(_SESSION_PLAN).to_arrow_table()
+    return session_plan.plan(touched, stored, new, _concat(deltas.changed_turns, _REVIEW_COLUMNS))
 
 
-def _count_user_sessions(con: duckdb.DuckDBPyConnection, deltas: Deltas) -> None:
-    """session_count of each user with a new (user, session) pair (`_NEW_PAIRS`)."""
-    pairs = con.sql(_NEW_PAIRS).to_arrow_table()
+def _count_user_sessions(con: duckdb.DuckDBPyConnection, deltas: Deltas, new: pa.Table, plan: pa.Table) -> None:
+    """session_count of each user with a new (user, session) pair (`session_plan.new_pairs`); the pairs
+    `interactions` may already know are read only when some are unsure (`_KNOWN_PAIRS`)."""
+    pairs = session_plan.new_pairs(new, plan)
     if not pairs.num_rows:
         return
     known = _NO_PAIRS
-    with registered(con, "new_pairs", pairs):
-        if pc.any(pairs["unsure"]).as_py():
+    if pc.any(pairs["unsure"]).as_py():
+        with registered(con, "new_pairs", pairs), registered(con, "batch_new_turns", new):
             known = con.sql(_KNOWN_PAIRS).to_arrow_table()
-        with registered(con, "known_pairs", known):
-            for slug, n in con.execute(_SESSION_COUNTS).fetchall():
-                deltas._user(slug)["session_count"] += n
+    for slug, n in session_plan.session_counts(pairs, known):
+        deltas._user(slug)["session_count"] += n
 
 
 _NO_PAIRS = pa.schema([("user_slug", pa.string()), ("session_id", pa.string())]).empty_table()
