@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from projector import batch_counts, session_plan
 from projector.arrow_views import registered
 from projector.keysets import execute_in, where_in
 
@@ -67,133 +68,17 @@ _USER_COUNTER_COLUMNS = [
     "no_feedback",
     "injection_strikes",
 ]
-_SEVERITIES = ("none", "low", "medium", "high", "critical")
-_SEVERITY_COLUMNS = [f"severity_{s}" for s in _SEVERITIES]
-# What the batch's new turns contribute, per created day to daily_counters and per user to user_stats.
-_NEW_TURN_COUNTERS = f"""
-SELECT
-    grouping(created_date) AS by_user,
-    created_date,
-    user_slug,
-    max(created),
-    count(*),
-    count(*) FILTER (WHERE is_flagged),
-    {", ".join(f"count(*) FILTER (WHERE severity = '{s}')" for s in _SEVERITIES)},
-    count(*) FILTER (WHERE is_clarification),
-    coalesce(sum(input_tokens), 0),
-    coalesce(sum(output_tokens), 0),
-    count(*) FILTER (WHERE action_taken IN ('block', 'redact'))
-FROM new_turns
-GROUP BY GROUPING SETS ((created_date), (user_slug))
-"""
+_SEVERITIES = batch_counts.SEVERITIES
+# The columns of a turn that feedback, reviews and clicks change: what `Deltas.change_turns` counts of
+# each updated turn, as `before_<column>` and `after_<column>` (`batch_counts.changed_turn_counts`). The
+# turns reviewed for the first time, per session, are counted by the sessions step (`session_plan.plan`).
+TURN_STATE = batch_counts.TURN_STATE
 
 
-# The columns of a turn that feedback, reviews and clicks change: what `Deltas.change_turns` reads of
-# each updated turn, as `before_<column>` and `after_<column>`.
-TURN_STATE = (
-    "click_count",
-    "fb_score",
-    "llm_reviewed_at",
-    "llm_resolution_score",
-    "llm_hallucination_detected",
-    "llm_input_tokens",
-    "llm_output_tokens",
-)
-
-
-def _state_counts(side: str) -> dict[str, str]:
-    """What one side (`before` or `after`) of a row of `changed_turns` counts, per counter column."""
-    reviewed = f"{side}_llm_reviewed_at IS NOT NULL"
-    up, down = f"coalesce({side}_fb_score = 1, false)", f"coalesce({side}_fb_score = -1, false)"
-    return {
-        "clicks": f"{side}_click_count",
-        "feedback_up": f"{up}::INT",
-        "feedback_down": f"{down}::INT",
-        "reviewed": f"({reviewed})::INT",
-        "review_score_sum": f"CASE WHEN {reviewed} THEN coalesce({side}_llm_resolution_score, 0) ELSE 0 END",
-        "hallucinations": f"({reviewed} AND coalesce({side}_llm_hallucination_detected, false))::INT",
-        "review_input_tokens": f"{side}_llm_input_tokens",
-        "review_output_tokens": f"{side}_llm_output_tokens",
-        "positive_feedback": f"{up}::INT",
-        "negative_feedback": f"{down}::INT",
-        "no_feedback": f"(NOT ({up} OR {down}))::INT",
-    }
-
-
-_CHANGED_DAY_COLUMNS = [
-    "clicks",
-    "feedback_up",
-    "feedback_down",
-    "reviewed",
-    "review_score_sum",
-    "hallucinations",
-    "review_input_tokens",
-    "review_output_tokens",
-]
-_CHANGED_USER_COLUMNS = ["positive_feedback", "negative_feedback", "no_feedback"]
-_CHANGED_COLUMNS = _CHANGED_DAY_COLUMNS + _CHANGED_USER_COLUMNS
-_BEFORE, _AFTER = _state_counts("before"), _state_counts("after")
-# What the turns a batch updated (the registered `changed_turns`) change: per created day and per user,
-# each counted out as it stood and in as it stands (whether it changed at all decides whether the day
-# or user gets a row of deltas, as their zeros would insert one); per user the last turn seen. The
-# turns reviewed for the first time, per session, are counted by the sessions step (`_SESSION_PLAN`).
-_CHANGED_TURN_COUNTERS = f"""
-SELECT
-    grouping(day, user_slug) AS grouped,
-    day,
-    user_slug,
-    count(*) FILTER (WHERE changed) AS changed,
-    max(created) AS last_created,
-    {", ".join(f"coalesce(sum(({_AFTER[c]}) - ({_BEFORE[c]})), 0)" for c in _CHANGED_COLUMNS)}
-FROM (
-    SELECT *, {" OR ".join(f"before_{c} IS DISTINCT FROM after_{c}" for c in TURN_STATE)} AS changed
-    FROM changed_turns
-)
-GROUP BY GROUPING SETS ((day), (user_slug))
-"""
-_BY_DAY = 1  # `grouped` of the day rows (the bit of the column not grouped by); the user rows have 2
-
-
-# The sessions step, set-wise over the batch: `touched_sessions` (the sessions of the batch's new turns
-# and of its applied reviews), `batch_new_turns` (the batch's inserted turns) and `changed_turns` (each
-# updated turn before and after, `projector.dependents.changed_turns`). Per touched session: its row
-# as the file holds it (`old_*`, from `stored_sessions`, its row looked up by key), what the batch adds,
-# its new row, and whether it must be recomputed from `interactions` instead (`recount`): a session with
-# no row and no new turn, or whose first instant is a tie (two new turns, or a new turn and the stored
-# first one), since the order of uuids decides between turns of the same instant and only the table has
-# the old first turn's uuid.
-_SESSION_PLAN = """
-WITH instants AS (
-    SELECT session_id, created, count(*) AS n, any_value(user_slug) AS user_slug
-    FROM batch_new_turns GROUP BY session_id, created
-), arrived AS (
-    SELECT session_id, sum(n) AS n, min(created) AS first_new, max(created) AS last_new,
-        arg_min_null(user_slug, created) AS first_slug, arg_min(n, created) > 1 AS tie
-    FROM instants GROUP BY session_id
-), reviewed AS (
-    SELECT session_id, count(*) AS n FROM changed_turns
-    WHERE before_llm_reviewed_at IS NULL AND after_llm_reviewed_at IS NOT NULL
-    GROUP BY session_id
-), plan AS (
-    SELECT t.session_id,
-        s.user_slug AS old_slug, s.first_created AS old_first, s.last_created AS old_last,
-        s.turns AS old_turns, s.reviewed_turns AS old_reviewed,
-        a.n AS new_turns, a.first_new, a.last_new, a.first_slug, coalesce(r.n, 0) AS newly_reviewed,
-        (s.session_id IS NULL AND a.session_id IS NULL) OR coalesce(a.tie, false)
-            OR coalesce(a.first_new = s.first_created, false) AS recount
-    FROM touched_sessions t
-    LEFT JOIN stored_sessions s USING (session_id)
-    LEFT JOIN arrived a USING (session_id)
-    LEFT JOIN reviewed r USING (session_id)
-)
-SELECT *,
-    CASE WHEN old_first IS NULL OR first_new < old_first THEN first_slug ELSE old_slug END AS user_slug,
-    CASE WHEN old_first IS NULL OR first_new < old_first THEN first_new ELSE old_first END AS first_created,
-    greatest(old_last, last_new) AS last_created,
-    coalesce(old_turns, 0) + coalesce(new_turns, 0) AS turns,
-    coalesce(old_reviewed, 0) + newly_reviewed AS reviewed_turns
-FROM plan
-"""
+# The sessions step: the touched sessions are planned from their stored rows, looked up by key
+# (`_STORED_SESSIONS`), and the batch's own rows by Arrow kernels (projector/session_plan.py); the plan's
+# rows are written by statements (`_DELETE_TOUCHED_SESSIONS`, `_INSERT_PLANNED_SESSIONS` from the
+# registered `session_plan`), a session to recount from `interactions` (`_REFRESH_SESSIONS`).
 _DELETE_SESSIONS = "DELETE FROM sessions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))"
 _STORED_SESSIONS = "SELECT * FROM sessions WHERE session_id IN ({})"
 _DELETE_TOUCHED_SESSIONS = "DELETE FROM sessions WHERE session_id IN ({})"
@@ -201,36 +86,19 @@ _INSERT_PLANNED_SESSIONS = """
 INSERT INTO sessions BY NAME
 SELECT session_id, user_slug, first_created, last_created, turns, reviewed_turns FROM session_plan WHERE NOT recount
 """
-# What the sessions step moves in `sessions_started`: each old row's first day loses its session (a
-# session's first day can move when an older turn arrives late), each new row's first day gains it.
-_PLANNED_FIRST_DAYS = """
-SELECT day, sum(n) FROM (
-    SELECT CAST(old_first AS DATE) AS day, -1 AS n FROM session_plan WHERE old_first IS NOT NULL
-    UNION ALL
-    SELECT CAST(first_created AS DATE), 1 FROM session_plan WHERE NOT recount
-) GROUP BY day
-"""
 _NEW_FIRST_DAYS = """
 SELECT CAST(first_created AS DATE), count(*) FROM sessions
 WHERE session_id IN (SELECT unnest(?::VARCHAR[]))
 GROUP BY 1
 """
-# session_count: a (user, session) pair of a new turn counts if the file had no turn of it yet. Certain
-# when the session had no row; when its first turn is another user's, only `interactions` can say
-# (`_KNOWN_PAIRS`), which is rare; a pair with the session's first user is known.
-_NEW_PAIRS = """
-SELECT p.user_slug, p.session_id, s.old_slug IS NOT NULL AS unsure
-FROM (SELECT DISTINCT user_slug, session_id FROM batch_new_turns WHERE coalesce(user_slug, '') <> '') p
-LEFT JOIN session_plan s USING (session_id)
-WHERE s.old_slug IS NULL OR s.old_slug <> p.user_slug
-"""
+# session_count: a (user, session) pair of a new turn counts if the file had no turn of it yet
+# (`session_plan.new_pairs`). Certain when the session had no row; when its first turn is another
+# user's, only `interactions` can say (`_KNOWN_PAIRS`, over the registered `new_pairs` and
+# `batch_new_turns`), which is rare; a pair with the session's first user is known.
 _KNOWN_PAIRS = """
 SELECT DISTINCT user_slug, session_id FROM interactions
 WHERE session_id IN (SELECT session_id FROM new_pairs WHERE unsure)
   AND uuid NOT IN (SELECT uuid::UUID FROM batch_new_turns)
-"""
-_SESSION_COUNTS = """
-SELECT user_slug, count(*) FROM new_pairs ANTI JOIN known_pairs USING (user_slug, session_id) GROUP BY user_slug
 """
 
 DAY_COLUMNS = [
@@ -291,62 +159,47 @@ class Deltas:
             row = self.by_user[slug] = dict.fromkeys(USER_COLUMNS, 0)
         return row
 
-    def add_new_turns(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Counts in the turns of the registered table `new_turns` (rows as inserted: no feedback, review
-        or clicks; `change_turns` then adds whatever the batch did to them). One GROUP BY over the batch's
-        own rows: reading them back from `interactions` would scan its whole uuid column, and counting
-        them one by one in Python cost a catch-up batch ~3 us a turn."""
-        for (
-            by_user,
-            day,
-            slug,
-            last,
-            turns,
-            flagged,
-            *severities,
-            clarifications,
-            tokens_in,
-            tokens_out,
-            strikes,
-        ) in con.execute(_NEW_TURN_COUNTERS).fetchall():
-            if by_user:
-                if not slug:  # anonymous turns have no user_stats row
-                    continue
-                user = self._user(slug)
-                user["total_interactions"] += turns
-                user["injection_strikes"] += strikes
-                user["no_feedback"] += turns  # a new turn's feedback is none
-                self._seen(slug, last)
-            else:
-                row = self._day(day)
-                row["turns"] += turns
-                row["flagged"] += flagged
-                for column, n in zip(_SEVERITY_COLUMNS, severities, strict=True):
-                    row[column] += n
-                row["clarifications"] += clarifications
-                row["turn_input_tokens"] += int(tokens_in)
-                row["turn_output_tokens"] += int(tokens_out)
+    def add_new_turns(self, turns: pa.Table) -> None:
+        """Counts in the batch's new `turns` (rows as inserted: no feedback, review or clicks; `change_turns`
+        then adds whatever the batch did to them), summed per day and per user over the batch's own rows
+        (`batch_counts.new_turn_counts`): reading them back from `interactions` would scan its whole uuid
+        column, and counting them one by one in Python cost a catch-up batch ~3 us a turn."""
+        days, users = batch_counts.new_turn_counts(turns)
+        for row in days.to_pylist():
+            counts = self._day(row["day"])
+            for column in batch_counts.NEW_DAY_COLUMNS:
+                counts[column] += int(row[column])
+        for row in users.to_pylist():
+            slug = row["user_slug"]
+            if not slug:  # anonymous turns have no user_stats row
+                continue
+            user = self._user(slug)
+            user["total_interactions"] += row["total_interactions"]
+            user["injection_strikes"] += row["injection_strikes"]
+            user["no_feedback"] += row["total_interactions"]  # a new turn's feedback is none
+            self._seen(slug, row["last_seen"])
 
-    def change_turns(self, con: duckdb.DuckDBPyConnection, changed: pa.Table) -> None:
-        """The turns of `changed` (each updated turn as it stood and as the batch leaves it, `TURN_STATE`,
-        registered as `changed_turns`): counted out and in. Their user, day and the columns set at
-        insertion never change, so only the counters of `TURN_STATE` can move."""
+    def change_turns(self, changed: pa.Table) -> None:
+        """The turns of `changed` (each updated turn as it stood and as the batch leaves it, `TURN_STATE`):
+        counted out and in (`batch_counts.changed_turn_counts`). Their user, day and the columns set at
+        insertion never change, so only the counters of `TURN_STATE` can move. A day or user gets deltas
+        only when one of its turns changed at all, as their zeros would insert a row."""
         self.changed_turns.append(changed)
-        n_day = len(_CHANGED_DAY_COLUMNS)
-        for grouped, day, slug, changed_n, last, *counts in con.execute(_CHANGED_TURN_COUNTERS).fetchall():
-            if grouped == _BY_DAY:
-                if changed_n:
-                    row = self._day(day)
-                    for column, n in zip(_CHANGED_DAY_COLUMNS, counts[:n_day], strict=True):
-                        row[column] += int(n)
-            else:
-                if not slug:  # anonymous turns have no user_stats row
-                    continue
-                self._seen(slug, last)
-                if changed_n:
-                    user = self._user(slug)
-                    for column, n in zip(_CHANGED_USER_COLUMNS, counts[n_day:], strict=True):
-                        user[column] += int(n)
+        days, users = batch_counts.changed_turn_counts(changed)
+        for row in days.to_pylist():
+            if row["changed"]:
+                counts = self._day(row["day"])
+                for column in batch_counts.CHANGED_DAY_COLUMNS:
+                    counts[column] += int(row[column])
+        for row in users.to_pylist():
+            slug = row["user_slug"]
+            if not slug:  # anonymous turns have no user_stats row
+                continue
+            self._seen(slug, row["last_created"])
+            if row["changed"]:
+                counts = self._user(slug)
+                for column in batch_counts.CHANGED_USER_COLUMNS:
+                    counts[column] += int(row[column])
 
     def _seen(self, slug: str, created: datetime) -> None:
         if slug:
@@ -391,23 +244,24 @@ class Deltas:
 def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: Deltas) -> None:
     """Brings the rows of the touched sessions up to date and adds `deltas` (whose turns the caller
     already counted out and in); call inside the batch's transaction, after its facts are written.
-    The sessions' rows come from their old rows and the batch's new turns and first reviews, as
-    statements over the batch (`_SESSION_PLAN`): recomputing them from `interactions` read every turn
-    of each, ~10 ms a batch, and walking them in Python cost a catch-up batch ~5 us a turn."""
+    The sessions' rows come from their old rows and the batch's new turns and first reviews, planned by
+    Arrow kernels over the batch (projector/session_plan.py): recomputing them from `interactions` read
+    every turn of each, ~10 ms a batch, walking them in Python cost a catch-up batch ~5 us a turn, and
+    as statements over registered tables the planning cost a live batch ~20 ms of binding alone."""
     touched = sorted(set(sessions))
     if touched:
-        with registered(con, "batch_new_turns", _concat(deltas.new_turns, _NEW_TURN_COLUMNS)):
-            plan = _session_plan(con, touched, deltas)
-            with registered(con, "session_plan", plan):
-                deltas.sessions_started(con.execute(_PLANNED_FIRST_DAYS).fetchall(), 1)
-                execute_in(con, _DELETE_TOUCHED_SESSIONS, touched)
-                con.execute(_INSERT_PLANNED_SESSIONS)
-                recount = pc.filter(plan["session_id"], plan["recount"]).to_pylist()
-                if recount:
-                    con.execute(_REFRESH_SESSIONS, [recount])
-                    deltas.sessions_started(con.execute(_NEW_FIRST_DAYS, [recount]).fetchall(), 1)
-                if deltas.new_turns:
-                    _count_user_sessions(con, deltas)
+        new = _concat(deltas.new_turns, _NEW_TURN_COLUMNS)
+        plan = _session_plan(con, touched, new, deltas)
+        deltas.sessions_started(session_plan.first_day_moves(plan), 1)
+        execute_in(con, _DELETE_TOUCHED_SESSIONS, touched)
+        with registered(con, "session_plan", plan):
+            con.execute(_INSERT_PLANNED_SESSIONS)
+        recount = pc.filter(plan["session_id"], plan["recount"]).to_pylist()
+        if recount:
+            con.execute(_REFRESH_SESSIONS, [recount])
+            deltas.sessions_started(con.execute(_NEW_FIRST_DAYS, [recount]).fetchall(), 1)
+        if new.num_rows:
+            _count_user_sessions(con, deltas, new, plan)
     deltas.write(con)
 
 
@@ -431,32 +285,27 @@ def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
 
 
-def _session_plan(con: duckdb.DuckDBPyConnection, touched: list[str], deltas: Deltas) -> pa.Table:
-    """The plan of the touched sessions (`_SESSION_PLAN`), one row each, as an Arrow table; the caller
-    has registered the batch's new turns (`batch_new_turns`). Their stored rows are looked up by key
-    first (`projector.keysets`): joined in the plan, the whole `sessions` table was read."""
+def _session_plan(con: duckdb.DuckDBPyConnection, touched: list[str], new: pa.Table, deltas: Deltas) -> pa.Table:
+    """The plan of the touched sessions (`session_plan.plan`), one row each, from the batch's `new` turns
+    and updated ones. Their stored rows are looked up by key first (`projector.keysets`): joined in a
+    statement, the whole `sessions` table was read."""
     statement, params = where_in(_STORED_SESSIONS, touched)
     stored = con.sql(statement, params=params).to_arrow_table()
-    with (
-        registered(con, "touched_sessions", pa.table({"session_id": pa.array(touched, pa.string())})),
-        registered(con, "stored_sessions", stored),
-        registered(con, "changed_turns", _concat(deltas.changed_turns, _REVIEW_COLUMNS)),
-    ):
-        return con.sql(_SESSION_PLAN).to_arrow_table()
+    return session_plan.plan(touched, stored, new, _concat(deltas.changed_turns, _REVIEW_COLUMNS))
 
 
-def _count_user_sessions(con: duckdb.DuckDBPyConnection, deltas: Deltas) -> None:
-    """session_count of each user with a new (user, session) pair (`_NEW_PAIRS`)."""
-    pairs = con.sql(_NEW_PAIRS).to_arrow_table()
+def _count_user_sessions(con: duckdb.DuckDBPyConnection, deltas: Deltas, new: pa.Table, plan: pa.Table) -> None:
+    """session_count of each user with a new (user, session) pair (`session_plan.new_pairs`); the pairs
+    `interactions` may already know are read only when some are unsure (`_KNOWN_PAIRS`)."""
+    pairs = session_plan.new_pairs(new, plan)
     if not pairs.num_rows:
         return
     known = _NO_PAIRS
-    with registered(con, "new_pairs", pairs):
-        if pc.any(pairs["unsure"]).as_py():
+    if pc.any(pairs["unsure"]).as_py():
+        with registered(con, "new_pairs", pairs), registered(con, "batch_new_turns", new):
             known = con.sql(_KNOWN_PAIRS).to_arrow_table()
-        with registered(con, "known_pairs", known):
-            for slug, n in con.execute(_SESSION_COUNTS).fetchall():
-                deltas._user(slug)["session_count"] += n
+    for slug, n in session_plan.session_counts(pairs, known):
+        deltas._user(slug)["session_count"] += n
 
 
 _NO_PAIRS = pa.schema([("user_slug", pa.string()), ("session_id", pa.string())]).empty_table()

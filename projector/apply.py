@@ -424,7 +424,7 @@ class _Fold:
         self.sessions.update(pc.unique(table["session_id"]).to_pylist())
         with registered(self.con, "new_turns", table):
             self.con.execute(_INSERT_TURNS)
-            self.deltas.add_new_turns(self.con)
+            self.deltas.add_new_turns(table)
         self.deltas.new_turns.append(table)
         self.stats.applied[TURN] += table.num_rows
         return table
@@ -548,7 +548,7 @@ class _Fold:
             registered(self.con, "new_reviews", reviews),
             registered(self.con, "changed_turns", changed),
         ):
-            self.deltas.change_turns(self.con, changed)
+            self.deltas.change_turns(changed)
             if feedback.num_rows:
                 self.con.execute(*keysets.narrowed(_UPDATE_FEEDBACK, "interactions.uuid", feedback["uuid"]))
             if reviews.num_rows:
