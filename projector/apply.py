@@ -475,8 +475,9 @@ class _Fold:
         # The last applied feedback and review of each turn: later ones replace earlier ones.
         feedback = dependents.latest_of_each_turn(feedback_rows, applied)
         reviews = dependents.latest_of_each_turn(review_rows, applied)
-        self._update_turns(feedback, reviews, dependents.changed_turns(turns, feedback, reviews, click_rows, applied))
-        self._insert_clicks(dependents.applied_rows(click_rows, applied).select(list(ClickRow._fields)))
+        clicks = dependents.applied_rows(click_rows, applied)
+        self._update_turns(feedback, reviews, dependents.changed_turns(turns, feedback, reviews, clicks))
+        self._insert_clicks(clicks.select(list(ClickRow._fields)))
         for type_, n, sessions in zip(*dependents.applied_by_type(applied), strict=True):
             self.stats.applied[type_] += n
             self.conversations.update(sessions)

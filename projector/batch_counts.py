@@ -18,6 +18,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from projector.arrow_sql import is_distinct_from
+
 SEVERITIES = ("none", "low", "medium", "high", "critical")
 # The counters a new turn adds to its day, then to its user (besides its last `created`, `last_seen`).
 NEW_DAY_COLUMNS = (
@@ -123,12 +125,6 @@ def state_counts(changed: pa.Table, side: str) -> dict[str, pa.Array | pa.Chunke
     }
 
 
-def _distinct(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """SQL's `a IS DISTINCT FROM b`: unequal, or exactly one of the two null."""
-    same = pc.or_kleene(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
-    return pc.invert(same)
-
-
 def changed_turn_counts(changed: pa.Table) -> tuple[pa.Table, pa.Table]:
     """What the batch's updated turns (`projector.dependents.changed_turns`: each as it stood, `before_*`,
     and as the batch leaves it, `after_*`) move: per `day` (`changed`, how many of its turns changed at
@@ -137,9 +133,9 @@ def changed_turn_counts(changed: pa.Table) -> tuple[pa.Table, pa.Table]:
     (a row with either side null adds nothing, as SQL's sum skips a null difference)."""
     before, after = state_counts(changed, "before"), state_counts(changed, "after")
     moved = {c: pc.subtract_checked(after[c], before[c]).cast(_SUM) for c in before}
-    any_change = _distinct(changed[f"before_{TURN_STATE[0]}"], changed[f"after_{TURN_STATE[0]}"])
+    any_change = is_distinct_from(changed[f"before_{TURN_STATE[0]}"], changed[f"after_{TURN_STATE[0]}"])
     for column in TURN_STATE[1:]:
-        any_change = pc.or_(any_change, _distinct(changed[f"before_{column}"], changed[f"after_{column}"]))
+        any_change = pc.or_(any_change, is_distinct_from(changed[f"before_{column}"], changed[f"after_{column}"]))
     flag = any_change.cast(pa.int64())
     days = {"day": changed["day"], "changed": flag, **{c: moved[c] for c in CHANGED_DAY_COLUMNS}}
     users = {

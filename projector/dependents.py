@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from projector.aggregates import TURN_STATE
+from projector.arrow_sql import is_distinct_from, joined
 from schemas.events import FEEDBACK_SUBMITTED as FEEDBACK
 from schemas.events import OFFERING_CLICKED as CLICK
 from schemas.events import SESSION_REVIEWED as REVIEW
@@ -78,11 +79,6 @@ def _lookup(keys: pa.ChunkedArray | pa.Array, table: pa.Table, key: str) -> pa.A
     return pc.index_in(keys, value_set=table[key])
 
 
-def _take(table: pa.Table, column: str, indices: pa.Array) -> pa.Array:
-    """`table[column]` at `indices`; null where the index is null."""
-    return table[column].combine_chunks().take(indices)
-
-
 def verdicts(turns: pa.Table, feedback: pa.Table, reviews: pa.Table, clicks: pa.Table) -> pa.Table:
     """Each dependent event's verdict in log order (`ord`), with its type and its turn's session: no turn
     (NO_TURN), a turn of another session (SESSION_MISMATCH), a click on an offering its turn did not
@@ -98,12 +94,9 @@ def verdicts(turns: pa.Table, feedback: pa.Table, reviews: pa.Table, clicks: pa.
         [t["session_id"].combine_chunks().cast(pa.string()) for t in (feedback, reviews, clicks)]
     )
     found = _lookup(named, turns, "uuid")
-    turn_session = _take(turns, "session_id", found).cast(pa.string())
-    # IS DISTINCT FROM: unequal, or exactly one of the two is null.
-    same = pc.or_kleene(
-        pc.fill_null(pc.equal(sessions, turn_session), False), pc.and_(pc.is_null(sessions), pc.is_null(turn_session))
-    )
-    offered = _take(turns, "offering_uuids", found[sizes[0] + sizes[1] :]).to_pylist()
+    turn_session = joined(turns, "session_id", found).cast(pa.string())
+    mismatched = is_distinct_from(sessions, turn_session)
+    offered = joined(turns, "offering_uuids", found[sizes[0] + sizes[1] :]).to_pylist()
     unknown = pa.array(
         [False] * (sizes[0] + sizes[1])
         + [
@@ -115,7 +108,7 @@ def verdicts(turns: pa.Table, feedback: pa.Table, reviews: pa.Table, clicks: pa.
     verdict = pc.if_else(
         pc.is_null(found),
         NO_TURN,
-        pc.if_else(pc.invert(same), SESSION_MISMATCH, pc.if_else(unknown, UNKNOWN_OFFERING, APPLY)),
+        pc.if_else(mismatched, SESSION_MISMATCH, pc.if_else(unknown, UNKNOWN_OFFERING, APPLY)),
     )
     table = pa.Table.from_arrays([ords, types, verdict, turn_session], schema=VERDICT_SCHEMA)
     return table.take(pc.sort_indices(ords))
@@ -140,16 +133,12 @@ def applied_by_type(applied: pa.Table) -> tuple[list[str], list[int], list[list[
     return grouped["type"].to_pylist(), grouped["ord_count"].to_pylist(), grouped["turn_session_distinct"].to_pylist()
 
 
-def changed_turns(
-    turns: pa.Table, feedback: pa.Table, reviews: pa.Table, clicks: pa.Table, applied: pa.Table
-) -> pa.Table:
+def changed_turns(turns: pa.Table, feedback: pa.Table, reviews: pa.Table, clicks: pa.Table) -> pa.Table:
     """Every turn the batch's applied feedback, reviews or clicks update, as it stood (`before_*`) and as
     the updates leave it (`after_*`), the columns of aggregates.TURN_STATE (`aggregates.Deltas.change_turns`).
-    `feedback` and `reviews`: the last applied one of each turn (`latest_of_each_turn`); `clicks`: all of
-    them, of which the applied ones count."""
-    clicked = (
-        applied_rows(clicks, applied).group_by("interaction_uuid", use_threads=False).aggregate([("ord", "count")])
-    )
+    `feedback` and `reviews`: the last applied one of each turn (`latest_of_each_turn`); `clicks`: the
+    applied ones (`applied_rows`)."""
+    clicked = clicks.group_by("interaction_uuid", use_threads=False).aggregate([("ord", "count")])
     by_feedback = _lookup(turns["uuid"], feedback, "uuid")
     by_review = _lookup(turns["uuid"], reviews, "uuid")
     by_clicks = _lookup(turns["uuid"], clicked, "interaction_uuid")
@@ -164,13 +153,13 @@ def changed_turns(
         "created": rows["created"],
     }
     columns.update({f"before_{c}": rows[c] for c in TURN_STATE})
-    clicks_added = pc.fill_null(_take(clicked, "ord_count", by_clicks), 0)
+    clicks_added = pc.fill_null(joined(clicked, "ord_count", by_clicks), 0)
     columns["after_click_count"] = pc.add(rows["click_count"].cast(pa.int64()), clicks_added)
 
     def replaced(column: str, by: pa.Array, source: pa.Table, field: str) -> pa.Array:
         # The event's value where the turn has one (null included), else the turn's own.
         before = rows[column].combine_chunks()
-        return pc.if_else(pc.is_valid(by), _take(source, field, by).cast(before.type), before)
+        return pc.if_else(pc.is_valid(by), joined(source, field, by).cast(before.type), before)
 
     columns["after_fb_score"] = replaced("fb_score", by_feedback, feedback, "score")
     for column, field in _REVIEW_STATE.items():

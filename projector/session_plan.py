@@ -25,6 +25,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from projector.arrow_sql import joined
+
 # The columns of a plan that the sessions step reads: the new row (written unless `recount`), the old
 # row's first instant and user (what `sessions_started` and `session_count` compare against).
 PLAN_SCHEMA = pa.schema(
@@ -43,11 +45,6 @@ PLAN_SCHEMA = pa.schema(
 PAIRS_SCHEMA = pa.schema([("user_slug", pa.string()), ("session_id", pa.string()), ("unsure", pa.bool_())])
 
 
-def _at(table: pa.Table, column: str, indices: pa.Array) -> pa.Array:
-    """`table[column]` at `indices`; null where the index is null."""
-    return table[column].combine_chunks().take(indices)
-
-
 def _count_all(column: str) -> tuple[str, str, pc.CountOptions]:
     return (column, "count", pc.CountOptions(mode="all"))
 
@@ -58,7 +55,7 @@ def _arrived(new: pa.Table) -> pa.Table:
     grouped = new.group_by("session_id", use_threads=False).aggregate(
         [_count_all("created"), ("created", "min"), ("created", "max")]
     )
-    own_first = _at(grouped, "created_min", pc.index_in(new["session_id"], value_set=grouped["session_id"]))
+    own_first = joined(grouped, "created_min", pc.index_in(new["session_id"], value_set=grouped["session_id"]))
     at_first = new.filter(pc.fill_null(pc.equal(new["created"], own_first), False))
     firsts = at_first.group_by("session_id", use_threads=False).aggregate(
         [_count_all("created"), ("user_slug", "first", pc.ScalarAggregateOptions(skip_nulls=False))]
@@ -70,8 +67,8 @@ def _arrived(new: pa.Table) -> pa.Table:
             "n": grouped["created_count"],
             "first_new": grouped["created_min"],
             "last_new": grouped["created_max"],
-            "first_slug": _at(firsts, "user_slug_first", by_first),
-            "tie": pc.greater(_at(firsts, "created_count", by_first), 1),
+            "first_slug": joined(firsts, "user_slug_first", by_first),
+            "tie": pc.greater(joined(firsts, "created_count", by_first), 1),
         }
     )
 
@@ -92,32 +89,33 @@ def plan(touched: list[str], stored: pa.Table, new: pa.Table, changed: pa.Table)
     reviewed = _newly_reviewed(changed)
     by_stored = pc.index_in(sessions, value_set=stored["session_id"])
     by_arrived = pc.index_in(sessions, value_set=arrived["session_id"])
-    old_slug = _at(stored, "user_slug", by_stored).cast(pa.string())
-    old_first = _at(stored, "first_created", by_stored).cast(pa.timestamp("us"))
-    old_last = _at(stored, "last_created", by_stored).cast(pa.timestamp("us"))
-    first_new = _at(arrived, "first_new", by_arrived).cast(pa.timestamp("us"))
+    old_slug = joined(stored, "user_slug", by_stored).cast(pa.string())
+    old_first = joined(stored, "first_created", by_stored).cast(pa.timestamp("us"))
+    old_last = joined(stored, "last_created", by_stored).cast(pa.timestamp("us"))
+    first_new = joined(arrived, "first_new", by_arrived).cast(pa.timestamp("us"))
     new_first = pc.fill_null(pc.or_kleene(pc.is_null(old_first), pc.less(first_new, old_first)), False)
     recount = pc.or_(
         pc.or_(
             pc.and_(pc.is_null(by_stored), pc.is_null(by_arrived)),
-            pc.fill_null(_at(arrived, "tie", by_arrived), False),
+            pc.fill_null(joined(arrived, "tie", by_arrived), False),
         ),
         pc.fill_null(pc.equal(first_new, old_first), False),
     )
-    old_turns = pc.fill_null(_at(stored, "turns", by_stored).cast(pa.int64()), 0)
-    new_turns = pc.fill_null(_at(arrived, "n", by_arrived).cast(pa.int64()), 0)
-    old_reviewed = pc.fill_null(_at(stored, "reviewed_turns", by_stored).cast(pa.int64()), 0)
+    old_turns = pc.fill_null(joined(stored, "turns", by_stored).cast(pa.int64()), 0)
+    new_turns = pc.fill_null(joined(arrived, "n", by_arrived).cast(pa.int64()), 0)
+    old_reviewed = pc.fill_null(joined(stored, "reviewed_turns", by_stored).cast(pa.int64()), 0)
     newly_reviewed = pc.fill_null(
-        _at(reviewed, "session_id_count", pc.index_in(sessions, value_set=reviewed["session_id"])).cast(pa.int64()), 0
+        joined(reviewed, "session_id_count", pc.index_in(sessions, value_set=reviewed["session_id"])).cast(pa.int64()),
+        0,
     )
     columns = [
         sessions,
         old_slug,
         old_first,
         recount,
-        pc.if_else(new_first, _at(arrived, "first_slug", by_arrived).cast(pa.string()), old_slug),
+        pc.if_else(new_first, joined(arrived, "first_slug", by_arrived).cast(pa.string()), old_slug),
         pc.if_else(new_first, first_new, old_first),
-        pc.max_element_wise(old_last, _at(arrived, "last_new", by_arrived).cast(pa.timestamp("us"))),
+        pc.max_element_wise(old_last, joined(arrived, "last_new", by_arrived).cast(pa.timestamp("us"))),
         pc.add(old_turns, new_turns),
         pc.add(old_reviewed, newly_reviewed),
     ]
@@ -146,7 +144,7 @@ def new_pairs(new: pa.Table, plan: pa.Table) -> pa.Table:
     its first turn's, which only `interactions` can settle (`unsure`)."""
     named = new.filter(pc.fill_null(pc.not_equal(new["user_slug"], ""), False))
     pairs = named.group_by(["user_slug", "session_id"], use_threads=False).aggregate([])
-    old_slug = _at(plan, "old_slug", pc.index_in(pairs["session_id"], value_set=plan["session_id"]))
+    old_slug = joined(plan, "old_slug", pc.index_in(pairs["session_id"], value_set=plan["session_id"]))
     unsure = pc.is_valid(old_slug)
     keep = pc.or_(pc.invert(unsure), pc.fill_null(pc.not_equal(old_slug, pairs["user_slug"]), False))
     table = pa.Table.from_arrays([pairs["user_slug"], pairs["session_id"], unsure], schema=PAIRS_SCHEMA)

@@ -129,7 +129,7 @@ def _changed_schema() -> pa.Schema:
     turns = dependents.named_turns(_SCHEMA.empty_table(), None)
     feedback = dependents.latest_of_each_turn(feedback, nothing)
     reviews = dependents.latest_of_each_turn(reviews, nothing)
-    return dependents.changed_turns(turns, feedback, reviews, clicks, nothing).schema
+    return dependents.changed_turns(turns, feedback, reviews, dependents.applied_rows(clicks, nothing)).schema
 
 
 CHANGED_SCHEMA = _changed_schema()

@@ -225,7 +225,8 @@ def test_the_kernels_give_the_rows_the_statements_gave(batch: dict[str, pa.Table
         applied = verdicts.filter(pa.compute.field("verdict") == dependents.APPLY)
         latest_feedback = dependents.latest_of_each_turn(feedback, applied)
         latest_reviews = dependents.latest_of_each_turn(reviews, applied)
-        changed = dependents.changed_turns(turns, latest_feedback, latest_reviews, clicks, applied)
+        applied_clicks = dependents.applied_rows(clicks, applied)
+        changed = dependents.changed_turns(turns, latest_feedback, latest_reviews, applied_clicks)
         with (
             registered(con, "verdicts", expected),
             registered(con, "new_feedback", latest_feedback),
@@ -262,7 +263,9 @@ def test_a_click_on_an_offering_its_turn_did_not_list_is_told_apart() -> None:
     assert verdicts["verdict"].to_pylist() == [dependents.APPLY, UNKNOWN_OFFERING, SESSION_MISMATCH, dependents.NO_TURN]
     assert verdicts["turn_session"].to_pylist() == ["s1", "s1", "s1", None]
     applied = verdicts.filter(pa.compute.field("verdict") == dependents.APPLY)
-    changed = dependents.changed_turns(dependents.named_turns(stored, None), *none, clicks, applied)
+    changed = dependents.changed_turns(
+        dependents.named_turns(stored, None), *none, dependents.applied_rows(clicks, applied)
+    )
     assert changed.select(["uuid", "before_click_count", "after_click_count"]).to_pylist() == [
         {"uuid": UUIDS[0], "before_click_count": 0, "after_click_count": 1}
     ]
