@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -165,10 +166,7 @@ class Deltas:
         (`batch_counts.new_turn_counts`): reading them back from `interactions` would scan its whole uuid
         column, and counting them one by one in Python cost a catch-up batch ~3 us a turn."""
         days, users = batch_counts.new_turn_counts(turns)
-        for row in days.to_pylist():
-            counts = self._day(row["day"])
-            for column in batch_counts.NEW_DAY_COLUMNS:
-                counts[column] += int(row[column])
+        self._add_to_days(days.to_pylist(), batch_counts.NEW_DAY_COLUMNS)
         for row in users.to_pylist():
             slug = row["user_slug"]
             if not slug:  # anonymous turns have no user_stats row
@@ -186,11 +184,7 @@ class Deltas:
         only when one of its turns changed at all, as their zeros would insert a row."""
         self.changed_turns.append(changed)
         days, users = batch_counts.changed_turn_counts(changed)
-        for row in days.to_pylist():
-            if row["changed"]:
-                counts = self._day(row["day"])
-                for column in batch_counts.CHANGED_DAY_COLUMNS:
-                    counts[column] += int(row[column])
+        self._add_to_days([row for row in days.to_pylist() if row["changed"]], batch_counts.CHANGED_DAY_COLUMNS)
         for row in users.to_pylist():
             slug = row["user_slug"]
             if not slug:  # anonymous turns have no user_stats row
@@ -200,6 +194,13 @@ class Deltas:
                 counts = self._user(slug)
                 for column in batch_counts.CHANGED_USER_COLUMNS:
                     counts[column] += int(row[column])
+
+    def _add_to_days(self, rows: list[dict[str, Any]], columns: Iterable[str]) -> None:
+        """Adds each row's `columns` (a kernel's sums, `batch_counts`) to its `day`'s counters."""
+        for row in rows:
+            counts = self._day(row["day"])
+            for column in columns:
+                counts[column] += int(row[column])
 
     def _seen(self, slug: str, created: datetime) -> None:
         if slug:
