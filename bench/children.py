@@ -31,6 +31,9 @@ class Finished:
     max_rss_bytes: int  # the largest single process of the tree (wait4)
     max_tree_bytes: int  # the largest PSS sum over the process and its descendants at one moment (polled)
     output: str
+    cpu_s: float = 0.0  # user + system CPU time of the process and every descendant it waited for (wait4)
+    root_cpu_s: float = 0.0  # of the process alone, its descendants left out (its last look, polled)
+    machine_busy: float = 0.0  # the share of all the machine's cores busy meanwhile, whoever kept them so
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -53,6 +56,30 @@ def _memory_bytes(pid: int) -> int:
             return int(statm.read().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
         return 0
+
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _own_cpu_s(pid: int) -> float | None:
+    """The process's own user + system CPU time (its children's left out); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime and stime: fields 14 and 15 of stat
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of every core since boot, from /proc/stat ((0, 0) where it is missing)."""
+    try:
+        with open("/proc/stat") as stat:
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in stat.readline().split()[1:9])
+    except (OSError, ValueError):
+        return 0, 0
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
 
 
 def _descendants(root: int) -> list[int]:
@@ -84,12 +111,16 @@ class _TreeMemory:
         self.members = [root]
         self.polls = 0
         self.peak = 0
+        self.root_cpu_s = 0.0  # the root's own CPU time, as last seen
 
     def poll(self) -> None:
         if self.polls % TREE_RESCAN_EVERY == 0 or self.polls < 10:
             self.members = _descendants(self.root)
         self.polls += 1
         self.peak = max(self.peak, sum(_memory_bytes(pid) for pid in self.members))
+        own = _own_cpu_s(self.root)
+        if own is not None:
+            self.root_cpu_s = own
 
 
 def run_measured(command: list[str], env: dict[str, str], log: Path, timeout_s: float) -> Finished:
@@ -101,8 +132,14 @@ def run_measured(command: list[str], env: dict[str, str], log: Path, timeout_s: 
     is also summed from /proc every TREE_POLL_S (a shorter spike can slip between two looks; a process that
     starts and dies between two scans of the tree is missed).
     Output goes to `log`, never to a pipe that could fill.
+
+    Its CPU time too: all of it (wait4: the process and every descendant it waited for, such as a
+    rebuild's reader processes), the process's own as last polled (up to TREE_POLL_S of it may be
+    missed), and how busy the machine's cores were meanwhile (from /proc/stat: whatever kept them busy,
+    the broker serving the run included).
     """
     with log.open("wb") as out:
+        busy_before, all_before = _machine_ticks()
         started = time.perf_counter()
         process = subprocess.Popen(
             command,
@@ -126,11 +163,23 @@ def run_measured(command: list[str], env: dict[str, str], log: Path, timeout_s: 
             tree.poll()
             time.sleep(TREE_POLL_S)
         wall = time.perf_counter() - started
+        busy_after, all_after = _machine_ticks()
     process.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait for it again
     # Linux reports ru_maxrss in KiB (macOS in bytes).
     scale = 1 if sys.platform == "darwin" else 1024
     single = int(usage.ru_maxrss) * scale
-    return Finished(process.returncode, wall, single, max(tree.peak, single), log.read_text(errors="replace"))
+    cpu = usage.ru_utime + usage.ru_stime
+    ticks = all_after - all_before
+    return Finished(
+        process.returncode,
+        wall,
+        single,
+        max(tree.peak, single),
+        log.read_text(errors="replace"),
+        cpu_s=cpu,
+        root_cpu_s=min(tree.root_cpu_s, cpu),
+        machine_busy=(busy_after - busy_before) / ticks if ticks > 0 else 0.0,
+    )
 
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -7,6 +7,7 @@ when that command exists, else `bench.rebuild_worker` (ProjectorService.run_unti
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,20 @@ def _folded(db: Path, topic: str) -> dict[str, int]:
         con.close()
 
 
+def _cpu(run: children.Finished, events: int) -> dict[str, float]:
+    """What a run cost the machine: its processes' CPU time per event, all of them and the main one alone
+    (a rebuild's writer; its readers are the rest), and the share of the machine's cores busy meanwhile
+    (the broker's work included). A rate is at most cores / (CPU per event) whatever the overlap."""
+    return {
+        "seconds": round(run.cpu_s, 2),
+        "main_process_seconds": round(run.root_cpu_s, 2),
+        "us_per_event": round(run.cpu_s / events * 1e6, 1),
+        "main_process_us_per_event": round(run.root_cpu_s / events * 1e6, 1),
+        "machine_busy": round(run.machine_busy, 3),
+        "cores": os.cpu_count() or 1,
+    }
+
+
 def run(
     bootstrap_servers: str, topic: str, events: int, raw_json_bytes: int, workdir: Path, env: dict[str, str]
 ) -> tuple[dict[str, Any], Path]:
@@ -124,6 +139,7 @@ def run(
             "events_per_s": round(raw_rate),
             "seconds_inside_reader": round(float(raw_figures["seconds"]), 3),
             "peak_memory_bytes": raw.max_tree_bytes,
+            "cpu": _cpu(raw, events),
         },
         "rebuild": {
             "command": command.kind,
@@ -135,6 +151,7 @@ def run(
             "peak_rss_largest_process_bytes": rebuilt.max_rss_bytes,
             "file_bytes": file_bytes,
             "folded": folded,
+            "cpu": _cpu(rebuilt, events),
         },
         "ratio_rebuild_to_raw": round(ratio, 3),
         "raw_json_bytes": raw_json_bytes,

@@ -53,6 +53,25 @@ def replay_table(r: dict[str, Any]) -> list[str]:
         f"| {targets['peak_memory']['target']} | {_met(targets['peak_memory']['met'])} |",
         f"| file size vs raw JSON | {_mib(rebuild['file_bytes'])} vs {_mib(r['raw_json_bytes'])} "
         f"({r['file_to_raw_json']:.2f}) | {targets['file_size']['target']} | {_met(targets['file_size']['met'])} |",
+        *_cpu_rows(raw, rebuild),
+    ]
+
+
+def _cpu_rows(raw: dict[str, Any], rebuild: dict[str, Any]) -> list[str]:
+    """CPU time per event of the raw read and of the rebuild (writer and readers), and how busy the cores
+    were: a rebuild can go no faster than the machine's cores divided by its CPU time per event."""
+    if "cpu" not in rebuild or "cpu" not in raw:
+        return []  # results of a run before these figures
+    cpu, raw_cpu = rebuild["cpu"], raw["cpu"]
+    readers = cpu["us_per_event"] - cpu["main_process_us_per_event"]
+    ceiling = cpu["cores"] / cpu["us_per_event"] * 1e6 if cpu["us_per_event"] else 0
+    return [
+        f"| raw read: CPU per event (cores busy meanwhile, anyone's) | {raw_cpu['us_per_event']:,.1f} µs "
+        f"({raw_cpu['machine_busy']:.0%} of {raw_cpu['cores']}) | | |",
+        f"| rebuild: CPU per event, writer + readers (cores busy meanwhile, the broker's work included) "
+        f"| {cpu['us_per_event']:,.1f} µs = {cpu['main_process_us_per_event']:,.1f} + {readers:,.1f} "
+        f"({cpu['machine_busy']:.0%} of {cpu['cores']}): at most {ceiling:,.0f} events/s on {cpu['cores']} cores "
+        f"| | |",
     ]
 
 

@@ -75,3 +75,32 @@ def test_the_freshness_report_says_what_the_projector_batches_were_like() -> Non
     # No batch between the readings (an idle projector): no line rather than a division by zero.
     assert batches_between(before, before, elapsed_s=10.0) == {"batches": 0}
     assert "folded" not in "\n".join(freshness_table({**figures, "projector_batches": {"batches": 0}}))
+
+
+def test_the_replay_table_says_what_a_rebuild_costs_per_event_and_the_rate_that_allows() -> None:
+    from bench.report import replay_table
+
+    def cpu(seconds: float, main: float, busy: float) -> dict[str, Any]:
+        return {
+            "seconds": seconds, "main_process_seconds": main, "us_per_event": seconds,
+            "main_process_us_per_event": main, "machine_busy": busy, "cores": 2,
+        }  # fmt: skip
+
+    met = {"target": "x", "met": False}
+    figures = {
+        "events": 1_000_000, "partitions": 6, "ratio_rebuild_to_raw": 0.25, "raw_json_bytes": 2**30,
+        "file_to_raw_json": 0.5,
+        "raw_read": {"events_per_s": 60_000, "seconds": 16.7, "cpu": cpu(14.5, 14.5, 0.6)},
+        "rebuild": {
+            "command": "chat-analytics rebuild", "events_per_s": 16_000, "seconds": 62.5, "peak_memory_bytes": 2**29,
+            "peak_rss_largest_process_bytes": 2**28, "file_bytes": 2**29, "cpu": cpu(100.0, 40.0, 0.97),
+        },
+        "targets": {"rebuild_events_per_s": met, "ratio_rebuild_to_raw": met, "peak_memory": met, "file_size": met},
+    }  # fmt: skip
+    text = "\n".join(replay_table(figures))
+    assert "| raw read: CPU per event (cores busy meanwhile, anyone's) | 14.5 µs (60% of 2) |" in text
+    # 100 µs an event on 2 cores: 20,000 events/s at the very most.
+    assert "| 100.0 µs = 40.0 + 60.0 (97% of 2): at most 20,000 events/s on 2 cores |" in text
+    # Results written before these figures are still reported, without the lines.
+    del figures["rebuild"]["cpu"]
+    assert "CPU per event" not in "\n".join(replay_table(figures))
