@@ -176,7 +176,7 @@ def test_retry_after_a_release_that_knows_v2_on_a_file_the_live_projector_built(
     con.close()
 
 
-def test_a_rebuild_that_runs_out_of_memory_resumes_with_more_and_restores_the_setting(
+def test_a_rebuild_that_runs_out_of_memory_resumes_with_more_and_restores_the_settings(
     bootstrap_servers: str, topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = list(stream(1500, seed=5, sessions=30))
@@ -184,10 +184,12 @@ def test_a_rebuild_that_runs_out_of_memory_resumes_with_more_and_restores_the_se
     live = live_fold(bootstrap_servers, topic, tmp_path / "live.duckdb")
 
     limits: list[str] = []
+    thresholds: list[str] = []
     fold_here = projector.rebuild._fold_here
 
     def short_of_memory_once(con: Any, *args: Any) -> int:
         limits.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        thresholds.append(con.execute("SELECT current_setting('checkpoint_threshold')").fetchall()[0][0])
         if len(limits) == 1:
             batches = iter(range(2))
             fold_here(con, *args[:4], lambda: next(batches, None) is None)  # two batches in, then DuckDB gives up
@@ -196,7 +198,9 @@ def test_a_rebuild_that_runs_out_of_memory_resumes_with_more_and_restores_the_se
 
     monkeypatch.setattr(projector.rebuild, "_fold_here", short_of_memory_once)
     con = connect(tmp_path / "rebuilt.duckdb")
-    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    con.execute("SET checkpoint_threshold = '64.0 MiB'")  # a threshold of the caller's, not the default
+    settings = "SELECT current_setting('memory_limit'), current_setting('checkpoint_threshold')"
+    before = con.execute(settings).fetchall()
     try:
         bounds = projector.rebuild.log_bounds(bootstrap_servers, topic)
         projector.rebuild.fold_to(
@@ -205,9 +209,11 @@ def test_a_rebuild_that_runs_out_of_memory_resumes_with_more_and_restores_the_se
             bounds=bounds,
             parse_process=False,
         )
-        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
+        assert con.execute(settings).fetchall() == before
         rebuilt = table_rows(con)
     finally:
         con.close()
     assert limits == ["256.0 MiB", "512.0 MiB"]
+    # Checkpoints every few hundred MB of log while it folds (projector.rebuild.REBUILD_CHECKPOINT_THRESHOLD).
+    assert thresholds == ["256.0 MiB", "256.0 MiB"]
     assert diff(live, rebuilt) == {}
