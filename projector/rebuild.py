@@ -44,7 +44,7 @@ STALL_S = 60.0  # no record for this long while some are still due: the broker i
 # more (the primary-key indexes of a very long log must fit in memory) doubles it and is folded again.
 REBUILD_MEMORY_LIMIT_MIB = 256
 # A catch-up transaction writes tens of MB, over DuckDB's default checkpoint threshold (16 MiB): each
-# commit was then a checkpoint, which rewrites the primary-key indexes whole, so their cost grew with the
+# commit was then a checkpoint, which rewrites the primary-key indexes about whole, so its cost grew with the
 # file (COMMIT was 15 of the fold's 34 µs an event at a million events). With the serving projector's
 # threshold a checkpoint comes every few hundred MB of log instead: a million-event rebuild went from
 # 15,300-15,700 to 21,200-21,300 events/s with the same peak memory of all its processes (854-884 MiB of
