@@ -61,12 +61,16 @@ def _memory_bytes(pid: int) -> int:
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _own_cpu_s(pid: int) -> float | None:
-    """The process's own user + system CPU time (its children's left out); None when it is gone."""
+def process_cpu_s(pid: int | None) -> float | None:
+    """The user + system CPU seconds `pid` itself has used so far, its children's left out, from /proc
+    (None where that cannot be read, or the process is gone)."""
+    if pid is None:
+        return None
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime and stime: fields 14 and 15 of stat
+        # Fields 14 and 15 of stat (utime, stime), counted after the ")" that ends the command name.
+        return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
     except (OSError, IndexError, ValueError):
         return None
 
@@ -102,9 +106,10 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-class _TreeMemory:
-    """The peak of the summed memory (PSS) of a process tree. Scanning all of /proc costs milliseconds,
-    so the tree is rescanned only now and then; in between, only its known members are read."""
+class _TreeWatch:
+    """The peak of the summed memory (PSS) of a process tree, and its root's own CPU time as last seen.
+    Scanning all of /proc costs milliseconds, so the tree is rescanned only now and then; in between,
+    only its known members are read."""
 
     def __init__(self, root: int) -> None:
         self.root = root
@@ -118,7 +123,7 @@ class _TreeMemory:
             self.members = _descendants(self.root)
         self.polls += 1
         self.peak = max(self.peak, sum(_memory_bytes(pid) for pid in self.members))
-        own = _own_cpu_s(self.root)
+        own = process_cpu_s(self.root)
         if own is not None:
             self.root_cpu_s = own
 
@@ -151,7 +156,7 @@ def run_measured(command: list[str], env: dict[str, str], log: Path, timeout_s: 
             preexec_fn=die_with_parent(),
         )
         deadline = started + timeout_s
-        tree = _TreeMemory(process.pid)
+        tree = _TreeWatch(process.pid)
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import resource
 import sys
 import time
@@ -39,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from bench.children import process_cpu_s
 from bench.stats import rate, summary_ms
 
 
@@ -171,19 +171,6 @@ async def _cache_counts(host: str, port: int) -> tuple[int, int] | None:
     return found[CACHE_COUNTERS[0]], found[CACHE_COUNTERS[1]]
 
 
-def _process_cpu_s(pid: int | None) -> float | None:
-    """User + system CPU seconds of `pid` so far, from /proc (None where that cannot be read)."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-    # Fields 14 and 15 of stat (utime, stime), counted after the ")" that ends the command name.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -225,10 +212,10 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
 
     async def note_cpu() -> None:
         await _at(measure_from)
-        cpu["server"], cpu["driver"] = _process_cpu_s(server_pid), _own_cpu_s()
+        cpu["server"], cpu["driver"] = process_cpu_s(server_pid), _own_cpu_s()
         cache["before"] = await _cache_counts(host, port)
         await _at(until)
-        server_after = _process_cpu_s(server_pid)
+        server_after = process_cpu_s(server_pid)
         cpu["server"] = None if server_after is None or cpu["server"] is None else server_after - cpu["server"]
         cpu["driver"] = _own_cpu_s() - (cpu["driver"] or 0.0)
         cache["after"] = await _cache_counts(host, port)
