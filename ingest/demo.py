@@ -7,7 +7,8 @@ negative ones with a category; clicks on offerings the turn suggested; `ask_user
 turns; a judge review of the last turn of most finished sessions; some `assistant.usage.recorded`;
 token counts on every turn; the chat model of the later turns. Several sessions are open at once and
 their events interleave, but the events of one session always come in order (a turn before its
-feedback, clicks and review).
+feedback, clicks and review), and the stream moves forward through the window as live traffic would:
+each event's id is a UUIDv7 of when it occurred, as `ingest.envelope.new_event_id` makes them.
 
 `bad_share` mixes in events the projector must dead-letter (one kind per reason) and exact
 re-sends of earlier events, which it must ignore.
@@ -159,6 +160,14 @@ def _uuid(rng: random.Random) -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
+def _event_id(rng: random.Random, at: float) -> str:
+    # A UUIDv7 of the time the event occurred, as a producer makes it (ingest.envelope.new_event_id), its
+    # random bits from the seeded generator: the Unix milliseconds in the first 48 bits, then version 7.
+    h = rng.randbytes(16).hex()
+    t = f"{int(at * 1000) & 0xFFFF_FFFF_FFFF:012x}"
+    return f"{t[:8]}-{t[8:]}-7{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
 @dataclass(slots=True)
 class _User:
     slug: str
@@ -291,10 +300,19 @@ class _Generator:
 
     def _envelope(self, type_: str, at: float, data: dict[str, Any]) -> bytes:
         occurred_at = _fromtimestamp(at, UTC)
+        event_id = _event_id(self.rng, at)
         return _DUMPS(
-            {"event_id": _uuid(self.rng), "type": type_, "version": 1, "occurred_at": occurred_at, "data": data},
+            {"event_id": event_id, "type": type_, "version": 1, "occurred_at": occurred_at, "data": data},
             option=_UTC_Z,
         )
+
+    def _clock(self) -> float:
+        """When the stream is, at this point of it: the sessions start in order across the window (the
+        few beyond it wrap around to its oldest days), and usage and bad events happen among them, as
+        live traffic publishes what just happened (so the event ids, UUIDv7 of these times, grow with
+        the log as a producer's do)."""
+        position = ((self.sessions_started + self.rng.random()) / self.expected_sessions) % 1.0
+        return self.window_start + position * self.span
 
     def _session(self) -> Iterator[tuple[bytes, bytes]]:
         rng = self.rng
@@ -304,10 +322,8 @@ class _Generator:
         n_turns = rng.choices(_TURN_COUNTS, cum_weights=_TURN_COUNT_CUM_WEIGHTS)[0]
         gaps = [self._uniform(15.0, 240.0) for _ in range(n_turns - 1)]
         duration = sum(gaps)
-        i = self.sessions_started
+        at = self._clock()
         self.sessions_started += 1
-        position = ((i + rng.random()) / self.expected_sessions) % 1.0
-        at = self.window_start + position * self.span
         if at + duration > self.now:
             at = self.now - duration - self._uniform(0.0, 60.0)
         turn: _Turn | None = None
@@ -436,8 +452,7 @@ class _Generator:
         return self._envelope(REVIEW, at, data)
 
     def _usage(self) -> tuple[bytes, bytes]:
-        rng = self.rng
-        at = self.window_start + rng.random() * self.span
+        at = self._clock()
         data = {
             "input_tokens": self._int(100, 5000),
             "output_tokens": self._int(20, 1500),
@@ -454,7 +469,7 @@ class _Generator:
         events = self.state.recent_events
         if not turns or not events:
             kind = "invalid_json" if kind != "unknown_type" else kind
-        at = self.window_start + rng.random() * self.span
+        at = self._clock()
         turn = turns[rng.randrange(len(turns))] if turns else None
         if kind == "exact_duplicate":
             return events[rng.randrange(len(events))]
@@ -467,7 +482,7 @@ class _Generator:
         assert turn is not None
         if kind == "invalid_envelope":
             event = orjson.loads(turn.value)
-            event["event_id"] = _uuid(rng)
+            event["event_id"] = _event_id(rng, at)
             broken = rng.randrange(3)
             if broken == 0:
                 event["occurred_at"] = event["occurred_at"].rstrip("Z")  # no offset
@@ -478,7 +493,7 @@ class _Generator:
             return turn.key, orjson.dumps(event)
         if kind == "unsupported_version":
             event = orjson.loads(turn.value)
-            event.update(event_id=_uuid(rng), version=99)
+            event.update(event_id=_event_id(rng, at), version=99)
             event["data"]["interaction_uuid"] = _uuid(rng)
             return turn.key, orjson.dumps(event)
         if kind == "invalid_data":
@@ -486,7 +501,7 @@ class _Generator:
             return turn.key, self._envelope(FEEDBACK, at, data)
         if kind == "duplicate_interaction":
             event = orjson.loads(turn.value)
-            event["event_id"] = _uuid(rng)
+            event["event_id"] = _event_id(rng, at)
             event["data"]["user_input"] = "A different turn under an interaction_uuid already used"
             return turn.key, orjson.dumps(event)
         if kind == "session_mismatch":

@@ -1,6 +1,6 @@
 """Building the JSON bytes of an event the way every publisher here does (library and HTTP endpoint).
 
-The ingest side fills what a publisher may leave out (`event_id`, `occurred_at`), derives the
+The ingest side fills what a publisher may leave out (`event_id`, a UUIDv7: `new_event_id`; `occurred_at`), derives the
 `user_slug` from an IP, cuts long `user_input`, and encodes with orjson. Validation is not done
 here: the caller validates exactly the bytes this returns, with the registry the projector uses.
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +32,21 @@ def encode(event: dict[str, Any]) -> bytes:
     return orjson.dumps(event, option=_ORJSON_OPTIONS)
 
 
+def new_event_id(unix_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): the Unix time in milliseconds (now by default), then 74 random bits. Ids made
+    later sort after, so the projector's duplicate check reads only the recent part of the ids it has
+    accepted (projector/keysets.py, `id_ranges`) instead of all of them."""
+    ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
+    random = int.from_bytes(os.urandom(10))
+    return str(uuid.UUID(int=uuid7_int(ms, random)))
+
+
+def uuid7_int(unix_ms: int, random: int) -> int:
+    """The 128 bits of a UUIDv7 with this time and these random bits (the low 74 of `random` are used)."""
+    rand_a, rand_b = (random >> 62) & 0xFFF, random & (2**62 - 1)
+    return (unix_ms & (2**48 - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+
+
 def utc_now_text() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -47,7 +64,7 @@ def complete(event: dict[str, Any], salt: str, *, derive: bool = True, drop_ip: 
     valid."""
     out = dict(event)
     if "event_id" not in out:
-        out["event_id"] = str(uuid.uuid4())
+        out["event_id"] = new_event_id()
     if "occurred_at" not in out:
         # Text, not a datetime, so that any JSON encoder can write the completed event.
         out["occurred_at"] = utc_now_text()

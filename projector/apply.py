@@ -148,6 +148,25 @@ def apply_in_transaction(
     return _Fold(con, batch, replay=replay, registry=registry).run()
 
 
+def accept_new_event_ids(con: duckdb.DuckDBPyConnection, batch_ids: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Stores the ids of the registered `batch_event_ids` (`batch_ids`, UUIDs as DuckDB prints them) that
+    `applied_events` does not hold yet, each once, and returns them. Only the stored ids within ranges
+    that cover the batch's can match one of them: with time-ordered ids (UUIDv7) DuckDB then skips the
+    row groups of the older ones instead of reading every id ever accepted (`keysets.id_ranges`)."""
+    sql, params = accept_statement(batch_ids)
+    # con.sql rather than a DB-API result, whose Arrow output makes an extra copy of the rows.
+    return con.sql(sql, params=params or None).to_arrow_table()["event_id"]
+
+
+def accept_statement(batch_ids: pa.ChunkedArray) -> tuple[str, list[str]]:
+    """The statement of `accept_new_event_ids` for these ids, and its parameters."""
+    spans = keysets.id_ranges(batch_ids) or []
+    stored = "SELECT event_id FROM applied_events"
+    if spans:
+        stored += f" WHERE {keysets.within('event_id', spans, 'UUID')}"
+    return _ACCEPT_NEW_EVENT_IDS.format(stored), keysets.range_params(spans)
+
+
 def _record_time(timestamp_ms: int | None) -> datetime | None:
     if timestamp_ms is None or timestamp_ms < 0:
         return None
@@ -352,7 +371,7 @@ class _Fold:
     def _first_of_each_event_id(self, turns: pa.Table, events: list[Prepared]) -> tuple[pa.Table, list[Prepared]]:
         """The batch's turns and other events without those whose event id is already accepted (stored,
         or earlier in the batch); the event ids of the rest are stored as accepted. One statement over
-        the batch's ids: the turns' come from their Arrow column, never as Python strings."""
+        the batch's ids: the turns' come from their Arrow column."""
         if not turns.num_rows and not events:
             return turns, events
         ids = pa.table(
@@ -364,7 +383,7 @@ class _Fold:
             }
         )
         with registered(self.con, "batch_event_ids", ids):
-            accepted = self._arrow(_ACCEPT_NEW_EVENT_IDS)["event_id"]
+            accepted = accept_new_event_ids(self.con, ids["event_id"])
         # An event applies when its id is new and this is its first place in the batch. Both prepare paths
         # write an event id as DuckDB prints a UUID (the set-wise one claims no other spelling).
         firsts = ids.group_by("event_id", use_threads=False).aggregate([("pos", "min")])
@@ -886,10 +905,11 @@ _INSERT_APPLIED_COUNTS = "INSERT INTO applied_counts SELECT unnest($1::VARCHAR[]
 _INSERT_OFFSETS = "INSERT INTO offsets SELECT $1, unnest($2::INTEGER[]), unnest($3::BIGINT[])"
 
 # The batch's event ids (`batch_event_ids`) not yet accepted, each once, stored as accepted: one statement,
-# in which DuckDB builds its hash table on the batch's ids and probes it with the stored ones.
+# in which DuckDB builds its hash table on the batch's ids and probes it with the stored ones, `{}` (all
+# of `applied_events`, or the part within ranges that cover the batch's ids: `keysets.id_ranges`).
 _ACCEPT_NEW_EVENT_IDS = """
 INSERT INTO applied_events
-SELECT DISTINCT b.event_id::UUID FROM batch_event_ids b ANTI JOIN applied_events a ON a.event_id = b.event_id::UUID
+SELECT DISTINCT b.event_id::UUID FROM batch_event_ids b ANTI JOIN ({}) a ON a.event_id = b.event_id::UUID
 RETURNING event_id::VARCHAR AS event_id
 """
 

@@ -22,18 +22,14 @@ and the spans are looked up by key (`projector.keysets`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 import duckdb
 
-from projector.keysets import execute_in
+from projector.keysets import execute_in, ranges
 from schemas.conversation_rows import REFRESH, refresh_sql
 
 _DELETE = "DELETE FROM conversations WHERE session_id IN ({})"
 _SPANS = "SELECT session_id, first_created, last_created FROM sessions WHERE session_id IN ({})"
-# The sessions' spans merged into at most this many ranges of `created` (the closest ones first): each
-# range is one more comparison per row read, and a batch's sessions mostly lie in one or two periods.
-MAX_RANGES = 8
 
 
 def refresh(con: duckdb.DuckDBPyConnection, sessions: Iterable[str]) -> None:
@@ -45,23 +41,8 @@ def refresh(con: duckdb.DuckDBPyConnection, sessions: Iterable[str]) -> None:
     execute_in(con, _DELETE, touched)
     spans = {s: (first, last) for s, first, last in execute_in(con, _SPANS, touched).fetchall()}
     if spans:
-        ranges = created_ranges(list(spans.values()))
-        con.execute(refresh_sql(len(ranges)), [sorted(spans), *(bound for r in ranges for bound in r)])
+        created = ranges(list(spans.values()))  # at most keysets.MAX_RANGES
+        con.execute(refresh_sql(len(created)), [sorted(spans), *(bound for r in created for bound in r)])
     unspanned = [s for s in touched if s not in spans]
     if unspanned:
         con.execute(REFRESH, [unspanned])
-
-
-def created_ranges(spans: list[tuple[datetime, datetime]], limit: int = MAX_RANGES) -> list[tuple[datetime, datetime]]:
-    """The spans (first, last) merged into at most `limit` ranges covering all of them: overlapping
-    ones first, then the two with the shortest gap between them, until `limit` are left."""
-    merged: list[tuple[datetime, datetime]] = []
-    for first, last in sorted(spans):
-        if merged and first <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    while len(merged) > limit:
-        i = min(range(len(merged) - 1), key=lambda j: merged[j + 1][0] - merged[j][1])
-        merged[i : i + 2] = [(merged[i][0], max(merged[i][1], merged[i + 1][1]))]
-    return merged

@@ -9,10 +9,12 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from cli.main import main
 from ingest.demo import BAD_KINDS, DemoTraffic, demo_events
+from projector.keysets import id_ranges
 from schemas.events import FeedbackSubmitted, OfferingClicked, SessionReviewed, TurnRecorded, UsageRecorded
 from schemas.registry import Rejection, parse_events
 from tests.support.kafka import read_topic
@@ -108,6 +110,19 @@ def test_the_mix_of_flags_feedback_clarifications_and_tokens(parsed: list[Any]) 
     assert all(t.data.input_tokens > 0 and t.data.output_tokens > 0 for t in turns)
     usage = [e for e in parsed if isinstance(e, UsageRecorded)]
     assert 0.01 <= len(usage) / len(parsed) <= 0.06
+
+
+def test_event_ids_are_uuid7_of_when_events_happen_and_a_batch_of_them_lies_in_a_sliver_of_the_id_space() -> None:
+    """As a producer makes them (ingest.envelope.new_event_id), so that the projector's duplicate check reads
+    only the ids accepted about when a batch's were made (projector/keysets.py, `id_ranges`)."""
+    parsed = parse_events([value for _, value in DemoTraffic(20_000, seed=4, now=NOW, bad_share=0.05)])
+    events = [e for e in parsed if not isinstance(e, Rejection)]
+    assert {e.event_id.version for e in events} == {7}
+    # The id's milliseconds are when the event occurred (a re-sent turn keeps its old occurred_at).
+    made_at = [abs((e.event_id.int >> 80) - round(e.occurred_at.timestamp() * 1000)) <= 1 for e in events]
+    assert sum(made_at) / len(made_at) >= 0.95
+    for start in range(0, len(events), 500):
+        assert id_ranges(pa.array([str(e.event_id) for e in events[start : start + 500]])) is not None
 
 
 def test_both_spellings_of_no_severity_are_sent(sample: list[tuple[bytes, bytes]]) -> None:

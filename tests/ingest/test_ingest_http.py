@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -96,12 +97,16 @@ def test_missing_ids_times_and_slugs_are_filled_and_long_input_cut(
 ) -> None:
     event = turn(ip_address="198.51.100.77", user_input="y" * 2600)
     del event["event_id"], event["occurred_at"], event["data"]["user_slug"]
+    before_ms = time.time_ns() // 1_000_000
     response = post(client, event)
+    after_ms = time.time_ns() // 1_000_000
     assert response.status_code == 202, response.text
     (event_id,) = response.json()["event_ids"]
     (record,) = read_topic(bootstrap_servers, topic)
     sent = json.loads(record.value)
-    assert sent["event_id"] == event_id and uuid.UUID(event_id).version == 4
+    # A UUIDv7: the milliseconds it was made at, first (so that ids sort by when they were made).
+    assert sent["event_id"] == event_id and uuid.UUID(event_id).version == 7
+    assert before_ms <= uuid.UUID(event_id).int >> 80 <= after_ms
     assert sent["occurred_at"].endswith("Z")
     expected_slug = hashlib.scrypt(b"198.51.100.77", salt=SALT.encode(), n=2**14, r=8, p=1, dklen=32).hex()
     assert sent["data"]["user_slug"] == expected_slug

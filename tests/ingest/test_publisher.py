@@ -109,7 +109,7 @@ def test_event_id_and_occurred_at_are_kept_when_given_and_filled_when_not(
 
     events = {str(e.event_id): e for e in (parse_event(r.value) for r in read_topic(bootstrap_servers, topic))}
     assert events[given_id].occurred_at == datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
-    assert uuid.UUID(filled.event_id).version == 4
+    assert uuid.UUID(filled.event_id).version == 7
     assert before <= events[filled.event_id].occurred_at <= after
 
 

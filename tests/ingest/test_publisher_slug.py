@@ -71,7 +71,7 @@ def test_complete_fills_ids_time_slug_and_cuts_input_without_touching_the_origin
     }
     completed = complete(original, "salt")
     assert "event_id" not in original and "user_slug" not in original["data"]
-    assert uuid.UUID(completed["event_id"]).version == 4
+    assert uuid.UUID(completed["event_id"]).version == 7
     assert datetime.fromisoformat(completed["occurred_at"].replace("Z", "+00:00")).utcoffset().total_seconds() == 0
     assert completed["data"]["user_slug"] == reference_slug("192.0.2.9", "salt")
     assert completed["data"]["user_input"] == "x" * 2000

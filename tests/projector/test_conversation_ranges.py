@@ -1,5 +1,6 @@
-"""The created ranges that bound a conversations refresh's read (projector/conversations.py) cover
-every span they are made of, whatever their number and order."""
+"""The ranges that bound a conversations refresh's read of `created` (projector/conversations.py) and the
+duplicate check's read of event ids (projector/apply.py), `keysets.ranges`, cover every span they are
+made of, whatever their number and order."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projector.conversations import MAX_RANGES, created_ranges
+from projector.keysets import MAX_RANGES
+from projector.keysets import ranges as created_ranges
 
 T0 = datetime(2026, 11, 1)
 
