@@ -103,8 +103,9 @@ def id_ranges(ids: pa.Array | pa.ChunkedArray, limit: int = MAX_RANGES) -> list[
     of the id space. The ranges are split at the `limit - 1` largest gaps between the ids' first 64
     bits, read in Arrow kernels and one `struct.unpack` (a catch-up batch's 40,000 ids: ~15 ms)."""
     unique = pc.drop_null(pc.unique(ids))
-    if not len(unique):
-        return None
+    if not len(unique) or pc.min_max(pc.utf8_length(unique)).as_py() != {"min": 36, "max": 36}:
+        return None  # none, or some not spelled as DuckDB prints a UUID (8-4-4-4-12 hex digits): no bounds
+    unique = pc.utf8_lower(unique)
     texts = unique.take(pc.array_sort_indices(unique))
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
