@@ -154,8 +154,7 @@ def accept_new_event_ids(con: duckdb.DuckDBPyConnection, batch_ids: pa.ChunkedAr
     that cover the batch's can match one of them: with time-ordered ids (UUIDv7) DuckDB then skips the
     row groups of the older ones instead of reading every id ever accepted (`keysets.id_ranges`)."""
     sql, params = accept_statement(batch_ids)
-    # con.sql rather than a DB-API result, whose Arrow output makes an extra copy of the rows.
-    return con.sql(sql, params=params or None).to_arrow_table()["event_id"]
+    return _arrow(con, sql, params or None)["event_id"]
 
 
 def accept_statement(batch_ids: pa.ChunkedArray) -> tuple[str, list[str]]:
@@ -165,6 +164,11 @@ def accept_statement(batch_ids: pa.ChunkedArray) -> tuple[str, list[str]]:
     if spans:
         stored += f" WHERE {keysets.within('event_id', spans, 'UUID')}"
     return _ACCEPT_NEW_EVENT_IDS.format(stored), keysets.range_params(spans)
+
+
+def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pa.Table:
+    # con.sql rather than a DB-API result, whose Arrow output makes an extra copy of the rows.
+    return con.sql(sql, params=params).to_arrow_table()
 
 
 def _record_time(timestamp_ms: int | None) -> datetime | None:
@@ -399,8 +403,7 @@ class _Fold:
     # -- turns -------------------------------------------------------------------------------------
 
     def _arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        # con.sql rather than a DB-API result, whose Arrow output makes an extra copy of the rows.
-        return self.con.sql(sql, params=params).to_arrow_table()
+        return _arrow(self.con, sql, params)
 
     def _where_in(
         self, sql: str, uuids: list[str] | pa.Array | pa.ChunkedArray, *, max_placeholders: int = keysets.IN_LIST_MAX

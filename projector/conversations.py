@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 import duckdb
 
-from projector.keysets import execute_in, ranges
+from projector.keysets import execute_in, range_params, ranges
 from schemas.conversation_rows import REFRESH, refresh_sql
 
 _DELETE = "DELETE FROM conversations WHERE session_id IN ({})"
@@ -42,7 +42,7 @@ def refresh(con: duckdb.DuckDBPyConnection, sessions: Iterable[str]) -> None:
     spans = {s: (first, last) for s, first, last in execute_in(con, _SPANS, touched).fetchall()}
     if spans:
         created = ranges(list(spans.values()))  # at most keysets.MAX_RANGES
-        con.execute(refresh_sql(len(created)), [sorted(spans), *(bound for r in created for bound in r)])
+        con.execute(refresh_sql(len(created)), [sorted(spans), *range_params(created)])
     unspanned = [s for s in touched if s not in spans]
     if unspanned:
         con.execute(REFRESH, [unspanned])

@@ -86,15 +86,18 @@ def ranges(spans: Sequence[tuple[K, K]], limit: int = MAX_RANGES) -> list[tuple[
             merged[-1] = (merged[-1][0], max(merged[-1][1], high))
         else:
             merged.append((low, high))
-    if len(merged) <= limit:
-        return merged
-    gaps = range(len(merged) - 1)  # gap i lies between merged[i] and merged[i + 1]
-    kept = sorted(heapq.nlargest(limit - 1, gaps, key=lambda i: (merged[i + 1][0] - merged[i][1], -i)))
-    out, start = [], 0
-    for i in [*kept, len(merged) - 1]:
-        out.append((merged[start][0], merged[i][1]))
-        start = i + 1
-    return out
+    if not merged:
+        return []
+    gaps = [b[0] - a[1] for a, b in zip(merged, merged[1:], strict=False)]
+    return [(merged[first][0], merged[last][1]) for first, last in _split_at_largest_gaps(gaps, limit)]
+
+
+def _split_at_largest_gaps(gaps: Sequence[Any], limit: int) -> list[tuple[int, int]]:
+    """For sorted items with `gaps[i]` between items i and i + 1: the (first, last) item indexes of at most
+    `limit` groups, split at the `limit - 1` largest gaps (the earlier of equal ones)."""
+    splits = sorted(heapq.nlargest(limit - 1, range(len(gaps)), key=gaps.__getitem__))
+    starts = [0, *(i + 1 for i in splits)]
+    return list(zip(starts, [*splits, len(gaps)], strict=True))
 
 
 def id_ranges(ids: pa.Array | pa.ChunkedArray, limit: int = MAX_RANGES) -> list[tuple[str, str]] | None:
@@ -117,12 +120,10 @@ def id_ranges(ids: pa.Array | pa.ChunkedArray, limit: int = MAX_RANGES) -> list[
     digits = heads.buffers()[2].to_pybytes()[first:last].decode()
     tops = struct.unpack(f">{len(heads)}Q", bytes.fromhex(digits))
     gaps = [b - a for a, b in zip(tops, tops[1:], strict=False)]
-    splits = sorted(heapq.nlargest(limit - 1, range(len(gaps)), key=gaps.__getitem__))
-    if tops[-1] - tops[0] - sum(gaps[i] for i in splits) > ID_RANGES_MAX_SHARE * 2**64:
+    groups = _split_at_largest_gaps(gaps, limit)
+    if sum(tops[last] - tops[first] for first, last in groups) > ID_RANGES_MAX_SHARE * 2**64:
         return None
-    # Split at gap i: one range ends at texts[i], the next begins at texts[i + 1].
-    bounds = [0, *(i + 1 for i in splits), len(texts)]
-    return [(texts[a].as_py(), texts[b - 1].as_py()) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [(texts[first].as_py(), texts[last].as_py()) for first, last in groups]
 
 
 def within(column: str, spans: Sequence[tuple[Any, Any]], key_type: str) -> str:
