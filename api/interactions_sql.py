@@ -169,12 +169,22 @@ _RULES: dict[str, filter_sql.Rule] = {
 }
 
 
-def select_page(condition: str, order: str, *, limit: bool) -> str:
-    tail = " LIMIT ? OFFSET ?" if limit else ""
-    return f"SELECT {SELECT_LIST} FROM interactions WHERE {condition} ORDER BY {order}{tail}"
+def select_all(condition: str, order: str) -> str:
+    """Every row passing `condition`, in order (a whole list; a page: `select_page_keys`)."""
+    return f"SELECT {SELECT_LIST} FROM interactions WHERE {condition} ORDER BY {order}"
+
+
+def select_page_keys(condition: str, order: str) -> str:
+    """The uuids (as text) of one page (LIMIT ? OFFSET ?), in order: its rows are then read by key
+    (`SELECT_BY_KEYS`). The top-N carries only the ordering columns and the uuid; carrying every
+    selected column, DuckDB read them for whole row groups to find ten rows (and for every row skipped
+    before a deep page)."""
+    return f"SELECT CAST(uuid AS VARCHAR) FROM interactions WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?"
 
 
 SELECT_ONE = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ?"
+# The rows of a list of uuids (`?`, text), in no particular order, found through the primary key's index.
+SELECT_BY_KEYS = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ANY(?::UUID[])"
 
 # A CSV row is flat: the interaction's fields (JSON ones as their JSON text), then the feedback's as
 # `feedback_<field>`, all empty when the turn has neither feedback nor review (JSON's `"feedback": null`).

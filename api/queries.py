@@ -130,7 +130,7 @@ def list_interactions(
     condition, params = sql.where(filters)
     if pagination is None:
         # A whole list counts itself: no separate count statement.
-        rows = cur.execute(sql.select_page(condition, sql.order_by(ordering), limit=False), params).fetchall()
+        rows = cur.execute(sql.select_all(condition, sql.order_by(ordering)), params).fetchall()
         return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
     expression = agg.daily_count_expression(filters)
     by_day: list[tuple[date, int]] | None = None
@@ -152,9 +152,20 @@ def list_interactions(
             condition += " AND created_date BETWEEN ? AND ?"
             params = [*params, window[0], window[1]]
             offset -= window[2]
-    query = sql.select_page(condition, sql.order_by(ordering), limit=True)
-    rows = cur.execute(query, [*params, pagination.page_size, offset]).fetchall()
+    rows = _page_rows(cur, condition, params, sql.order_by(ordering), pagination.page_size, offset)
     return Page(total, [sql.to_body(r) for r in rows], pagination, last)
+
+
+def _page_rows(
+    cur: duckdb.DuckDBPyConnection, condition: str, params: list[Any], order: str, limit: int, offset: int
+) -> list[tuple[Any, ...]]:
+    """The selected rows of one page, in order: the page's uuids first, then their rows by key
+    (`interactions_sql.select_page_keys`), both in the request's snapshot."""
+    keys = [key for (key,) in cur.execute(sql.select_page_keys(condition, order), [*params, limit, offset]).fetchall()]
+    if not keys:
+        return []
+    by_key = {row[0]: row for row in cur.execute(sql.SELECT_BY_KEYS, [keys]).fetchall()}
+    return [by_key[key] for key in keys]
 
 
 def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any] | None:
@@ -187,7 +198,7 @@ def short_whole_list(cur: duckdb.DuckDBPyConnection, filters: Filters | None, or
     condition, params = sql.where(filters)
     # No LIMIT in the statement: with one, DuckDB does not take the rows of a session from the serving
     # index and the common short transcript became slower.
-    rows = cur.execute(sql.select_page(condition, sql.order_by(ordering), limit=False), params).fetchall()
+    rows = cur.execute(sql.select_all(condition, sql.order_by(ordering)), params).fetchall()
     return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
 
 

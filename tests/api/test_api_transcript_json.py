@@ -57,7 +57,7 @@ def test_duckdb_renders_every_stored_turn_as_to_body_does(events: list[dict[str,
         try:
             apply_batch(con, to_records(events))
             order = sql.order_by(["created"])
-            built = [sql.to_body(r) for r in con.execute(sql.select_page("TRUE", order, limit=False)).fetchall()]
+            built = [sql.to_body(r) for r in con.execute(sql.select_all("TRUE", order)).fetchall()]
             texts = con.execute(f"SELECT {sql.ROW_JSON} FROM interactions ORDER BY {order}").fetchall()
         finally:
             con.close()
