@@ -21,6 +21,7 @@ a large sample against the real models instead.
 from __future__ import annotations
 
 import random
+import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from ingest.envelope import uuid7_int
 from schemas.events import FEEDBACK_SUBMITTED, OFFERING_CLICKED, SESSION_REVIEWED, TURN_RECORDED, USAGE_RECORDED
 from schemas.registry import DEAD_LETTER_REASONS
 
@@ -162,10 +164,10 @@ def _uuid(rng: random.Random) -> str:
 
 def _event_id(rng: random.Random, at: float) -> str:
     # A UUIDv7 of the time the event occurred, as a producer makes it (ingest.envelope.new_event_id), its
-    # random bits from the seeded generator: the Unix milliseconds in the first 48 bits, then version 7.
-    h = rng.randbytes(16).hex()
-    t = f"{int(at * 1000) & 0xFFFF_FFFF_FFFF:012x}"
-    return f"{t[:8]}-{t[8:]}-7{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    # random bits from the seeded generator: 16 bytes drawn, as `_uuid` draws them, and the 74 bits of
+    # them that `_uuid` would put in the same places (bits 64-75, then 0-61) laid out by `uuid7_int`.
+    bits = int.from_bytes(rng.randbytes(16))
+    return str(uuid.UUID(int=uuid7_int(int(at * 1000), (bits >> 64 & 0xFFF) << 62 | bits & (2**62 - 1))))
 
 
 @dataclass(slots=True)
