@@ -1,6 +1,7 @@
-"""The ranges that bound a conversations refresh's read of `created` (projector/conversations.py) and the
-duplicate check's read of event ids (projector/apply.py), `keysets.ranges`, cover every span they are
-made of, whatever their number and order."""
+"""The ranges that bound a conversations refresh's read of `created` (projector/conversations.py),
+`keysets.ranges`, cover every span they are made of, whatever their number and order. (The duplicate
+check's ranges of event ids, `keysets.id_ranges`, split at the same largest gaps:
+tests/projector/test_event_id_ranges.py.)"""
 
 from __future__ import annotations
 
