@@ -156,7 +156,7 @@ def fold_lines(folds: Mapping[str, Any] | None) -> Iterable[str]:
         ("fold_seconds_total", "Wall time folding them, parsing included.", float(folds.get("seconds") or 0.0)),
         (
             "fold_cpu_seconds_total",
-            "CPU time of the folding thread meanwhile (DuckDB's worker threads not counted).",
+            "CPU time of the folding thread meanwhile (DuckDB's worker threads and the live parser not counted).",
             float(folds.get("cpu_seconds") or 0.0),
         ),
     )

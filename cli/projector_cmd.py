@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-parse-process",
         action="store_true",
-        help="catch up in this process only (by default, far behind, parsing runs in a second process)",
+        help="parse in this process only (by default live batches are parsed in a child process, and far behind"
+        " catch-up reads and parses in two more)",
     )
     parser.add_argument(
         "--progress-every", type=float, default=5.0, help="seconds between progress lines (default %(default)s)"

@@ -16,6 +16,7 @@
 - `source`: `TopicSource`, where to read (servers, topic, group id, batch size).
 - `consumer`: the Kafka side (seek to stored offsets, poll, commit for lag monitoring only).
 - `pipeline`: catch-up mode with parsing in a separate process.
+- `live_parse`: `LiveParser`, live batches parsed in a child process, so that `serve`'s requests do not wait for it.
 - `service`: `ProjectorService`, the background thread the API and `chat-analytics project` run.
 - `rebuild`: folding the topic into a fresh file up to fixed offsets (end offsets, or `--until`), with progress.
 - `bluegreen`: `LiveProjection`, the projector of `serve` and its rebuild-and-switch without downtime.

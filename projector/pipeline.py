@@ -81,7 +81,7 @@ def _reader_main(
 ) -> None:
     from projector.consumer import TopicReader
 
-    _die_with_parent()
+    die_with_parent()
     # Arrow's default allocator (mimalloc) kept ~50 MB of freed batch tables in this process.
     pa.set_memory_pool(pa.system_memory_pool())
     reader = TopicReader(source)
@@ -157,8 +157,9 @@ def _unship(payload: bytes, ship: str, first: int = 0) -> PreparedBatch | pa.Tab
     return pa.ipc.open_stream(payload).read_all()
 
 
-def _die_with_parent() -> None:
-    """A SIGKILLed writer cannot stop its parser; the parser notices being orphaned and exits."""
+def die_with_parent() -> None:
+    """A SIGKILLed writer cannot stop its child processes (the catch-up readers, `live_parse`'s parser);
+    each notices being orphaned and exits."""
     parent = os.getppid()
 
     def watch() -> None:

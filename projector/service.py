@@ -24,9 +24,11 @@ from typing import Any
 import duckdb
 
 from projector import forget, pipeline
+from projector.apply import BatchStats, apply_prepared, fold_clock
 from projector.consumer import TopicReader
-from projector.fold import BatchStats, apply_batch
 from projector.lag import LagClock
+from projector.live_parse import LiveParser
+from projector.prepare import prepare
 from projector.source import TopicSource
 from schemas.readmodel import stored_offsets
 from schemas.storage import checkpoint_room, size_text
@@ -89,6 +91,10 @@ class ProjectorService:
         self.source = source
         self.con = con
         self.parse_processes = parse_processes if parse_process else 0
+        # The loop that follows the topic (`start`, `project`) parses its batches in a child process, so that
+        # a server's requests do not wait for the parse (projector/live_parse.py).
+        self._live_parse = parse_process
+        self._parser: LiveParser | None = None
         self.live_interval_s = live_interval_s
         self.on_commit = on_commit
         self.on_fatal = on_fatal
@@ -146,6 +152,7 @@ class ProjectorService:
             self._thread.join(timeout)
             self._thread = None
         self._close_reader()
+        self._close_parser()
 
     def run_until_caught_up(self, timeout: float | None = None) -> int:
         """Folds up to the topic's end offsets as of this call, then returns the number of records read.
@@ -211,6 +218,9 @@ class ProjectorService:
 
     def _run_forever(self) -> None:
         backoff = 0.5
+        if self._live_parse:
+            self._parser = LiveParser()
+            self._parser.start()
         while not self._stop.is_set():
             try:
                 self.purge_if_due()
@@ -243,6 +253,7 @@ class ProjectorService:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         self._commit_to_kafka(force=True)
         self._close_reader()
+        self._close_parser()
 
     def _connect(self) -> TopicReader:
         if self._reader is not None:
@@ -269,7 +280,10 @@ class ProjectorService:
     def _step(self, reader: TopicReader) -> int:
         records = reader.read_batch()
         if records:
-            stats = apply_batch(self.con, records)
+            started = fold_clock()
+            parser = self._parser
+            batch = prepare(records) if parser is None else parser.prepare(records)
+            stats = apply_prepared(self.con, batch).took(started)
             self._after_batch(stats)
             newest = max((r.timestamp_ms for r in records if r.timestamp_ms is not None), default=None)
             if newest is not None:
@@ -452,6 +466,11 @@ class ProjectorService:
             reader.commit(positions)
         except Exception as exc:  # monitoring only: never worth stopping the fold for
             log.warning("could not commit offsets to Kafka for lag monitoring: %s", exc)
+
+    def _close_parser(self) -> None:
+        parser, self._parser = self._parser, None
+        if parser is not None:
+            parser.close()
 
     def _close_reader(self) -> None:
         reader, self._reader = self._reader, None
