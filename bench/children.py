@@ -75,6 +75,15 @@ def process_cpu_s(pid: int | None) -> float | None:
         return None
 
 
+def tree_cpu_s(pid: int | None) -> float | None:
+    """The user + system CPU seconds used so far by `pid` and by every process below it now alive (a
+    descendant that has exited is left out), from /proc; None where `pid` cannot be read."""
+    own = process_cpu_s(pid)
+    if pid is None or own is None:
+        return None
+    return own + sum(process_cpu_s(child) or 0.0 for child in _descendants(pid) if child != pid)
+
+
 def _machine_ticks() -> tuple[int, int]:
     """(busy, all) CPU ticks of every core since boot, from /proc/stat ((0, 0) where it is missing)."""
     try:

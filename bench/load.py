@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from bench.children import process_cpu_s
+from bench.children import tree_cpu_s
 from bench.stats import rate, summary_ms
 
 
@@ -212,10 +212,10 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
 
     async def note_cpu() -> None:
         await _at(measure_from)
-        cpu["server"], cpu["driver"] = process_cpu_s(server_pid), _own_cpu_s()
+        cpu["server"], cpu["driver"] = tree_cpu_s(server_pid), _own_cpu_s()
         cache["before"] = await _cache_counts(host, port)
         await _at(until)
-        server_after = process_cpu_s(server_pid)
+        server_after = tree_cpu_s(server_pid)
         cpu["server"] = None if server_after is None or cpu["server"] is None else server_after - cpu["server"]
         cpu["driver"] = _own_cpu_s() - (cpu["driver"] or 0.0)
         cache["after"] = await _cache_counts(host, port)
