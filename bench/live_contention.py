@@ -28,7 +28,8 @@ from pathlib import Path
 
 from api import queries
 from api.params import Filters, Pagination
-from bench.live_fold import _base_file, _records
+from bench.live_fold import base_file, demo_records
+from bench.stats import summary_ms
 from projector.apply import apply_prepared
 from projector.live_parse import LiveParser
 from projector.prepare import prepare
@@ -37,8 +38,8 @@ from serving.runtime import tune_for_serving
 
 
 def run(base: int, fold: str, requests: int, rate: float, batch: int, events_per_s: float, directory: Path) -> str:
-    records = _records(base + int(requests / rate * events_per_s) + batch, seed=7)
-    source = _base_file(directory, records, base)
+    records = demo_records(base + int(requests / rate * events_per_s) + batch, seed=7)
+    source = base_file(directory, records, base)
     served = directory / "live-contention.duckdb"
     shutil.copyfile(source, served)
     Path(f"{served}.wal").unlink(missing_ok=True)
@@ -79,7 +80,7 @@ def run(base: int, fold: str, requests: int, rate: float, batch: int, events_per
             cursor.execute("BEGIN TRANSACTION")
             queries.list_interactions(cursor, filters, ("-created",), Pagination(1, 10))
             cursor.execute("ROLLBACK")
-            waited.append((time.perf_counter() - due) * 1000)
+            waited.append(time.perf_counter() - due)
             due += 1 / rate
     finally:
         stop.set()
@@ -87,14 +88,10 @@ def run(base: int, fold: str, requests: int, rate: float, batch: int, events_per
             folding.join()
         parser.close()
         con.close()
-    waited.sort()
-
-    def at(share: float) -> float:
-        return waited[min(len(waited) - 1, int(len(waited) * share))]
-
+    latency = summary_ms(waited)  # nearest rank, as the API benchmark's rows
     return (
-        f"fold={fold} pages={len(waited)} p50={at(0.5):.1f} p90={at(0.9):.1f} p99={at(0.99):.1f}"
-        f" max={waited[-1]:.1f} ms load_average={os.getloadavg()[0]:.1f}"
+        f"fold={fold} pages={latency['count']} p50={latency['p50_ms']:.1f} p90={latency['p90_ms']:.1f}"
+        f" p99={latency['p99_ms']:.1f} max={latency['max_ms']:.1f} ms load_average={os.getloadavg()[0]:.1f}"
     )
 
 

@@ -36,14 +36,14 @@ CATCH_UP_BATCH = 8_000
 PARTITIONS = 6
 
 
-def _records(events: int, seed: int) -> list[Record]:
+def demo_records(events: int, seed: int) -> list[Record]:
     return [
         Record("live-fold", i % PARTITIONS, i // PARTITIONS, key, value)
         for i, (key, value) in enumerate(DemoTraffic(events, seed=seed))
     ]
 
 
-def _base_file(directory: Path, records: list[Record], base: int) -> Path:
+def base_file(directory: Path, records: list[Record], base: int) -> Path:
     path = directory / f"live-fold-base-{base}.duckdb"
     if path.exists():
         return path
@@ -74,8 +74,8 @@ def run(
     """The figures of the live batches, and the `statements` costliest statements of the fold by their CPU
     per batch (ms, `bench.stages.TimedConnection`: DuckDB's own threads included)."""
     directory.mkdir(parents=True, exist_ok=True)
-    records = _records(base + live, seed)
-    source = _base_file(directory, records, base)
+    records = demo_records(base + live, seed)
+    source = base_file(directory, records, base)
     served = directory / "live-fold-served.duckdb"
     shutil.copyfile(source, served)
     Path(f"{served}.wal").unlink(missing_ok=True)

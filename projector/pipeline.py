@@ -81,7 +81,7 @@ def _reader_main(
 ) -> None:
     from projector.consumer import TopicReader
 
-    die_with_parent()
+    exit_when_orphaned()
     # Arrow's default allocator (mimalloc) kept ~50 MB of freed batch tables in this process.
     pa.set_memory_pool(pa.system_memory_pool())
     reader = TopicReader(source)
@@ -157,9 +157,11 @@ def _unship(payload: bytes, ship: str, first: int = 0) -> PreparedBatch | pa.Tab
     return pa.ipc.open_stream(payload).read_all()
 
 
-def die_with_parent() -> None:
+def exit_when_orphaned() -> None:
     """A SIGKILLed writer cannot stop its child processes (the catch-up readers, `live_parse`'s parser);
-    each notices being orphaned and exits."""
+    each notices being orphaned and exits. (Not `broker.lifetime.die_with_parent`'s prctl: a
+    multiprocessing child has no `preexec_fn`, and Linux's parent-death signal follows the thread that
+    started the child, here the projector's, not the process.)"""
     parent = os.getppid()
 
     def watch() -> None:
