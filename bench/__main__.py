@@ -82,7 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--endpoint",
         action="append",
         metavar="TEXT",
-        help="API benchmark: only the endpoints whose name contains TEXT (repeatable; case-insensitive)",
+        help="API benchmark: only the endpoints whose name contains TEXT, or is NAME when written =NAME"
+        " (repeatable; case-insensitive)",
     )
     parser.add_argument("--freshness-seconds", type=float, default=60.0, help="freshness run length (default 60)")
     parser.add_argument("--freshness-rate", type=float, default=2000.0, help="events/s during freshness")

@@ -235,11 +235,16 @@ def miss_endpoints(samples: Samples, today: datetime) -> list[dict[str, Any]]:
 
 
 def select(planned: list[dict[str, Any]], only: list[str] | None) -> list[dict[str, Any]]:
-    """The endpoints whose name contains one of `only` (case-insensitive); all of them without `only`."""
+    """The endpoints whose name contains one of `only` (case-insensitive), or is one written `=NAME`
+    (`=list` is the plain list alone, where `list` is every row naming a list); all without `only`."""
     if not only:
         return planned
     wanted = [text.lower() for text in only]
-    chosen = [e for e in planned if any(text in e["name"].lower() for text in wanted)]
+
+    def picked(name: str) -> bool:
+        return any(name == text[1:] if text.startswith("=") else text in name for text in wanted)
+
+    chosen = [e for e in planned if picked(e["name"].lower())]
     if not chosen:
         raise ValueError(f"no endpoint name contains any of {only}: {[e['name'] for e in planned]}")
     return chosen

@@ -29,6 +29,12 @@ def test_rows_are_chosen_by_a_part_of_their_name_case_insensitively() -> None:
     assert chosen == [n for n in every if "retrieve" in n or "budget" in n] and len(chosen) == 3
 
 
+def test_an_equals_sign_picks_the_row_of_that_whole_name_alone() -> None:
+    assert len([n for n in _names(None) if "list" in n]) > 1
+    assert _names(["=LIST"]) == ["list"]
+    assert _names(["=list", "=retrieve", "kpi (miss)"]) == ["list", "retrieve", "kpi (miss)"]
+
+
 def test_a_text_no_row_has_is_an_error_that_lists_the_rows() -> None:
     with pytest.raises(ValueError, match="healthz"):
         _names(["no such endpoint"])
