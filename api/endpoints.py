@@ -374,8 +374,14 @@ def readiness(
     # A start-up rebuild serving the previous file: stale but consistent answers beat none.
     serving_previous = bool(status.get("serving_previous_file"))
     # Started while Kafka is down: a file that holds data is served as it is (its lag is unknown); an
-    # empty one is not ready, so that a new replica gets no traffic before its first fold.
-    unconnected_with_data = status.get("connected_once") is False and any(p.get("position") for p in partitions)
+    # empty one is not ready, so that a new replica gets no traffic before its first fold. Only once a
+    # try to reach Kafka failed (`error`): in the moment before the first try, the lag is unknown as
+    # well, and a file far behind a reachable topic would have been ready until the try ended.
+    unconnected_with_data = (
+        status.get("connected_once") is False
+        and bool(status.get("error"))
+        and any(p.get("position") for p in partitions)
+    )
     within = max_lag is None or max_lag < 0 or lag <= max_lag
     lag_s = status.get("lag_s")
     stale_limit = stale_after_s if stale_after_s is not None and stale_after_s >= 0 else None

@@ -580,7 +580,14 @@ def test_live_ingests_moment_of_lag_is_not_stale_and_a_long_one_is_yet_stays_rea
 
 
 def test_started_without_kafka_a_file_with_data_is_ready_and_an_empty_one_is_not(handle: ReadModelHandle) -> None:
-    unconnected = {**status(False), "connected_once": False}
+    # Before the projector's first try to reach Kafka has ended, its lag is unknown: not ready, or a
+    # file far behind a topic it is about to read would get traffic until the try ends.
+    connecting = {**status(False), "connected_once": False}
+    with make_client(handle, status_provider=lambda: connecting) as c:
+        response = c.get("/readyz")
+        assert response.status_code == 503 and response.json()["freshness"]["stale"] is True
+    # The try failed: Kafka is down, and a file with data is served as it is.
+    unconnected = {**status(False, error="NoBrokersAvailable: NoBrokersAvailable"), "connected_once": False}
     with make_client(handle, status_provider=lambda: unconnected) as c:
         response = c.get("/readyz")
         assert response.status_code == 200 and response.json()["freshness"]["stale"] is True

@@ -113,3 +113,66 @@ def test_steady_ingest_keeps_a_replica_ready_and_fresh_and_a_burst_far_behind_ta
         again = http.get("/readyz")
         assert again.status_code == 200, again.text
         assert again.json()["freshness"]["stale"] is False and again.json()["freshness"]["lag_s"] == 0, again.text
+
+
+def _publish(bootstrap_servers: str, topic: str, events: list[dict[str, Any]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    try:
+        for event in events:
+            producer.send(topic, key=key_of(event), value=encode(event))
+        producer.flush(60)
+    finally:
+        producer.close()
+
+
+def test_a_replica_restarted_far_behind_a_reachable_topic_is_not_ready_from_its_first_answer(
+    bootstrap_servers: str, topic: str, tmp_path: Path, start_server: Callable[..., Server]
+) -> None:
+    """A file that holds data is served as it is while Kafka is down; but with Kafka up, the moment
+    before the projector has reached it must not count as down: a replica whose file is far behind
+    would be ready (and get traffic) until its projector learnt the lag."""
+    events = list(stream(200 + BURST, seed=12, sessions=100))
+    env = {
+        "CHAT_ANALYTICS_READY_MAX_LAG": str(MAX_LAG),
+        "CHAT_ANALYTICS_BATCH_SIZE": "100",  # so that the backlog takes a while to fold
+        "CHAT_ANALYTICS_RETENTION_DAYS": "-1",
+    }
+    db = tmp_path / "rm.duckdb"
+    _publish(bootstrap_servers, topic, events[:200])
+    first = start_server(topic, db, env)
+    with httpx.Client(base_url=first.base, timeout=60) as http:
+        wait_for(lambda: _caught_up(http, 200), "the first fold", first.proc)
+    assert first.stop() == 0
+
+    _publish(bootstrap_servers, topic, events[200:])  # the file is now BURST records behind, over MAX_LAG
+    second = start_server(topic, db, env)
+    answers: list[tuple[int, dict[str, Any]]] = []
+    deadline = time.monotonic() + WAIT
+    with httpx.Client(base_url=second.base, timeout=60) as http:
+        while time.monotonic() < deadline and second.proc.poll() is None:
+            try:
+                response = http.get("/readyz")
+            except httpx.TransportError:
+                time.sleep(0.01)  # not answering yet
+                continue
+            answers.append((response.status_code, response.json()))
+            if _caught_up(http, len(events)):
+                break
+            time.sleep(0.01)
+    assert answers and _caught_up_body(answers[-1][1], len(events)), answers[-1:]
+    # From its very first answer, ready only once the backlog is within MAX_LAG.
+    behind = [body for code, body in answers if code == 200 and _lag(body) > MAX_LAG]
+    assert behind == [], behind[:2]
+    assert answers[0][0] == 503, answers[0]
+
+
+def _lag(body: dict[str, Any]) -> int:
+    return sum(int(p.get("lag") or 0) for p in body["partitions"]) if body["partitions"] else 1 << 30
+
+
+def _caught_up_body(body: dict[str, Any], records: int) -> bool:
+    return sum(int(p.get("position") or 0) for p in body["partitions"]) >= records
+
+
+def _caught_up(http: httpx.Client, records: int) -> bool:
+    return _caught_up_body(http.get("/readyz").json(), records)
