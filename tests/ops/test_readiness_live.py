@@ -141,7 +141,7 @@ def test_a_replica_restarted_far_behind_a_reachable_topic_is_not_ready_from_its_
     _publish(bootstrap_servers, topic, events[:200])
     first = start_server(topic, db, env)
     with httpx.Client(base_url=first.base, timeout=60) as http:
-        wait_for(lambda: _caught_up(http, 200), "the first fold", first.proc)
+        wait_for(lambda: _caught_up(http.get("/readyz").json(), 200), "the first fold", first.proc)
     assert first.stop() == 0
 
     _publish(bootstrap_servers, topic, events[200:])  # the file is now BURST records behind, over MAX_LAG
@@ -156,10 +156,10 @@ def test_a_replica_restarted_far_behind_a_reachable_topic_is_not_ready_from_its_
                 time.sleep(0.01)  # not answering yet
                 continue
             answers.append((response.status_code, response.json()))
-            if _caught_up(http, len(events)):
+            if _caught_up(answers[-1][1], len(events)):
                 break
             time.sleep(0.01)
-    assert answers and _caught_up_body(answers[-1][1], len(events)), answers[-1:]
+    assert answers and _caught_up(answers[-1][1], len(events)), answers[-1:]
     # From its very first answer, ready only once the backlog is within MAX_LAG.
     behind = [body for code, body in answers if code == 200 and _lag(body) > MAX_LAG]
     assert behind == [], behind[:2]
@@ -170,9 +170,5 @@ def _lag(body: dict[str, Any]) -> int:
     return sum(int(p.get("lag") or 0) for p in body["partitions"]) if body["partitions"] else 1 << 30
 
 
-def _caught_up_body(body: dict[str, Any], records: int) -> bool:
+def _caught_up(body: dict[str, Any], records: int) -> bool:
     return sum(int(p.get("position") or 0) for p in body["partitions"]) >= records
-
-
-def _caught_up(http: httpx.Client, records: int) -> bool:
-    return _caught_up_body(http.get("/readyz").json(), records)
