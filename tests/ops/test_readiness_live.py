@@ -21,6 +21,7 @@ from kafka import KafkaProducer
 from tests.support.api_data import AUTH, PREFIX
 from tests.support.events import encode, key_of, stream
 from tests.support.faults import end_offsets
+from tests.support.kafka import publish
 from tests.support.serve import Server, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.partitions(3)]
@@ -79,13 +80,7 @@ def test_steady_ingest_keeps_a_replica_ready_and_fresh_and_a_burst_far_behind_ta
         assert stale == [], stale[:3]
         assert max(body["freshness"]["lag_s"] for _, body in answers) < 30
 
-        producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20)
-        try:
-            for event in burst:
-                producer.send(topic, key=key_of(event), value=encode(event))
-            producer.flush(60)
-        finally:
-            producer.close()
+        publish(bootstrap_servers, topic, burst)
 
         behind: dict[str, Any] | None = None
         deadline = time.monotonic() + WAIT
@@ -115,16 +110,6 @@ def test_steady_ingest_keeps_a_replica_ready_and_fresh_and_a_burst_far_behind_ta
         assert again.json()["freshness"]["stale"] is False and again.json()["freshness"]["lag_s"] == 0, again.text
 
 
-def _publish(bootstrap_servers: str, topic: str, events: list[dict[str, Any]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
-    try:
-        for event in events:
-            producer.send(topic, key=key_of(event), value=encode(event))
-        producer.flush(60)
-    finally:
-        producer.close()
-
-
 def test_a_replica_restarted_far_behind_a_reachable_topic_is_not_ready_from_its_first_answer(
     bootstrap_servers: str, topic: str, tmp_path: Path, start_server: Callable[..., Server]
 ) -> None:
@@ -138,13 +123,13 @@ def test_a_replica_restarted_far_behind_a_reachable_topic_is_not_ready_from_its_
         "CHAT_ANALYTICS_RETENTION_DAYS": "-1",
     }
     db = tmp_path / "rm.duckdb"
-    _publish(bootstrap_servers, topic, events[:200])
+    publish(bootstrap_servers, topic, events[:200])
     first = start_server(topic, db, env)
     with httpx.Client(base_url=first.base, timeout=60) as http:
         wait_for(lambda: _caught_up(http.get("/readyz").json(), 200), "the first fold", first.proc)
     assert first.stop() == 0
 
-    _publish(bootstrap_servers, topic, events[200:])  # the file is now BURST records behind, over MAX_LAG
+    publish(bootstrap_servers, topic, events[200:])  # the file is now BURST records behind, over MAX_LAG
     second = start_server(topic, db, env)
     answers: list[tuple[int, dict[str, Any]]] = []
     deadline = time.monotonic() + WAIT
