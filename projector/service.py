@@ -24,11 +24,11 @@ from typing import Any
 import duckdb
 
 from projector import forget, pipeline
-from projector.apply import BatchStats, apply_prepared, fold_clock
+from projector.apply import BatchStats
 from projector.consumer import TopicReader
+from projector.fold import apply_batch
 from projector.lag import LagClock
 from projector.live_parse import LiveParser
-from projector.prepare import prepare
 from projector.source import TopicSource
 from schemas.readmodel import stored_offsets
 from schemas.storage import checkpoint_room, size_text
@@ -280,10 +280,8 @@ class ProjectorService:
     def _step(self, reader: TopicReader) -> int:
         records = reader.read_batch()
         if records:
-            started = fold_clock()
             parser = self._parser
-            batch = prepare(records) if parser is None else parser.prepare(records)
-            stats = apply_prepared(self.con, batch).took(started)
+            stats = apply_batch(self.con, records, parse=None if parser is None else parser.prepare)
             self._after_batch(stats)
             newest = max((r.timestamp_ms for r in records if r.timestamp_ms is not None), default=None)
             if newest is not None:
