@@ -367,15 +367,38 @@ PROJECTION_TABLES: tuple[str, ...] = (
 )
 
 
+# Rows per row group in what a writer appends (DuckDB's default: 122,880). A checkpoint rewrites whole
+# each row group that filled up since the one before (its rows already in the file too): at the default
+# size, `interactions` fills one every ~3.4 min at 1,000 events/s, and a checkpoint that saw one took
+# 1.4-4 s against 0.1-0.3 s without; at 16,384 rows such checkpoints took 0.3-0.5 s
+# (docs/architecture.md, "Checkpoints and freshness"). A served file's
+# checkpoint holds the projector's next commit and the reads begun meanwhile, so its length is the
+# tail of freshness. It applies to rows written from now on; rows already in the file keep theirs.
+ROW_GROUP_SIZE = 16_384
+# The name the file is attached under in a writer's DuckDB instance (its only database).
+CATALOG = "readmodel"
+
+
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Opens (and, for a writer, creates) a read-model file. Readers in the writer's process should
-    use `con.cursor()` of the writer's connection instead: DuckDB allows one writing process per file."""
+    use `con.cursor()` of the writer's connection instead: DuckDB allows one writing process per file.
+
+    A writer attaches the file with `ROW_GROUP_SIZE` (an option of ATTACH only) as the only database of
+    its instance, so that every cursor of the connection reads and writes it without naming it, as a
+    file opened by `duckdb.connect(path)` would be; spills go beside it as they would then."""
     path = Path(path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
-    if not read_only:
-        create_tables(con)
+    if read_only:
+        return duckdb.connect(str(path), read_only=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    # DuckDB takes no parameter for ATTACH's path or a setting's value: the path is the operator's
+    # (never a request's), quoted as SQL text.
+    quoted = "'" + str(path).replace("'", "''") + "'"
+    con.execute(f"ATTACH {quoted} AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+    con.execute(f"USE {CATALOG}")
+    con.execute("DETACH memory")  # new cursors then start in the file, not in an empty in-memory database
+    con.execute("SET temp_directory = " + "'" + f"{path}.tmp".replace("'", "''") + "'")
+    create_tables(con)
     return con
 
 
@@ -452,10 +475,10 @@ def serving_settings(con: duckdb.DuckDBPyConnection, checkpoint_threshold: str |
     A checkpoint of the served file holds the projector's next commit until it ends and competes with
     the requests for the two cores meanwhile (it rewrites the row groups the fold touched, and the
     indexes; docs/architecture.md, "Checkpoints and freshness"). DuckDB's default threshold (16 MiB)
-    meant one every ~20 s at 1,000 events/s; 256 MiB means one every 8-12 min under traffic that never
-    pauses (0.35-0.55 KiB of log per event; the projector checkpoints earlier when the topic is quiet),
-    for a longer log to replay at start-up after a crash (139 MiB: 2.5 s) and up to that much more
-    memory.
+    meant one every ~14 s at 1,000 events/s; 256 MiB means one every ~3.5 min under traffic that never
+    pauses (about 1.2 KiB of log per event, measured on `serve` folding demo traffic at 1,000 events/s
+    in batches of ~270; the projector checkpoints earlier when the topic is quiet), for a longer log to
+    replay at start-up after a crash (139 MiB: 2.5 s) and up to that much more memory.
     The serving indexes are made on a writable file (about 0.5 s for a million events), then kept up
     to date by the projector's inserts."""
     con.execute("SET threads = 1")

@@ -31,7 +31,8 @@ class ReadModelUnavailable(Exception):
 
 def is_fatal(exc: BaseException) -> bool:
     """Whether DuckDB invalidated the database: nothing on this connection works until a restart."""
-    return isinstance(exc, duckdb.FatalException) or "database has been invalidated" in str(exc)
+    # DuckDB words it 'the database has been invalidated' or 'Database "name" has been invalidated'.
+    return isinstance(exc, duckdb.FatalException) or "has been invalidated" in str(exc)
 
 
 class ReadersWriterLock:

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 
 from projector.fold import apply_batch
-from schemas.readmodel import connect
+from schemas.readmodel import ROW_GROUP_SIZE, connect
 from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, make_client
 from tests.support.events import to_records, turn
@@ -63,3 +63,23 @@ def test_a_read_only_file_is_served_as_it_is(tmp_path: Path) -> None:
     assert [r["uuid"] for r in client.get(f"{PREFIX}/by-session/s1/", headers=AUTH).json()] == [
         first["data"]["interaction_uuid"]
     ]
+
+
+def test_a_writer_appends_small_row_groups_and_its_cursors_read_the_file(tmp_path: Path) -> None:
+    """A checkpoint rewrites each row group that filled since the last one whole, old rows included:
+    the writer's row groups are ROW_GROUP_SIZE rows, not DuckDB's 122,880 (docs/architecture.md,
+    "Checkpoints and freshness")."""
+    path = tmp_path / "rm.duckdb"
+    turns = [turn(f"s{i % 500}", at=AT.replace(second=i % 60)) for i in range(ROW_GROUP_SIZE + 2_000)]
+    con = connect(path)
+    for start in range(0, len(turns), 5_000):  # live batches, each appended to the last row group
+        apply_batch(con, to_records(turns[start : start + 5_000], start=start))
+    con.execute("CHECKPOINT")
+
+    cursor = con.cursor()  # what every request and the projector use: the file, unnamed
+    assert cursor.execute("SELECT count(*) FROM interactions").fetchone() == (len(turns),)
+    sizes = cursor.execute(
+        "SELECT row_group_id, max(count) FROM pragma_storage_info('interactions') GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert [rows for _group, rows in sizes] == [ROW_GROUP_SIZE, len(turns) - ROW_GROUP_SIZE]
+    con.close()

@@ -17,6 +17,7 @@ its supervisor, and a restart replays the write-ahead log and resumes exactly.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -204,7 +205,9 @@ def test_a_checkpoint_write_that_fails_anyway_fails_liveness_exits_and_a_restart
         readers.report("filling", "checkpoint failed")
         log = serve.tail(200_000)
         assert code == EXIT_READ_MODEL_FAILED, f"exit {code} after {published} events:\n{log[-4000:]}"
-        assert "Failed to create checkpoint" in log and "the read model failed" in log, log[-4000:]
+        # DuckDB says "Failed to create checkpoint" of a file opened by path, "Checkpoint failed" of one attached.
+        assert re.search(r"Failed to create checkpoint|Checkpoint failed", log), log[-4000:]
+        assert "the read model failed" in log, log[-4000:]
         assert 503 in watch.livez, sorted(set(watch.livez))  # liveness failed before the process went away
         print(f"[checkpoint failed] after {published} events published; last count served {watch.last_count}")
 
