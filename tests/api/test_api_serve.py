@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +79,36 @@ def test_serve_folds_the_topic_and_serves_it_then_stops_cleanly(
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=WAIT) == 0
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 answer with a Content-Length, read whole; b"" when the server closed the connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_an_idle_connection_is_kept_longer_than_httpx_reuses_one(server: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """httpx (and the reference's clients built on it) reuse a connection idle for up to 5 s: the server
+    must not close it at that same moment, or a request sent as it closes gets no answer at all."""
+    base, proc = server
+    with httpx.Client(base_url=base) as http:
+        wait_for(lambda: http.get("/readyz").status_code == 200, "readiness", proc)
+    port = int(base.rsplit(":", 1)[1])
+    request = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        assert _answer(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(6.0)  # idle past httpx's default keepalive_expiry
+        sock.sendall(request)
+        assert _answer(sock).startswith(b"HTTP/1.1 200")
