@@ -381,6 +381,12 @@ ROW_GROUP_SIZE = 16_384
 CATALOG = "readmodel"
 
 
+def sql_text(value: str) -> str:
+    """`value` as an SQL string literal, for the statements DuckDB takes no parameter in (ATTACH's path,
+    a setting's value). Only for the operator's paths, never a request's text."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Opens (and, for a writer, creates) a read-model file. Readers in the writer's process should
     use `con.cursor()` of the writer's connection instead: DuckDB allows one writing process per file.
@@ -393,13 +399,10 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.
         return duckdb.connect(str(path), read_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
-    # DuckDB takes no parameter for ATTACH's path or a setting's value: the path is the operator's
-    # (never a request's), quoted as SQL text.
-    quoted = "'" + str(path).replace("'", "''") + "'"
-    con.execute(f"ATTACH {quoted} AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+    con.execute(f"ATTACH {sql_text(str(path))} AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
     con.execute(f"USE {CATALOG}")
     con.execute("DETACH memory")  # new cursors then start in the file, not in an empty in-memory database
-    con.execute("SET temp_directory = " + "'" + f"{path}.tmp".replace("'", "''") + "'")
+    con.execute(f"SET temp_directory = {sql_text(f'{path}.tmp')}")
     create_tables(con)
     return con
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from schemas.readmodel import stored_offsets
+from schemas.readmodel import sql_text, stored_offsets
 from serving.handle import ReadModelHandle
 
 
@@ -22,8 +22,7 @@ def copy_read_model(handle: ReadModelHandle, dest: Path, topic: str) -> tuple[in
     if dest.exists() or Path(f"{dest}.wal").exists():
         raise FileExistsError(f"{dest} exists")
     alias = f"copy_{uuid.uuid4().hex}"
-    # DuckDB takes no parameter for ATTACH's path: the path is ours (never a user's), quoted as SQL text.
-    quoted = "'" + str(dest).replace("'", "''") + "'"
+    quoted = sql_text(str(dest))  # DuckDB takes no parameter for ATTACH's path: ours, never a user's
     with handle.reading() as cur:
         ((source,),) = cur.execute("SELECT current_database()").fetchall()
         cur.execute(f"ATTACH {quoted} AS {alias}")
