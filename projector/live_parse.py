@@ -131,9 +131,9 @@ class LiveParser:
 
 
 def _child_main(conn: Connection) -> None:
-    from projector.pipeline import exit_when_orphaned
+    from projector.pipeline import follow_parent
 
-    exit_when_orphaned()
+    follow_parent()
     # As in the catch-up readers: Arrow's default allocator kept freed batch tables in the process.
     pa.set_memory_pool(pa.system_memory_pool())
     conn.send_bytes(_READY)

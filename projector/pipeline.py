@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -81,7 +82,7 @@ def _reader_main(
 ) -> None:
     from projector.consumer import TopicReader
 
-    exit_when_orphaned()
+    follow_parent()
     # Arrow's default allocator (mimalloc) kept ~50 MB of freed batch tables in this process.
     pa.set_memory_pool(pa.system_memory_pool())
     reader = TopicReader(source)
@@ -157,11 +158,18 @@ def _unship(payload: bytes, ship: str, first: int = 0) -> PreparedBatch | pa.Tab
     return pa.ipc.open_stream(payload).read_all()
 
 
-def exit_when_orphaned() -> None:
-    """A SIGKILLed writer cannot stop its child processes (the catch-up readers, `live_parse`'s parser);
-    each notices being orphaned and exits. (Not `broker.lifetime.die_with_parent`'s prctl: a
-    multiprocessing child has no `preexec_fn`, and Linux's parent-death signal follows the thread that
-    started the child, here the projector's, not the process.)"""
+def follow_parent() -> None:
+    """Call first in a child process of the projector (a catch-up reader, `live_parse`'s parser): its parent
+    alone ends it, by closing its pipe or setting its stop event, or by dying.
+
+    - Ctrl-C at a terminal sends SIGINT to every process of the foreground group, the children too. A
+      child that died of it mid-batch left its parent, still stopping cleanly, with a broken pipe (and a
+      warning that the parse fell back). So a child ignores SIGINT: the parent's own stop ends it.
+    - A SIGKILLed writer cannot stop its children; each notices being orphaned and exits. (Not
+      `broker.lifetime.die_with_parent`'s prctl: a multiprocessing child has no `preexec_fn`, and Linux's
+      parent-death signal follows the thread that started the child, here the projector's, not the
+      process.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
 
     def watch() -> None:

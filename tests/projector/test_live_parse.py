@@ -3,6 +3,9 @@ projector would have prepared itself, and a child that dies or is not ready yet 
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -100,3 +103,19 @@ def test_close_stops_the_child(parser: LiveParser) -> None:
     parser.close()
     child.join(10)
     assert not child.is_alive()
+
+
+def test_a_ctrl_c_that_reaches_the_child_leaves_it_parsing(
+    parser: LiveParser, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Ctrl-C at a terminal sends SIGINT to `serve` and to its children alike; `serve` then folds its last
+    # batch, which must still find the child (its parent alone ends it).
+    _ready(parser)
+    child = parser._process
+    os.kill(child.pid, signal.SIGINT)
+    time.sleep(0.5)  # a child that let the signal through has died of it by now
+    records = _records(300, 7)
+    with caplog.at_level(logging.WARNING, logger="projector.live_parse"):
+        assert_same(prepare(records), parser.prepare(records))
+    assert child.is_alive() and parser._process is child
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
