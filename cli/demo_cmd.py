@@ -12,7 +12,6 @@ The service and the publishers run as `chat-analytics` sub-processes, exactly as
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import subprocess
@@ -38,7 +37,6 @@ DEMO_SALT = "demo-salt"
 STAFF_TOKEN = "demo-staff-token"
 SEED_EVENTS = ["publish-demo", "--events", "5000", "--seed", "7"]
 TRICKLE = ["publish-demo", "--events", "1000000", "--rate", "5"]
-SERVE = ["serve", "--host", HOST, "--port", str(PORT)]
 STOP_TIMEOUT_S = 15.0  # then SIGKILL
 
 
@@ -68,22 +66,20 @@ def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM reached this process alone; Ctrl-C reaches `serve` too, which then stops by itself."""
-
-
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
-    raise _Terminated
+    raise KeyboardInterrupt
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "demo", help="a broker, the topic, demo traffic and `serve` on http://127.0.0.1:8000 (what `make demo` runs)"
     )
+    parser.add_argument("--port", type=int, default=PORT, help=f"the API's port on {HOST} (default {PORT})")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace | None = None) -> int:
+    port = args.port if args is not None else PORT
     # `kill <pid>` or a CI timeout sends SIGTERM: clean up as for Ctrl-C instead of dying mid-way.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     settings = Settings.from_env()
@@ -96,7 +92,6 @@ def run(args: argparse.Namespace | None = None) -> int:
         return 1
     trickle: subprocess.Popen[bytes] | None = None
     serve: subprocess.Popen[bytes] | None = None
-    ctrl_c = False
     try:
         say(f"Kafka: {broker.description} at {broker.bootstrap_servers}")
         environment = demo_environment(broker.bootstrap_servers)
@@ -137,7 +132,7 @@ def run(args: argparse.Namespace | None = None) -> int:
             )
         say(f"a slow publisher (5 events/s) runs in the background; its log: {trickle_log}")
 
-        url = f"http://{HOST}:{PORT}"
+        url = f"http://{HOST}:{port}"
         say(f"dashboard: {url}/  ({sign_in_hint(environment)})")
         say(f"API: {url}/api/anonymous-chat-interactions/")
         say("try:")
@@ -146,10 +141,18 @@ def run(args: argparse.Namespace | None = None) -> int:
             flush=True,
         )
         say("Ctrl-C stops the demo")
-        serve = subprocess.Popen(chat_analytics(*SERVE), env=environment)
+        # In a session of its own, like the publisher: however the demo is asked to stop (Ctrl-C, which
+        # the terminal sends to its whole foreground group; a SIGINT or SIGTERM to this process alone), it
+        # stops `serve` the same way below, with one SIGTERM and a wait for its clean stop.
+        serve = subprocess.Popen(
+            chat_analytics("serve", "--host", HOST, "--port", str(port)),
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
         return serve.wait()
-    except KeyboardInterrupt as exc:
-        ctrl_c = not isinstance(exc, _Terminated)
+    except KeyboardInterrupt:
         say("stopping")
         return 0
     except subprocess.CalledProcessError as exc:
@@ -157,11 +160,6 @@ def run(args: argparse.Namespace | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        if ctrl_c and serve is not None:
-            # The terminal's Ctrl-C reached `serve` as well: a second signal while it shuts down
-            # would only interrupt its clean stop.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                serve.wait(timeout=STOP_TIMEOUT_S)
         for process in (serve, trickle):
             if process is not None:
                 terminate(process, STOP_TIMEOUT_S)
