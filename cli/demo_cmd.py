@@ -80,8 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace | None = None) -> int:
     port = args.port if args is not None else PORT
-    # `kill <pid>` or a CI timeout sends SIGTERM: clean up as for Ctrl-C instead of dying mid-way.
+    # `kill <pid>` or a CI timeout sends SIGTERM, a closed terminal SIGHUP: clean up as for Ctrl-C
+    # instead of dying mid-way (`serve`, in a session of its own, hears of neither but from here).
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
     settings = Settings.from_env()
     home = Path(settings.home)
     say("choosing a Kafka broker (CHAT_ANALYTICS_BOOTSTRAP_SERVERS, else Docker, else the local broker)")

@@ -1,6 +1,7 @@
 """`chat-analytics demo` (what `make demo` runs) stops whole however it is asked to: Ctrl-C at a terminal
-(SIGINT to its whole process group) or a SIGINT or SIGTERM to the demo process alone (an IDE's stop
-button, `timeout -s INT`, a supervisor). Its `serve` then stops cleanly and the port is free again.
+(SIGINT to its whole process group), or a SIGINT, SIGTERM or SIGHUP to the demo process alone (an IDE's
+stop button, `timeout -s INT`, a supervisor, a closed terminal). Its `serve` then stops cleanly and the
+port is free again.
 
 The demo runs against the tests' broker (CHAT_ANALYTICS_BOOTSTRAP_SERVERS), on a topic and a home of
 its own, on a free port (`--port`)."""
@@ -106,7 +107,7 @@ def _assert_clean_stop(demo: Demo, took: float) -> None:
     assert "stopping the Kafka broker" not in text  # the tests' broker is not the demo's to stop
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["sigint", "sigterm", "sighup"])
 def test_a_signal_to_the_demo_alone_stops_it_and_its_server(demo: Demo, sig: signal.Signals) -> None:
     demo.proc.send_signal(sig)
     _assert_clean_stop(demo, _stopped(demo))
