@@ -81,9 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace | None = None) -> int:
     port = args.port if args is not None else PORT
     # `kill <pid>` or a CI timeout sends SIGTERM, a closed terminal SIGHUP: clean up as for Ctrl-C
-    # instead of dying mid-way (`serve`, in a session of its own, hears of neither but from here).
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
+    # instead of dying mid-way (`serve`, in a session of its own, hears of neither but from here). SIGINT
+    # too, explicitly: Python leaves it ignored when the process started with it ignored (anything a
+    # script started in the background with `&`), and then a SIGINT would never stop the demo.
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _raise_interrupt)
     settings = Settings.from_env()
     home = Path(settings.home)
     say("choosing a Kafka broker (CHAT_ANALYTICS_BOOTSTRAP_SERVERS, else Docker, else the local broker)")

@@ -105,17 +105,26 @@ def test_close_stops_the_child(parser: LiveParser) -> None:
     assert not child.is_alive()
 
 
-def test_a_ctrl_c_that_reaches_the_child_leaves_it_parsing(
-    parser: LiveParser, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_ctrl_c_that_reaches_the_child_leaves_it_parsing(caplog: pytest.LogCaptureFixture) -> None:
     # Ctrl-C at a terminal sends SIGINT to `serve` and to its children alike; `serve` then folds its last
-    # batch, which must still find the child (its parent alone ends it).
-    _ready(parser)
-    child = parser._process
-    os.kill(child.pid, signal.SIGINT)
-    time.sleep(0.5)  # a child that let the signal through has died of it by now
-    records = _records(300, 7)
-    with caplog.at_level(logging.WARNING, logger="projector.live_parse"):
-        assert_same(prepare(records), parser.prepare(records))
-    assert child.is_alive() and parser._process is child
-    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    # batch, which must still find the child (its parent alone ends it). The child starts as under a
+    # terminal, with SIGINT not ignored, however this test process was started: a job started in the
+    # background with `&` ignores SIGINT, and so does every child it starts.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    parser = LiveParser()
+    try:
+        parser.start()  # spawned now, with the disposition above
+    finally:
+        signal.signal(signal.SIGINT, before)
+    try:
+        _ready(parser)
+        child = parser._process
+        os.kill(child.pid, signal.SIGINT)
+        time.sleep(0.5)  # a child that let the signal through has died of it by now
+        records = _records(300, 7)
+        with caplog.at_level(logging.WARNING, logger="projector.live_parse"):
+            assert_same(prepare(records), parser.prepare(records))
+        assert child.is_alive() and parser._process is child
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+    finally:
+        parser.close()
