@@ -38,6 +38,8 @@ STAFF_TOKEN = "demo-staff-token"
 SEED_EVENTS = ["publish-demo", "--events", "5000", "--seed", "7"]
 TRICKLE = ["publish-demo", "--events", "1000000", "--rate", "5"]
 STOP_TIMEOUT_S = 15.0  # then SIGKILL
+# What stops the demo: Ctrl-C or `kill -INT`, `kill <pid>` or a CI timeout, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def chat_analytics(*args: str) -> list[str]:
@@ -80,11 +82,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace | None = None) -> int:
     port = args.port if args is not None else PORT
-    # `kill <pid>` or a CI timeout sends SIGTERM, a closed terminal SIGHUP: clean up as for Ctrl-C
-    # instead of dying mid-way (`serve`, in a session of its own, hears of neither but from here). SIGINT
-    # too, explicitly: Python leaves it ignored when the process started with it ignored (anything a
-    # script started in the background with `&`), and then a SIGINT would never stop the demo.
-    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    # Each cleans up as Ctrl-C does instead of dying mid-way (`serve`, in a session of its own, hears of
+    # none of them but from here). SIGINT explicitly too: Python leaves it ignored when the process
+    # started with it ignored (anything a script started in the background with `&`), and then a SIGINT
+    # would never stop the demo.
+    for stop in STOP_SIGNALS:
         signal.signal(stop, _raise_interrupt)
     settings = Settings.from_env()
     home = Path(settings.home)
@@ -146,8 +148,8 @@ def run(args: argparse.Namespace | None = None) -> int:
         )
         say("Ctrl-C stops the demo")
         # In a session of its own, like the publisher: however the demo is asked to stop (Ctrl-C, which
-        # the terminal sends to its whole foreground group; a SIGINT or SIGTERM to this process alone), it
-        # stops `serve` the same way below, with one SIGTERM and a wait for its clean stop.
+        # the terminal sends to its whole foreground group, or any of STOP_SIGNALS to this process alone),
+        # it stops `serve` the same way below, with one SIGTERM and a wait for its clean stop.
         serve = subprocess.Popen(
             chat_analytics("serve", "--host", HOST, "--port", str(port)),
             env=environment,
@@ -163,7 +165,8 @@ def run(args: argparse.Namespace | None = None) -> int:
         say(f"{' '.join(exc.cmd[2:])} failed with exit code {exc.returncode}")
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        for stop in STOP_SIGNALS:  # a second signal (Ctrl-C again, a supervisor's repeat) must not cut it short
+            signal.signal(stop, signal.SIG_IGN)
         for process in (serve, trickle):
             if process is not None:
                 terminate(process, STOP_TIMEOUT_S)

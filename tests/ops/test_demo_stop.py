@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,10 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from broker.probe import port_open
 from loopback.ports import free_port
 from tests.support import REPO
+from tests.support.serve import wait_for
 
-READY_WAIT_S = 180.0  # failure guards, not timing assertions
 # The demo waited this long for a `serve` that a lone SIGINT had not reached before it stopped it: a
 # stop must take less than that.
 STOPPED_WITHIN_S = 10.0
@@ -38,12 +38,6 @@ class Demo:
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
@@ -72,16 +66,12 @@ def demo(bootstrap_servers: str, topic: str, tmp_path: Path) -> Iterator[Demo]:
         )
     running = Demo(proc, port, output)
     try:
-        deadline = time.monotonic() + READY_WAIT_S
-        while True:
-            assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{running.text()}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the demo's server never became ready:\n{running.text()}"
-            time.sleep(0.3)
+        try:
+            wait_for(
+                lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200, "readiness", proc
+            )
+        except AssertionError as exc:  # with what the demo printed
+            raise AssertionError(f"the demo: {exc}\n{running.text()}") from None
         yield running
     finally:
         if proc.poll() is None:
@@ -100,7 +90,7 @@ def _stopped(demo: Demo) -> float:
 def _assert_clean_stop(demo: Demo, took: float) -> None:
     text = demo.text()
     assert took < STOPPED_WITHIN_S, f"stopped after {took:.1f} s:\n{text}"
-    assert not _port_open(demo.port), "the demo's server still listens"
+    assert not port_open(f"127.0.0.1:{demo.port}"), "the demo's server still listens"
     assert "Finished server process" in text, text  # uvicorn's last line of a clean stop
     assert "Traceback" not in text, text
     assert "parsing here for now" not in text, text  # the live parser was not killed under the projector
