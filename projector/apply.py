@@ -87,8 +87,9 @@ class BatchStats:
     erased: int = 0  # turns an erasure removed or dropped on arrival (each with everything attached)
     erased_events: int = 0  # feedback, clicks, reviews, copies and dead letters dropped for an erasure
     aged: int = 0  # events dropped on arrival because they are older than the retention horizon
-    # How long folding the batch took, parsing included (`took`): wall time, and the CPU time of the thread
-    # that folded it (DuckDB's own worker threads not counted). Zero when nobody timed it.
+    # How long folding the batch took (`took`), parsing included when the same call parsed it
+    # (`fold.apply_batch`): wall time, and the CPU time of the thread that folded it (DuckDB's own worker
+    # threads not counted). Zero when nobody timed it.
     seconds: float = 0.0
     cpu_seconds: float = 0.0
 

@@ -6,7 +6,8 @@ share partitions with) and, on every assignment, seeks each partition to the off
 After each DuckDB commit the same offsets are committed to Kafka under the group id, only so that
 standard lag tools (`kafka-consumer-groups.sh --describe`) show the projector.
 
-Batching: `read_batch` keeps polling until it has `batch_size` records or the topic has nothing more
+Batching (the catch-up readers, a rebuild; `ProjectorService`'s loop reads through `prefetch.Prefetcher`, one poll
+at a time): `read_batch` keeps polling until it has `batch_size` records or the topic has nothing more
 right now. While catching up that gives large batches; at the head of the topic a poll returns within
 `LIVE_POLL_MS` with whatever arrived, so a new event is folded well within a second, and the second poll
 waits briefly for the fetch the first one sent, so that a batch is not only what was fetched meanwhile.
@@ -96,14 +97,10 @@ class TopicReader:
         timeout_ms = LIVE_POLL_MS
         first = True
         while len(out) < limit:
-            polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=limit - len(out))
+            polled = self.poll_once(timeout_ms, limit - len(out))
             if not polled:
                 break
-            for tp, messages in polled.items():
-                out.extend(
-                    Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp if m.timestamp >= 0 else None)
-                    for m in messages
-                )
+            out.extend(polled)
             remaining_ms = (deadline - time.monotonic()) * 1000
             if remaining_ms <= 0:
                 break
@@ -115,6 +112,15 @@ class TopicReader:
             timeout_ms = int(min(FOLLOW_UP_POLL_MS, remaining_ms)) if first else 0
             first = False
         return out
+
+    def poll_once(self, timeout_ms: int, max_records: int) -> list[Record]:
+        """One poll: what is fetched already, else what arrives within `timeout_ms`, in log order per partition."""
+        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp if m.timestamp >= 0 else None)
+            for tp, messages in polled.items()
+            for m in messages
+        ]
 
     def end_offsets(self) -> dict[int, int]:
         # Bounded, so that a broker gone quiet surfaces as an error (and a reconnect) within seconds.

@@ -1,8 +1,9 @@
 """`ProjectorService`: the projector as a background thread (for `serve`) or a foreground loop (for
 `project`, rebuilds and tests), with the status the API's /readyz and /metrics report.
 
-Each turn of the loop reads a batch, folds it in one DuckDB transaction (which also stores the next
-offsets), then reports the offsets to Kafka for lag monitoring. At the head of the topic a turn starts
+Each turn of the loop takes what its prefetcher (projector/prefetch.py) has read and parsed meanwhile,
+folds it in one DuckDB transaction (which also stores the next offsets), then reports the offsets to
+Kafka for lag monitoring. At the head of the topic a turn starts
 at most every `live_interval_s`, so that what arrives meanwhile is folded as one batch. Any error
 (broker gone, a DuckDB failure) is logged and shown in `status()["error"]`; the loop then drops its
 Kafka client, waits with a growing back-off, and reconnects, seeking again to the offsets the file
@@ -24,11 +25,12 @@ from typing import Any
 import duckdb
 
 from projector import forget, pipeline
-from projector.apply import BatchStats
-from projector.consumer import TopicReader
-from projector.fold import apply_batch
+from projector.apply import BatchStats, apply_prepared, fold_clock
+from projector.consumer import LIVE_POLL_MS, TopicReader
 from projector.lag import LagClock
 from projector.live_parse import LiveParser
+from projector.prefetch import Prefetcher
+from projector.prepare import prepare
 from projector.source import TopicSource
 from schemas.readmodel import stored_offsets
 from schemas.storage import checkpoint_room, size_text
@@ -102,7 +104,7 @@ class ProjectorService:
         self._wal = _wal_path(con) if checkpoint_bytes is not None else None
         self._idle_checkpoint_after = 0.0
         self._checkpoint_deferred_for_room = False  # warned once per stretch without room
-        self._reader: TopicReader | None = None
+        self._reader: Prefetcher | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards the status fields below
@@ -255,10 +257,13 @@ class ProjectorService:
         self._close_reader()
         self._close_parser()
 
-    def _connect(self) -> TopicReader:
+    def _connect(self) -> Prefetcher:
         if self._reader is not None:
             return self._reader
-        reader = TopicReader(self.source)
+        parser = self._parser
+        reader = Prefetcher(
+            TopicReader(self.source), prepare if parser is None else parser.prepare, self.source.batch_size
+        )
         try:
             partitions = reader.partition_ids()
             if not partitions:
@@ -277,13 +282,13 @@ class ProjectorService:
         self._update_caught_up()
         return reader
 
-    def _step(self, reader: TopicReader) -> int:
-        records = reader.read_batch()
-        if records:
-            parser = self._parser
-            stats = apply_batch(self.con, records, parse=None if parser is None else parser.prepare)
+    def _step(self, reader: Prefetcher) -> int:
+        batch = reader.take(LIVE_POLL_MS / 1000)
+        if batch is not None:
+            started = fold_clock()
+            stats = apply_prepared(self.con, batch).took(started)
             self._after_batch(stats)
-            newest = max((r.timestamp_ms for r in records if r.timestamp_ms is not None), default=None)
+            newest = max((ms for ms in batch.timestamps if ms is not None), default=None)
             if newest is not None:
                 with self._lock:
                     self._newest_record_ms = max(newest, self._newest_record_ms or newest)
@@ -291,12 +296,12 @@ class ProjectorService:
             # A read that brought nothing proves Kafka answers, not that the file takes writes: after a
             # failed commit (a full disk) only a batch that commits clears the error, or /readyz would
             # say all is well between two retries of the batch that cannot be written.
-            if records or self._error_kind != "database_write_failed":
+            if batch is not None or self._error_kind != "database_write_failed":
                 self._error = None
                 self._error_kind = None
         self._note_ends({p: e for p, e in reader.known_end_offsets().items() if e is not None})
         self._commit_to_kafka()
-        return len(records)
+        return 0 if batch is None else len(batch)
 
     def _maybe_checkpoint(self, *, idle: bool = False) -> None:
         """After a batch, once the log reached `checkpoint_bytes`; when `idle` (a read found nothing), once
@@ -394,7 +399,7 @@ class ProjectorService:
         if stats.dead_letters:
             log.debug("dead letters in this batch: %s", dict(stats.dead_letters))
 
-    def _maybe_refresh(self, reader: TopicReader) -> None:
+    def _maybe_refresh(self, reader: Prefetcher) -> None:
         now = time.monotonic()
         if now - self._last_end_check > END_OFFSETS_REFRESH_S:
             self._last_end_check = now
