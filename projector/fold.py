@@ -37,7 +37,7 @@ fail to parse are dead-lettered each time: without a valid envelope there is no 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import duckdb
 
@@ -63,12 +63,9 @@ def apply_batch(
     con: duckdb.DuckDBPyConnection,
     records: Sequence[Record],
     registry: EventRegistry | None = None,
-    *,
-    parse: Callable[[Sequence[Record]], PreparedBatch] | None = None,
 ) -> BatchStats:
-    """Folds `records` (in log order per partition) into the read model in one transaction. `parse`:
-    what prepares them instead of `prepare.prepare` in this thread (`live_parse.LiveParser.prepare`:
-    the same batch, parsed in a child process), its time counted as the fold's."""
+    """Folds `records` (in log order per partition) into the read model in one transaction, parsing them
+    in this thread first (its time counted as the fold's). `ProjectorService` parses beside the fold
+    instead (`prefetch.Prefetcher`) and calls `apply_prepared`."""
     started = fold_clock()
-    batch = prepare(records, registry) if parse is None else parse(records)
-    return apply_prepared(con, batch, registry).took(started)
+    return apply_prepared(con, prepare(records, registry), registry).took(started)

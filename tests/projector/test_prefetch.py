@@ -4,7 +4,7 @@ partition, parsed as `prepare` parses it; a seek drops what was read ahead; a fa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -20,7 +20,9 @@ EVENTS = 1_500
 MAX_RECORDS = 200
 
 
-def _prefetcher(bootstrap_servers: str, topic: str, parse=prepare) -> Prefetcher:  # type: ignore[no-untyped-def]
+def _prefetcher(
+    bootstrap_servers: str, topic: str, parse: Callable[[Sequence[Record]], PreparedBatch] = prepare
+) -> Prefetcher:
     source = TopicSource(bootstrap_servers, topic, group_id=None, batch_size=MAX_RECORDS)
     prefetcher = Prefetcher(TopicReader(source), parse, MAX_RECORDS)
     prefetcher.assign({}, prefetcher.partition_ids())
