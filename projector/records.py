@@ -6,11 +6,12 @@ process ship records to the writer process as plain picklable values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+# A named tuple, not a frozen dataclass: a reader makes one per record fetched, and a frozen dataclass's
+# __init__ (one object.__setattr__ per field) took 1.6 µs against 0.6, ~7% of a rebuild reader's fetch.
+class Record(NamedTuple):
     topic: str
     partition: int
     offset: int
