@@ -18,6 +18,18 @@ The stages, in the order a rebuild runs them:
    rebuild; within it the CPU of its DuckDB statements alone (every `execute`, `sql` result, `register`,
    each commit, DuckDB's own threads included) and the Python around them.
 
+Then the floor of any fold into these tables, what no design of the validation and the fold could leave out:
+
+5. write: every row of the folded file's tables inserted again, from Arrow tables in memory, into a fresh
+   file (same schema and indexes, same settings) in as many transactions as the fold had, then the
+   `CHECKPOINT`: writing the finished rows, without lookups, updates or aggregates;
+6. search terms: `fulltext.document_terms` of every turn (its JSON parsed beforehand, not counted), the one
+   piece of shaping SQL cannot take here (the Snowball stemmer is Python's PyStemmer: DuckDB's `fts`
+   extension would be a download);
+
+and with the fetch those add up to the most events per second two cores could fold with validation,
+duplicates, lookups and aggregates costing nothing.
+
 CPU is `time.process_time` (every thread of this process), so a busy machine stretches it less than it
 stretches wall-clock rates; it still shares caches and memory bandwidth, so compare runs of one session.
 Prints one line per stage in µs per event and a JSON line with the same figures.
@@ -39,6 +51,7 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 
 from bench.traffic import given_or_demo_topic, topic_arguments
 from projector import forget, pipeline
@@ -53,6 +66,8 @@ from projector.rebuild import (
     rebuild_source,
 )
 from projector.records import Record
+from schemas.events import TURN_RECORDED
+from schemas.fulltext import document_terms
 from schemas.readmodel import connect
 from schemas.settings import Settings
 
@@ -135,6 +150,58 @@ def fetch(bootstrap_servers: str, topic: str) -> tuple[list[Record], float]:
     return records, time.process_time() - started
 
 
+# The read model's tables (views excluded), in a fixed order.
+TABLES_SQL = "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name"
+
+
+def search_terms_cpu(records: list[Record]) -> float:
+    """CPU seconds of `document_terms` over the records' turns (their JSON parsed first, not counted)."""
+    texts = []
+    for r in records:
+        try:
+            event = orjson.loads(r.value)
+            if event.get("type") == TURN_RECORDED:
+                texts.append((event["data"]["user_input"], event["data"].get("assistant_blocks", [])))
+        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+            continue  # what the fold dead-letters is not analysed
+    started = time.process_time()
+    for user_input, blocks in texts:
+        document_terms(user_input, blocks)
+    return time.process_time() - started
+
+
+def write_cpu(folded: duckdb.DuckDBPyConnection, workdir: Path, transactions: int) -> float:
+    """CPU seconds of writing every row of `folded`'s tables into a fresh file in `transactions` commits,
+    then the `CHECKPOINT`: the floor of a fold into these tables (the rows alone, nothing looked up)."""
+    tables = [t for (t,) in folded.execute(TABLES_SQL).fetchall()]
+    parts: dict[str, list[pa.Table]] = {}
+    for table in tables:
+        rows = folded.sql(f'SELECT * FROM "{table}"').to_arrow_table()  # names from the catalogue
+        step = max(1, -(-rows.num_rows // transactions))
+        parts[table] = [rows.slice(i * step, step) for i in range(transactions)]
+    path = workdir / f"stages-floor-{uuid.uuid4().hex[:8]}.duckdb"
+    con = connect(path)
+    try:
+        con.execute(f"SET checkpoint_threshold = '{REBUILD_CHECKPOINT_THRESHOLD}'")
+        con.execute(f"SET memory_limit = '{REBUILD_MEMORY_LIMIT_MIB}MiB'")
+        for table in tables:
+            con.execute(f'DELETE FROM "{table}"')  # what `connect` seeded (meta's version)
+        started = time.process_time()
+        for i in range(transactions):
+            con.execute("BEGIN")
+            for table in tables:
+                con.register("part", parts[table][i])
+                con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM part')
+                con.unregister("part")
+            con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+        return time.process_time() - started
+    finally:
+        con.close()
+        path.unlink(missing_ok=True)
+        Path(f"{path}.wal").unlink(missing_ok=True)
+
+
 def _chunks(records: list[Record], size: int) -> Iterator[list[Record]]:
     for start in range(0, len(records), size):
         yield records[start : start + size]
@@ -145,6 +212,7 @@ def measure(
 ) -> dict[str, Any]:
     records, fetch_cpu = fetch(bootstrap_servers, topic)
     n = len(records)
+    terms_cpu = search_terms_cpu(records)
     prepare_cpu = pickle_cpu = 0.0
     shipped: list[bytes] = []
     for chunk in _chunks(records, pipeline.SHIP_RECORDS):
@@ -167,8 +235,10 @@ def measure(
     timed = TimedConnection(con)
     receive_cpu = fold_cpu = 0.0
     per_transaction = max(1, CATCH_UP_BATCH_SIZE // pipeline.SHIP_RECORDS)
+    transactions = 0
     try:
         for start in range(0, len(shipped), per_transaction):
+            transactions += 1
             began = time.process_time()
             parts: list[PreparedBatch] = []
             first = 0
@@ -183,6 +253,7 @@ def measure(
         began = time.process_time()
         timed.execute("CHECKPOINT")  # as a rebuild ends (`rebuild.checkpoint_and_close`)
         fold_cpu += time.process_time() - began
+        floor_write_cpu = write_cpu(con, workdir, max(1, transactions))
     finally:
         con.close()
         path.unlink(missing_ok=True)
@@ -197,6 +268,8 @@ def measure(
         "fold_us": fold_cpu * us,
         "fold_duckdb_us": timed.cpu * us,
         "fold_python_us": (fold_cpu - timed.cpu) * us,
+        "write_floor_us": floor_write_cpu * us,
+        "search_terms_us": terms_cpu * us,
         "statements_us": {k: v * us for k, v in timed.by_statement.most_common(statements)},
     }
 
@@ -217,6 +290,15 @@ def report(figures: dict[str, Any]) -> str:
         f"  readers {readers:.1f} µs + writer {writer:.1f} µs = {total:.1f} µs per event",
         f"  on 2 cores with perfect overlap: at most {2e6 / total:,.0f} events/s"
         f" (the writer alone, one core: at most {1e6 / writer:,.0f} events/s)",
+    ]
+    floor = figures["fetch_us"] + figures["write_floor_us"] + figures["search_terms_us"]
+    lines += [
+        "  the floor of any fold into these tables:",
+        f"    fetch (above)                        {figures['fetch_us']:6.1f} µs",
+        f"    write the finished rows              {figures['write_floor_us']:6.1f} µs",
+        f"    search terms (PyStemmer)             {figures['search_terms_us']:6.1f} µs",
+        f"    = {floor:.1f} µs per event: at most {2e6 / floor:,.0f} events/s on 2 cores with perfect overlap,"
+        f" with validation, duplicates, lookups and aggregates free",
     ]
     if figures["statements_us"]:
         lines.append("  the fold's costliest DuckDB statements (with fetching their results):")
