@@ -170,16 +170,15 @@ def search_terms_cpu(records: list[Record]) -> float:
     return time.process_time() - started
 
 
-def write_cpu(folded: duckdb.DuckDBPyConnection, workdir: Path, transactions: int) -> float:
-    """CPU seconds of writing every row of `folded`'s tables into a fresh file in `transactions` commits,
-    then the `CHECKPOINT`: the floor of a fold into these tables (the rows alone, nothing looked up)."""
+def write_rows(folded: duckdb.DuckDBPyConnection, path: Path, transactions: int) -> float:
+    """CPU seconds of writing every row of `folded`'s tables into a fresh file at `path` in `transactions`
+    commits, then the `CHECKPOINT`: the floor of a fold into these tables (the rows alone, nothing looked up)."""
     tables = [t for (t,) in folded.execute(TABLES_SQL).fetchall()]
     parts: dict[str, list[pa.Table]] = {}
     for table in tables:
         rows = folded.sql(f'SELECT * FROM "{table}"').to_arrow_table()  # names from the catalogue
         step = max(1, -(-rows.num_rows // transactions))
         parts[table] = [rows.slice(i * step, step) for i in range(transactions)]
-    path = workdir / f"stages-floor-{uuid.uuid4().hex[:8]}.duckdb"
     con = connect(path)
     try:
         con.execute(f"SET checkpoint_threshold = '{REBUILD_CHECKPOINT_THRESHOLD}'")
@@ -198,8 +197,6 @@ def write_cpu(folded: duckdb.DuckDBPyConnection, workdir: Path, transactions: in
         return time.process_time() - started
     finally:
         con.close()
-        path.unlink(missing_ok=True)
-        Path(f"{path}.wal").unlink(missing_ok=True)
 
 
 def _chunks(records: list[Record], size: int) -> Iterator[list[Record]]:
@@ -224,6 +221,7 @@ def measure(
         pickle_cpu += time.process_time() - started
     del records, batch
     path = workdir / f"stages-{uuid.uuid4().hex[:8]}.duckdb"
+    floor_path = workdir / f"stages-floor-{uuid.uuid4().hex[:8]}.duckdb"
     con = connect(path)
     # What `rebuild.fold_to` sets while it folds: with DuckDB's default threshold (16 MiB) every
     # transaction of a rebuild would end in a checkpoint, and COMMIT alone took ~19 µs an event.
@@ -253,11 +251,12 @@ def measure(
         began = time.process_time()
         timed.execute("CHECKPOINT")  # as a rebuild ends (`rebuild.checkpoint_and_close`)
         fold_cpu += time.process_time() - began
-        floor_write_cpu = write_cpu(con, workdir, max(1, transactions))
+        floor_write_cpu = write_rows(con, floor_path, max(1, transactions))
     finally:
         con.close()
-        path.unlink(missing_ok=True)
-        Path(f"{path}.wal").unlink(missing_ok=True)
+        for scratch in (path, floor_path):
+            scratch.unlink(missing_ok=True)
+            Path(f"{scratch}.wal").unlink(missing_ok=True)
     us = 1e6 / n if n else 0.0
     return {
         "events": n,
