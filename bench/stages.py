@@ -160,10 +160,12 @@ def search_terms_cpu(records: list[Record]) -> float:
     for r in records:
         try:
             event = orjson.loads(r.value)
-            if event.get("type") == TURN_RECORDED:
-                texts.append((event["data"]["user_input"], event["data"].get("assistant_blocks", [])))
+            data = event["data"] if event.get("type") == TURN_RECORDED else None
+            user_input, blocks = data["user_input"], data.get("assistant_blocks", [])
         except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
-            continue  # what the fold dead-letters is not analysed
+            continue  # not a turn, or one the fold dead-letters: not analysed
+        if isinstance(user_input, str) and isinstance(blocks, list):
+            texts.append((user_input, blocks))
     started = time.process_time()
     for user_input, blocks in texts:
         document_terms(user_input, blocks)
