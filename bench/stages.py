@@ -10,7 +10,7 @@ The stages, in the order a rebuild runs them:
 1. fetch: the projector's Kafka reader (`TopicReader.read_batch`, the readers' batch size) reading the whole
    topic into records, kafka-python's network thread included;
 2. prepare: `prepare.prepare` on batches of `pipeline.SHIP_RECORDS` records, what a reader does with a fetch
-   (Pydantic validation and shaping); then pickling each prepared batch, as a reader ships it;
+   (the fast parse or the Pydantic models, and shaping); then pickling each prepared batch, as a reader ships it;
 3. receive: unpickling the shipped batches and merging them into the writer's transactions
    (`PreparedBatch.from_shipped`, `merge_prepared`), as the writer receives them;
 4. fold: `apply.apply_prepared` of each transaction of `CATCH_UP_BATCH_SIZE` records into a fresh file
@@ -280,7 +280,7 @@ def report(figures: dict[str, Any]) -> str:
     lines = [
         f"{figures['events']:,} events, CPU time per event:",
         f"  fetch (Kafka reader)                 {figures['fetch_us']:6.1f} µs",
-        f"  prepare (Pydantic, shaping)          {figures['prepare_us']:6.1f} µs",
+        f"  prepare (parse, shaping)             {figures['prepare_us']:6.1f} µs",
         f"  pickle (shipping)                    {figures['pickle_us']:6.1f} µs",
         f"  receive (unpickle, merge)            {figures['receive_us']:6.1f} µs",
         f"  fold                                 {figures['fold_us']:6.1f} µs",

@@ -15,7 +15,7 @@ import projector.live_parse
 from projector.live_parse import LiveParser
 from projector.prepare import prepare
 from projector.records import Record
-from tests.projector.test_sqlprepare import assert_same
+from tests.support.event_values import assert_same_batches
 from tests.support.events import stream, to_records
 from tests.support.faults import wait_until
 
@@ -51,7 +51,7 @@ def test_a_batch_prepared_in_the_child_is_the_batch_prepared_here(parser: LivePa
         assert parser.ready()  # this batch goes to the child
         prepared = parser.prepare(records)
         assert prepared.rejections, "the batch should hold bad events for the comparison to mean something"
-        assert_same(prepare(records), prepared)
+        assert_same_batches(prepare(records), prepared)
 
 
 def test_a_batch_sent_before_the_child_is_ready_is_prepared_here() -> None:
@@ -59,7 +59,7 @@ def test_a_batch_sent_before_the_child_is_ready_is_prepared_here() -> None:
     try:
         assert not parser.ready()  # nothing started
         records = _records(50, 4)
-        assert_same(prepare(records), parser.prepare(records))  # starts the child, prepares here meanwhile
+        assert_same_batches(prepare(records), parser.prepare(records))  # starts the child, prepares here meanwhile
         _ready(parser)
     finally:
         parser.close()
@@ -73,7 +73,7 @@ def test_the_child_sees_the_ip_policy_of_the_process(monkeypatch: pytest.MonkeyP
         _ready(parser)
         records = _records(400, 5)
         prepared = parser.prepare(records)
-        assert_same(prepare(records), prepared)
+        assert_same_batches(prepare(records), prepared)
         assert set(prepared.turns.column("ip_address").to_pylist()) == {None}
     finally:
         parser.close()
@@ -88,13 +88,13 @@ def test_a_child_killed_between_batches_is_replaced_and_no_batch_is_lost(
     first.kill()
     first.join(10)
     records = _records(300, 6)
-    assert_same(prepare(records), parser.prepare(records))  # the dead child's batch, prepared here
+    assert_same_batches(prepare(records), parser.prepare(records))  # the dead child's batch, prepared here
     assert not parser.ready()
     time.sleep(0.6)
-    assert_same(prepare(records), parser.prepare(records))  # starts a new child, prepares here meanwhile
+    assert_same_batches(prepare(records), parser.prepare(records))  # starts a new child, prepares here meanwhile
     _ready(parser)
     assert parser._process is not first
-    assert_same(prepare(records), parser.prepare(records))
+    assert_same_batches(prepare(records), parser.prepare(records))
 
 
 def test_close_stops_the_child(parser: LiveParser) -> None:
@@ -123,7 +123,7 @@ def test_a_ctrl_c_that_reaches_the_child_leaves_it_parsing(caplog: pytest.LogCap
         time.sleep(0.5)  # a child that let the signal through has died of it by now
         records = _records(300, 7)
         with caplog.at_level(logging.WARNING, logger="projector.live_parse"):
-            assert_same(prepare(records), parser.prepare(records))
+            assert_same_batches(prepare(records), parser.prepare(records))
         assert child.is_alive() and parser._process is child
         assert not caplog.records, [r.getMessage() for r in caplog.records]
     finally:
