@@ -139,7 +139,10 @@ def _nested(depth: int) -> Any:
         (_turn(occurred_at="2026-11-26 09:15:02Z"), False),
         (_turn(occurred_at="2026-02-30T09:15:02Z"), False),
         (_turn(occurred_at="2026-11-26T09:15:02Z\n"), False),
-        (_turn(event_id="6F1C0D5E-3B0A-4C7E-9A51-0F2D8E4B7A10"), False),
+        (_turn(event_id="6F1C0D5E-3B0A-4C7E-9A51-0F2D8E4B7A10"), True),  # the same UUID either way
+        (_turn(data__offering_uuids=["6f1c0d5e3b0a4c7e9a510f2d8e4b7a12"]), True),
+        (_turn(event_id="{6f1c0d5e-3b0a-4c7e-9a51-0f2d8e4b7a10}"), False),  # Pydantic's spellings only
+        (_turn(data__interaction_uuid="urn:uuid:6f1c0d5e-3b0a-4c7e-9a51-0f2d8e4b7a11"), False),
         (_turn(data__ip_address="10.0.0.01"), False),
         (_turn(version=2), False),
         (_turn(version=True), False),
