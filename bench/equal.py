@@ -4,8 +4,9 @@
     python -m bench.equal --events 100000      # a fresh demo topic on the broker `make bench` would pick
 
 The topic is folded into fresh files, as `chat-analytics rebuild` does, once per path of
-docs/replay.md: parser processes shipping prepared batches (the fast parse and the models: "models"); readers shipping raw
-Arrow columns that the writer checks and shapes in DuckDB ("columns", projector/sqlprepare.py); and
+docs/replay.md: parser processes shipping prepared batches (the fast parse and the models: "models");
+readers shipping raw Arrow columns that the writer checks and shapes in DuckDB ("columns",
+projector/sqlprepare.py); and
 the same SQL run in each reader instead ("columns-in-readers"). Then, per table of the read model, the
 rows of the models file that another lacks and the other way round (EXCEPT ALL both ways, leaving out
 the three columns that record when or in which order the projector saw something:

@@ -20,7 +20,7 @@ def test_every_stage_is_measured_over_every_record_of_the_topic(
     figures = measure(bootstrap_servers, topic, tmp_path, statements=5)
     assert figures["events"] == published.events
     stages = ("fetch_us", "prepare_us", "pickle_us", "receive_us", "fold_us", "fold_duckdb_us")
-    for stage in (*stages, "write_floor_us", "search_terms_us"):
+    for stage in (*stages, "write_floor_us", "search_terms_us", "parse_us"):
         assert figures[stage] > 0, stage
     assert figures["fold_duckdb_us"] <= figures["fold_us"]
     # The costliest statements are the fold's own, the commit of each transaction among them.
@@ -28,6 +28,7 @@ def test_every_stage_is_measured_over_every_record_of_the_topic(
     assert any(name == "COMMIT" for name in figures["statements_us"])
     assert "per event" in report(figures)
     assert "the floor of any fold" in report(figures)
+    assert "the contract's checks" in report(figures)
     assert not list(tmp_path.glob("*.duckdb")), "the scratch file is removed"
 
 
