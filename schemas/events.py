@@ -50,7 +50,10 @@ def _utc_timestamp(value: Any, handler: ValidatorFunctionWrapHandler) -> datetim
     if isinstance(value, int | float):
         raise ValueError("must be an RFC 3339 timestamp string with an offset, not a number")
     parsed: datetime = handler(value)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a valid stamp, but no datetime in UTC
+        raise ValueError("is out of range once converted to UTC") from None
 
 
 def _exactly_int(value: Any) -> Any:

@@ -62,9 +62,9 @@ def _utc(text: str) -> datetime:
     # (February 30) raises here and goes to the models.
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # the year 1 or 9999 beyond UTC: the models' error says so
         raise _Refused(text) from None
-    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 _IP_CACHE: dict[str, str] = {}
@@ -123,7 +123,13 @@ def _spec(annotation: Any, metadata: Sequence[Any], convert: list[str]) -> Any:
         return spec | None if type(None) in args else spec
     if origin is list:
         (item,) = get_args(annotation)
-        return list[_spec(item, [], [])] if item is not Any else list[Any]
+        if item is Any:
+            return list[Any]
+        item_convert: list[str] = []
+        spec = list[_spec(item, [], item_convert)]
+        if item_convert:
+            raise TypeError(f"the fast parse does not convert the items of {annotation!r}: teach it")
+        return spec
     limits: dict[str, Any] = {}
     for item in metadata:
         if isinstance(item, Strict | WithJsonSchema):

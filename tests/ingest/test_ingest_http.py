@@ -169,6 +169,16 @@ def test_a_feedback_rule_across_fields_is_reported_at_the_field(client: TestClie
     ]
 
 
+def test_a_timestamp_with_no_utc_instant_is_400_at_its_field(client: TestClient) -> None:
+    # Converting it to UTC overflowed, and the request ended in a 500.
+    body = {**turn(), "occurred_at": "0001-01-01T00:00:00+01:00"}
+    response = post(client, body)
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"index": 0, "field": "occurred_at", "message": "Value error, is out of range once converted to UTC"}
+    ]
+
+
 @pytest.mark.parametrize(
     ("content", "content_type"),
     [

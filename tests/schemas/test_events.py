@@ -269,3 +269,16 @@ def test_a_timestamp_that_is_a_number_is_rejected_whatever_its_field() -> None:
         rejection = parse_events([raw(event)])[0]
         assert isinstance(rejection, Rejection)
         assert "must be an RFC 3339 timestamp string with an offset, not a number" in rejection.detail
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_timestamp_with_no_utc_instant_is_a_dead_letter_not_a_crash(stamp: str) -> None:
+    # A valid RFC 3339 stamp whose UTC instant falls outside the years 1-9999: converting it raised
+    # OverflowError out of the parse: the projector retried that message forever, and ingest answered 500.
+    occurred, active = parse_events(
+        [raw(envelope("chat.turn.recorded", turn_data(), occurred_at=stamp)), raw(turn(last_active_at=stamp))]
+    )
+    assert isinstance(occurred, Rejection) and isinstance(active, Rejection)
+    assert (occurred.reason, active.reason) == ("invalid_envelope", "invalid_data")
+    assert occurred.detail == "occurred_at: Value error, is out of range once converted to UTC"
+    assert active.detail == "data.last_active_at: Value error, is out of range once converted to UTC"

@@ -138,6 +138,8 @@ def _nested(depth: int) -> Any:
         (_turn(occurred_at="2026-11-26t09:15:02z"), False),
         (_turn(occurred_at="2026-11-26 09:15:02Z"), False),
         (_turn(occurred_at="2026-02-30T09:15:02Z"), False),
+        (_turn(occurred_at="0001-01-01T00:00:00+01:00"), False),  # no UTC instant: a dead letter
+        (_turn(data__last_active_at="9999-12-31T23:59:59-01:00"), False),
         (_turn(occurred_at="2026-11-26T09:15:02Z\n"), False),
         (_turn(event_id="6F1C0D5E-3B0A-4C7E-9A51-0F2D8E4B7A10"), True),  # the same UUID either way
         (_turn(data__offering_uuids=["6f1c0d5e3b0a4c7e9a510f2d8e4b7a12"]), True),
