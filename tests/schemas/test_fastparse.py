@@ -152,6 +152,8 @@ def _nested(depth: int) -> Any:
         (_turn(data__input_tokens=2**64), True),  # both take it; the shaping refuses it, either way
         (_turn(data__session_id=""), False),
         (_turn(data__model="m" * 151), False),
+        (_turn(data__user_slug="😀" * 128), True),  # limits count characters, not bytes, in both
+        (_turn(data__user_slug="😀" * 129), False),
         (_feedback(score=-1, category="other"), True),
         (_feedback(score=-1), False),
         (_feedback(score=1, category="other"), False),
