@@ -160,6 +160,8 @@ def _nested(depth: int) -> Any:
         (_feedback(score=True), False),
         (_feedback(score=1.0), False),
         (_turn().replace(b'"version":1', b'"version":1,"extra":NaN'), False),
+        (_turn().replace(b'"version":1', b'"version":1,"extra":1e999'), True),  # an unknown field: both skip it
+        (_turn().replace(b'"hi"}]', b'"hi","n":-1e400}]'), False),  # kept: Pydantic reads -inf, msgspec refuses
         (_turn().replace(b'"type":', b'"type":"chat.usage.recorded","type":'), False),
         (
             _turn()
