@@ -43,17 +43,24 @@ FeedbackCategory = Literal["inaccurate", "incomplete", "misunderstood", "slow_or
 FEEDBACK_CATEGORIES: tuple[str, ...] = ("inaccurate", "incomplete", "misunderstood", "slow_or_failed", "other")
 
 
+def in_utc(parsed: datetime) -> datetime:
+    """An aware timestamp as its UTC instant; ValueError when there is none (0001-01-01T00:00:00+01:00 is a
+    valid stamp, but no datetime in UTC). The models and the fast parse (schemas/fastparse.py) both use it."""
+    if parsed.tzinfo is UTC:
+        return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
 def _utc_timestamp(value: Any, handler: ValidatorFunctionWrapHandler) -> datetime:
     # Pydantic would also take a bare number as Unix seconds; the contract only knows RFC 3339 text.
     # One wrap validator rather than a before and an after one: every event has a timestamp, and each
     # call from Pydantic's core into Python costs about as much as parsing the timestamp itself.
     if isinstance(value, int | float):
         raise ValueError("must be an RFC 3339 timestamp string with an offset, not a number")
-    parsed: datetime = handler(value)
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a valid stamp, but no datetime in UTC
-        raise ValueError("is out of range once converted to UTC") from None
+    return in_utc(handler(value))
 
 
 def _exactly_int(value: Any) -> Any:
@@ -354,6 +361,7 @@ __all__ = [
     "MODEL_MAX",
     "USER_INPUT_MAX",
     "USER_SLUG_MAX",
+    "in_utc",
     "UsageData",
     "UsageRecorded",
     "V1_MODELS",

@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import types
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from uuid import UUID
 
@@ -63,9 +63,8 @@ def _utc(text: str) -> datetime:
     # no 7th fraction digit, which msgspec would round and Pydantic truncates); an impossible date
     # (February 30) raises here and goes to the models.
     try:
-        parsed = datetime.fromisoformat(text)
-        return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
-    except (ValueError, OverflowError):  # the year 1 or 9999 beyond UTC: the models' error says so
+        return events.in_utc(datetime.fromisoformat(text))
+    except ValueError:  # an impossible date, or no UTC instant: the models' error says which
         raise _Refused(text) from None
 
 

@@ -22,14 +22,7 @@ from projector.prepare import PreparedBatch, prepare
 from projector.records import Record
 from projector.sqlprepare import prepare_columns, raw_table
 from schemas.events import OFFERING_CLICKED as CLICK_TYPE
-from schemas.registry import DEFAULT_REGISTRY
-from tests.support.event_values import assert_same_batches, records_of, values
-
-
-def by_models(records: list[Record]) -> PreparedBatch:
-    """The reference: every value through the Pydantic models (a registry given skips the fast parse)."""
-    return prepare(records, DEFAULT_REGISTRY)
-
+from tests.support.event_values import assert_same_batches, prepared_by_models, records_of, values
 
 # -- the comparison --------------------------------------------------------------------------------
 
@@ -47,7 +40,7 @@ def test_both_paths_accept_the_same_events_with_the_same_rows_and_reasons(
     scratch: duckdb.DuckDBPyConnection, raw: list[bytes | None]
 ) -> None:
     records = records_of(raw)
-    assert_same_batches(by_models(records), prepare_columns(scratch, raw_table(records)))
+    assert_same_batches(prepared_by_models(records), prepare_columns(scratch, raw_table(records)))
 
 
 @pytest.mark.parametrize("policy", ["keep", "drop"])
@@ -57,7 +50,7 @@ def test_the_ip_policy_applies_to_rows_shaped_in_sql(
     monkeypatch.setenv("CHAT_ANALYTICS_IP_POLICY", policy)
     records = records_of([v for _, v in demo_events(600, seed=5)])
     new = prepare_columns(scratch, raw_table(records))
-    assert_same_batches(by_models(records), new)
+    assert_same_batches(prepared_by_models(records), new)
     ips = {ip for ip in new.turns["ip_address"].to_pylist() if ip is not None}
     assert (not ips) if policy == "drop" else ips
 
@@ -126,4 +119,4 @@ def test_spellings_that_parsers_read_differently_go_the_same_way(scratch: duckdb
     # Duplicate keys (Pydantic keeps the last, DuckDB's paths the first), what DuckDB's reader takes
     # and Pydantic's does not, and escapes: each case on its own, so that chance does not decide.
     records = records_of([text.encode()])
-    assert_same_batches(by_models(records), prepare_columns(scratch, raw_table(records)))
+    assert_same_batches(prepared_by_models(records), prepare_columns(scratch, raw_table(records)))

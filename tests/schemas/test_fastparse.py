@@ -23,8 +23,8 @@ from ingest.demo import demo_events
 from projector.prepare import prepare
 from schemas import fastparse
 from schemas.events import TURN_RECORDED
-from schemas.registry import DEFAULT_REGISTRY, Rejection, parse_events
-from tests.support.event_values import assert_same_batches, records_of, values
+from schemas.registry import Rejection, parse_events
+from tests.support.event_values import assert_same_batches, prepared_by_models, records_of, values
 
 
 def plain(value: Any) -> Any:
@@ -61,7 +61,7 @@ def test_the_fast_parse_gives_the_models_events_and_prepare_the_same_rows(raw: l
     for value in raw:
         assert_claims_only_what_the_models_accept(value)
     records = records_of(raw)
-    assert_same_batches(prepare(records, DEFAULT_REGISTRY), prepare(records))
+    assert_same_batches(prepared_by_models(records), prepare(records))
 
 
 def test_the_fast_parse_claims_the_ordinary_events(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,7 +70,7 @@ def test_the_fast_parse_claims_the_ordinary_events(monkeypatch: pytest.MonkeyPat
     claimed = sum(assert_claims_only_what_the_models_accept(v) for v in raw)
     assert claimed > 2800
     records = records_of(raw)
-    assert_same_batches(prepare(records, DEFAULT_REGISTRY), prepare(records))
+    assert_same_batches(prepared_by_models(records), prepare(records))
 
 
 _TURN = {
@@ -177,7 +177,7 @@ def _nested(depth: int) -> Any:
 def test_spellings_that_parsers_read_differently_go_the_same_way(value: bytes | None, claimed: bool) -> None:
     assert assert_claims_only_what_the_models_accept(value) is claimed
     records = records_of([value])
-    assert_same_batches(prepare(records, DEFAULT_REGISTRY), prepare(records))
+    assert_same_batches(prepared_by_models(records), prepare(records))
 
 
 def test_a_validator_the_fast_parse_does_not_know_stops_the_import() -> None:

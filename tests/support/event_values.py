@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from projector.prepare import PreparedBatch
+from projector.prepare import PreparedBatch, prepare
 from projector.records import Record
 from schemas.events import (
     ERASURE_REQUESTED,
@@ -25,6 +25,7 @@ from schemas.events import (
     TURN_RECORDED,
     USAGE_RECORDED,
 )
+from schemas.registry import DEFAULT_REGISTRY
 
 # -- values ----------------------------------------------------------------------------------------
 
@@ -299,3 +300,9 @@ def assert_same_batches(old: PreparedBatch, new: PreparedBatch) -> None:
     assert new.turns.to_pylist() == old.turns.to_pylist()
     for name in ("topics", "partitions", "offsets", "keys", "values", "timestamps"):
         assert getattr(new, name) == getattr(old, name)
+
+
+def prepared_by_models(records: list[Record]) -> PreparedBatch:
+    """The reference of the faster parsers' tests: every value through the Pydantic models (a registry
+    given to `prepare` skips the fast parse)."""
+    return prepare(records, DEFAULT_REGISTRY)
