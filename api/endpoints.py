@@ -30,6 +30,7 @@ from api.params import (
     raise_if_any,
 )
 from api.readers import PositionNotReached, read
+from api.row_cache import RowCache
 from api.snapshot_cache import SnapshotCache
 from auth.tokens import TokenStore
 from schemas.position import Position
@@ -54,6 +55,7 @@ class Context:
     metrics: RequestMetrics
     openapi: bytes = b""
     answers: SnapshotCache = field(default_factory=SnapshotCache)
+    rows: RowCache = field(default_factory=RowCache)
     topic: str = DEFAULT_TOPIC  # whose offsets make the read-model position
     min_position_wait_s: float = 0.0  # how long a request waits for its min_position
     ready_max_lag: int | None = DEFAULT_READY_MAX_LAG
@@ -97,6 +99,7 @@ async def _read(
         key=key,
         minimum=minimum,
         wait_s=ctx.min_position_wait_s,
+        rows=ctx.rows,
     )
     request.state.read_model_position = answer.position
     if not answer.reached:
@@ -437,6 +440,7 @@ async def metrics(request: Request, ctx: Context) -> Response:
         disk=disk,
         failed=ctx.handle.failure is not None,
         cache_counts=(ctx.answers.hits, ctx.answers.misses),
+        row_counts=(ctx.rows.hits, ctx.rows.misses),
     )
     return Response(body, media_type=CONTENT_TYPE)
 

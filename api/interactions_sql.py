@@ -175,11 +175,15 @@ def select_all(condition: str, order: str) -> str:
 
 
 def select_page_keys(condition: str, order: str) -> str:
-    """The uuids (as text) of one page (LIMIT ? OFFSET ?), in order: its rows are then read by key
-    (`SELECT_BY_KEYS`). The top-N carries only the ordering columns and the uuid; carrying every
+    """The keys of one page's rows (LIMIT ? OFFSET ?), in order: uuid and event id (as text) and
+    `row_version`, what `api.row_cache` keys a served row by; the rows the cache lacks are then read by
+    key (`SELECT_BY_KEYS`). The top-N carries only the ordering columns and the keys; carrying every
     selected column, DuckDB read them for whole row groups to find ten rows (and for every row skipped
     before a deep page)."""
-    return f"SELECT CAST(uuid AS VARCHAR) FROM interactions WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?"
+    return (
+        "SELECT CAST(uuid AS VARCHAR), CAST(event_id AS VARCHAR), row_version"
+        f" FROM interactions WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?"
+    )
 
 
 SELECT_ONE = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ?"

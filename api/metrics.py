@@ -251,6 +251,15 @@ def answer_cache_lines(hits: int, misses: int) -> Iterable[str]:
     yield f"chat_analytics_answer_cache_misses_total {misses}"
 
 
+def row_cache_lines(hits: int, misses: int) -> Iterable[str]:
+    yield "# HELP chat_analytics_row_cache_hits_total Rows of list pages served from the row cache (docs/api.md)."
+    yield "# TYPE chat_analytics_row_cache_hits_total counter"
+    yield f"chat_analytics_row_cache_hits_total {hits}"
+    yield "# HELP chat_analytics_row_cache_misses_total Rows of list pages read from the read model."
+    yield "# TYPE chat_analytics_row_cache_misses_total counter"
+    yield f"chat_analytics_row_cache_misses_total {misses}"
+
+
 def render(
     metrics: RequestMetrics,
     status_provider: Callable[[], Mapping[str, Any]] | None,
@@ -258,11 +267,13 @@ def render(
     disk: Mapping[str, Any] | None = None,
     failed: bool = False,
     cache_counts: tuple[int, int] = (0, 0),
+    row_counts: tuple[int, int] = (0, 0),
 ) -> str:
     status = status_provider() if status_provider is not None else None
     lines = [
         *metrics.lines(),
         *answer_cache_lines(*cache_counts),
+        *row_cache_lines(*row_counts),
         *projector_lines(status),
         *freshness_lines(status),
         *health_lines(disk, failed),

@@ -17,7 +17,7 @@ import duckdb
 from api import aggregates_sql as agg
 from api import conversations_sql as conv
 from api import feedbacks_sql as fsql
-from api import filter_sql
+from api import filter_sql, row_cache
 from api import interactions_sql as sql
 from api.models import UserAggregate, field_names
 from api.params import ConversationFilters, FeedbackFilters, Filters, Pagination
@@ -159,13 +159,15 @@ def list_interactions(
 def _page_rows(
     cur: duckdb.DuckDBPyConnection, condition: str, params: list[Any], order: str, limit: int, offset: int
 ) -> list[tuple[Any, ...]]:
-    """The selected rows of one page, in order: the page's uuids first, then their rows by key
-    (`interactions_sql.select_page_keys`), both in the request's snapshot."""
-    keys = [key for (key,) in cur.execute(sql.select_page_keys(condition, order), [*params, limit, offset]).fetchall()]
-    if not keys:
-        return []
-    by_key = {row[0]: row for row in cur.execute(sql.SELECT_BY_KEYS, [keys]).fetchall()}
-    return [by_key[key] for key in keys]
+    """The selected rows of one page, in order: the page's keys first, then the rows the row cache does
+    not hold for those keys by key (`interactions_sql.select_page_keys`), both in the request's snapshot."""
+    keys = [
+        (uuid, event_id, int(version))
+        for uuid, event_id, version in cur.execute(
+            sql.select_page_keys(condition, order), [*params, limit, offset]
+        ).fetchall()
+    ]
+    return row_cache.rows(keys, lambda uuids: cur.execute(sql.SELECT_BY_KEYS, [uuids]).fetchall())
 
 
 def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any] | None:

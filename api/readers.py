@@ -11,6 +11,8 @@ from typing import Generic, TypeVar
 import duckdb
 from starlette.concurrency import run_in_threadpool
 
+from api import row_cache
+from api.row_cache import RowCache
 from api.snapshot_cache import SnapshotCache, snapshot_mark
 from schemas.position import Position
 from serving.handle import ReadModelHandle
@@ -59,10 +61,12 @@ def _in_snapshot(
     key: Hashable,
     topic: str,
     minimum: Position | None,
+    rows: RowCache | None = None,
 ) -> Answer[T]:
     # A read lease for the whole unit of work: a blue/green switch waits for it to end, so the file
-    # cannot be swapped (or closed) under a request, and the next request reads the new file.
-    with handle.reading() as cur:
+    # cannot be swapped (or closed) under a request, and the next request reads the new file. The
+    # generation is read inside the lease, so it is the generation of the file the work reads.
+    with handle.reading() as cur, row_cache.serving(rows, handle.generation):
         # What this process saw of the projector's commits: a hint of whether the answer remembered for
         # `key` can still be current. It only picks which of two exact paths to take (the mark decides).
         commits = handle.positions.commits
@@ -109,10 +113,11 @@ async def read(
     key: Hashable = None,
     minimum: Position | None = None,
     wait_s: float = 0.0,
+    rows: RowCache | None = None,
 ) -> Answer[T]:
     """Runs `work(cursor)` in the threadpool: DuckDB calls block, the event loop must not. With a
     `cache`, an answer to the same `key` (everything the answer depends on besides the data) computed
-    in the same snapshot is returned instead.
+    in the same snapshot is returned instead. With `rows`, pages take the rows it holds (`api.row_cache`).
 
     With a `minimum` position the file has not reached, waits (on the event loop, holding no thread)
     for the projector's next commit and looks again, for at most `wait_s`; then returns an answer that
@@ -122,7 +127,7 @@ async def read(
     while True:
         # Taken before the read: a commit between the read and the wait still wakes the wait.
         seen = board.commits
-        answer = await run_in_threadpool(_in_snapshot, handle, work, cache, key, topic, minimum)
+        answer = await run_in_threadpool(_in_snapshot, handle, work, cache, key, topic, minimum, rows)
         remaining = deadline - time.monotonic()
         if answer.reached or remaining <= 0:
             return answer

@@ -944,8 +944,22 @@ FROM new_turns
 """
 
 # A feedback's and a review's columns, as `feedback_records` gets them too.
-_UPDATE_FEEDBACK = feedback_records.update_sql("interactions", "new_feedback", feedback_records.FEEDBACK_SETS)
-_UPDATE_REVIEWS = feedback_records.update_sql("interactions", "new_reviews", feedback_records.REVIEW_SETS)
+# Every feedback, review and click applied to a turn counts in its `row_version`, which the API's row
+# cache keys its served rows by (api/row_cache.py): a row read before an update is then never served
+# after it. Counted per event, not per statement, so that the column is the same however the log was
+# batched (a clean replay reaches the same table).
+_UPDATE_FEEDBACK = feedback_records.update_sql(
+    "interactions",
+    "new_feedback",
+    feedback_records.FEEDBACK_SETS,
+    also="row_version = interactions.row_version + s.applied",
+)
+_UPDATE_REVIEWS = feedback_records.update_sql(
+    "interactions",
+    "new_reviews",
+    feedback_records.REVIEW_SETS,
+    also="row_version = interactions.row_version + s.applied",
+)
 
 _INSERT_CLICKS = """
 INSERT INTO clicks
@@ -953,7 +967,7 @@ SELECT event_id::UUID, interaction_uuid::UUID, offering_uuid::UUID, session_id, 
 """
 
 _COUNT_CLICKS = """
-UPDATE interactions SET click_count = interactions.click_count + c.n
+UPDATE interactions SET click_count = interactions.click_count + c.n, row_version = interactions.row_version + c.n
 FROM (SELECT interaction_uuid::UUID AS uuid, count(*) AS n FROM new_clicks GROUP BY 1) c
 WHERE interactions.uuid = c.uuid
 """

@@ -120,11 +120,14 @@ def applied_rows(table: pa.Table, applied: pa.Table) -> pa.Table:
 
 
 def latest_of_each_turn(table: pa.Table, applied: pa.Table) -> pa.Table:
-    """The last applied row of each turn in a feedback or review table, with its row's fields."""
+    """The last applied row of each turn in a feedback or review table, with its row's fields, and in
+    `applied` how many of the turn's rows apply (each one a change of the turn: `row_version`)."""
     fields = [name for name in table.column_names if name not in ("ord", "session_id")]
     rows = applied_rows(table, applied)
-    last = rows.group_by("uuid", use_threads=False).aggregate([("ord", "max")])["ord_max"]
-    return rows.filter(pc.is_in(rows["ord"], value_set=last)).select(fields)
+    per_turn = rows.group_by("uuid", use_threads=False).aggregate([("ord", "max"), ("ord", "count")])
+    latest = rows.filter(pc.is_in(rows["ord"], value_set=per_turn["ord_max"])).select(fields)
+    counts = joined(per_turn, "ord_count", pc.index_in(latest["uuid"], value_set=per_turn["uuid"]))
+    return latest.append_column("applied", counts.cast(pa.int32()))
 
 
 def applied_by_type(applied: pa.Table) -> tuple[list[str], list[int], list[list[str]]]:

@@ -33,9 +33,10 @@ REVIEW_SETS: dict[str, str] = {f"llm_{name}": name for name in ReviewRow._fields
 assert {*FEEDBACK_SETS, *REVIEW_SETS} == set(RECORD_DEFAULTS), "a record column that no event sets"
 
 
-def update_sql(table: str, source: str, sets: dict[str, str]) -> str:
-    """`UPDATE table` with the columns `sets` names, from the rows of `source` with the same uuid."""
-    assignments = ", ".join(f"{column} = s.{value}" for column, value in sets.items())
+def update_sql(table: str, source: str, sets: dict[str, str], also: str = "") -> str:
+    """`UPDATE table` with the columns `sets` names, from the rows of `source` with the same uuid, and the
+    assignment `also` (SQL) when given."""
+    assignments = ", ".join([*(f"{column} = s.{value}" for column, value in sets.items()), *([also] if also else [])])
     return f"UPDATE {table} SET {assignments} FROM {source} s WHERE {table}.uuid = s.uuid::UUID"
 
 

@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 # 8: `conversations.intents` lists each reviewed turn's intent (the KPI counts them).
 # 9: the token sums of `daily_counters` are HUGEINTs (a day of BIGINT counts can pass 2^63).
 # 10: `feedback_records`.
-READMODEL_VERSION = 10
+# 11: `interactions.row_version`.
+READMODEL_VERSION = 11
 # The first version with `feedback_records`: an older file, served while its rebuild runs, still answers
 # the feedbacks endpoints from `interactions` (api.feedbacks_sql.source).
 FEEDBACK_RECORDS_VERSION = 10
@@ -128,7 +129,10 @@ DDL: tuple[str, ...] = (
         -- where the turn came from in the log
         event_id UUID NOT NULL,
         source_partition INTEGER NOT NULL,
-        source_offset BIGINT NOT NULL
+        source_offset BIGINT NOT NULL,
+        -- how many times the fold has updated the row since it was inserted (feedback, review, clicks):
+        -- with `uuid` and `event_id`, what the API's row cache keys a served row by (api/row_cache.py)
+        row_version INTEGER NOT NULL DEFAULT 0
     )
     """,
     f"""

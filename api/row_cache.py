@@ -1,0 +1,97 @@
+"""Served rows of `interactions` remembered across projector commits, each under what makes it that row.
+
+A page of a list is read in two steps (`api.queries`): the page's keys in order, then its rows by key.
+Reading the rows is most of a page's cost when its answer is not remembered (`api.snapshot_cache` drops
+every answer at each commit): each row is decompressed out of the column segments of the file
+(bench/README.md, "Measured and not taken: what a live batch's statements cost"). Yet the rows of a page
+seldom change from one commit to the next: a commit adds turns and updates a few. So the first step also
+reads, for each key, the turn's `event_id` and `row_version` (the fold adds one to it at every update of
+the row: feedback, review, clicks), and a row read earlier under the same uuid, event id and version in
+the same served file is the same row, in whatever snapshot: only the keys missing here are read.
+
+The key is exact without any invalidation: a row updated since it was read has another version, a turn
+erased and recorded again would have another event id, and a file swapped in by a blue/green switch has
+another generation. A row that can no longer be reached (erased, purged, or of a file no longer served)
+is never served again and leaves with the least recently used ones; at most `MAX_ROWS` are kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+# A served row is ~2 KB as Python objects: at most ~20 MB.
+MAX_ROWS = 10_000
+
+# (uuid, event id, row version): what the page's keys statement gives for each row.
+RowKey = tuple[str, str, int]
+
+
+class RowCache:
+    """Rows by (file generation, uuid, event id, row version); least recently used ones go first."""
+
+    def __init__(self, max_rows: int = MAX_ROWS) -> None:
+        self._lock = threading.Lock()
+        self._rows: OrderedDict[tuple[int, str, str, int], tuple[Any, ...]] = OrderedDict()
+        self._max = max_rows
+        # Rows served from memory and rows read, for /metrics.
+        self.hits = 0
+        self.misses = 0
+
+    def get_many(self, generation: int, keys: Sequence[RowKey]) -> dict[RowKey, tuple[Any, ...]]:
+        """The rows of `keys` that are remembered."""
+        found: dict[RowKey, tuple[Any, ...]] = {}
+        with self._lock:
+            for key in keys:
+                row = self._rows.get((generation, *key))
+                if row is not None:
+                    self._rows.move_to_end((generation, *key))
+                    found[key] = row
+            self.hits += len(found)
+            self.misses += len(keys) - len(found)
+        return found
+
+    def put_many(self, generation: int, rows: dict[RowKey, tuple[Any, ...]]) -> None:
+        with self._lock:
+            for key, row in rows.items():
+                self._rows[(generation, *key)] = row
+                self._rows.move_to_end((generation, *key))
+            while len(self._rows) > self._max:
+                self._rows.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+# The cache and file generation of the request being answered, set by `api.readers` around the work of
+# one read lease: the queries take rows from it when it is set, and read every row when it is not.
+_CURRENT: ContextVar[tuple[RowCache, int] | None] = ContextVar("row_cache", default=None)
+
+
+@contextmanager
+def serving(cache: RowCache | None, generation: int) -> Iterator[None]:
+    """Within the block, `rows` reads through `cache` for the file of `generation`."""
+    token = _CURRENT.set((cache, generation) if cache is not None else None)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def rows(keys: Sequence[RowKey], read: Any) -> list[tuple[Any, ...]]:
+    """The rows of `keys`, in their order: remembered ones from the current cache, the others from
+    `read(uuids)` (rows whose first column is the uuid, in any order), which are then remembered."""
+    current = _CURRENT.get()
+    found = current[0].get_many(current[1], keys) if current is not None else {}
+    missing = [key for key in keys if key not in found]
+    if missing:
+        by_uuid = {row[0]: row for row in read([uuid for uuid, _event, _version in missing])}
+        fresh = {key: by_uuid[key[0]] for key in missing}
+        if current is not None:
+            current[0].put_many(current[1], fresh)
+        found.update(fresh)
+    return [found[key] for key in keys]
