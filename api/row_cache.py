@@ -5,9 +5,9 @@ Reading the rows is most of a page's cost when its answer is not remembered (`ap
 every answer at each commit): each row is decompressed out of the column segments of the file
 (bench/README.md, "Measured and not taken: what a live batch's statements cost"). Yet the rows of a page
 seldom change from one commit to the next: a commit adds turns and updates a few. So the first step also
-reads, for each key, the turn's `event_id` and `row_version` (the fold adds one to it at every update of
-the row: feedback, review, clicks), and a row read earlier under the same uuid, event id and version in
-the same served file is the same row, in whatever snapshot: only the keys missing here are read.
+reads, for each key, the turn's `event_id` and `row_version` (the fold adds to it the number of feedback,
+review and click events it applies to the turn), and a row read earlier under the same uuid, event id and
+version in the same served file is the same row, in whatever snapshot: only the keys missing here are read.
 
 The key is exact without any invalidation: a row updated since it was read has another version, a turn
 erased and recorded again would have another event id, and a file swapped in by a blue/green switch has

@@ -147,11 +147,17 @@ async def _connection(
         writer.close()
 
 
-CACHE_COUNTERS = (b"chat_analytics_answer_cache_hits_total", b"chat_analytics_answer_cache_misses_total")
+# The answer cache's hits and misses, then the row cache's (api/row_cache.py).
+CACHE_COUNTERS = (
+    b"chat_analytics_answer_cache_hits_total",
+    b"chat_analytics_answer_cache_misses_total",
+    b"chat_analytics_row_cache_hits_total",
+    b"chat_analytics_row_cache_misses_total",
+)
 
 
-async def _cache_counts(host: str, port: int) -> tuple[int, int] | None:
-    """The server's answer-cache hits and misses so far (from /metrics); None when it does not say."""
+async def _cache_counts(host: str, port: int) -> tuple[int, ...] | None:
+    """The server's cache counters so far (`CACHE_COUNTERS`, from /metrics); None when it does not say."""
     try:
         reader, writer = await asyncio.open_connection(host, port)
         try:
@@ -168,7 +174,7 @@ async def _cache_counts(host: str, port: int) -> tuple[int, int] | None:
             found[name] = int(float(value))
     if len(found) != len(CACHE_COUNTERS):
         return None
-    return found[CACHE_COUNTERS[0]], found[CACHE_COUNTERS[1]]
+    return tuple(found[name] for name in CACHE_COUNTERS)
 
 
 def _own_cpu_s() -> float:
@@ -208,7 +214,7 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
         schedules = list(fixed_rate_schedules(start, float(offered), connections))
     server_pid = spec.get("server_pid")
     cpu: dict[str, float | None] = {}
-    cache: dict[str, tuple[int, int] | None] = {}
+    cache: dict[str, tuple[int, ...] | None] = {}
 
     async def note_cpu() -> None:
         await _at(measure_from)
@@ -231,9 +237,9 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
     before, after = cache.get("before"), cache.get("after")
     # Answers the server took from its snapshot cache while this endpoint was measured (requests in
     # flight at either end of the window may be counted in or out).
-    hits = misses = None
+    hits = misses = row_hits = row_misses = None
     if before is not None and after is not None:
-        hits, misses = after[0] - before[0], after[1] - before[1]
+        hits, misses, row_hits, row_misses = (a - b for a, b in zip(after, before, strict=True))
     # CLOCK_MONOTONIC is one clock for every process of the machine: the caller lines its own
     # observations (checkpoints) up with this window.
     shift = time.monotonic() - time.perf_counter()
@@ -251,6 +257,8 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
         "mean_response_bytes": round(sum(tally.sizes) / len(tally.sizes)) if tally.sizes else None,
         "cache_hits": hits,
         "cache_misses": misses,
+        "row_cache_hits": row_hits,
+        "row_cache_misses": row_misses,
         "server_cpu_cores": None if cpu.get("server") is None else round(cpu["server"] / float(spec["seconds"]), 2),
         "driver_cpu_cores": None if cpu.get("driver") is None else round(cpu["driver"] / float(spec["seconds"]), 2),
         **summary_ms(tally.latencies),

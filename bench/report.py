@@ -81,17 +81,22 @@ def _endpoint_rows(endpoints: list[dict[str, Any]]) -> list[str]:
         target = "" if e["target_p99_ms"] is None else f"< {e['target_p99_ms']:g} ms"
         server_cpu = "—" if e.get("server_cpu_cores") is None else f"{e['server_cpu_cores']:.2f}"
         mark = " †" if e.get("checkpoints") else ""
-        hits = e.get("cache_hits")
-        served = None if hits is None else hits + (e.get("cache_misses") or 0)
-        cached = "—" if not served else f"{hits / served:.0%}"
+        cached = _share(e.get("cache_hits"), e.get("cache_misses"))
+        rows_cached = _share(e.get("row_cache_hits"), e.get("row_cache_misses"))
         p50, p99 = _ms(e["p50_ms"]), _ms(e["p99_ms"])
         if e["p50_ms"] is None:
             p50, p99 = _none_finished(e)
         rows.append(
             f"| {e['name']} | {p50} | {p99}{mark} | {e['requests_per_s']:,.0f} "
-            f"| {e['errors']} | {server_cpu} | {cached} | {target} | {_met(e['met'])} |"
+            f"| {e['errors']} | {server_cpu} | {cached} | {rows_cached} | {target} | {_met(e['met'])} |"
         )
     return rows
+
+
+def _share(hits: int | None, misses: int | None) -> str:
+    """Hits as a share of hits and misses; — when none were counted."""
+    served = None if hits is None else hits + (misses or 0)
+    return "—" if not served else f"{hits / served:.0%}"
 
 
 def _none_finished(e: dict[str, Any]) -> tuple[str, str]:
@@ -105,8 +110,9 @@ def _none_finished(e: dict[str, Any]) -> tuple[str, str]:
 
 
 _HEADER = [
-    "| endpoint | p50 ms | p99 ms | req/s | errors | server CPU (cores) | cache hits | p99 target | met |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| endpoint | p50 ms | p99 ms | req/s | errors | server CPU (cores) | cache hits | rows from memory"
+    " | p99 target | met |",
+    "|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -183,7 +189,8 @@ def api_table(r: dict[str, Any]) -> list[str]:
     lines += [
         "Rows marked (miss) send an answer-cache key no earlier request sent (bench/api_latency.py,"
         " `miss_endpoints`): what a staff member sees right after a projector commit. cache hits: the share of"
-        " answers the server took from its snapshot cache while the row was measured.",
+        " answers the server took from its snapshot cache while the row was measured; rows from memory: the share"
+        " of the rows of list pages it took from its row cache (api/row_cache.py).",
     ]
     lines += whole_lists_table(r)
     every = [*r["endpoints"], *(fixed["endpoints"] if fixed else []), *(r.get("one_at_a_time") or [])]

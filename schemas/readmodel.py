@@ -130,8 +130,8 @@ DDL: tuple[str, ...] = (
         event_id UUID NOT NULL,
         source_partition INTEGER NOT NULL,
         source_offset BIGINT NOT NULL,
-        -- how many times the fold has updated the row since it was inserted (feedback, review, clicks):
-        -- with `uuid` and `event_id`, what the API's row cache keys a served row by (api/row_cache.py)
+        -- how many feedback, review and click events the fold has applied to the turn: with `uuid` and
+        -- `event_id`, what the API's row cache keys a served row by (api/row_cache.py)
         row_version INTEGER NOT NULL DEFAULT 0
     )
     """,
