@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import row_cache
 from api.row_cache import RowCache
-from api.snapshot_cache import SnapshotCache, snapshot_mark
+from api.snapshot_cache import SnapshotCache, snapshot_state
 from schemas.position import Position
 from serving.handle import ReadModelHandle
 
@@ -47,11 +47,12 @@ def _row_count(value: object) -> int:
 
 def _snapshot(
     cur: duckdb.DuckDBPyConnection, handle: ReadModelHandle, topic: str, minimum: Position | None
-) -> tuple[tuple[int, int], Position, bool]:
-    """The snapshot's mark, its read-model position, and whether that covers the client's `minimum`."""
-    mark, offsets = snapshot_mark(cur, handle.generation, topic)
+) -> tuple[tuple[int, int], Position, bool, int]:
+    """The snapshot's mark, its read-model position, whether that covers the client's `minimum`, and
+    its count of what removed turns (`snapshot_state`)."""
+    mark, offsets, forgets = snapshot_state(cur, handle.generation, topic)
     position = Position.of(handle.version, topic, offsets)
-    return mark, position, minimum is None or position.covers(minimum)
+    return mark, position, minimum is None or position.covers(minimum), forgets
 
 
 def _in_snapshot(
@@ -64,9 +65,8 @@ def _in_snapshot(
     rows: RowCache | None = None,
 ) -> Answer[T]:
     # A read lease for the whole unit of work: a blue/green switch waits for it to end, so the file
-    # cannot be swapped (or closed) under a request, and the next request reads the new file. The
-    # generation is read inside the lease, so it is the generation of the file the work reads.
-    with handle.reading() as cur, row_cache.serving(rows, handle.generation):
+    # cannot be swapped (or closed) under a request, and the next request reads the new file.
+    with handle.reading() as cur:
         # What this process saw of the projector's commits: a hint of whether the answer remembered for
         # `key` can still be current. It only picks which of two exact paths to take (the mark decides).
         commits = handle.positions.commits
@@ -77,7 +77,7 @@ def _in_snapshot(
             # query that costs far more, where a BEGIN and a ROLLBACK on every hit slow the common case.
             # A question never remembered, or remembered before a commit this process saw, goes to the
             # transaction straight away: its mark outside would be a statement read for nothing.
-            mark, position, reached = _snapshot(cur, handle, topic, minimum)
+            mark, position, reached, _forgets = _snapshot(cur, handle, topic, minimum)
             if not reached:
                 return Answer(None, position, reached=False)
             found, value = cache.get(mark, key)
@@ -87,15 +87,19 @@ def _in_snapshot(
         # answer computed in it belongs to the mark read in it.
         cur.execute("BEGIN TRANSACTION")
         try:
-            mark, position, reached = _snapshot(cur, handle, topic, minimum)
+            mark, position, reached, forgets = _snapshot(cur, handle, topic, minimum)
             if not reached:
                 return Answer(None, position, reached=False)
+            # The rows of this file's generation (read inside the lease), as of this snapshot's removals.
+            serving = row_cache.serving(rows, handle.generation, forgets)
             if cache is None:
-                return Answer(work(cur), position)
+                with serving:
+                    return Answer(work(cur), position)
             found, value = cache.claim(mark, key, commits)
             if not found:
                 try:
-                    value = work(cur)
+                    with serving:
+                        value = work(cur)
                     cache.put(mark, key, value, rows=_row_count(value), commits=commits)
                 finally:
                     cache.release(mark, key)

@@ -3,7 +3,7 @@
 A page of a list is read in two steps (`api.queries`): the page's keys in order, then its rows by key.
 Reading the rows is most of a page's cost when its answer is not remembered (`api.snapshot_cache` drops
 every answer at each commit): each row is decompressed out of the column segments of the file
-(bench/README.md, "Measured and not taken: what a live batch's statements cost"). Yet the rows of a page
+(bench/README.md, "Rows of list pages that outlive commits"). Yet the rows of a page
 seldom change from one commit to the next: a commit adds turns and updates a few. So the first step also
 reads, for each key, the turn's `event_id` and `row_version` (the fold adds to it the number of feedback,
 review and click events it applies to the turn), and a row read earlier under the same uuid, event id and
@@ -11,15 +11,18 @@ version in the same served file is the same row, in whatever snapshot: only the 
 
 The key is exact without any invalidation: a row updated since it was read has another version, a turn
 erased and recorded again would have another event id, and a file swapped in by a blue/green switch has
-another generation. A row that can no longer be reached (erased, purged, or of a file no longer served)
-is never served again and leaves with the least recently used ones; at most `MAX_ROWS` are kept.
+another generation. A removed turn (erased, purged) is never among a page's keys again, so its row would
+never be served; it is not kept in memory either: the first request that sees a snapshot with more
+erasures or removing purges than the cache knows of (`api.snapshot_cache.snapshot_state`) empties the
+cache, and a request still reading an older snapshot adds no row to it. At most `MAX_ROWS` are kept,
+the least recently used leaving first.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -38,6 +41,8 @@ class RowCache:
         self._lock = threading.Lock()
         self._rows: OrderedDict[tuple[int, str, str, int], tuple[Any, ...]] = OrderedDict()
         self._max = max_rows
+        # The newest (generation, removals) a request has read: rows are added only as of it.
+        self._newest = (-1, -1)
         # Rows served from memory and rows read, for /metrics.
         self.hits = 0
         self.misses = 0
@@ -55,6 +60,16 @@ class RowCache:
             self.misses += len(keys) - len(found)
         return found
 
+    def seen(self, generation: int, forgets: int) -> bool:
+        """Notes a snapshot of `generation` holding `forgets` removals (`snapshot_state`): a newer one
+        than any before empties the cache (removed turns leave memory). Whether rows read in that
+        snapshot may be added: not when a newer one was seen (they may hold turns removed since)."""
+        with self._lock:
+            if (generation, forgets) > self._newest:
+                self._rows.clear()
+                self._newest = (generation, forgets)
+            return (generation, forgets) == self._newest
+
     def put_many(self, generation: int, rows: dict[RowKey, tuple[Any, ...]]) -> None:
         with self._lock:
             for key, row in rows.items():
@@ -67,22 +82,24 @@ class RowCache:
         return len(self._rows)
 
 
-# The cache and file generation of the request being answered, set by `api.readers` around the work of
-# one read lease: the queries take rows from it when it is set, and read every row when it is not.
-_CURRENT: ContextVar[tuple[RowCache, int] | None] = ContextVar("row_cache", default=None)
+# The cache of the request being answered, the generation of the file it reads and whether rows it reads
+# may be added (`RowCache.seen`), set by `api.readers` around the work of one read transaction: the
+# queries take rows from it when it is set, and read every row when it is not.
+_CURRENT: ContextVar[tuple[RowCache, int, bool] | None] = ContextVar("row_cache", default=None)
 
 
 @contextmanager
-def serving(cache: RowCache | None, generation: int) -> Iterator[None]:
-    """Within the block, `rows` reads through `cache` for the file of `generation`."""
-    token = _CURRENT.set((cache, generation) if cache is not None else None)
+def serving(cache: RowCache | None, generation: int, forgets: int) -> Iterator[None]:
+    """Within the block, `rows` reads through `cache` for a snapshot of the file of `generation` that
+    holds `forgets` removals (`api.snapshot_cache.snapshot_state`)."""
+    token = _CURRENT.set((cache, generation, cache.seen(generation, forgets)) if cache is not None else None)
     try:
         yield
     finally:
         _CURRENT.reset(token)
 
 
-def rows(keys: Sequence[RowKey], read: Any) -> list[tuple[Any, ...]]:
+def rows(keys: Sequence[RowKey], read: Callable[[list[str]], Iterable[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
     """The rows of `keys`, in their order: remembered ones from the current cache, the others from
     `read(uuids)` (rows whose first column is the uuid, in any order), which are then remembered."""
     current = _CURRENT.get()
@@ -91,7 +108,7 @@ def rows(keys: Sequence[RowKey], read: Any) -> list[tuple[Any, ...]]:
     if missing:
         by_uuid = {row[0]: row for row in read([uuid for uuid, _event, _version in missing])}
         fresh = {key: by_uuid[key[0]] for key in missing}
-        if current is not None:
+        if current is not None and current[2]:
             current[0].put_many(current[1], fresh)
         found.update(fresh)
     return [found[key] for key in keys]

@@ -22,12 +22,18 @@ from typing import Any
 
 import duckdb
 
+from schemas.events import ERASURE_REQUESTED
+
 # Raw values rather than sums in SQL: DuckDB plans this faster, and only their total matters. The
 # offsets' topic and partition come along: the same statement gives the answer's read-model position.
+# The applied counts and the purges come with their names (partition NULL), so that the requests can tell
+# when turns were removed (`forgets`).
 MARK_SQL = (
-    "SELECT topic, partition, next_offset FROM offsets UNION ALL SELECT NULL, NULL, events FROM applied_counts"
-    " UNION ALL SELECT NULL, NULL, CAST(value AS BIGINT) FROM meta WHERE key = 'retention_purges'"
+    "SELECT topic, partition, next_offset FROM offsets UNION ALL SELECT type, NULL, events FROM applied_counts"
+    " UNION ALL SELECT key, NULL, CAST(value AS BIGINT) FROM meta WHERE key = 'retention_purges'"
 )
+# What removes turns: erasures (an applied event type) and the retention purges that removed any.
+_FORGETTING = frozenset({ERASURE_REQUESTED, "retention_purges"})
 MAX_ENTRIES = 256
 # A whole transcript can be long: answers with more rows than this are not kept (memory stays small).
 MAX_ROWS = 1000
@@ -37,13 +43,25 @@ def snapshot_mark(
     cur: duckdb.DuckDBPyConnection, generation: int, topic: str
 ) -> tuple[tuple[int, int], dict[int, int]]:
     """The snapshot mark, and the offsets of `topic` (next offset by partition) in the same snapshot."""
-    total = 0
+    mark, offsets, _forgets = snapshot_state(cur, generation, topic)
+    return mark, offsets
+
+
+def snapshot_state(
+    cur: duckdb.DuckDBPyConnection, generation: int, topic: str
+) -> tuple[tuple[int, int], dict[int, int], int]:
+    """`snapshot_mark`, and how many erasures and removing purges the snapshot holds (`forgets`: it
+    grows whenever turns were removed)."""
+    total = forgets = 0
     offsets: dict[int, int] = {}
-    for row_topic, partition, value in cur.execute(MARK_SQL).fetchall():
+    for name, partition, value in cur.execute(MARK_SQL).fetchall():
         total += int(value)
-        if row_topic == topic:
-            offsets[int(partition)] = int(value)
-    return (generation, total), offsets
+        if partition is not None:
+            if name == topic:
+                offsets[int(partition)] = int(value)
+        elif name in _FORGETTING:
+            forgets += int(value)
+    return (generation, total), offsets, forgets
 
 
 class SnapshotCache:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from api.row_cache import RowCache
+from api.row_cache import RowCache, rows, serving
 from projector.fold import apply_batch
 from schemas.readmodel import connect
 from serving.handle import ReadModelHandle
@@ -85,8 +85,11 @@ def test_an_erased_turn_never_comes_back_from_memory(tmp_path: Path) -> None:
     apply_batch(con, to_records([before]))
     client = make_client(ReadModelHandle(con, tmp_path / "rm.duckdb"))
     assert [row["user_input"] for row in _page(client)] == ["the words that were erased"]
+    cache = client.app.state.context.rows
+    assert len(cache) == 1
     apply_batch(con, to_records([erasure(session_id="s1", at=AT + timedelta(minutes=1))], start=1))
     assert _page(client) == []
+    assert len(cache) == 0  # the first request after the erasure emptied the cache: not even in memory
     # The same interaction recorded again after the erasure, under another event: whatever the fold
     # makes of it, the page is what the tables hold, never the row served before the erasure.
     again = turn(
@@ -95,6 +98,29 @@ def test_an_erased_turn_never_comes_back_from_memory(tmp_path: Path) -> None:
     apply_batch(con, to_records([again], start=2))
     assert _page(client) == _whole(client)
     assert "the words that were erased" not in client.get(f"{PREFIX}/?page_size=10", headers=AUTH).text
+
+
+def test_rows_read_in_a_snapshot_older_than_a_removal_are_not_kept() -> None:
+    cache = RowCache()
+    key = ("a", "e1", 0)
+    assert cache.seen(0, 0)
+    cache.put_many(0, {key: ("a",)})
+    assert cache.seen(0, 1)  # an erasure: the cache is emptied
+    assert cache.get_many(0, [key]) == {}
+    assert not cache.seen(0, 0)  # a request still in the snapshot before it may not add rows
+    assert cache.seen(1, 0)  # a new file (blue/green switch): emptied again, its rows may be added
+
+
+def test_a_page_read_in_a_snapshot_older_than_a_removal_adds_no_row() -> None:
+    cache, key = RowCache(), ("a", "e1", 0)
+    with serving(cache, 0, 1):  # a request has seen an erasure
+        pass
+    with serving(cache, 0, 0):  # one that began before it still reads the erased turn
+        assert rows([key], lambda uuids: [("a",)]) == [("a",)]
+    assert len(cache) == 0
+    with serving(cache, 0, 1):
+        rows([key], lambda uuids: [("a",)])
+    assert len(cache) == 1
 
 
 def test_the_cache_keeps_the_most_recently_used_rows_up_to_its_size() -> None:
