@@ -242,22 +242,14 @@ def freshness_lines(status: Mapping[str, Any] | None) -> Iterable[str]:
         yield f"chat_analytics_projector_newest_event_timestamp_seconds {stamp!r}"
 
 
-def answer_cache_lines(hits: int, misses: int) -> Iterable[str]:
-    yield "# HELP chat_analytics_answer_cache_hits_total Answers served from the snapshot cache (docs/api.md)."
-    yield "# TYPE chat_analytics_answer_cache_hits_total counter"
-    yield f"chat_analytics_answer_cache_hits_total {hits}"
-    yield "# HELP chat_analytics_answer_cache_misses_total Answers computed from the read model."
-    yield "# TYPE chat_analytics_answer_cache_misses_total counter"
-    yield f"chat_analytics_answer_cache_misses_total {misses}"
-
-
-def row_cache_lines(hits: int, misses: int) -> Iterable[str]:
-    yield "# HELP chat_analytics_row_cache_hits_total Rows of list pages served from the row cache (docs/api.md)."
-    yield "# TYPE chat_analytics_row_cache_hits_total counter"
-    yield f"chat_analytics_row_cache_hits_total {hits}"
-    yield "# HELP chat_analytics_row_cache_misses_total Rows of list pages read from the read model."
-    yield "# TYPE chat_analytics_row_cache_misses_total counter"
-    yield f"chat_analytics_row_cache_misses_total {misses}"
+def cache_lines(cache: str, hit: str, missed: str, hits: int, misses: int) -> Iterable[str]:
+    """The two counters of one of the API's caches: `chat_analytics_{cache}_hits_total` and `_misses_total`,
+    described by `hit` and `missed`."""
+    for kind, text, value in (("hits", hit, hits), ("misses", missed, misses)):
+        name = f"chat_analytics_{cache}_{kind}_total"
+        yield f"# HELP {name} {text}"
+        yield f"# TYPE {name} counter"
+        yield f"{name} {value}"
 
 
 def render(
@@ -272,8 +264,18 @@ def render(
     status = status_provider() if status_provider is not None else None
     lines = [
         *metrics.lines(),
-        *answer_cache_lines(*cache_counts),
-        *row_cache_lines(*row_counts),
+        *cache_lines(
+            "answer_cache",
+            "Answers served from the snapshot cache (docs/api.md).",
+            "Answers computed from the read model.",
+            *cache_counts,
+        ),
+        *cache_lines(
+            "row_cache",
+            "Rows of list pages served from the row cache (docs/api.md).",
+            "Rows of list pages read from the read model.",
+            *row_counts,
+        ),
         *projector_lines(status),
         *freshness_lines(status),
         *health_lines(disk, failed),
