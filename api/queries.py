@@ -161,12 +161,7 @@ def _page_rows(
 ) -> list[tuple[Any, ...]]:
     """The selected rows of one page, in order: the page's keys first, then the rows the row cache does
     not hold for those keys by key (`interactions_sql.select_page_keys`), both in the request's snapshot."""
-    keys = [
-        (uuid, event_id, int(version))
-        for uuid, event_id, version in cur.execute(
-            sql.select_page_keys(condition, order), [*params, limit, offset]
-        ).fetchall()
-    ]
+    keys = cur.execute(sql.select_page_keys(condition, order), [*params, limit, offset]).fetchall()
     return row_cache.rows(keys, lambda uuids: cur.execute(sql.SELECT_BY_KEYS, [uuids]).fetchall())
 
 

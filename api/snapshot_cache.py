@@ -39,19 +39,11 @@ MAX_ENTRIES = 256
 MAX_ROWS = 1000
 
 
-def snapshot_mark(
-    cur: duckdb.DuckDBPyConnection, generation: int, topic: str
-) -> tuple[tuple[int, int], dict[int, int]]:
-    """The snapshot mark, and the offsets of `topic` (next offset by partition) in the same snapshot."""
-    mark, offsets, _forgets = snapshot_state(cur, generation, topic)
-    return mark, offsets
-
-
 def snapshot_state(
     cur: duckdb.DuckDBPyConnection, generation: int, topic: str
 ) -> tuple[tuple[int, int], dict[int, int], int]:
-    """`snapshot_mark`, and how many erasures and removing purges the snapshot holds (`forgets`: it
-    grows whenever turns were removed)."""
+    """The snapshot mark, the offsets of `topic` (next offset by partition) in the same snapshot, and how
+    many erasures and removing purges the snapshot holds (`forgets`: it grows whenever turns were removed)."""
     total = forgets = 0
     offsets: dict[int, int] = {}
     for name, partition, value in cur.execute(MARK_SQL).fetchall():

@@ -23,7 +23,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from api.params import POSITION_HEADER
-from api.snapshot_cache import snapshot_mark
+from api.snapshot_cache import snapshot_state
 from schemas.position import Position
 from serving.handle import ReadModelHandle
 
@@ -110,7 +110,7 @@ class RowStream:
         self._stack.callback(cur.execute, "ROLLBACK")
         try:
             # The stream's own position: the snapshot its count and rows are read from.
-            _mark, offsets = snapshot_mark(cur, handle.generation, topic)
+            _mark, offsets, _forgets = snapshot_state(cur, handle.generation, topic)
             self.position = Position.of(handle.version, topic, offsets)
             if rows.count is not None:
                 self.total = rows.count(cur)

@@ -948,17 +948,12 @@ FROM new_turns
 # cache keys its served rows by (api/row_cache.py): a row read before an update is then never served
 # after it. Counted per event, not per statement, so that the column is the same however the log was
 # batched (a clean replay reaches the same table).
+_ADD_APPLIED = "row_version = interactions.row_version + s.applied"  # `dependents.latest_of_each_turn`
 _UPDATE_FEEDBACK = feedback_records.update_sql(
-    "interactions",
-    "new_feedback",
-    feedback_records.FEEDBACK_SETS,
-    also="row_version = interactions.row_version + s.applied",
+    "interactions", "new_feedback", feedback_records.FEEDBACK_SETS, also=_ADD_APPLIED
 )
 _UPDATE_REVIEWS = feedback_records.update_sql(
-    "interactions",
-    "new_reviews",
-    feedback_records.REVIEW_SETS,
-    also="row_version = interactions.row_version + s.applied",
+    "interactions", "new_reviews", feedback_records.REVIEW_SETS, also=_ADD_APPLIED
 )
 
 _INSERT_CLICKS = """

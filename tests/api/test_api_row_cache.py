@@ -12,7 +12,7 @@ from api.row_cache import RowCache, rows, serving
 from projector.fold import apply_batch
 from schemas.readmodel import connect
 from serving.handle import ReadModelHandle
-from tests.support.api_data import AUTH, make_client
+from tests.support.api_data import AUTH, counters, make_client
 from tests.support.events import click, erasure, feedback, review, to_records, turn
 
 PREFIX = "/api/anonymous-chat-interactions"
@@ -20,9 +20,8 @@ AT = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
 OFFERING = "7f1c2a9e-5d1b-4c8e-9a3f-2b6d8e4f1a0c"
 
 
-def _row_counts(client: Any) -> tuple[int, int]:
-    lines = dict(line.split(" ", 1) for line in client.get("/metrics").text.splitlines() if line.startswith("chat_"))
-    return int(lines["chat_analytics_row_cache_hits_total"]), int(lines["chat_analytics_row_cache_misses_total"])
+def _row_counts(client: Any) -> tuple[int, ...]:
+    return counters(client, "chat_analytics_row_cache_hits_total", "chat_analytics_row_cache_misses_total")
 
 
 def _page(client: Any) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from api.snapshot_cache import SnapshotCache
 from projector.fold import apply_batch
 from schemas.readmodel import connect
 from serving.handle import ReadModelHandle
-from tests.support.api_data import AUTH, make_client
+from tests.support.api_data import AUTH, counters, make_client
 from tests.support.events import feedback, to_records, turn
 
 PREFIX = "/api/anonymous-chat-interactions"
@@ -74,13 +74,8 @@ def test_a_failed_computation_lets_the_next_caller_compute() -> None:
     assert answers == [(False, None)]
 
 
-def _cache_counts(client: Any) -> tuple[int, int]:
-    lines = dict(
-        line.split(" ", 1)
-        for line in client.get("/metrics").text.splitlines()
-        if line.startswith("chat_analytics_answer")
-    )
-    return int(lines["chat_analytics_answer_cache_hits_total"]), int(lines["chat_analytics_answer_cache_misses_total"])
+def _cache_counts(client: Any) -> tuple[int, ...]:
+    return counters(client, "chat_analytics_answer_cache_hits_total", "chat_analytics_answer_cache_misses_total")
 
 
 def test_metrics_count_the_answers_served_from_the_cache_and_those_computed(tmp_path: Path) -> None:

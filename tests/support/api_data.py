@@ -201,6 +201,12 @@ def make_client(handle: ReadModelHandle, *, clock: Callable[[], datetime] = lamb
     return TestClient(app, base_url="http://testserver")
 
 
+def counters(client: TestClient, *names: str) -> tuple[int, ...]:
+    """The values of these counters of `GET /metrics`, in that order."""
+    lines = dict(line.split(" ", 1) for line in client.get("/metrics").text.splitlines() if not line.startswith("#"))
+    return tuple(int(float(lines[name])) for name in names)
+
+
 def uuids(response: Any) -> list[str]:
     """The turns of a list response, by their names in the table above (t1..t7)."""
     names = {v: k for k, v in T.items()}
