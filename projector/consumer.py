@@ -22,6 +22,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from broker.clients import made
+from projector import wire
 from projector.records import Record
 from projector.source import TopicSource
 
@@ -58,6 +59,8 @@ class TopicReader:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             bootstrap_timeout_ms=10_000,  # report an unreachable broker in status soon; the loop retries
         )
+        # Records decoded straight from the fetched bytes (`projector.wire`), when this kafka-python allows it.
+        self._decoded = wire.install(self._consumer)
         self.partitions: list[TopicPartition] = []
 
     # -- assignment -----------------------------------------------------------------------------------
@@ -116,6 +119,8 @@ class TopicReader:
     def poll_once(self, timeout_ms: int, max_records: int) -> list[Record]:
         """One poll: what is fetched already, else what arrives within `timeout_ms`, in log order per partition."""
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if self._decoded:
+            return [r for records in polled.values() for r in records]
         return [
             Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp if m.timestamp >= 0 else None)
             for tp, messages in polled.items()

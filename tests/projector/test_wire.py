@@ -1,0 +1,188 @@
+"""`projector.wire` against kafka-python's own decoding: the same records from the same bytes, on generated
+batches and on a real broker's fetches (plain, compressed, transactional, LogAppendTime), and a clear
+error, never wrong records, from damaged bytes."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kafka import KafkaProducer
+from kafka.errors import CorruptRecordError
+from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+
+from projector.consumer import TopicReader
+from projector.records import Record
+from projector.source import TopicSource
+from projector.wire import HEADER_SIZE, decode_batch
+from tests.support.kafka import read_topic
+
+_ATTRIBUTES_AT, _MAX_TIMESTAMP_AT = 21, 35  # byte positions in the batch header
+_LOG_APPEND_TIME = 0x08
+
+payloads = st.one_of(st.none(), st.binary(max_size=40), st.binary(min_size=120, max_size=20_000))
+headers = st.lists(st.tuples(st.text(max_size=12), st.one_of(st.none(), st.binary(max_size=30))), max_size=3)
+records = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=3_000),  # offset gap: deltas of one to several varint bytes
+        st.integers(min_value=-(2**40), max_value=2**40),  # timestamp delta, either side of the first
+        payloads,
+        payloads,
+        headers,
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def _batch(base_offset: int, base_time: int, spec: list[Any]) -> bytes:
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=False, producer_id=-1, producer_epoch=-1,
+        base_sequence=-1, batch_size=1 << 30,
+    )  # fmt: skip
+    offset = 0
+    for gap, delta, key, value, hdrs in spec:
+        builder.append(offset, max(0, base_time + delta), key, value, hdrs)
+        offset += 1 + gap
+    return bytes(_with_base_offset(builder.build(), base_offset))
+
+
+def _with_base_offset(buffer: bytearray, base_offset: int) -> bytearray:
+    struct.pack_into(">q", buffer, 0, base_offset)
+    return buffer
+
+
+def _kafka_python(topic: str, partition: int, buffer: bytes) -> list[Record]:
+    """The records as kafka-python decodes them, as `TopicReader` hands them on."""
+    return [
+        Record(topic, partition, r.offset, r.key, r.value, r.timestamp if r.timestamp >= 0 else None)
+        for r in DefaultRecordBatch(buffer)
+    ]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    base_offset=st.integers(min_value=0, max_value=2**50),
+    base_time=st.integers(min_value=0, max_value=2**42),
+    spec=records,
+    log_append=st.booleans(),
+)
+def test_decoding_gives_the_records_kafka_python_gives(
+    base_offset: int, base_time: int, spec: list[Any], log_append: bool
+) -> None:
+    buffer = bytearray(_batch(base_offset, base_time, spec))
+    if log_append:  # what a topic with message.timestamp.type=LogAppendTime stores: the broker's time for all
+        (attributes,) = struct.unpack_from(">h", buffer, _ATTRIBUTES_AT)
+        struct.pack_into(">h", buffer, _ATTRIBUTES_AT, attributes | _LOG_APPEND_TIME)
+        struct.pack_into(">q", buffer, _MAX_TIMESTAMP_AT, base_time + 77)
+    ours = decode_batch("t", 4, bytes(buffer))
+    assert ours == _kafka_python("t", 4, bytes(buffer))
+    assert len(ours) == len(spec)
+    if log_append:
+        assert {r.timestamp_ms for r in ours} == {base_time + 77}
+
+
+@settings(max_examples=150, deadline=None)
+@given(spec=records, data=st.data())
+def test_a_damaged_batch_is_an_error_not_other_records(spec: list[Any], data: st.DataObject) -> None:
+    whole = _batch(100, 1_700_000_000_000, spec)
+    cut = data.draw(st.integers(min_value=0, max_value=len(whole) - 1), label="cut")
+    with pytest.raises(CorruptRecordError):
+        decode_batch("t", 0, whole[:cut])
+    with pytest.raises(CorruptRecordError):
+        decode_batch("t", 0, whole + b"\x00")
+    # The first record one byte longer than its fields (a one-byte zigzag length: +2 is +1 byte).
+    damaged = bytearray(whole)
+    if damaged[HEADER_SIZE] < 0x7E:
+        damaged[HEADER_SIZE] += 2
+        with pytest.raises(CorruptRecordError):
+            decode_batch("t", 0, bytes(damaged))
+
+
+def test_other_batches_are_refused_by_the_decoder() -> None:
+    compressed = bytearray(_batch(0, 0, [(0, 0, b"k", b"v", [])]))
+    struct.pack_into(">h", compressed, _ATTRIBUTES_AT, 1)  # gzip
+    with pytest.raises(ValueError, match="uncompressed"):
+        decode_batch("t", 0, bytes(compressed))
+
+
+def _reader_records(bootstrap_servers: str, topic: str) -> list[Record]:
+    reader = TopicReader(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=500))
+    try:
+        assert reader._decoded, "this kafka-python took no decoder: the fast path is not exercised"
+        reader.assign({}, reader.partition_ids())
+        ends = reader.end_offsets()
+        out: list[Record] = []
+        read = dict.fromkeys(ends, 0)
+        for _ in range(200):
+            if all(read[p] >= end for p, end in ends.items()):
+                break
+            for r in reader.read_batch():
+                out.append(r)
+                read[r.partition] = r.offset + 1
+        return sorted(out, key=lambda r: (r.partition, r.offset))
+    finally:
+        reader.close()
+
+
+def _plain_consumer_records(bootstrap_servers: str, topic: str) -> list[Record]:
+    return [
+        Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp if r.timestamp >= 0 else None)
+        for r in read_topic(bootstrap_servers, topic)
+    ]
+
+
+def _produce(bootstrap_servers: str, topic: str, **config: Any) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20, **config)
+    try:
+        for i in range(300):
+            key = None if i % 7 == 0 else f"k{i}".encode()
+            value = None if key is not None and i % 50 == 3 else (b"x" * (i * 37 % 9_000)) + f"-{i}".encode()
+            hdrs = [("h", b"1"), ("e", b"")] if i % 11 == 0 else []
+            producer.send(topic, key=key, value=value, headers=hdrs, partition=i % 3)
+        producer.flush(60)
+    finally:
+        producer.close()
+
+
+def test_a_reader_reads_what_a_plain_consumer_reads(bootstrap_servers: str, topic: str) -> None:
+    _produce(bootstrap_servers, topic)  # plain batches, decoded by projector.wire
+    _produce(bootstrap_servers, topic, compression_type="gzip")  # through kafka-python's records
+    ours = _reader_records(bootstrap_servers, topic)
+    assert len(ours) == 600
+    assert ours == _plain_consumer_records(bootstrap_servers, topic)
+
+
+def test_transaction_markers_are_skipped_as_kafka_python_skips_them(bootstrap_servers: str, topic: str) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, transactional_id=f"wire-{topic}")
+    try:
+        producer.init_transactions()
+        for commit in (True, False, True):
+            producer.begin_transaction()
+            for i in range(20):
+                producer.send(topic, key=f"k{i}".encode(), value=f"v{i}-{commit}".encode(), partition=i % 3)
+            producer.flush(60)  # in the log before the marker, also when aborted
+            producer.commit_transaction() if commit else producer.abort_transaction()
+    finally:
+        producer.close()
+    ours = _reader_records(bootstrap_servers, topic)
+    # read_uncommitted, as both read: the aborted records too, never the markers (offsets with gaps)
+    assert len(ours) == 60
+    assert ours == _plain_consumer_records(bootstrap_servers, topic)
+
+
+def test_log_append_time_topics_give_the_brokers_time(bootstrap_servers: str, kafka_admin: Any) -> None:
+    name = f"test-wire-log-append-{id(kafka_admin):x}"
+    kafka_admin.create_topics(
+        {name: {"num_partitions": 3, "configs": {"message.timestamp.type": "LogAppendTime"}}}, wait_for_metadata=True
+    )
+    try:
+        _produce(bootstrap_servers, name)
+        ours = _reader_records(bootstrap_servers, name)
+        assert len(ours) == 300
+        assert ours == _plain_consumer_records(bootstrap_servers, name)
+    finally:
+        kafka_admin.delete_topics([name], raise_errors=False)
