@@ -23,6 +23,7 @@ from typing import Any
 
 from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError
+from kafka.record.default_records import DefaultRecordBatch
 
 from projector.records import Record
 
@@ -210,11 +211,13 @@ class FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
                         continue
                 if batch.magic == 2 and is_plain(batch.attributes):
                     decoded = decode_batch(topic, partition, bytes(batch._buffer))
-                    if decoded:
-                        self.records_read += len(decoded)
-                        self.bytes_read += batch.size_in_bytes
-                        self.next_fetch_offset = decoded[-1].offset + 1
-                    yield from decoded
+                    self.records_read += len(decoded)
+                    self.bytes_read += batch.size_in_bytes
+                    # Record by record, as kafka-python: a poll that takes part of the batch leaves the
+                    # consumer's position right after the last record it returned.
+                    for record in decoded:
+                        self.next_fetch_offset = record.offset + 1
+                        yield record
                 else:
                     for record in batch:
                         if self.check_crcs and not record.validate_crc():
@@ -246,6 +249,8 @@ def install(consumer: Any) -> bool:
     by `FastPartitionRecords`; False, changing nothing, when this kafka-python has no such hook."""
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is None or not hasattr(fetcher, "PartitionRecords"):
+        return False
+    if "_buffer" not in getattr(DefaultRecordBatch, "__slots__", ()):  # where a batch keeps its bytes
         return False
     if consumer.config.get("key_deserializer") or consumer.config.get("value_deserializer"):
         return False

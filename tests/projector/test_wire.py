@@ -135,14 +135,14 @@ def _plain_consumer_records(bootstrap_servers: str, topic: str) -> list[Record]:
     ]
 
 
-def _produce(bootstrap_servers: str, topic: str, **config: Any) -> None:
+def _produce(bootstrap_servers: str, topic: str, partitions: int = 3, **config: Any) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20, **config)
     try:
         for i in range(300):
             key = None if i % 7 == 0 else f"k{i}".encode()
             value = None if key is not None and i % 50 == 3 else (b"x" * (i * 37 % 9_000)) + f"-{i}".encode()
             hdrs = [("h", b"1"), ("e", b"")] if i % 11 == 0 else []
-            producer.send(topic, key=key, value=value, headers=hdrs, partition=i % 3)
+            producer.send(topic, key=key, value=value, headers=hdrs, partition=i % partitions)
         producer.flush(60)
     finally:
         producer.close()
@@ -186,3 +186,24 @@ def test_log_append_time_topics_give_the_brokers_time(bootstrap_servers: str, ka
         assert ours == _plain_consumer_records(bootstrap_servers, name)
     finally:
         kafka_admin.delete_topics([name], raise_errors=False)
+
+
+@pytest.mark.partitions(1)
+def test_a_poll_that_takes_part_of_a_batch_leaves_the_position_after_its_last_record(
+    bootstrap_servers: str, topic: str
+) -> None:
+    _produce(bootstrap_servers, topic, partitions=1)  # batches of many records each (linger)
+    reader = TopicReader(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=500))
+    try:
+        reader.assign({}, [0])
+        taken: list[Record] = []
+        for _ in range(400):
+            polled = reader.poll_once(500, 7)
+            taken.extend(polled)
+            if polled:
+                assert reader._consumer.position(reader.partitions[0]) == polled[-1].offset + 1
+            if len(taken) >= 300:
+                break
+        assert [r.offset for r in taken] == list(range(300))
+    finally:
+        reader.close()
