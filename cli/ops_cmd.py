@@ -180,7 +180,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 def _rebuild_offline(args: argparse.Namespace) -> int:
     from cli.progress import Reporter
-    from projector import forget
+    from projector import conversations, forget
     from projector.rebuild import (
         CATCH_UP_BATCH_SIZE,
         FileNotEmpty,
@@ -191,6 +191,7 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
         fold_to,
         log_bounds,
         prepare_target,
+        settle_conversations,
     )
     from projector.source import TopicSource
     from schemas.readmodel import connect, stored_offsets
@@ -232,6 +233,7 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
     retention_days = Settings.from_env().retention_days
     # Before the first record, so what is older than the horizon is dropped as it arrives (docs/privacy.md).
     forget.set_watermark(con, forget.horizon(retention_days))
+    conversations.defer(con)  # computed once at the end (projector/conversations.py)
     started = time.monotonic()
     try:
         with Reporter(lambda: {**progress.as_json(), "phase": None}):
@@ -249,6 +251,7 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
             purged = forget.purge(con, retention_days)
             if purged.turns:
                 print(f"retention ({retention_days} days): purged {purged.as_json()}", file=sys.stderr)
+            settle_conversations(con)
     finally:
         checkpoint_and_close(con)
         signal.signal(signal.SIGINT, previous)

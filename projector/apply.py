@@ -285,6 +285,7 @@ class _Fold:
         # erased turns among the uuids this batch names, and what this batch drops for them.
         self.watermark: date | None = None
         self.has_pending = True  # whether `pending_events` holds any row (`_load_privacy` knows)
+        self.conversations_deferred = False  # whether the batch leaves `conversations` alone (the same)
         self.has_erasures = False
         self._erasure_list: list[forget.Erasure] | None = None
         self.tombstones: set[str] = set()
@@ -320,7 +321,8 @@ class _Fold:
         self._insert_dead_letters()
         self._record_dropped()
         aggregates.refresh(self.con, sessions=self.sessions, deltas=self.deltas)
-        conversations.refresh(self.con, self.sessions | self.conversations)
+        if not self.conversations_deferred:
+            conversations.refresh(self.con, self.sessions | self.conversations)
         # After the batch's own rows are in, so that an erasure also covers turns of this batch that
         # came after it in the log: what it removes depends on time and key, never on arrival order.
         self._apply_erasures([e for e in events if e.type == ERASURE])
@@ -617,10 +619,11 @@ class _Fold:
     def _load_privacy(self, named: pa.Array) -> None:
         # Whether any event waits for its turn comes with the same statement: a catch-up batch's
         # thousands of new turns are then not looked for in an empty `pending_events`.
-        ((erasures, mark, self.has_pending),) = self.con.execute(
+        # So does whether the file's conversations are deferred (a rebuild's: `conversations.defer`).
+        ((erasures, mark, self.has_pending, self.conversations_deferred),) = self.con.execute(
             "SELECT (SELECT count(*) FROM erasures), (SELECT value FROM meta WHERE key = ?),"
-            " EXISTS (SELECT 1 FROM pending_events)",
-            [forget.WATERMARK_KEY],
+            " EXISTS (SELECT 1 FROM pending_events), EXISTS (SELECT 1 FROM meta WHERE key = ?)",
+            [forget.WATERMARK_KEY, conversations.DEFERRED_KEY],
         ).fetchall()
         self.watermark = date.fromisoformat(mark) if mark else None
         self.has_erasures = bool(erasures)

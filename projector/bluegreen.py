@@ -35,7 +35,7 @@ from typing import Any
 
 import duckdb
 
-from projector import deadletters, forget
+from projector import conversations, deadletters, forget
 from projector.rebuild import (
     CATCH_UP_BATCH_SIZE,
     LogBounds,
@@ -45,6 +45,7 @@ from projector.rebuild import (
     fold_to,
     log_bounds,
     prepare_target,
+    settle_conversations,
 )
 from projector.service import ProjectorService
 from projector.source import TopicSource
@@ -330,6 +331,13 @@ class LiveProjection:
             if self.retention_days is not None:
                 # Before the first record: what is older than the horizon is dropped as it arrives.
                 forget.set_watermark(new_con, forget.horizon(self.retention_days))
+            conversations.defer(new_con)  # computed once, before the switch (projector/conversations.py)
+            self._catch_up(new_con)
+            if self._stop():
+                raise InterruptedError("the server is stopping")
+            # While the current file is still served and followed; then the records that came meanwhile.
+            self._set(phase="computing the conversations")
+            settle_conversations(new_con)
             self._catch_up(new_con)
             if self._stop():
                 raise InterruptedError("the server is stopping")

@@ -17,17 +17,28 @@ with the batch (`aggregates.refresh`, `aggregates.recount`); they are exact by d
 is the same as from the unbounded read. A touched session without a `sessions` row (its turns were
 all deleted) is read unbounded, so that a row never depends on `sessions` being right. The old rows
 and the spans are looked up by key (`projector.keysets`).
+
+A rebuild defers the table instead (`defer`, then `settle`): its file is not served until it is done,
+and one statement over every turn at the end costs less than keeping the rows batch by batch, where a
+session spread over several transactions is computed again in each. Whether a file's rows are
+deferred is stored in it (`meta`), committed with the batches folded so, so a rebuild that stops half
+way stays deferred; `settle` computes the whole table and clears the mark in one transaction, and the
+projector service settles a deferred file before anything else (projector/service.py), so a file is
+never served or followed without its rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import duckdb
 
 from projector.keysets import execute_in, range_params, ranges
-from schemas.conversation_rows import REFRESH, refresh_sql
+from schemas.conversation_rows import REFRESH, REFRESH_ALL, refresh_sql
 
+# meta: present while the table is deferred (see the module docstring)
+DEFERRED_KEY = "conversations_deferred"
 _DELETE = "DELETE FROM conversations WHERE session_id IN ({})"
 _SPANS = "SELECT session_id, first_created, last_created FROM sessions WHERE session_id IN ({})"
 
@@ -46,3 +57,28 @@ def refresh(con: duckdb.DuckDBPyConnection, sessions: Iterable[str]) -> None:
     unspanned = [s for s in touched if s not in spans]
     if unspanned:
         con.execute(REFRESH, [unspanned])
+
+
+def defer(con: duckdb.DuckDBPyConnection) -> None:
+    """Marks the file's conversations as deferred: the fold leaves the table alone until `settle`. For a
+    file that is being built and not served (a rebuild)."""
+    con.execute("INSERT INTO meta VALUES (?, 'true') ON CONFLICT (key) DO NOTHING", [DEFERRED_KEY])
+
+
+def settle(con: duckdb.DuckDBPyConnection) -> bool:
+    """If the file's conversations are deferred, computes the whole table from the turns and clears the
+    mark, in one transaction of its own; returns whether it did."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if not con.execute("SELECT 1 FROM meta WHERE key = ?", [DEFERRED_KEY]).fetchall():
+            con.execute("ROLLBACK")
+            return False
+        con.execute("DELETE FROM conversations")
+        con.execute(REFRESH_ALL)
+        con.execute("DELETE FROM meta WHERE key = ?", [DEFERRED_KEY])
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    return True

@@ -9,7 +9,8 @@ projector held when its offsets were those targets, and, with `until`, the table
 Far behind (a fresh file), the fold runs in catch-up mode: big batches, with parsing in a second
 process (`projector.pipeline`); the last stretch is folded in this process. Both apply through
 `projector.fold`, and the file stores its offsets with every batch, so a failed attempt resumes
-where the file stands.
+where the file stands. A rebuild defers the `conversations` table to one statement at the end
+(`projector.conversations.defer`, `settle_conversations`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import duckdb
 
-from projector import pipeline
+from projector import conversations, pipeline
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
 from projector.service import DEFAULT_PARSE_PROCESSES
@@ -43,6 +44,10 @@ STALL_S = 60.0  # no record for this long while some are still due: the broker i
 # events). A rebuild appends and looks keys up, so it runs as fast in a small pool; a batch that needs
 # more (the primary-key indexes of a very long log must fit in memory) doubles it and is folded again.
 REBUILD_MEMORY_LIMIT_MIB = 256
+# The conversations of a rebuilt file are computed at the end, when the reader processes have exited: in
+# the memory they held (~450 MiB for two). Grouping every turn of a million events in 256 MiB took twice
+# the CPU (5.0-5.7 s against 2.5), DuckDB spilling what it could not keep.
+SETTLE_MEMORY_LIMIT_MIB = 768
 # A catch-up transaction writes tens of MB, over DuckDB's default checkpoint threshold (16 MiB): each
 # commit was then a checkpoint, which rewrites the primary-key indexes about whole, so its cost grew with the
 # file (COMMIT was 15 of the fold's 34 µs an event at a million events). With the serving projector's
@@ -229,6 +234,26 @@ def fold_to(
         _restore_setting(con, "memory_limit", previous_limit)
         _restore_setting(con, "checkpoint_threshold", previous_threshold)
     return folded
+
+
+def settle_conversations(con: duckdb.DuckDBPyConnection) -> None:
+    """`conversations.settle` of a rebuilt file, in SETTLE_MEMORY_LIMIT_MIB (doubled, as a batch's limit is,
+    when the statement needs more), the file's own limit restored after."""
+    ((previous_limit,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    limit_mb = SETTLE_MEMORY_LIMIT_MIB
+    try:
+        while True:
+            con.execute(f"SET memory_limit = '{limit_mb}MiB'")
+            try:
+                conversations.settle(con)
+                return
+            except duckdb.OutOfMemoryException:
+                if limit_mb >= SETTLE_MEMORY_LIMIT_MIB * 2**MEMORY_DOUBLINGS:
+                    raise
+                limit_mb *= 2
+                log.warning("rebuild: the conversations need more memory; computing them again with %s MiB", limit_mb)
+    finally:
+        _restore_setting(con, "memory_limit", previous_limit)
 
 
 def _restore_setting(con: duckdb.DuckDBPyConnection, name: str, previous: str) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from projector import forget, pipeline
+from projector import conversations, forget, pipeline
 from projector.apply import BatchStats, apply_prepared, fold_clock
 from projector.consumer import LIVE_POLL_MS, TopicReader
 from projector.lag import LagClock
@@ -92,6 +92,10 @@ class ProjectorService:
             raise ValueError("live_interval_s must not be negative")
         self.source = source
         self.con = con
+        # A file a rebuild left with its conversations deferred (it stopped half way, and the file is served
+        # or followed anyway): their rows first, so that neither the API nor the fold sees them missing.
+        if conversations.settle(con):
+            log.warning("the file's conversations were deferred by an unfinished rebuild: computed them")
         self.parse_processes = parse_processes if parse_process else 0
         # The loop that follows the topic (`start`, `project`) parses its batches in a child process, so that
         # a server's requests do not wait for the parse (projector/live_parse.py).

@@ -137,10 +137,11 @@ def refresh_sql(created_ranges: int = 0) -> str:
     return _REFRESH.replace("/*within*/", f" AND ({within})" if within else "")
 
 
+_SESSIONS_IN_PARAMETER = "session_id IN (SELECT unnest(?::VARCHAR[]))"
 _REFRESH = f"""
 INSERT INTO conversations BY NAME
 WITH turns AS MATERIALIZED (
-    SELECT {_TURN_COLUMNS} FROM interactions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))/*within*/
+    SELECT {_TURN_COLUMNS} FROM interactions WHERE {_SESSIONS_IN_PARAMETER}/*within*/
 ),
 rows AS MATERIALIZED (
     SELECT {", ".join(f"{sql} AS {name}" for name, sql in _ROW_COLUMNS.items())}
@@ -151,3 +152,6 @@ FROM rows LEFT JOIN ({_SPANNING_DAYS}) AS spanning USING (session_id)
 """
 # Every turn of each session in `?`, unbounded.
 REFRESH = refresh_sql()
+# Every session's row from all its turns, the whole table at once (no parameters): what `REFRESH` gives
+# each session (`projector.conversations.settle`).
+REFRESH_ALL = _REFRESH.replace(_SESSIONS_IN_PARAMETER, "TRUE").replace("/*within*/", "")
