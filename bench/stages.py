@@ -14,9 +14,10 @@ The stages, in the order a rebuild runs them:
 3. receive: unpickling the shipped batches and merging them into the writer's transactions
    (`PreparedBatch.from_shipped`, `merge_prepared`), as the writer receives them;
 4. fold: `apply.apply_prepared` of each transaction of `CATCH_UP_BATCH_SIZE` records into a fresh file
-   (with the checkpoint threshold and memory limit a rebuild folds with), and the `CHECKPOINT` that ends a
-   rebuild; within it the CPU of its DuckDB statements alone (every `execute`, `sql` result, `register`,
-   each commit, DuckDB's own threads included) and the Python around them.
+   (with the checkpoint threshold and memory limit a rebuild folds with, its conversations deferred), then
+   what ends a rebuild: the conversations computed (`rebuild.settle_conversations`) and the `CHECKPOINT`;
+   within it the CPU of its DuckDB statements alone (every `execute`, `sql` result, `register`, each commit,
+   DuckDB's own threads included) and the Python around them.
 
 Then the floor of any fold into these tables, what no design of the validation and the fold could leave out:
 
@@ -57,7 +58,7 @@ import orjson
 import pyarrow as pa
 
 from bench.traffic import given_or_demo_topic, topic_arguments
-from projector import forget, pipeline
+from projector import conversations, forget, pipeline
 from projector.apply import apply_prepared
 from projector.arrow_views import registered
 from projector.consumer import TopicReader
@@ -69,6 +70,7 @@ from projector.rebuild import (
     REBUILD_MEMORY_LIMIT_MIB,
     log_bounds,
     rebuild_source,
+    settle_conversations,
 )
 from projector.records import Record
 from schemas import fastparse
@@ -247,6 +249,7 @@ def measure(
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     forget.set_watermark(con, forget.horizon(Settings.from_env().retention_days))
+    conversations.defer(con)  # as `chat-analytics rebuild` folds
     timed = TimedConnection(con)
     receive_cpu = fold_cpu = 0.0
     per_transaction = max(1, CATCH_UP_BATCH_SIZE // pipeline.SHIP_RECORDS)
@@ -265,6 +268,7 @@ def measure(
             apply_prepared(timed, merged)  # type: ignore[arg-type]
             fold_cpu += time.process_time() - began
         began = time.process_time()
+        settle_conversations(timed)  # type: ignore[arg-type]
         timed.execute("CHECKPOINT")  # as a rebuild ends (`rebuild.checkpoint_and_close`)
         fold_cpu += time.process_time() - began
         floor_write_cpu = write_rows(con, floor_path, max(1, transactions))
