@@ -29,8 +29,8 @@ import orjson
 
 from bench import children
 from bench.traffic import given_or_demo_topic, topic_arguments
-from projector import forget, pipeline
-from projector.rebuild import checkpoint_and_close, fold_to, log_bounds, rebuild_source
+from projector import conversations, forget, pipeline
+from projector.rebuild import checkpoint_and_close, fold_to, log_bounds, rebuild_source, settle_conversations
 from projector.snapshot import EXCLUDED_COLUMNS
 from schemas.readmodel import PROJECTION_TABLES, connect
 from schemas.settings import Settings
@@ -45,9 +45,11 @@ def rebuild(bootstrap_servers: str, topic: str, path: Path, *, columns: bool, in
     bounds = log_bounds(bootstrap_servers, topic)
     con = connect(path)
     forget.set_watermark(con, forget.horizon(Settings.from_env().retention_days))
+    conversations.defer(con)  # as `chat-analytics rebuild` does
     started = time.monotonic()
     try:
         fold_to(con, source=rebuild_source(bootstrap_servers, topic), bounds=bounds, columns=columns)
+        settle_conversations(con)
     finally:
         checkpoint_and_close(con)
     return time.monotonic() - started

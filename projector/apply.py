@@ -27,7 +27,6 @@ the events that need a decision of their own (a duplicate, a dead letter, an eve
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from projector.prepare import (
     prepare,
 )
 from projector.records import Record
+from projector.transaction import transaction
 from schemas.events import ERASURE_REQUESTED as ERASURE
 from schemas.events import FEEDBACK_SUBMITTED as FEEDBACK
 from schemas.events import OFFERING_CLICKED as CLICK
@@ -121,17 +121,8 @@ class _Source:
 def apply_prepared(
     con: duckdb.DuckDBPyConnection, batch: PreparedBatch, registry: EventRegistry | None = None
 ) -> BatchStats:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        stats = apply_in_transaction(con, batch, registry=registry)
-        con.execute("COMMIT")
-    except BaseException:
-        # A failed COMMIT has already ended the transaction, and then ROLLBACK raises too: the error
-        # to report (and to show in `status`) is the first one.
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
-    return stats
+    with transaction(con):
+        return apply_in_transaction(con, batch, registry=registry)
 
 
 def apply_in_transaction(

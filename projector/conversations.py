@@ -29,12 +29,12 @@ never served or followed without its rows.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 
 import duckdb
 
 from projector.keysets import execute_in, range_params, ranges
+from projector.transaction import transaction
 from schemas.conversation_rows import REFRESH, REFRESH_ALL, refresh_sql
 
 # meta: present while the table is deferred (see the module docstring)
@@ -68,17 +68,10 @@ def defer(con: duckdb.DuckDBPyConnection) -> None:
 def settle(con: duckdb.DuckDBPyConnection) -> bool:
     """If the file's conversations are deferred, computes the whole table from the turns and clears the
     mark, in one transaction of its own; returns whether it did."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if not con.execute("SELECT 1 FROM meta WHERE key = ?", [DEFERRED_KEY]).fetchall():
-            con.execute("ROLLBACK")
             return False
         con.execute("DELETE FROM conversations")
         con.execute(REFRESH_ALL)
         con.execute("DELETE FROM meta WHERE key = ?", [DEFERRED_KEY])
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
     return True

@@ -16,7 +16,6 @@ applied is skipped as a duplicate, as on the live log, and leaves the table.
 from __future__ import annotations
 
 import base64
-import contextlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from projector.apply import apply_in_transaction
 from projector.arrow_views import registered
 from projector.prepare import prepare
 from projector.records import Record
+from projector.transaction import transaction
 from schemas.registry import FOLD_REASONS, EventRegistry
 
 _COLUMNS = 'topic, partition, "offset", key, value, reason, detail, event_id, type, record_timestamp, dead_lettered_at'
@@ -156,8 +156,7 @@ def retry(
     `registry` defaults to this release's; it must be the one the live fold uses, so that a retry and
     the log agree on what is valid. The caller must be the file's only writer meanwhile."""
     result = RetryResult()
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         rows = con.execute(
             f'SELECT topic, partition, "offset", key, value, record_timestamp, reason, event_id '
             f"FROM dead_letters {_WHERE_REASON} {_LOG_ORDER}",
@@ -173,13 +172,6 @@ def retry(
             result.still_dead = stats.dead_letters
             result.duplicates = stats.duplicates
             result.waiting = stats.pending_added
-        con.execute("COMMIT")
-    except BaseException:
-        # A failed COMMIT has already ended the transaction, and then ROLLBACK raises too: the error
-        # to report (and to show in `status`) is the first one.
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
     return result
 
 

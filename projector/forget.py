@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from projector import aggregates, conversations
 from projector.arrow_views import registered
+from projector.transaction import transaction
 from schemas.events import ERASURE_REQUESTED
 from schemas.readmodel import TURN_TABLES
 from schemas.registry import FOLD_REASONS
@@ -281,15 +282,10 @@ def purge(con: duckdb.DuckDBPyConnection, retention_days: int, today: date | Non
     watermark the fold drops late arrivals by. -1: keeps everything (and clears the watermark)."""
     day = horizon(retention_days, today)
     result = PurgeResult(day)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         set_watermark(con, day)
         if day is not None:
             _purge_in_transaction(con, day, result)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return result
 
 
