@@ -22,9 +22,9 @@ A rebuild defers the table instead (`defer`, then `settle`): its file is not ser
 and one statement over every turn at the end costs less than keeping the rows batch by batch, where a
 session spread over several transactions is computed again in each. Whether a file's rows are
 deferred is stored in it (`meta`), committed with the batches folded so, so a rebuild that stops half
-way stays deferred; `settle` computes the whole table and clears the mark in one transaction, and the
-projector service settles a deferred file before anything else (projector/service.py), so a file is
-never served or followed without its rows.
+way stays deferred; `settle` computes the whole table and clears the mark in one transaction, and a
+projector service made on a deferred file (`serve` on what an interrupted rebuild left) settles it
+before it folds anything (projector/service.py).
 """
 
 from __future__ import annotations
