@@ -94,6 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.http_protocol import GuardedHttpToolsProtocol
     from auth.tokens import TokenStore
+    from projector import conversations
     from schemas.readmodel import checked_size, connect
     from serving.handle import ReadModelHandle
     from serving.runtime import tune_for_serving
@@ -124,6 +125,17 @@ def _serve(args: argparse.Namespace) -> int:
         con = connect(args.db, read_only=args.no_projector and Path(args.db).exists())
     except duckdb.Error as exc:
         print(f"serve: cannot open {args.db}: {exc}", file=sys.stderr)
+        return 2
+    if args.no_projector and conversations.is_deferred(con):
+        # What an interrupted rebuild left: its conversations are computed when it ends, so without a
+        # projector (which computes them first, then folds the rest of the topic) they would never be.
+        con.close()
+        print(
+            f"serve: {args.db} was left by a rebuild that did not finish: it is incomplete, and its conversations"
+            " are not computed yet. Serve it with a projector (without --no-projector), which completes it from the"
+            " topic, or rebuild it again (`chat-analytics rebuild --force`).",
+            file=sys.stderr,
+        )
         return 2
     handle = ReadModelHandle(con, args.db, checkpoint_threshold=settings.checkpoint_threshold)
     server: uvicorn.Server | None = None

@@ -24,7 +24,8 @@ session spread over several transactions is computed again in each. Whether a fi
 deferred is stored in it (`meta`), committed with the batches folded so, so a rebuild that stops half
 way stays deferred; `settle` computes the whole table and clears the mark in one transaction, and a
 projector service made on a deferred file (`serve` on what an interrupted rebuild left) settles it
-before it folds anything (projector/service.py).
+before it folds anything (projector/service.py). `serve --no-projector` refuses such a file: nothing
+would ever complete it, and its conversations would be missing.
 """
 
 from __future__ import annotations
@@ -65,11 +66,16 @@ def defer(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("INSERT INTO meta VALUES (?, 'true') ON CONFLICT (key) DO NOTHING", [DEFERRED_KEY])
 
 
+def is_deferred(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the file's conversations are deferred: a rebuild made it and has not settled it (yet)."""
+    return bool(con.execute("SELECT 1 FROM meta WHERE key = ?", [DEFERRED_KEY]).fetchall())
+
+
 def settle(con: duckdb.DuckDBPyConnection) -> bool:
     """If the file's conversations are deferred, computes the whole table from the turns and clears the
     mark, in one transaction of its own; returns whether it did."""
     with transaction(con):
-        if not con.execute("SELECT 1 FROM meta WHERE key = ?", [DEFERRED_KEY]).fetchall():
+        if not is_deferred(con):
             return False
         con.execute("DELETE FROM conversations")
         con.execute(REFRESH_ALL)

@@ -1,15 +1,21 @@
 """A rebuild's deferred `conversations` (projector/conversations.py): folding with the table deferred,
 then settling it, gives every table the per-batch fold gives; a file left deferred is settled before the
-projector service follows it; a settle that fails leaves the file as it was."""
+projector service follows it, and `serve --no-projector` refuses it; a settle that fails leaves the file
+as it was."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 
 import projector.conversations
+from loopback.ports import free_port
 from projector import conversations
 from projector.fold import apply_batch
 from projector.records import Record
@@ -18,6 +24,7 @@ from projector.snapshot import diff, table_rows
 from projector.source import TopicSource
 from schemas.readmodel import connect
 from tests.support.events import stream, to_records
+from tests.support.faults import REPO, wait_until
 from tests.support.kept import kept_and_recomputed
 from tests.support.privacy import visitor_story
 
@@ -102,3 +109,44 @@ def test_a_settle_that_fails_leaves_the_rows_and_the_mark(tmp_path: Path, monkey
         assert rows == recomputed
     finally:
         con.close()
+
+
+def test_serve_without_a_projector_refuses_a_file_a_rebuild_left_deferred(tmp_path: Path) -> None:
+    # Nothing would ever compute its conversations: the conversations endpoints would be empty beside
+    # the turns. With its rows settled (a finished rebuild), the same file is served.
+    path = tmp_path / "left.duckdb"
+    _fold(path, _records()[:600], deferred=True).close()
+    command = [sys.executable, "-m", "cli.main", "serve", "--no-projector", "--db", str(path), "--port", "0"]
+    env = {**os.environ, "CHAT_ANALYTICS_API_TOKENS": "t1:staff"}
+    refused = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "left by a rebuild that did not finish" in refused.stderr
+    assert "without --no-projector" in refused.stderr
+    con = connect(path)
+    assert conversations.is_deferred(con)  # refused, not changed
+    assert conversations.settle(con)
+    assert not conversations.is_deferred(con)
+    con.close()
+    port = free_port()
+    served = subprocess.Popen(
+        [*command[:-1], str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Token t1"}) as http:
+            answer = wait_until(
+                lambda: served.poll() is None and _get(http, "/api/anonymous-chat-interactions/conversations/"),
+                "serve --no-projector to answer",
+                120,
+            )
+            assert answer.status_code == 200, answer.text
+            assert int(answer.headers["x-result-count"]) > 0
+    finally:
+        served.terminate()
+        served.wait(60)
+
+
+def _get(http: httpx.Client, path: str) -> httpx.Response | None:
+    try:
+        return http.get(path)
+    except httpx.TransportError:
+        return None
