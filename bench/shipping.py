@@ -23,11 +23,10 @@ from projector.prepare import PreparedBatch
 
 
 def _child(events: int, out: Any, report: Any) -> None:
-    from ingest.demo import DemoTraffic
+    from bench.live_fold import demo_records
     from projector.prepare import prepare
-    from projector.records import Record
 
-    records = [Record("t", i % 6, i // 6, k, v) for i, (k, v) in enumerate(DemoTraffic(events, seed=1))]
+    records = demo_records(events, seed=1)
     step = pipeline.SHIP_RECORDS
     shipped = [prepare(records[i : i + step]).shipped() for i in range(0, events, step)]
     del records

@@ -134,7 +134,7 @@ def test_serve_without_a_projector_refuses_a_file_a_rebuild_left_deferred(tmp_pa
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Token t1"}) as http:
             answer = wait_until(
-                lambda: served.poll() is None and _get(http, "/api/anonymous-chat-interactions/conversations/"),
+                lambda: served.poll() is None and http.get("/api/anonymous-chat-interactions/conversations/"),
                 "serve --no-projector to answer",
                 120,
             )
@@ -143,10 +143,3 @@ def test_serve_without_a_projector_refuses_a_file_a_rebuild_left_deferred(tmp_pa
     finally:
         served.terminate()
         served.wait(60)
-
-
-def _get(http: httpx.Client, path: str) -> httpx.Response | None:
-    try:
-        return http.get(path)
-    except httpx.TransportError:
-        return None

@@ -8,14 +8,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
-from kafka import KafkaProducer
 
 from projector.consumer import TopicReader
 from projector.prefetch import Prefetcher
 from projector.prepare import PreparedBatch, prepare
 from projector.records import Record
 from projector.source import TopicSource
-from tests.support.events import encode, key_of, stream
+from tests.support.events import stream
 from tests.support.kafka import publish
 
 EVENTS = 1_500
@@ -122,12 +121,6 @@ def test_a_take_also_hands_over_what_arrived_since_the_threads_last_poll(bootstr
     # last poll and the writer's take is in that take, not left for the batch after: a take while a
     # parsed piece waits asks the thread for one more poll first.
     early, waiting, late = list(stream(3, seed=11, sessions=1))[:3]
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
-
-    def send(event: dict[str, object]) -> None:
-        producer.send(topic, key=key_of(event), value=encode(event))
-        producer.flush(30)
-
     parses = 0
     late_sent = threading.Event()
 
@@ -135,21 +128,18 @@ def test_a_take_also_hands_over_what_arrived_since_the_threads_last_poll(bootstr
         nonlocal parses
         parses += 1
         if parses == 2:  # `waiting` is parsed: `late` reaches the broker after the poll that read it
-            send(late)
+            publish(bootstrap_servers, topic, [late])
             late_sent.set()
         return prepare(records)
 
+    publish(bootstrap_servers, topic, [early])
+    prefetcher = _prefetcher(bootstrap_servers, topic, parse)
     try:
-        send(early)
-        prefetcher = _prefetcher(bootstrap_servers, topic, parse)
-        try:
-            assert len(next(_take_until(prefetcher, 1))) == 1  # `early`; the thread now runs
-            send(waiting)
-            assert late_sent.wait(30), "the thread never parsed `waiting`"
-            taken = prefetcher.take(0.5)
-        finally:
-            prefetcher.close()
+        assert len(next(_take_until(prefetcher, 1))) == 1  # `early`; the thread now runs
+        publish(bootstrap_servers, topic, [waiting])
+        assert late_sent.wait(30), "the thread never parsed `waiting`"
+        taken = prefetcher.take(0.5)
     finally:
-        producer.close()
+        prefetcher.close()
     assert taken is not None
     assert sorted(taken.offsets) == [1, 2], "`waiting` and `late` in one take"
