@@ -291,7 +291,10 @@ def prepare(records: Sequence[Record], registry: EventRegistry | None = None) ->
     `registry` is this release's (the default) unless a caller knows other versions, as a dead-letter
     retry under test does."""
     records = list(records)
-    values = [r.value for r in records]
+    # The records' fields as columns, transposed in C (six comprehensions over the batch cost ~1 µs an event).
+    topics, partitions, offsets, keys, values, timestamps = (
+        map(list, zip(*records, strict=True)) if records else ([] for _ in Record._fields)
+    )
     # This release's events: the ordinary ones through the fast parse, the rest through the models.
     parse = fastparse.parse_many if registry is None else registry.parse_many
     # The IP policy (docs/privacy.md): with `drop`, an IP that arrives anyway is not stored.
@@ -301,12 +304,12 @@ def prepare(records: Sequence[Record], registry: EventRegistry | None = None) ->
         for start in range(0, len(values), PARSE_CHUNK):
             shaped.add(records, start, parse(values[start : start + PARSE_CHUNK]))
     return PreparedBatch(
-        topics=[r.topic for r in records],
-        partitions=[r.partition for r in records],
-        offsets=[r.offset for r in records],
-        keys=[r.key for r in records],
+        topics=topics,
+        partitions=partitions,
+        offsets=offsets,
+        keys=keys,
         values=values,
-        timestamps=[r.timestamp_ms for r in records],
+        timestamps=timestamps,
         events=shaped.events,
         rejections=shaped.rejections,
         turns=rows_table(shaped.turn_rows, TURN_SCHEMA_WITH_POS),
@@ -420,6 +423,13 @@ def is_clarification(blocks: list[Any]) -> bool:
     return any(_asks_user(b) for b in blocks)
 
 
+def may_ask_user(value: bytes | None) -> bool:
+    """Whether the raw event `value` can hold a block that asks the visitor: every way a block asks
+    spells `ask_user` in a JSON string, literally or through a `\\u` escape. Most turns have neither,
+    and two substring searches in C spare them the walk of their blocks (~1.9 µs a turn)."""
+    return value is None or b"ask_user" in value or b"\\u" in value
+
+
 def _turn_row(record: Record, event: TurnRecorded, event_id: str, uuid: str) -> tuple[Any, ...]:
     d = event.data
     # Left aware (UTC): Arrow stores an aware datetime as its UTC instant, the same value as the naive
@@ -449,7 +459,7 @@ def _turn_row(record: Record, event: TurnRecorded, event_id: str, uuid: str) -> 
         _check("input_tokens", d.input_tokens, _INT64_MAX),
         _check("output_tokens", d.output_tokens, _INT64_MAX),
         d.model,
-        is_clarification(blocks),
+        may_ask_user(record.value) and is_clarification(blocks),
         event_id,
         record.partition,
         record.offset,

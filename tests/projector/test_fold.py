@@ -169,6 +169,22 @@ def test_a_turn_is_a_clarification_when_a_block_asks_the_visitor(
     assert clarifications == int(asks)
 
 
+@pytest.mark.parametrize(
+    "spelling", [b"\\u0061sk_user", b"ask\\u005fuser", b"\\u0061\\u0073\\u006b\\u005f\\u0075\\u0073\\u0065\\u0072"]
+)
+def test_a_block_that_asks_through_escapes_is_a_clarification_too(
+    con: duckdb.DuckDBPyConnection, spelling: bytes
+) -> None:
+    # The fold looks at a turn's blocks only when its raw value can spell `ask_user`: escapes count.
+    t = turn(assistant_blocks=[{"key": "markdown", "content": "Which one?"}, {"type": "ask_user"}])
+    value = encode(t)
+    assert value.count(b'"ask_user"') == 1
+    escaped = value.replace(b'"ask_user"', b'"' + spelling + b'"')
+    assert b"ask_user" not in escaped
+    Log(con).fold(escaped)
+    assert interaction(con, t)["is_clarification"] is True
+
+
 def test_integers_beyond_64_bits_in_blocks_are_kept_as_given(con: duckdb.DuckDBPyConnection) -> None:
     t = turn(assistant_blocks=[{"n": 12345678901234567890123}])
     Log(con).fold(t)
