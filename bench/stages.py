@@ -58,9 +58,9 @@ import orjson
 import pyarrow as pa
 
 from bench.traffic import given_or_demo_topic, topic_arguments
-from projector import conversations, forget, pipeline
+from projector import arrow_views, conversations, forget, pipeline
 from projector.apply import apply_prepared
-from projector.arrow_views import registered
+from projector.arrow_views import execute_with
 from projector.consumer import TopicReader
 from projector.gcpause import gc_paused
 from projector.prepare import PARSE_CHUNK, PreparedBatch, merge_prepared, prepare
@@ -111,11 +111,15 @@ class TimedConnection:
         name = _name(sql)
         return _TimedRelation(self, name, self._timed(name, self._con.sql, sql, *args, **kwargs))
 
-    def register(self, *args: Any) -> Any:
-        return self._timed("(register an Arrow table)", self._con.register, *args)
+    # The fold lends its Arrow tables through these (projector/arrow_views.py): run on the real connection,
+    # where DuckDB finds the tables, and timed here.
+    def execute_with(self, sql: str, params: Any = None, /, **tables: Any) -> TimedConnection:
+        self._last = _name(sql)
+        self._timed(self._last, arrow_views.execute_with, self._con, sql, params, **tables)
+        return self
 
-    def unregister(self, *args: Any) -> Any:
-        return self._timed("(register an Arrow table)", self._con.unregister, *args)
+    def arrow_with(self, sql: str, params: Any = None, /, **tables: Any) -> Any:
+        return self._timed(_name(sql), arrow_views.arrow_with, self._con, sql, params, **tables)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._con, name)
@@ -198,8 +202,7 @@ def write_rows(folded: duckdb.DuckDBPyConnection, path: Path, transactions: int)
         for i in range(transactions):
             con.execute("BEGIN")
             for table in TABLES:
-                with registered(con, "part", parts[table][i]):
-                    con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM part')
+                execute_with(con, f'INSERT INTO "{table}" BY NAME SELECT * FROM part', part=parts[table][i])
             con.execute("COMMIT")
         con.execute("CHECKPOINT")
         return time.process_time() - started

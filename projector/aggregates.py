@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from projector import batch_counts, session_plan
-from projector.arrow_views import registered
+from projector.arrow_views import arrow_with, execute_with
 from projector.keysets import execute_in, where_in
 
 _REFRESH_SESSIONS = """
@@ -79,7 +79,7 @@ TURN_STATE = batch_counts.TURN_STATE
 # The sessions step: the touched sessions are planned from their stored rows, looked up by key
 # (`_STORED_SESSIONS`), and the batch's own rows by Arrow kernels (projector/session_plan.py); the plan's
 # rows are written by statements (`_DELETE_TOUCHED_SESSIONS`, `_INSERT_PLANNED_SESSIONS` from the
-# registered `session_plan`), a session to recount from `interactions` (`_REFRESH_SESSIONS`).
+# `session_plan` lent to it), a session to recount from `interactions` (`_REFRESH_SESSIONS`).
 _DELETE_SESSIONS = "DELETE FROM sessions WHERE session_id IN (SELECT unnest(?::VARCHAR[]))"
 _STORED_SESSIONS = "SELECT * FROM sessions WHERE session_id IN ({})"
 _DELETE_TOUCHED_SESSIONS = "DELETE FROM sessions WHERE session_id IN ({})"
@@ -94,7 +94,7 @@ GROUP BY 1
 """
 # session_count: a (user, session) pair of a new turn counts if the file had no turn of it yet
 # (`session_plan.new_pairs`). Certain when the session had no row; when its first turn is another
-# user's, only `interactions` can say (`_KNOWN_PAIRS`, over the registered `new_pairs` and
+# user's, only `interactions` can say (`_KNOWN_PAIRS`, over the lent `new_pairs` and
 # `batch_new_turns`), which is rare; a pair with the session's first user is known.
 _KNOWN_PAIRS = """
 SELECT DISTINCT user_slug, session_id FROM interactions
@@ -229,17 +229,17 @@ class Deltas:
             columns = {"day": pa.array(days, pa.date32())}
             # DECIMAL(38, 0): a day's token sums may pass 2^63 (each event's count is a BIGINT).
             columns.update({c: pa.array([self.by_day[d][c] for d in days], _DAY_DELTA) for c in DAY_COLUMNS})
-            with registered(con, "day_deltas", pa.table(columns)):
-                if len(con.execute(_ADD_DAY_DELTAS).fetchall()) < len(days):
-                    con.execute(_INSERT_NEW_DAYS)
+            day_deltas = pa.table(columns)
+            if len(execute_with(con, _ADD_DAY_DELTAS, day_deltas=day_deltas).fetchall()) < len(days):
+                execute_with(con, _INSERT_NEW_DAYS, day_deltas=day_deltas)
         slugs = sorted(self.by_user)
         if slugs:
             columns = {"user_slug": pa.array(slugs, pa.string())}
             columns["last_seen"] = pa.array([self.last_seen[s] for s in slugs], pa.timestamp("us"))
             columns.update({c: pa.array([self.by_user[s][c] for s in slugs], pa.int64()) for c in USER_COLUMNS})
-            with registered(con, "user_deltas", pa.table(columns)):
-                if len(con.execute(_ADD_USER_DELTAS).fetchall()) < len(slugs):
-                    con.execute(_INSERT_NEW_USERS)
+            user_deltas = pa.table(columns)
+            if len(execute_with(con, _ADD_USER_DELTAS, user_deltas=user_deltas).fetchall()) < len(slugs):
+                execute_with(con, _INSERT_NEW_USERS, user_deltas=user_deltas)
 
 
 def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: Deltas) -> None:
@@ -248,15 +248,14 @@ def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: 
     The sessions' rows come from their old rows and the batch's new turns and first reviews, planned by
     Arrow kernels over the batch (projector/session_plan.py): recomputing them from `interactions` read
     every turn of each, ~10 ms a batch, walking them in Python cost a catch-up batch ~5 us a turn, and
-    as statements over registered tables the planning cost a live batch ~20 ms of binding alone."""
+    as statements over Arrow tables the planning cost a live batch ~20 ms of binding alone."""
     touched = sorted(set(sessions))
     if touched:
         new = _concat(deltas.new_turns, _NEW_TURN_COLUMNS)
         plan = _session_plan(con, touched, new, deltas)
         deltas.sessions_started(session_plan.first_day_moves(plan), 1)
         execute_in(con, _DELETE_TOUCHED_SESSIONS, touched)
-        with registered(con, "session_plan", plan):
-            con.execute(_INSERT_PLANNED_SESSIONS)
+        execute_with(con, _INSERT_PLANNED_SESSIONS, session_plan=plan)
         recount = pc.filter(plan["session_id"], plan["recount"]).to_pylist()
         if recount:
             con.execute(_REFRESH_SESSIONS, [recount])
@@ -303,8 +302,7 @@ def _count_user_sessions(con: duckdb.DuckDBPyConnection, deltas: Deltas, new: pa
         return
     known = _NO_PAIRS
     if pc.any(pairs["unsure"]).as_py():
-        with registered(con, "new_pairs", pairs), registered(con, "batch_new_turns", new):
-            known = con.sql(_KNOWN_PAIRS).to_arrow_table()
+        known = arrow_with(con, _KNOWN_PAIRS, new_pairs=pairs, batch_new_turns=new)
     for slug, n in session_plan.session_counts(pairs, known):
         deltas._user(slug)["session_count"] += n
 

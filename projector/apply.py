@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from projector import aggregates, conversations, dependents, feedback_records, forget, keysets
-from projector.arrow_views import registered, rows_table, schema_of
+from projector.arrow_views import arrow_with, execute_with, rows_table, schema_of
 from projector.prepare import (
     CLICK_SCHEMA,
     ERASURE_SCHEMA,
@@ -70,7 +70,7 @@ from schemas.registry import (
 )
 
 # Sets of uuids go to DuckDB as parameters (projector.keysets): registering an Arrow table costs ~0.5 ms.
-_LIST_PARAM_MAX = 2_000  # beyond, a registered Arrow table: a long Python list converts slowly
+_LIST_PARAM_MAX = 2_000  # beyond, an Arrow table lent to the statement: a long Python list converts slowly
 
 
 @dataclass
@@ -140,13 +140,13 @@ def apply_in_transaction(
     return _Fold(con, batch, replay=replay, registry=registry).run()
 
 
-def accept_new_event_ids(con: duckdb.DuckDBPyConnection, batch_ids: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Stores the ids of the registered `batch_event_ids` (`batch_ids`, UUIDs as DuckDB prints them) that
+def accept_new_event_ids(con: duckdb.DuckDBPyConnection, batch_ids: pa.Table) -> pa.ChunkedArray:
+    """Stores the ids of `batch_ids` (its `event_id` column, UUIDs as DuckDB prints them) that
     `applied_events` does not hold yet, each once, and returns them. Only the stored ids within ranges
     that cover the batch's can match one of them: with time-ordered ids (UUIDv7) DuckDB then skips the
     row groups of the older ones instead of reading every id ever accepted (`keysets.id_ranges`)."""
-    sql, params = accept_statement(batch_ids)
-    return _arrow(con, sql, params or None)["event_id"]
+    sql, params = accept_statement(batch_ids["event_id"])
+    return arrow_with(con, sql, params or None, batch_event_ids=batch_ids)["event_id"]
 
 
 def accept_statement(batch_ids: pa.ChunkedArray) -> tuple[str, list[str]]:
@@ -380,8 +380,7 @@ class _Fold:
                 ),
             }
         )
-        with registered(self.con, "batch_event_ids", ids):
-            accepted = accept_new_event_ids(self.con, ids["event_id"])
+        accepted = accept_new_event_ids(self.con, ids)
         # An event applies when its id is new and this is its first place in the batch. Both prepare paths
         # write an event id as DuckDB prints a UUID (the set-wise one claims no other spelling).
         firsts = ids.group_by("event_id", use_threads=False).aggregate([("pos", "min")])
@@ -403,7 +402,7 @@ class _Fold:
         self, sql: str, uuids: list[str] | pa.Array | pa.ChunkedArray, *, max_placeholders: int = keysets.IN_LIST_MAX
     ) -> list[tuple[Any, ...]]:
         """Runs `sql`, whose `{}` is where the set of `uuids` goes (`... IN ({})`), as `keysets.where_in`
-        puts it, or as a registered table for a catch-up batch's thousands (an Arrow column goes as it
+        puts it, or as an Arrow table lent to it for a catch-up batch's thousands (an Arrow column goes as it
         is, never through Python strings)."""
         if len(uuids) <= _LIST_PARAM_MAX and not isinstance(uuids, list):
             uuids = sorted(uuids.to_pylist())
@@ -411,8 +410,8 @@ class _Fold:
             statement, params = keysets.where_in(sql, uuids, key_type="UUID", max_placeholders=max_placeholders)
             return self.con.execute(statement, params).fetchall()
         column = pa.array(uuids, pa.string()) if isinstance(uuids, list) else uuids
-        with registered(self.con, "uuid_set", pa.table({"uuid": column})):
-            return self.con.execute(sql.format("SELECT uuid::UUID FROM uuid_set")).fetchall()
+        statement = sql.format("SELECT uuid::UUID FROM uuid_set")
+        return execute_with(self.con, statement, uuid_set=pa.table({"uuid": column})).fetchall()
 
     def _stored_turns(self, uuids: pa.Array) -> pa.Table:
         """The stored turns among `uuids` (`_READ_TURNS`), in two steps: a scan of the uuid column alone
@@ -438,9 +437,8 @@ class _Fold:
         if not table.num_rows:
             return None
         self.sessions.update(pc.unique(table["session_id"]).to_pylist())
-        with registered(self.con, "new_turns", table):
-            self.con.execute(_INSERT_TURNS)
-            self.deltas.add_new_turns(table)
+        execute_with(self.con, _INSERT_TURNS, new_turns=table)
+        self.deltas.add_new_turns(table)
         self.deltas.new_turns.append(table)
         self.stats.applied[TURN] += table.num_rows
         return table
@@ -547,8 +545,9 @@ class _Fold:
             return []
         sources = [_Source(t, p, o, k, v, ts, seq) for seq, t, p, o, k, v, ts in rows]
         seqs = pa.table({"seq": pa.array([s.pending_seq for s in sources], pa.int64())})
-        with registered(self.con, "resolved_seqs", seqs):
-            self.con.execute("DELETE FROM pending_events WHERE seq IN (SELECT seq FROM resolved_seqs)")
+        execute_with(
+            self.con, "DELETE FROM pending_events WHERE seq IN (SELECT seq FROM resolved_seqs)", resolved_seqs=seqs
+        )
         self.stats.pending_resolved += len(rows)
         reparsed = prepare([Record(s.topic, s.partition, s.offset, s.key, s.value) for s in sources], self.registry)
         # A parked event was valid when parked; if this release can no longer read it, say so loudly.
@@ -560,24 +559,20 @@ class _Fold:
         """Writes the last applied feedback and review of each turn into `interactions` and its record
         (projector/feedback_records.py), after counting each updated turn out as the lookup read it and in
         as the updates leave it (`aggregates.Deltas.change_turns`, over `changed`: `dependents.changed_turns`)."""
-        with (
-            registered(self.con, "new_feedback", feedback),
-            registered(self.con, "new_reviews", reviews),
-            registered(self.con, "changed_turns", changed),
-        ):
-            self.deltas.change_turns(changed)
-            if feedback.num_rows:
-                self.con.execute(*keysets.narrowed(_UPDATE_FEEDBACK, "interactions.uuid", feedback["uuid"]))
-            if reviews.num_rows:
-                self.con.execute(*keysets.narrowed(_UPDATE_REVIEWS, "interactions.uuid", reviews["uuid"]))
-            feedback_records.refresh(self.con, feedback, reviews, changed)
+        self.deltas.change_turns(changed)
+        if feedback.num_rows:
+            sql, params = keysets.narrowed(_UPDATE_FEEDBACK, "interactions.uuid", feedback["uuid"])
+            execute_with(self.con, sql, params, new_feedback=feedback)
+        if reviews.num_rows:
+            sql, params = keysets.narrowed(_UPDATE_REVIEWS, "interactions.uuid", reviews["uuid"])
+            execute_with(self.con, sql, params, new_reviews=reviews)
+        feedback_records.refresh(self.con, feedback, reviews, changed)
 
     def _insert_clicks(self, clicks: pa.Table) -> None:
         if clicks.num_rows:
-            with registered(self.con, "new_clicks", clicks):
-                self.con.execute(_INSERT_CLICKS)
-                uuids = pc.unique(clicks["interaction_uuid"])
-                self.con.execute(*keysets.narrowed(_COUNT_CLICKS, "interactions.uuid", uuids))
+            execute_with(self.con, _INSERT_CLICKS, new_clicks=clicks)
+            sql, params = keysets.narrowed(_COUNT_CLICKS, "interactions.uuid", pc.unique(clicks["interaction_uuid"]))
+            execute_with(self.con, sql, params, new_clicks=clicks)
 
     def _park(self, pending: list[tuple[Prepared, _Source]]) -> None:
         if not pending:
@@ -601,8 +596,7 @@ class _Fold:
             )
             for i, (e, s) in enumerate(pending)
         ]
-        with registered(self.con, "new_pending", rows_table(rows, PENDING_SCHEMA)):
-            self.con.execute(_INSERT_PENDING)
+        execute_with(self.con, _INSERT_PENDING, new_pending=rows_table(rows, PENDING_SCHEMA))
         self.stats.pending_added += len(rows)
 
     # -- privacy: retention and erasures (projector/forget.py) --------------------------------------
@@ -660,8 +654,7 @@ class _Fold:
         matches: dict[int, str] = {}
         if self.has_erasures:
             columns = table.select(["pos", "session_id", "user_slug", "created"])
-            with registered(self.con, "arriving_turns", columns):
-                matches = dict(self.con.execute(_ERASURE_MATCHES).fetchall())
+            matches = dict(execute_with(self.con, _ERASURE_MATCHES, arriving_turns=columns).fetchall())
         kept: list[int] = []
         standing = set(stored["uuid"].to_pylist())
         for pos, uuid, day, tokens in zip(
@@ -750,11 +743,12 @@ class _Fold:
                     "n": pa.array(list(self.credits.values()), pa.int64()),
                 }
             )
-            with registered(self.con, "erasure_credits", table):
-                self.con.execute(
-                    "UPDATE erasures SET rows_removed = erasures.rows_removed + c.n"
-                    " FROM erasure_credits c WHERE erasures.event_id = c.event_id::UUID"
-                )
+            execute_with(
+                self.con,
+                "UPDATE erasures SET rows_removed = erasures.rows_removed + c.n"
+                " FROM erasure_credits c WHERE erasures.event_id = c.event_id::UUID",
+                erasure_credits=table,
+            )
         forget.add_to_meta(self.con, forget.TURNS_PURGED_KEY, self.turns_aged)
 
     def _apply_erasures(self, erasures: list[Prepared]) -> None:
@@ -764,10 +758,11 @@ class _Fold:
             row = event.row
             assert isinstance(row, ErasureRow)
             erasure = forget.Erasure(row.event_id, row.key_kind, row.key, row.occurred_at)
-            with registered(self.con, "new_erasure", rows_table([row], ERASURE_SCHEMA)):
-                self.con.execute(
-                    "INSERT INTO erasures SELECT event_id::UUID, key_kind, key, occurred_at, reason, 0 FROM new_erasure"
-                )
+            execute_with(
+                self.con,
+                "INSERT INTO erasures SELECT event_id::UUID, key_kind, key, occurred_at, reason, 0 FROM new_erasure",
+                new_erasure=rows_table([row], ERASURE_SCHEMA),
+            )
             where, params = forget.erasure_condition(erasure)
             removed = forget.remove_turns(self.con, where, params)
             forget.keep_in_budget(self.con, removed.days)
@@ -801,11 +796,12 @@ class _Fold:
                 "offset": pa.array([r.offset for r in gone], pa.int64()),
             }
         )
-        with registered(self.con, "erased_letters", keys):
-            self.con.execute(
-                "DELETE FROM dead_letters d USING erased_letters e WHERE d.topic = e.topic"
-                ' AND d.partition = e.partition AND d."offset" = e."offset"'
-            )
+        execute_with(
+            self.con,
+            "DELETE FROM dead_letters d USING erased_letters e WHERE d.topic = e.topic"
+            ' AND d.partition = e.partition AND d."offset" = e."offset"',
+            erased_letters=keys,
+        )
         for r in gone:
             if r.reason in FOLD_REASONS and r.type:
                 self._settle(r.type)
@@ -816,8 +812,7 @@ class _Fold:
     def _insert_usage(self, usage: list[Prepared]) -> None:
         if not usage:
             return
-        with registered(self.con, "new_usage", rows_table([u.row for u in usage], USAGE_SCHEMA)):
-            self.con.execute(_INSERT_USAGE)
+        execute_with(self.con, _INSERT_USAGE, new_usage=rows_table([u.row for u in usage], USAGE_SCHEMA))
         for u in usage:
             row = u.row
             assert isinstance(row, UsageRow)
@@ -860,8 +855,11 @@ class _Fold:
     def _insert_dead_letters(self) -> None:
         self._drop_forgotten_dead_letters()
         if self.dead:
-            with registered(self.con, "new_dead_letters", rows_table(self.dead, DEAD_LETTER_SCHEMA)):
-                self.con.execute("INSERT INTO dead_letters BY NAME SELECT * FROM new_dead_letters")
+            execute_with(
+                self.con,
+                "INSERT INTO dead_letters BY NAME SELECT * FROM new_dead_letters",
+                new_dead_letters=rows_table(self.dead, DEAD_LETTER_SCHEMA),
+            )
 
     def _count_applied(self) -> None:
         # Kept in the file so that an offline `status` knows what a feedback or review replaced.
@@ -887,7 +885,7 @@ class _Fold:
 
 # The two small tables every batch writes, without a join: each row finds its value by the position of its
 # key in the list parameters, and RETURNING says which keys were there (the rest are inserted). Joined
-# against a registered Arrow table, the same UPDATE cost a live batch several times as much.
+# against an Arrow table, the same UPDATE cost a live batch several times as much.
 _ADD_APPLIED_COUNTS = """
 UPDATE applied_counts SET events = events + ($2::BIGINT[])[list_position($1::VARCHAR[], type)]
 WHERE list_contains($1::VARCHAR[], type)

@@ -27,7 +27,7 @@ import orjson
 import pyarrow as pa
 
 from projector.apply import apply_in_transaction
-from projector.arrow_views import registered
+from projector.arrow_views import execute_with
 from projector.prepare import prepare
 from projector.records import Record
 from projector.transaction import transaction
@@ -184,15 +184,19 @@ def _take_out(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> No
             "offset": pa.array([r[2] for r in rows], pa.int64()),
         }
     )
-    with registered(con, "retried_letters", keys):
-        con.execute(
-            """
-            DELETE FROM dead_letters d USING retried_letters r
-            WHERE d.topic = r.topic AND d.partition = r.partition AND d."offset" = r."offset"
-            """
-        )
+    execute_with(
+        con,
+        """
+        DELETE FROM dead_letters d USING retried_letters r
+        WHERE d.topic = r.topic AND d.partition = r.partition AND d."offset" = r."offset"
+        """,
+        retried_letters=keys,
+    )
     accepted = sorted({r[7] for r in rows if r[6] in FOLD_REASONS and r[7] is not None})
     if accepted:
         ids = pa.table({"event_id": pa.array(accepted, pa.string())})
-        with registered(con, "retried_event_ids", ids):
-            con.execute("DELETE FROM applied_events WHERE event_id IN (SELECT event_id::UUID FROM retried_event_ids)")
+        execute_with(
+            con,
+            "DELETE FROM applied_events WHERE event_id IN (SELECT event_id::UUID FROM retried_event_ids)",
+            retried_event_ids=ids,
+        )

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from projector.arrow_views import execute_with
 from projector.prepare import FeedbackRow, ReviewRow
 from schemas.readmodel import RECORD_DEFAULTS
 
@@ -63,8 +64,8 @@ WHERE (f.uuid IS NOT NULL OR r.uuid IS NOT NULL) AND t.before_fb_score IS NULL A
 def refresh(con: duckdb.DuckDBPyConnection, feedback: pa.Table, reviews: pa.Table, changed: pa.Table) -> None:
     """Brings the records of the turns the batch's `feedback` and `reviews` update up to date; `changed` is
     every updated turn as it stood (`projector.dependents.changed_turns`: `uuid`, `before_fb_score`,
-    `before_llm_reviewed_at`). The three tables must be registered under the names the statements read
-    (`new_feedback`, `new_reviews`, `changed_turns`); call inside the batch's transaction."""
+    `before_llm_reviewed_at`). The statements read them as `new_feedback`, `new_reviews` and
+    `changed_turns`; call inside the batch's transaction."""
     if not feedback.num_rows and not reviews.num_rows:
         return
     recorded = changed.filter(
@@ -74,11 +75,11 @@ def refresh(con: duckdb.DuckDBPyConnection, feedback: pa.Table, reviews: pa.Tabl
     had_feedback = _count_in(feedback["uuid"], recorded)
     had_reviews = _count_in(reviews["uuid"], recorded)
     if had_feedback:
-        con.execute(_UPDATE_FEEDBACK)
+        execute_with(con, _UPDATE_FEEDBACK, new_feedback=feedback)
     if had_reviews:
-        con.execute(_UPDATE_REVIEWS)
+        execute_with(con, _UPDATE_REVIEWS, new_reviews=reviews)
     if had_feedback < feedback.num_rows or had_reviews < reviews.num_rows:
-        con.execute(_INSERT_NEW)
+        execute_with(con, _INSERT_NEW, changed_turns=changed, new_feedback=feedback, new_reviews=reviews)
 
 
 def _count_in(uuids: pa.ChunkedArray, among: pa.ChunkedArray) -> int:

@@ -28,7 +28,7 @@ import orjson
 import pyarrow as pa
 
 from projector import aggregates, conversations
-from projector.arrow_views import registered
+from projector.arrow_views import execute_with
 from projector.transaction import transaction
 from schemas.events import ERASURE_REQUESTED
 from schemas.readmodel import TURN_TABLES
@@ -101,10 +101,11 @@ def remove_turns(con: duckdb.DuckDBPyConnection, where: str, params: Sequence[An
     if not rows:
         return removed
     uuids, sessions, users, days, tokens = (list(c) for c in zip(*rows, strict=True))
-    with registered(con, "gone_turns", pa.table({"uuid": pa.array(uuids, pa.string())})):
-        for table, column in TURN_TABLES.items():
-            # Names from the schema module, never from a user.
-            con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT uuid::UUID FROM gone_turns)")
+    gone_turns = pa.table({"uuid": pa.array(uuids, pa.string())})
+    for table, column in TURN_TABLES.items():
+        # Names from the schema module, never from a user.
+        statement = f"DELETE FROM {table} WHERE {column} IN (SELECT uuid::UUID FROM gone_turns)"
+        execute_with(con, statement, gone_turns=gone_turns)
     removed.uuids = uuids
     for day, cost in zip(days, tokens, strict=True):
         turns, total = removed.days.get(day, (0, 0))
@@ -125,12 +126,13 @@ def keep_in_budget(con: duckdb.DuckDBPyConnection, days: dict[date, tuple[int, i
             "tokens": pa.array([days[d][1] for d in sorted(days)], pa.int64()),
         }
     )
-    with registered(con, "erased_days", table):
-        con.execute(
-            "UPDATE daily_counters SET erased_turns = daily_counters.erased_turns + e.turns,"
-            " erased_tokens = daily_counters.erased_tokens + e.tokens FROM erased_days e"
-            " WHERE daily_counters.day = e.day"
-        )
+    execute_with(
+        con,
+        "UPDATE daily_counters SET erased_turns = daily_counters.erased_turns + e.turns,"
+        " erased_tokens = daily_counters.erased_tokens + e.tokens FROM erased_days e"
+        " WHERE daily_counters.day = e.day",
+        erased_days=table,
+    )
 
 
 # -- erasures ---------------------------------------------------------------------------------------
@@ -173,11 +175,12 @@ def add_tombstones(con: duckdb.DuckDBPyConnection, uuids: Iterable[str]) -> None
     wanted = sorted(set(uuids))
     if not wanted:
         return
-    with registered(con, "new_tombstones", pa.table({"uuid": pa.array(wanted, pa.string())})):
-        con.execute(
-            "INSERT INTO erased_interactions SELECT uuid::UUID FROM new_tombstones"
-            " WHERE uuid::UUID NOT IN (SELECT uuid FROM erased_interactions)"
-        )
+    execute_with(
+        con,
+        "INSERT INTO erased_interactions SELECT uuid::UUID FROM new_tombstones"
+        " WHERE uuid::UUID NOT IN (SELECT uuid FROM erased_interactions)",
+        new_tombstones=pa.table({"uuid": pa.array(wanted, pa.string())}),
+    )
 
 
 def _naive_utc(text: Any) -> datetime | None:
@@ -329,14 +332,17 @@ def count_settled(con: duckdb.DuckDBPyConnection, by_type: dict[str, int]) -> No
     if not rows:
         return
     table = pa.table({"type": pa.array([r[0] for r in rows], pa.string()), "events": pa.array([r[1] for r in rows])})
-    with registered(con, "settled_counts", table):
-        con.execute(
-            "UPDATE applied_counts SET events = applied_counts.events + n.events"
-            " FROM settled_counts n WHERE applied_counts.type = n.type"
-        )
-        con.execute(
-            "INSERT INTO applied_counts SELECT type, events FROM settled_counts n ANTI JOIN applied_counts USING (type)"
-        )
+    execute_with(
+        con,
+        "UPDATE applied_counts SET events = applied_counts.events + n.events"
+        " FROM settled_counts n WHERE applied_counts.type = n.type",
+        settled_counts=table,
+    )
+    execute_with(
+        con,
+        "INSERT INTO applied_counts SELECT type, events FROM settled_counts n ANTI JOIN applied_counts USING (type)",
+        settled_counts=table,
+    )
 
 
 def privacy_figures(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:

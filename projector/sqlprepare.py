@@ -32,7 +32,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projector.arrow_views import registered
+from projector.arrow_views import arrow_with
 from projector.prepare import (
     TURN_SCHEMA_WITH_POS,
     ClickRow,
@@ -242,9 +242,9 @@ ORDER BY pos
 """
 
 
-def _claimed(con: duckdb.DuckDBPyConnection, statement: str) -> pa.Table:
-    """The rows of a `_select` statement whose event SQL claims, without `ok`."""
-    table = con.sql(statement).to_arrow_table()
+def _claimed(con: duckdb.DuckDBPyConnection, statement: str, raw_values: pa.Table) -> pa.Table:
+    """The rows of a `_select` statement over `raw_values` (`value`, `pos`) whose event SQL claims, without `ok`."""
+    table = arrow_with(con, statement, raw_values=raw_values)
     return table.filter(table["ok"]).drop_columns(["ok"])
 
 
@@ -436,9 +436,8 @@ def prepare_columns(
     events: list[Prepared] = []
     turns = _empty_turns()
     if handles(registry) and n:
-        with registered(con, "raw_values", indexed):
-            turns = _turns(con, raw, ip_policy() == "drop")
-            events = _dependents(con, ip_policy() == "drop")
+        turns = _turns(con, raw, indexed, ip_policy() == "drop")
+        events = _dependents(con, indexed, ip_policy() == "drop")
         events.sort(key=lambda e: e.pos)
     claimed = {e.pos for e in events}.union(turns["pos"].to_pylist())
     rest = [p for p in range(n) if p not in claimed]
@@ -482,8 +481,8 @@ def _fall_back(batch: PreparedBatch, positions: list[int], registry: EventRegist
         batch.turns = pa.concat_tables([batch.turns, table]).sort_by("pos")
 
 
-def _turns(con: duckdb.DuckDBPyConnection, raw: pa.Table, drop_ip: bool) -> pa.Table:
-    table = _claimed(con, _TURNS)
+def _turns(con: duckdb.DuckDBPyConnection, raw: pa.Table, raw_values: pa.Table, drop_ip: bool) -> pa.Table:
+    table = _claimed(con, _TURNS, raw_values)
     if not table.num_rows:
         return _empty_turns()
     pos = table["pos"].to_pylist()
@@ -544,29 +543,29 @@ def _turns(con: duckdb.DuckDBPyConnection, raw: pa.Table, drop_ip: bool) -> pa.T
     return pa.table(columns).cast(TURN_SCHEMA_WITH_POS)
 
 
-def _rows(con: duckdb.DuckDBPyConnection, statement: str) -> Iterator[tuple[Any, ...]]:
-    table = _claimed(con, statement)
+def _rows(con: duckdb.DuckDBPyConnection, statement: str, raw_values: pa.Table) -> Iterator[tuple[Any, ...]]:
+    table = _claimed(con, statement, raw_values)
     return zip(*(column.to_pylist() for column in table.columns), strict=True)
 
 
-def _dependents(con: duckdb.DuckDBPyConnection, drop_ip: bool) -> list[Prepared]:
+def _dependents(con: duckdb.DuckDBPyConnection, raw_values: pa.Table, drop_ip: bool) -> list[Prepared]:
     events: list[Prepared] = []
-    for pos, event_id, uuid, session_id, score, category, comment, ip, at in _rows(con, _FEEDBACK):
+    for pos, event_id, uuid, session_id, score, category, comment, ip, at in _rows(con, _FEEDBACK, raw_values):
         if ip is not None:
             ip = _normal_ip(ip)
             if ip is _NOT_AN_IP:
                 continue
         row = FeedbackRow(uuid, score, category, comment, None if drop_ip else ip, at)
         events.append(Prepared(pos, FEEDBACK_SUBMITTED, event_id, uuid, session_id, row))
-    for pos, event_id, uuid, session_id, offering, at in _rows(con, _CLICKS):
+    for pos, event_id, uuid, session_id, offering, at in _rows(con, _CLICKS, raw_values):
         row_c = ClickRow(event_id, uuid, offering, session_id, at)
         events.append(Prepared(pos, OFFERING_CLICKED, event_id, uuid, session_id, row_c))
-    for pos, event_id, uuid, session_id, *fields in _rows(con, _REVIEWS):
+    for pos, event_id, uuid, session_id, *fields in _rows(con, _REVIEWS, raw_values):
         events.append(Prepared(pos, SESSION_REVIEWED, event_id, uuid, session_id, ReviewRow(uuid, *fields)))
-    for pos, event_id, at, day, tokens_in, tokens_out, source in _rows(con, _USAGE):
+    for pos, event_id, at, day, tokens_in, tokens_out, source in _rows(con, _USAGE, raw_values):
         row_u = UsageRow(event_id, at, day, tokens_in, tokens_out, source)
         events.append(Prepared(pos, USAGE_RECORDED, event_id, None, None, row_u))
-    for pos, event_id, kind, key, at, reason, session_id in _rows(con, _ERASURES):
+    for pos, event_id, kind, key, at, reason, session_id in _rows(con, _ERASURES, raw_values):
         row_e = ErasureRow(event_id, kind, key, at, reason)
         events.append(Prepared(pos, ERASURE_REQUESTED, event_id, None, session_id, row_e))
     return events

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from projector import batch_counts, dependents
 from projector.aggregates import TURN_STATE
-from projector.arrow_views import registered
+from projector.arrow_views import execute_with
 from projector.prepare import CLICK_SCHEMA, FEEDBACK_SCHEMA, REVIEW_SCHEMA, TURN_SCHEMA_WITH_POS
 from tests.projector.test_dependents import _SCHEMA, with_ord
 
@@ -177,8 +177,7 @@ def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @given(turns=new_turns())
 def test_the_new_turn_counts_are_the_statement_s(turns: pa.Table) -> None:
     con = duckdb.connect()
-    with registered(con, "new_turns", turns):
-        result = con.execute(_NEW_TURN_COUNTERS).fetchall()
+    result = execute_with(con, _NEW_TURN_COUNTERS, new_turns=turns).fetchall()
     con.close()
     expected_days, expected_users = [], []
     for by_user, day, slug, last, n, *counts, strikes in result:
@@ -197,8 +196,7 @@ def test_the_new_turn_counts_are_the_statement_s(turns: pa.Table) -> None:
 @given(changed=changed_turns())
 def test_the_changed_turn_counts_are_the_statement_s(changed: pa.Table) -> None:
     con = duckdb.connect()
-    with registered(con, "changed_turns", changed):
-        result = con.execute(_CHANGED_TURN_COUNTERS).fetchall()
+    result = execute_with(con, _CHANGED_TURN_COUNTERS, changed_turns=changed).fetchall()
     con.close()
     expected_days, expected_users = [], []
     for grouped, day, slug, n_changed, last, *counts in result:

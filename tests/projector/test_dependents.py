@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from projector import dependents
 from projector.aggregates import TURN_STATE
 from projector.apply import _NEW_TURN_DEFAULTS
-from projector.arrow_views import registered
+from projector.arrow_views import arrow_with
 from projector.prepare import CLICK_SCHEMA, FEEDBACK_SCHEMA, REVIEW_SCHEMA, TURN_SCHEMA_WITH_POS
 from schemas.events import FEEDBACK_SUBMITTED as FEEDBACK
 from schemas.events import OFFERING_CLICKED as CLICK
@@ -207,32 +207,35 @@ def test_the_kernels_give_the_rows_the_statements_gave(batch: dict[str, pa.Table
     stored, arrived = batch["stored"], batch["arrived"]
     feedback, reviews, clicks = batch["feedback"], batch["reviews"], batch["clicks"]
     turns = dependents.named_turns(stored, arrived)
-    with (
-        registered(con, "looked_up_turns", stored),
-        registered(con, "arrived_turns", arrived),
-        registered(con, "dep_feedback", feedback),
-        registered(con, "dep_reviews", reviews),
-        registered(con, "dep_clicks", clicks),
-    ):
-        # The turns they name, a new one in the state _INSERT_TURNS gives it.
-        expected_turns = con.sql(f"WITH {NAMED_TURNS} SELECT * FROM named_turns").to_arrow_table()
-        assert by_key(turns, "uuid") == by_key(expected_turns, "uuid")
+    lent = {
+        "looked_up_turns": stored,
+        "arrived_turns": arrived,
+        "dep_feedback": feedback,
+        "dep_reviews": reviews,
+        "dep_clicks": clicks,
+    }
+    # The turns they name, a new one in the state _INSERT_TURNS gives it.
+    expected_turns = arrow_with(con, f"WITH {NAMED_TURNS} SELECT * FROM named_turns", **lent)
+    assert by_key(turns, "uuid") == by_key(expected_turns, "uuid")
 
-        verdicts = dependents.verdicts(turns, feedback, reviews, clicks)
-        expected = con.sql(VERDICTS, params=[FEEDBACK, REVIEW, CLICK]).to_arrow_table()
-        assert verdicts.to_pylist() == expected.to_pylist()
+    verdicts = dependents.verdicts(turns, feedback, reviews, clicks)
+    expected = arrow_with(con, VERDICTS, [FEEDBACK, REVIEW, CLICK], **lent)
+    assert verdicts.to_pylist() == expected.to_pylist()
 
-        applied = verdicts.filter(pa.compute.field("verdict") == dependents.APPLY)
-        latest_feedback = dependents.latest_of_each_turn(feedback, applied)
-        latest_reviews = dependents.latest_of_each_turn(reviews, applied)
-        applied_clicks = dependents.applied_rows(clicks, applied)
-        changed = dependents.changed_turns(turns, latest_feedback, latest_reviews, applied_clicks)
-        with (
-            registered(con, "verdicts", expected),
-            registered(con, "new_feedback", latest_feedback),
-            registered(con, "new_reviews", latest_reviews),
-        ):
-            expected_changed = con.sql(CHANGED_TURNS, params=[dependents.APPLY]).to_arrow_table()
+    applied = verdicts.filter(pa.compute.field("verdict") == dependents.APPLY)
+    latest_feedback = dependents.latest_of_each_turn(feedback, applied)
+    latest_reviews = dependents.latest_of_each_turn(reviews, applied)
+    applied_clicks = dependents.applied_rows(clicks, applied)
+    changed = dependents.changed_turns(turns, latest_feedback, latest_reviews, applied_clicks)
+    expected_changed = arrow_with(
+        con,
+        CHANGED_TURNS,
+        [dependents.APPLY],
+        **lent,
+        verdicts=expected,
+        new_feedback=latest_feedback,
+        new_reviews=latest_reviews,
+    )
     assert changed.column_names == expected_changed.column_names
     assert by_key(changed, "uuid") == by_key(expected_changed, "uuid")
     con.close()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from ingest.envelope import new_event_id, uuid7_int
 from projector.apply import accept_new_event_ids, accept_statement
-from projector.arrow_views import registered
+from projector.arrow_views import execute_with
 from projector.keysets import ID_RANGES_MAX_SHARE, MAX_RANGES, id_ranges
 from schemas.readmodel import connect
 
@@ -40,8 +40,9 @@ def _file(directory: Path, ids: list[str]) -> duckdb.DuckDBPyConnection:
     """A read-model file whose `applied_events` holds `ids` in this order (the fold stores them in arrival
     order); checkpointed, so that DuckDB keeps each row group's min/max."""
     con = connect(directory / "ids.duckdb")
-    with registered(con, "stored_ids", pa.table({"event_id": ids})):
-        con.execute("INSERT INTO applied_events SELECT event_id::UUID FROM stored_ids")
+    execute_with(
+        con, "INSERT INTO applied_events SELECT event_id::UUID FROM stored_ids", stored_ids=pa.table({"event_id": ids})
+    )
     con.execute("CHECKPOINT")
     return con
 
@@ -78,8 +79,7 @@ def _accept(con: duckdb.DuckDBPyConnection, batch: list[str]) -> tuple[set[str],
     con.execute("BEGIN TRANSACTION")
     try:
         table = pa.table({"event_id": pa.array(batch, pa.string())})
-        with registered(con, "batch_event_ids", table):
-            accepted = accept_new_event_ids(con, table["event_id"]).to_pylist()
+        accepted = accept_new_event_ids(con, table).to_pylist()
         ((rows,),) = con.execute("SELECT count(*) FROM applied_events").fetchall()
     finally:
         con.execute("ROLLBACK")
@@ -163,8 +163,7 @@ def test_with_time_ordered_ids_duckdb_reads_only_the_row_groups_of_the_recent_on
     sql, params = accept_statement(table["event_id"])
     con.execute("BEGIN TRANSACTION")
     try:
-        with registered(con, "batch_event_ids", table):
-            ((_, plan),) = con.execute(f"EXPLAIN ANALYZE {sql}", params).fetchall()
+        ((_, plan),) = execute_with(con, f"EXPLAIN ANALYZE {sql}", params, batch_event_ids=table).fetchall()
     finally:
         con.execute("ROLLBACK")
     scans = [(int(a), int(b)) for a, b in re.findall(r"Row Groups Scanned: (\d+) / (\d+)", plan)]

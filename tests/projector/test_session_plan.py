@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from projector import session_plan
-from projector.arrow_views import registered
+from projector.arrow_views import arrow_with, execute_with
 from schemas.readmodel import connect
 
 # -- the statements the kernels replaced -------------------------------------------------------------
@@ -162,19 +162,17 @@ def test_the_kernels_plan_the_sessions_the_statements_planned(batch: dict[str, A
         batch["known"],
     )
     plan = session_plan.plan(touched, stored, new, changed)
-    with (
-        registered(con, "touched_sessions", pa.table({"session_id": pa.array(touched, pa.string())})),
-        registered(con, "stored_sessions", stored),
-        registered(con, "changed_turns", changed),
-        registered(con, "batch_new_turns", new),
-    ):
-        expected = con.sql(_SESSION_PLAN).to_arrow_table()
-        assert _plan_rows(plan) == _plan_rows(expected)
-        with registered(con, "session_plan", expected):
-            expected_days = con.execute(_PLANNED_FIRST_DAYS).fetchall()
-            expected_pairs = con.sql(_NEW_PAIRS).to_arrow_table()
-        with registered(con, "new_pairs", expected_pairs), registered(con, "known_pairs", known):
-            expected_counts = con.execute(_SESSION_COUNTS).fetchall()
+    lent = {
+        "touched_sessions": pa.table({"session_id": pa.array(touched, pa.string())}),
+        "stored_sessions": stored,
+        "changed_turns": changed,
+        "batch_new_turns": new,
+    }
+    expected = arrow_with(con, _SESSION_PLAN, **lent)
+    assert _plan_rows(plan) == _plan_rows(expected)
+    expected_days = execute_with(con, _PLANNED_FIRST_DAYS, **lent, session_plan=expected).fetchall()
+    expected_pairs = arrow_with(con, _NEW_PAIRS, **lent, session_plan=expected)
+    expected_counts = execute_with(con, _SESSION_COUNTS, **lent, new_pairs=expected_pairs, known_pairs=known).fetchall()
     con.close()
     assert sorted(session_plan.first_day_moves(plan)) == sorted((d, int(n)) for d, n in expected_days)
     pairs = session_plan.new_pairs(new, plan)
