@@ -69,8 +69,9 @@ from schemas.registry import (
     EventRegistry,
 )
 
-# Sets of uuids go to DuckDB as parameters (projector.keysets): registering an Arrow table costs ~0.5 ms.
-_LIST_PARAM_MAX = 2_000  # beyond, an Arrow table lent to the statement: a long Python list converts slowly
+# Up to this many uuids go to DuckDB as parameters (projector.keysets); beyond, as an Arrow table lent to the
+# statement: a long Python list converts slowly.
+_LIST_PARAM_MAX = 2_000
 
 
 @dataclass
