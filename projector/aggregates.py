@@ -290,7 +290,7 @@ def _session_plan(con: duckdb.DuckDBPyConnection, touched: list[str], new: pa.Ta
     and updated ones. Their stored rows are looked up by key first (`projector.keysets`): joined in a
     statement, the whole `sessions` table was read."""
     statement, params = where_in(_STORED_SESSIONS, touched)
-    stored = con.sql(statement, params=params).to_arrow_table()
+    stored = arrow_with(con, statement, params)
     return session_plan.plan(touched, stored, new, _concat(deltas.changed_turns, _REVIEW_COLUMNS))
 
 

@@ -159,11 +159,6 @@ def accept_statement(batch_ids: pa.ChunkedArray) -> tuple[str, list[str]]:
     return _ACCEPT_NEW_EVENT_IDS.format(stored), keysets.range_params(spans)
 
 
-def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pa.Table:
-    # con.sql rather than a DB-API result, whose Arrow output makes an extra copy of the rows.
-    return con.sql(sql, params=params).to_arrow_table()
-
-
 def _record_time(timestamp_ms: int | None) -> datetime | None:
     if timestamp_ms is None or timestamp_ms < 0:
         return None
@@ -396,9 +391,6 @@ class _Fold:
 
     # -- turns -------------------------------------------------------------------------------------
 
-    def _arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        return _arrow(self.con, sql, params)
-
     def _where_in(
         self, sql: str, uuids: list[str] | pa.Array | pa.ChunkedArray, *, max_placeholders: int = keysets.IN_LIST_MAX
     ) -> list[tuple[Any, ...]]:
@@ -422,7 +414,7 @@ class _Fold:
         rowids = [r for (r,) in self._where_in("SELECT rowid FROM interactions WHERE uuid IN ({})", uuids)]
         if not rowids:
             rowids = [-1]  # no row: the table of no turns, with its columns
-        return self._arrow(_READ_TURNS, [min(rowids), max(rowids), rowids])
+        return arrow_with(self.con, _READ_TURNS, [min(rowids), max(rowids), rowids])
 
     def _insert_turns(self, table: pa.Table, stored: pa.Table) -> pa.Table | None:
         """Inserts the batch's new turns (`table`, in log order) but a second turn of an interaction, stored
