@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from bench import api_latency, children, freshness, machine, profiling, replay, report, traffic
-from bench.server import TOKENS_ENV, CheckpointWatch, Server, start_server
+from bench.server import READY_TIMEOUT_S, TOKENS_ENV, CheckpointWatch, Server, start_server
 from broker.jars import KAFKA_VERSION
 from broker.selection import LOCAL, SelectedBroker, select_broker
 from broker.topics import ensure_topic
@@ -319,7 +319,9 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]
         origin = "the given" if args.db is not None else "the rebuilt"
         say(f"starting chat-analytics serve over a copy of {origin} file ({samples.interactions:,} interactions)")
         server = start_server(broker.bootstrap_servers, topic, served, env[ENV_GROUP_ID], env, workdir / "serve.log")
-        server.wait_ready()
+        # A given file may be far behind the topic (earlier runs' live ingest): its catch-up is not ready
+        # within the time a freshly rebuilt file is.
+        server.wait_ready(CATCH_UP_TIMEOUT_S if args.db is not None else READY_TIMEOUT_S)
         if args.db is not None:
             # The given file may be far behind the topic (earlier runs' live ingest): a row measured
             # while it catches up is the catch-up's. Ready says caught up with the end the projector
