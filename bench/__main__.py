@@ -319,8 +319,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]
         origin = "the given" if args.db is not None else "the rebuilt"
         say(f"starting chat-analytics serve over a copy of {origin} file ({samples.interactions:,} interactions)")
         server = start_server(broker.bootstrap_servers, topic, served, env[ENV_GROUP_ID], env, workdir / "serve.log")
-        # A given file may be far behind the topic (earlier runs' live ingest): its catch-up is not ready
-        # within the time a freshly rebuilt file is.
+        # A given file folds what its topic gained since before it is ready: longer than a rebuilt file takes.
         server.wait_ready(CATCH_UP_TIMEOUT_S if args.db is not None else READY_TIMEOUT_S)
         if args.db is not None:
             # The given file may be far behind the topic (earlier runs' live ingest): a row measured
