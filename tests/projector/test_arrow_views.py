@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -13,7 +14,7 @@ from projector.arrow_views import arrow_with, execute_with
 
 
 @pytest.fixture
-def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     c = duckdb.connect(tmp_path / "lent.duckdb")
     c.execute("CREATE TABLE kept (n BIGINT)")
     yield c
