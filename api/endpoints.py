@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from uuid import UUID
 
 import duckdb
 from pydantic import BaseModel
@@ -36,6 +37,7 @@ from auth.tokens import TokenStore
 from schemas.position import Position
 from schemas.settings import DEFAULT_DISK_WARN_BYTES, DEFAULT_READY_MAX_LAG, DEFAULT_STALE_AFTER_S, DEFAULT_TOPIC
 from schemas.storage import disk_figures
+from serving.changes import INTERACTION, SESSION, USER, Key
 from serving.handle import ReadModelHandle
 
 StatusProvider = Callable[[], Mapping[str, Any]]
@@ -89,8 +91,10 @@ async def _read(
     minimum: Position | None,
     work: Callable[[duckdb.DuckDBPyConnection], T],
     key: Hashable,
+    depends: Key | None = None,
 ) -> T:
-    """`work` over one snapshot at `minimum` or later; the snapshot's position goes into the response."""
+    """`work` over one snapshot at `minimum` or later; the snapshot's position goes into the response.
+    `depends`: the one key of `serving.changes` the answer depends on, if any (`api.readers.read`)."""
     answer = await read(
         ctx.handle,
         work,
@@ -100,6 +104,7 @@ async def _read(
         minimum=minimum,
         wait_s=ctx.min_position_wait_s,
         rows=ctx.rows,
+        depends=depends,
     )
     request.state.read_model_position = answer.position
     if not answer.reached:
@@ -114,10 +119,32 @@ async def _answer(
     minimum: Position | None,
     work: Callable[..., T],
     *args: Hashable,
+    depends: Key | None = None,
 ) -> T:
     """`work(cursor, *args)` over one snapshot (`_read`), remembered for that snapshot under `work` and
-    `args`: the arguments are all an answer depends on besides the data."""
-    return await _read(request, ctx, minimum, lambda cur: work(cur, *args), (work, *args))
+    `args`: the arguments are all an answer depends on besides the data. `depends`: the one key of the
+    data the answer depends on, if it reads the turns of one interaction, session or visitor only; it is
+    then also remembered across commits that did not touch that key (`api.snapshot_cache`)."""
+    return await _read(request, ctx, minimum, lambda cur: work(cur, *args), (work, *args), depends)
+
+
+def _turns_of(filters: Filters | None) -> Key | None:
+    """What a list of turns narrowed by `filters` depends on: every filter is a condition on each turn, so
+    a list narrowed to one session (or one visitor) reads that session's (or visitor's) turns only."""
+    if filters is None:
+        return None
+    if filters.session_id is not None:
+        return (SESSION, filters.session_id)
+    if filters.user_slug is not None:
+        return (USER, filters.user_slug)
+    return None
+
+
+def _interaction(value: str) -> Key | None:
+    try:
+        return (INTERACTION, str(UUID(value)))  # as the fold names it; any spelling the retrieve takes
+    except ValueError:
+        return None  # no turn has it: the answer is a 404, which is not remembered
 
 
 def _kpi_body(cur: duckdb.DuckDBPyConnection, *args: Any) -> dict[str, Any]:
@@ -195,7 +222,9 @@ async def list_interactions(request: Request, ctx: Context) -> Response:
         )
     paging = parse_pagination(request.query_params, errors, optional=False)
     raise_if_any(errors)
-    page = await _answer(request, ctx, minimum, queries.list_interactions, filters, order, paging)
+    page = await _answer(
+        request, ctx, minimum, queries.list_interactions, filters, order, paging, depends=_turns_of(filters)
+    )
     return _page_response(request, page)
 
 
@@ -204,7 +233,7 @@ async def retrieve_interaction(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
-    body = await _answer(request, ctx, minimum, queries.get_interaction, value)
+    body = await _answer(request, ctx, minimum, queries.get_interaction, value, depends=_interaction(value))
     return detail("Not found.", 404) if body is None else json_response(body)
 
 
@@ -219,12 +248,16 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     if paging is None:
-        whole = await _answer(request, ctx, minimum, queries.short_whole_list, narrowed, order)
+        whole = await _answer(
+            request, ctx, minimum, queries.short_whole_list, narrowed, order, depends=_turns_of(narrowed)
+        )
         if whole is None:
             assert narrowed is not None  # a contradiction has no rows, so it is short
             return await _streamed(ctx, queries.stream_transcript(narrowed, order), streaming.JsonTextArray())
         return _page_response(request, whole)
-    page = await _answer(request, ctx, minimum, queries.list_interactions, narrowed, order, paging)
+    page = await _answer(
+        request, ctx, minimum, queries.list_interactions, narrowed, order, paging, depends=_turns_of(narrowed)
+    )
     return _page_response(request, page)
 
 

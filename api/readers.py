@@ -15,6 +15,7 @@ from api import row_cache
 from api.row_cache import RowCache
 from api.snapshot_cache import SnapshotCache, snapshot_state
 from schemas.position import Position
+from serving.changes import Key
 from serving.handle import ReadModelHandle
 
 T = TypeVar("T")
@@ -63,6 +64,7 @@ def _in_snapshot(
     topic: str,
     minimum: Position | None,
     rows: RowCache | None = None,
+    depends: Key | None = None,
 ) -> Answer[T]:
     # A read lease for the whole unit of work: a blue/green switch waits for it to end, so the file
     # cannot be swapped (or closed) under a request, and the next request reads the new file.
@@ -80,7 +82,7 @@ def _in_snapshot(
             mark, position, reached, _forgets = _snapshot(cur, handle, topic, minimum)
             if not reached:
                 return Answer(None, position, reached=False)
-            found, value = cache.get(mark, key)
+            found, value = cache.get(mark, key, handle.changes)
             if found:
                 return Answer(value, position)
         # One transaction, so that a count and the rows it describes see the same projector commit; the
@@ -95,12 +97,20 @@ def _in_snapshot(
             if cache is None:
                 with serving:
                     return Answer(work(cur), position)
-            found, value = cache.claim(mark, key, commits)
+            found, value = cache.claim(mark, key, commits, handle.changes)
             if not found:
                 try:
                     with serving:
                         value = work(cur)
-                    cache.put(mark, key, value, rows=_row_count(value), commits=commits)
+                    cache.put(
+                        mark,
+                        key,
+                        value,
+                        rows=_row_count(value),
+                        commits=commits,
+                        depends=depends,
+                        changes=handle.changes,
+                    )
                 finally:
                     cache.release(mark, key)
             return Answer(value, position)
@@ -118,10 +128,12 @@ async def read(
     minimum: Position | None = None,
     wait_s: float = 0.0,
     rows: RowCache | None = None,
+    depends: Key | None = None,
 ) -> Answer[T]:
     """Runs `work(cursor)` in the threadpool: DuckDB calls block, the event loop must not. With a
     `cache`, an answer to the same `key` (everything the answer depends on besides the data) computed
-    in the same snapshot is returned instead. With `rows`, pages take the rows it holds (`api.row_cache`).
+    in the same snapshot is returned instead, or in a later one when the answer `depends` on one key of
+    `serving.changes` that no commit since touched. With `rows`, pages take the rows it holds (`api.row_cache`).
 
     With a `minimum` position the file has not reached, waits (on the event loop, holding no thread)
     for the projector's next commit and looks again, for at most `wait_s`; then returns an answer that
@@ -131,7 +143,7 @@ async def read(
     while True:
         # Taken before the read: a commit between the read and the wait still wakes the wait.
         seen = board.commits
-        answer = await run_in_threadpool(_in_snapshot, handle, work, cache, key, topic, minimum, rows)
+        answer = await run_in_threadpool(_in_snapshot, handle, work, cache, key, topic, minimum, rows, depends)
         remaining = deadline - time.monotonic()
         if answer.reached or remaining <= 0:
             return answer

@@ -68,6 +68,7 @@ from schemas.registry import (
     UNKNOWN_OFFERING,
     EventRegistry,
 )
+from serving.changes import ChangeLog, Key, mark_total, turn_keys
 
 # Up to this many uuids go to DuckDB as parameters (projector.keysets); beyond, as an Arrow table lent to the
 # statement: a long Python list converts slowly.
@@ -88,6 +89,9 @@ class BatchStats:
     erased: int = 0  # turns an erasure removed or dropped on arrival (each with everything attached)
     erased_events: int = 0  # feedback, clicks, reviews, copies and dead letters dropped for an erasure
     aged: int = 0  # events dropped on arrival because they are older than the retention horizon
+    # The turns the batch inserted or updated (Arrow tables with uuid, session_id and user_slug): what it
+    # changed of the answers that read one interaction, session or visitor (`changed_keys`).
+    turns_touched: list[pa.Table] = field(default_factory=list)
     # How long folding the batch took (`took`), parsing included when the same call parsed it
     # (`fold.apply_batch`): wall time, and the CPU time of the thread that folded it (DuckDB's own worker
     # threads not counted). Zero when nobody timed it.
@@ -120,10 +124,41 @@ class _Source:
 
 
 def apply_prepared(
-    con: duckdb.DuckDBPyConnection, batch: PreparedBatch, registry: EventRegistry | None = None
+    con: duckdb.DuckDBPyConnection,
+    batch: PreparedBatch,
+    registry: EventRegistry | None = None,
+    *,
+    changes: ChangeLog | None = None,
 ) -> BatchStats:
-    with transaction(con):
-        return apply_in_transaction(con, batch, registry=registry)
+    """The fold of one batch in a transaction of its own. `changes`: the served file's change log, where
+    the commit files what it changed, under the snapshot marks before and after it (`serving.changes`)."""
+    if changes is None:
+        with transaction(con):
+            return apply_in_transaction(con, batch, registry=registry)
+    filed = None
+    try:
+        with transaction(con):
+            before = mark_total(con)
+            stats = apply_in_transaction(con, batch, registry=registry)
+            filed = changes.expect(before, mark_total(con), changed_keys(stats))
+        return stats
+    except BaseException:
+        changes.retract(filed)
+        raise
+
+
+def changed_keys(stats: BatchStats) -> frozenset[Key] | None:
+    """The keys of `serving.changes` a folded batch changed; None when it may have changed any (an erasure)."""
+    if stats.erasures:
+        return None
+    uuids: list[str] = []
+    sessions: list[str] = []
+    users: list[str | None] = []
+    for turns in stats.turns_touched:
+        uuids += turns["uuid"].to_pylist()
+        sessions += turns["session_id"].to_pylist()
+        users += turns["user_slug"].to_pylist()
+    return turn_keys(uuids, sessions, users)
 
 
 def apply_in_transaction(
@@ -315,6 +350,7 @@ class _Fold:
         self._apply_erasures([e for e in events if e.type == ERASURE])
         self._count_applied()
         self._store_offsets()
+        self.stats.turns_touched = [*self.deltas.new_turns, *self.deltas.changed_turns]
         return self.stats
 
     # -- positions and duplicates ------------------------------------------------------------------

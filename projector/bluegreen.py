@@ -163,6 +163,7 @@ class LiveProjection:
             retention_days=self.retention_days,
             on_commit=self.handle.positions.advance,
             on_fatal=self.handle.mark_failed,
+            changes=self.handle.changes,
             checkpoint_bytes=size_bytes(self.handle.checkpoint_threshold or SERVING_CHECKPOINT_THRESHOLD),
         )
         self._caught_up_from_start = service if caught_up else None

@@ -34,6 +34,7 @@ from projector.prepare import prepare
 from projector.source import TopicSource
 from schemas.readmodel import stored_offsets
 from schemas.storage import checkpoint_room, size_text
+from serving.changes import ChangeLog
 from serving.handle import is_fatal
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class ProjectorService:
         on_commit: Callable[[Mapping[tuple[str, int], int]], None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         checkpoint_bytes: int | None = None,
+        changes: ChangeLog | None = None,
     ) -> None:
         """`retention_days`: purge what is older (docs/privacy.md) at start-up and every PURGE_EVERY_S
         between batches; -1 keeps everything; None leaves the file's retention alone.
@@ -85,7 +87,9 @@ class ProjectorService:
         `on_fatal` is called (and the loop ends) when DuckDB invalidated the database: no retry can
         succeed on this connection, only a restart of the process, which recovers from the log.
         `checkpoint_bytes`: checkpoint after a batch once the write-ahead log is this large (for a
-        served file, whose automatic checkpoints are off: see schemas.readmodel.serving_settings)."""
+        served file, whose automatic checkpoints are off: see schemas.readmodel.serving_settings).
+        `changes`: the served file's change log, where each live batch's commit files what it changed, so
+        that answers it did not touch stay remembered (`serving.changes`)."""
         if source.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if live_interval_s < 0:
@@ -104,6 +108,7 @@ class ProjectorService:
         self.live_interval_s = live_interval_s
         self.on_commit = on_commit
         self.on_fatal = on_fatal
+        self.changes = changes
         self.checkpoint_bytes = checkpoint_bytes
         self._wal = _wal_path(con) if checkpoint_bytes is not None else None
         self._idle_checkpoint_after = 0.0
@@ -290,7 +295,7 @@ class ProjectorService:
         batch = reader.take(LIVE_POLL_MS / 1000)
         if batch is not None:
             started = fold_clock()
-            stats = apply_prepared(self.con, batch).took(started)
+            stats = apply_prepared(self.con, batch, changes=self.changes).took(started)
             self._after_batch(stats)
             newest = max((ms for ms in batch.timestamps if ms is not None), default=None)
             if newest is not None:

@@ -20,6 +20,7 @@ import duckdb
 
 from schemas.position import PositionBoard
 from schemas.readmodel import file_version, serving_settings
+from serving.changes import ChangeLog
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class ReadModelHandle:
         self._con = con
         self.path = Path(path) if path is not None else None
         self.generation = 0
+        # What the live projector's commits to this file changed (`serving.changes`): a new one per file.
+        self.changes = ChangeLog(self.generation)
         self.unavailable: str | None = None
         # Set once DuckDB invalidated the database (a fatal error, such as a full disk during a
         # checkpoint): the process cannot serve any more, /livez fails and `serve` exits.
@@ -162,5 +165,6 @@ class ReadModelHandle:
         old, self._con = self._con, con
         self.path = Path(path) if path is not None else None
         self.generation += 1
+        self.changes = ChangeLog(self.generation)
         self._note_file(con)
         return old
