@@ -91,7 +91,7 @@ def pick_samples(db: Path) -> Samples:
     )
 
 
-def _path(suffix: str, params: dict[str, Any] | None = None) -> str:
+def api_path(suffix: str, params: dict[str, Any] | None = None) -> str:
     query = f"?{urlencode(params)}" if params else ""
     return f"{PREFIX}/{suffix}{query}"
 
@@ -99,69 +99,77 @@ def _path(suffix: str, params: dict[str, Any] | None = None) -> str:
 def endpoints(samples: Samples, today: datetime) -> list[dict[str, Any]]:
     """Each endpoint with typical parameters; several distinct requests where the parameters vary."""
     week_ago = (today - timedelta(days=6)).date().isoformat()
-    deep_page = max(1, min(DEEP_PAGE, samples.interactions // 10 // 2))
+    deep_page_number = deep_page(samples.interactions)
     return [
         {"name": "healthz (floor)", "paths": ["/healthz"], "target_ms": None},
-        {"name": "list", "paths": [_path("")], "target_ms": TARGET_FAST_MS},
+        {"name": "list", "paths": [api_path("")], "target_ms": TARGET_FAST_MS},
         {
             "name": "list ?severity",
-            "paths": [_path("", {"severity": s}) for s in ("low", "medium", "high", "critical")],
+            "paths": [api_path("", {"severity": s}) for s in ("low", "medium", "high", "critical")],
             "target_ms": TARGET_FAST_MS,
         },
         {
             "name": "list ?user_slug",
-            "paths": [_path("", {"user_slug": u}) for u in samples.users],
+            "paths": [api_path("", {"user_slug": u}) for u in samples.users],
             "target_ms": TARGET_FAST_MS,
         },
-        {"name": "list ?is_flagged=true", "paths": [_path("", {"is_flagged": "true"})], "target_ms": TARGET_FAST_MS},
-        {"name": f"list ?page={deep_page}", "paths": [_path("", {"page": deep_page})], "target_ms": TARGET_FAST_MS},
-        {"name": "retrieve", "paths": [_path(f"{u}/") for u in samples.uuids], "target_ms": TARGET_FAST_MS},
+        {"name": "list ?is_flagged=true", "paths": [api_path("", {"is_flagged": "true"})], "target_ms": TARGET_FAST_MS},
+        {
+            "name": f"list ?page={deep_page_number}",
+            "paths": [api_path("", {"page": deep_page_number})],
+            "target_ms": TARGET_FAST_MS,
+        },
+        {"name": "retrieve", "paths": [api_path(f"{u}/") for u in samples.uuids], "target_ms": TARGET_FAST_MS},
         {
             "name": "by-session/{id}",
-            "paths": [_path(f"by-session/{quote(s, safe='')}/") for s in samples.sessions],
+            "paths": [api_path(f"by-session/{quote(s, safe='')}/") for s in samples.sessions],
             "target_ms": TARGET_FAST_MS,
         },
         {
             "name": "by-user/{slug} ?page_size=50",
-            "paths": [_path(f"by-user/{u}/", {"page_size": 50}) for u in samples.users],
+            "paths": [api_path(f"by-user/{u}/", {"page_size": 50}) for u in samples.users],
             "target_ms": TARGET_FAST_MS,
         },
         {
             # What the reference's generated client asks for: the user's whole history, unpaginated.
             "name": f"by-user/{{slug}} whole list (mean {_mean(samples.user_turns.values()):,} turns)",
-            "paths": [_path(f"by-user/{u}/") for u in samples.users],
+            "paths": [api_path(f"by-user/{u}/") for u in samples.users],
             "target_ms": None,
         },
         {
             "name": f"by-user/{{slug}} whole list (heaviest visitor, {samples.heaviest_user_turns:,} turns)",
-            "paths": [_path(f"by-user/{samples.heaviest_user}/")],
+            "paths": [api_path(f"by-user/{samples.heaviest_user}/")],
             "target_ms": None,
         },
-        {"name": "by-user (aggregate)", "paths": [_path("by-user/")], "target_ms": TARGET_AGGREGATE_MS},
-        {"name": "kpi", "paths": [_path("kpi/")], "target_ms": TARGET_AGGREGATE_MS},
+        {"name": "by-user (aggregate)", "paths": [api_path("by-user/")], "target_ms": TARGET_AGGREGATE_MS},
+        {"name": "kpi", "paths": [api_path("kpi/")], "target_ms": TARGET_AGGREGATE_MS},
         {
             "name": "kpi ?created_from&created_to",
-            "paths": [_path("kpi/", {"created_from": week_ago, "created_to": today.date().isoformat()})],
+            "paths": [api_path("kpi/", {"created_from": week_ago, "created_to": today.date().isoformat()})],
             "target_ms": TARGET_AGGREGATE_MS,
         },
-        {"name": "budget", "paths": [_path("budget/")], "target_ms": TARGET_FAST_MS},
+        {"name": "budget", "paths": [api_path("budget/")], "target_ms": TARGET_FAST_MS},
         # The reference dashboard's table: the whole conversations list, unpaginated, as it asks for it.
-        {"name": "conversations whole list", "paths": [_path("conversations/")], "target_ms": TARGET_CONVERSATIONS_MS},
+        {
+            "name": "conversations whole list",
+            "paths": [api_path("conversations/")],
+            "target_ms": TARGET_CONVERSATIONS_MS,
+        },
         {
             "name": f"conversations ?query={SEARCH_WORD}",
-            "paths": [_path("conversations/", {"query": SEARCH_WORD})],
+            "paths": [api_path("conversations/", {"query": SEARCH_WORD})],
             "target_ms": TARGET_CONVERSATIONS_MS,
         },
         {
             "name": f"conversations ?query={COMMON_WORD}",
-            "paths": [_path("conversations/", {"query": COMMON_WORD})],
+            "paths": [api_path("conversations/", {"query": COMMON_WORD})],
             "target_ms": TARGET_CONVERSATIONS_MS,
         },
         {"name": "feedbacks list", "paths": ["/api/anonymous-chat-feedbacks/"], "target_ms": TARGET_FAST_MS},
         {
             # The dashboard's KPI tiles with a conversation-level filter (a total-token floor).
             "name": "kpi ?total_tokens_min",
-            "paths": [_path("kpi/", {"total_tokens_min": 5000})],
+            "paths": [api_path("kpi/", {"total_tokens_min": 5000})],
             "target_ms": TARGET_AGGREGATE_MS,
         },
         *miss_endpoints(samples, today),
@@ -173,13 +181,18 @@ def _mean(values: Any) -> int:
     return round(sum(values) / len(values)) if values else 0
 
 
-def _before_data(i: int) -> str:
+def deep_page(interactions: int) -> int:
+    """DEEP_PAGE, or the middle page of a smaller list (a page past the end is a 404)."""
+    return max(1, min(DEEP_PAGE, interactions // 10 // 2))
+
+
+def before_data(i: int) -> str:
     """The i-th day from 1900-01-01: a bound before any turn, so a filter by it keeps every row, but a
     distinct value, so a distinct answer-cache key."""
     return (date(1900, 1, 1) + timedelta(days=i)).isoformat()
 
 
-def _after_today(today: datetime, i: int) -> str:
+def after_today(today: datetime, i: int) -> str:
     return (today.date() + timedelta(days=i)).isoformat()
 
 
@@ -193,42 +206,42 @@ def miss_endpoints(samples: Samples, today: datetime) -> list[dict[str, Any]]:
     here is an upper bound. Each row reports the answer-cache hits the server counted meanwhile. Left
     out: budget (one key a day) and the by-user aggregate (its filters take another, heavier path)."""
     week_ago = (today - timedelta(days=6)).date().isoformat()
-    deep_page = max(1, min(DEEP_PAGE, samples.interactions // 10 // 2))
+    deep_page_number = deep_page(samples.interactions)
     n = MISS_SAMPLES
     users = samples.users
 
     def dated(suffix: str, params: dict[str, Any] | None = None, *, key: str = "created_from") -> list[str]:
-        return [_path(suffix, {**(params or {}), key: _before_data(i)}) for i in range(n)]
+        return [api_path(suffix, {**(params or {}), key: before_data(i)}) for i in range(n)]
 
     rows: list[tuple[str, list[str], float | None]] = [
         ("list", dated(""), TARGET_FAST_MS),
-        ("list ?severity", [_path("", {"severity": "low", "created_from": _before_data(i)}) for i in range(n)],
+        ("list ?severity", [api_path("", {"severity": "low", "created_from": before_data(i)}) for i in range(n)],
          TARGET_FAST_MS),
-        ("list ?user_slug", [_path("", {"user_slug": users[i % len(users)], "created_from": _before_data(i)})
+        ("list ?user_slug", [api_path("", {"user_slug": users[i % len(users)], "created_from": before_data(i)})
                              for i in range(n)], TARGET_FAST_MS),
         ("list ?is_flagged=true", dated("", {"is_flagged": "true"}), TARGET_FAST_MS),
-        (f"list ?page={deep_page}", dated("", {"page": deep_page}), TARGET_FAST_MS),
-        ("retrieve", [_path(f"{u}/") for u in samples.many_uuids], TARGET_FAST_MS),
-        ("by-session/{id}", [_path(f"by-session/{quote(s, safe='')}/") for s in samples.many_sessions],
+        (f"list ?page={deep_page_number}", dated("", {"page": deep_page_number}), TARGET_FAST_MS),
+        ("retrieve", [api_path(f"{u}/") for u in samples.many_uuids], TARGET_FAST_MS),
+        ("by-session/{id}", [api_path(f"by-session/{quote(s, safe='')}/") for s in samples.many_sessions],
          TARGET_FAST_MS),
         ("by-user/{slug} ?page_size=50",
-         [_path(f"by-user/{users[i % len(users)]}/", {"page_size": 50, "created_from": _before_data(i)})
+         [api_path(f"by-user/{users[i % len(users)]}/", {"page_size": 50, "created_from": before_data(i)})
           for i in range(n)], TARGET_FAST_MS),
         (f"by-user/{{slug}} whole list (heaviest visitor, {samples.heaviest_user_turns:,} turns)",
          dated(f"by-user/{samples.heaviest_user}/"), None),
         # 365 keys only (every window_days): the hit count of the row says whether any repeated in a snapshot.
-        ("kpi", [_path("kpi/", {"window_days": 1 + i % 365}) for i in range(n)], TARGET_AGGREGATE_MS),
+        ("kpi", [api_path("kpi/", {"window_days": 1 + i % 365}) for i in range(n)], TARGET_AGGREGATE_MS),
         ("kpi ?created_from&created_to",
-         [_path("kpi/", {"created_from": week_ago, "created_to": _after_today(today, i)}) for i in range(n)],
+         [api_path("kpi/", {"created_from": week_ago, "created_to": after_today(today, i)}) for i in range(n)],
          TARGET_AGGREGATE_MS),
         ("conversations whole list", dated("conversations/", key="last_active_after"), TARGET_CONVERSATIONS_MS),
         (f"conversations ?query={SEARCH_WORD}", dated("conversations/", {"query": SEARCH_WORD},
                                                       key="last_active_after"), TARGET_CONVERSATIONS_MS),
         # A submitted_to bound also leaves out the records with only an LLM review: a smaller list.
-        ("feedbacks list ?submitted_to", [f"/api/anonymous-chat-feedbacks/?submitted_to={_after_today(today, i)}"
+        ("feedbacks list ?submitted_to", [f"/api/anonymous-chat-feedbacks/?submitted_to={after_today(today, i)}"
                                           for i in range(n)], TARGET_FAST_MS),
-        ("kpi ?total_tokens_min", [_path("kpi/", {"total_tokens_min": 5000, "window_days": 1 + i % 365,
-                                                   "last_active_after": _before_data(i)}) for i in range(n)],
+        ("kpi ?total_tokens_min", [api_path("kpi/", {"total_tokens_min": 5000, "window_days": 1 + i % 365,
+                                                   "last_active_after": before_data(i)}) for i in range(n)],
          TARGET_AGGREGATE_MS),
     ]  # fmt: skip
     return [{"name": f"{name} (miss)", "paths": paths, "target_ms": target} for name, paths, target in rows]
@@ -258,6 +271,24 @@ def check_paths(server: Server, planned: list[dict[str, Any]]) -> None:
             raise RuntimeError(f"{endpoint['name']}: {endpoint['paths'][0]} answered {status}: {str(body)[:300]}")
 
 
+def drive_load(spec: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
+    """Runs the load driver (`bench.load`) in its own process on `spec`; its figures per endpoint."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".json", dir=workdir, delete=False) as spec_file:
+        spec_file.write(orjson.dumps(spec))
+    # Progress lines (stderr) reach the terminal; the figures come back as JSON on stdout.
+    done = subprocess.run(
+        children.python_module("bench.load", spec_file.name),
+        stdout=subprocess.PIPE,
+        cwd=str(children.REPO_ROOT),
+        check=False,
+        timeout=len(spec["endpoints"]) * (spec["seconds"] + spec["warmup_seconds"]) * 3 + 120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the load driver failed with exit code {done.returncode}")
+    results: list[dict[str, Any]] = orjson.loads(done.stdout.splitlines()[-1])
+    return results
+
+
 def run_load(
     server: Server,
     planned: list[dict[str, Any]],
@@ -279,19 +310,7 @@ def run_load(
         "rate": rate,
         "endpoints": [{"name": e["name"], "paths": e["paths"]} for e in planned],
     }
-    with tempfile.NamedTemporaryFile("wb", suffix=".json", dir=workdir, delete=False) as spec_file:
-        spec_file.write(orjson.dumps(spec))
-    # Progress lines (stderr) reach the terminal; the figures come back as JSON on stdout.
-    done = subprocess.run(
-        children.python_module("bench.load", spec_file.name),
-        stdout=subprocess.PIPE,
-        cwd=str(children.REPO_ROOT),
-        check=False,
-        timeout=len(planned) * (seconds + warmup_s) * 3 + 120,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the load driver failed with exit code {done.returncode}")
-    results: list[dict[str, Any]] = orjson.loads(done.stdout.splitlines()[-1])
+    results = drive_load(spec, workdir)
     targets = {e["name"]: e["target_ms"] for e in planned}
     for result in results:
         target = targets[result["name"]]

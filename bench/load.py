@@ -4,8 +4,9 @@ endpoint.
 
     python -m bench.load SPEC.json
 
-SPEC: {"host", "port", "token", "connections", "seconds", "warmup_seconds", "server_pid" (optional),
-       "rate" (optional), "endpoints": [{"name": ..., "paths": [...]}, ...]}
+SPEC: {"host", "port", "token", "connections", "seconds", "warmup_seconds", "server_pid" (optional: one
+       pid, or a list of them when the server is several process trees, as a web server and its
+       database are), "rate" (optional), "endpoints": [{"name": ..., "paths": [...]}, ...]}
 
 Two ways to load the server:
 - closed loop (no "rate"): each connection sends its next request as soon as the previous response
@@ -61,7 +62,11 @@ class Tally:
     warmup_latencies: list[float] = field(default_factory=list)
 
 
-async def _read_response(reader: asyncio.StreamReader, head_at: list[float] | None = None) -> tuple[int, bytes]:
+async def _read_response(
+    reader: asyncio.StreamReader, head_at: list[float] | None = None, closing: list[bool] | None = None
+) -> tuple[int, bytes]:
+    """The status and body of one response; `closing` gets whether the server closes the connection after
+    it (`Connection: close`: a server without keep-alive, as gunicorn's sync workers are)."""
     head = await reader.readuntil(b"\r\n\r\n")
     if head_at is not None:
         head_at.append(time.perf_counter())
@@ -76,6 +81,8 @@ async def _read_response(reader: asyncio.StreamReader, head_at: list[float] | No
             length = int(value.strip())
         elif name == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
+        elif name == b"connection" and closing is not None:
+            closing.append(value.strip().lower() == b"close")
     if chunked:
         parts: list[bytes] = []
         while True:
@@ -126,9 +133,15 @@ async def _connection(
             request = requests[i % len(requests)]
             i += 1
             head_at: list[float] = []
+            closing: list[bool] = []
             try:
+                if writer.is_closing():
+                    # The server closed the connection after its last answer: this request pays for a new one.
+                    reader, writer = await asyncio.open_connection(host, port)
                 writer.write(request)
-                status, body = await _read_response(reader, head_at)
+                status, body = await _read_response(reader, head_at, closing)
+                if any(closing):
+                    writer.close()
             except (OSError, asyncio.IncompleteReadError, HttpError, ValueError) as exc:
                 tally.failures.append(f"{type(exc).__name__}: {exc}")
                 writer.close()
@@ -194,6 +207,14 @@ def fixed_rate_schedules(start: float, rate: float, connections: int) -> list[It
     return [due(start + (c + 1) / rate, connections / rate) for c in range(connections)]
 
 
+def _servers_cpu_s(pids: int | list[int] | None) -> float | None:
+    """The CPU seconds used so far by the process trees of `pids` (None where one cannot be read)."""
+    if pids is None:
+        return None
+    used = [tree_cpu_s(pid) for pid in ([pids] if isinstance(pids, int) else pids)]
+    return None if any(u is None for u in used) else sum(u for u in used if u is not None)
+
+
 async def _at(moment: float) -> None:
     await asyncio.sleep(max(0.0, moment - time.perf_counter()))
 
@@ -218,10 +239,10 @@ async def drive(spec: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any
 
     async def note_cpu() -> None:
         await _at(measure_from)
-        cpu["server"], cpu["driver"] = tree_cpu_s(server_pid), _own_cpu_s()
+        cpu["server"], cpu["driver"] = _servers_cpu_s(server_pid), _own_cpu_s()
         cache["before"] = await _cache_counts(host, port)
         await _at(until)
-        server_after = tree_cpu_s(server_pid)
+        server_after = _servers_cpu_s(server_pid)
         cpu["server"] = None if server_after is None or cpu["server"] is None else server_after - cpu["server"]
         cpu["driver"] = _own_cpu_s() - (cpu["driver"] or 0.0)
         cache["after"] = await _cache_counts(host, port)

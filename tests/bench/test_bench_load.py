@@ -62,3 +62,27 @@ def test_a_row_whose_every_answer_outlasts_the_window_says_so_with_the_warm_up_f
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "none in 0.3 s"
     assert cells[2].startswith("> 300 (warm-up up to ") and "—" not in cells[2]
+
+
+def test_a_server_that_closes_each_connection_is_measured_without_failures() -> None:
+    """gunicorn's sync workers (the reference's stack) answer `Connection: close` and close the socket:
+    the driver must open a new connection for the next request, not count a failure for every other one."""
+
+    async def closing_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n[]")
+            await writer.drain()
+        writer.close()
+
+    async def measure() -> dict[str, Any]:
+        server = await asyncio.start_server(closing_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        spec = {"host": "127.0.0.1", "port": port, "token": "t", "connections": 2, "seconds": 0.3,
+                "warmup_seconds": 0.1}  # fmt: skip
+        async with server:
+            return await drive(spec, {"name": "closing", "paths": ["/a/", "/b/"]})
+
+    result = asyncio.run(measure())
+    assert result["errors"] == 0, result["first_error"]
+    assert result["requests_per_s"] > 10  # many answers, each on a connection of its own
