@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from itertools import islice
 from typing import Any
 
 from bench.load import drive, fixed_rate_schedules
 from bench.report import _endpoint_rows
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _drive_against(handler: Handler, name: str, warmup_s: float) -> dict[str, Any]:
+    """`bench.load.drive`, 2 connections for 0.3 s after `warmup_s`, against a local server run by `handler`."""
+
+    async def measure() -> dict[str, Any]:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        spec = {"host": "127.0.0.1", "port": port, "token": "t", "connections": 2, "seconds": 0.3,
+                "warmup_seconds": warmup_s}  # fmt: skip
+        async with server:
+            return await drive(spec, {"name": name, "paths": ["/a/", "/b/"]})
+
+    return asyncio.run(measure())
 
 
 def test_fixed_rate_requests_are_due_one_interval_apart_across_all_connections() -> None:
@@ -46,15 +63,7 @@ def test_a_row_whose_every_answer_outlasts_the_window_says_so_with_the_warm_up_f
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]")
                 await writer.drain()
 
-    async def measure() -> dict[str, Any]:
-        server = await asyncio.start_server(slow_server, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        spec = {"host": "127.0.0.1", "port": port, "token": "t", "connections": 2, "seconds": 0.3,
-                "warmup_seconds": 0.5}  # fmt: skip
-        async with server:
-            return await drive(spec, {"name": "slow whole list", "paths": ["/a/", "/b/"]})
-
-    result = asyncio.run(measure())
+    result = _drive_against(slow_server, "slow whole list", warmup_s=0.5)
     assert result["requests_per_s"] == 0 and result["p50_ms"] is None
     assert result["warmup_max_ms"] >= delay_s * 1000
     result |= {"target_p99_ms": None, "met": None}
@@ -75,14 +84,6 @@ def test_a_server_that_closes_each_connection_is_measured_without_failures() -> 
             await writer.drain()
         writer.close()
 
-    async def measure() -> dict[str, Any]:
-        server = await asyncio.start_server(closing_server, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        spec = {"host": "127.0.0.1", "port": port, "token": "t", "connections": 2, "seconds": 0.3,
-                "warmup_seconds": 0.1}  # fmt: skip
-        async with server:
-            return await drive(spec, {"name": "closing", "paths": ["/a/", "/b/"]})
-
-    result = asyncio.run(measure())
+    result = _drive_against(closing_server, "closing", warmup_s=0.1)
     assert result["errors"] == 0, result["first_error"]
     assert result["requests_per_s"] > 10  # many answers, each on a connection of its own

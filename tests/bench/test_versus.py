@@ -7,28 +7,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-import pytest
-
 from bench import api_latency, miss_cost, versus
-from projector.fold import apply_batch
-from schemas.readmodel import connect
-from tests.support.events import stream, to_records
 
 # The filters of the reference's own FilterSets (its list, KPI and feedbacks), which this API also takes.
 REFERENCE_PARAMETERS = {"created_after", "created_before", "severity", "user_slug", "page", "submitted_to"}
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("versus") / "rm.duckdb"
-    con = connect(path)
-    apply_batch(con, to_records(list(stream(600, seed=7, sessions=40))))
-    con.close()
-    return path
-
-
-def test_every_request_of_a_row_is_a_question_not_asked_before_in_the_reference_s_terms(db: Path) -> None:
-    rows = versus.rows_of(api_latency.pick_samples(db), datetime.now(UTC))
+def test_every_request_of_a_row_is_a_question_not_asked_before_in_the_reference_s_terms(small_read_model: Path) -> None:
+    rows = versus.rows_of(api_latency.pick_samples(small_read_model), datetime.now(UTC))
     assert len(rows) == 10
     for row in rows:
         paths = row["paths"]
@@ -38,9 +24,9 @@ def test_every_request_of_a_row_is_a_question_not_asked_before_in_the_reference_
             assert {name for name, _ in parse_qsl(urlsplit(path).query)} <= REFERENCE_PARAMETERS, path
 
 
-def test_this_api_answers_the_first_question_of_every_row(db: Path) -> None:
-    rows = versus.rows_of(api_latency.pick_samples(db), datetime.now(UTC))
-    app = miss_cost._app(db)
+def test_this_api_answers_the_first_question_of_every_row(small_read_model: Path) -> None:
+    rows = versus.rows_of(api_latency.pick_samples(small_read_model), datetime.now(UTC))
+    app = miss_cost._app(small_read_model)
 
     async def ask() -> list[int]:
         return [(await miss_cost._get(app, row["paths"][0]))[0] for row in rows]
