@@ -42,8 +42,8 @@ from broker.selection import select_broker
 from broker.topics import ensure_topic
 from schemas.settings import ENV_GROUP_ID, Settings
 
-# Answers that take the reference longer than its web server's 30 s timeout under load (the whole
-# conversations list, the heaviest visitor's transcript) are left out: their miss would be a 502.
+# Left out: answers that can outlast the reference's 30 s web-server timeout under load (alone, the whole
+# conversations list takes it 16-19 s and the heaviest visitor's transcript 8-13 s).
 TARGET_MULTIPLE = 10.0
 
 
