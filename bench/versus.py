@@ -144,8 +144,9 @@ def compare(server: Server, samples: api_latency.Samples, args: argparse.Namespa
         rows.append({"name": row["name"], "example": row["paths"][0], "ours_first": ours, "other_first": theirs,
                      "ours": [], "other": []})  # fmt: skip
     for k in range(args.rounds):
-        # Round k takes every rounds-th key from k: no run at this server repeats an earlier run's key.
-        sliced = [{"name": r["name"], "paths": r["paths"][k :: args.rounds]} for r in planned]
+        # Round k takes every rounds-th key from k + 1: no run at this server repeats an earlier run's key,
+        # nor the first question, asked above (and again for the floor below).
+        sliced = [{"name": r["name"], "paths": r["paths"][1 + k :: args.rounds]} for r in planned]
         drives = [
             ("ours", _spec(HOST, server.port, TOKEN, server.process.pid, sliced, args)),
             ("other", _spec(other_host, other_port, args.other_token, args.other_pid or None, sliced, args)),
