@@ -22,6 +22,7 @@ from api import interactions_sql as sql
 from api.models import UserAggregate, field_names
 from api.params import ConversationFilters, FeedbackFilters, Filters, Pagination
 from api.streaming import Rows as Export
+from serving.parsed import parsed
 
 SEVERITY_SERIES = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 SEVERITY_BY_DAY_DAYS = 14
@@ -59,7 +60,7 @@ class JsonPage:
 
 
 def _scalar_value(cur: duckdb.DuckDBPyConnection, query: str, params: Sequence[Any] = ()) -> Any:
-    row = cur.execute(query, list(params)).fetchone()
+    row = cur.execute(parsed(query), list(params)).fetchone()
     return row[0] if row else None
 
 
@@ -130,14 +131,16 @@ def list_interactions(
     condition, params = sql.where(filters)
     if pagination is None:
         # A whole list counts itself: no separate count statement.
-        rows = cur.execute(sql.select_all(condition, sql.order_by(ordering)), params).fetchall()
+        rows = cur.execute(parsed(sql.select_all(condition, sql.order_by(ordering))), params).fetchall()
         return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
     expression = agg.daily_count_expression(filters)
     by_day: list[tuple[date, int]] | None = None
     if expression is not None and ordering[0].lstrip("-") == "created":
         # The per-day counts give both the total and the page's days: one statement instead of two.
         newest_first = ordering[0] == "-created"
-        by_day = cur.execute(agg.per_day(expression, newest_first=newest_first), _date_bounds(filters)).fetchall()
+        by_day = cur.execute(
+            parsed(agg.per_day(expression, newest_first=newest_first)), _date_bounds(filters)
+        ).fetchall()
         total = sum(int(n) for _day, n in by_day)
     else:
         total = count_interactions(cur, filters)
@@ -161,8 +164,8 @@ def _page_rows(
 ) -> list[tuple[Any, ...]]:
     """The selected rows of one page, in order: the page's keys first, then the rows the row cache does
     not hold for those keys by key (`interactions_sql.select_page_keys`), both in the request's snapshot."""
-    keys = cur.execute(sql.select_page_keys(condition, order), [*params, limit, offset]).fetchall()
-    return row_cache.rows(keys, lambda uuids: cur.execute(sql.SELECT_BY_KEYS, [uuids]).fetchall())
+    keys = cur.execute(parsed(sql.select_page_keys(condition, order)), [*params, limit, offset]).fetchall()
+    return row_cache.rows(keys, lambda uuids: cur.execute(parsed(sql.SELECT_BY_KEYS), [uuids]).fetchall())
 
 
 def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any] | None:
@@ -170,7 +173,7 @@ def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any
         uuid = UUID(value)
     except ValueError:
         return None
-    row = cur.execute(sql.SELECT_ONE, [uuid]).fetchone()
+    row = cur.execute(parsed(sql.SELECT_ONE), [uuid]).fetchone()
     return sql.to_body(row) if row else None
 
 
@@ -195,7 +198,7 @@ def short_whole_list(cur: duckdb.DuckDBPyConnection, filters: Filters | None, or
     condition, params = sql.where(filters)
     # No LIMIT in the statement: with one, DuckDB does not take the rows of a session from the serving
     # index and the common short transcript became slower.
-    rows = cur.execute(sql.select_all(condition, sql.order_by(ordering)), params).fetchall()
+    rows = cur.execute(parsed(sql.select_all(condition, sql.order_by(ordering))), params).fetchall()
     return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
 
 
@@ -234,7 +237,7 @@ def conversations(
     assert pagination is not None, "a whole list is streamed: stream_conversations"
     offset = (pagination.page - 1) * pagination.page_size
     query = conv.page(rows_from, order)
-    rows = cur.execute(query, [*params, *having_params, pagination.page_size, offset]).fetchall()
+    rows = cur.execute(parsed(query), [*params, *having_params, pagination.page_size, offset]).fetchall()
     # The window count comes with the rows; a page past the last has none, and is a 404 whatever the total.
     total = int(rows[0][1]) if rows else 0
     last = _check_page(total, pagination)
@@ -288,7 +291,7 @@ def list_feedbacks(
     condition, params = fsql.where(filters, table)
     parts = fsql.parts(ordering)
     recent = next((part.recent for part in parts if part.recent), None)
-    row = cur.execute(fsql.count_parts(table, condition, parts[0], recent), params).fetchone()
+    row = cur.execute(parsed(fsql.count_parts(table, condition, parts[0], recent)), params).fetchone()
     total, first, newest_recent = (int(row[0]), int(row[1]), row[2]) if row else (0, 0, None)
     last = _check_page(total, pagination)
     if total == 0:
@@ -306,9 +309,11 @@ def list_feedbacks(
             # All the records ranked up to this page's last lie within the window when it holds as many:
             # a page as long as asked for proves it (`feedbacks_sql.RECENT`).
             query = fsql.part_page(table, condition, part, recent=True)
-            found = cur.execute(query, [*params, newest - fsql.RECENT, want, skip]).fetchall()
+            found = cur.execute(parsed(query), [*params, newest - fsql.RECENT, want, skip]).fetchall()
         if len(found) < want:
-            found = cur.execute(fsql.part_page(table, condition, part, recent=False), [*params, want, skip]).fetchall()
+            found = cur.execute(
+                parsed(fsql.part_page(table, condition, part, recent=False)), [*params, want, skip]
+            ).fetchall()
         rows += found
         skip = 0
         if len(rows) >= wanted:
@@ -325,7 +330,7 @@ def get_feedback(
     except ValueError:
         return None
     condition, params = fsql.where(filters, table)
-    row = cur.execute(fsql.one(table, condition), [uuid, *params]).fetchone()
+    row = cur.execute(parsed(fsql.one(table, condition)), [uuid, *params]).fetchone()
     return fsql.to_body(row) if row else None
 
 
@@ -342,13 +347,13 @@ def list_users(cur: duckdb.DuckDBPyConnection, filters: Filters, pagination: Pag
         total = _scalar(cur, agg.COUNT_USERS)
         last = _check_page(total, pagination)
         if pagination is None:
-            rows = cur.execute(agg.USERS_ALL).fetchall()
+            rows = cur.execute(parsed(agg.USERS_ALL)).fetchall()
         else:
             offset = (pagination.page - 1) * pagination.page_size
-            rows = cur.execute(agg.USERS_PAGE, [pagination.page_size, offset]).fetchall()
+            rows = cur.execute(parsed(agg.USERS_PAGE), [pagination.page_size, offset]).fetchall()
         return Page(total, _user_bodies(rows), pagination, last)
     if given == {"user_slug"}:
-        rows = cur.execute(agg.USER_ONE, [filters.user_slug]).fetchall()
+        rows = cur.execute(parsed(agg.USER_ONE), [filters.user_slug]).fetchall()
         last = _check_page(len(rows), pagination)
         if pagination is not None and pagination.page > 1:
             rows = []
@@ -357,10 +362,10 @@ def list_users(cur: duckdb.DuckDBPyConnection, filters: Filters, pagination: Pag
     total = _scalar(cur, sql.count_users(condition), params)
     last = _check_page(total, pagination)
     if pagination is None:
-        rows = cur.execute(sql.users(condition, limit=False), params).fetchall()
+        rows = cur.execute(parsed(sql.users(condition, limit=False)), params).fetchall()
     else:
         offset = (pagination.page - 1) * pagination.page_size
-        rows = cur.execute(sql.users(condition, limit=True), [*params, pagination.page_size, offset]).fetchall()
+        rows = cur.execute(parsed(sql.users(condition, limit=True)), [*params, pagination.page_size, offset]).fetchall()
     return Page(total, _user_bodies(rows), pagination, last)
 
 
@@ -416,13 +421,13 @@ def kpi(
         shown = [max(days[0], lo), min(days[1], hi)]
         if filters.given():
             condition, params = sql.where(filters)
-            *totals, day_rows = cur.execute(agg.kpi_daily(between=True), [*shown, lo, hi]).fetchone()
-            *distinct, intent_rows = cur.execute(sql.kpi_distinct_and_intents(condition), params).fetchone()
+            *totals, day_rows = cur.execute(parsed(agg.kpi_daily(between=True)), [*shown, lo, hi]).fetchone()
+            *distinct, intent_rows = cur.execute(parsed(sql.kpi_distinct_and_intents(condition)), params).fetchone()
             intents = dict(sorted(intent_rows or []))
         else:
-            *totals, day_rows = cur.execute(agg.kpi_daily(between=False), shown).fetchone()
-            distinct = cur.execute(agg.KPI_SESSIONS).fetchone()
-            intents = dict(cur.execute(fsql.intents(records)).fetchall())
+            *totals, day_rows = cur.execute(parsed(agg.kpi_daily(between=False)), shown).fetchone()
+            distinct = cur.execute(parsed(agg.KPI_SESSIONS)).fetchone()
+            intents = dict(cur.execute(parsed(fsql.intents(records))).fetchall())
         for day, *counts in day_rows or []:
             per_day[day] = dict(zip(SEVERITY_SERIES, counts, strict=True))
     elif not over_turns and not filters.given():
@@ -430,7 +435,7 @@ def kpi(
         assert stage2 is not None
         having, params = conv.having(stage2, kept=True)
         counts, users, day_rows, intent_rows = cur.execute(
-            agg.kpi_kept(having), [*params, *params, *days, *params, *params]
+            parsed(agg.kpi_kept(having)), [*params, *params, *days, *params, *params]
         ).fetchone()
         # The sums are NULL when no conversation passes.
         counts = [0 if n is None else n for n in counts]
@@ -444,21 +449,23 @@ def kpi(
         condition, params = sql.where(filters)
         having, having_params = conv.having(stage2)
         condition, params = conv.narrowed(condition, having), [*params, *params, *having_params]
-        totals, distinct, day_rows, intent_rows = cur.execute(sql.kpi_once(condition), [*params, *days]).fetchone()
+        totals, distinct, day_rows, intent_rows = cur.execute(
+            parsed(sql.kpi_once(condition)), [*params, *days]
+        ).fetchone()
         for day, severity, n in day_rows or []:
             per_day.setdefault(day, {})[severity.upper()] = n
         intents = dict(sorted(intent_rows or []))
     else:
         condition, params = sql.where(filters)
-        totals = cur.execute(sql.kpi_totals(condition), params).fetchone()
-        for day, severity, n in cur.execute(sql.per_day_severity(condition), [*params, *days]).fetchall():
+        totals = cur.execute(parsed(sql.kpi_totals(condition)), params).fetchone()
+        for day, severity, n in cur.execute(parsed(sql.per_day_severity(condition)), [*params, *days]).fetchall():
             per_day.setdefault(day, {})[severity.upper()] = n
         if over_turns:
             # The plain statements, which the combined one is compared with.
-            distinct = cur.execute(sql.kpi_sessions(condition), params).fetchone()
-            intents = dict(cur.execute(sql.intent_distribution(condition), params).fetchall())
+            distinct = cur.execute(parsed(sql.kpi_sessions(condition)), params).fetchone()
+            intents = dict(cur.execute(parsed(sql.intent_distribution(condition)), params).fetchall())
         else:
-            *distinct, intent_rows = cur.execute(sql.kpi_distinct_and_intents(condition), params).fetchone()
+            *distinct, intent_rows = cur.execute(parsed(sql.kpi_distinct_and_intents(condition)), params).fetchone()
             intents = dict(sorted(intent_rows or []))
     (turns, flagged, up, down, clicks, clarifications, tokens_in, tokens_out, reviewed, score_sum, _hallucinated,
      review_in, review_out) = totals  # fmt: skip
@@ -504,7 +511,7 @@ def kpi(
 
 def budget(cur: duckdb.DuckDBPyConnection, now: datetime, limit: int) -> dict[str, Any]:
     today = now.date()
-    row = cur.execute(agg.BUDGET_TODAY, [today]).fetchone()
+    row = cur.execute(parsed(agg.BUDGET_TODAY), [today]).fetchone()
     tokens, requests = (int(row[0]), int(row[1])) if row else (0, 0)
     resets_at = datetime.combine(today + timedelta(days=1), time())
     return {

@@ -17,6 +17,7 @@ from api.snapshot_cache import SnapshotCache, snapshot_state
 from schemas.position import Position
 from serving.changes import Key
 from serving.handle import ReadModelHandle
+from serving.parsed import parsed
 
 T = TypeVar("T")
 
@@ -87,7 +88,7 @@ def _in_snapshot(
                 return Answer(value, position)
         # One transaction, so that a count and the rows it describes see the same projector commit; the
         # answer computed in it belongs to the mark read in it.
-        cur.execute("BEGIN TRANSACTION")
+        cur.execute(parsed("BEGIN TRANSACTION"))
         try:
             mark, position, reached, forgets = _snapshot(cur, handle, topic, minimum)
             if not reached:
@@ -115,7 +116,7 @@ def _in_snapshot(
                     cache.release(mark, key)
             return Answer(value, position)
         finally:
-            cur.execute("ROLLBACK")
+            cur.execute(parsed("ROLLBACK"))
 
 
 async def read(

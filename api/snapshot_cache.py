@@ -30,6 +30,7 @@ import duckdb
 
 from schemas.events import ERASURE_REQUESTED
 from serving.changes import MARK_SQL, ChangeLog, Key
+from serving.parsed import parsed
 
 # What removes turns: erasures (an applied event type) and the retention purges that removed any.
 _FORGETTING = frozenset({ERASURE_REQUESTED, "retention_purges"})
@@ -45,7 +46,7 @@ def snapshot_state(
     many erasures and removing purges the snapshot holds (`forgets`: it grows whenever turns were removed)."""
     total = forgets = 0
     offsets: dict[int, int] = {}
-    for name, partition, value in cur.execute(MARK_SQL).fetchall():
+    for name, partition, value in cur.execute(parsed(MARK_SQL)).fetchall():
         total += int(value)
         if partition is not None:
             if name == topic:

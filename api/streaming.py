@@ -26,6 +26,7 @@ from api.params import POSITION_HEADER
 from api.snapshot_cache import snapshot_state
 from schemas.position import Position
 from serving.handle import ReadModelHandle
+from serving.parsed import parsed
 
 BATCH_ROWS = 8192
 
@@ -106,7 +107,7 @@ class RowStream:
         self._ended = False
         self._ahead: pa.RecordBatch | None = None
         cur = self._stack.enter_context(handle.reading())
-        cur.execute("BEGIN TRANSACTION")
+        cur.execute(parsed("BEGIN TRANSACTION"))
         self._stack.callback(cur.execute, "ROLLBACK")
         try:
             # The stream's own position: the snapshot its count and rows are read from.
@@ -127,7 +128,7 @@ class RowStream:
             raise
 
     def _open(self, query: str) -> pa.RecordBatchReader:
-        relation = self._cur.sql(query, params=list(self._rows.params))
+        relation = self._cur.sql(parsed(query), params=list(self._rows.params))
         reader = relation.to_arrow_reader(self._batch_rows)
         # Before the ROLLBACK (callbacks run last in, first out): a stream cut short leaves rows unread.
         self._stack.callback(reader.close)

@@ -23,7 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from bench.api_latency import TOKEN, miss_endpoints, pick_samples
+from serving.parsed import text_of
 
 # The rows measured by default: the paginated reads and aggregates of issues 11 and 14 (the whole
 # lists and the conversations rows take seconds each; name them with --row to measure them).
@@ -48,10 +51,10 @@ class _TimedCursor:
     def __init__(self, cur: Any, log: list[list[Any]]) -> None:
         self._cur, self._log = cur, log
 
-    def execute(self, query: str, parameters: Any = None) -> _TimedCursor:
+    def execute(self, query: str | duckdb.Statement, parameters: Any = None) -> _TimedCursor:
         start = time.process_time()
         self._cur.execute(query, parameters)
-        self._log.append([" ".join(query.split()), time.process_time() - start])
+        self._log.append([" ".join(text_of(query).split()), time.process_time() - start])
         return self
 
     def _fetch(self, name: str) -> Any:

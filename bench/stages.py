@@ -78,6 +78,7 @@ from schemas.events import TURN_RECORDED
 from schemas.fulltext import document_terms
 from schemas.readmodel import OTHER_TABLES, TURN_TABLES, connect
 from schemas.settings import Settings
+from serving.parsed import text_of
 
 
 class TimedConnection:
@@ -99,7 +100,7 @@ class TimedConnection:
             self.cpu += spent
             self.by_statement[name] += spent
 
-    def execute(self, sql: str, *args: Any, **kwargs: Any) -> TimedConnection:
+    def execute(self, sql: str | duckdb.Statement, *args: Any, **kwargs: Any) -> TimedConnection:
         self._last = _name(sql)
         self._timed(self._last, self._con.execute, sql, *args, **kwargs)
         return self  # so that `.fetchall()` after it is timed too, under the same statement
@@ -107,7 +108,7 @@ class TimedConnection:
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self._timed(self._last, self._con.fetchall)  # type: ignore[no-any-return]
 
-    def sql(self, sql: str, *args: Any, **kwargs: Any) -> _TimedRelation:
+    def sql(self, sql: str | duckdb.Statement, *args: Any, **kwargs: Any) -> _TimedRelation:
         name = _name(sql)
         return _TimedRelation(self, name, self._timed(name, self._con.sql, sql, *args, **kwargs))
 
@@ -136,9 +137,9 @@ class _TimedRelation:
         return self._owner._timed(self._name, self._relation.fetchall)
 
 
-def _name(sql: str) -> str:
+def _name(sql: str | duckdb.Statement) -> str:
     """A statement's name in the breakdown: its first 90 characters, blanks squeezed."""
-    return " ".join(sql.split())[:90]
+    return " ".join(text_of(sql).split())[:90]
 
 
 def fetch(bootstrap_servers: str, topic: str) -> tuple[list[Record], float]:

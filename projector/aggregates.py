@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from projector import batch_counts, session_plan
 from projector.arrow_views import arrow_with, execute_with
 from projector.keysets import execute_in, where_in
+from serving.parsed import parsed
 
 _REFRESH_SESSIONS = """
 INSERT INTO sessions
@@ -258,8 +259,8 @@ def refresh(con: duckdb.DuckDBPyConnection, *, sessions: Iterable[str], deltas: 
         execute_with(con, _INSERT_PLANNED_SESSIONS, session_plan=plan)
         recount = pc.filter(plan["session_id"], plan["recount"]).to_pylist()
         if recount:
-            con.execute(_REFRESH_SESSIONS, [recount])
-            deltas.sessions_started(con.execute(_NEW_FIRST_DAYS, [recount]).fetchall(), 1)
+            con.execute(parsed(_REFRESH_SESSIONS), [recount])
+            deltas.sessions_started(con.execute(parsed(_NEW_FIRST_DAYS), [recount]).fetchall(), 1)
         if new.num_rows:
             _count_user_sessions(con, deltas, new, plan)
     deltas.write(con)
@@ -375,15 +376,15 @@ def recount(
     sessions = sorted(set(sessions))
     touched_days = set(days)
     if sessions:
-        touched_days.update(d for (d,) in con.execute(_FIRST_DAYS, [sessions]).fetchall())
-        con.execute(_DELETE_SESSIONS, [sessions])
-        con.execute(_REFRESH_SESSIONS, [sessions])
-        touched_days.update(d for (d,) in con.execute(_FIRST_DAYS, [sessions]).fetchall())
+        touched_days.update(d for (d,) in con.execute(parsed(_FIRST_DAYS), [sessions]).fetchall())
+        con.execute(parsed(_DELETE_SESSIONS), [sessions])
+        con.execute(parsed(_REFRESH_SESSIONS), [sessions])
+        touched_days.update(d for (d,) in con.execute(parsed(_FIRST_DAYS), [sessions]).fetchall())
     day_list = sorted(touched_days)
     if day_list:
-        con.execute(_RECOUNT_DAYS, [day_list])
-        con.execute(_RECOUNT_SESSIONS_STARTED, [day_list])
+        con.execute(parsed(_RECOUNT_DAYS), [day_list])
+        con.execute(parsed(_RECOUNT_SESSIONS_STARTED), [day_list])
     users = sorted({u for u in users if u})  # anonymous turns have no user_stats row
     if users:
-        con.execute(_DELETE_USERS, [users])
-        con.execute(_RECOUNT_USERS, [users])
+        con.execute(parsed(_DELETE_USERS), [users])
+        con.execute(parsed(_RECOUNT_USERS), [users])

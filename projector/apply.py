@@ -69,6 +69,7 @@ from schemas.registry import (
     EventRegistry,
 )
 from serving.changes import ChangeLog, Key, mark_total, turn_keys
+from serving.parsed import parsed
 
 # Up to this many uuids go to DuckDB as parameters (projector.keysets); beyond, as an Arrow table lent to the
 # statement: a long Python list converts slowly.
@@ -361,7 +362,8 @@ class _Fold:
         if self.replay:
             return None
         stored: dict[tuple[str, int], int] = {
-            (t, p): o for t, p, o in self.con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
+            (t, p): o
+            for t, p, o in self.con.execute(parsed("SELECT topic, partition, next_offset FROM offsets")).fetchall()
         }
         b = self.batch
         # Per partition at once (Arrow's group-by, in C): a catch-up batch is all past its stored offsets,
@@ -437,7 +439,7 @@ class _Fold:
             uuids = sorted(uuids.to_pylist())
         if len(uuids) <= _LIST_PARAM_MAX:
             statement, params = keysets.where_in(sql, uuids, key_type="UUID", max_placeholders=max_placeholders)
-            return self.con.execute(statement, params).fetchall()
+            return self.con.execute(parsed(statement), params).fetchall()
         column = pa.array(uuids, pa.string()) if isinstance(uuids, list) else uuids
         statement = sql.format("SELECT uuid::UUID FROM uuid_set")
         return execute_with(self.con, statement, uuid_set=pa.table({"uuid": column})).fetchall()
@@ -608,7 +610,7 @@ class _Fold:
             return
         # fetchall, not fetchone: a result read with fetchone stays open, and DuckDB 2 then refuses to
         # `register` an Arrow table on the connection (as below); a plain execute, as the API's, is allowed.
-        ((top,),) = self.con.execute("SELECT coalesce(max(seq), 0) FROM pending_events").fetchall()
+        ((top,),) = self.con.execute(parsed("SELECT coalesce(max(seq), 0) FROM pending_events")).fetchall()
         rows = [
             _PendingRow(
                 top + i + 1,
@@ -635,8 +637,10 @@ class _Fold:
         # thousands of new turns are then not looked for in an empty `pending_events`.
         # So does whether the file's conversations are deferred (a rebuild's: `conversations.defer`).
         ((erasures, mark, self.has_pending, self.conversations_deferred),) = self.con.execute(
-            "SELECT (SELECT count(*) FROM erasures), (SELECT value FROM meta WHERE key = ?),"
-            " EXISTS (SELECT 1 FROM pending_events), EXISTS (SELECT 1 FROM meta WHERE key = ?)",
+            parsed(
+                "SELECT (SELECT count(*) FROM erasures), (SELECT value FROM meta WHERE key = ?),"
+                " EXISTS (SELECT 1 FROM pending_events), EXISTS (SELECT 1 FROM meta WHERE key = ?)"
+            ),
             [forget.WATERMARK_KEY, conversations.DEFERRED_KEY],
         ).fetchall()
         self.watermark = date.fromisoformat(mark) if mark else None
@@ -800,7 +804,8 @@ class _Fold:
             self._erase_dead_letters(erasure, set(removed.uuids))
             if removed.uuids:
                 self.con.execute(
-                    "UPDATE erasures SET rows_removed = ? WHERE event_id = ?", [len(removed.uuids), erasure.event_id]
+                    parsed("UPDATE erasures SET rows_removed = ? WHERE event_id = ?"),
+                    [len(removed.uuids), erasure.event_id],
                 )
             self.has_erasures = True
             if self._erasure_list is not None:
@@ -810,7 +815,7 @@ class _Fold:
             self.stats.applied[ERASURE] += 1
 
     def _erase_dead_letters(self, erasure: forget.Erasure, removed: set[str]) -> None:
-        rows = map(_StoredDeadLetter._make, self.con.execute(_ERASABLE_DEAD_LETTERS).fetchall())
+        rows = map(_StoredDeadLetter._make, self.con.execute(parsed(_ERASABLE_DEAD_LETTERS)).fetchall())
         gone = [
             r
             for r in rows
@@ -895,10 +900,10 @@ class _Fold:
         if not self.stats.applied:
             return
         types, counts = zip(*sorted(self.stats.applied.items()), strict=True)
-        updated = {t for (t,) in self.con.execute(_ADD_APPLIED_COUNTS, [list(types), list(counts)]).fetchall()}
+        updated = {t for (t,) in self.con.execute(parsed(_ADD_APPLIED_COUNTS), [list(types), list(counts)]).fetchall()}
         new = [(t, n) for t, n in zip(types, counts, strict=True) if t not in updated]  # first events of a type
         if new:
-            self.con.execute(_INSERT_APPLIED_COUNTS, [list(c) for c in zip(*new, strict=True)])
+            self.con.execute(parsed(_INSERT_APPLIED_COUNTS), [list(c) for c in zip(*new, strict=True)])
 
     def _store_offsets(self) -> None:
         if not self.stats.offsets:
@@ -906,10 +911,10 @@ class _Fold:
         for topic in sorted({t for t, _ in self.stats.offsets}):
             partitions = sorted(p for t, p in self.stats.offsets if t == topic)
             offsets = [self.stats.offsets[(topic, p)] for p in partitions]
-            stored = {p for (p,) in self.con.execute(_ADVANCE_OFFSETS, [topic, partitions, offsets]).fetchall()}
+            stored = {p for (p,) in self.con.execute(parsed(_ADVANCE_OFFSETS), [topic, partitions, offsets]).fetchall()}
             new = [(p, o) for p, o in zip(partitions, offsets, strict=True) if p not in stored]  # first records
             if new:
-                self.con.execute(_INSERT_OFFSETS, [topic, *(list(c) for c in zip(*new, strict=True))])
+                self.con.execute(parsed(_INSERT_OFFSETS), [topic, *(list(c) for c in zip(*new, strict=True))])
 
 
 # The two small tables every batch writes, without a join: each row finds its value by the position of its

@@ -22,6 +22,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from serving.parsed import parsed
+
 # The runner's own parameters, which a lent table cannot be named after.
 _RUNNER_PARAMETERS = ("call", "sql", "options")
 
@@ -48,7 +50,7 @@ def execute_with(
     if own is not None:  # a wrapper of a connection (bench.stages.TimedConnection) lends them itself
         return own(sql, params, **tables)  # type: ignore[no-any-return]
     lend = _runner(tuple(tables))
-    return lend(con.execute, sql, {"parameters": params}, *tables.values())  # type: ignore[no-any-return]
+    return lend(con.execute, parsed(sql), {"parameters": params}, *tables.values())  # type: ignore[no-any-return]
 
 
 def arrow_with(
@@ -60,7 +62,7 @@ def arrow_with(
     if own is not None:
         return own(sql, params, **tables)  # type: ignore[no-any-return]
     lend = _runner(tuple(tables))
-    return lend(con.sql, sql, {"params": params}, *tables.values()).to_arrow_table()  # type: ignore[no-any-return]
+    return lend(con.sql, parsed(sql), {"params": params}, *tables.values()).to_arrow_table()  # type: ignore[no-any-return]
 
 
 def rows_table(rows: Sequence[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:

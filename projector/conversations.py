@@ -37,6 +37,7 @@ import duckdb
 from projector.keysets import execute_in, range_params, ranges
 from projector.transaction import transaction
 from schemas.conversation_rows import REFRESH, REFRESH_ALL, refresh_sql
+from serving.parsed import parsed
 
 # meta: present while the table is deferred (see the module docstring)
 DEFERRED_KEY = "conversations_deferred"
@@ -54,21 +55,21 @@ def refresh(con: duckdb.DuckDBPyConnection, sessions: Iterable[str]) -> None:
     spans = {s: (first, last) for s, first, last in execute_in(con, _SPANS, touched).fetchall()}
     if spans:
         created = ranges(list(spans.values()))  # at most keysets.MAX_RANGES
-        con.execute(refresh_sql(len(created)), [sorted(spans), *range_params(created)])
+        con.execute(parsed(refresh_sql(len(created))), [sorted(spans), *range_params(created)])
     unspanned = [s for s in touched if s not in spans]
     if unspanned:
-        con.execute(REFRESH, [unspanned])
+        con.execute(parsed(REFRESH), [unspanned])
 
 
 def defer(con: duckdb.DuckDBPyConnection) -> None:
     """Marks the file's conversations as deferred: the fold leaves the table alone until `settle`. For a
     file that is being built and not served (a rebuild)."""
-    con.execute("INSERT INTO meta VALUES (?, 'true') ON CONFLICT (key) DO NOTHING", [DEFERRED_KEY])
+    con.execute(parsed("INSERT INTO meta VALUES (?, 'true') ON CONFLICT (key) DO NOTHING"), [DEFERRED_KEY])
 
 
 def is_deferred(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the file's conversations are deferred: a rebuild made it and has not settled it (yet)."""
-    return bool(con.execute("SELECT 1 FROM meta WHERE key = ?", [DEFERRED_KEY]).fetchall())
+    return bool(con.execute(parsed("SELECT 1 FROM meta WHERE key = ?"), [DEFERRED_KEY]).fetchall())
 
 
 def settle(con: duckdb.DuckDBPyConnection) -> bool:
@@ -77,7 +78,7 @@ def settle(con: duckdb.DuckDBPyConnection) -> bool:
     with transaction(con):
         if not is_deferred(con):
             return False
-        con.execute("DELETE FROM conversations")
-        con.execute(REFRESH_ALL)
-        con.execute("DELETE FROM meta WHERE key = ?", [DEFERRED_KEY])
+        con.execute(parsed("DELETE FROM conversations"))
+        con.execute(parsed(REFRESH_ALL))
+        con.execute(parsed("DELETE FROM meta WHERE key = ?"), [DEFERRED_KEY])
     return True

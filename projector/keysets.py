@@ -29,6 +29,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from serving.parsed import parsed
+
 IN_LIST_MAX = 300
 # A batch's keys merged into at most this many ranges (the closest ones first): each range is one more
 # comparison per row read, and a batch's keys mostly lie in one or two periods.
@@ -73,7 +75,7 @@ def narrowed(
 def execute_in(con: duckdb.DuckDBPyConnection, sql: str, keys: list[str]) -> duckdb.DuckDBPyConnection:
     """Runs `sql` (see `where_in`) over `keys`."""
     statement, params = where_in(sql, keys)
-    return con.execute(statement, params)
+    return con.execute(parsed(statement), params)
 
 
 def ranges(spans: Sequence[tuple[K, K]], limit: int = MAX_RANGES) -> list[tuple[K, K]]:

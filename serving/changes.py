@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from serving.parsed import parsed
+
 # The snapshot mark's parts, as raw values rather than sums in SQL: DuckDB plans this faster, and only
 # their total matters. The offsets' topic and partition come along: the same statement gives the answer's
 # read-model position. The applied counts and the purges come with their names (partition NULL), so that
@@ -47,7 +49,7 @@ MAX_CHANGES = 256
 
 def mark_total(cur: duckdb.DuckDBPyConnection) -> int:
     """The snapshot mark's total as `cur` sees it (inside a transaction: with its own writes)."""
-    return sum(int(value) for _, _, value in cur.execute(MARK_SQL).fetchall())
+    return sum(int(value) for _, _, value in cur.execute(parsed(MARK_SQL)).fetchall())
 
 
 def turn_keys(uuids: Iterable[str], sessions: Iterable[str], users: Iterable[str | None]) -> frozenset[Key]:
