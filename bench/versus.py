@@ -172,12 +172,15 @@ def compare(server: Server, samples: api_latency.Samples, args: argparse.Namespa
 
 
 def summarize(rows: list[dict[str, Any]], *, healthz: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
-    """Each row's best run at each side, their multiple, and its floor's (`floor`: its answer from
-    memory): a row counts when neither side had an error and every answer of ours was a miss."""
+    """Each row's best run at each side (`ours_best`, `other_best`), its errors, their multiple, and its
+    floor's (`floor`: its answer from memory): a row counts when neither side had an error and every
+    answer of ours was a miss."""
     for row in rows:
-        ours = max(r["requests_per_s"] for r in row["ours"])
-        theirs = max(r["requests_per_s"] for r in row["other"])
-        valid = theirs > 0 and all(r["errors"] == 0 for r in row["ours"] + row["other"])
+        row["ours_best"] = max(row["ours"], key=lambda r: r["requests_per_s"])
+        row["other_best"] = max(row["other"], key=lambda r: r["requests_per_s"])
+        row["errors"] = sum(r["errors"] for r in row["ours"] + row["other"])
+        ours, theirs = row["ours_best"]["requests_per_s"], row["other_best"]["requests_per_s"]
+        valid = theirs > 0 and row["errors"] == 0
         row["ours_requests_per_s"], row["other_requests_per_s"] = ours, theirs
         row["multiple"] = round(ours / theirs, 2) if valid else None
         row["floor_multiple"] = round(row["floor"]["requests_per_s"] / theirs, 2) if valid else None
@@ -206,9 +209,7 @@ def table(figures: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in figures["rows"]:
-        best_ours = max(row["ours"], key=lambda r: r["requests_per_s"])
-        best_other = max(row["other"], key=lambda r: r["requests_per_s"])
-        errors = sum(r["errors"] for r in row["ours"] + row["other"])
+        best_ours, best_other, errors = row["ours_best"], row["other_best"], row["errors"]
         multiple = "—" if row["multiple"] is None else f"{row['multiple']:g}x"
         ceiling = "—" if row["floor_multiple"] is None else f"{row['floor_multiple']:g}x"
         remembered = row["floor"]["cache_hits"] is not None and row["floor"]["cache_hits"] > 0
