@@ -13,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api import row_cache
 from api.row_cache import RowCache
-from api.snapshot_cache import SnapshotCache, snapshot_state
+from api.snapshot_cache import SnapshotCache, snapshot_state, state_of
 from schemas.position import Position
-from serving.changes import Key
+from serving.changes import Key, MarkRows
 from serving.handle import ReadModelHandle
 from serving.parsed import parsed
 
@@ -48,11 +48,19 @@ def _row_count(value: object) -> int:
 
 
 def _snapshot(
-    cur: duckdb.DuckDBPyConnection, handle: ReadModelHandle, topic: str, minimum: Position | None
+    cur: duckdb.DuckDBPyConnection,
+    handle: ReadModelHandle,
+    topic: str,
+    minimum: Position | None,
+    published: MarkRows | None = None,
 ) -> tuple[tuple[int, int], Position, bool, int]:
     """The snapshot's mark, its read-model position, whether that covers the client's `minimum`, and
-    its count of what removed turns (`snapshot_state`)."""
-    mark, offsets, forgets = snapshot_state(cur, handle.generation, topic)
+    its count of what removed turns (`snapshot_state`); from the mark's rows the last commit `published`
+    when given (`serving.changes.ChangeLog.current`), else read with `cur`."""
+    if published is None:
+        mark, offsets, forgets = snapshot_state(cur, handle.generation, topic)
+    else:
+        mark, offsets, forgets = state_of(published, handle.generation, topic)
     position = Position.of(handle.version, topic, offsets)
     return mark, position, minimum is None or position.covers(minimum), forgets
 
@@ -74,13 +82,15 @@ def _in_snapshot(
         # `key` can still be current. It only picks which of two exact paths to take (the mark decides).
         commits = handle.positions.commits
         if cache is not None and cache.may_hold(key, commits):
-            # The common case, a remembered answer, costs one statement and no transaction: the mark
-            # alone is one statement, so one snapshot, and the answer remembered for it is that
-            # snapshot's. A miss reads the mark again inside its transaction, one statement more on a
-            # query that costs far more, where a BEGIN and a ROLLBACK on every hit slow the common case.
-            # A question never remembered, or remembered before a commit this process saw, goes to the
-            # transaction straight away: its mark outside would be a statement read for nothing.
-            mark, position, reached, _forgets = _snapshot(cur, handle, topic, minimum)
+            # The common case, a remembered answer, costs at most one statement and no transaction: the
+            # mark alone is one statement, so one snapshot, and the answer remembered for it is that
+            # snapshot's. Between a live commit and the next commit of the process not even that: the
+            # projector published the mark its commit left (`serving.changes`). A miss reads the mark
+            # again inside its transaction, one statement more on a query that costs far more, where a
+            # BEGIN and a ROLLBACK on every hit slow the common case. A question never remembered, or
+            # remembered before a commit this process saw, goes to the transaction straight away: its
+            # mark outside would be a statement read for nothing.
+            mark, position, reached, _forgets = _snapshot(cur, handle, topic, minimum, handle.changes.current())
             if not reached:
                 return Answer(None, position, reached=False)
             found, value = cache.get(mark, key, handle.changes)

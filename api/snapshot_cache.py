@@ -29,8 +29,7 @@ from typing import Any
 import duckdb
 
 from schemas.events import ERASURE_REQUESTED
-from serving.changes import MARK_SQL, ChangeLog, Key
-from serving.parsed import parsed
+from serving.changes import ChangeLog, Key, MarkRows, mark_rows
 
 # What removes turns: erasures (an applied event type) and the retention purges that removed any.
 _FORGETTING = frozenset({ERASURE_REQUESTED, "retention_purges"})
@@ -44,15 +43,20 @@ def snapshot_state(
 ) -> tuple[tuple[int, int], dict[int, int], int]:
     """The snapshot mark, the offsets of `topic` (next offset by partition) in the same snapshot, and how
     many erasures and removing purges the snapshot holds (`forgets`: it grows whenever turns were removed)."""
+    return state_of(mark_rows(cur), generation, topic)
+
+
+def state_of(rows: MarkRows, generation: int, topic: str) -> tuple[tuple[int, int], dict[int, int], int]:
+    """`snapshot_state` of the mark's rows (`serving.changes.MARK_SQL`), however they were read."""
     total = forgets = 0
     offsets: dict[int, int] = {}
-    for name, partition, value in cur.execute(parsed(MARK_SQL)).fetchall():
-        total += int(value)
+    for name, partition, value in rows:
+        total += value
         if partition is not None:
             if name == topic:
-                offsets[int(partition)] = int(value)
+                offsets[int(partition)] = value
         elif name in _FORGETTING:
-            forgets += int(value)
+            forgets += value
     return (generation, total), offsets, forgets
 
 

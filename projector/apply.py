@@ -68,7 +68,7 @@ from schemas.registry import (
     UNKNOWN_OFFERING,
     EventRegistry,
 )
-from serving.changes import ChangeLog, Key, mark_total, turn_keys
+from serving.changes import ChangeLog, Key, mark_rows, mark_total, total_of, turn_keys
 from serving.parsed import parsed
 
 # Up to this many uuids go to DuckDB as parameters (projector.keysets); beyond, as an Arrow table lent to the
@@ -132,20 +132,24 @@ def apply_prepared(
     changes: ChangeLog | None = None,
 ) -> BatchStats:
     """The fold of one batch in a transaction of its own. `changes`: the served file's change log, where
-    the commit files what it changed, under the snapshot marks before and after it (`serving.changes`)."""
+    the commit files what it changed, under the snapshot marks before and after it, and then publishes
+    the mark it left (`serving.changes`)."""
     if changes is None:
         with transaction(con):
             return apply_in_transaction(con, batch, registry=registry)
     filed = None
     try:
-        with transaction(con):
+        with transaction(con) as commit:
             before = mark_total(con)
             stats = apply_in_transaction(con, batch, registry=registry)
-            filed = changes.expect(before, mark_total(con), changed_keys(stats))
-        return stats
+            after = mark_rows(con)
+            filed = changes.expect(before, total_of(after), changed_keys(stats))
     except BaseException:
         changes.retract(filed)
         raise
+    if commit.sequence is not None:
+        changes.publish(after, commit.sequence)
+    return stats
 
 
 def changed_keys(stats: BatchStats) -> frozenset[Key] | None:

@@ -17,6 +17,15 @@ A reader then asks what changed between the mark of an answer and the mark of it
 write that files nothing (a retention purge, a dead-letter replay, another process) moves the mark too,
 so it leaves a gap in the chain, and a gap means "unknown": the reader then drops everything, as before.
 One log per served file (`generation`): a swapped file starts a new one.
+
+The log also keeps the mark's rows as the last commit left them (`publish`), so that a request whose
+answer is remembered needs no statement at all (`current`). They are the rows `MARK_SQL` read inside
+that commit's transaction, just before its `COMMIT`: with no other commit in between, what the file
+holds afterwards. `COMMITS` counts every write transaction of the process as it commits (twice: when
+its `COMMIT` starts and when it has ended, `projector.transaction`), and the rows stand for the file
+only while the count is the one their commit ended at: any later commit, filed or not (a purge, a
+replayed dead letter, the catch-up's big transactions), moves the count, and the readers read the mark
+again until the next live commit publishes.
 """
 
 from __future__ import annotations
@@ -39,6 +48,31 @@ MARK_SQL = (
     " UNION ALL SELECT key, NULL, CAST(value AS BIGINT) FROM meta WHERE key = 'retention_purges'"
 )
 
+MarkRows = tuple[tuple[str, int | None, int], ...]
+
+
+class CommitCount:
+    """Every write transaction of this process that reached its `COMMIT`, counted when the `COMMIT`
+    starts and again when it has ended (succeeded or not): a value read twice, equal both times, means
+    that no commit began or ended in between."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    def step(self) -> int:
+        """One more; returns the new value."""
+        with self._lock:
+            self._value += 1
+            return self._value
+
+
+COMMITS = CommitCount()
+
 # The kinds of key a change names, and what a remembered answer may depend on.
 INTERACTION, SESSION, USER = "interaction", "session", "user"
 Key = tuple[str, str]
@@ -47,9 +81,19 @@ Key = tuple[str, str]
 MAX_CHANGES = 256
 
 
+def mark_rows(cur: duckdb.DuckDBPyConnection) -> MarkRows:
+    """The rows of the snapshot mark as `cur` sees them (inside a transaction: with its own writes)."""
+    rows = cur.execute(parsed(MARK_SQL)).fetchall()
+    return tuple((str(name), partition, int(value)) for name, partition, value in rows)
+
+
+def total_of(rows: MarkRows) -> int:
+    return sum(value for _, _, value in rows)
+
+
 def mark_total(cur: duckdb.DuckDBPyConnection) -> int:
     """The snapshot mark's total as `cur` sees it (inside a transaction: with its own writes)."""
-    return sum(int(value) for _, _, value in cur.execute(parsed(MARK_SQL)).fetchall())
+    return total_of(mark_rows(cur))
 
 
 def turn_keys(uuids: Iterable[str], sessions: Iterable[str], users: Iterable[str | None]) -> frozenset[Key]:
@@ -77,6 +121,21 @@ class ChangeLog:
         self._lock = threading.Lock()
         self._by_before: OrderedDict[int, Change] = OrderedDict()
         self._max = max_changes
+        # The mark's rows after the last live commit, and the `COMMITS` value that commit ended at.
+        self._published: tuple[int, MarkRows] | None = None
+
+    def publish(self, rows: MarkRows, sequence: int) -> None:
+        """Notes the mark's rows of a commit that has just ended at `sequence` of `COMMITS`, with no other
+        commit of the process since its transaction began (`projector.transaction.Commit.sequence`)."""
+        self._published = (sequence, rows)
+
+    def current(self) -> MarkRows | None:
+        """The mark's rows of the file as it is now, when the last commit published them and no commit
+        has begun since; None when they must be read."""
+        published = self._published
+        if published is None or published[0] != COMMITS.value:
+            return None
+        return published[1]
 
     def expect(self, before: int, after: int, keys: frozenset[Key] | None) -> Change | None:
         """Files the change of a commit about to be made (call before COMMIT); None when the commit moves

@@ -1,0 +1,170 @@
+"""A remembered answer served with the snapshot mark the last live commit published (serving.changes):
+no statement while no commit has begun since, the mark read again as soon as one has, and never an
+answer the file no longer gives."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from projector import forget
+from projector.apply import apply_prepared
+from projector.fold import apply_batch
+from projector.prepare import prepare
+from projector.transaction import transaction
+from schemas.readmodel import connect
+from serving.changes import COMMITS, mark_rows
+from serving.handle import ReadModelHandle
+from tests.support.api_data import AUTH, make_client
+from tests.support.events import erasure, feedback, stream, to_records, turn
+
+PREFIX = "/api/anonymous-chat-interactions"
+
+
+class _Counting:
+    """A cursor that counts the statements it runs."""
+
+    def __init__(self, cur: Any, counted: list[str]) -> None:
+        self._cur, self._counted = cur, counted
+
+    def execute(self, query: Any, parameters: Any = None) -> Any:
+        self._counted.append(str(query))
+        return self._cur.execute(query, parameters)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cur, name)
+
+
+def _count_statements(handle: ReadModelHandle) -> list[str]:
+    counted: list[str] = []
+    reading = handle.reading
+
+    @contextlib.contextmanager
+    def counting() -> Iterator[Any]:
+        with reading() as cur:
+            yield _Counting(cur, counted)
+
+    handle.reading = counting  # type: ignore[method-assign]
+    return counted
+
+
+def _served(tmp_path: Path) -> tuple[duckdb.DuckDBPyConnection, ReadModelHandle]:
+    con = connect(tmp_path / "rm.duckdb")
+    return con, ReadModelHandle(con, tmp_path / "rm.duckdb")
+
+
+def _live_commit(con: duckdb.DuckDBPyConnection, handle: ReadModelHandle, events: list[Any], start: int) -> int:
+    records = to_records(events, start=start)
+    stats = apply_prepared(con, prepare(records), changes=handle.changes)
+    handle.positions.advance([(t, p, o) for (t, p), o in stats.offsets.items()])
+    return start + len(records)
+
+
+def test_a_remembered_answer_after_a_live_commit_costs_no_statement(tmp_path: Path) -> None:
+    con, handle = _served(tmp_path)
+    client = make_client(handle)
+    first = turn("s1")
+    offset = _live_commit(con, handle, [first, turn("s2")], 0)
+    paths = [f"{PREFIX}/?page_size=5", f"{PREFIX}/kpi/", f"{PREFIX}/{first['data']['interaction_uuid']}/"]
+    computed = [client.get(p, headers=AUTH) for p in paths]
+    counted = _count_statements(handle)
+    for path, answer in zip(paths, computed, strict=True):
+        again = client.get(path, headers=AUTH)
+        assert (again.status_code, again.content) == (answer.status_code, answer.content)
+        # The position the answer is of comes from the published mark too.
+        assert again.headers["x-read-model-position"] == answer.headers["x-read-model-position"]
+    assert counted == []
+    # The next live commit: the answers that depend on everything are computed again, then served
+    # without a statement once more; the retrieve of a turn the commit did not touch stays remembered.
+    _live_commit(con, handle, [feedback(first, -1), turn("s3")], offset)
+    fresh = make_client(handle)
+    for path in paths:
+        got = client.get(path, headers=AUTH)
+        assert (got.status_code, got.content) == (200, fresh.get(path, headers=AUTH).content)
+    counted.clear()
+    for path in paths:
+        client.get(path, headers=AUTH)
+    assert counted == []
+
+
+def test_any_other_commit_makes_the_requests_read_the_mark_again(tmp_path: Path) -> None:
+    con, handle = _served(tmp_path)
+    client = make_client(handle)
+    offset = _live_commit(con, handle, [turn("s1", user_slug="a" * 64), turn("s2")], 0)
+    path = f"{PREFIX}/?page_size=5"
+    client.get(path, headers=AUTH)
+    assert handle.changes.current() is not None
+    counted = _count_statements(handle)
+    # A fold that files nothing (as the parallel catch-up's transactions do), then a retention purge:
+    # each is a commit the change log knows nothing of.
+    for write in (
+        lambda: apply_batch(con, to_records([turn("s3")], start=offset)),
+        lambda: forget.purge(con, 3650),
+    ):
+        write()
+        counted.clear()
+        got = client.get(path, headers=AUTH)
+        assert got.content == make_client(handle).get(path, headers=AUTH).content
+        assert counted, "the mark was not read again after a commit that published none"
+        assert handle.changes.current() is None
+
+
+def test_an_erasure_is_never_hidden_by_a_published_mark(tmp_path: Path) -> None:
+    con, handle = _served(tmp_path)
+    client = make_client(handle)
+    slug = "b" * 64
+    kept, erased = turn("s1", user_slug="a" * 64), turn("s2", user_slug=slug)
+    offset = _live_commit(con, handle, [kept, erased], 0)
+    by_user = f"{PREFIX}/by-user/{slug}/"
+    paths = [f"{PREFIX}/?page_size=5", by_user, f"{PREFIX}/{erased['data']['interaction_uuid']}/"]
+    for _ in range(2):  # computed, then remembered
+        assert [client.get(p, headers=AUTH).status_code for p in paths] == [200, 200, 200]
+    assert client.get(by_user, headers=AUTH).json() != []
+    _live_commit(con, handle, [erasure(user_slug=slug)], offset)
+    assert handle.changes.current() is not None
+    assert client.get(by_user, headers=AUTH).json() == []
+    assert client.get(paths[2], headers=AUTH).status_code == 404
+    listed = [row["uuid"] for row in client.get(paths[0], headers=AUTH).json()]
+    assert listed == [kept["data"]["interaction_uuid"]]
+
+
+def test_the_published_mark_is_the_mark_read_after_each_commit(tmp_path: Path) -> None:
+    # A plausible stream (duplicates, early and bad events, feedback, clicks, reviews) folded live in
+    # small batches, with erasures: after every live commit, the mark its projector published is the
+    # one a fresh statement reads.
+    con, handle = _served(tmp_path)
+    events = list(stream(800, seed=23, sessions=30))
+    offset = 0
+    published = 0
+    for number, start in enumerate(range(0, len(events), 50)):
+        batch = events[start : start + 50]
+        if number == 7:
+            batch.append(erasure(session_id=next(e["data"]["session_id"] for e in events if _is_turn(e))))
+        offset = _live_commit(con, handle, batch, offset)
+        rows = handle.changes.current()
+        if rows is not None:
+            published += 1
+            assert sorted(rows, key=repr) == sorted(mark_rows(handle.cursor()), key=repr)
+    assert published == len(range(0, len(events), 50))
+
+
+def test_a_commit_that_overlapped_another_publishes_nothing(tmp_path: Path) -> None:
+    one, other = connect(tmp_path / "one.duckdb"), connect(tmp_path / "other.duckdb")
+    with transaction(one) as alone:
+        one.execute("INSERT INTO meta VALUES ('a', '1')")
+    assert alone.sequence == COMMITS.value
+    with transaction(one) as overlapped:
+        one.execute("INSERT INTO meta VALUES ('b', '1')")
+        with transaction(other) as inner:
+            other.execute("INSERT INTO meta VALUES ('b', '1')")
+        assert inner.sequence == COMMITS.value
+    # Another commit ended while it ran: what it saw need not be what the process's files hold now.
+    assert overlapped.sequence is None
+
+
+def _is_turn(event: Any) -> bool:
+    return isinstance(event, dict) and event.get("type") == "chat.turn.recorded"
