@@ -4,7 +4,8 @@ not computed again.
 Staff dashboards ask the same few questions (the first list page, the KPI, the by-user table) many
 times a second, while the projector commits a few times a second: most requests would recompute an
 answer that cannot have changed. An answer is only reused under the same *snapshot mark*, read in
-the request's own read transaction, so it is exactly what the queries would return now.
+the request's own read transaction, so it is exactly what the queries would return now. (A hit may take
+the mark the last live commit published instead of reading it: `serving.changes.ChangeLog.current`.)
 
 The mark is the served file (the handle's generation) plus the total of `offsets.next_offset` and
 `applied_counts.events`: every fold transaction that changes a row the API reads applies at least one
