@@ -301,6 +301,10 @@ class ProjectorService:
             if newest is not None:
                 with self._lock:
                     self._newest_record_ms = max(newest, self._newest_record_ms or newest)
+        elif self.changes is not None and self.changes.current() is None:
+            # Nothing to fold, and the mark the requests would use is not known (start-up, or a commit
+            # that published none, as the catch-up's do): one statement now saves one per cached answer.
+            self.changes.publish_read(self.con)
         with self._lock:
             # A read that brought nothing proves Kafka answers, not that the file takes writes: after a
             # failed commit (a full disk) only a batch that commits clears the error, or /readyz would

@@ -32,11 +32,11 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[Commit]:
     commit = Commit()
     try:
         yield commit
-        COMMITS.step()
+        COMMITS.start()
         try:
             con.execute(parsed("COMMIT"))
         finally:
-            ended = COMMITS.step()
+            ended = COMMITS.end()
         commit.sequence = ended if ended == began + 2 else None
     except BaseException:
         # A failed COMMIT has already ended the transaction, and then ROLLBACK raises too: the error

@@ -25,7 +25,8 @@ holds afterwards. `COMMITS` counts every write transaction of the process as it 
 its `COMMIT` starts and when it has ended, `projector.transaction`), and the rows stand for the file
 only while the count is the one their commit ended at: any later commit, filed or not (a purge, a
 replayed dead letter, the catch-up's big transactions), moves the count, and the readers read the mark
-again until the next live commit publishes.
+again until the next live commit publishes, or until the projector, finding nothing to fold, reads the
+mark and publishes it itself (`publish_read`).
 """
 
 from __future__ import annotations
@@ -59,16 +60,28 @@ class CommitCount:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._value = 0
+        self._running = 0
 
     @property
     def value(self) -> int:
         return self._value
 
-    def step(self) -> int:
-        """One more; returns the new value."""
+    def start(self) -> None:
         with self._lock:
             self._value += 1
+            self._running += 1
+
+    def end(self) -> int:
+        """Counts a COMMIT that has ended; returns the new value."""
+        with self._lock:
+            self._value += 1
+            self._running -= 1
             return self._value
+
+    def settled(self) -> int | None:
+        """The value, when no COMMIT is running; None while one is."""
+        with self._lock:
+            return self._value if self._running == 0 else None
 
 
 COMMITS = CommitCount()
@@ -128,6 +141,16 @@ class ChangeLog:
         """Notes the mark's rows of a commit that has just ended at `sequence` of `COMMITS`, with no other
         commit of the process since its transaction began (`projector.transaction.Commit.sequence`)."""
         self._published = (sequence, rows)
+
+    def publish_read(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Reads the mark with `cur` and publishes it, when no commit of the process ran meanwhile: for a
+        file no live commit has published yet (start-up, a quiet topic, after the catch-up's batches)."""
+        before = COMMITS.settled()
+        if before is None:
+            return
+        rows = mark_rows(cur)
+        if COMMITS.settled() == before:
+            self._published = (before, rows)
 
     def current(self) -> MarkRows | None:
         """The mark's rows of the file as it is now, when the last commit published them and no commit

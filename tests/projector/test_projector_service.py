@@ -11,12 +11,15 @@ import duckdb
 import pytest
 
 from loopback.ports import refusing_port
+from projector import forget
 from projector import service as service_module
 from projector.fold import apply_batch
 from projector.service import ProjectorService
 from projector.snapshot import diff, table_rows
 from projector.source import TopicSource
+from projector.transaction import transaction
 from schemas.readmodel import connect
+from serving.changes import ChangeLog, mark_rows
 from tests.support.events import click, feedback, stream, turn, usage
 from tests.support.kafka import publish, read_back
 
@@ -193,6 +196,36 @@ def test_live_batches_gathered_between_pauses_fold_like_the_pure_fold(
     assert_folded_like_the_pure_fold(bootstrap_servers, topic, con, tmp_path)
     stored = dict(con.execute("SELECT partition, next_offset FROM offsets").fetchall())
     assert stored == {p["partition"]: p["end_offset"] for p in service.status()["partitions"]}
+
+
+def test_an_idle_projector_publishes_the_mark_for_the_requests(
+    bootstrap_servers: str, topic: str, con: duckdb.DuckDBPyConnection
+) -> None:
+    # The file already holds the topic, so the service has nothing to fold: the mark the requests take
+    # instead of reading it (serving.changes) can only come from the service reading it while idle.
+    events = list(stream(300, seed=9, sessions=10))
+    publish(bootstrap_servers, topic, events)
+    apply_batch(con, read_back(bootstrap_servers, topic))
+    changes = ChangeLog(generation=0)
+    assert changes.current() is None
+    service = ProjectorService(
+        TopicSource(bootstrap_servers, topic, group_id=None, batch_size=100), con, changes=changes
+    )
+    service.start()
+    try:
+        wait_for(lambda: changes.current() is not None, "the idle service to publish the mark")
+        assert sorted(changes.current() or ()) == sorted(mark_rows(con.cursor()))
+        # A commit the service did not make (here: what a retention purge that removed something counts
+        # in `meta`) moves the mark: the service reads it again and publishes that.
+        before = sorted(changes.current() or ())
+        writer = con.cursor()
+        with transaction(writer):
+            forget.add_to_meta(writer, forget.PURGES_KEY, 1)
+        fresh = sorted(mark_rows(con.cursor()))
+        assert fresh != before
+        wait_for(lambda: sorted(changes.current() or ()) == fresh, "the service to publish the new mark")
+    finally:
+        service.stop()
 
 
 def test_a_negative_live_interval_is_refused(con: duckdb.DuckDBPyConnection) -> None:
