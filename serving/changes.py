@@ -150,7 +150,7 @@ class ChangeLog:
             return
         rows = mark_rows(cur)
         if COMMITS.settled() == before:
-            self._published = (before, rows)
+            self.publish(rows, before)
 
     def current(self) -> MarkRows | None:
         """The mark's rows of the file as it is now, when the last commit published them and no commit

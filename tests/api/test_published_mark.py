@@ -4,13 +4,12 @@ answer the file no longer gives."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from bench.miss_cost import time_statements
 from projector import forget
 from projector.apply import apply_prepared
 from projector.fold import apply_batch
@@ -25,30 +24,10 @@ from tests.support.events import erasure, feedback, stream, to_records, turn
 PREFIX = "/api/anonymous-chat-interactions"
 
 
-class _Counting:
-    """A cursor that counts the statements it runs."""
-
-    def __init__(self, cur: Any, counted: list[str]) -> None:
-        self._cur, self._counted = cur, counted
-
-    def execute(self, query: Any, parameters: Any = None) -> Any:
-        self._counted.append(str(query))
-        return self._cur.execute(query, parameters)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cur, name)
-
-
-def _count_statements(handle: ReadModelHandle) -> list[str]:
-    counted: list[str] = []
-    reading = handle.reading
-
-    @contextlib.contextmanager
-    def counting() -> Iterator[Any]:
-        with reading() as cur:
-            yield _Counting(cur, counted)
-
-    handle.reading = counting  # type: ignore[method-assign]
+def _count_statements(handle: ReadModelHandle) -> list[list[Any]]:
+    """The statements each read lease of `handle` runs from now on (their texts, with their CPU time)."""
+    counted: list[list[Any]] = []
+    time_statements(handle, counted)
     return counted
 
 
