@@ -2,11 +2,12 @@
 
 `python -m bench.shipping` prepares `--events` demo events in batches of `pipeline.SHIP_RECORDS` in a
 child process started as a rebuild's readers are (spawn), then times what the rest of a rebuild does with
-them: the child pickles each batch and puts it on a `multiprocessing` queue, the parent takes it off
-and makes the `PreparedBatch` again. It prints the CPU time per event of each step, for the queue as
-`pipeline.catch_up` makes it (its pipe widened to `pipeline.PIPE_BYTES`) and with Linux's default pipe
-buffer (64 KiB), alternately, `--rounds` times each. `bench.stages` times the pickling and unpickling in
-one process; this adds the pipe between two, which only two processes show.
+them: the child pickles each batch and sends it, the parent takes it and makes the `PreparedBatch` again.
+It prints the CPU time per event of each step, for the pipe `pipeline.catch_up` ships through
+(`projector.batch_pipe`) and for the `multiprocessing` queue it replaced (the pickled batch put on the
+queue as a tuple, as the readers did), alternately, `--rounds` times each. Both pipes are widened to
+`batch_pipe.PIPE_BYTES`. `bench.stages` times the pickling and unpickling in one process; this adds what
+crosses between two, which only two processes show.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import statistics
 import time
 from typing import Any
 
-from projector import pipeline
+from projector import batch_pipe, pipeline
 from projector.prepare import PreparedBatch
 
+PIPE, QUEUE = "batch pipe", "multiprocessing queue"
 
-def _child(events: int, out: Any, report: Any) -> None:
+
+def _child(events: int, way: str, out: Any, slots: Any, report: Any) -> None:
     from bench.live_fold import demo_records
     from projector.prepare import prepare
 
@@ -31,35 +34,57 @@ def _child(events: int, out: Any, report: Any) -> None:
     shipped = [prepare(records[i : i + step]).shipped() for i in range(0, events, step)]
     del records
     report.put("ready")
+    sender = batch_pipe.Sender(out, slots) if way == PIPE else None
     began = time.process_time()
     pickling = 0.0
     for fields in shipped:
         started = time.process_time()
         payload = pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
         pickling += time.process_time() - started
-        out.put(payload)
-    out.put(None)
-    out.close()
-    out.join_thread()
+        if sender is not None:
+            sender.send(batch_pipe.BATCH, payload)
+        else:
+            out.put((None, payload))
+    if sender is not None:
+        sender.send(batch_pipe.DONE)
+        sender.close(flush=True)
+    else:
+        out.put(("done", None))
+        out.close()
+        out.join_thread()
     report.put((pickling, time.process_time() - began))
 
 
-def measure(events: int, *, widened: bool) -> dict[str, float]:
-    """CPU µs per event: the reader's pickling and putting, the writer's taking and unpickling."""
+def measure(events: int, way: str = PIPE) -> dict[str, float]:
+    """CPU µs per event: the reader's pickling and sending, the writer's taking and unpickling."""
     ctx = mp.get_context("spawn")
-    out, report = ctx.Queue(pipeline.QUEUE_DEPTH), ctx.Queue()
-    if widened:
-        pipeline.widen(out)
-    child = ctx.Process(target=_child, args=(events, out, report), daemon=True)
+    report = ctx.Queue()
+    slots = ctx.BoundedSemaphore(pipeline.QUEUE_DEPTH)
+    receiver: batch_pipe.Receiver | None = None
+    if way == PIPE:
+        receiving, out = batch_pipe.open_pipe(ctx)
+    else:
+        out = ctx.Queue(pipeline.QUEUE_DEPTH)
+        batch_pipe.widen(out._reader)  # type: ignore[attr-defined]
+    child = ctx.Process(target=_child, args=(events, way, out, slots, report), daemon=True)
     child.start()
+    if way == PIPE:
+        out.close()
+        receiver = batch_pipe.Receiver([receiving], slots)
     report.get()
     taking = unpickling = 0.0
     n = 0
     while True:
         started = time.process_time()
-        payload = out.get()
+        if receiver is not None:
+            message = receiver.receive(timeout=60)
+            assert message is not None, "nothing shipped within 60 s"
+            done, payload = message[0] == batch_pipe.DONE, message[1]
+        else:
+            tag, payload = out.get(timeout=60)
+            done = tag == "done"
         taking += time.process_time() - started
-        if payload is None:
+        if done:
             break
         started = time.process_time()
         n += len(PreparedBatch.from_shipped(pickle.loads(payload)))
@@ -71,7 +96,7 @@ def measure(events: int, *, widened: bool) -> dict[str, float]:
     us = 1e6 / max(n, 1)
     return {
         "pickle": pickling * us,
-        "put": (reader - pickling) * us,
+        "send": (reader - pickling) * us,
         "take": taking * us,
         "unpickle": unpickling * us,
     }
@@ -80,23 +105,22 @@ def measure(events: int, *, widened: bool) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=60_000, help="demo events shipped per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each pipe, alternately")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each way, alternately")
     args = parser.parse_args()
-    names = {False: "default pipe", True: f"pipe of {pipeline.PIPE_BYTES:,} bytes"}
-    figures: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    figures: dict[str, list[dict[str, float]]] = {QUEUE: [], PIPE: []}
     for _ in range(args.rounds):
-        for widened in (False, True):
-            row = measure(args.events, widened=widened)
-            figures[widened].append(row)
+        for way in figures:
+            row = measure(args.events, way)
+            figures[way].append(row)
             print(
-                f"{names[widened]}: reader pickle {row['pickle']:.2f} + put {row['put']:.2f},"
+                f"{way}: reader pickle {row['pickle']:.2f} + send {row['send']:.2f},"
                 f" writer take {row['take']:.2f} + unpickle {row['unpickle']:.2f} µs per event",
                 flush=True,
             )
-    for widened, rows in figures.items():
+    for way, rows in figures.items():
         medians = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         print(
-            f"median, {names[widened]}: "
+            f"median, {way}: "
             + ", ".join(f"{k} {v:.2f}" for k, v in medians.items())
             + f"; all four {sum(medians.values()):.2f} µs per event"
         )

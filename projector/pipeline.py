@@ -15,8 +15,6 @@ monitoring), because it owns the Kafka client.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gc
 import logging
 import multiprocessing as mp
@@ -33,6 +31,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from projector import batch_pipe
 from projector.apply import BatchStats, apply_prepared, fold_clock
 from projector.gcpause import gc_paused
 from projector.prepare import PreparedBatch, merge_prepared, prepare
@@ -42,8 +41,8 @@ from projector.sqlprepare import RAW_SCHEMA, prepare_columns, raw_table
 
 log = logging.getLogger(__name__)
 
-# Pickled batches queued, at least: the queue holds one writer transaction's worth of shipped
-# batches, so that the parsers keep working while the writer applies the previous one.
+# Pickled batches on their way to the writer, at least (projector/batch_pipe.py): one writer transaction's
+# worth of shipped batches, so that the parsers keep working while the writer applies the previous one.
 QUEUE_DEPTH = 2
 # Records per batch a parser ships: a batch costs its parser ~5 KB per record while it is prepared
 # (~0.7 KB once pickled). The writer merges consecutive ones up to the catch-up batch size for its
@@ -53,11 +52,6 @@ SHIP_RECORDS = 5_000
 # milliseconds per batch whatever its size (binding its large expressions), which batches of
 # SHIP_RECORDS would pay several times per transaction.
 SHAPED_RECORDS = 20_000
-# The pipe buffer of the queue the readers ship through. A shipped batch is megabytes, and through Linux's
-# default of 64 KiB the reader and the writer took turns once per 64 KiB: with 1 MiB (the most an
-# unprivileged process may ask for by default) putting and taking cost 0.2-0.8 µs an event less, and
-# rebuilds were 0.5-7.5% faster (bench/README.md, "A wider pipe between the readers and the writer").
-PIPE_BYTES = 1 << 20
 # Batches between two full garbage collections where the cyclic collector is otherwise off: the
 # batches' many short-lived objects made it scan for nothing (see `gcpause.gc_paused`), but Kafka's client
 # may leave a cycle now and then.
@@ -73,8 +67,9 @@ IN_READERS = False
 MODELS, RAW, SHAPED = "models", "raw", "shaped"
 # The set-wise path's own DuckDB connection (JSON of one transaction's values, no tables of its own).
 SCRATCH_MEMORY_MIB = 256
-_DONE = "done"
-_FAILED = "failed"
+# How long a reader that is done waits for its last batches to be written: the writer reads them, unless it
+# has stopped, and then the reader's stop flag is set too.
+_FLUSH_S = 600.0
 
 
 def _reader_main(
@@ -82,7 +77,8 @@ def _reader_main(
     start: dict[int, int],
     partitions: list[int],
     targets: dict[int, int],
-    out: Any,
+    sending: Any,
+    slots: Any,
     applied: Any,
     stop: Any,
     ship: str = "models",
@@ -92,6 +88,7 @@ def _reader_main(
     follow_parent()
     # Arrow's default allocator (mimalloc) kept ~50 MB of freed batch tables in this process.
     pa.set_memory_pool(pa.system_memory_pool())
+    out = batch_pipe.Sender(sending, slots)
     reader = TopicReader(source)
     scratch = _scratch(threads=1) if ship == SHAPED else None  # one thread per reader: they run side by side
     gc.freeze()  # what is loaded by now lives as long as the process: never scan it again
@@ -103,16 +100,17 @@ def _reader_main(
         last_commit = 0.0
         while not stop.is_set():
             if all(read.get(p, 0) >= end for p, end in targets.items()):
-                out.put((_DONE, None))
+                out.send(batch_pipe.DONE)
                 break
             # Only up to the targets: what arrives later is the live loop's business.
             records = [r for r in reader.read_batch() if r.offset < targets.get(r.partition, 0)]
             for r in records:
                 read[r.partition] = max(read.get(r.partition, 0), r.offset + 1)
             if records:
-                # Pickled here rather than by the queue's feeder thread: a waiting batch takes a third
-                # of the memory as bytes, and the two threads do not contend for the interpreter.
-                out.put((None, _ship(records, ship, scratch)))
+                # Pickled here rather than by the feeder thread: a waiting batch takes a third of the
+                # memory as bytes, and the two threads do not contend for the interpreter.
+                if not out.send(batch_pipe.BATCH, _ship(records, ship, scratch), stop):
+                    break
                 batches += 1
                 if batches % COLLECT_EVERY == 0:
                     gc.collect()
@@ -129,18 +127,11 @@ def _reader_main(
                 except Exception as exc:  # monitoring only
                     log.warning("lag-monitoring commit failed: %s", exc)
     except Exception as exc:
-        out.put((_FAILED, f"{type(exc).__name__}: {exc}"))
+        out.send(batch_pipe.FAILED, f"{type(exc).__name__}: {exc}".encode())
     finally:
-        if stop.is_set():
-            out.cancel_join_thread()  # the writer has stopped reading: do not wait to flush into the pipe
+        # The writer has stopped reading when `stop` is set: then what the feeder holds is left unwritten.
+        out.close(flush=not stop.is_set(), timeout=_FLUSH_S)
         reader.close()
-
-
-def widen(out: Any) -> None:
-    """Gives a queue's pipe a buffer of PIPE_BYTES where Linux allows it (not Linux, or a limit below it
-    in /proc/sys/fs/pipe-max-size: the buffer stays as it was)."""
-    with contextlib.suppress(AttributeError, OSError):
-        fcntl.fcntl(out._reader.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _scratch(threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -165,11 +156,13 @@ def _ship(records: list[Record], ship: str, scratch: duckdb.DuckDBPyConnection |
     return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
 
 
-def _unship(payload: bytes, ship: str, first: int = 0) -> PreparedBatch | pa.Table:
-    """A shipped batch again; a prepared one numbered from `first`, its place in the writer's transaction."""
+def _unship(payload: memoryview, ship: str, first: int = 0) -> PreparedBatch | pa.Table:
+    """A shipped batch again; a prepared one numbered from `first`, its place in the writer's transaction.
+    `payload` is the receiver's buffer, reused for the next batch: unpickling copies what it makes, and raw
+    Arrow columns are copied out of it first (Arrow would read them in place)."""
     if ship != RAW:
         return PreparedBatch.from_shipped(pickle.loads(payload), first)
-    return pa.ipc.open_stream(payload).read_all()
+    return pa.ipc.open_stream(bytes(payload)).read_all()
 
 
 def follow_parent() -> None:
@@ -215,14 +208,15 @@ def catch_up(
     ship = (SHAPED if IN_READERS else RAW) if columns else MODELS
     ctx = mp.get_context("spawn")  # never fork a process that runs DuckDB and server threads
     ship_records = SHAPED_RECORDS if ship == SHAPED else SHIP_RECORDS
-    out = ctx.Queue(max(QUEUE_DEPTH, -(-source.batch_size // ship_records)))
-    widen(out)
+    slots = ctx.BoundedSemaphore(max(QUEUE_DEPTH, -(-source.batch_size // ship_records)))
     stop = ctx.Event()
     shares = [partitions[i :: max(1, parsers)] for i in range(max(1, parsers))]
     children = []
+    ends = []
     for share in (s for s in shares if s):
         own = {p: targets[p] for p in share if p in targets}  # a child is done when its own share is
         applied = ctx.Queue()
+        receiving, sending = batch_pipe.open_pipe(ctx)
         child = ctx.Process(
             target=_reader_main,
             args=(
@@ -230,7 +224,8 @@ def catch_up(
                 start,
                 share,
                 own,
-                out,
+                sending,
+                slots,
                 applied,
                 stop,
                 ship,
@@ -239,7 +234,10 @@ def catch_up(
             daemon=True,
         )
         child.start()
+        sending.close()  # the child's now: its pipe ends when the child does
+        ends.append(receiving)
         children.append((child, set(share), applied))
+    out = batch_pipe.Receiver(ends, slots)
     folded = 0
     positions = dict(start)
     done = 0
@@ -277,17 +275,17 @@ def catch_up(
         with gc_paused():
             while done < len(children) and not should_stop():
                 try:
-                    tag, payload = out.get(timeout=1.0)
-                except queue.Empty:
-                    dead = [c.exitcode for c, _, _ in children if not c.is_alive() and c.exitcode]
-                    if dead:
-                        raise RuntimeError(f"a parser process died (exit code {dead[0]})") from None
+                    message = out.receive(timeout=1.0)
+                except batch_pipe.ReaderGone:  # its pipe ended before it said it was done
+                    raise RuntimeError(f"a parser process died (exit codes {_exit_codes(children)})") from None
+                if message is None:
                     continue
-                if tag == _DONE:
+                kind, payload = message
+                if kind == batch_pipe.DONE:
                     done += 1
                     continue
-                if tag == _FAILED:
-                    raise RuntimeError(f"a parser process failed: {payload}")
+                if kind == batch_pipe.FAILED:
+                    raise RuntimeError(f"a parser process failed: {bytes(payload).decode(errors='replace')}")
                 batch = _unship(payload, ship, waiting)
                 shipped.append(batch)
                 waiting += len(batch)
@@ -302,7 +300,7 @@ def catch_up(
             scratch.close()
         pa.set_memory_pool(pool)
         stop.set()
-        _drain(out)
+        out.close()  # a child blocked writing to its pipe gets an error and ends
         for child, _, _ in children:
             child.join(10)
             if child.is_alive():
@@ -311,10 +309,9 @@ def catch_up(
     return folded
 
 
-def _drain(q: Any) -> None:
-    # A child blocked on a full queue cannot see the stop flag; make room so it can exit.
-    try:
-        while True:
-            q.get_nowait()
-    except (queue.Empty, OSError, ValueError):
-        pass
+def _exit_codes(children: list[tuple[Any, set[int], Any]]) -> list[int | None]:
+    """The children's exit codes, None for one still running (a child that died may take a moment to be
+    reaped after its pipe ends)."""
+    for child, _, _ in children:
+        child.join(0.5)
+    return [child.exitcode for child, _, _ in children]

@@ -4,6 +4,10 @@ retry on a file the live projector built."""
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -217,3 +221,43 @@ def test_a_rebuild_that_runs_out_of_memory_resumes_with_more_and_restores_the_se
     # Checkpoints every few hundred MB of log while it folds (projector.rebuild.REBUILD_CHECKPOINT_THRESHOLD).
     assert thresholds == ["256.0 MiB", "256.0 MiB"]
     assert diff(live, rebuilt) == {}
+
+
+def test_a_reader_process_killed_mid_rebuild_stops_the_catch_up_and_the_rebuild_resumes(
+    bootstrap_servers: str,
+    topic: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A reader SIGKILLed (the OOM killer's way) after the writer's first transaction: its pipe ends
+    # without its "done", the catch-up raises instead of waiting for it, and the rebuild resumes from
+    # the file's offsets with new readers, to the same tables as a clean fold.
+    monkeypatch.setattr(projector.pipeline, "PARSE_PROCESS_MIN_RECORDS", 1)
+    monkeypatch.setattr(projector.rebuild.time, "sleep", lambda _s: None)
+    events = list(stream(3000, seed=33, sessions=60))
+    publish(bootstrap_servers, topic, events)
+    live = live_fold(bootstrap_servers, topic, tmp_path / "live.duckdb")
+    real_apply = projector.pipeline.apply_prepared
+    killed: list[int] = []
+
+    def apply_then_kill_a_reader(*args: Any, **kwargs: Any) -> Any:
+        stats = real_apply(*args, **kwargs)
+        if not killed:
+            reader = next(c for c in multiprocessing.active_children() if c.name == "projector-parser")
+            assert reader.pid is not None
+            os.kill(reader.pid, signal.SIGKILL)
+            killed.append(reader.pid)
+        return stats
+
+    monkeypatch.setattr(projector.pipeline, "apply_prepared", apply_then_kill_a_reader)
+    new = tmp_path / "rebuilt.duckdb"
+    args = ["rebuild", "--db", str(new), "--bootstrap-servers", bootstrap_servers, "--topic", topic]
+
+    with caplog.at_level(logging.WARNING, logger="projector.rebuild"):
+        assert main([*args, "--batch-size", "400"]) == 0
+
+    assert killed
+    assert "rebuild interrupted (RuntimeError: a parser process died (exit codes" in caplog.text
+    assert str(-signal.SIGKILL) in caplog.text
+    assert diff(live, rows_of(new)) == {}
