@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from projector import batch_pipe
+from projector import batch_pipe, pipeline
+from projector.prepare import PreparedBatch
 
 CTX = mp.get_context("spawn")
 
@@ -146,3 +147,37 @@ def test_a_reader_stops_sending_when_the_writer_has_gone() -> None:
     child.join(20)
     assert child.exitcode == 0
     assert refused.value == 1
+
+
+@pytest.mark.parametrize("ship", [pipeline.MODELS, pipeline.RAW])
+def test_a_received_batch_outlives_the_buffer_it_came_in(ship: str) -> None:
+    # The writer keeps a transaction's batches while it receives the next ones into the same buffer: what
+    # it made of a payload must not read that buffer in place.
+    from bench.live_fold import demo_records
+
+    records = demo_records(400, seed=3)
+    halves = [records[:200], records[200:]]
+    receiving, sending = batch_pipe.open_pipe(CTX)
+    slots = CTX.BoundedSemaphore(2)
+    sender = batch_pipe.Sender(sending, slots)
+    out = batch_pipe.Receiver([receiving], slots)
+    try:
+        for half in halves:
+            assert sender.send(batch_pipe.BATCH, pipeline._ship(half, ship))
+        first = out.receive(timeout=10)
+        assert first is not None
+        kept = pipeline._unship(first[1], ship)
+        second = out.receive(timeout=10)  # into the same buffer
+        assert second is not None
+        again = pipeline._unship(pipeline._ship(halves[0], ship), ship)
+        if ship == pipeline.RAW:
+            assert kept.equals(again)
+        else:
+            assert snapshot_of(kept) == snapshot_of(again)
+    finally:
+        sender.close(flush=False)
+        out.close()
+
+
+def snapshot_of(batch: PreparedBatch) -> tuple[Any, ...]:
+    return (batch.offsets, batch.values, batch.events, batch.rejections, batch.turns.to_pylist())
