@@ -9,7 +9,7 @@ Why not a `multiprocessing.Queue`: a queue pickles what it is given, so the batc
 pickled was copied into a second pickle, and the writer received it into a growing `BytesIO`, copied it
 out, and unpickled the outer pickle into a third copy before unpickling the batch. Each copy went to
 freshly allocated memory, so besides the copying the kernel handed out and zeroed every page of it again:
-in a rebuild's writer those page faults and copies were ~10% of its samples (`perf` of a million-event
+in a rebuild's writer those copies and their page faults were ~13% of its samples (`perf` of a million-event
 rebuild, 2026-12-04). Here a payload crosses as it is, into memory the writer reuses
 (bench/README.md, "Batches through a pipe of their own").
 

@@ -109,11 +109,8 @@ def _die_after_one(sending: Any, slots: Any) -> None:
 
 def test_a_reader_that_dies_ends_its_pipe_with_an_error_not_a_wait() -> None:
     slots = CTX.BoundedSemaphore(2)
-    receiving, sending = batch_pipe.open_pipe(CTX)
-    child = CTX.Process(target=_die_after_one, args=(sending, slots), daemon=True)
-    child.start()
-    sending.close()
-    out = batch_pipe.Receiver([receiving], slots)
+    child, end = _start(_die_after_one, slots)
+    out = batch_pipe.Receiver([end], slots)
     message = out.receive(timeout=30)
     assert message is not None and bytes(message[1]) == b"one"
     began = time.monotonic()
@@ -135,11 +132,8 @@ def _send_until_refused(sending: Any, slots: Any, stop: Any, refused: Any) -> No
 def test_a_reader_stops_sending_when_the_writer_has_gone() -> None:
     slots = CTX.BoundedSemaphore(4)
     stop, refused = CTX.Event(), CTX.Value("i", 0)
-    receiving, sending = batch_pipe.open_pipe(CTX)
-    child = CTX.Process(target=_send_until_refused, args=(sending, slots, stop, refused), daemon=True)
-    child.start()
-    sending.close()
-    out = batch_pipe.Receiver([receiving], slots)
+    child, end = _start(_send_until_refused, slots, stop, refused)
+    out = batch_pipe.Receiver([end], slots)
     assert out.receive(timeout=30) is not None
     # The writer stops as `pipeline.catch_up` does: the readers' stop flag, then its ends closed.
     stop.set()
