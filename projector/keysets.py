@@ -103,29 +103,50 @@ def _split_at_largest_gaps(gaps: Sequence[Any], limit: int) -> list[tuple[int, i
 
 
 def id_ranges(ids: pa.Array | pa.ChunkedArray, limit: int = MAX_RANGES) -> list[tuple[str, str]] | None:
-    """At most `limit` ranges (as UUID text) that cover every one of `ids` (UUIDs as DuckDB prints them,
-    which it orders as their text orders), or None when those would cover more than ID_RANGES_MAX_SHARE
-    of the id space. The ranges are split at the `limit - 1` largest gaps between the ids' first 64
-    bits, read in Arrow kernels and one `struct.unpack` (a catch-up batch's 40,000 ids: ~15 ms)."""
-    unique = pc.drop_null(pc.unique(ids))
-    if not len(unique) or pc.min_max(pc.utf8_length(unique)).as_py() != {"min": 36, "max": 36}:
-        return None  # none, or some not spelled as DuckDB prints a UUID (8-4-4-4-12 hex digits): no bounds
-    unique = pc.utf8_lower(unique)
-    texts = unique.take(pc.array_sort_indices(unique))
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    heads = pc.utf8_slice_codeunits(pc.replace_substring(texts, "-", ""), 0, 16)
-    offsets = heads.buffers()[1]  # int32 start of each string in the value buffer, and the end of the last
-    first, last = (struct.unpack_from("<i", offsets, 4 * i)[0] for i in (heads.offset, heads.offset + len(heads)))
-    if last - first != 16 * len(heads):  # not all UUIDs in DuckDB's spelling: no bounds
+    """At most `limit` ranges (as UUID text) that cover every one of `ids` (UUIDs of 36 characters, as
+    DuckDB prints them, which it orders as their text orders), or None when those would cover more than
+    ID_RANGES_MAX_SHARE of the id space. The ranges are split at the `limit - 1` largest gaps between the
+    ids' first 64 bits, and each bounds those bits only: from `…-0000-000000000000` to
+    `…-ffff-ffffffffffff`. The bits are read from the ids' text in one pass of bytes functions and sorted
+    as numbers in Arrow: a catch-up batch's 40,000 ids in ~5 ms, where sorting the texts took ~15."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if ids.null_count:
+        ids = pc.drop_null(ids)
+    if not len(ids) or pc.min_max(pc.utf8_length(ids)).as_py() != {"min": 36, "max": 36}:
+        return None  # none, or some not spelled as DuckDB prints a UUID: no bounds
+    offsets = ids.buffers()[1]  # int32 start of each string in the value buffer, and the end of the last
+    first = struct.unpack_from("<i", offsets, 4 * ids.offset)[0]
+    texts = ids.buffers()[2].to_pybytes()[first : first + 36 * len(ids)]
+    if any(texts[at::36] != b"-" * len(ids) for at in (8, 13, 18, 23)):
+        return None  # not all spelled 8-4-4-4-12
+    try:
+        # 32 hex digits per id once the dashes are gone, 16 bytes: the first 8 are the bits the ranges split on.
+        digits = bytes.fromhex(texts.translate(None, b"-").decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
         return None
-    digits = heads.buffers()[2].to_pybytes()[first:last].decode()
-    tops = struct.unpack(f">{len(heads)}Q", bytes.fromhex(digits))
-    gaps = [b - a for a, b in zip(tops, tops[1:], strict=False)]
-    groups = _split_at_largest_gaps(gaps, limit)
-    if sum(tops[last] - tops[first] for first, last in groups) > ID_RANGES_MAX_SHARE * 2**64:
+    if len(digits) != 16 * len(ids):
         return None
-    return [(texts[first].as_py(), texts[last].as_py()) for first, last in groups]
+    tops = pa.array(struct.unpack(">" + "Q8x" * len(ids), digits), pa.uint64())
+    tops = pc.unique(tops).sort()
+    splits: list[int] = []  # a group ends at each of these items
+    if limit > 1 and len(tops) > 1:
+        gaps = pc.pairwise_diff(tops).slice(1)  # gaps[i]: between items i and i + 1
+        splits = sorted(pc.select_k_unstable(gaps, limit - 1, sort_keys=[("", "descending")]).to_pylist())
+    bounds = tops.to_pylist()
+    groups = list(zip([0, *(i + 1 for i in splits)], [*splits, len(bounds) - 1], strict=True))
+    if sum(bounds[last] - bounds[first] for first, last in groups) > ID_RANGES_MAX_SHARE * 2**64:
+        return None
+    return [
+        (_uuid_text(bounds[first], "0000-000000000000"), _uuid_text(bounds[last], "ffff-ffffffffffff"))
+        for first, last in groups
+    ]
+
+
+def _uuid_text(top: int, rest: str) -> str:
+    """The UUID whose first 64 bits are `top`, then `rest` (its last 64, as text)."""
+    head = f"{top:016x}"
+    return f"{head[:8]}-{head[8:12]}-{head[12:]}-{rest}"
 
 
 def within(column: str, spans: Sequence[tuple[Any, Any]], key_type: str) -> str:

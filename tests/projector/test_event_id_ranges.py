@@ -36,6 +36,11 @@ def _v4(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+def _top(text: str) -> int:
+    """A UUID's first 64 bits, which `id_ranges` splits and bounds on."""
+    return uuid.UUID(text).int >> 64
+
+
 def _file(directory: Path, ids: list[str]) -> duckdb.DuckDBPyConnection:
     """A read-model file whose `applied_events` holds `ids` in this order (the fold stores them in arrival
     order); checkpointed, so that DuckDB keeps each row group's min/max."""
@@ -130,8 +135,28 @@ def test_the_ranges_cover_every_id_and_are_few_sorted_and_apart(numbers: list[in
     assert 1 <= len(spans) <= MAX_RANGES
     assert all(low <= high for low, high in spans)
     assert all(high < low for (_, high), (low, _) in zip(spans, spans[1:], strict=False))
-    assert all(any(low <= i <= high for low, high in spans) for i in ids)
-    assert {b for span in spans for b in span} <= set(ids)
+    assert all(any(uuid.UUID(low) <= uuid.UUID(i) <= uuid.UUID(high) for low, high in spans) for i in ids)
+    # No wider than the ids' first 64 bits: each range starts and ends at some id's, all of them its own.
+    tops = {_top(i) for i in ids}
+    assert all(_top(low) in tops and _top(high) in tops for low, high in spans)
+    assert all(low.endswith("-0000-000000000000") and high.endswith("-ffff-ffffffffffff") for low, high in spans)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "0190a1b2c3d47e5f8a6b7c8d9e0f1a2b3c4d",  # 36 hex digits, no dashes
+        "0190a1b2-c3d4-7e5f-8a6b7c8d-9e0f1a2b",  # 36 characters, dashes elsewhere
+        "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2",  # 35 characters
+        "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2g",  # not hex
+        "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f 1a2",  # a space, which bytes.fromhex would skip
+    ],
+)
+def test_ids_spelled_otherwise_get_no_ranges_at_all(odd: str) -> None:
+    rng = random.Random(9)
+    ids = [_v7(START_MS + i, rng) for i in range(50)]
+    assert id_ranges(pa.array(ids)) is not None
+    assert id_ranges(pa.array([*ids[:25], odd, *ids[25:]])) is None
 
 
 def test_random_ids_are_not_bounded_and_time_ordered_ones_are_even_with_a_few_old_ones_among_them() -> None:
@@ -143,7 +168,8 @@ def test_random_ids_are_not_bounded_and_time_ordered_ones_are_even_with_a_few_ol
     assert spans is not None
     width = sum(int(high.replace("-", ""), 16) - int(low.replace("-", ""), 16) for low, high in spans)
     assert width <= ID_RANGES_MAX_SHARE * 2**128
-    assert [(o, o) for o in sorted(old)] == [s for s in spans if s[0] in old]  # each old id alone
+    # Each old id alone in a range of its own: a range bounds the first 64 bits of its ids.
+    assert sorted(_top(o) for o in old) == [_top(low) for low, high in spans if _top(low) == _top(high)]
 
 
 def test_with_time_ordered_ids_duckdb_reads_only_the_row_groups_of_the_recent_ones(
