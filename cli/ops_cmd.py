@@ -77,7 +77,7 @@ def _register_rebuild(sub: argparse._SubParsersAction, settings: Settings) -> No
         "unless 1.5 times its size is free beside NEW_FILE",
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=None, help="events per fold transaction (default 40000)"
+        "--batch-size", type=positive_int, default=None, help="events per fold transaction (default 50000)"
     )
     add_broker_args(parser, settings)
     parser.add_argument("--url", default=env(ENV_URL, DEFAULT_URL), help=f"with --live: the server (env {ENV_URL})")
