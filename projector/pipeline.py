@@ -56,6 +56,9 @@ SHAPED_RECORDS = 20_000
 # batches' many short-lived objects made it scan for nothing (see `gcpause.gc_paused`), but Kafka's client
 # may leave a cycle now and then.
 COLLECT_EVERY = 25
+# How much lower a reader's CPU priority is than the writer's: the writer bounds a catch-up, and the
+# readers keep up with it from their spare time.
+READER_NICENESS = 5
 # Records behind below which starting parser processes costs more than it saves (the service's catch-up
 # and the rebuild both decide by it).
 PARSE_PROCESS_MIN_RECORDS = 20_000
@@ -86,6 +89,7 @@ def _reader_main(
     from projector.consumer import TopicReader
 
     follow_parent()
+    os.nice(READER_NICENESS)
     # Arrow's default allocator (mimalloc) kept ~50 MB of freed batch tables in this process.
     pa.set_memory_pool(pa.system_memory_pool())
     out = batch_pipe.Sender(sending, slots)

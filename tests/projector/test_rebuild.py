@@ -261,3 +261,26 @@ def test_a_reader_process_killed_mid_rebuild_stops_the_catch_up_and_the_rebuild_
     assert "rebuild interrupted (RuntimeError: a parser process died (exit codes" in caplog.text
     assert str(-signal.SIGKILL) in caplog.text
     assert diff(live, rows_of(new)) == {}
+
+
+def test_the_reader_processes_run_at_a_lower_cpu_priority_than_the_writer(
+    bootstrap_servers: str, topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer bounds a catch-up; the readers keep up with it from their spare time, so on a busy machine
+    # the kernel gives the writer the core first.
+    monkeypatch.setattr(projector.pipeline, "PARSE_PROCESS_MIN_RECORDS", 1)
+    publish(bootstrap_servers, topic, list(stream(1500, seed=34, sessions=30)))
+    real_apply = projector.pipeline.apply_prepared
+    seen: list[tuple[int, int]] = []
+
+    def apply_and_look(*args: Any, **kwargs: Any) -> Any:
+        readers = [c for c in multiprocessing.active_children() if c.name == "projector-parser"]
+        seen.extend((os.getpriority(os.PRIO_PROCESS, 0), os.getpriority(os.PRIO_PROCESS, r.pid or 0)) for r in readers)
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(projector.pipeline, "apply_prepared", apply_and_look)
+    new = tmp_path / "rebuilt.duckdb"
+    assert main(["rebuild", "--db", str(new), "--bootstrap-servers", bootstrap_servers, "--topic", topic]) == 0
+
+    assert seen
+    assert all(reader == writer + projector.pipeline.READER_NICENESS for writer, reader in seen)
