@@ -133,13 +133,14 @@ def id_ranges(ids: pa.Array | pa.ChunkedArray, limit: int = MAX_RANGES) -> list[
     if limit > 1 and len(tops) > 1:
         gaps = pc.pairwise_diff(tops).slice(1)  # gaps[i]: between items i and i + 1
         splits = sorted(pc.select_k_unstable(gaps, limit - 1, sort_keys=[("", "descending")]).to_pylist())
-    bounds = tops.to_pylist()
-    groups = list(zip([0, *(i + 1 for i in splits)], [*splits, len(bounds) - 1], strict=True))
-    if sum(bounds[last] - bounds[first] for first, last in groups) > ID_RANGES_MAX_SHARE * 2**64:
+    # Only the groups' ends become Python ints, not every id's bits.
+    lows = tops.take([0, *(i + 1 for i in splits)]).to_pylist()
+    highs = tops.take([*splits, len(tops) - 1]).to_pylist()
+    if sum(high - low for low, high in zip(lows, highs, strict=True)) > ID_RANGES_MAX_SHARE * 2**64:
         return None
     return [
-        (_uuid_text(bounds[first], "0000-000000000000"), _uuid_text(bounds[last], "ffff-ffffffffffff"))
-        for first, last in groups
+        (_uuid_text(low, "0000-000000000000"), _uuid_text(high, "ffff-ffffffffffff"))
+        for low, high in zip(lows, highs, strict=True)
     ]
 
 
