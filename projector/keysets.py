@@ -20,7 +20,6 @@ version-4 ids are spread over all of it, and a bound that skips nothing costs mo
 
 from __future__ import annotations
 
-import heapq
 import struct
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
@@ -90,14 +89,19 @@ def ranges(spans: Sequence[tuple[K, K]], limit: int = MAX_RANGES) -> list[tuple[
             merged.append((low, high))
     if not merged:
         return []
-    gaps = [b[0] - a[1] for a, b in zip(merged, merged[1:], strict=False)]
+    gaps = pa.array([b[0] - a[1] for a, b in zip(merged, merged[1:], strict=False)])
     return [(merged[first][0], merged[last][1]) for first, last in _split_at_largest_gaps(gaps, limit)]
 
 
-def _split_at_largest_gaps(gaps: Sequence[Any], limit: int) -> list[tuple[int, int]]:
-    """For sorted items with `gaps[i]` between items i and i + 1: the (first, last) item indexes of at most
-    `limit` groups, split at the `limit - 1` largest gaps (the earlier of equal ones)."""
-    splits = sorted(heapq.nlargest(limit - 1, range(len(gaps)), key=gaps.__getitem__))
+def _split_at_largest_gaps(gaps: pa.Array, limit: int) -> list[tuple[int, int]]:
+    """For sorted items with `gaps[i]` between items i and i + 1 (numbers or durations): the (first, last)
+    item indexes of at most `limit` groups, split at the `limit - 1` largest gaps. Arrow picks them
+    (`select_k_unstable`: a batch's 50,000 event ids have as many gaps; which of several equal gaps it
+    picks is unspecified, and the groups cover every item either way)."""
+    splits: list[int] = []
+    if limit > 1 and len(gaps):
+        largest = pc.select_k_unstable(gaps, min(limit - 1, len(gaps)), sort_keys=[("", "descending")])
+        splits = sorted(largest.to_pylist())
     starts = [0, *(i + 1 for i in splits)]
     return list(zip(starts, [*splits, len(gaps)], strict=True))
 
@@ -129,13 +133,10 @@ def id_ranges(ids: pa.Array | pa.ChunkedArray, limit: int = MAX_RANGES) -> list[
         return None
     tops = pa.array(struct.unpack(">" + "Q8x" * len(ids), digits), pa.uint64())
     tops = pc.unique(tops).sort()
-    splits: list[int] = []  # a group ends at each of these items
-    if limit > 1 and len(tops) > 1:
-        gaps = pc.pairwise_diff(tops).slice(1)  # gaps[i]: between items i and i + 1
-        splits = sorted(pc.select_k_unstable(gaps, limit - 1, sort_keys=[("", "descending")]).to_pylist())
+    groups = _split_at_largest_gaps(pc.pairwise_diff(tops).slice(1), limit)  # gaps[i]: between items i and i + 1
     # Only the groups' ends become Python ints, not every id's bits.
-    lows = tops.take([0, *(i + 1 for i in splits)]).to_pylist()
-    highs = tops.take([*splits, len(tops) - 1]).to_pylist()
+    lows = tops.take([first for first, _ in groups]).to_pylist()
+    highs = tops.take([last for _, last in groups]).to_pylist()
     if sum(high - low for low, high in zip(lows, highs, strict=True)) > ID_RANGES_MAX_SHARE * 2**64:
         return None
     return [
