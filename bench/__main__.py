@@ -169,6 +169,7 @@ class Run:
 
     def record(self, name: str, figures: dict[str, Any]) -> None:
         figures["load_average_after"] = machine.load_average()
+        figures["speed_probe_s_after"] = machine.speed_probe()
         self.results[name] = figures
         report.write_json(self.args.results_dir, name, figures, self.machine)
 
@@ -367,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     # run_all wrote it before anything else, with the broker it chose.
-    line = machine.one_line(_load(args.results_dir / "machine.json"))
-    table = report.markdown(results, line, command)
+    described = _load(args.results_dir / "machine.json")
+    table = report.markdown(results, machine.one_line(described), command, machine.state_line(described, results))
     (args.results_dir / "latest.md").write_text(table)
     print()
     print(table, flush=True)

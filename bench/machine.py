@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 PACKAGES = ("duckdb", "kafka-python", "starlette", "uvicorn", "pydantic", "orjson", "pyarrow")
+# The speed probe's loop (`speed_probe`): about 0.08 s a round on the Intel Xeon VM of issue 14.
+PROBE_STEPS = 2_000_000
+PROBE_ROUNDS = 3
 
 
 def _cpu_model() -> str:
@@ -53,12 +57,46 @@ def describe(kafka: str) -> dict[str, Any]:
         "kafka": kafka,
         # Other work on the machine skews every figure; the load average says how busy it was.
         "load_average_at_start": load_average(),
+        "speed_probe_s_at_start": speed_probe(),
     }
 
 
 def load_average() -> list[float] | None:
     """1, 5 and 15 minute load averages: above the core count, the benchmark shared the CPU."""
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def speed_probe() -> float:
+    """Seconds a fixed loop of pure Python took, the best of PROBE_ROUNDS: how fast the machine was just
+    then. The same code on the same 2-core VM type ran a rebuild at 31.6 and at 35.9 µs of CPU an event
+    40 minutes apart, at load averages below 2 and with no steal time counted: the host's other tenants
+    do not show in the load average. So two runs' figures compare only when their probes are alike."""
+    best = float("inf")
+    for _ in range(PROBE_ROUNDS):
+        started = time.perf_counter()
+        total = 0
+        for i in range(PROBE_STEPS):
+            total += i * i
+        best = min(best, time.perf_counter() - started)
+    return round(best, 3)
+
+
+def state_line(machine: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
+    """The machine's load and speed during the run: at its start, then after each benchmark."""
+    after = [
+        f"{probe:.3f} s after the {name.replace('_', ' ')}"
+        for name, figures in results.items()
+        if (probe := figures.get("speed_probe_s_after")) is not None
+    ]
+    load = machine.get("load_average_at_start")
+    start = machine.get("speed_probe_s_at_start")
+    return (
+        f"Load average at the start: {', '.join(map(str, load)) if load else 'unknown'}. Speed probe "
+        f"(`bench.machine.speed_probe`, a fixed Python loop of {PROBE_STEPS:,} steps, best of {PROBE_ROUNDS}; "
+        "compare two runs only when it took about the same): "
+        + ", ".join([f"{start:.3f} s at the start" if start is not None else "not taken at the start", *after])
+        + "."
+    )
 
 
 def one_line(machine: dict[str, Any]) -> str:

@@ -239,9 +239,11 @@ def _batches_line(b: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def markdown(results: dict[str, dict[str, Any]], machine_line: str, command: str) -> str:
+def markdown(results: dict[str, dict[str, Any]], machine_line: str, command: str, state_line: str) -> str:
     lines = [
         f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} with `{command}` on: {machine_line}.",
+        "",
+        state_line,
         "",
     ]
     for name, build in (("replay", replay_table), ("api_latency", api_table), ("freshness", freshness_table)):

@@ -104,3 +104,15 @@ def test_the_replay_table_says_what_a_rebuild_costs_per_event_and_the_rate_that_
     # Results written before these figures are still reported, without the lines.
     del figures["rebuild"]["cpu"]
     assert "CPU per event" not in "\n".join(replay_table(figures))
+
+
+def test_the_report_gives_the_machine_speed_at_the_start_and_after_each_benchmark() -> None:
+    from bench.machine import state_line
+
+    described = {"load_average_at_start": [0.6, 0.94, 1.24], "speed_probe_s_at_start": 0.151}
+    results = {"replay": {"speed_probe_s_after": 0.163}, "api_latency": {"speed_probe_s_after": 0.149}}
+    line = state_line(described, results)
+    assert line.startswith("Load average at the start: 0.6, 0.94, 1.24.")
+    assert "0.151 s at the start, 0.163 s after the replay, 0.149 s after the api latency." in line
+    # A results folder written before the probe existed has none: the line says so instead of failing.
+    assert "not taken at the start" in state_line({"load_average_at_start": None}, {"replay": {}})
