@@ -68,9 +68,11 @@ def load_average() -> list[float] | None:
 
 def speed_probe() -> float:
     """Seconds a fixed loop of pure Python took, the best of PROBE_ROUNDS: how fast the machine was just
-    then. The same code on the same 2-core VM type ran a rebuild at 31.6 and at 35.9 µs of CPU an event
-    40 minutes apart, at load averages below 2 and with no steal time counted: the host's other tenants
-    do not show in the load average. So two runs' figures compare only when their probes are alike."""
+    then. The VMs of issue 14 have run for an hour at a time at half or two thirds of their usual speed
+    (bench/README.md): the host's other tenants do not show in the load average, and until this probe
+    only the raw read's rate gave such an hour away. A run whose probe took longer
+    than another's does not compare with it. Alike probes are not enough: three rebuilds of the same code
+    within five minutes, all with probes of 0.073-0.080 s, took 33.8-36.1 µs of CPU an event."""
     best = float("inf")
     for _ in range(PROBE_ROUNDS):
         started = time.perf_counter()
