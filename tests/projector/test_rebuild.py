@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pytest
 
+import projector.conversations
 import projector.pipeline
 import projector.rebuild
 from cli.main import main
@@ -284,3 +285,39 @@ def test_the_reader_processes_run_at_a_lower_cpu_priority_than_the_writer(
 
     assert seen
     assert all(reader == writer + projector.pipeline.READER_NICENESS for writer, reader in seen)
+
+
+def test_the_writer_leaves_the_readers_the_cores_they_need_and_takes_them_back_for_the_conversations(
+    bootstrap_servers: str, topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the readers run, DuckDB's worker threads would compete with them for the cores; the
+    # conversations are computed after they have exited, on the file's own threads again.
+    monkeypatch.setattr(projector.pipeline, "PARSE_PROCESS_MIN_RECORDS", 1)
+    publish(bootstrap_servers, topic, list(stream(1500, seed=35, sessions=30)))
+    cores = len(os.sched_getaffinity(0))
+    readers = projector.rebuild.DEFAULT_PARSE_PROCESSES
+    real_apply = projector.pipeline.apply_prepared
+    real_settle = projector.conversations.settle
+    folding: list[int] = []
+    settling: list[int] = []
+
+    def threads(con: Any) -> int:
+        ((n,),) = con.execute("SELECT current_setting('threads')").fetchall()
+        return int(n)
+
+    def apply_and_look(con: Any, *args: Any, **kwargs: Any) -> Any:
+        folding.append(threads(con))
+        return real_apply(con, *args, **kwargs)
+
+    def settle_and_look(con: Any) -> bool:
+        settling.append(threads(con))
+        return real_settle(con)
+
+    monkeypatch.setattr(projector.pipeline, "apply_prepared", apply_and_look)
+    monkeypatch.setattr(projector.conversations, "settle", settle_and_look)
+    new = tmp_path / "rebuilt.duckdb"
+    assert main(["rebuild", "--db", str(new), "--bootstrap-servers", bootstrap_servers, "--topic", topic]) == 0
+
+    ((default,),) = duckdb.connect().execute("SELECT current_setting('threads')").fetchall()
+    assert folding and set(folding) == {max(1, cores - readers)}
+    assert settling == [int(default)]
