@@ -70,9 +70,9 @@ def speed_probe() -> float:
     """Seconds a fixed loop of pure Python took, the best of PROBE_ROUNDS: how fast the machine was just
     then. The VMs of issue 14 have run for an hour at a time at half or two thirds of their usual speed
     (bench/README.md): the host's other tenants do not show in the load average, and until this probe
-    only the raw read's rate gave such an hour away. A run whose probe took longer
-    than another's does not compare with it. Alike probes are not enough: three rebuilds of the same code
-    within five minutes, all with probes of 0.073-0.080 s, took 33.8-36.1 µs of CPU an event."""
+    only the raw read's rate gave such an hour away. A run whose probe took longer than another's does
+    not compare with it. Alike probes are not enough: three rebuilds of the same code within five
+    minutes, all with probes of 0.073-0.080 s, took 33.8-36.1 µs of CPU an event."""
     best = float("inf")
     for _ in range(PROBE_ROUNDS):
         started = time.perf_counter()
