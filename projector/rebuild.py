@@ -19,7 +19,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,11 +206,9 @@ def fold_to(
     progress.done = sum(max(0, min(positions[p], t) - bounds.starts.get(p, 0)) for p, t in bounds.targets.items())
     folded = 0
     failures = 0
-    ((previous_limit,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
-    ((previous_threshold,),) = con.execute("SELECT current_setting('checkpoint_threshold')").fetchall()
-    con.execute(f"SET checkpoint_threshold = '{REBUILD_CHECKPOINT_THRESHOLD}'")
     limit_mb = REBUILD_MEMORY_LIMIT_MIB
-    try:
+    with _settings_restored(con, "memory_limit", "checkpoint_threshold"):
+        con.execute(f"SET checkpoint_threshold = '{REBUILD_CHECKPOINT_THRESHOLD}'")
         while not should_stop():
             remaining = sum(max(0, t - positions[p]) for p, t in bounds.targets.items())
             if remaining == 0:
@@ -233,18 +232,14 @@ def fold_to(
                 log.warning("rebuild interrupted (%s: %s); resuming from the file's offsets", type(exc).__name__, exc)
                 time.sleep(min(2.0**failures, 15.0))
                 positions.update({p: o for p, o in stored_offsets(con, topic).items() if p in positions})
-    finally:
-        _restore_setting(con, "memory_limit", previous_limit)
-        _restore_setting(con, "checkpoint_threshold", previous_threshold)
     return folded
 
 
 def settle_conversations(con: duckdb.DuckDBPyConnection) -> None:
     """`conversations.settle` of a rebuilt file, in SETTLE_MEMORY_LIMIT_MIB (doubled, as a batch's limit is,
     when the statement needs more), the file's own limit restored after."""
-    ((previous_limit,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
     limit_mb = SETTLE_MEMORY_LIMIT_MIB
-    try:
+    with _settings_restored(con, "memory_limit"):
         while True:
             con.execute(f"SET memory_limit = '{limit_mb}MiB'")
             try:
@@ -255,13 +250,22 @@ def settle_conversations(con: duckdb.DuckDBPyConnection) -> None:
                     raise
                 limit_mb *= 2
                 log.warning("rebuild: the conversations need more memory; computing them again with %s MiB", limit_mb)
+
+
+@contextmanager
+def _settings_restored(con: duckdb.DuckDBPyConnection, *names: str) -> Iterator[None]:
+    """The settings `names` (fixed setting names, never a user's string) as they were before, whatever the
+    block sets them to and however it ends."""
+    previous = {name: con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0] for name in names}
+    try:
+        yield
     finally:
-        _restore_setting(con, "memory_limit", previous_limit)
+        for name, value in previous.items():
+            _restore_setting(con, name, str(value))
 
 
 def _restore_setting(con: duckdb.DuckDBPyConnection, name: str, previous: str) -> None:
-    """Sets `name` (a fixed setting name, never a user's string) back to `previous`, as read by
-    current_setting()."""
+    """Sets `name` back to `previous`, as read by current_setting()."""
     # A size reads back rounded ("18.8 GiB"): the default is restored exactly by RESET, another value as
     # it reads back (to 0.1 of its unit).
     con.execute(f"RESET {name}")
@@ -284,9 +288,8 @@ def _fold_with_parser(
     def on_batch(stats: BatchStats) -> None:
         progress.advance(_folded(stats, source.topic, positions))
 
-    ((previous_threads,),) = con.execute("SELECT current_setting('threads')").fetchall()
-    con.execute(f"SET threads = {writer_threads(DEFAULT_PARSE_PROCESSES)}")
-    try:
+    with _settings_restored(con, "threads"):
+        con.execute(f"SET threads = {writer_threads(DEFAULT_PARSE_PROCESSES)}")
         return catch_up(
             con,
             source=source,
@@ -298,8 +301,6 @@ def _fold_with_parser(
             parsers=DEFAULT_PARSE_PROCESSES,
             columns=columns,
         )
-    finally:
-        _restore_setting(con, "threads", str(previous_threads))
 
 
 def writer_threads(readers: int) -> int:
