@@ -235,19 +235,26 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
     forget.set_watermark(con, forget.horizon(retention_days))
     conversations.defer(con)  # computed once at the end (projector/conversations.py)
     started = time.monotonic()
+    failure: Exception | None = None
     try:
         with Reporter(lambda: {**progress.as_json(), "phase": None}):
-            fold_to(
-                con,
-                source=TopicSource(
-                    args.bootstrap_servers, args.topic, group_id=None, batch_size=args.batch_size or CATCH_UP_BATCH_SIZE
-                ),
-                bounds=bounds,
-                progress=progress,
-                should_stop=stop,
-            )
+            try:
+                fold_to(
+                    con,
+                    source=TopicSource(
+                        args.bootstrap_servers,
+                        args.topic,
+                        group_id=None,
+                        batch_size=args.batch_size or CATCH_UP_BATCH_SIZE,
+                    ),
+                    bounds=bounds,
+                    progress=progress,
+                    should_stop=stop,
+                )
+            except Exception as exc:  # what fold_to's own resumes did not get past (a broker gone for good)
+                failure = exc
         stored = stored_offsets(con, args.topic)
-        if not stop():
+        if not stop() and failure is None:
             purged = forget.purge(con, retention_days)
             if purged.turns:
                 print(f"retention ({retention_days} days): purged {purged.as_json()}", file=sys.stderr)
@@ -256,6 +263,11 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
         checkpoint_and_close(con)
         signal.signal(signal.SIGINT, previous)
     short = {p: t for p, t in bounds.targets.items() if max(stored.get(p, 0), bounds.starts.get(p, 0)) < t}
+    if failure is not None:
+        return _fail(
+            f"rebuild failed ({type(failure).__name__}: {failure}): {args.new_db} is incomplete (partitions "
+            f"{sorted(short)} short of their targets); run the rebuild again with --force once the cause is gone"
+        )
     if short:
         return _fail(f"interrupted: {args.new_db} is incomplete (partitions {sorted(short)} short of their targets)")
     elapsed = time.monotonic() - started

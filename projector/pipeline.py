@@ -70,6 +70,10 @@ IN_READERS = False
 MODELS, RAW, SHAPED = "models", "raw", "shaped"
 # The set-wise path's own DuckDB connection (JSON of one transaction's values, no tables of its own).
 SCRATCH_MEMORY_MIB = 256
+# No batch from the readers for this long while records are still due: the broker is not delivering (gone,
+# or unreachable). The catch-up raises TimeoutError rather than wait for ever; its caller resumes from the
+# file's offsets (a rebuild, a few times) or reports the broker unreachable and retries (the service).
+STALL_S = 60.0
 # How long a reader that is done waits for its last batches to be written: the writer reads them, unless it
 # has stopped, and then the reader's stop flag is set too.
 _FLUSH_S = 600.0
@@ -277,13 +281,18 @@ def catch_up(
     try:
         # Unpickling a batch makes as many objects as parsing it did: no cyclic GC (see `gcpause.gc_paused`).
         with gc_paused():
+            heard = time.monotonic()  # the last batch or "done" from a reader, or the end of a transaction
             while done < len(children) and not should_stop():
                 try:
                     message = out.receive(timeout=1.0)
                 except batch_pipe.ReaderGone:  # its pipe ended before it said it was done
                     raise RuntimeError(f"a parser process died (exit codes {_exit_codes(children)})") from None
                 if message is None:
+                    # The readers' Kafka clients retry a lost broker for ever, sending nothing meanwhile.
+                    if time.monotonic() - heard > STALL_S:
+                        raise stalled(positions, targets)
                     continue
+                heard = time.monotonic()
                 kind, payload = message
                 if kind == batch_pipe.DONE:
                     done += 1
@@ -297,6 +306,7 @@ def catch_up(
                     continue
                 folded += apply(shipped)
                 shipped, waiting = [], 0
+                heard = time.monotonic()
             if shipped and not should_stop():
                 folded += apply(shipped)
     finally:
@@ -311,6 +321,13 @@ def catch_up(
                 child.terminate()
                 child.join(5)
     return folded
+
+
+def stalled(positions: dict[int, int], targets: dict[int, int]) -> TimeoutError:
+    """The error of a catch-up that received nothing for STALL_S seconds, with where each partition it
+    still waits for stands."""
+    behind = {p: (positions.get(p, 0), t) for p, t in sorted(targets.items()) if positions.get(p, 0) < t}
+    return TimeoutError(f"no records from the broker for {STALL_S:.0f} s; (position, target) per partition: {behind}")
 
 
 def _exit_codes(children: list[tuple[Any, set[int], Any]]) -> list[int | None]:

@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 CATCH_UP_BATCH_SIZE = 50_000
 RESUME_ATTEMPTS = 5  # a broker that goes away mid-rebuild: resume from the file's offsets this many times
 MEMORY_DOUBLINGS = 5  # a batch that needs more memory than the limit: double it at most this many times
-STALL_S = 60.0  # no record for this long while some are still due: the broker is not delivering
 # DuckDB's buffer pool may grow to 80% of RAM and keeps what the rebuild wrote cached (~700 MB for 1M
 # events). A rebuild appends and looks keys up, so it runs as fast in a small pool; a batch that needs
 # more (the primary-key indexes of a very long log must fit in memory) doubles it and is folded again.
@@ -230,9 +229,15 @@ def fold_to(
                 if failures >= RESUME_ATTEMPTS:
                     raise
                 log.warning("rebuild interrupted (%s: %s); resuming from the file's offsets", type(exc).__name__, exc)
-                time.sleep(min(2.0**failures, 15.0))
+                pause_before_resuming(failures)
                 positions.update({p: o for p, o in stored_offsets(con, topic).items() if p in positions})
     return folded
+
+
+def pause_before_resuming(failures: int) -> None:
+    """The wait before a rebuild resumes after its `failures`-th interruption: 2, 4, 8 s, then 15 s, time
+    for a broker to restart."""
+    time.sleep(min(2.0**failures, 15.0))
 
 
 def settle_conversations(con: duckdb.DuckDBPyConnection) -> None:
@@ -333,9 +338,8 @@ def _fold_here(
                 break
             records = [r for r in reader.read_batch() if r.offset < bounds.targets.get(r.partition, 0)]
             if not records:
-                if time.monotonic() - last_record > STALL_S:
-                    behind = {p: (positions[p], bounds.targets[p]) for p in sorted(due)}
-                    raise TimeoutError(f"no records for {STALL_S:.0f} s; (position, target) per partition: {behind}")
+                if time.monotonic() - last_record > pipeline.STALL_S:
+                    raise pipeline.stalled(positions, bounds.targets)
                 continue
             last_record = time.monotonic()
             stats = apply_batch(con, records)

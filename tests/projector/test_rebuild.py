@@ -235,7 +235,7 @@ def test_a_reader_process_killed_mid_rebuild_stops_the_catch_up_and_the_rebuild_
     # without its "done", the catch-up raises instead of waiting for it, and the rebuild resumes from
     # the file's offsets with new readers, to the same tables as a clean fold.
     monkeypatch.setattr(projector.pipeline, "PARSE_PROCESS_MIN_RECORDS", 1)
-    monkeypatch.setattr(projector.rebuild.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(projector.rebuild, "pause_before_resuming", lambda _failures: None)
     events = list(stream(3000, seed=33, sessions=60))
     publish(bootstrap_servers, topic, events)
     live = live_fold(bootstrap_servers, topic, tmp_path / "live.duckdb")
