@@ -97,12 +97,14 @@ def _reader_main(
     # Arrow's default allocator (mimalloc) kept ~50 MB of freed batch tables in this process.
     pa.set_memory_pool(pa.system_memory_pool())
     out = batch_pipe.Sender(sending, slots)
-    reader = TopicReader(source)
+    reader: TopicReader | None = None
     scratch = _scratch(threads=1) if ship == SHAPED else None  # one thread per reader: they run side by side
     gc.freeze()  # what is loaded by now lives as long as the process: never scan it again
     gc.disable()
     batches = 0
     try:
+        # In the try: a broker that cannot be reached is this reader's failure, reported to the writer.
+        reader = TopicReader(source)
         reader.assign(start, partitions)
         read = dict(start)
         last_commit = 0.0
@@ -139,7 +141,8 @@ def _reader_main(
     finally:
         # The writer has stopped reading when `stop` is set: then what the feeder holds is left unwritten.
         out.close(flush=not stop.is_set(), timeout=_FLUSH_S)
-        reader.close()
+        if reader is not None:
+            reader.close()
 
 
 def _scratch(threads: int | None = None) -> duckdb.DuckDBPyConnection:

@@ -100,9 +100,13 @@ def test_a_rebuild_whose_broker_stays_away_fails_with_a_clear_message(
     broker: KillableBroker,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(projector.pipeline, "STALL_S", STALL_S)
+    # capfd: the reader processes write to the same stderr, and none of them may print a traceback either.
+    # Longer than a reader's Kafka client tries to bootstrap (10 s), so that the second attempt ends the way
+    # it does in production: its readers cannot reach the broker, and say so.
+    monkeypatch.setattr(projector.pipeline, "STALL_S", 15.0)
+    monkeypatch.setattr(projector.pipeline, "PARSE_PROCESS_MIN_RECORDS", 1)  # the rest is read by readers too
     monkeypatch.setattr(projector.rebuild, "RESUME_ATTEMPTS", 2)
     monkeypatch.setattr(projector.rebuild, "pause_before_resuming", lambda _failures: None)
     topic = broker.create_topic("gone-for-good", partitions=1)
@@ -113,10 +117,11 @@ def test_a_rebuild_whose_broker_stays_away_fails_with_a_clear_message(
 
     code = main([*args, "--batch-size", str(BATCH)])
 
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert killed
     assert code == 1, err
-    assert "chat-analytics: rebuild failed (" in err and f"{new} is incomplete (partitions [0]" in err, err
+    assert "chat-analytics: rebuild failed (RuntimeError: a parser process failed: KafkaTimeoutError" in err, err
+    assert broker.bootstrap_servers in err and f"{new} is incomplete (partitions [0]" in err, err
     assert "Traceback" not in err
     # What was folded before the broker went is kept, and exactly once.
     con = connect(new, read_only=True)
