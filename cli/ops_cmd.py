@@ -210,10 +210,14 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
         prepare_target(args.new_db, force=args.force)
     except FileNotEmpty as exc:
         return _fail(str(exc), 2)
+    from kafka.errors import KafkaError
+
     try:
         bounds = log_bounds(args.bootstrap_servers, args.topic, args.until)
     except TopicMissing as exc:
         return _fail(str(exc))
+    except KafkaError as exc:
+        return _fail(f"cannot reach the Kafka broker at {args.bootstrap_servers}: {exc}")
     deleted = bounds.deleted()
     if deleted:
         print(

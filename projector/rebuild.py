@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # 40,000: rebuilds of 0.2, 1 and 2 million demo events were 4%, 9% and 5-10% faster for the same peak memory
 # (bench/README.md, "Transactions of 50,000 events"); 60,000 and 80,000 were slower than 50,000 and used more.
 CATCH_UP_BATCH_SIZE = 50_000
+BOUNDS_TIMEOUT_S = 30.0  # how long a rebuild tries to reach the broker for the log's bounds before it fails
 RESUME_ATTEMPTS = 5  # a broker that goes away mid-rebuild: resume from the file's offsets this many times
 MEMORY_DOUBLINGS = 5  # a batch that needs more memory than the limit: double it at most this many times
 # DuckDB's buffer pool may grow to 80% of RAM and keeps what the rebuild wrote cached (~700 MB for 1M
@@ -82,11 +83,14 @@ class LogBounds:
         return {p: start for p, start in self.starts.items() if start > 0}
 
 
-def log_bounds(bootstrap_servers: str, topic: str, until: datetime | None = None, timeout_s: float = 30.0) -> LogBounds:
+def log_bounds(
+    bootstrap_servers: str, topic: str, until: datetime | None = None, timeout_s: float | None = None
+) -> LogBounds:
     from kafka import KafkaConsumer, TopicPartition
 
     from broker.clients import made
 
+    timeout_s = BOUNDS_TIMEOUT_S if timeout_s is None else timeout_s
     consumer = made(
         KafkaConsumer,
         bootstrap_servers=bootstrap_servers,

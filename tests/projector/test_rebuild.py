@@ -21,6 +21,7 @@ import projector.conversations
 import projector.pipeline
 import projector.rebuild
 from cli.main import main
+from loopback.ports import free_port
 from projector.deadletters import count_by_reason, retry
 from projector.fold import apply_batch
 from projector.service import ProjectorService
@@ -118,6 +119,24 @@ def test_rebuild_refuses_a_non_empty_file_unless_forced(
     assert con.execute("SELECT count(*) FROM meta WHERE key = 'note'").fetchall() == [(0,)]
     assert con.execute("SELECT count(*) FROM interactions").fetchall() == [(2,)]
     con.close()
+
+
+def test_a_rebuild_that_cannot_reach_its_broker_says_so_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing listens on the port: the rebuild gives up after BOUNDS_TIMEOUT_S (30 s; 2 s here), exits 1
+    # and names the broker, with the file not created.
+    monkeypatch.setattr(projector.rebuild, "BOUNDS_TIMEOUT_S", 2.0)
+    nobody = f"127.0.0.1:{free_port()}"
+    new = tmp_path / "rebuilt.duckdb"
+
+    code = main(["rebuild", "--db", str(new), "--bootstrap-servers", nobody, "--topic", "chat.events"])
+
+    err = capfd.readouterr().err
+    assert code == 1, err
+    assert f"chat-analytics: cannot reach the Kafka broker at {nobody}: " in err, err
+    assert "Traceback" not in err
+    assert not new.exists()
 
 
 def test_rebuild_until_gives_the_tables_as_they_were_then(bootstrap_servers: str, topic: str, tmp_path: Path) -> None:
