@@ -71,6 +71,11 @@ def _register_rebuild(sub: argparse._SubParsersAction, settings: Settings) -> No
     )
     parser.add_argument("--force", action="store_true", help="overwrite NEW_FILE if it exists and is not empty")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue NEW_FILE, which an interrupted rebuild of the same topic left, from its stored offsets",
+    )
+    parser.add_argument(
         "--served-db",
         default=settings.db,
         help=f"the file NEW_FILE is to replace (env {ENV_DB}; default %(default)s): the rebuild refuses to start "
@@ -174,7 +179,14 @@ def _rebuild(args: argparse.Namespace) -> int:
     if args.live:
         if args.until is not None:
             return _fail("--until builds a file for an audit: use it with --db, not --live", 2)
+        if args.resume:
+            return _fail("--resume continues a file of `rebuild --db`: use it with --db, not --live", 2)
         return _rebuild_live(args)
+    if args.resume and args.force:
+        return _fail("--resume keeps NEW_FILE and --force replaces it: pass one of them", 2)
+    if args.resume and args.until is not None:
+        # The first run's bound is not kept in the file: a different one would mix two points in time.
+        return _fail("--resume does not take --until: rebuild an audit file again with --force", 2)
     return _rebuild_offline(args)
 
 
@@ -184,9 +196,11 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
     from projector.rebuild import (
         CATCH_UP_BATCH_SIZE,
         FileNotEmpty,
+        NotResumable,
         Progress,
         StopFlag,
         TopicMissing,
+        check_resumable,
         checkpoint_and_close,
         fold_to,
         log_bounds,
@@ -207,8 +221,11 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
         if not room["enough"]:
             return _fail(room["detail"], 2)
     try:
-        prepare_target(args.new_db, force=args.force)
-    except FileNotEmpty as exc:
+        if args.resume:
+            check_resumable(args.new_db, args.topic)
+        else:
+            prepare_target(args.new_db, force=args.force)
+    except (FileNotEmpty, NotResumable) as exc:
         return _fail(str(exc), 2)
     from kafka.errors import KafkaError
 
@@ -226,8 +243,9 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     until = f" up to records stamped {args.until.isoformat()}" if args.until else ""
+    doing = "resuming the rebuild of" if args.resume else "rebuilding"
     print(
-        f"rebuilding {args.new_db} from {args.topic}{until}: {bounds.total:,} records, target offsets {bounds.targets}",
+        f"{doing} {args.new_db} from {args.topic}{until}: {bounds.total:,} records, target offsets {bounds.targets}",
         file=sys.stderr,
     )
     stop = StopFlag()
@@ -235,15 +253,17 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
     progress = Progress()
     con = connect(args.new_db)
     retention_days = Settings.from_env().retention_days
-    # Before the first record, so what is older than the horizon is dropped as it arrives (docs/privacy.md).
-    forget.set_watermark(con, forget.horizon(retention_days))
-    conversations.defer(con)  # computed once at the end (projector/conversations.py)
+    if not args.resume:  # a resumed file keeps both from its first run
+        # Before the first record, so what is older than the horizon is dropped as it arrives (docs/privacy.md).
+        forget.set_watermark(con, forget.horizon(retention_days))
+        conversations.defer(con)  # computed once at the end (projector/conversations.py)
     started = time.monotonic()
+    folded = 0
     failure: Exception | None = None
     try:
         with Reporter(lambda: {**progress.as_json(), "phase": None}):
             try:
-                fold_to(
+                folded = fold_to(
                     con,
                     source=TopicSource(
                         args.bootstrap_servers,
@@ -267,16 +287,20 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
         checkpoint_and_close(con)
         signal.signal(signal.SIGINT, previous)
     short = {p: t for p, t in bounds.targets.items() if max(stored.get(p, 0), bounds.starts.get(p, 0)) < t}
+    resume = f"continue it with `chat-analytics rebuild --db {args.new_db} --resume`"
     if failure is not None:
         return _fail(
             f"rebuild failed ({type(failure).__name__}: {failure}): {args.new_db} is incomplete (partitions "
-            f"{sorted(short)} short of their targets); run the rebuild again with --force once the cause is gone"
+            f"{sorted(short)} short of their targets); {resume} once the cause is gone"
         )
     if short:
-        return _fail(f"interrupted: {args.new_db} is incomplete (partitions {sorted(short)} short of their targets)")
+        return _fail(
+            f"interrupted: {args.new_db} is incomplete (partitions {sorted(short)} short of their targets); {resume}"
+        )
     elapsed = time.monotonic() - started
+    this_run = f" ({folded:,} folded by this run)" if args.resume else ""
     print(
-        f"done: {progress.done:,} records in {elapsed:.1f} s ({progress.done / max(elapsed, 1e-9):,.0f}/s) into "
+        f"done: {progress.done:,} records{this_run} in {elapsed:.1f} s ({folded / max(elapsed, 1e-9):,.0f}/s) into "
         f"{args.new_db}",
         file=sys.stderr,
     )

@@ -133,7 +133,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(
             f"serve: {args.db} was left by a rebuild that did not finish: it is incomplete, and its conversations"
             " are not computed yet. Serve it with a projector (without --no-projector), which completes it from the"
-            " topic, or rebuild it again (`chat-analytics rebuild --force`).",
+            f" topic, continue it (`chat-analytics rebuild --db {args.db} --resume`), or rebuild it again"
+            " (`chat-analytics rebuild --force`).",
             file=sys.stderr,
         )
         return 2

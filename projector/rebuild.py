@@ -362,6 +362,10 @@ class FileNotEmpty(FileExistsError):
     pass
 
 
+class NotResumable(ValueError):
+    pass
+
+
 def _held_by_another_process(path: Path) -> bool:
     try:
         duckdb.connect(str(path), read_only=True).close()
@@ -384,6 +388,32 @@ def prepare_target(path: str | os.PathLike[str], *, force: bool) -> None:
             raise FileNotEmpty(f"{path} is open in another process (a running serve? use rebuild --live)")
     for leftover in (path, wal):
         leftover.unlink(missing_ok=True)
+
+
+def check_resumable(path: str | os.PathLike[str], topic: str) -> None:
+    """Raises NotResumable unless `path` is what an interrupted offline rebuild of `topic` left: a file no
+    other process has open, whose conversations are still deferred (a finished rebuild settles them) and
+    whose stored offsets are of `topic` only."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        raise NotResumable(f"{path} does not exist: nothing to resume (leave out --resume to start a rebuild)")
+    if _held_by_another_process(path):
+        raise NotResumable(f"{path} is open in another process (a running serve?): it is not resumed")
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        deferred = bool(con.execute("SELECT 1 FROM meta WHERE key = ?", [conversations.DEFERRED_KEY]).fetchall())
+        topics = sorted({t for (t,) in con.execute("SELECT DISTINCT topic FROM offsets").fetchall()})
+    except duckdb.Error as exc:
+        raise NotResumable(f"{path} is not a read-model file: {exc}") from None
+    finally:
+        con.close()
+    if not deferred:
+        raise NotResumable(
+            f"{path} is not an unfinished rebuild (a finished one, or a served file): it is not resumed; "
+            "rebuild it with --force, or let serve fold the rest"
+        )
+    if topics and topics != [topic]:
+        raise NotResumable(f"{path} was built from {', '.join(topics)}, not {topic}: it is not resumed")
 
 
 def checkpoint_and_close(con: duckdb.DuckDBPyConnection) -> None:

@@ -96,7 +96,7 @@ def test_a_rebuild_whose_broker_goes_away_stops_waiting_and_resumes_when_it_is_b
     assert sum(o for _, _, o in clean["offsets"]) == EVENTS
 
 
-def test_a_rebuild_whose_broker_stays_away_fails_with_a_clear_message(
+def test_a_rebuild_whose_broker_stays_away_fails_with_a_clear_message_and_can_be_resumed(
     broker: KillableBroker,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -122,6 +122,7 @@ def test_a_rebuild_whose_broker_stays_away_fails_with_a_clear_message(
     assert code == 1, err
     assert "chat-analytics: rebuild failed (RuntimeError: a parser process failed: KafkaTimeoutError" in err, err
     assert broker.bootstrap_servers in err and f"{new} is incomplete (partitions [0]" in err, err
+    assert f"continue it with `chat-analytics rebuild --db {new} --resume`" in err, err
     assert "Traceback" not in err
     # What was folded before the broker went is kept, and exactly once.
     con = connect(new, read_only=True)
@@ -132,6 +133,14 @@ def test_a_rebuild_whose_broker_stays_away_fails_with_a_clear_message(
         con.close()
     assert BATCH <= stored[0] < EVENTS, stored
     assert interactions is not None and interactions[0] > 0
+
+    # The broker is back: the operator continues the file instead of folding it all again.
+    broker.start()
+    assert main([*args, "--resume", "--batch-size", str(BATCH)]) == 0
+    err = capfd.readouterr().err
+    assert f"done: {EVENTS:,} records ({EVENTS - stored[0]:,} folded by this run)" in err, err
+    clean = clean_fold(broker.bootstrap_servers, topic, tmp_path / "clean.duckdb")
+    assert diff(clean, file_rows(new)) == {}
 
 
 def test_the_service_reports_a_broker_gone_mid_catch_up_and_folds_on_when_it_is_back(

@@ -122,6 +122,7 @@ def test_serve_without_a_projector_refuses_a_file_a_rebuild_left_deferred(tmp_pa
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "left by a rebuild that did not finish" in refused.stderr
     assert "without --no-projector" in refused.stderr
+    assert f"chat-analytics rebuild --db {path} --resume" in refused.stderr
     con = connect(path)
     assert conversations.is_deferred(con)  # refused, not changed
     assert conversations.settle(con)

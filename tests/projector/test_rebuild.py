@@ -139,6 +139,42 @@ def test_a_rebuild_that_cannot_reach_its_broker_says_so_without_a_traceback(
     assert not new.exists()
 
 
+def test_resume_continues_only_what_an_interrupted_rebuild_of_the_topic_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before any broker is asked (nothing listens on the port): a file that is not an unfinished
+    # rebuild of this topic is never folded on, nor replaced.
+    nobody = f"127.0.0.1:{free_port()}"
+
+    def resume(path: Path, *extra: str) -> tuple[int, str]:
+        code = main(["rebuild", "--db", str(path), "--bootstrap-servers", nobody, "--topic", "chat.events", *extra])
+        return code, capsys.readouterr().err
+
+    missing = tmp_path / "missing.duckdb"
+    assert resume(missing, "--resume") == (
+        2,
+        f"chat-analytics: {missing} does not exist: nothing to resume (leave out --resume to start a rebuild)\n",
+    )
+    finished = tmp_path / "finished.duckdb"
+    connect(finished).close()  # a file whose conversations are not deferred: built to the end, or served
+    code, err = resume(finished, "--resume")
+    assert code == 2 and "is not an unfinished rebuild" in err, err
+    other = tmp_path / "other-topic.duckdb"
+    con = connect(other)
+    projector.conversations.defer(con)
+    con.execute("INSERT INTO offsets VALUES ('chat.other', 0, 10)")
+    con.close()
+    code, err = resume(other, "--resume")
+    assert code == 2 and "was built from chat.other, not chat.events" in err, err
+    code, err = resume(other, "--resume", "--force")
+    assert code == 2 and "pass one of them" in err, err
+    code, err = resume(other, "--resume", "--until", "2026-11-26T09:00:00Z")
+    assert code == 2 and "--resume does not take --until" in err, err
+    con = connect(other, read_only=True)
+    assert con.execute("SELECT * FROM offsets").fetchall() == [("chat.other", 0, 10)]
+    con.close()
+
+
 def test_rebuild_until_gives_the_tables_as_they_were_then(bootstrap_servers: str, topic: str, tmp_path: Path) -> None:
     t0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
     cutoff = t0 + timedelta(hours=1)
