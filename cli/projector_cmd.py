@@ -101,7 +101,17 @@ def _project(args: argparse.Namespace) -> int:
     try:
         if args.until_caught_up:
             started = time.monotonic()
-            folded = service.run_until_caught_up()
+            try:
+                folded = service.run_until_caught_up()
+            except Exception as exc:  # a broker gone or unreachable: what was folded stays folded
+                named = str(exc).startswith(type(exc).__name__)  # Kafka's errors begin with their class name
+                reason = str(exc) if named else f"{type(exc).__name__}: {exc}"
+                print(
+                    f"project: not caught up ({reason}); what was folded is kept in {args.db}:"
+                    " run it again once the cause is gone",
+                    file=sys.stderr,
+                )
+                return 1
             elapsed = time.monotonic() - started
             log.info(
                 "caught up: %s records in %.1f s (%.0f/s); %s",

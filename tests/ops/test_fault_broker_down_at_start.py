@@ -4,12 +4,16 @@ catches up, without a restart."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from loopback.ports import free_port
+from tests.support import REPO
 from tests.support.events import turn
 from tests.support.faults import (
     INGEST,
@@ -88,3 +92,22 @@ def test_serve_answers_from_its_file_without_a_broker_and_catches_up_when_it_com
         if serve is not None:
             serve.kill()
         broker.close()
+
+
+def test_a_one_off_catch_up_without_a_broker_says_so_without_a_traceback(tmp_path: Path) -> None:
+    # `project --until-caught-up` is a command that ends: with no broker it must end too, with one line.
+    nobody = f"127.0.0.1:{free_port()}"
+    db = tmp_path / "rm.duckdb"
+    command = [sys.executable, "-m", "cli", "project", "--until-caught-up", "--db", str(db)]
+    result = subprocess.run(
+        [*command, "--bootstrap-servers", nobody, "--topic", "chat.events"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"project: not caught up (KafkaTimeoutError: Unable to bootstrap from {nobody})" in result.stderr, (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
