@@ -33,7 +33,7 @@ from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
 from projector.service import DEFAULT_PARSE_PROCESSES
 from projector.source import TopicSource
-from schemas.readmodel import SERVING_CHECKPOINT_THRESHOLD, stored_offsets
+from schemas.readmodel import READMODEL_VERSION, SERVING_CHECKPOINT_THRESHOLD, file_version, stored_offsets
 
 log = logging.getLogger(__name__)
 
@@ -403,10 +403,17 @@ def check_resumable(path: str | os.PathLike[str], topic: str) -> None:
     try:
         deferred = bool(con.execute("SELECT 1 FROM meta WHERE key = ?", [conversations.DEFERRED_KEY]).fetchall())
         topics = sorted({t for (t,) in con.execute("SELECT DISTINCT topic FROM offsets").fetchall()})
+        version = file_version(con)
     except duckdb.Error as exc:
         raise NotResumable(f"{path} is not a read-model file: {exc}") from None
     finally:
         con.close()
+    if version != READMODEL_VERSION:
+        # Its rows have another release's shape: folding on would mix the two.
+        raise NotResumable(
+            f"{path} was begun by read-model version {version}, this release writes {READMODEL_VERSION}: "
+            "rebuild it with --force"
+        )
     if not deferred:
         raise NotResumable(
             f"{path} is not an unfinished rebuild (a finished one, or a served file): it is not resumed; "

@@ -170,6 +170,13 @@ def test_resume_continues_only_what_an_interrupted_rebuild_of_the_topic_left(
     assert code == 2 and "pass one of them" in err, err
     code, err = resume(other, "--resume", "--until", "2026-11-26T09:00:00Z")
     assert code == 2 and "--resume does not take --until" in err, err
+    older = tmp_path / "older-release.duckdb"
+    con = connect(older)
+    projector.conversations.defer(con)
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'readmodel_version'")
+    con.close()
+    code, err = resume(older, "--resume")
+    assert code == 2 and "was begun by read-model version 1, this release writes" in err, err
     con = connect(other, read_only=True)
     assert con.execute("SELECT * FROM offsets").fetchall() == [("chat.other", 0, 10)]
     con.close()
