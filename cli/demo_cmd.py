@@ -22,6 +22,7 @@ from types import FrameType
 from broker.lifetime import die_with_parent
 from broker.selection import LOCAL, select_broker
 from broker.topics import DEFAULT_PARTITIONS, FiniteRetentionError, ensure_topic, retention_warning
+from cli.errors import one_line
 from replicas.process import terminate
 from schemas.settings import (
     ENV_API_TOKENS,
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace | None = None) -> int:
     try:
         broker = select_broker(home, ephemeral=False)
     except Exception as exc:
-        say(f"no Kafka broker: {type(exc).__name__}: {exc}")
+        say(f"no Kafka broker: {one_line(exc)}")
         return 1
     trickle: subprocess.Popen[bytes] | None = None
     serve: subprocess.Popen[bytes] | None = None

@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from itertools import islice
 
+from cli.errors import one_line
 from cli.options import add_broker_args
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
@@ -104,7 +105,7 @@ def _publish_demo(args: argparse.Namespace) -> int:
                         time.sleep(delay)
             publisher.flush()
     except KafkaError as exc:
-        print(f"publish-demo failed after {sent} events: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"publish-demo failed after {sent} events: {one_line(exc)}", file=sys.stderr)
         return 1
     elapsed = time.monotonic() - started
     rate = sent / elapsed if elapsed > 0 else float("inf")

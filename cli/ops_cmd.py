@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cli.errors import one_line
 from cli.options import add_broker_args, add_db_arg, add_server_args, positive_int
 from schemas.registry import DEAD_LETTER_REASONS
 from schemas.settings import (
@@ -290,7 +291,7 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
     resume = f"continue it with `chat-analytics rebuild --db {args.new_db} --resume`"
     if failure is not None:
         return _fail(
-            f"rebuild failed ({type(failure).__name__}: {failure}): {args.new_db} is incomplete (partitions "
+            f"rebuild failed ({one_line(failure)}): {args.new_db} is incomplete (partitions "
             f"{sorted(short)} short of their targets); {resume} once the cause is gone"
         )
     if short:
@@ -379,7 +380,7 @@ def _file_status(args: argparse.Namespace) -> dict[str, Any]:
         try:
             ends = topic_end_offsets(args.bootstrap_servers, args.topic)
         except Exception as exc:
-            broker_error = f"{type(exc).__name__}: {exc}"
+            broker_error = one_line(exc)
     else:
         broker_error = f"no broker given (--bootstrap-servers or {ENV_BOOTSTRAP_SERVERS})"
     retention = None

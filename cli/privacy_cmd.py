@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from cli.errors import one_line
 from cli.options import add_broker_args, add_server_args
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
@@ -85,7 +86,7 @@ def _erase(args: argparse.Namespace) -> int:
     except InvalidEvent as exc:
         return _fail(f"refused, nothing was published: {exc}", EXIT_INVALID)
     except Exception as exc:
-        return _fail(f"could not publish the erasure: {type(exc).__name__}: {exc}")
+        return _fail(f"could not publish the erasure: {one_line(exc)}")
     kind = "session_id" if "session_id" in fields else "user_slug"
     print(f"erasure requested: event {sent.event_id} ({kind} {fields[kind]}) is on {args.topic}")
     return 0

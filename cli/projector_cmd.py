@@ -16,6 +16,7 @@ import time
 from types import FrameType
 
 from cli import logs
+from cli.errors import one_line
 from cli.options import add_broker_args, add_db_arg, add_fold_args, topic_source
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 
@@ -104,10 +105,8 @@ def _project(args: argparse.Namespace) -> int:
             try:
                 folded = service.run_until_caught_up()
             except Exception as exc:  # a broker gone or unreachable: what was folded stays folded
-                named = str(exc).startswith(type(exc).__name__)  # Kafka's errors begin with their class name
-                reason = str(exc) if named else f"{type(exc).__name__}: {exc}"
                 print(
-                    f"project: not caught up ({reason}); what was folded is kept in {args.db}:"
+                    f"project: not caught up ({one_line(exc)}); what was folded is kept in {args.db}:"
                     " run it again once the cause is gone",
                     file=sys.stderr,
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.errors import one_line
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, ENV_RETENTION_DAYS, ENV_TOPIC, KEEP_FOREVER, Settings
 
 # Distinct from 1 (could not talk to Kafka): the topic is there but unsafe, and nothing was changed.
@@ -73,7 +74,7 @@ def _create(args: argparse.Namespace) -> int:
         print(f"chat-analytics topic create: refusing: {exc}", file=sys.stderr)
         return EXIT_FINITE_RETENTION
     except Exception as exc:
-        print(f"chat-analytics topic create: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"chat-analytics topic create: {one_line(exc)}", file=sys.stderr)
         return 1
     days = settings.retention_days
     retention = "infinite retention" if days == KEEP_FOREVER else f"retention.ms={retention_ms(days)} ({days}+1 days)"
