@@ -226,8 +226,18 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
             check_resumable(args.new_db, args.topic)
         else:
             prepare_target(args.new_db, force=args.force)
-    except (FileNotEmpty, NotResumable) as exc:
+    except NotResumable as exc:
         return _fail(str(exc), 2)
+    except FileNotEmpty as exc:
+        try:
+            check_resumable(args.new_db, args.topic)
+        except NotResumable:
+            return _fail(str(exc), 2)
+        return _fail(
+            f"{args.new_db} is what an interrupted rebuild of {args.topic} left: pass --resume to continue it, or "
+            "--force to start again",
+            2,
+        )
     from kafka.errors import KafkaError
 
     try:

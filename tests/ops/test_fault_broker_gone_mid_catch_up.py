@@ -134,8 +134,11 @@ def test_a_rebuild_whose_broker_stays_away_fails_with_a_clear_message_and_can_be
     assert BATCH <= stored[0] < EVENTS, stored
     assert interactions is not None and interactions[0] > 0
 
-    # The broker is back: the operator continues the file instead of folding it all again.
+    # The broker is back. Without a flag the command refuses the file and says what it is.
     broker.start()
+    assert main([*args, "--batch-size", str(BATCH)]) == 2
+    assert f"{new} is what an interrupted rebuild of {topic} left: pass --resume" in capfd.readouterr().err
+    # The operator continues the file instead of folding it all again.
     assert main([*args, "--resume", "--batch-size", str(BATCH)]) == 0
     err = capfd.readouterr().err
     assert f"done: {EVENTS:,} records ({EVENTS - stored[0]:,} folded by this run)" in err, err
