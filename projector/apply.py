@@ -914,15 +914,30 @@ class _Fold:
             self.con.execute(parsed(_INSERT_APPLIED_COUNTS), [list(c) for c in zip(*new, strict=True)])
 
     def _store_offsets(self) -> None:
-        if not self.stats.offsets:
-            return
-        for topic in sorted({t for t, _ in self.stats.offsets}):
-            partitions = sorted(p for t, p in self.stats.offsets if t == topic)
-            offsets = [self.stats.offsets[(topic, p)] for p in partitions]
-            stored = {p for (p,) in self.con.execute(parsed(_ADVANCE_OFFSETS), [topic, partitions, offsets]).fetchall()}
-            new = [(p, o) for p, o in zip(partitions, offsets, strict=True) if p not in stored]  # first records
-            if new:
-                self.con.execute(parsed(_INSERT_OFFSETS), [topic, *(list(c) for c in zip(*new, strict=True))])
+        _store_offsets(self.con, self.stats.offsets)
+
+
+def _store_offsets(con: duckdb.DuckDBPyConnection, offsets_by_key: dict[tuple[str, int], int]) -> None:
+    """Moves the stored next offsets up to `offsets_by_key` ((topic, partition) -> next offset), never down."""
+    for topic in sorted({t for t, _ in offsets_by_key}):
+        partitions = sorted(p for t, p in offsets_by_key if t == topic)
+        offsets = [offsets_by_key[(topic, p)] for p in partitions]
+        stored = {p for (p,) in con.execute(parsed(_ADVANCE_OFFSETS), [topic, partitions, offsets]).fetchall()}
+        new = [(p, o) for p, o in zip(partitions, offsets, strict=True) if p not in stored]  # first records
+        if new:
+            con.execute(parsed(_INSERT_OFFSETS), [topic, *(list(c) for c in zip(*new, strict=True))])
+
+
+def pass_recordless_offsets(con: duckdb.DuckDBPyConnection, topic: str, positions: dict[int, int]) -> BatchStats:
+    """Stores `positions` (partition -> next offset) of `topic` as folded, in a transaction of its own, for
+    offsets that hold no record: a transactional producer's commit or abort marker takes an offset that no
+    consumer ever receives as a record, so a fold that counts only records stops one short of the end
+    offsets for ever. The caller's Kafka consumer has passed them (its position), and every record it
+    returned before them is applied. Returns that commit's stats: no records, the offsets it moved."""
+    stats = BatchStats(offsets={(topic, p): o for p, o in positions.items()})
+    with transaction(con):
+        _store_offsets(con, stats.offsets)
+    return stats
 
 
 # The two small tables every batch writes, without a join: each row finds its value by the position of its

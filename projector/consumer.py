@@ -127,6 +127,16 @@ class TopicReader:
             for m in messages
         ]
 
+    def positions(self, partitions: list[int]) -> dict[int, int]:
+        """The next offset the consumer will return of each of `partitions`: past the offsets that hold no
+        record (a transaction's markers), which no returned record accounts for."""
+        out = {}
+        for p in partitions:
+            position = self._consumer.position(TopicPartition(self.topic, p), timeout_ms=10_000)
+            if position is not None:
+                out[p] = int(position)
+        return out
+
     def end_offsets(self) -> dict[int, int]:
         # Bounded, so that a broker gone quiet surfaces as an error (and a reconnect) within seconds.
         ends = self._consumer.end_offsets(self.partitions, timeout_ms=10_000)

@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from projector import batch_pipe
-from projector.apply import BatchStats, apply_prepared, fold_clock
+from projector.apply import BatchStats, apply_prepared, fold_clock, pass_recordless_offsets
 from projector.gcpause import gc_paused
 from projector.prepare import PreparedBatch, merge_prepared, prepare
 from projector.records import Record
@@ -116,6 +116,12 @@ def _reader_main(
             records = [r for r in reader.read_batch() if r.offset < targets.get(r.partition, 0)]
             for r in records:
                 read[r.partition] = max(read.get(r.partition, 0), r.offset + 1)
+            if not records:
+                # Nothing came, yet a partition may be done: its last offsets can hold no record (a
+                # transaction's marker), and then only the consumer's position passes them.
+                behind = [p for p, end in targets.items() if read.get(p, 0) < end]
+                for p, position in reader.positions(behind).items():
+                    read[p] = max(read.get(p, 0), min(position, targets[p]))
             if records:
                 # Pickled here rather than by the feeder thread: a waiting batch takes a third of the
                 # memory as bytes, and the two threads do not contend for the interpreter.
@@ -312,6 +318,13 @@ def catch_up(
                 heard = time.monotonic()
             if shipped and not should_stop():
                 folded += apply(shipped)
+            if done == len(children) and not should_stop():
+                # Every reader passed its targets and everything it sent is applied: what is left below
+                # them holds no record (a transaction's markers), and is stored as folded.
+                recordless = {p: t for p, t in targets.items() if positions.get(p, 0) < t}
+                if recordless:
+                    on_batch(pass_recordless_offsets(con, source.topic, recordless))
+                    positions.update(recordless)
     finally:
         if scratch is not None:
             scratch.close()

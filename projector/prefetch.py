@@ -69,6 +69,11 @@ class Prefetcher:
         self._polls_begun = 0
         self._polls_ended = 0
         self._poll_now = False
+        # Batches the thread appended and the writer took, and the consumer's positions as of a poll that
+        # brought nothing, with the count of batches appended before it (`passed`).
+        self._appended = 0
+        self._taken = 0
+        self._passed: tuple[int, dict[int, int]] | None = None
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -100,8 +105,19 @@ class Prefetcher:
                 parts.append(self._batches.popleft())
                 taken += len(parts[-1])
             self._waiting -= taken
+            self._taken += len(parts)
             self._changed.notify_all()
         return merge_prepared(parts) if parts else None
+
+    def passed(self) -> dict[int, int]:
+        """Next offsets by partition that every record before has been taken up to: the consumer's
+        positions at a poll that brought nothing, once the writer has taken every batch read before it.
+        They pass the offsets that hold no record (a transactional producer's markers), which no taken
+        record accounts for. Empty when not known."""
+        with self._changed:
+            if self._passed is None or self._taken < self._passed[0]:
+                return {}
+            return dict(self._passed[1])
 
     def assign(self, stored: dict[int, int], partitions: list[int]) -> None:
         """`TopicReader.assign`; what was read ahead from the old positions is dropped."""
@@ -110,6 +126,7 @@ class Prefetcher:
             self._batches.clear()
             self._waiting = 0
             self._error = None
+            self._passed = None
         self._reader.assign(stored, partitions)
 
     def partition_ids(self, timeout_s: float = 30.0) -> list[int]:
@@ -152,6 +169,16 @@ class Prefetcher:
     def _has_room(self) -> bool:
         return self._waiting < self._max_records or self._halt.is_set()
 
+    def _positions_past_records(self) -> dict[int, int] | None:
+        """Under the consumer's lock, after a poll that brought nothing: the consumer's positions, asked
+        only for the partitions whose fetched high-water mark is past what was known (an idle topic costs
+        no call), or None when nothing changed."""
+        known = self._passed[1] if self._passed is not None else {}
+        moved = [p for p, end in self._reader.known_end_offsets().items() if end is not None and end > known.get(p, -1)]
+        if not moved:
+            return None
+        return {**known, **self._reader.positions(moved)}
+
     def _run(self) -> None:
         try:
             while not self._halt.is_set():
@@ -163,8 +190,11 @@ class Prefetcher:
                 if self._halt.is_set():
                     return
                 started = time.monotonic()
+                positions = None
                 with self._consumer_lock:
                     records = self._reader.poll_once(POLL_MS, room)
+                    if not records:
+                        positions = self._positions_past_records()
                 batch = self._parse(records) if records else None
                 with self._changed:
                     if self._halt.is_set():
@@ -172,6 +202,9 @@ class Prefetcher:
                     if batch is not None:
                         self._batches.append(batch)
                         self._waiting += len(batch)
+                        self._appended += 1
+                    if positions is not None:
+                        self._passed = (self._appended, positions)
                     self._polls_ended += 1
                     self._changed.notify_all()
                     if batch is not None:

@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 
 from projector import conversations, pipeline
+from projector.apply import pass_recordless_offsets
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
 from projector.service import DEFAULT_PARSE_PROCESSES
@@ -342,6 +343,15 @@ def _fold_here(
                 break
             records = [r for r in reader.read_batch() if r.offset < bounds.targets.get(r.partition, 0)]
             if not records:
+                # What is left of a partition may hold no record (a transaction's markers): the consumer's
+                # position passes it, and every record before it is applied.
+                reached = reader.positions(sorted(due))
+                passed = {p: bounds.targets[p] for p, at in reached.items() if at >= bounds.targets[p]}
+                if passed:
+                    stats = pass_recordless_offsets(con, source.topic, passed)
+                    progress.advance(_folded(stats, source.topic, positions))
+                    last_record = time.monotonic()
+                    continue
                 if time.monotonic() - last_record > pipeline.STALL_S:
                     raise pipeline.stalled(positions, bounds.targets)
                 continue

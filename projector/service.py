@@ -25,7 +25,7 @@ from typing import Any
 import duckdb
 
 from projector import conversations, forget, pipeline
-from projector.apply import BatchStats, apply_prepared, fold_clock
+from projector.apply import BatchStats, apply_prepared, fold_clock, pass_recordless_offsets
 from projector.consumer import LIVE_POLL_MS, TopicReader
 from projector.lag import LagClock
 from projector.live_parse import LiveParser
@@ -312,6 +312,12 @@ class ProjectorService:
             if batch is not None or self._error_kind != "database_write_failed":
                 self._error = None
                 self._error_kind = None
+        with self._lock:
+            recordless = {p: o for p, o in reader.passed().items() if o > self._positions.get(p, 0)}
+        if recordless:
+            # Offsets the consumer passed that held no record (a transaction's markers): without them the
+            # file would stay short of the end offsets, never caught up, while the topic is quiet.
+            self._after_batch(pass_recordless_offsets(self.con, self.source.topic, recordless))
         self._note_ends({p: e for p, e in reader.known_end_offsets().items() if e is not None})
         self._commit_to_kafka()
         return 0 if batch is None else len(batch)

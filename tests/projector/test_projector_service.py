@@ -270,3 +270,40 @@ def test_a_quiet_topic_gets_its_log_checkpointed_before_the_threshold(
     finally:
         service.stop()
     assert_folded_like_the_pure_fold(bootstrap_servers, topic, con, tmp_path)
+
+
+def test_a_quiet_topic_ending_in_a_transaction_marker_is_caught_up(
+    bootstrap_servers: str, topic: str, tmp_path: Path
+) -> None:
+    # A transactional producer's commit takes the last offset of each partition it wrote, and no consumer
+    # receives it as a record. The live projector must count it folded, or on a quiet topic it would stay
+    # one short of the end for ever: never caught up, /readyz 503, a lag of 1 per partition.
+    from kafka import KafkaProducer
+
+    from tests.support.events import encode, key_of
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, transactional_id=f"{topic}-producer")
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        for event in stream(300, seed=36, sessions=12):
+            producer.send(topic, key=key_of(event), value=encode(event))
+        producer.commit_transaction()
+    finally:
+        producer.close()
+    con = connect(tmp_path / "live.duckdb")
+    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=100), con)
+    try:
+        service.start()
+        deadline = time.monotonic() + 120
+        while not service.status()["caught_up"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        status = service.status()
+    finally:
+        service.stop()
+    stored = dict(con.execute("SELECT partition, next_offset FROM offsets").fetchall())
+    con.close()
+    assert status["caught_up"], status
+    assert [p["lag"] for p in status["partitions"]] == [0, 0, 0], status["partitions"]
+    assert stored == {p["partition"]: p["end_offset"] for p in status["partitions"]}
+    assert sum(stored.values()) == 300 + 3  # every record, and one marker per partition

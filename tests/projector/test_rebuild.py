@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from kafka import KafkaProducer
 
 import projector.conversations
 import projector.pipeline
@@ -24,11 +25,13 @@ from cli.main import main
 from loopback.ports import free_port
 from projector.deadletters import count_by_reason, retry
 from projector.fold import apply_batch
+from projector.records import Record
 from projector.service import ProjectorService
 from projector.snapshot import diff, table_rows
 from projector.source import TopicSource
 from schemas.readmodel import connect, stored_offsets
-from tests.support.events import feedback, stream, turn
+from tests.support.events import encode, feedback, key_of, stream, turn
+from tests.support.faults import end_offsets
 from tests.support.kafka import publish, read_back
 from tests.support.readmodel import rows_of
 from tests.support.versions import turn_v2, v2_registry
@@ -180,6 +183,77 @@ def test_resume_continues_only_what_an_interrupted_rebuild_of_the_topic_left(
     con = connect(other, read_only=True)
     assert con.execute("SELECT * FROM offsets").fetchall() == [("chat.other", 0, 10)]
     con.close()
+
+
+@pytest.mark.parametrize("parse_process", [True, False], ids=["parser-process", "in-process"])
+def test_a_rebuild_passes_the_markers_of_a_transactional_producer(
+    bootstrap_servers: str,
+    topic: str,
+    make_topic: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    parse_process: bool,
+) -> None:
+    # A transactional producer's commit takes an offset of each partition that no consumer receives as a
+    # record: the rebuild must not wait for it, and its file must say it folded everything up to the end.
+    monkeypatch.setattr(projector.pipeline, "PARSE_PROCESS_MIN_RECORDS", 1 if parse_process else 10**9)
+    events = list(stream(1200, seed=35, sessions=30))
+    transactional = make_topic(partitions=3)
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, transactional_id=f"{transactional}-producer")
+    try:
+        producer.init_transactions()
+        for part in (events[:700], events[700:]):  # markers in the middle of the log and at its end
+            producer.begin_transaction()
+            for event in part:
+                producer.send(transactional, key=key_of(event), value=encode(event))
+            producer.commit_transaction()
+    finally:
+        producer.close()
+    new = tmp_path / "rebuilt.duckdb"
+    args = ["rebuild", "--db", str(new), "--bootstrap-servers", bootstrap_servers, "--topic", transactional]
+
+    assert main(args) == 0
+
+    rebuilt = rows_of(new)
+    ends = end_offsets(bootstrap_servers, transactional)
+    assert sum(ends.values()) > len(events)  # the markers
+    assert {p: o for _, p, o in rebuilt.pop("offsets")} == ends
+    # The same records folded by the live projector (which passes the markers too), and by a plain
+    # consumer's records in one batch here, whose offsets stop after the last record.
+    assert (
+        diff(
+            live_fold(bootstrap_servers, transactional, tmp_path / "live.duckdb"),
+            {**rebuilt, "offsets": [(transactional, p, o) for p, o in sorted(ends.items())]},
+        )
+        == {}
+    )
+    con = connect(tmp_path / "reference.duckdb")
+    apply_batch(con, records_to_the_end(bootstrap_servers, transactional))
+    reference = table_rows(con)
+    con.close()
+    assert len(reference["interactions"]) == len(rebuilt["interactions"]) > 500
+    reference.pop("offsets")
+    assert diff(reference, rebuilt) == {}
+
+
+def records_to_the_end(bootstrap_servers: str, topic: str) -> list[Record]:
+    """Every record of `topic`, read until the consumer's position reaches each partition's end offset
+    (its records alone never do when the log ends with a transaction's marker)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[Record] = []
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            for tp, messages in consumer.poll(timeout_ms=500).items():
+                out.extend(Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp) for m in messages)
+        return out
+    finally:
+        consumer.close()
 
 
 def test_rebuild_until_gives_the_tables_as_they_were_then(bootstrap_servers: str, topic: str, tmp_path: Path) -> None:
