@@ -25,7 +25,6 @@ from cli.main import main
 from loopback.ports import free_port
 from projector.deadletters import count_by_reason, retry
 from projector.fold import apply_batch
-from projector.records import Record
 from projector.service import ProjectorService
 from projector.snapshot import diff, table_rows
 from projector.source import TopicSource
@@ -162,22 +161,23 @@ def test_resume_continues_only_what_an_interrupted_rebuild_of_the_topic_left(
     connect(finished).close()  # a file whose conversations are not deferred: built to the end, or served
     code, err = resume(finished, "--resume")
     assert code == 2 and "is not an unfinished rebuild" in err, err
-    other = tmp_path / "other-topic.duckdb"
-    con = connect(other)
-    projector.conversations.defer(con)
-    con.execute("INSERT INTO offsets VALUES ('chat.other', 0, 10)")
-    con.close()
+
+    def unfinished(path: Path, change: str) -> Path:
+        """A file as an interrupted rebuild leaves it (conversations deferred), then `change`d."""
+        con = connect(path)
+        projector.conversations.defer(con)
+        con.execute(change)
+        con.close()
+        return path
+
+    other = unfinished(tmp_path / "other-topic.duckdb", "INSERT INTO offsets VALUES ('chat.other', 0, 10)")
     code, err = resume(other, "--resume")
     assert code == 2 and "was built from chat.other, not chat.events" in err, err
     code, err = resume(other, "--resume", "--force")
     assert code == 2 and "pass one of them" in err, err
     code, err = resume(other, "--resume", "--until", "2026-11-26T09:00:00Z")
     assert code == 2 and "--resume does not take --until" in err, err
-    older = tmp_path / "older-release.duckdb"
-    con = connect(older)
-    projector.conversations.defer(con)
-    con.execute("UPDATE meta SET value = '1' WHERE key = 'readmodel_version'")
-    con.close()
+    older = unfinished(tmp_path / "older.duckdb", "UPDATE meta SET value = '1' WHERE key = 'readmodel_version'")
     code, err = resume(older, "--resume")
     assert code == 2 and "was begun by read-model version 1, this release writes" in err, err
     con = connect(other, read_only=True)
@@ -228,32 +228,12 @@ def test_a_rebuild_passes_the_markers_of_a_transactional_producer(
         == {}
     )
     con = connect(tmp_path / "reference.duckdb")
-    apply_batch(con, records_to_the_end(bootstrap_servers, transactional))
+    apply_batch(con, read_back(bootstrap_servers, transactional))
     reference = table_rows(con)
     con.close()
     assert len(reference["interactions"]) == len(rebuilt["interactions"]) > 500
     reference.pop("offsets")
     assert diff(reference, rebuilt) == {}
-
-
-def records_to_the_end(bootstrap_servers: str, topic: str) -> list[Record]:
-    """Every record of `topic`, read until the consumer's position reaches each partition's end offset
-    (its records alone never do when the log ends with a transaction's marker)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        out: list[Record] = []
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            for tp, messages in consumer.poll(timeout_ms=500).items():
-                out.extend(Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp) for m in messages)
-        return out
-    finally:
-        consumer.close()
 
 
 def test_rebuild_until_gives_the_tables_as_they_were_then(bootstrap_servers: str, topic: str, tmp_path: Path) -> None:
