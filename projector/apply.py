@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
@@ -134,14 +135,20 @@ def apply_prepared(
     """The fold of one batch in a transaction of its own. `changes`: the served file's change log, where
     the commit files what it changed, under the snapshot marks before and after it, and then publishes
     the mark it left (`serving.changes`)."""
+    return _committed(con, lambda: apply_in_transaction(con, batch, registry=registry), changes)
+
+
+def _committed(con: duckdb.DuckDBPyConnection, fold: Callable[[], BatchStats], changes: ChangeLog | None) -> BatchStats:
+    """`fold()` in a transaction of its own; with `changes`, the commit files what it changed (its
+    `changed_keys`) under the snapshot marks before and after it, then publishes the mark it left."""
     if changes is None:
         with transaction(con):
-            return apply_in_transaction(con, batch, registry=registry)
+            return fold()
     filed = None
     try:
         with transaction(con) as commit:
             before = mark_total(con)
-            stats = apply_in_transaction(con, batch, registry=registry)
+            stats = fold()
             after = mark_rows(con)
             filed = changes.expect(before, total_of(after), changed_keys(stats))
     except BaseException:
@@ -928,16 +935,22 @@ def _store_offsets(con: duckdb.DuckDBPyConnection, offsets_by_key: dict[tuple[st
             con.execute(parsed(_INSERT_OFFSETS), [topic, *(list(c) for c in zip(*new, strict=True))])
 
 
-def pass_recordless_offsets(con: duckdb.DuckDBPyConnection, topic: str, positions: dict[int, int]) -> BatchStats:
+def pass_recordless_offsets(
+    con: duckdb.DuckDBPyConnection, topic: str, positions: dict[int, int], *, changes: ChangeLog | None = None
+) -> BatchStats:
     """Stores `positions` (partition -> next offset) of `topic` as folded, in a transaction of its own, for
     offsets that hold no record: a transactional producer's commit or abort marker takes an offset that no
     consumer ever receives as a record, so a fold that counts only records stops one short of the end
     offsets for ever. The caller's Kafka consumer has passed them (its position), and every record it
-    returned before them is applied. Returns that commit's stats: no records, the offsets it moved."""
-    stats = BatchStats(offsets={(topic, p): o for p, o in positions.items()})
-    with transaction(con):
+    returned before them is applied. Returns that commit's stats: no records, the offsets it moved (and,
+    with `changes`, no key changed: the answers the cache keeps stay)."""
+
+    def store() -> BatchStats:
+        stats = BatchStats(offsets={(topic, p): o for p, o in positions.items()})
         _store_offsets(con, stats.offsets)
-    return stats
+        return stats
+
+    return _committed(con, store, changes)
 
 
 # The two small tables every batch writes, without a join: each row finds its value by the position of its

@@ -317,7 +317,7 @@ class ProjectorService:
         if recordless:
             # Offsets the consumer passed that held no record (a transaction's markers): without them the
             # file would stay short of the end offsets, never caught up, while the topic is quiet.
-            self._after_batch(pass_recordless_offsets(self.con, self.source.topic, recordless))
+            self._after_batch(pass_recordless_offsets(self.con, self.source.topic, recordless, changes=self.changes))
         self._note_ends({p: e for p, e in reader.known_end_offsets().items() if e is not None})
         self._commit_to_kafka()
         return 0 if batch is None else len(batch)

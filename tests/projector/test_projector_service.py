@@ -307,3 +307,22 @@ def test_a_quiet_topic_ending_in_a_transaction_marker_is_caught_up(
     assert [p["lag"] for p in status["partitions"]] == [0, 0, 0], status["partitions"]
     assert stored == {p["partition"]: p["end_offset"] for p in status["partitions"]}
     assert sum(stored.values()) == 300 + 3  # every record, and one marker per partition
+
+
+def test_storing_offsets_past_markers_changes_no_answer_the_cache_keeps(tmp_path: Path) -> None:
+    # The commit that stores offsets without records files that it changed no key, and publishes its
+    # mark: the answers remembered for single keys outlive it, as they outlive a batch that missed them.
+    from projector.apply import pass_recordless_offsets
+    from serving.changes import mark_total
+
+    con = connect(tmp_path / "rm.duckdb")
+    changes = ChangeLog(generation=0)
+    before = mark_total(con)
+    stats = pass_recordless_offsets(con, "chat.events", {0: 301, 2: 17}, changes=changes)
+    after = mark_total(con)
+    assert stats.records == 0 and stats.offsets == {("chat.events", 0): 301, ("chat.events", 2): 17}
+    assert dict(con.execute("SELECT partition, next_offset FROM offsets").fetchall()) == {0: 301, 2: 17}
+    assert after > before
+    assert changes.touched(before, after) == frozenset()
+    assert sorted(changes.current() or ()) == sorted(mark_rows(con.cursor()))
+    con.close()
