@@ -34,7 +34,13 @@ from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
 from projector.service import DEFAULT_PARSE_PROCESSES
 from projector.source import TopicSource
-from schemas.readmodel import READMODEL_VERSION, SERVING_CHECKPOINT_THRESHOLD, file_version, stored_offsets
+from schemas.readmodel import (
+    READMODEL_VERSION,
+    SERVING_CHECKPOINT_THRESHOLD,
+    file_version,
+    other_topics,
+    stored_offsets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -411,8 +417,8 @@ def check_resumable(path: str | os.PathLike[str], topic: str) -> None:
         raise NotResumable(f"{path} is open in another process (a running serve?): it is not resumed")
     con = duckdb.connect(str(path), read_only=True)
     try:
-        deferred = bool(con.execute("SELECT 1 FROM meta WHERE key = ?", [conversations.DEFERRED_KEY]).fetchall())
-        topics = sorted({t for (t,) in con.execute("SELECT DISTINCT topic FROM offsets").fetchall()})
+        deferred = conversations.is_deferred(con)
+        others = other_topics(con, topic)
         version = file_version(con)
     except duckdb.Error as exc:
         raise NotResumable(f"{path} is not a read-model file: {exc}") from None
@@ -429,8 +435,8 @@ def check_resumable(path: str | os.PathLike[str], topic: str) -> None:
             f"{path} is not an unfinished rebuild (a finished one, or a served file): it is not resumed; "
             "rebuild it with --force, or let serve fold the rest"
         )
-    if topics and topics != [topic]:
-        raise NotResumable(f"{path} was built from {', '.join(topics)}, not {topic}: it is not resumed")
+    if others:
+        raise NotResumable(f"{path} was built from {', '.join(others)}, not {topic}: it is not resumed")
 
 
 def checkpoint_and_close(con: duckdb.DuckDBPyConnection) -> None:

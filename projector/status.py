@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from schemas.readmodel import READMODEL_VERSION, file_version
+from schemas.readmodel import READMODEL_VERSION, file_version, other_topics
 from schemas.settings import DEFAULT_DISK_WARN_BYTES
 from schemas.storage import disk_figures, size_text
 
@@ -61,9 +61,6 @@ def file_figures(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[str, Any]:
         from projector.forget import privacy_figures
 
         privacy = privacy_figures(cur)
-    other_topics = sorted(
-        str(t) for (t,) in cur.execute("SELECT DISTINCT topic FROM offsets WHERE topic <> ?", [topic]).fetchall()
-    )
     return {
         "readmodel_version": file_version(cur),
         "code_readmodel_version": READMODEL_VERSION,
@@ -72,7 +69,7 @@ def file_figures(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[str, Any]:
         "dead_letters": dead,
         "pending_events": int(pending),
         "interactions": int(interactions),
-        "other_topics": other_topics,
+        "other_topics": other_topics(cur, topic),
         "privacy": privacy,
     }
 

@@ -436,6 +436,12 @@ def stored_offsets(con: duckdb.DuckDBPyConnection, topic: str) -> dict[int, int]
     return {int(p): int(o) for p, o in rows}
 
 
+def other_topics(con: duckdb.DuckDBPyConnection, topic: str) -> list[str]:
+    """The topics other than `topic` the file stores offsets of (a file built from another topic)."""
+    rows = con.execute("SELECT DISTINCT topic FROM offsets WHERE topic <> ? ORDER BY topic", [topic]).fetchall()
+    return [str(t) for (t,) in rows]
+
+
 # Indexes for the API's point lookups, made only where a file is served (see `serving_settings`): an
 # offline rebuild inserts every row once and would pay to keep them up to date for nobody.
 # - session_id: by-session/{id} reads a session's few turns through it instead of scanning the table.
