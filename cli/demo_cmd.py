@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from broker.errors import one_line
 from broker.lifetime import die_with_parent
 from broker.selection import LOCAL, select_broker
 from broker.topics import DEFAULT_PARTITIONS, FiniteRetentionError, ensure_topic, retention_warning
-from cli.errors import one_line
 from replicas.process import terminate
 from schemas.settings import (
     ENV_API_TOKENS,

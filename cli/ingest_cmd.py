@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from itertools import islice
 
-from cli.errors import one_line
+from broker.errors import one_line
 from cli.options import add_broker_args
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 

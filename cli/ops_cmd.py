@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cli.errors import one_line
+from broker.errors import one_line
 from cli.options import add_broker_args, add_db_arg, add_server_args, positive_int
 from schemas.registry import DEAD_LETTER_REASONS
 from schemas.settings import (

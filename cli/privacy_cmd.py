@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from cli.errors import one_line
+from broker.errors import one_line
 from cli.options import add_broker_args, add_server_args
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 

@@ -15,8 +15,8 @@ import threading
 import time
 from types import FrameType
 
+from broker.errors import one_line
 from cli import logs
-from cli.errors import one_line
 from cli.options import add_broker_args, add_db_arg, add_fold_args, topic_source
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, Settings
 

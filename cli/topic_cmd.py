@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.errors import one_line
+from broker.errors import one_line
 from schemas.settings import ENV_BOOTSTRAP_SERVERS, ENV_RETENTION_DAYS, ENV_TOPIC, KEEP_FOREVER, Settings
 
 # Distinct from 1 (could not talk to Kafka): the topic is there but unsafe, and nothing was changed.

@@ -35,6 +35,7 @@ from typing import Any
 
 import duckdb
 
+from broker.errors import one_line
 from projector import conversations, deadletters, forget
 from projector.rebuild import (
     CATCH_UP_BATCH_SIZE,
@@ -350,7 +351,7 @@ class LiveProjection:
             return True
         except Exception as exc:
             log.exception("rebuild failed; still serving the current file")
-            self._set(state=RUNNING, error=f"{type(exc).__name__}: {exc}")
+            self._set(state=RUNNING, error=one_line(exc))
             if new_con is not None:
                 with contextlib.suppress(duckdb.Error):
                     new_con.close()

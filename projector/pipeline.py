@@ -31,6 +31,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from broker.errors import one_line
 from projector import batch_pipe
 from projector.apply import BatchStats, apply_prepared, fold_clock, pass_recordless_offsets
 from projector.gcpause import gc_paused
@@ -143,7 +144,7 @@ def _reader_main(
                 except Exception as exc:  # monitoring only
                     log.warning("lag-monitoring commit failed: %s", exc)
     except Exception as exc:
-        out.send(batch_pipe.FAILED, f"{type(exc).__name__}: {exc}".encode())
+        out.send(batch_pipe.FAILED, one_line(exc).encode())
     finally:
         # The writer has stopped reading when `stop` is set: then what the feeder holds is left unwritten.
         out.close(flush=not stop.is_set(), timeout=_FLUSH_S)

@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from broker.errors import one_line
 from projector import conversations, forget, pipeline
 from projector.apply import BatchStats, apply_prepared, fold_clock, pass_recordless_offsets
 from projector.consumer import LIVE_POLL_MS, TopicReader
@@ -250,7 +251,7 @@ class ProjectorService:
                         self._stop.wait(max(0.0, started + self.live_interval_s - time.monotonic()))
             except Exception as exc:  # the loop must outlive any one failure
                 with self._lock:
-                    self._error = f"{type(exc).__name__}: {exc}"
+                    self._error = one_line(exc)
                     self._error_kind = error_kind(exc)
                 if is_fatal(exc):
                     log.critical("the read model was invalidated; the projector stops: %s", exc)

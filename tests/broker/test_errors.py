@@ -1,10 +1,10 @@
-"""The one line a command prints for an exception (cli/errors.py)."""
+"""The one line a command or the projector's status gives for an exception (broker/errors.py)."""
 
 from __future__ import annotations
 
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
-from cli.errors import one_line
+from broker.errors import one_line
 
 
 def test_an_error_is_named_once_then_what_it_says() -> None:

@@ -1,4 +1,5 @@
-"""One line for an exception in a command's message: its class name, then what it says.
+"""One line for an exception, in a command's message or the projector's status: its class name, then
+what it says.
 
 kafka-python's errors already begin their text with their class name (`KafkaTimeoutError: Unable to
 bootstrap from ...`); naming the class again printed it twice."""
