@@ -361,7 +361,7 @@ class _Fold:
         # came after it in the log: what it removes depends on time and key, never on arrival order.
         self._apply_erasures([e for e in events if e.type == ERASURE])
         self._count_applied()
-        self._store_offsets()
+        _store_offsets(self.con, self.stats.offsets)
         self.stats.turns_touched = [*self.deltas.new_turns, *self.deltas.changed_turns]
         return self.stats
 
@@ -919,9 +919,6 @@ class _Fold:
         new = [(t, n) for t, n in zip(types, counts, strict=True) if t not in updated]  # first events of a type
         if new:
             self.con.execute(parsed(_INSERT_APPLIED_COUNTS), [list(c) for c in zip(*new, strict=True)])
-
-    def _store_offsets(self) -> None:
-        _store_offsets(self.con, self.stats.offsets)
 
 
 def _store_offsets(con: duckdb.DuckDBPyConnection, offsets_by_key: dict[tuple[str, int], int]) -> None:

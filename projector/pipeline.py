@@ -117,12 +117,6 @@ def _reader_main(
             records = [r for r in reader.read_batch() if r.offset < targets.get(r.partition, 0)]
             for r in records:
                 read[r.partition] = max(read.get(r.partition, 0), r.offset + 1)
-            if not records:
-                # Nothing came, yet a partition may be done: its last offsets can hold no record (a
-                # transaction's marker), and then only the consumer's position passes them.
-                behind = [p for p, end in targets.items() if read.get(p, 0) < end]
-                for p, position in reader.positions(behind).items():
-                    read[p] = max(read.get(p, 0), min(position, targets[p]))
             if records:
                 # Pickled here rather than by the feeder thread: a waiting batch takes a third of the
                 # memory as bytes, and the two threads do not contend for the interpreter.
@@ -131,6 +125,12 @@ def _reader_main(
                 batches += 1
                 if batches % COLLECT_EVERY == 0:
                     gc.collect()
+            else:
+                # Nothing came, yet a partition may be done: its last offsets can hold no record (a
+                # transaction's marker), and then only the consumer's position passes them.
+                behind = [p for p, end in targets.items() if read.get(p, 0) < end]
+                for p, position in reader.positions(behind).items():
+                    read[p] = max(read.get(p, 0), min(position, targets[p]))
             positions = None
             while True:
                 try:

@@ -313,7 +313,6 @@ class ProjectorService:
             if batch is not None or self._error_kind != "database_write_failed":
                 self._error = None
                 self._error_kind = None
-        with self._lock:
             recordless = {p: o for p, o in reader.passed().items() if o > self._positions.get(p, 0)}
         if recordless:
             # Offsets the consumer passed that held no record (a transaction's markers): without them the
