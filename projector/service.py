@@ -397,6 +397,11 @@ class ProjectorService:
         pending = self._count_pending() if stats.pending_added or stats.pending_resolved else None
         privacy = forget.privacy_figures(self.con) if stats.erasures or stats.erased or stats.aged else None
         with self._lock:
+            # A batch committed: Kafka delivered and the file took the writes, whatever failed before. The
+            # parallel catch-up commits only here, so without this a broker back mid catch-up would still
+            # be reported unreachable until the catch-up ended.
+            self._error = None
+            self._error_kind = None
             for (topic, partition), offset in stats.offsets.items():
                 if topic == self.source.topic:
                     self._positions[partition] = max(self._positions.get(partition, 0), offset)

@@ -165,6 +165,17 @@ def test_the_service_reports_a_broker_gone_mid_catch_up_and_folds_on_when_it_is_
         assert "no records from the broker" in status["error"] or "Kafka" in status["error"], status["error"]
         assert 0 < sum(status["events_applied"].values()) < EVENTS, status
 
+        # Once it folds again, /readyz stops saying the broker is unreachable, while it is still catching up
+        # (the status each transaction after the restart finds, before it commits).
+        seen_after: list[tuple[str | None, int]] = []
+        killing_apply = projector.pipeline.apply_prepared
+
+        def apply_and_look(*args: Any, **kwargs: Any) -> Any:
+            now = service.status()
+            seen_after.append((now["error_kind"], sum(p["position"] for p in now["partitions"])))
+            return killing_apply(*args, **kwargs)
+
+        monkeypatch.setattr(projector.pipeline, "apply_prepared", apply_and_look)
         broker.start()
         ends = end_offsets(broker.bootstrap_servers, topic)
         wait_until(
@@ -174,5 +185,7 @@ def test_the_service_reports_a_broker_gone_mid_catch_up_and_folds_on_when_it_is_
     finally:
         service.stop()
     con.close()
+    assert seen_after and seen_after[0][0] == "broker_unreachable", seen_after
+    assert any(kind is None and position < EVENTS for kind, position in seen_after), seen_after
     clean = clean_fold(broker.bootstrap_servers, topic, tmp_path / "clean.duckdb")
     assert diff(clean, file_rows(path)) == {}
