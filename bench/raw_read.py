@@ -12,10 +12,12 @@ import time
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
-from projector.consumer import FETCH_MAX_BYTES, MAX_PARTITION_FETCH_BYTES
+from projector.consumer import FETCH_MAX_BYTES, ISOLATION_LEVEL, MAX_PARTITION_FETCH_BYTES
 
-# The same fetch sizes as the projector's reader, so the ceiling is the one the rebuild could reach.
+# The same fetch sizes and isolation level as the projector's reader, so the ceiling is the one the rebuild
+# could reach.
 CONSUMER_CONFIG = {
+    "isolation_level": ISOLATION_LEVEL,
     "group_id": None,
     "enable_auto_commit": False,
     "auto_offset_reset": "earliest",

@@ -34,6 +34,12 @@ FILL_DEADLINE_S = 0.25  # a batch being filled is applied after this long even i
 # How long the second poll of a batch waits for the fetch the first one sent (see `read_batch`): a fetch on
 # the same machine or network answers within milliseconds when there is data; a quiet topic costs this once.
 FOLLOW_UP_POLL_MS = 30
+# Only what producers committed: the records of an aborted Kafka transaction were never published, and
+# folding them would show turns that never happened. The broker hands a read_committed consumer the log up
+# to the last stable offset (before the first transaction still open) and lists the aborted ones, which
+# the consumer passes over. `end_offsets` answers that offset too, so a catch-up aims where it can reach.
+# A producer that does not use transactions writes no aborted records; its topic reads the same either way.
+ISOLATION_LEVEL = "read_committed"
 FETCH_MAX_BYTES = 16 * 1024 * 1024
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 
@@ -50,6 +56,7 @@ class TopicReader:
             client_id="chat-analytics-projector",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level=ISOLATION_LEVEL,
             # Catch-up wants big fetches; the broker still answers at once when data is there. 4 MiB per
             # partition is ~6,000 demo events, enough to fill a catch-up batch from three partitions;
             # 16 MiB held ~100 MB more in kafka-python's buffers of every parser process, for no speed.

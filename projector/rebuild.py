@@ -96,6 +96,7 @@ def log_bounds(
     from kafka import KafkaConsumer, TopicPartition
 
     from broker.clients import made
+    from projector.consumer import ISOLATION_LEVEL
 
     timeout_s = BOUNDS_TIMEOUT_S if timeout_s is None else timeout_s
     consumer = made(
@@ -103,6 +104,7 @@ def log_bounds(
         bootstrap_servers=bootstrap_servers,
         client_id="chat-analytics-rebuild",
         enable_auto_commit=False,
+        isolation_level=ISOLATION_LEVEL,  # the ends the readers can reach: no open transaction's records
         bootstrap_timeout_ms=int(timeout_s * 1000),
     )
     try:

@@ -9,8 +9,9 @@ batch (kafka-python's `decode_varint` for each integer) and makes the `Record` a
 The format (https://kafka.apache.org/documentation/#recordbatch): a 61-byte batch header, then per record
 its length, attributes, timestamp delta, offset delta, key, value and headers, every integer a zigzag
 varint. Only the plain batch is decoded here: format v2, uncompressed, not a control batch. Anything else
-(older formats, compressed batches, transaction markers) goes through kafka-python's own iteration,
-record by record, as before (`FastPartitionRecords`). Headers are read past, as the projector never used
+(older formats, compressed batches) goes through kafka-python's own iteration, record by record, as
+before (`FastPartitionRecords`); transaction markers and, read committed, the batches of aborted
+transactions are skipped as kafka-python skips them. Headers are read past, as the projector never used
 them. tests/projector/test_wire.py holds the decoder to kafka-python's on generated batches, and the
 reader to a plain KafkaConsumer on a real broker.
 """
@@ -21,7 +22,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
-from kafka.consumer.fetcher import Fetcher
+from kafka.consumer.fetcher import Fetcher, IsolationLevel
 from kafka.errors import CorruptRecordError
 from kafka.record.default_records import DefaultRecordBatch
 from kafka.record.util import decode_varint
@@ -35,6 +36,8 @@ HEADER_SIZE = _HEADER.size  # 61
 _COMPRESSION = 0x07
 _LOG_APPEND_TIME = 0x08
 _CONTROL = 0x20
+# kafka-python's methods that `FastPartitionRecords` reuses to pass over aborted transactions.
+_ABORT_BOOKKEEPING = ("_consume_aborted_transactions_up_to", "_contains_abort_marker", "_is_batch_aborted")
 
 
 def is_plain(attributes: int) -> bool:
@@ -121,9 +124,10 @@ def _past_headers(buffer: bytes, pos: int) -> int:
 
 class FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
     """kafka-python's records of one fetched partition, as `Record`s: plain v2 batches through
-    `decode_batch`, any other batch through kafka-python's records (what its own `_unpack_records` does
-    with them under the default isolation level, read_uncommitted: control batches are skipped, CRCs
-    checked). Installed per consumer by `install`."""
+    `decode_batch`, any other batch through kafka-python's records. Around them, what kafka-python's own
+    `_unpack_records` does: CRCs checked, control batches (a transaction's markers) skipped, and, read
+    committed, the batches of aborted transactions skipped with its own bookkeeping (the aborted
+    transactions the broker lists in the fetch answer). Installed per consumer by `install`."""
 
     def _unpack_records(
         self, tp: Any, records: Any, key_deserializer: Any, value_deserializer: Any
@@ -139,6 +143,17 @@ class FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
                     raise CorruptRecordError(f"Record batch for partition {tp} at offset {at} failed crc check")
                 if batch.magic == 2:
                     self.leader_epoch = batch.leader_epoch
+                    if self.isolation_level == IsolationLevel.READ_COMMITTED and batch.has_producer_id():
+                        # kafka-python's own steps, in its order: the transactions begun up to this batch
+                        # join the aborted producers; an abort marker ends its producer's; a transactional
+                        # batch of an aborted producer is passed over, its offsets too.
+                        self._consume_aborted_transactions_up_to(batch.last_offset)
+                        if self._contains_abort_marker(batch):
+                            self.aborted_producer_ids.discard(batch.producer_id)
+                        elif self._is_batch_aborted(batch):
+                            self.next_fetch_offset = batch.next_offset
+                            batch = records.next_batch()
+                            continue
                     if batch.is_control_batch:
                         self.next_fetch_offset = batch.next_offset
                         batch = records.next_batch()
@@ -179,8 +194,8 @@ class FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
 
 
 def install(consumer: Any) -> bool:
-    """Makes `consumer` (a KafkaConsumer without deserializers, read_uncommitted) return `Record`s decoded
-    by `FastPartitionRecords`; False, changing nothing, when this kafka-python has no such hook."""
+    """Makes `consumer` (a KafkaConsumer without deserializers) return `Record`s decoded by
+    `FastPartitionRecords`; False, changing nothing, when this kafka-python has no such hook."""
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is None or not hasattr(fetcher, "PartitionRecords"):
         return False
@@ -188,7 +203,7 @@ def install(consumer: Any) -> bool:
         return False
     if consumer.config.get("key_deserializer") or consumer.config.get("value_deserializer"):
         return False
-    if consumer.config.get("isolation_level", "read_uncommitted") != "read_uncommitted":
+    if not all(hasattr(fetcher.PartitionRecords, name) for name in _ABORT_BOOKKEEPING):
         return False
     fetcher.PartitionRecords = FastPartitionRecords
     return True

@@ -309,6 +309,61 @@ def test_a_quiet_topic_ending_in_a_transaction_marker_is_caught_up(
     assert sum(stored.values()) == 300 + 3  # every record, and one marker per partition
 
 
+def test_the_live_projector_folds_only_what_transactions_committed(
+    bootstrap_servers: str, topic: str, tmp_path: Path
+) -> None:
+    # Plain records, then a transaction left open while plain records arrive after it, then aborted, then
+    # a committed one. While it is open the projector folds up to the last stable offset only (what comes
+    # after may still be joined by records it would have to drop); once it is aborted, none of its records
+    # may reach the tables, while everything committed around it does.
+    from kafka import KafkaProducer
+
+    from tests.support.events import encode, key_of
+    from tests.support.faults import end_offsets
+
+    events = list(stream(900, seed=37, sessions=30))
+    before, held, committed, after = events[:300], events[300:500], events[500:700], events[700:]
+    aborted = list(stream(200, seed=38, sessions=10))
+    aborted_ids = {e.get("event_id") for e in aborted if isinstance(e, dict)}
+    con = connect(tmp_path / "live.duckdb")
+    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=100), con)
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, transactional_id=f"{topic}-producer")
+
+    def positions() -> dict[int, int]:
+        return {p["partition"]: p["position"] for p in service.status()["partitions"]}
+
+    try:
+        service.start()
+        publish(bootstrap_servers, topic, before)
+        producer.init_transactions()
+        producer.begin_transaction()
+        for event in aborted:
+            producer.send(topic, key=key_of(event), value=encode(event))
+        producer.flush(60)
+        publish(bootstrap_servers, topic, held)
+        stable = end_offsets(bootstrap_servers, topic, "read_committed")
+        assert sum(end_offsets(bootstrap_servers, topic).values()) == sum(stable.values()) + len(aborted) + len(held)
+        wait_for(lambda: positions() == stable, "the records before the open transaction to be folded")
+        producer.abort_transaction()
+        producer.begin_transaction()
+        for event in committed:
+            producer.send(topic, key=key_of(event), value=encode(event))
+        producer.commit_transaction()
+        publish(bootstrap_servers, topic, after)
+        ends = end_offsets(bootstrap_servers, topic)
+        wait_for(lambda: positions() == ends, "every offset up to the end to be folded", limit_s=60)
+        status = service.status()
+    finally:
+        producer.close()
+        service.stop()
+    assert status["caught_up"] and [p["lag"] for p in status["partitions"]] == [0, 0, 0], status["partitions"]
+    applied = {str(event_id) for (event_id,) in con.execute("SELECT event_id FROM applied_events").fetchall()}
+    assert len(applied) > 500 and len(aborted_ids) > 150
+    assert not applied & aborted_ids, f"{len(applied & aborted_ids)} events of the aborted transaction were folded"
+    assert_folded_like_the_pure_fold(bootstrap_servers, topic, con, tmp_path)
+    con.close()
+
+
 def test_storing_offsets_past_markers_changes_no_answer_the_cache_keeps(tmp_path: Path) -> None:
     # The commit that stores offsets without records files that it changed no key, and publishes its
     # mark: the answers remembered for single keys outlive it, as they outlive a batch that missed them.

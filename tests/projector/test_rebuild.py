@@ -186,7 +186,7 @@ def test_resume_continues_only_what_an_interrupted_rebuild_of_the_topic_left(
 
 
 @pytest.mark.parametrize("parse_process", [True, False], ids=["parser-process", "in-process"])
-def test_a_rebuild_passes_the_markers_of_a_transactional_producer(
+def test_a_rebuild_folds_what_a_transactional_producer_committed_and_passes_its_markers(
     bootstrap_servers: str,
     topic: str,
     make_topic: Any,
@@ -196,17 +196,24 @@ def test_a_rebuild_passes_the_markers_of_a_transactional_producer(
 ) -> None:
     # A transactional producer's commit takes an offset of each partition that no consumer receives as a
     # record: the rebuild must not wait for it, and its file must say it folded everything up to the end.
+    # The records of a transaction it aborted were never published: none of them may reach the tables.
     monkeypatch.setattr(projector.pipeline, "PARSE_PROCESS_MIN_RECORDS", 1 if parse_process else 10**9)
     events = list(stream(1200, seed=35, sessions=30))
+    aborted = list(stream(300, seed=36, sessions=10))
     transactional = make_topic(partitions=3)
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers, transactional_id=f"{transactional}-producer")
     try:
         producer.init_transactions()
-        for part in (events[:700], events[700:]):  # markers in the middle of the log and at its end
+        # markers in the middle of the log and at its end; an aborted transaction between two commits
+        for part, commit in ((events[:700], True), (aborted, False), (events[700:], True)):
             producer.begin_transaction()
             for event in part:
                 producer.send(transactional, key=key_of(event), value=encode(event))
-            producer.commit_transaction()
+            if commit:
+                producer.commit_transaction()
+            else:
+                producer.flush(60)  # its records are in the log, before its abort marker
+                producer.abort_transaction()
     finally:
         producer.close()
     new = tmp_path / "rebuilt.duckdb"
@@ -234,6 +241,10 @@ def test_a_rebuild_passes_the_markers_of_a_transactional_producer(
     assert len(reference["interactions"]) == len(rebuilt["interactions"]) > 500
     reference.pop("offsets")
     assert diff(reference, rebuilt) == {}
+    applied = {str(event_id) for (event_id,) in rebuilt["applied_events"]}
+    aborted_ids = {e.get("event_id") for e in aborted if isinstance(e, dict)}
+    assert len(applied) > 500 and len(aborted_ids) > 200
+    assert not applied & aborted_ids, f"{len(applied & aborted_ids)} events of the aborted transaction were folded"
 
 
 def test_rebuild_until_gives_the_tables_as_they_were_then(bootstrap_servers: str, topic: str, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """`projector.wire` against kafka-python's own decoding: the same records from the same bytes, on generated
-batches and on a real broker's fetches (plain, compressed, transactional, LogAppendTime), and a clear
+batches and on a real broker's fetches (plain, compressed, transactional with aborts, LogAppendTime), and a clear
 error, never wrong records, from damaged bytes."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 from kafka.errors import CorruptRecordError
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from projector.consumer import TopicReader
+from projector.consumer import ISOLATION_LEVEL, TopicReader
 from projector.records import Record
 from projector.source import TopicSource
 from projector.wire import HEADER_SIZE, decode_batch
@@ -116,22 +116,20 @@ def _reader_records(bootstrap_servers: str, topic: str) -> list[Record]:
         reader.assign({}, reader.partition_ids())
         ends = reader.end_offsets()
         out: list[Record] = []
-        read = dict.fromkeys(ends, 0)
         for _ in range(200):
-            if all(read[p] >= end for p, end in ends.items()):
+            # By the consumer's position: markers and aborted records take offsets no record returns.
+            if all(at >= ends[p] for p, at in reader.positions(list(ends)).items()):
                 break
-            for r in reader.read_batch():
-                out.append(r)
-                read[r.partition] = r.offset + 1
+            out.extend(reader.read_batch())
         return sorted(out, key=lambda r: (r.partition, r.offset))
     finally:
         reader.close()
 
 
-def _plain_consumer_records(bootstrap_servers: str, topic: str) -> list[Record]:
+def _plain_consumer_records(bootstrap_servers: str, topic: str, isolation_level: str = ISOLATION_LEVEL) -> list[Record]:
     return [
         Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp if r.timestamp >= 0 else None)
-        for r in read_topic(bootstrap_servers, topic)
+        for r in read_topic(bootstrap_servers, topic, isolation_level)
     ]
 
 
@@ -156,22 +154,47 @@ def test_a_reader_reads_what_a_plain_consumer_reads(bootstrap_servers: str, topi
     assert ours == _plain_consumer_records(bootstrap_servers, topic)
 
 
-def test_transaction_markers_are_skipped_as_kafka_python_skips_them(bootstrap_servers: str, topic: str) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, transactional_id=f"wire-{topic}")
+def test_aborted_transactions_and_markers_are_skipped_as_kafka_python_skips_them(
+    bootstrap_servers: str, topic: str
+) -> None:
+    # Two transactional producers and a plain one write the same partitions, interleaved: an aborted
+    # transaction spans batches of the others, and is followed by committed ones. The reader (read
+    # committed) must return exactly what kafka-python's own consumer returns at that level: only the
+    # committed and the plain records, never a marker.
+    first = KafkaProducer(bootstrap_servers=bootstrap_servers, transactional_id=f"wire-a-{topic}")
+    second = KafkaProducer(bootstrap_servers=bootstrap_servers, transactional_id=f"wire-b-{topic}")
+    plain = KafkaProducer(bootstrap_servers=bootstrap_servers)
+
+    def send(producer: KafkaProducer, label: str) -> None:
+        for i in range(20):
+            producer.send(topic, key=f"k{i}".encode(), value=f"{label}-{i}".encode(), partition=i % 3)
+        producer.flush(60)  # in the log now, before the other producers' records and before the marker
+
     try:
-        producer.init_transactions()
-        for commit in (True, False, True):
-            producer.begin_transaction()
-            for i in range(20):
-                producer.send(topic, key=f"k{i}".encode(), value=f"v{i}-{commit}".encode(), partition=i % 3)
-            producer.flush(60)  # in the log before the marker, also when aborted
-            producer.commit_transaction() if commit else producer.abort_transaction()
+        first.init_transactions()
+        second.init_transactions()
+        first.begin_transaction()
+        send(first, "aborted-1")
+        send(plain, "plain-1")
+        second.begin_transaction()
+        send(second, "committed-1")
+        send(first, "aborted-2")
+        second.commit_transaction()
+        first.abort_transaction()
+        first.begin_transaction()
+        send(first, "committed-2")
+        first.commit_transaction()
+        send(plain, "plain-2")
     finally:
-        producer.close()
+        for producer in (first, second, plain):
+            producer.close()
     ours = _reader_records(bootstrap_servers, topic)
-    # read_uncommitted, as both read: the aborted records too, never the markers (offsets with gaps)
-    assert len(ours) == 60
-    assert ours == _plain_consumer_records(bootstrap_servers, topic)
+    values = sorted({r.value.decode().rsplit("-", 1)[0] for r in ours if r.value is not None})
+    assert values == ["committed-1", "committed-2", "plain-1", "plain-2"]
+    assert len(ours) == 80
+    assert ours == _plain_consumer_records(bootstrap_servers, topic, "read_committed")
+    # Both levels see the same log: the aborted records are there for a consumer that asks for them.
+    assert len(_plain_consumer_records(bootstrap_servers, topic, "read_uncommitted")) == 120
 
 
 def test_log_append_time_topics_give_the_brokers_time(bootstrap_servers: str, kafka_admin: Any) -> None:

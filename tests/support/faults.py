@@ -195,8 +195,10 @@ def publish(bootstrap_servers: str, topic: str, count: int, seed: int = 5) -> No
         producer.close()
 
 
-def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers)
+def end_offsets(bootstrap_servers: str, topic: str, isolation_level: str = "read_uncommitted") -> dict[int, int]:
+    """The next offset of each partition; read committed, the last stable offset (before the first
+    transaction still open)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, isolation_level=isolation_level)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         return {tp.partition: int(o) for tp, o in consumer.end_offsets(partitions).items()}

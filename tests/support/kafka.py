@@ -10,15 +10,17 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from projector.consumer import ISOLATION_LEVEL
 from projector.records import Record
 from tests.support.events import encode, key_of
 
 
 def read_back(bootstrap_servers: str, topic: str) -> list[Record]:
-    """Every record of the topic, partition by partition, as the fold sees them."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    """Every record of the topic, partition by partition, as the fold sees them: what producers committed,
+    read by kafka-python's own consumer."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, isolation_level=ISOLATION_LEVEL
+    )
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(tps)
@@ -40,10 +42,14 @@ def read_back(bootstrap_servers: str, topic: str) -> list[Record]:
 READ_DEADLINE_S = 60.0
 
 
-def read_topic(bootstrap_servers: str, topic: str) -> list[ConsumerRecord]:
+def read_topic(bootstrap_servers: str, topic: str, isolation_level: str = "read_uncommitted") -> list[ConsumerRecord]:
     """Every record of `topic` up to its current end, ordered by (partition, offset)."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level=isolation_level,
     )
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
