@@ -16,7 +16,8 @@ new file is close to the head of the topic:
 
 Nothing is lost: the offsets live in each file, so whatever was published meanwhile is folded after
 the restart. Should anything fail before step 3 completes, the current file stays (or is put back)
-and the live projector restarts on it.
+and the live projector restarts on it; the new file stays too, and the next attempt of this process
+continues it from its offsets (`_rebuild_target`).
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ class LiveProjection:
         self._error: str | None = None
         self._requests_held_ms: float | None = None
         self._serving_previous = False
+        # The file a failed attempt of this process left, which the next attempt continues (`_rebuild_target`).
+        self._continuable: Path | None = None
         # A new projector starts "not caught up" until it has asked for end offsets; the service that
         # replaces a caught-up one (after a switch or a retry) must not make /readyz flap meanwhile.
         self._caught_up_from_start: ProjectorService | None = None
@@ -122,8 +125,14 @@ class LiveProjection:
 
     def start(self) -> None:
         """Starts the live projector, or, for a file of another read-model version, a rebuild."""
-        # Copies a download did not finish sending (the process stopped meanwhile).
-        for leftover in self._served.parent.glob(f"{self._served.name}.snapshot-*"):
+        # Copies a download did not finish sending, and a rebuild's file (the process stopped meanwhile):
+        # no other process's rebuild is continued (`_rebuild_target`), so they only take disk space.
+        rebuilding = rebuild_path(self._served)
+        for leftover in [
+            *self._served.parent.glob(f"{self._served.name}.snapshot-*"),
+            rebuilding,
+            Path(f"{rebuilding}.wal"),
+        ]:
             leftover.unlink(missing_ok=True)
         version = file_version(self.handle.connection)
         if version == READMODEL_VERSION:
@@ -325,15 +334,10 @@ class LiveProjection:
             self._set(progress=Progress())
 
     def _attempt_rebuild(self) -> bool:
-        new_path = self._served.with_name(self._served.name + ".rebuild")
+        new_path = rebuild_path(self._served)
         new_con: duckdb.DuckDBPyConnection | None = None
         try:
-            prepare_target(new_path, force=True)  # a leftover of an interrupted rebuild is ours to replace
-            new_con = connect(new_path)
-            if self.retention_days is not None:
-                # Before the first record: what is older than the horizon is dropped as it arrives.
-                forget.set_watermark(new_con, forget.horizon(self.retention_days))
-            conversations.defer(new_con)  # computed once, before the switch (projector/conversations.py)
+            new_con = self._rebuild_target(new_path)
             self._catch_up(new_con)
             if self._stop():
                 raise InterruptedError("the server is stopping")
@@ -355,9 +359,35 @@ class LiveProjection:
             if new_con is not None:
                 with contextlib.suppress(duckdb.Error):
                     new_con.close()
-            for leftover in (new_path, Path(f"{new_path}.wal")):
-                leftover.unlink(missing_ok=True)
+            if self._stop():
+                for leftover in (new_path, Path(f"{new_path}.wal")):
+                    leftover.unlink(missing_ok=True)
+            else:
+                self._continuable = new_path
             return False
+
+    def _rebuild_target(self, new_path: Path) -> duckdb.DuckDBPyConnection:
+        """The file a rebuild folds into. What a failed attempt of this process left is continued from its
+        stored offsets, as any file is (they are committed with its rows): a rebuild that met a broker gone
+        for minutes, or is asked again after it failed, does not fold hours of records again. Anything
+        else at that path is replaced: a file another process left may come from code that folded
+        differently under the same read-model version."""
+        continuable, self._continuable = self._continuable, None
+        if continuable == new_path and new_path.exists():
+            try:
+                con = connect(new_path)
+            except duckdb.Error as exc:
+                log.warning("the rebuild starts afresh: %s cannot be continued (%s)", new_path, one_line(exc))
+            else:
+                log.info("continuing the rebuild in %s from its offsets %s", new_path, stored_offsets(con, self.topic))
+                return con
+        prepare_target(new_path, force=True)
+        con = connect(new_path)
+        if self.retention_days is not None:
+            # Before the first record: what is older than the horizon is dropped as it arrives.
+            forget.set_watermark(con, forget.horizon(self.retention_days))
+        conversations.defer(con)  # computed once, before the switch (projector/conversations.py)
+        return con
 
     def _bounds(self) -> LogBounds:
         return log_bounds(self.source.bootstrap_servers, self.topic)
@@ -453,11 +483,17 @@ class LiveProjection:
 REBUILD_ROOM_FACTOR = 1.5
 
 
+def rebuild_path(served: Path) -> Path:
+    """Where a blue/green rebuild of `served` builds its new file."""
+    return served.with_name(served.name + ".rebuild")
+
+
 def rebuild_room(served: Path, target: Path | None = None) -> dict[str, Any]:
     """Whether the filesystem of `target` (by default the served file's) has room for a rebuilt copy
-    of the served file."""
-    needed = int((file_size(served) or 0) * REBUILD_ROOM_FACTOR)
-    folder = (target or served).parent
+    of the served file. What is already at the target, continued or replaced by the rebuild, counts as room."""
+    target = target or rebuild_path(served)
+    needed = max(0, int((file_size(served) or 0) * REBUILD_ROOM_FACTOR) - (file_size(target) or 0))
+    folder = target.parent
     free = disk_free(folder)
     enough = free is None or free >= needed
     detail = (

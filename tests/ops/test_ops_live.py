@@ -11,6 +11,7 @@ import base64
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,73 @@ def test_a_second_rebuild_request_while_one_runs_is_409_and_metrics_show_progres
     metrics = s.client.get("/metrics").text
     assert "chat_analytics_rebuild_running 0" in metrics and "chat_analytics_rebuild_events_done 400" in metrics
     assert 'chat_analytics_projector_events_applied_total{type="chat.turn.recorded"}' in metrics
+
+
+@pytest.mark.parametrize("start_up", [False, True], ids=["asked-again", "start-up-retry"])
+def test_a_rebuild_that_failed_half_way_is_continued_by_the_next_attempt_not_begun_again(
+    bootstrap_servers: str, topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: Any, start_up: bool
+) -> None:
+    # The first attempt folds half of the topic, then meets a broker gone away. The next attempt (the
+    # operator asking again, or the start-up rebuild's own retry) must go on from the offsets the new file
+    # holds, not fold everything again; and the file it switches to must equal a clean fold.
+    events = list(stream(1500, seed=10, sessions=40))
+    publish(bootstrap_servers, topic, events)
+    path = tmp_path / "rm.duckdb"
+    if start_up:
+        older_file(path, read_back(bootstrap_servers, topic)[:100])
+    monkeypatch.setattr(projector.bluegreen, "SWITCH_WITHIN", 50)  # catch up with fold_to, not in the switch
+    real = projector.bluegreen.fold_to
+    began_at: list[dict[int, int]] = []  # what the new file held when each catch-up fold began
+    halves: dict[int, int] = {}
+
+    def fails_half_way(con: Any, *, source: TopicSource, bounds: Any, **kwargs: Any) -> int:
+        began_at.append(dict(con.execute("SELECT partition, next_offset FROM offsets").fetchall()))
+        if len(began_at) == 1:
+            halves.update({p: target // 2 for p, target in bounds.targets.items()})
+            real(con, source=source, bounds=replace(bounds, targets=halves), **kwargs)
+            raise ConnectionError("the broker went away")
+        return real(con, source=source, bounds=bounds, **kwargs)
+
+    monkeypatch.setattr(projector.bluegreen, "fold_to", fails_half_way)
+    s: Served = served(path)
+    s.projection.start()
+    if not start_up:
+        wait_for(lambda: s.client.get("/readyz").status_code == 200, "readiness")
+        assert s.client.post("/api/admin/rebuild/", headers=AUTH).status_code == 202
+        wait_for(lambda: s.rebuild_state() == "failed", "the first attempt to fail")
+        failed = s.client.get("/api/admin/rebuild/", headers=AUTH).json()
+        assert "the broker went away" in failed["error"], failed
+        assert (tmp_path / "rm.duckdb.rebuild").exists()
+        assert s.client.post("/api/admin/rebuild/", headers=AUTH).status_code == 202
+    wait_for(lambda: s.rebuild_state() == "done", "the rebuild to finish")
+
+    assert began_at[0] == {} and sum(halves.values()) > 500
+    assert began_at[1] == halves  # the second attempt began where the first one stopped
+    assert not (tmp_path / "rm.duckdb.rebuild").exists()
+    s.close()
+    reference = connect(tmp_path / "reference.duckdb")
+    apply_batch(reference, read_back(bootstrap_servers, topic))
+    assert diff(table_rows(reference), rows_of(path)) == {}
+    reference.close()
+
+
+def test_a_rebuild_file_another_process_left_is_deleted_at_start_up(
+    bootstrap_servers: str, topic: str, tmp_path: Path, served: Any
+) -> None:
+    # A leftover of another server (stopped mid-rebuild, maybe another release of the same read-model
+    # version) is deleted at start-up: only this process knows what folded what it holds.
+    publish(bootstrap_servers, topic, [turn(f"t-{i}") for i in range(10)])
+    path = tmp_path / "rm.duckdb"
+    leftover = connect(tmp_path / "rm.duckdb.rebuild")
+    apply_batch(leftover, read_back(bootstrap_servers, topic)[:4])
+    leftover.close()
+    s: Served = served(path)
+    s.projection.start()
+    assert not (tmp_path / "rm.duckdb.rebuild").exists()
+    wait_for(lambda: s.client.get("/readyz").status_code == 200, "readiness")
+    assert s.client.post("/api/admin/rebuild/", headers=AUTH).status_code == 202
+    wait_for(lambda: s.rebuild_state() == "done", "the rebuild to finish")
+    assert s.count() == 10
 
 
 def test_a_start_up_rebuild_that_fails_tries_again_since_nothing_else_follows_the_topic(

@@ -80,6 +80,18 @@ def test_a_live_rebuild_refuses_to_start_without_room_for_a_second_file(tmp_path
     assert "not enough free disk space" in answer["detail"]
 
 
+def test_what_a_failed_rebuild_left_counts_as_room_for_the_next_one(tmp_path: Path) -> None:
+    # The next attempt continues `<db>.rebuild` or replaces it: its bytes are not needed twice.
+    from projector.bluegreen import rebuild_room
+
+    served = tmp_path / "rm.duckdb"
+    served.write_bytes(b"x" * 1_000_000)
+    assert rebuild_room(served)["needed_bytes"] == 1_500_000
+    (tmp_path / "rm.duckdb.rebuild").write_bytes(b"y" * 400_000)
+    (tmp_path / "rm.duckdb.rebuild.wal").write_bytes(b"z" * 100_000)
+    assert rebuild_room(served)["needed_bytes"] == 1_000_000
+
+
 def test_an_offline_rebuild_refuses_to_start_without_room_for_the_file_it_replaces(tmp_path: Path) -> None:
     import duckdb
 
