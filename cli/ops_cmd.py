@@ -209,6 +209,7 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
         settle_conversations,
     )
     from projector.source import TopicSource
+    from projector.topic_identity import TopicChanged
     from schemas.readmodel import connect, stored_offsets
 
     if not args.bootstrap_servers:
@@ -297,6 +298,8 @@ def _rebuild_offline(args: argparse.Namespace) -> int:
     finally:
         checkpoint_and_close(con)
         signal.signal(signal.SIGINT, previous)
+    if isinstance(failure, TopicChanged):  # a resumed file begun from another topic of this name
+        return _fail(f"rebuild refused: {failure}", 2)
     short = {p: t for p, t in bounds.targets.items() if max(stored.get(p, 0), bounds.starts.get(p, 0)) < t}
     resume = f"continue it with `chat-analytics rebuild --db {args.new_db} --resume`"
     if failure is not None:

@@ -37,7 +37,7 @@ from typing import Any
 import duckdb
 
 from broker.errors import one_line
-from projector import conversations, deadletters, forget
+from projector import conversations, deadletters, forget, topic_identity
 from projector.rebuild import (
     CATCH_UP_BATCH_SIZE,
     LogBounds,
@@ -359,7 +359,7 @@ class LiveProjection:
             if new_con is not None:
                 with contextlib.suppress(duckdb.Error):
                     new_con.close()
-            if self._stop():
+            if self._stop() or isinstance(exc, topic_identity.TopicChanged):  # no use continuing it
                 for leftover in (new_path, Path(f"{new_path}.wal")):
                     leftover.unlink(missing_ok=True)
             else:

@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from broker.clients import made
-from projector import wire
+from projector import topic_identity, wire
 from projector.records import Record
 from projector.source import TopicSource
 
@@ -148,6 +148,10 @@ class TopicReader:
         # Bounded, so that a broker gone quiet surfaces as an error (and a reconnect) within seconds.
         ends = self._consumer.end_offsets(self.partitions, timeout_ms=10_000)
         return {tp.partition: int(offset) for tp, offset in ends.items()}
+
+    def topic_id(self) -> str | None:
+        """The id the broker gave the topic (`projector.topic_identity`), from the metadata already held."""
+        return topic_identity.of_consumer(self._consumer, self.topic)
 
     def known_end_offsets(self) -> dict[int, int | None]:
         """The high-water marks the last fetches reported: free, but None before the first fetch."""

@@ -141,6 +141,10 @@ class Prefetcher:
         with self._consumer_lock:
             return self._reader.known_end_offsets()
 
+    def topic_id(self) -> str | None:
+        with self._consumer_lock:
+            return self._reader.topic_id()
+
     def commit(self, offsets: dict[int, int]) -> None:
         with self._consumer_lock:
             self._reader.commit(offsets)

@@ -28,7 +28,7 @@ from typing import Any
 
 import duckdb
 
-from projector import conversations, pipeline
+from projector import conversations, pipeline, topic_identity
 from projector.apply import pass_recordless_offsets
 from projector.consumer import TopicReader
 from projector.fold import BatchStats, apply_batch
@@ -80,6 +80,7 @@ class LogBounds:
     starts: dict[int, int]
     ends: dict[int, int]
     targets: dict[int, int]
+    topic_id: str | None = None  # the id the broker gave the topic (projector/topic_identity.py), if it sent one
 
     @property
     def total(self) -> int:
@@ -127,7 +128,7 @@ def log_bounds(
                 hit = found.get(tp)
                 if hit is not None:
                     targets[tp.partition] = int(hit.offset)
-        return LogBounds(starts, ends, targets)
+        return LogBounds(starts, ends, targets, topic_identity.of_consumer(consumer, topic))
     finally:
         consumer.close()
 
@@ -212,6 +213,9 @@ def fold_to(
     `columns` picks the catch-up path (`projector.pipeline.COLUMNS` when None)."""
     progress = progress if progress is not None else Progress()
     topic = source.topic
+    # A file begun from another topic of this name (a resumed one) must not be folded on; a new one
+    # remembers which topic it is folded from.
+    topic_identity.check(con, topic, bounds.topic_id, bounds.ends)
     start = {p: max(s, bounds.starts.get(p, 0)) for p, s in stored_offsets(con, topic).items()}
     positions = {p: start.get(p, bounds.starts.get(p, 0)) for p in bounds.targets}
     progress.total = bounds.total

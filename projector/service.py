@@ -25,7 +25,7 @@ from typing import Any
 import duckdb
 
 from broker.errors import one_line
-from projector import conversations, forget, pipeline
+from projector import conversations, forget, pipeline, topic_identity
 from projector.apply import BatchStats, apply_prepared, fold_clock, pass_recordless_offsets
 from projector.consumer import LIVE_POLL_MS, TopicReader
 from projector.lag import LagClock
@@ -280,8 +280,10 @@ class ProjectorService:
                 raise RuntimeError(f"topic {self.source.topic!r} has no partitions (does it exist?)")
             # Every assignment starts from the file's own offsets: that is what makes a retry exact.
             reader.assign(stored_offsets(self.con, self.source.topic), partitions)
+            ends = reader.end_offsets()
+            # Those offsets must be of this very topic, not of one deleted and created again under its name.
+            topic_identity.check(self.con, self.source.topic, reader.topic_id(), ends)
             if self._startup_ends is None:
-                ends = reader.end_offsets()
                 self._startup_ends = ends
                 self._note_ends(ends)
         except Exception:
@@ -427,7 +429,9 @@ class ProjectorService:
         now = time.monotonic()
         if now - self._last_end_check > END_OFFSETS_REFRESH_S:
             self._last_end_check = now
-            self._note_ends(reader.end_offsets())
+            ends = reader.end_offsets()
+            topic_identity.check(self.con, self.source.topic, reader.topic_id(), ends)  # recreated meanwhile?
+            self._note_ends(ends)
         if now - self._last_partition_check > PARTITION_REFRESH_S:
             self._last_partition_check = now
             partitions = reader.partition_ids(timeout_s=0)
@@ -523,6 +527,8 @@ def error_kind(exc: BaseException) -> str:
     """What failed, in words fit for a public probe (the exception's text may hold paths and addresses)."""
     if isinstance(exc, duckdb.Error):
         return "database_invalidated" if is_fatal(exc) else "database_write_failed"
+    if isinstance(exc, topic_identity.TopicChanged):
+        return "topic_changed"
     module = type(exc).__module__ or ""
     if module.startswith("kafka") or isinstance(exc, OSError | TimeoutError):
         return "broker_unreachable"
