@@ -380,7 +380,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _file_status(args: argparse.Namespace) -> dict[str, Any]:
-    from projector.status import file_figures, report, topic_end_offsets
+    from projector.rebuild import log_bounds
+    from projector.status import STATUS_BROKER_TIMEOUT_S, file_figures, report
 
     con = _open(args.db, read_only=True)
     try:
@@ -388,10 +389,12 @@ def _file_status(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         con.close()
     ends: dict[int, int] | None = None
+    topic_id = None
     broker_error = None
     if args.bootstrap_servers:
         try:
-            ends = topic_end_offsets(args.bootstrap_servers, args.topic)
+            bounds = log_bounds(args.bootstrap_servers, args.topic, timeout_s=STATUS_BROKER_TIMEOUT_S)
+            ends, topic_id = bounds.ends, bounds.topic_id
         except Exception as exc:
             broker_error = one_line(exc)
     else:
@@ -409,6 +412,7 @@ def _file_status(args: argparse.Namespace) -> dict[str, Any]:
         broker_error=broker_error,
         retention=retention,
         disk_warn_bytes=Settings.from_env().disk_warn_bytes,
+        topic_id=topic_id,
     )
 
 

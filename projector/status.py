@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 
+from projector import topic_identity
 from schemas.readmodel import READMODEL_VERSION, file_version, other_topics
 from schemas.settings import DEFAULT_DISK_WARN_BYTES
 from schemas.storage import disk_figures, size_text
@@ -65,6 +66,7 @@ def file_figures(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[str, Any]:
         "readmodel_version": file_version(cur),
         "code_readmodel_version": READMODEL_VERSION,
         "stored_offsets": stored,
+        "topic_id": topic_identity.stored(cur),
         "events_applied": applied,
         "dead_letters": dead,
         "pending_events": int(pending),
@@ -83,6 +85,7 @@ def report(
     broker_error: str | None = None,
     disk_warn_bytes: int | None = None,
     retention: dict[str, Any] | None = None,
+    topic_id: str | None = None,
 ) -> dict[str, Any]:
     """`retention`: the topic's retention against the policy (`broker.topics.describe_retention`)."""
     """The status document: the file's figures with per-partition end offset, stored offset and lag."""
@@ -110,6 +113,10 @@ def report(
         "partitions": partitions,
         "lag_total": sum(lags) if end_offsets is not None else None,
         "broker_error": broker_error,
+        # Whether the file's offsets can be this topic's at all (projector/topic_identity.py); None: they can.
+        "topic_changed": None
+        if end_offsets is None
+        else topic_identity.mismatch(topic, figures["topic_id"], topic_id, stored, end_offsets),
         "events_applied": figures["events_applied"],
         "dead_letters": figures["dead_letters"],
         "pending_events": figures["pending_events"],
@@ -121,7 +128,10 @@ def report(
     }
 
 
-def topic_end_offsets(bootstrap_servers: str, topic: str, timeout_s: float = 15.0) -> dict[int, int]:
+STATUS_BROKER_TIMEOUT_S = 15.0  # how long `status` waits for the broker before saying it cannot tell
+
+
+def topic_end_offsets(bootstrap_servers: str, topic: str, timeout_s: float = STATUS_BROKER_TIMEOUT_S) -> dict[int, int]:
     """The topic's end offsets now (next offset per partition). Raises when the topic is unknown."""
     from projector.rebuild import log_bounds
 
@@ -139,6 +149,8 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append("                    -> version differs: rebuild the file (`chat-analytics rebuild`)")
     if doc["broker_error"]:
         lines.append(f"broker:             {doc['broker_error']} (end offsets and lag unknown)")
+    if doc.get("topic_changed"):
+        lines.append(f"                    -> TOPIC CHANGED: {doc['topic_changed']}")
     lines.append("partition  end offset  stored offset  lag")
     for p in doc["partitions"]:
         end = "?" if p["end_offset"] is None else p["end_offset"]

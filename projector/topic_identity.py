@@ -50,21 +50,31 @@ def stored(con: duckdb.DuckDBPyConnection) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
+def mismatch(
+    topic: str, known: str | None, topic_id: str | None, folded: dict[int, int], ends: dict[int, int]
+) -> str | None:
+    """Why offsets `folded` of `topic`, from the topic of id `known`, cannot be those of the topic the broker
+    has now (its id `topic_id`, its end offsets `ends`); None when they can be."""
+    if known is not None and topic_id is not None and known != topic_id:
+        return (
+            f"topic {topic!r} is not the one this file was folded from (its id is {topic_id}, the file's "
+            f"{known}: deleted and created again, or another cluster's); {_WHAT_TO_DO}"
+        )
+    past = {p: (ends.get(p), at) for p, at in sorted(folded.items()) if p not in ends or at > ends[p]}
+    if past:
+        return (
+            f"topic {topic!r} ends before what this file has folded from it ((end, folded) per partition: "
+            f"{past}): it was deleted and created again, or is another cluster's; {_WHAT_TO_DO}"
+        )
+    return None
+
+
 def check(con: duckdb.DuckDBPyConnection, topic: str, topic_id: str | None, ends: dict[int, int]) -> None:
     """Raises TopicChanged unless the file's offsets of `topic` can be those of the topic the broker has
     now (its id `topic_id`, its end offsets `ends`); then remembers that id in the file, if it had none."""
     known = stored(con)
-    if known is not None and topic_id is not None and known != topic_id:
-        raise TopicChanged(
-            f"topic {topic!r} is not the one this file was folded from (its id is {topic_id}, the file's "
-            f"{known}: deleted and created again, or another cluster's); {_WHAT_TO_DO}"
-        )
-    folded = stored_offsets(con, topic)
-    past = {p: (ends.get(p), at) for p, at in sorted(folded.items()) if p not in ends or at > ends[p]}
-    if past:
-        raise TopicChanged(
-            f"topic {topic!r} ends before what this file has folded from it ((end, folded) per partition: "
-            f"{past}): it was deleted and created again, or is another cluster's; {_WHAT_TO_DO}"
-        )
+    why = mismatch(topic, known, topic_id, stored_offsets(con, topic), ends)
+    if why is not None:
+        raise TopicChanged(why)
     if known is None and topic_id is not None:
         con.execute("INSERT INTO meta VALUES (?, ?)", [TOPIC_ID_KEY, topic_id])

@@ -130,6 +130,9 @@ def test_rebuild_resume_refuses_a_file_begun_from_a_topic_since_created_again(
     publish(bootstrap_servers, topic, [turn(f"after-{i}") for i in range(50)])
     capsys.readouterr()
 
+    assert main(["status", "--db", str(path), *common]) == 0
+    out = capsys.readouterr().out
+    assert "TOPIC CHANGED: topic" in out and "is not the one this file was folded from" in out, out
     assert main(["rebuild", "--db", str(path), "--resume", *common]) == 2
     err = capsys.readouterr().err
     assert "rebuild refused: topic" in err and "is not the one this file was folded from" in err, err
