@@ -389,12 +389,13 @@ def _file_status(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         con.close()
     ends: dict[int, int] | None = None
+    starts: dict[int, int] | None = None
     topic_id = None
     broker_error = None
     if args.bootstrap_servers:
         try:
             bounds = log_bounds(args.bootstrap_servers, args.topic, timeout_s=STATUS_BROKER_TIMEOUT_S)
-            ends, topic_id = bounds.ends, bounds.topic_id
+            ends, starts, topic_id = bounds.ends, bounds.starts, bounds.topic_id
         except Exception as exc:
             broker_error = one_line(exc)
     else:
@@ -413,6 +414,7 @@ def _file_status(args: argparse.Namespace) -> dict[str, Any]:
         retention=retention,
         disk_warn_bytes=Settings.from_env().disk_warn_bytes,
         topic_id=topic_id,
+        start_offsets=starts,
     )
 
 

@@ -149,6 +149,10 @@ class TopicReader:
         ends = self._consumer.end_offsets(self.partitions, timeout_ms=10_000)
         return {tp.partition: int(offset) for tp, offset in ends.items()}
 
+    def beginning_offsets(self) -> dict[int, int]:
+        starts = self._consumer.beginning_offsets(self.partitions, timeout_ms=10_000)
+        return {tp.partition: int(offset) for tp, offset in starts.items()}
+
     def topic_id(self) -> str | None:
         """The id the broker gave the topic (`projector.topic_identity`), from the metadata already held."""
         return topic_identity.of_consumer(self._consumer, self.topic)

@@ -141,6 +141,10 @@ class Prefetcher:
         with self._consumer_lock:
             return self._reader.known_end_offsets()
 
+    def beginning_offsets(self) -> dict[int, int]:
+        with self._consumer_lock:
+            return self._reader.beginning_offsets()
+
     def topic_id(self) -> str | None:
         with self._consumer_lock:
             return self._reader.topic_id()

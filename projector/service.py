@@ -279,10 +279,21 @@ class ProjectorService:
             if not partitions:
                 raise RuntimeError(f"topic {self.source.topic!r} has no partitions (does it exist?)")
             # Every assignment starts from the file's own offsets: that is what makes a retry exact.
-            reader.assign(stored_offsets(self.con, self.source.topic), partitions)
+            stored = stored_offsets(self.con, self.source.topic)
+            reader.assign(stored, partitions)
             ends = reader.end_offsets()
             # Those offsets must be of this very topic, not of one deleted and created again under its name.
             topic_identity.check(self.con, self.source.topic, reader.topic_id(), ends)
+            lost = topic_identity.deleted_unfolded(stored, reader.beginning_offsets())
+            if lost:
+                log.warning(
+                    "%s records of %s (per partition: %s) were deleted by the topic's retention before this "
+                    "file folded them: they are lost to the read model (is the topic's retention shorter than "
+                    "the time the projector was away?)",
+                    sum(lost.values()),
+                    self.source.topic,
+                    lost,
+                )
             if self._startup_ends is None:
                 self._startup_ends = ends
                 self._note_ends(ends)

@@ -86,6 +86,7 @@ def report(
     disk_warn_bytes: int | None = None,
     retention: dict[str, Any] | None = None,
     topic_id: str | None = None,
+    start_offsets: dict[int, int] | None = None,
 ) -> dict[str, Any]:
     """`retention`: the topic's retention against the policy (`broker.topics.describe_retention`)."""
     """The status document: the file's figures with per-partition end offset, stored offset and lag."""
@@ -117,6 +118,8 @@ def report(
         "topic_changed": None
         if end_offsets is None
         else topic_identity.mismatch(topic, figures["topic_id"], topic_id, stored, end_offsets),
+        # Records the topic deleted before the file folded them, per partition (lost to the read model).
+        "deleted_unfolded": None if start_offsets is None else topic_identity.deleted_unfolded(stored, start_offsets),
         "events_applied": figures["events_applied"],
         "dead_letters": figures["dead_letters"],
         "pending_events": figures["pending_events"],
@@ -151,6 +154,11 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append(f"broker:             {doc['broker_error']} (end offsets and lag unknown)")
     if doc.get("topic_changed"):
         lines.append(f"                    -> TOPIC CHANGED: {doc['topic_changed']}")
+    if doc.get("deleted_unfolded"):
+        lines.append(
+            f"                    -> WARNING: {sum(doc['deleted_unfolded'].values())} records (per partition: "
+            f"{doc['deleted_unfolded']}) were deleted by the topic's retention before this file folded them"
+        )
     lines.append("partition  end offset  stored offset  lag")
     for p in doc["partitions"]:
         end = "?" if p["end_offset"] is None else p["end_offset"]

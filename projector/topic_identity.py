@@ -78,3 +78,10 @@ def check(con: duckdb.DuckDBPyConnection, topic: str, topic_id: str | None, ends
         raise TopicChanged(why)
     if known is None and topic_id is not None:
         con.execute("INSERT INTO meta VALUES (?, ?)", [TOPIC_ID_KEY, topic_id])
+
+
+def deleted_unfolded(folded: dict[int, int], starts: dict[int, int]) -> dict[int, int]:
+    """Per partition, the records the topic deleted (its retention) before the file folded them: its first
+    offset now is past the file's next one. Kafka's consumer goes on from the first offset left, so they
+    are lost to the read model; only saying so is left."""
+    return {p: start - folded.get(p, 0) for p, start in sorted(starts.items()) if start > folded.get(p, 0)}

@@ -1,6 +1,7 @@
 """A file's offsets are never applied to another topic of the same name (`projector.topic_identity`): a topic
 deleted and created again, on a real broker, stops the live projector and `rebuild --resume` with a clear
-error instead of its new events being dropped as already folded."""
+error instead of its new events being dropped as already folded. Records the topic deleted before the file
+folded them are said to be lost, not passed over in silence."""
 
 from __future__ import annotations
 
@@ -151,3 +152,44 @@ def _topic_id(bootstrap_servers: str, topic: str) -> str | None:
     from projector.rebuild import log_bounds
 
     return log_bounds(bootstrap_servers, topic).topic_id
+
+
+def test_records_the_topic_deleted_before_they_were_folded_are_reported_lost(
+    bootstrap_servers: str,
+    topic: str,
+    kafka_admin: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kafka import TopicPartition
+
+    path = tmp_path / "rm.duckdb"
+    publish(bootstrap_servers, topic, [turn(f"early-{i}") for i in range(30)])
+    con = connect(path)
+    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=100), con)
+    try:
+        service.run_until_caught_up(timeout=WAIT_S)
+    finally:
+        service.stop()
+    folded = stored_offsets(con, topic)
+    con.close()
+    # Meanwhile the projector is away; more events come, and the oldest go (Kafka's DeleteRecords, as a
+    # retention shorter than the absence would): five records of partition 0 it never folded.
+    publish(bootstrap_servers, topic, [turn(f"late-{i}") for i in range(60)])
+    kafka_admin.delete_records({TopicPartition(topic, 0): folded[0] + 5})
+    capsys.readouterr()
+
+    assert main(["status", "--db", str(path), "--bootstrap-servers", bootstrap_servers, "--topic", topic]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: 5 records (per partition: {0: 5}) were deleted by the topic's retention" in out, out
+    con = connect(path)
+    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=100), con)
+    with caplog.at_level("WARNING", logger="projector.service"):
+        try:
+            service.run_until_caught_up(timeout=WAIT_S)
+        finally:
+            service.stop()
+    assert any("5 records of" in r.getMessage() and "lost to the read model" in r.getMessage() for r in caplog.records)
+    assert con.execute("SELECT count(*) FROM interactions").fetchall() == [(85,)]  # 90 published, 5 deleted
+    con.close()
