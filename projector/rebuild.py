@@ -156,9 +156,12 @@ class Progress:
 
     @property
     def rate(self) -> float:
+        """Records a second over the last ~10 s, up to now: while nothing comes (a broker gone) it falls,
+        and the time left grows, rather than showing the last rate and "0:00:27 left" for minutes."""
         window = list(self._window)
-        if len(window) >= 2 and window[-1][0] > window[0][0]:
-            return (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+        now = time.monotonic()
+        if len(window) >= 2 and now > window[0][0]:
+            return (window[-1][1] - window[0][1]) / (now - window[0][0])
         return self.done / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
