@@ -65,6 +65,15 @@ def test_a_file_without_an_id_is_judged_by_its_offsets(tmp_path: Path) -> None:
     con.close()
 
 
+def _fold_to_the_end(bootstrap_servers: str, topic: str, con: Any) -> None:
+    """What the live projector folds of `topic` into `con` until it has caught up."""
+    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=100), con)
+    try:
+        service.run_until_caught_up(timeout=WAIT_S)
+    finally:
+        service.stop()
+
+
 def _recreate(kafka_admin: Any, name: str, partitions: int = 3) -> None:
     """Deletes `name` and creates it again (empty, a new topic id), as an operator or a new cluster would."""
     kafka_admin.delete_topics([name])
@@ -86,11 +95,7 @@ def test_the_live_projector_refuses_a_topic_created_again_under_the_files_topic_
 ) -> None:
     publish(bootstrap_servers, topic, [turn(f"before-{i}") for i in range(30)])
     con = connect(tmp_path / "rm.duckdb")
-    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=100), con)
-    try:
-        service.run_until_caught_up(timeout=WAIT_S)
-    finally:
-        service.stop()
+    _fold_to_the_end(bootstrap_servers, topic, con)
     folded = stored_offsets(con, topic)
     assert sum(folded.values()) == 30 and topic_identity.stored(con) is not None
     if not with_id:
@@ -167,11 +172,7 @@ def test_records_the_topic_deleted_before_they_were_folded_are_reported_lost(
     path = tmp_path / "rm.duckdb"
     publish(bootstrap_servers, topic, [turn(f"early-{i}") for i in range(30)])
     con = connect(path)
-    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=100), con)
-    try:
-        service.run_until_caught_up(timeout=WAIT_S)
-    finally:
-        service.stop()
+    _fold_to_the_end(bootstrap_servers, topic, con)
     folded = stored_offsets(con, topic)
     con.close()
     # Meanwhile the projector is away; more events come, and the oldest go (Kafka's DeleteRecords, as a
@@ -184,12 +185,8 @@ def test_records_the_topic_deleted_before_they_were_folded_are_reported_lost(
     out = capsys.readouterr().out
     assert "WARNING: 5 records (per partition: {0: 5}) were deleted by the topic's retention" in out, out
     con = connect(path)
-    service = ProjectorService(TopicSource(bootstrap_servers, topic, group_id=None, batch_size=100), con)
     with caplog.at_level("WARNING", logger="projector.service"):
-        try:
-            service.run_until_caught_up(timeout=WAIT_S)
-        finally:
-            service.stop()
+        _fold_to_the_end(bootstrap_servers, topic, con)
     assert any("5 records of" in r.getMessage() and "lost to the read model" in r.getMessage() for r in caplog.records)
     assert con.execute("SELECT count(*) FROM interactions").fetchall() == [(85,)]  # 90 published, 5 deleted
     con.close()
