@@ -136,7 +136,12 @@ def _child_main(conn: Connection) -> None:
     follow_parent()
     # As in the catch-up readers: Arrow's default allocator kept freed batch tables in the process.
     pa.set_memory_pool(pa.system_memory_pool())
-    conn.send_bytes(_READY)
+    # Every send may find the pipe closed: the projector stopped (a server shutting down while this process
+    # started, or while it parsed). That ends this process quietly, not with a traceback on the terminal.
+    try:
+        conn.send_bytes(_READY)
+    except OSError:
+        return
     while True:
         try:
             request = conn.recv_bytes()
@@ -148,4 +153,7 @@ def _child_main(conn: Connection) -> None:
         except Exception:
             log.exception("the live parse process could not prepare a batch; the projector prepares it")
             answer = _FAILED
-        conn.send_bytes(answer)
+        try:
+            conn.send_bytes(answer)
+        except OSError:
+            return

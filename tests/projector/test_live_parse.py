@@ -128,3 +128,18 @@ def test_a_ctrl_c_that_reaches_the_child_leaves_it_parsing(caplog: pytest.LogCap
         assert not caplog.records, [r.getMessage() for r in caplog.records]
     finally:
         parser.close()
+
+
+def test_a_child_whose_projector_stopped_before_it_was_ready_ends_quietly() -> None:
+    # A server stopped while its parse process starts: the pipe is closed before the child says it is
+    # ready. It must end as stopped (exit status 0), not die of the closed pipe with a traceback (1).
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    ours.close()
+    child = context.Process(target=projector.live_parse._child_main, args=(theirs,))
+    child.start()
+    theirs.close()
+    child.join(60)
+    assert child.exitcode == 0
