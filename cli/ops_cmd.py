@@ -348,7 +348,13 @@ def _rebuild_live(args: argparse.Namespace) -> int:
     if latest.get("state") == "done":
         print(f"rebuild done: {args.url} now serves the new file", file=sys.stderr)
         return 0
-    return _fail(f"rebuild {latest.get('state')}: {latest.get('error')}")
+    failed = f"rebuild {latest.get('state')}: {latest.get('error')}"
+    if latest.get("resumable"):
+        failed += (
+            f"; {args.url} still serves its current file. Run this command again once the cause is gone: the "
+            f"rebuild continues from where this attempt stopped ({latest.get('events_done', 0):,} events)"
+        )
+    return _fail(failed)
 
 
 # -- status -----------------------------------------------------------------------------------------

@@ -214,6 +214,8 @@ class LiveProjection:
                 "finished_at": self._finished_at,
                 "error": self._error,
                 "requests_held_ms": self._requests_held_ms,
+                # A failed attempt left its file: the next one (asked again) continues it (`_rebuild_target`).
+                "resumable": self._state == FAILED and self._continuable is not None,
                 **self._progress.as_json(),
             }
 

@@ -299,9 +299,11 @@ def test_a_rebuild_that_failed_half_way_is_continued_by_the_next_attempt_not_beg
         wait_for(lambda: s.rebuild_state() == "failed", "the first attempt to fail")
         failed = s.client.get("/api/admin/rebuild/", headers=AUTH).json()
         assert "the broker went away" in failed["error"], failed
+        assert failed["resumable"] is True  # what `rebuild --live` tells the operator: ask again
         assert (tmp_path / "rm.duckdb.rebuild").exists()
         assert s.client.post("/api/admin/rebuild/", headers=AUTH).status_code == 202
     wait_for(lambda: s.rebuild_state() == "done", "the rebuild to finish")
+    assert s.client.get("/api/admin/rebuild/", headers=AUTH).json()["resumable"] is False
 
     assert began_at[0] == {} and sum(halves.values()) > 500
     assert began_at[1] == halves  # the second attempt began where the first one stopped
@@ -311,6 +313,30 @@ def test_a_rebuild_that_failed_half_way_is_continued_by_the_next_attempt_not_beg
     apply_batch(reference, read_back(bootstrap_servers, topic))
     assert diff(table_rows(reference), rows_of(path)) == {}
     reference.close()
+
+
+@pytest.mark.parametrize("resumable", [True, False])
+def test_rebuild_live_says_when_asking_again_continues_the_failed_rebuild(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], resumable: bool
+) -> None:
+    # What the operator reads when the server answers the rebuild's progress as the test above saw it.
+    import cli.ops_cmd
+    from cli.main import main
+
+    failed = {"state": "failed", "error": "ConnectionError: the broker went away", "resumable": resumable}
+    progress = {**failed, "events_done": 550_000, "events_total": 1_675_231}
+
+    class Server:
+        def call(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+            assert path == "/api/admin/rebuild/"
+            return (202 if method == "POST" else 200), progress
+
+    monkeypatch.setattr(cli.ops_cmd, "_client", lambda url, token: Server())
+    assert main(["rebuild", "--live", "--url", "http://127.0.0.1:8000", "--token", "t"]) == 1
+    err = capsys.readouterr().err
+    assert "rebuild failed: ConnectionError: the broker went away" in err
+    again = "Run this command again once the cause is gone: the rebuild continues from where this attempt stopped"
+    assert (f"{again} (550,000 events)" in err) is resumable, err
 
 
 def test_a_rebuild_file_another_process_left_is_deleted_at_start_up(
