@@ -3,7 +3,8 @@
 The read model can always be rebuilt by folding the topic from offset 0, but only while the topic
 still holds every event the read model keeps: `retention.ms` is the retention policy
 (CHAT_ANALYTICS_RETENTION_DAYS) plus one day of margin, infinite for -1, and `retention.bytes` is
-always infinite (a size limit would delete events of any age). Keeping more than that would keep
+always infinite (a size limit would delete events of any age), and `cleanup.policy` is `delete` (compaction
+would keep only the newest event of each key, a session's). Keeping more than that would keep
 visitors' raw chat events in Kafka after the read model forgot them. Hence `ensure_topic` refuses an
 existing topic whose retention differs from the policy (unless told to set it), and
 `retention_warning` lets `serve`, `project` and `status` say so.
@@ -24,7 +25,7 @@ from schemas.settings import KEEP_FOREVER
 
 DEFAULT_PARTITIONS = 6
 INFINITE = "-1"
-RETENTION_KEYS = ("retention.ms", "retention.bytes")
+RETENTION_KEYS = ("retention.ms", "retention.bytes", "cleanup.policy")
 DAY_MS = 86_400_000
 ADMIN_TIMEOUT_MS = 30_000
 # How long an altered retention may take to show in the broker's own view of the topic (see ensure_topic).
@@ -38,7 +39,7 @@ def retention_ms(retention_days: int) -> str:
 
 
 def topic_config(retention_days: int) -> dict[str, str]:
-    return {"retention.ms": retention_ms(retention_days), "retention.bytes": INFINITE}
+    return {"retention.ms": retention_ms(retention_days), "retention.bytes": INFINITE, "cleanup.policy": "delete"}
 
 
 TOPIC_CONFIG = topic_config(KEEP_FOREVER)  # infinite: what tests use, and -1 asks for
@@ -50,8 +51,14 @@ def retention_problem(retention: dict[str, str], retention_days: int) -> tuple[s
     wanted = retention_ms(retention_days)
     size, ms = retention.get("retention.bytes", INFINITE), retention.get("retention.ms", INFINITE)
     policy = "keep everything" if retention_days == KEEP_FOREVER else f"{retention_days} days"
+    cleanup = retention.get("cleanup.policy", "delete")
+    if "compact" in cleanup:
+        return "short", (
+            f"cleanup.policy={cleanup}: Kafka keeps only the newest event of each key (a session's), not every "
+            "event the read model keeps (cleanup.policy=delete)"
+        )
     if size != INFINITE or (ms != INFINITE and (wanted == INFINITE or int(ms) < int(wanted))):
-        finite_keys = {k: v for k, v in retention.items() if v != INFINITE}
+        finite_keys = finite(retention)
         return "short", (
             f"finite retention ({_describe(finite_keys)}), less than the read model needs "
             f"(CHAT_ANALYTICS_RETENTION_DAYS: {policy}, retention.ms={wanted}, retention.bytes=-1)"
@@ -118,8 +125,10 @@ def topic_retention(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
 
 
 def finite(retention: dict[str, str]) -> dict[str, str]:
-    """The retention settings that would delete events (any value but -1)."""
-    return {key: value for key, value in retention.items() if value != INFINITE}
+    """The time and size limits that would delete events (any value but -1)."""
+    return {
+        key: value for key in ("retention.ms", "retention.bytes") if (value := retention.get(key, INFINITE)) != INFINITE
+    }
 
 
 def partition_count(admin: KafkaAdminClient, topic: str) -> int | None:

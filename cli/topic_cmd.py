@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "create",
         help="create the event topic with the retention policy's retention (idempotent); --update sets it",
         description=f"Create the event topic with retention.ms = {ENV_RETENTION_DAYS} + 1 day (-1, infinite, "
-        "when that is -1) and retention.bytes=-1. If it exists with that retention, nothing changes. If it "
-        "exists with another, refuse (exit 2) unless --update, which sets it.",
+        "when that is -1), retention.bytes=-1 and cleanup.policy=delete. If it exists with that retention, nothing "
+        "changes. If it exists with another, refuse (exit 2) unless --update, which sets it.",
     )
     create.add_argument(
         "--bootstrap-servers",
@@ -81,7 +81,8 @@ def _create(args: argparse.Namespace) -> int:
     if result.created:
         print(f"created topic {topic!r} with {result.partitions} partitions and {retention} at {bootstrap}")
     elif result.retention_fixed:
-        print(f"topic {topic!r} existed with another retention; set {retention} and retention.bytes=-1")
+        fixed = f"{retention}, retention.bytes=-1 and cleanup.policy=delete"
+        print(f"topic {topic!r} existed with another retention; set {fixed}")
     else:
         note = ""
         if args.partitions is not None and result.partitions != partitions:

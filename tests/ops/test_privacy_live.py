@@ -258,7 +258,11 @@ def test_topic_create_follows_the_policy_and_status_warns_when_the_topic_differs
     assert created.returncode == 0 and "retention.ms=7862400000" in created.stdout, created.stdout + created.stderr
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers)
     try:
-        assert topic_retention(admin, name) == {"retention.ms": str(91 * 86_400_000), "retention.bytes": "-1"}
+        assert topic_retention(admin, name) == {
+            "retention.ms": str(91 * 86_400_000),
+            "retention.bytes": "-1",
+            "cleanup.policy": "delete",
+        }
         # A longer policy: the topic now keeps less than the read model needs; refused, then --update.
         longer = {"CHAT_ANALYTICS_RETENTION_DAYS": "120"}
         refused = cli("topic", "create", "--bootstrap-servers", bootstrap_servers, "--topic", name, env=longer)
@@ -282,7 +286,8 @@ def test_topic_create_follows_the_policy_and_status_warns_when_the_topic_differs
             ).returncode
             == 0
         )
-        assert topic_retention(admin, name) == {"retention.ms": "-1", "retention.bytes": "-1"}
+        kept_forever = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+        assert topic_retention(admin, name) == kept_forever
         status = cli("status", "--db", str(db), "--bootstrap-servers", bootstrap_servers, "--topic", name, env=forever)
         assert "WARNING" not in status.stdout and "retention policy:   keep everything" in status.stdout
     finally:
