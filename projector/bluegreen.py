@@ -8,7 +8,8 @@ new file is close to the head of the topic:
 
 1. the live projector stops between two batches (the API still reads the current file);
 2. the new file folds the last records up to the end offsets as they are now, so it holds at least
-   everything the current one does (counts never go backwards), then is checkpointed and closed;
+   everything the current one does (counts never go backwards), gets its serving index, is checkpointed
+   and closed; the current file's log is checkpointed too;
 3. under the handle's write side (it waits for requests in flight and holds new ones for the few ms
    this takes): the current file is checkpointed and closed, renamed aside, the new one renamed to
    the served path, reopened, swapped in;
@@ -56,6 +57,7 @@ from schemas.position import Position
 from schemas.readmodel import (
     READMODEL_VERSION,
     SERVING_CHECKPOINT_THRESHOLD,
+    add_serving_indexes,
     connect,
     file_version,
     size_bytes,
@@ -436,9 +438,17 @@ class LiveProjection:
                     raise RuntimeError("the new file did not reach the end offsets")
                 if self.retention_days is not None:
                     forget.purge(new_con, self.retention_days)  # the horizon may have moved meanwhile
+                # Made here, while requests still read the current file: made by the swap, which serves the
+                # file with them, they held every request for ~0.6 s at a million events.
+                add_serving_indexes(new_con)
                 checkpoint_and_close(new_con)
                 if Path(f"{new_path}.wal").exists():
                     raise RuntimeError(f"{new_path}.wal is left after a checkpoint: not switching to it")
+                # The current file's log too: nothing writes to it any more, and its checkpoint under the
+                # swap's hold would keep requests waiting for as long as it takes (up to the serving
+                # threshold's 256 MiB of log). Readers go on meanwhile; what is left is done in the hold.
+                with contextlib.suppress(duckdb.Error):
+                    self.handle.connection.execute("CHECKPOINT")
                 self._set(phase="swapping files")
                 con = self._swap_files(new_path)
             except BaseException:

@@ -502,7 +502,11 @@ def serving_settings(con: duckdb.DuckDBPyConnection, checkpoint_threshold: str |
     (read_only,) = con.execute(
         "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
     ).fetchone() or (True,)
-    if read_only:
-        return
+    if not read_only:
+        add_serving_indexes(con)
+
+
+def add_serving_indexes(con: duckdb.DuckDBPyConnection) -> None:
+    """Makes the SERVING_INDEXES on a writable file that lacks them (about 0.5 s for a million events)."""
     for statement in SERVING_INDEXES:
         con.execute(statement)

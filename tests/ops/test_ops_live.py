@@ -339,6 +339,44 @@ def test_rebuild_live_says_when_asking_again_continues_the_failed_rebuild(
     assert (f"{again} (550,000 events)" in err) is resumable, err
 
 
+def test_the_switch_holds_requests_only_to_swap_files_not_to_index_or_checkpoint(
+    bootstrap_servers: str, topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: Any
+) -> None:
+    # While requests are held (the handle's write side), only closing, renaming and opening may happen:
+    # the new file must already have its serving index (making it took ~0.6 s at a million events) and
+    # the served file's log must already be checkpointed (up to 256 MiB of it under traffic).
+    import contextlib
+
+    import duckdb
+
+    path = tmp_path / "rm.duckdb"
+    publish(bootstrap_servers, topic, list(stream(600, seed=12, sessions=30)))
+    s: Served = served(path)
+    s.projection.start()
+    wait_for(lambda: s.client.get("/readyz").status_code == 200, "readiness")
+    wal = Path(f"{path}.wal")
+    assert wal.exists() and wal.stat().st_size > 0  # the live projector's commits, not checkpointed yet
+    seen: dict[str, Any] = {}
+    real_exclusive, real_swap = s.handle.exclusive, s.handle.swap
+
+    @contextlib.contextmanager
+    def exclusive() -> Iterator[None]:
+        with real_exclusive():
+            seen["log at the hold"] = wal.stat().st_size if wal.exists() else 0
+            yield
+
+    def swap(con: duckdb.DuckDBPyConnection, new_path: Any = None) -> duckdb.DuckDBPyConnection:
+        indexes = con.execute("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'interactions'").fetchall()
+        seen.setdefault("indexes of the new file", [name for (name,) in indexes])
+        return real_swap(con, new_path)
+
+    monkeypatch.setattr(s.handle, "exclusive", exclusive)
+    monkeypatch.setattr(s.handle, "swap", swap)
+    assert s.client.post("/api/admin/rebuild/", headers=AUTH).status_code == 202
+    wait_for(lambda: s.rebuild_state() == "done", "the rebuild to finish")
+    assert seen == {"log at the hold": 0, "indexes of the new file": ["interactions_session_id"]}
+
+
 def test_a_rebuild_file_another_process_left_is_deleted_at_start_up(
     bootstrap_servers: str, topic: str, tmp_path: Path, served: Any
 ) -> None:
