@@ -134,13 +134,6 @@ def report(
 STATUS_BROKER_TIMEOUT_S = 15.0  # how long `status` waits for the broker before saying it cannot tell
 
 
-def topic_end_offsets(bootstrap_servers: str, topic: str, timeout_s: float = STATUS_BROKER_TIMEOUT_S) -> dict[int, int]:
-    """The topic's end offsets now (next offset per partition). Raises when the topic is unknown."""
-    from projector.rebuild import log_bounds
-
-    return log_bounds(bootstrap_servers, topic, timeout_s=timeout_s).ends
-
-
 def render_text(doc: dict[str, Any]) -> str:
     """The human form of `report`."""
     lines = [

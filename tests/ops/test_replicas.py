@@ -39,9 +39,8 @@ from api.app import create_app
 from auth.tokens import TokenStore
 from ingest.demo import DemoTraffic
 from loopback.ports import free_ports
-from projector.rebuild import LogBounds, fold_to, rebuild_source
+from projector.rebuild import LogBounds, fold_to, log_bounds, rebuild_source
 from projector.snapshot import diff, table_rows
-from projector.status import topic_end_offsets
 from replicas.haproxy import HAProxy
 from replicas.local import ReplicaSet
 from schemas.position import Position
@@ -189,7 +188,7 @@ def reference_answers(
     before) with the real fold, and answers each recorded request at that position from it."""
     con = connect(path)
     handle = ReadModelHandle(con, path)
-    partitions = sorted(topic_end_offsets(bootstrap_servers, topic))
+    partitions = sorted(log_bounds(bootstrap_servers, topic, timeout_s=15.0).ends)
     try:
         for position in positions:
             targets = {p: position.offset(p) for p in partitions}
@@ -363,7 +362,7 @@ def test_replicas_behind_haproxy_stay_correct_monotonic_and_available(
             assert sum(snap_offsets.values()) > INITIAL_EVENTS, "taken while the stream ran"
             ref = connect(tmp_path / "snapshot-ref.duckdb")
             try:
-                partitions = sorted(topic_end_offsets(bootstrap_servers, topic))
+                partitions = sorted(log_bounds(bootstrap_servers, topic, timeout_s=15.0).ends)
                 targets = {p: snap_offsets.get(p, 0) for p in partitions}
                 bounds = LogBounds(starts=dict.fromkeys(partitions, 0), ends=targets, targets=targets)
                 fold_to(ref, source=rebuild_source(bootstrap_servers, topic), bounds=bounds, parse_process=False)
@@ -374,7 +373,7 @@ def test_replicas_behind_haproxy_stay_correct_monotonic_and_available(
             snap.close()
 
         # Quiet again: every replica folds to the end, then all three answer every endpoint identically.
-        ends = topic_end_offsets(bootstrap_servers, topic)
+        ends = log_bounds(bootstrap_servers, topic, timeout_s=15.0).ends
         head = Position.of(READMODEL_VERSION, topic, ends).token()
         requests = [
             (f"{PREFIX}/", {"page_size": "50"}),
