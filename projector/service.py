@@ -174,15 +174,14 @@ class ProjectorService:
         Not to be mixed with a running `start()` thread: there is one writer."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self.purge_if_due()
-        reader = self._connect()
-        targets = reader.end_offsets()
+        reader, targets = self._connect()
         self._note_ends(targets)
         folded = 0
         try:
             in_parallel = self._catch_up_in_parallel(targets)
             if in_parallel is not None:
                 folded += in_parallel
-                reader = self._connect()
+                reader, _ = self._connect()
             while not self._reached(targets) and not self._stop.is_set():
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"not caught up with {self.source.topic} after {timeout} s: {self.status()}")
@@ -236,9 +235,9 @@ class ProjectorService:
         while not self._stop.is_set():
             try:
                 self.purge_if_due()
-                reader = self._connect()
-                if self._catch_up_in_parallel(reader.end_offsets()) is not None:
-                    reader = self._connect()
+                reader, ends = self._connect()
+                if self._catch_up_in_parallel(ends) is not None:
+                    reader, _ = self._connect()
                 while not self._stop.is_set():
                     started = time.monotonic()
                     folded = self._step(reader)
@@ -267,9 +266,10 @@ class ProjectorService:
         self._close_reader()
         self._close_parser()
 
-    def _connect(self) -> Prefetcher:
+    def _connect(self) -> tuple[Prefetcher, dict[int, int]]:
+        """The reader, connected (and its topic checked) if need be, and the topic's end offsets now."""
         if self._reader is not None:
-            return self._reader
+            return self._reader, self._reader.end_offsets()
         parser = self._parser
         reader = Prefetcher(
             TopicReader(self.source), prepare if parser is None else parser.prepare, self.source.batch_size
@@ -303,7 +303,7 @@ class ProjectorService:
         self._reader = reader
         self._last_partition_check = time.monotonic()
         self._update_caught_up()
-        return reader
+        return reader, ends
 
     def _step(self, reader: Prefetcher) -> int:
         batch = reader.take(LIVE_POLL_MS / 1000)
