@@ -246,7 +246,7 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         # A database DuckDB invalidated cannot be closed cleanly: what was committed is in the log.
         with contextlib.suppress(duckdb.Error):
-            handle.connection.close()
+            handle.close()
     if handle.failure is not None:
         return EXIT_READ_MODEL_FAILED
     return 0 if server.started else 1

@@ -8,7 +8,6 @@ database DuckDB invalidated) import this module, so it sits on the bottom floor 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -80,7 +79,7 @@ class ReadersWriterLock:
 class ReadModelHandle:
     """The read model a process currently serves from.
 
-    Readers take a fresh cursor per unit of work inside `reading()`, a read lease; a blue/green
+    Readers take a cursor per unit of work inside `reading()`, a read lease; a blue/green
     rebuild swaps in a new connection inside `exclusive()`, which waits for every lease to end and
     holds new ones back until the swap is done, so no unit of work spans two files or a closed one.
     `unavailable` (a reason) makes `reading()` raise `ReadModelUnavailable` instead.
@@ -108,6 +107,7 @@ class ReadModelHandle:
         # checkpoint): the process cannot serve any more, /livez fails and `serve` exits.
         self.failure: str | None = None
         self._lock = ReadersWriterLock()
+        self._idle: list[duckdb.DuckDBPyConnection] = []
         self.positions = PositionBoard()
         self.version = 0
         self._note_file(con)
@@ -128,27 +128,49 @@ class ReadModelHandle:
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor on the current file, valid until the block ends (a read lease)."""
+        """A cursor on the current file, valid until the block ends (a read lease). The block must end any
+        transaction it begins: the cursor goes back to the idle ones for a later lease."""
         with self._lock.shared():
             if self.failure is not None:
                 raise ReadModelUnavailable("the read model failed; the server is restarting")
             if self.unavailable is not None:
                 raise ReadModelUnavailable(self.unavailable)
             try:
-                cur = self._con.cursor()
+                # A cursor of an earlier lease when one is idle: opening and closing one per request cost
+                # ~0.1-0.2 ms under load (more than a remembered answer's statement).
+                try:
+                    cur = self._idle.pop()
+                except IndexError:
+                    cur = self._con.cursor()
                 try:
                     yield cur
-                finally:
-                    cur.close()
+                except BaseException:
+                    cur.close()  # it may be in a state no later lease should inherit
+                    raise
+                self._idle.append(cur)
             except duckdb.Error as exc:
                 if not is_fatal(exc):
                     raise
                 self.mark_failed(exc)
                 raise ReadModelUnavailable("the read model failed; the server is restarting") from exc
 
-    def exclusive(self) -> contextlib.AbstractContextManager[None]:
-        """The write side: no lease is held while it is, so the connection may be closed and swapped."""
-        return self._lock.exclusive()
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The write side: no lease is held while it is, so the connection may be closed and swapped (the
+        idle cursors are closed first: an open cursor would keep the file open)."""
+        with self._lock.exclusive():
+            self._close_idle()
+            yield
+
+    def close(self) -> None:
+        """Closes the idle cursors and the connection (at shutdown, when no request reads any more)."""
+        self._close_idle()
+        self._con.close()
+
+    def _close_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for cur in idle:
+            cur.close()
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -162,6 +184,7 @@ class ReadModelHandle:
     ) -> duckdb.DuckDBPyConnection:
         """Makes `con` current and returns the previous connection for the caller to close."""
         serving_settings(con, self.checkpoint_threshold)
+        self._close_idle()
         old, self._con = self._con, con
         self.path = Path(path) if path is not None else None
         self.generation += 1

@@ -39,7 +39,7 @@ def hand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     handle = build_read_model(tmp_path_factory.mktemp("conv") / "rm.duckdb")
     with make_client(handle) as client:
         yield client
-    handle.connection.close()
+    handle.close()
 
 
 def rows(client: Any, path: str = CONVERSATIONS, **params: Any) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ PUBLIC_PATHS = ["/healthz", "/readyz", "/metrics", "/api/schema/"]
 def handle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadModelHandle]:
     handle = build_read_model(tmp_path_factory.mktemp("endpoints") / "rm.duckdb")
     yield handle
-    handle.connection.close()
+    handle.close()
 
 
 @pytest.fixture(scope="module")
@@ -699,7 +699,7 @@ def test_a_swapped_read_model_serves_from_the_next_request(handle: ReadModelHand
         swapped.swap(other.connection)
         assert c.get(f"{PREFIX}/", headers=AUTH).headers["x-result-count"] == "0"
         assert c.get(f"{PREFIX}/kpi/", headers=AUTH).json()["interactions_total"] == 0
-    other.connection.close()
+    other.close()
 
 
 @pytest.mark.parametrize("session_id", ["Ā", "a, b", "100%", "x y"])

@@ -22,7 +22,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     handle = build_read_model(tmp_path_factory.mktemp("feedbacks") / "rm.duckdb")
     with make_client(handle) as c:
         yield c
-    handle.connection.close()
+    handle.close()
 
 
 def names(client: Any, **params: Any) -> list[str]:

@@ -20,7 +20,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     handle = build_read_model(tmp_path_factory.mktemp("list") / "rm.duckdb")
     with make_client(handle) as c:
         yield c
-    handle.connection.close()
+    handle.close()
 
 
 def get(client: TestClient, raw: str = "", **params: object) -> list[str]:

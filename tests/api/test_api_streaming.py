@@ -32,7 +32,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
     handle = build_read_model(tmp_path_factory.mktemp("stream") / "rm.duckdb")
     with make_client(handle) as c:
         yield c, handle
-    handle.connection.close()
+    handle.close()
 
 
 @pytest.mark.parametrize("path", WHOLE_LISTS)

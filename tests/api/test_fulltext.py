@@ -61,7 +61,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     handle = build_read_model(tmp_path_factory.mktemp("fulltext") / "rm.duckdb", events())
     with make_client(handle, clock=lambda: TODAY) as c:
         yield c
-    handle.connection.close()
+    handle.close()
 
 
 def found(client: Any, query: str) -> list[int]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from projector.fold import apply_batch
 from schemas.readmodel import ROW_GROUP_SIZE, connect
@@ -83,3 +84,33 @@ def test_a_writer_appends_small_row_groups_and_its_cursors_read_the_file(tmp_pat
     ).fetchall()
     assert [rows for _group, rows in sizes] == [ROW_GROUP_SIZE, len(turns) - ROW_GROUP_SIZE]
     con.close()
+
+
+def test_leases_reuse_idle_cursors_but_not_one_whose_work_failed_and_the_write_side_closes_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rm.duckdb"
+    handle = ReadModelHandle(connect(path), path)
+    with handle.reading() as cur:
+        first = cur
+        cur.execute("BEGIN TRANSACTION")
+        cur.execute("ROLLBACK")
+    with handle.reading() as cur:
+        assert cur is first  # opening and closing a cursor per request costs more than a statement
+        with pytest.raises(duckdb.Error):
+            cur.execute("SELECT no_such_column FROM interactions")
+    with handle.reading() as cur:
+        assert cur is first  # the failure was caught inside the lease: the cursor is fine
+    with pytest.raises(RuntimeError), handle.reading() as cur:
+        cur.execute("BEGIN TRANSACTION")
+        raise RuntimeError("the work failed inside its transaction")
+    with pytest.raises(duckdb.ConnectionException):
+        first.execute("SELECT 1")  # closed, never lent again with its transaction open
+    with handle.reading() as cur:
+        second = cur
+        assert cur.execute("SELECT count(*) FROM interactions").fetchone() == (0,)
+    with handle.exclusive(), pytest.raises(duckdb.ConnectionException):
+        second.execute("SELECT 1")  # closed: a blue/green switch may close and replace the file
+    with handle.reading() as cur:
+        assert cur is not second
+    handle.close()

@@ -106,7 +106,7 @@ class ServerThread:
 def read_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadModelHandle]:
     handle = build_read_model(tmp_path_factory.mktemp("waldur") / "rm.duckdb", parsable_events())
     yield handle
-    handle.connection.close()
+    handle.close()
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def test_the_client_cannot_parse_a_turn_without_feedback(tmp_path: Path) -> None
         raw = anonymous_chat_interactions_retrieve.sync_detailed
         with pytest.raises((TypeError, AttributeError, ValueError)):
             raw(uuid=uid(9), client=c)
-    handle.connection.close()
+    handle.close()
 
 
 def test_conversations_with_turn_and_conversation_level_filters(client: AuthenticatedClient) -> None:
@@ -270,4 +270,4 @@ def test_the_client_cannot_parse_a_feedback_record_without_category(tmp_path: Pa
         # The answer itself is what the contract says.
         raw = c.get_httpx_client().get("/api/anonymous-chat-feedbacks/").json()
         assert [(r["score"], r["category"]) for r in raw] == [(1, "")]
-    handle.connection.close()
+    handle.close()

@@ -91,7 +91,7 @@ class Served:
     def close(self) -> None:
         self.projection.stop()
         self.client.close()
-        self.handle.connection.close()
+        self.handle.close()
 
 
 @pytest.fixture

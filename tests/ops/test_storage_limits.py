@@ -18,7 +18,7 @@ from tests.support.faults import REPO, STAFF, private_tmpfs, wait_until
 
 def test_no_projector_serves_a_file_on_read_only_storage(tmp_path: Path) -> None:
     built = tmp_path / "built.duckdb"
-    build_read_model(built).connection.close()
+    build_read_model(built).close()
     with private_tmpfs(tmp_path / "ro", "64m") as (mount, enter):
         served = mount / "rm.duckdb"
         subprocess.run([*enter, "cp", str(built), str(served)], check=True, timeout=60)
