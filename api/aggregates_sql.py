@@ -52,6 +52,7 @@ def total_for_days(expression: str) -> str:
 
 
 SESSION_TURNS = "SELECT turns FROM sessions WHERE session_id = ?"
+SESSIONS_TURNS = "SELECT session_id, turns FROM sessions WHERE session_id = ANY(?::VARCHAR[])"
 USER_TURNS = "SELECT total_interactions FROM user_stats WHERE user_slug = ?"
 
 # The KPI's additive counters, in the order of `api.interactions_sql.kpi_totals`, summed over daily_counters.

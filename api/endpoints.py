@@ -30,7 +30,7 @@ from api.params import (
     parse_window_days,
     raise_if_any,
 )
-from api.readers import PositionNotReached, read
+from api.readers import PositionNotReached, Together, read
 from api.row_cache import RowCache
 from api.snapshot_cache import SnapshotCache
 from auth.tokens import TokenStore
@@ -41,6 +41,8 @@ from serving.changes import INTERACTION, SESSION, USER, Key
 from serving.handle import ReadModelHandle
 
 StatusProvider = Callable[[], Mapping[str, Any]]
+# The most questions one read answers together: at 8-16 keys a statement costs ~1.5-2x one key's.
+MAX_TOGETHER = 16
 PREFIX = "/api/anonymous-chat-interactions"
 FEEDBACKS = "/api/anonymous-chat-feedbacks"
 
@@ -58,6 +60,9 @@ class Context:
     openapi: bytes = b""
     answers: SnapshotCache = field(default_factory=SnapshotCache)
     rows: RowCache = field(default_factory=RowCache)
+    # Misses of a retrieve, and of a session's whole transcript, answered together (`api.coalescing`).
+    retrieves: Together = field(default_factory=lambda: Together(queries.get_interactions, MAX_TOGETHER))
+    transcripts: Together = field(default_factory=lambda: Together(queries.session_transcripts, MAX_TOGETHER))
     topic: str = DEFAULT_TOPIC  # whose offsets make the read-model position
     min_position_wait_s: float = 0.0  # how long a request waits for its min_position
     ready_max_lag: int | None = DEFAULT_READY_MAX_LAG
@@ -92,9 +97,11 @@ async def _read(
     work: Callable[[duckdb.DuckDBPyConnection], T],
     key: Hashable,
     depends: Key | None = None,
+    together: tuple[Together, Any] | None = None,
 ) -> T:
     """`work` over one snapshot at `minimum` or later; the snapshot's position goes into the response.
-    `depends`: the one key of `serving.changes` the answer depends on, if any (`api.readers.read`)."""
+    `depends`: the one key of `serving.changes` the answer depends on, if any; `together`: the kind of
+    question it is and its argument, when misses of that kind are answered together (`api.readers.read`)."""
     answer = await read(
         ctx.handle,
         work,
@@ -105,6 +112,7 @@ async def _read(
         wait_s=ctx.min_position_wait_s,
         rows=ctx.rows,
         depends=depends,
+        together=together,
     )
     request.state.read_model_position = answer.position
     if not answer.reached:
@@ -120,12 +128,13 @@ async def _answer(
     work: Callable[..., T],
     *args: Hashable,
     depends: Key | None = None,
+    together: tuple[Together, Any] | None = None,
 ) -> T:
     """`work(cursor, *args)` over one snapshot (`_read`), remembered for that snapshot under `work` and
     `args`: the arguments are all an answer depends on besides the data. `depends`: the one key of the
     data the answer depends on, if it reads the turns of one interaction, session or visitor only; it is
     then also remembered across commits that did not touch that key (`api.snapshot_cache`)."""
-    return await _read(request, ctx, minimum, lambda cur: work(cur, *args), (work, *args), depends)
+    return await _read(request, ctx, minimum, lambda cur: work(cur, *args), (work, *args), depends, together)
 
 
 def _turns_of(filters: Filters | None) -> Key | None:
@@ -233,7 +242,15 @@ async def retrieve_interaction(request: Request, ctx: Context) -> Response:
     errors: dict[str, list[str]] = {}
     minimum = _minimum(request, ctx, errors)
     raise_if_any(errors)
-    body = await _answer(request, ctx, minimum, queries.get_interaction, value, depends=_interaction(value))
+    body = await _answer(
+        request,
+        ctx,
+        minimum,
+        queries.get_interaction,
+        value,
+        depends=_interaction(value),
+        together=(ctx.retrieves, value),
+    )
     return detail("Not found.", 404) if body is None else json_response(body)
 
 
@@ -248,8 +265,19 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
     paging = parse_pagination(request.query_params, errors, optional=True)
     raise_if_any(errors)
     if paging is None:
+        # A session's whole transcript in its own order, the dashboard's question: answered together.
+        together = None
+        if narrowed is not None and narrowed.session_id is not None and narrowed.given() == {"session_id"}:
+            together = (ctx.transcripts, narrowed.session_id) if order == ("created",) else None
         whole = await _answer(
-            request, ctx, minimum, queries.short_whole_list, narrowed, order, depends=_turns_of(narrowed)
+            request,
+            ctx,
+            minimum,
+            queries.short_whole_list,
+            narrowed,
+            order,
+            depends=_turns_of(narrowed),
+            together=together,
         )
         if whole is None:
             assert narrowed is not None  # a contradiction has no rows, so it is short
@@ -474,6 +502,10 @@ async def metrics(request: Request, ctx: Context) -> Response:
         failed=ctx.handle.failure is not None,
         cache_counts=(ctx.answers.hits, ctx.answers.misses),
         row_counts=(ctx.rows.hits, ctx.rows.misses),
+        together={
+            "retrieve": ctx.retrieves.coalescer.counts(),
+            "session_transcript": ctx.transcripts.coalescer.counts(),
+        },
     )
     return Response(body, media_type=CONTENT_TYPE)
 

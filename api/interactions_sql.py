@@ -189,6 +189,11 @@ def select_page_keys(condition: str, order: str) -> str:
 SELECT_ONE = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ?"
 # The rows of a list of uuids (`?`, text), in no particular order, found through the primary key's index.
 SELECT_BY_KEYS = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ANY(?::UUID[])"
+# The turns of a list of sessions (`?`), each session's in its transcript's order (`order_by(("created",))`).
+SELECT_SESSIONS_TURNS = (
+    f"SELECT session_id, {SELECT_LIST} FROM interactions WHERE session_id = ANY(?::VARCHAR[])"
+    f" ORDER BY session_id, {order_by(('created',))}"
+)
 
 # A CSV row is flat: the interaction's fields (JSON ones as their JSON text), then the feedback's as
 # `feedback_<field>`, all empty when the turn has neither feedback nor review (JSON's `"feedback": null`).

@@ -252,6 +252,20 @@ def cache_lines(cache: str, hit: str, missed: str, hits: int, misses: int) -> It
         yield f"{name} {value}"
 
 
+def together_lines(kinds: Mapping[str, tuple[int, int]]) -> Iterable[str]:
+    """Per kind of question answered together (`api.coalescing`): the reads, and the questions they
+    answered (questions / reads is the mean batch)."""
+    for counter, text, at in (
+        ("together_reads_total", "Reads that answered cache misses of one kind together.", 0),
+        ("together_questions_total", "Cache misses answered by those reads.", 1),
+    ):
+        name = f"chat_analytics_{counter}"
+        yield f"# HELP {name} {text}"
+        yield f"# TYPE {name} counter"
+        for kind, counts in kinds.items():
+            yield f'{name}{{kind="{kind}"}} {counts[at]}'
+
+
 def render(
     metrics: RequestMetrics,
     status_provider: Callable[[], Mapping[str, Any]] | None,
@@ -260,6 +274,7 @@ def render(
     failed: bool = False,
     cache_counts: tuple[int, int] = (0, 0),
     row_counts: tuple[int, int] = (0, 0),
+    together: Mapping[str, tuple[int, int]] | None = None,
 ) -> str:
     status = status_provider() if status_provider is not None else None
     lines = [
@@ -276,6 +291,7 @@ def render(
             "Rows of list pages read from the read model.",
             *row_counts,
         ),
+        *together_lines(together or {}),
         *projector_lines(status),
         *freshness_lines(status),
         *health_lines(disk, failed),

@@ -177,6 +177,22 @@ def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any
     return sql.to_body(row) if row else None
 
 
+def get_interactions(cur: duckdb.DuckDBPyConnection, values: Sequence[str]) -> list[dict[str, Any] | None]:
+    """`get_interaction` of each of `values`, in one statement (`api.coalescing`)."""
+    wanted = {}
+    for value in values:
+        try:
+            wanted[value] = str(UUID(value))
+        except ValueError:
+            continue
+    found: dict[str, tuple[Any, ...]] = {}
+    if wanted:
+        keys = sorted(set(wanted.values()))
+        found = {row[0]: row for row in cur.execute(parsed(sql.SELECT_BY_KEYS), [keys]).fetchall()}
+    rows = [found.get(wanted.get(value, "")) for value in values]
+    return [sql.to_body(row) if row else None for row in rows]
+
+
 def export_interactions(filters: Filters | None, ordering: Sequence[str]) -> Export:
     """The list's rows (or a transcript's) for `filters` (None: a contradiction), every page at once, as
     the CSV export's columns."""
@@ -200,6 +216,18 @@ def short_whole_list(cur: duckdb.DuckDBPyConnection, filters: Filters | None, or
     # index and the common short transcript became slower.
     rows = cur.execute(parsed(sql.select_all(condition, sql.order_by(ordering))), params).fetchall()
     return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
+
+
+def session_transcripts(cur: duckdb.DuckDBPyConnection, sessions: Sequence[str]) -> list[Page | None]:
+    """`short_whole_list` of each session's turns in their own order (`created`), in two statements: the
+    sessions' counts, then the turns of those short enough to be built (`api.coalescing`)."""
+    counts = dict(cur.execute(parsed(agg.SESSIONS_TURNS), [sorted(set(sessions))]).fetchall())
+    short = sorted({s for s in sessions if counts.get(s, 0) <= STREAM_ROWS})
+    turns: dict[str, list[dict[str, Any]]] = {s: [] for s in short}
+    if short:
+        for row in cur.execute(parsed(sql.SELECT_SESSIONS_TURNS), [short]).fetchall():
+            turns[row[0]].append(sql.to_body(row[1:]))
+    return [Page(len(turns[s]), turns[s], None, 1) if s in turns else None for s in sessions]
 
 
 def stream_transcript(filters: Filters, ordering: Sequence[str]) -> Export:

@@ -4,18 +4,19 @@ a read-model position of at least the one the client asked for."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import duckdb
 from starlette.concurrency import run_in_threadpool
 
 from api import row_cache
+from api.coalescing import Coalescer
 from api.row_cache import RowCache
 from api.snapshot_cache import SnapshotCache, snapshot_state, state_of
 from schemas.position import Position
-from serving.changes import Key, MarkRows
+from serving.changes import COMMITS, ChangeLog, Key, MarkRows
 from serving.handle import ReadModelHandle
 from serving.parsed import parsed
 
@@ -40,6 +41,30 @@ class PositionNotReached(Exception):
             f" after waiting {waited_s * 1000:.0f} ms; retry shortly."
         )
         self.position = position
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """A question of a kind answered together (`Together`): the argument it asks about, the answer
+    cache's key of its answer, what that answer depends on, and the position the client asked for."""
+
+    arg: Any
+    key: Hashable
+    depends: Key | None
+    minimum: Position | None
+
+
+@dataclass(frozen=True)
+class Together:
+    """A kind of question whose cache misses are answered together (`api.coalescing`): `many(cursor,
+    args)` answers a list of its arguments in one snapshot, each as the kind's own work would alone."""
+
+    many: Callable[[duckdb.DuckDBPyConnection, Sequence[Any]], Sequence[Any]]
+    max_batch: int
+    coalescer: Coalescer[Question] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "coalescer", Coalescer(self.max_batch))
 
 
 def _row_count(value: object) -> int:
@@ -74,6 +99,7 @@ def _in_snapshot(
     minimum: Position | None,
     rows: RowCache | None = None,
     depends: Key | None = None,
+    together: tuple[Together, Any] | None = None,
 ) -> Answer[T]:
     # A read lease for the whole unit of work: a blue/green switch waits for it to end, so the file
     # cannot be swapped (or closed) under a request, and the next request reads the new file.
@@ -96,6 +122,16 @@ def _in_snapshot(
             found, value = cache.get(mark, key, handle.changes)
             if found:
                 return Answer(value, position)
+        if together is not None and cache is not None:
+            kind, arg = together
+            question = Question(arg, key, depends, minimum)
+            # This thread's cursor reads for the batch when it leads one (a second lease here could wait
+            # for a blue/green switch that waits for this one).
+            done, answer = kind.coalescer.ask(
+                question, lambda questions: _answers_together(cur, handle, kind, questions, cache, topic)
+            )
+            if done:
+                return answer  # type: ignore[no-any-return]  # an Answer of `work`'s kind
         # One transaction, so that a count and the rows it describes see the same projector commit; the
         # answer computed in it belongs to the mark read in it.
         cur.execute(parsed("BEGIN TRANSACTION"))
@@ -129,6 +165,88 @@ def _in_snapshot(
             cur.execute(parsed("ROLLBACK"))
 
 
+def _answers_together(
+    cur: duckdb.DuckDBPyConnection,
+    handle: ReadModelHandle,
+    kind: Together,
+    questions: Sequence[Question],
+    cache: SnapshotCache,
+    topic: str,
+) -> list[Answer[Any]]:
+    """The answers to `questions` from one snapshot: those the cache holds for its mark, and the others by
+    one call of `kind.many`, remembered as each one's own read would have remembered it.
+
+    Without a transaction when the last live commit published its mark (`serving.changes`) and no commit
+    of the process began or ended while the statements ran: each statement then read the file as that
+    commit left it, so they all read one snapshot, the published one. Otherwise (or when a commit came
+    in between) in a read transaction, with the mark read in it, as a single request's read does."""
+    commits = handle.positions.commits
+    published = handle.changes.current()
+    if published is not None:
+        sequence = COMMITS.value
+        mark, position, _reached, _forgets = _snapshot(cur, handle, topic, None, published)
+        values, computed = _look_up(cur, kind, questions, cache, mark, handle.changes)
+        if COMMITS.value == sequence and handle.changes.current() is published:
+            return _answered(questions, values, computed, cache, mark, position, commits, handle.changes)
+    cur.execute(parsed("BEGIN TRANSACTION"))
+    try:
+        mark, position, _reached, _forgets = _snapshot(cur, handle, topic, None)
+        values, computed = _look_up(cur, kind, questions, cache, mark, handle.changes)
+        return _answered(questions, values, computed, cache, mark, position, commits, handle.changes)
+    finally:
+        cur.execute(parsed("ROLLBACK"))
+
+
+def _look_up(
+    cur: duckdb.DuckDBPyConnection,
+    kind: Together,
+    questions: Sequence[Question],
+    cache: SnapshotCache,
+    mark: tuple[int, int],
+    changes: ChangeLog,
+) -> tuple[dict[Hashable, Any], dict[Question, Any]]:
+    """The answers the cache holds at `mark`, and those computed by one call of `kind.many` (by question)."""
+    values: dict[Hashable, Any] = {}
+    missing: dict[Hashable, Question] = {}
+    for q in questions:
+        if q.key in values or q.key in missing:
+            continue
+        found, value = cache.get(mark, q.key, changes)
+        if found:
+            values[q.key] = value
+        else:
+            missing[q.key] = q
+    computed: dict[Question, Any] = {}
+    if missing:
+        answers = kind.many(cur, [q.arg for q in missing.values()])
+        computed = dict(zip(missing.values(), answers, strict=True))
+    return values, computed
+
+
+def _answered(
+    questions: Sequence[Question],
+    values: dict[Hashable, Any],
+    computed: dict[Question, Any],
+    cache: SnapshotCache,
+    mark: tuple[int, int],
+    position: Position,
+    commits: int,
+    changes: ChangeLog,
+) -> list[Answer[Any]]:
+    """Remembers what was computed at `mark`; each question's answer, in order."""
+    cache.count_misses(len(computed))
+    for q, value in computed.items():
+        values[q.key] = value
+        cache.put(mark, q.key, value, rows=_row_count(value), commits=commits, depends=q.depends, changes=changes)
+    answers: list[Answer[Any]] = []
+    for q in questions:
+        if q.minimum is None or position.covers(q.minimum):
+            answers.append(Answer(values[q.key], position))
+        else:
+            answers.append(Answer(None, position, reached=False))
+    return answers
+
+
 async def read(
     handle: ReadModelHandle,
     work: Callable[[duckdb.DuckDBPyConnection], T],
@@ -140,11 +258,14 @@ async def read(
     wait_s: float = 0.0,
     rows: RowCache | None = None,
     depends: Key | None = None,
+    together: tuple[Together, Any] | None = None,
 ) -> Answer[T]:
     """Runs `work(cursor)` in the threadpool: DuckDB calls block, the event loop must not. With a
     `cache`, an answer to the same `key` (everything the answer depends on besides the data) computed
     in the same snapshot is returned instead, or in a later one when the answer `depends` on one key of
     `serving.changes` that no commit since touched. With `rows`, pages take the rows it holds (`api.row_cache`).
+    With `together` (a kind and this question's argument), a miss is answered with the misses of the same
+    kind that wait at the same time (`api.coalescing`), or alone when that read fails.
 
     With a `minimum` position the file has not reached, waits (on the event loop, holding no thread)
     for the projector's next commit and looks again, for at most `wait_s`; then returns an answer that
@@ -154,7 +275,9 @@ async def read(
     while True:
         # Taken before the read: a commit between the read and the wait still wakes the wait.
         seen = board.commits
-        answer = await run_in_threadpool(_in_snapshot, handle, work, cache, key, topic, minimum, rows, depends)
+        answer = await run_in_threadpool(
+            _in_snapshot, handle, work, cache, key, topic, minimum, rows, depends, together
+        )
         remaining = deadline - time.monotonic()
         if answer.reached or remaining <= 0:
             return answer

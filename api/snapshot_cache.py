@@ -140,6 +140,11 @@ class SnapshotCache:
             # Then look again: the answer is there, or (it failed or was too big) compute it here.
             running.wait()
 
+    def count_misses(self, n: int) -> None:
+        """Counts `n` answers computed without `claim` (answered together: `api.readers.Together`)."""
+        with self._lock:
+            self.misses += n
+
     def release(self, mark: tuple[int, int], key: Hashable) -> None:
         with self._lock:
             running = self._in_flight.pop((mark, key), None)

@@ -11,14 +11,12 @@ import duckdb
 
 from bench.miss_cost import time_statements
 from projector import forget
-from projector.apply import apply_prepared
 from projector.fold import apply_batch
-from projector.prepare import prepare
 from projector.transaction import transaction
 from schemas.readmodel import connect
 from serving.changes import COMMITS, mark_rows
 from serving.handle import ReadModelHandle
-from tests.support.api_data import AUTH, make_client
+from tests.support.api_data import AUTH, live_commit, make_client
 from tests.support.events import erasure, feedback, stream, to_records, turn
 
 PREFIX = "/api/anonymous-chat-interactions"
@@ -36,18 +34,11 @@ def _served(tmp_path: Path) -> tuple[duckdb.DuckDBPyConnection, ReadModelHandle]
     return con, ReadModelHandle(con, tmp_path / "rm.duckdb")
 
 
-def _live_commit(con: duckdb.DuckDBPyConnection, handle: ReadModelHandle, events: list[Any], start: int) -> int:
-    records = to_records(events, start=start)
-    stats = apply_prepared(con, prepare(records), changes=handle.changes)
-    handle.positions.advance([(t, p, o) for (t, p), o in stats.offsets.items()])
-    return start + len(records)
-
-
 def test_a_remembered_answer_after_a_live_commit_costs_no_statement(tmp_path: Path) -> None:
     con, handle = _served(tmp_path)
     client = make_client(handle)
     first = turn("s1")
-    offset = _live_commit(con, handle, [first, turn("s2")], 0)
+    offset = live_commit(con, handle, [first, turn("s2")], 0)
     paths = [f"{PREFIX}/?page_size=5", f"{PREFIX}/kpi/", f"{PREFIX}/{first['data']['interaction_uuid']}/"]
     computed = [client.get(p, headers=AUTH) for p in paths]
     counted = _count_statements(handle)
@@ -59,7 +50,7 @@ def test_a_remembered_answer_after_a_live_commit_costs_no_statement(tmp_path: Pa
     assert counted == []
     # The next live commit: the answers that depend on everything are computed again, then served
     # without a statement once more; the retrieve of a turn the commit did not touch stays remembered.
-    _live_commit(con, handle, [feedback(first, -1), turn("s3")], offset)
+    live_commit(con, handle, [feedback(first, -1), turn("s3")], offset)
     fresh = make_client(handle)
     for path in paths:
         got = client.get(path, headers=AUTH)
@@ -73,7 +64,7 @@ def test_a_remembered_answer_after_a_live_commit_costs_no_statement(tmp_path: Pa
 def test_any_other_commit_makes_the_requests_read_the_mark_again(tmp_path: Path) -> None:
     con, handle = _served(tmp_path)
     client = make_client(handle)
-    offset = _live_commit(con, handle, [turn("s1", user_slug="a" * 64), turn("s2")], 0)
+    offset = live_commit(con, handle, [turn("s1", user_slug="a" * 64), turn("s2")], 0)
     path = f"{PREFIX}/?page_size=5"
     client.get(path, headers=AUTH)
     assert handle.changes.current() is not None
@@ -97,13 +88,13 @@ def test_an_erasure_is_never_hidden_by_a_published_mark(tmp_path: Path) -> None:
     client = make_client(handle)
     slug = "b" * 64
     kept, erased = turn("s1", user_slug="a" * 64), turn("s2", user_slug=slug)
-    offset = _live_commit(con, handle, [kept, erased], 0)
+    offset = live_commit(con, handle, [kept, erased], 0)
     by_user = f"{PREFIX}/by-user/{slug}/"
     paths = [f"{PREFIX}/?page_size=5", by_user, f"{PREFIX}/{erased['data']['interaction_uuid']}/"]
     for _ in range(2):  # computed, then remembered
         assert [client.get(p, headers=AUTH).status_code for p in paths] == [200, 200, 200]
     assert client.get(by_user, headers=AUTH).json() != []
-    _live_commit(con, handle, [erasure(user_slug=slug)], offset)
+    live_commit(con, handle, [erasure(user_slug=slug)], offset)
     assert handle.changes.current() is not None
     assert client.get(by_user, headers=AUTH).json() == []
     assert client.get(paths[2], headers=AUTH).status_code == 404
@@ -123,7 +114,7 @@ def test_the_published_mark_is_the_mark_read_after_each_commit(tmp_path: Path) -
         batch = events[start : start + 50]
         if number == 7:
             batch.append(erasure(session_id=next(e["data"]["session_id"] for e in events if _is_turn(e))))
-        offset = _live_commit(con, handle, batch, offset)
+        offset = live_commit(con, handle, batch, offset)
         rows = handle.changes.current()
         if rows is not None:
             published += 1

@@ -26,9 +26,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from api.app import create_app
 from auth.tokens import TokenStore
+from projector.apply import apply_prepared
 from projector.fold import apply_batch
+from projector.prepare import prepare
 from schemas.readmodel import connect
 from serving.handle import ReadModelHandle
 from tests.support.events import click, feedback, review, to_records, turn, usage
@@ -211,3 +215,12 @@ def uuids(response: Any) -> list[str]:
     """The turns of a list response, by their names in the table above (t1..t7)."""
     names = {v: k for k, v in T.items()}
     return [names[row["uuid"]] for row in response.json()]
+
+
+def live_commit(con: duckdb.DuckDBPyConnection, handle: ReadModelHandle, events: list[Any], start: int) -> int:
+    """Folds `events` (at offsets from `start`) as the live projector of `serve` does: its change filed
+    and its mark published (`serving.changes`), the handle's positions advanced. The next offset."""
+    records = to_records(events, start=start)
+    stats = apply_prepared(con, prepare(records), changes=handle.changes)
+    handle.positions.advance([(t, p, o) for (t, p), o in stats.offsets.items()])
+    return start + len(records)
