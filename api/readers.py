@@ -132,37 +132,78 @@ def _in_snapshot(
             )
             if done:
                 return answer  # type: ignore[no-any-return]  # an Answer of `work`'s kind
+        # Between a live commit and the next commit of the process, no transaction either: the file is
+        # as that commit published it, and every statement reads it so while no other commit begins (a
+        # count and the rows it describes see the same commit). Checked after the work: when a commit
+        # came in between, the answer is thrown away and read again in a transaction.
+        published = handle.changes.current()
+        if published is not None:
+            sequence = COMMITS.value
+
+            def unchanged() -> bool:
+                return COMMITS.value == sequence and handle.changes.current() is published
+
+            answer = _computed(
+                cur, handle, work, cache, key, topic, minimum, rows, depends, commits, published, unchanged
+            )
+            if answer is not None:
+                return answer
         # One transaction, so that a count and the rows it describes see the same projector commit; the
         # answer computed in it belongs to the mark read in it.
         cur.execute(parsed("BEGIN TRANSACTION"))
         try:
-            mark, position, reached, forgets = _snapshot(cur, handle, topic, minimum)
-            if not reached:
-                return Answer(None, position, reached=False)
-            # The rows of this file's generation (read inside the lease), as of this snapshot's removals.
-            serving = row_cache.serving(rows, handle.generation, forgets)
-            if cache is None:
-                with serving:
-                    return Answer(work(cur), position)
-            found, value = cache.claim(mark, key, commits, handle.changes)
-            if not found:
-                try:
-                    with serving:
-                        value = work(cur)
-                    cache.put(
-                        mark,
-                        key,
-                        value,
-                        rows=_row_count(value),
-                        commits=commits,
-                        depends=depends,
-                        changes=handle.changes,
-                    )
-                finally:
-                    cache.release(mark, key)
-            return Answer(value, position)
+            answer = _computed(cur, handle, work, cache, key, topic, minimum, rows, depends, commits)
+            assert answer is not None  # only a check that failed throws an answer away
+            return answer
         finally:
             cur.execute(parsed("ROLLBACK"))
+
+
+def _computed(
+    cur: duckdb.DuckDBPyConnection,
+    handle: ReadModelHandle,
+    work: Callable[[duckdb.DuckDBPyConnection], T],
+    cache: SnapshotCache | None,
+    key: Hashable,
+    topic: str,
+    minimum: Position | None,
+    rows: RowCache | None,
+    depends: Key | None,
+    commits: int,
+    published: MarkRows | None = None,
+    unchanged: Callable[[], bool] | None = None,
+) -> Answer[T] | None:
+    """`work`'s answer (or the one the cache holds) in the snapshot `cur` reads: the mark `published`, or
+    else the one read with `cur` (in a transaction). None when `unchanged` says the snapshot moved while
+    the work ran: nothing is remembered then."""
+    mark, position, reached, forgets = _snapshot(cur, handle, topic, minimum, published)
+    if not reached:
+        return Answer(None, position, reached=False)
+    # The rows of this file's generation (read inside the lease), as of this snapshot's removals.
+    serving = row_cache.serving(rows, handle.generation, forgets)
+    if cache is None:
+        with serving:
+            value = work(cur)
+        return None if unchanged is not None and not unchanged() else Answer(value, position)
+    found, value = cache.claim(mark, key, commits, handle.changes)
+    if not found:
+        try:
+            with serving:
+                value = work(cur)
+            if unchanged is not None and not unchanged():
+                return None
+            cache.put(
+                mark,
+                key,
+                value,
+                rows=_row_count(value),
+                commits=commits,
+                depends=depends,
+                changes=handle.changes,
+            )
+        finally:
+            cache.release(mark, key)
+    return Answer(value, position)
 
 
 def _answers_together(

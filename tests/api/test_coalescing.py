@@ -19,10 +19,9 @@ from api.encoding import dumps
 from api.interactions_sql import SELECT_BY_KEYS, SELECT_SESSIONS_TURNS
 from api.params import Filters
 from schemas.events import TURN_RECORDED
-from schemas.readmodel import connect
 from serving.handle import ReadModelHandle
-from tests.support.api_data import AUTH, build_read_model, live_commit, make_client
-from tests.support.events import feedback, stream, turn
+from tests.support.api_data import AUTH, build_read_model, make_client
+from tests.support.events import stream
 
 PREFIX = "/api/anonymous-chat-interactions"
 
@@ -264,68 +263,3 @@ def test_the_batched_queries_equal_the_single_ones(
                 assert _as_json(queries.session_transcripts(cur, batch)) == _as_json(alone)
                 streamed += sum(page is None for page in alone)
     assert (streamed > 0) == (stream_rows == 3)
-
-
-class _Gate:
-    """A cursor wrapper whose first statement reading several uuids waits for `proceed` once `entered`."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.proceed = threading.Event()
-        self.passed = False
-
-    def wrap(self, handle: ReadModelHandle) -> Callable[[], None]:
-        reading = handle.reading
-        gate = self
-
-        class Gated:
-            def __init__(self, cur: Any) -> None:
-                self._cur = cur
-
-            def execute(self, statement: Any, *args: Any) -> Any:
-                if getattr(statement, "query", statement) == SELECT_BY_KEYS and not gate.passed:
-                    gate.passed = True
-                    gate.entered.set()
-                    gate.proceed.wait(10)
-                return self._cur.execute(statement, *args)
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(self._cur, name)
-
-        @contextmanager
-        def gated() -> Iterator[Any]:
-            with reading() as cur:
-                yield Gated(cur)
-
-        handle.reading = gated  # type: ignore[method-assign]
-        return lambda: setattr(handle, "reading", reading)
-
-
-def test_a_commit_while_a_batch_is_read_without_a_transaction_sends_it_to_one(tmp_path: Path) -> None:
-    """A batch read on the mark the last live commit published must not be served when another commit
-    came before its statement: it would give the new rows under the old position."""
-    con = connect(tmp_path / "rm.duckdb")
-    handle = ReadModelHandle(con, tmp_path / "rm.duckdb")
-    first = turn("s1")
-    offset = live_commit(con, handle, [first, turn("s2")], 0)
-    client = make_client(handle)
-    before = client.get(f"{PREFIX}/kpi/", headers=AUTH).headers["x-read-model-position"]
-    assert handle.changes.current() is not None  # so the batch is read without a transaction
-    gate = _Gate()
-    restore = gate.wrap(handle)
-    path = f"{PREFIX}/{first['data']['interaction_uuid']}/"
-    got: list[Any] = []
-    asking = threading.Thread(target=lambda: got.append(client.get(path, headers=AUTH)))
-    asking.start()
-    assert gate.entered.wait(10)
-    live_commit(con, handle, [feedback(first, 1)], offset)
-    gate.proceed.set()
-    asking.join(10)
-    restore()
-    now = make_client(handle).get(path, headers=AUTH)
-    assert now.json()["feedback"]["score"] == 1
-    assert now.headers["x-read-model-position"] != before
-    assert (got[0].content, got[0].headers["x-read-model-position"]) == (
-        now.content,
-        now.headers["x-read-model-position"],
-    )

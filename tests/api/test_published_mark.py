@@ -1,14 +1,19 @@
 """A remembered answer served with the snapshot mark the last live commit published (serving.changes):
 no statement while no commit has begun since, the mark read again as soon as one has, and never an
-answer the file no longer gives."""
+answer the file no longer gives. A miss computed on that mark without a transaction: read again in one
+when a commit came in between."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from api.interactions_sql import SELECT_BY_KEYS
 from bench.miss_cost import time_statements
 from projector import forget
 from projector.fold import apply_batch
@@ -138,3 +143,98 @@ def test_a_commit_that_overlapped_another_publishes_nothing(tmp_path: Path) -> N
 
 def _is_turn(event: Any) -> bool:
     return isinstance(event, dict) and event.get("type") == "chat.turn.recorded"
+
+
+class _Gate:
+    """A cursor wrapper whose first statement `holds` picks waits for `proceed` once `entered`."""
+
+    def __init__(self, holds: Callable[[str], bool]) -> None:
+        self.holds = holds
+        self.entered = threading.Event()
+        self.proceed = threading.Event()
+        self.passed = False
+
+    def wrap(self, handle: ReadModelHandle) -> Callable[[], None]:
+        reading = handle.reading
+        gate = self
+
+        class Gated:
+            def __init__(self, cur: Any) -> None:
+                self._cur = cur
+
+            def execute(self, statement: Any, *args: Any) -> Any:
+                if gate.holds(getattr(statement, "query", statement)) and not gate.passed:
+                    gate.passed = True
+                    gate.entered.set()
+                    gate.proceed.wait(10)
+                return self._cur.execute(statement, *args)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._cur, name)
+
+        @contextmanager
+        def gated() -> Iterator[Any]:
+            with reading() as cur:
+                yield Gated(cur)
+
+        handle.reading = gated  # type: ignore[method-assign]
+        return lambda: setattr(handle, "reading", reading)
+
+
+def test_a_commit_while_a_batch_is_read_without_a_transaction_sends_it_to_one(tmp_path: Path) -> None:
+    """A batch read on the mark the last live commit published must not be served when another commit
+    came before its statement: it would give the new rows under the old position."""
+    con = connect(tmp_path / "rm.duckdb")
+    handle = ReadModelHandle(con, tmp_path / "rm.duckdb")
+    first = turn("s1")
+    offset = live_commit(con, handle, [first, turn("s2")], 0)
+    client = make_client(handle)
+    before = client.get(f"{PREFIX}/kpi/", headers=AUTH).headers["x-read-model-position"]
+    assert handle.changes.current() is not None  # so the batch is read without a transaction
+    gate = _Gate(lambda query: query == SELECT_BY_KEYS)
+    restore = gate.wrap(handle)
+    path = f"{PREFIX}/{first['data']['interaction_uuid']}/"
+    got: list[Any] = []
+    asking = threading.Thread(target=lambda: got.append(client.get(path, headers=AUTH)))
+    asking.start()
+    assert gate.entered.wait(10)
+    live_commit(con, handle, [feedback(first, 1)], offset)
+    gate.proceed.set()
+    asking.join(10)
+    restore()
+    now = make_client(handle).get(path, headers=AUTH)
+    assert now.json()["feedback"]["score"] == 1
+    assert now.headers["x-read-model-position"] != before
+    assert (got[0].content, got[0].headers["x-read-model-position"]) == (
+        now.content,
+        now.headers["x-read-model-position"],
+    )
+
+
+def test_a_commit_while_a_single_miss_is_read_without_a_transaction_sends_it_to_one(tmp_path: Path) -> None:
+    """The same for any other miss read on the published mark: a list page's count and rows must be of one
+    commit, and its position that commit's."""
+    con = connect(tmp_path / "rm.duckdb")
+    handle = ReadModelHandle(con, tmp_path / "rm.duckdb")
+    offset = live_commit(con, handle, [turn("s1"), turn("s2")], 0)
+    client = make_client(handle)
+    before = client.get(f"{PREFIX}/kpi/", headers=AUTH).headers["x-read-model-position"]
+    assert handle.changes.current() is not None
+    gate = _Gate(lambda query: "FROM daily_counters" in query)  # the list's count, its first statement
+    restore = gate.wrap(handle)
+    path = f"{PREFIX}/?page_size=5"
+    got: list[Any] = []
+    asking = threading.Thread(target=lambda: got.append(client.get(path, headers=AUTH)))
+    asking.start()
+    assert gate.entered.wait(10)
+    live_commit(con, handle, [turn("s3")], offset)
+    gate.proceed.set()
+    asking.join(10)
+    restore()
+    now = make_client(handle).get(path, headers=AUTH)
+    assert now.headers["x-result-count"] == "3" and now.headers["x-read-model-position"] != before
+    assert (got[0].content, got[0].headers["x-result-count"], got[0].headers["x-read-model-position"]) == (
+        now.content,
+        "3",
+        now.headers["x-read-model-position"],
+    )
