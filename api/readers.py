@@ -136,13 +136,9 @@ def _in_snapshot(
         # as that commit published it, and every statement reads it so while no other commit begins (a
         # count and the rows it describes see the same commit). Checked after the work: when a commit
         # came in between, the answer is thrown away and read again in a transaction.
-        published = handle.changes.current()
-        if published is not None:
-            sequence = COMMITS.value
-
-            def unchanged() -> bool:
-                return COMMITS.value == sequence and handle.changes.current() is published
-
+        state = _published(handle)
+        if state is not None:
+            published, unchanged = state
             answer = _computed(
                 cur, handle, work, cache, key, topic, minimum, rows, depends, commits, published, unchanged
             )
@@ -157,6 +153,18 @@ def _in_snapshot(
             return answer
         finally:
             cur.execute(parsed("ROLLBACK"))
+
+
+def _published(handle: ReadModelHandle) -> tuple[MarkRows, Callable[[], bool]] | None:
+    """The mark's rows the last live commit published, when no commit of the process has begun since, and
+    a check that none has begun or ended since this call. The count is read first: a commit whose
+    `COMMIT` began before the rows were taken, and may be visible to the statements before it has ended,
+    then fails the check."""
+    sequence = COMMITS.value
+    published = handle.changes.current()
+    if published is None:
+        return None
+    return published, lambda: COMMITS.value == sequence
 
 
 def _computed(
@@ -222,12 +230,12 @@ def _answers_together(
     commit left it, so they all read one snapshot, the published one. Otherwise (or when a commit came
     in between) in a read transaction, with the mark read in it, as a single request's read does."""
     commits = handle.positions.commits
-    published = handle.changes.current()
-    if published is not None:
-        sequence = COMMITS.value
+    state = _published(handle)
+    if state is not None:
+        published, unchanged = state
         mark, position, _reached, _forgets = _snapshot(cur, handle, topic, None, published)
         values, computed = _look_up(cur, kind, questions, cache, mark, handle.changes)
-        if COMMITS.value == sequence and handle.changes.current() is published:
+        if unchanged():
             return _answered(questions, values, computed, cache, mark, position, commits, handle.changes)
     cur.execute(parsed("BEGIN TRANSACTION"))
     try:
