@@ -10,6 +10,7 @@ is rendered. The read lease is held until the last row is sent (a blue/green swi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -105,8 +106,14 @@ class RowStream:
         self._renderer = renderer
         self._first = True
         self._ended = False
+        # `next_chunk` and `close` one at a time: a request cut short is closed from another thread while
+        # the thread reading its next chunk goes on (a thread cannot be cancelled), and that chunk must
+        # not open the rest of the rows on a cursor its lease has already given back.
+        self._turn = threading.Lock()
         self._ahead: pa.RecordBatch | None = None
-        cur = self._stack.enter_context(handle.reading())
+        # A cursor of its own, closed at the end: a request cut short can leave a chunk still being read
+        # in another thread when the stream is closed (`serving.handle.ReadModelHandle.reading`).
+        cur = self._stack.enter_context(handle.reading(reuse=False))
         cur.execute(parsed("BEGIN TRANSACTION"))
         self._stack.callback(cur.execute, "ROLLBACK")
         try:
@@ -149,6 +156,10 @@ class RowStream:
             return batch
 
     def next_chunk(self) -> bytes | None:
+        with self._turn:
+            return self._next_chunk()
+
+    def _next_chunk(self) -> bytes | None:
         if self._ended:
             return None
         batch, self._ahead = (self._ahead, None) if self._ahead is not None else (self._next_batch(), None)
@@ -168,7 +179,9 @@ class RowStream:
         return chunk
 
     def close(self) -> None:
-        self._stack.close()
+        with self._turn:
+            self._ended = True
+            self._stack.close()
 
 
 class StreamedResponse(StreamingResponse):

@@ -127,9 +127,13 @@ class ReadModelHandle:
             log.critical("the read model is unusable until a restart: %s", self.failure)
 
     @contextmanager
-    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def reading(self, *, reuse: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor on the current file, valid until the block ends (a read lease). The block must end any
-        transaction it begins: the cursor goes back to the idle ones for a later lease."""
+        transaction it begins and every result it opens: the cursor goes back to the idle ones for a later
+        lease. `reuse=False` for a lease whose cursor other threads may still use when it ends (a streamed
+        body, whose reader a request cut short leaves behind): that cursor is closed instead. One left
+        with an open result would hold its transaction open for good, and the projector's checkpoints,
+        which wait for every transaction, with it."""
         with self._lock.shared():
             if self.failure is not None:
                 raise ReadModelUnavailable("the read model failed; the server is restarting")
@@ -147,7 +151,10 @@ class ReadModelHandle:
                 except BaseException:
                     cur.close()  # it may be in a state no later lease should inherit
                     raise
-                self._idle.append(cur)
+                if reuse:
+                    self._idle.append(cur)
+                else:
+                    cur.close()
             except duckdb.Error as exc:
                 if not is_fatal(exc):
                     raise

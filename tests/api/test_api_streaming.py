@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import duckdb
 import pytest
 
 from api import queries, streaming
+from api.params import ConversationFilters, Filters
 from serving.handle import ReadModelHandle
 from tests.support.api_data import AUTH, PREFIX, USER_A, build_read_model, make_client
 from tests.support.readmodel import lease_is_free
@@ -112,3 +114,30 @@ def test_a_list_sent_as_first_rows_then_the_rest_is_the_same_list(
     assert response.status_code == 200
     assert response.json() == pages.json()
     assert response.headers["x-result-count"] == pages.headers["x-result-count"]
+
+
+def test_a_chunk_asked_after_the_stream_was_closed_reads_nothing(
+    served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cut short is closed from one thread while another may still ask for its next chunk (a
+    thread cannot be cancelled): that chunk must not open the rest of the rows on a cursor the stream's
+    lease has given back, where the open result would hold a transaction for good."""
+    _client, handle = served
+    monkeypatch.setattr(queries, "STREAM_HEAD_ROWS", 1)
+    stream = streaming.RowStream(
+        handle,
+        queries.stream_conversations(Filters(), ConversationFilters(), ("-last_active",)),
+        "chat.events",
+        streaming.JsonTextArray(),
+        batch_rows=1,
+    )
+    assert stream.next_chunk()  # the first rows: the head's statement
+    executed: list[str] = []
+    cursor = stream._cur
+    monkeypatch.setattr(stream, "_open", lambda query: executed.append(query) or stream._reader)
+    stream.close()
+    assert stream.next_chunk() is None
+    assert executed == []  # the rest was not opened
+    with pytest.raises(duckdb.ConnectionException):
+        cursor.execute("SELECT 1")  # and the stream's cursor is closed, not lent to a later request
+    assert lease_is_free(handle)

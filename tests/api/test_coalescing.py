@@ -72,13 +72,19 @@ def test_a_lone_question_is_read_at_once_and_alone() -> None:
     assert coalescer.counts() == (2, 2)
 
 
-def test_questions_asked_while_a_batch_is_read_are_answered_together() -> None:
-    reads = Reads()
+def _held(reads: Reads, max_batch: int) -> tuple[Coalescer[str], threading.Thread]:
+    """A coalescer whose first batch ("a") is being read, held until `reads.release`."""
     reads.release.clear()
-    coalescer: Coalescer[str] = Coalescer(max_batch=8)
+    coalescer: Coalescer[str] = Coalescer(max_batch=max_batch)
     first = threading.Thread(target=lambda: coalescer.ask("a", reads))
     first.start()
     _until(lambda: reads.batches == [["a"]])
+    return coalescer, first
+
+
+def test_questions_asked_while_a_batch_is_read_are_answered_together() -> None:
+    reads = Reads()
+    coalescer, first = _held(reads, max_batch=8)
     asked = _ask_in_threads(coalescer, reads, ["b", "c", "d"])
     assert coalescer.waiting() == 3
     reads.release.set()
@@ -92,11 +98,7 @@ def test_questions_asked_while_a_batch_is_read_are_answered_together() -> None:
 
 def test_a_batch_holds_at_most_max_batch_questions_and_every_question_is_answered() -> None:
     reads = Reads()
-    reads.release.clear()
-    coalescer: Coalescer[str] = Coalescer(max_batch=2)
-    first = threading.Thread(target=lambda: coalescer.ask("a", reads))
-    first.start()
-    _until(lambda: len(reads.batches) == 1)
+    coalescer, first = _held(reads, max_batch=2)
     asked = _ask_in_threads(coalescer, reads, list("bcdefg"))
     reads.release.set()
     for t in [first, *asked["threads"]]:
@@ -108,11 +110,7 @@ def test_a_batch_holds_at_most_max_batch_questions_and_every_question_is_answere
 
 def test_a_failed_read_fails_no_request_and_the_next_questions_are_read() -> None:
     reads = Reads(bad="x")
-    coalescer: Coalescer[str] = Coalescer(max_batch=8)
-    reads.release.clear()
-    first = threading.Thread(target=lambda: coalescer.ask("a", reads))
-    first.start()
-    _until(lambda: len(reads.batches) == 1)
+    coalescer, first = _held(reads, max_batch=8)
     asked = _ask_in_threads(coalescer, reads, ["x", "y"])
     reads.release.set()
     for t in [first, *asked["threads"]]:

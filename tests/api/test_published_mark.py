@@ -181,59 +181,58 @@ class _Gate:
         return lambda: setattr(handle, "reading", reading)
 
 
-def test_a_commit_while_a_batch_is_read_without_a_transaction_sends_it_to_one(tmp_path: Path) -> None:
-    """A batch read on the mark the last live commit published must not be served when another commit
-    came before its statement: it would give the new rows under the old position."""
+def _asked_across_a_commit(
+    tmp_path: Path, holds: Callable[[str], bool], path: str, commit: Callable[[list[Any]], list[Any]]
+) -> tuple[Any, Any, str]:
+    """`path` asked of a server whose last live commit published its mark, held at its first statement
+    `holds` picks while another live commit (`commit` of the first commit's events) is made. The answer,
+    a fresh server's answer after that commit, and the position before it."""
     con = connect(tmp_path / "rm.duckdb")
     handle = ReadModelHandle(con, tmp_path / "rm.duckdb")
-    first = turn("s1")
-    offset = live_commit(con, handle, [first, turn("s2")], 0)
+    events = [turn("s1"), turn("s2")]
+    offset = live_commit(con, handle, events, 0)
     client = make_client(handle)
     before = client.get(f"{PREFIX}/kpi/", headers=AUTH).headers["x-read-model-position"]
-    assert handle.changes.current() is not None  # so the batch is read without a transaction
-    gate = _Gate(lambda query: query in (SELECT_ONE, SELECT_BY_KEYS))  # one uuid, or several
+    assert handle.changes.current() is not None  # so the miss is read without a transaction
+    gate = _Gate(holds)
     restore = gate.wrap(handle)
-    path = f"{PREFIX}/{first['data']['interaction_uuid']}/"
     got: list[Any] = []
-    asking = threading.Thread(target=lambda: got.append(client.get(path, headers=AUTH)))
+    asking = threading.Thread(target=lambda: got.append(client.get(path.format(*events), headers=AUTH)))
     asking.start()
     assert gate.entered.wait(10)
-    live_commit(con, handle, [feedback(first, 1)], offset)
+    live_commit(con, handle, commit(events), offset)
     gate.proceed.set()
     asking.join(10)
     restore()
-    now = make_client(handle).get(path, headers=AUTH)
-    assert now.json()["feedback"]["score"] == 1
+    now = make_client(handle).get(path.format(*events), headers=AUTH)
     assert now.headers["x-read-model-position"] != before
-    assert (got[0].content, got[0].headers["x-read-model-position"]) == (
-        now.content,
-        now.headers["x-read-model-position"],
+    return got[0], now, before
+
+
+def test_a_commit_while_a_batch_is_read_without_a_transaction_sends_it_to_one(tmp_path: Path) -> None:
+    """A batch read on the mark the last live commit published must not be served when another commit
+    came before its statement: it would give the new rows under the old position."""
+    got, now, _before = _asked_across_a_commit(
+        tmp_path,
+        lambda query: query in (SELECT_ONE, SELECT_BY_KEYS),  # one uuid, or several
+        PREFIX + "/{0[data][interaction_uuid]}/",
+        lambda events: [feedback(events[0], 1)],
     )
+    assert now.json()["feedback"]["score"] == 1
+    assert (got.content, got.headers["x-read-model-position"]) == (now.content, now.headers["x-read-model-position"])
 
 
 def test_a_commit_while_a_single_miss_is_read_without_a_transaction_sends_it_to_one(tmp_path: Path) -> None:
     """The same for any other miss read on the published mark: a list page's count and rows must be of one
     commit, and its position that commit's."""
-    con = connect(tmp_path / "rm.duckdb")
-    handle = ReadModelHandle(con, tmp_path / "rm.duckdb")
-    offset = live_commit(con, handle, [turn("s1"), turn("s2")], 0)
-    client = make_client(handle)
-    before = client.get(f"{PREFIX}/kpi/", headers=AUTH).headers["x-read-model-position"]
-    assert handle.changes.current() is not None
-    gate = _Gate(lambda query: "FROM daily_counters" in query)  # the list's count, its first statement
-    restore = gate.wrap(handle)
-    path = f"{PREFIX}/?page_size=5"
-    got: list[Any] = []
-    asking = threading.Thread(target=lambda: got.append(client.get(path, headers=AUTH)))
-    asking.start()
-    assert gate.entered.wait(10)
-    live_commit(con, handle, [turn("s3")], offset)
-    gate.proceed.set()
-    asking.join(10)
-    restore()
-    now = make_client(handle).get(path, headers=AUTH)
-    assert now.headers["x-result-count"] == "3" and now.headers["x-read-model-position"] != before
-    assert (got[0].content, got[0].headers["x-result-count"], got[0].headers["x-read-model-position"]) == (
+    got, now, _before = _asked_across_a_commit(
+        tmp_path,
+        lambda query: "FROM daily_counters" in query,  # the list's count, its first statement
+        PREFIX + "/?page_size=5",
+        lambda events: [turn("s3")],
+    )
+    assert now.headers["x-result-count"] == "3"
+    assert (got.content, got.headers["x-result-count"], got.headers["x-read-model-position"]) == (
         now.content,
         "3",
         now.headers["x-read-model-position"],
