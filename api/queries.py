@@ -179,7 +179,7 @@ def get_interaction(cur: duckdb.DuckDBPyConnection, value: str) -> dict[str, Any
 
 def get_interactions(cur: duckdb.DuckDBPyConnection, values: Sequence[str]) -> list[dict[str, Any] | None]:
     """`get_interaction` of each of `values`, in one statement (`api.coalescing`)."""
-    wanted = {}
+    wanted: dict[str, str] = {}
     for value in values:
         try:
             wanted[value] = str(UUID(value))
