@@ -1,22 +1,21 @@
 """Questions of one kind asked at the same time, answered together: one thread reads for all of them.
 
-A retrieve or a session's transcript the answer cache does not hold costs one read transaction, and
-most of that is fixed: the transaction, the snapshot mark and planning the statement cost more than
-finding one turn (bench/README.md, "Concurrent misses answered together"). Under load many such
-requests wait at once, each for its own transaction. So each kind of such question has a `Coalescer`:
-a request that finds fewer than `max_running` batches being read reads at once (a lone request waits for
-nothing); requests that arrive while that many are read queue up, and when one batch ends the first of
-them reads for all of them (up to `max_batch`) in one transaction, with one statement for all their keys.
-Two batches at once by default: DuckDB reads one while Python turns the other's rows into answers, so
-both cores stay busy.
+A retrieve or a session's transcript the answer cache does not hold costs one read, and most of that is
+fixed: the transaction, the snapshot mark and planning the statement cost more than finding one turn
+(bench/README.md, "Misses asked at once, answered together"). Under load many such requests wait at once,
+each for its own read. So each kind of such question has a `Coalescer`: a request that finds no batch of
+its kind being read reads at once (a lone request waits for nothing); requests that arrive while one is
+read queue up, and when it ends the first of them reads for all of them (up to `max_batch`), with one
+statement for all their keys. One batch at a time: two at once (DuckDB reading one while Python renders
+the other) made smaller batches and cost more CPU.
 
-Each answer is then the one its own transaction would have given in that snapshot, which began after
-the request arrived: at least as new as the answer it would have had alone. The answers are remembered
-per snapshot like any other (`api.snapshot_cache`).
+Each answer is then the one its own read would have given in that snapshot, which began after the
+request arrived: at least as new as the answer it would have had alone. The answers are remembered per
+snapshot like any other (`api.snapshot_cache`).
 
-When a batch fails, its requests are not failed with it: each is told to read alone, so a
-question that cannot be read does not take the others down, and a failure that is not the question's
-reaches each request from its own read.
+When a batch fails, its requests are not failed with it: each is told to read alone, so a question that
+cannot be read does not take the others down, and a failure that is not the question's reaches each
+request from its own read.
 """
 
 from __future__ import annotations
@@ -36,19 +35,18 @@ class Waiting(Generic[A]):
     question: A
     answer: Any = None
     answered: bool = False  # False until a read answered it: a batch that failed (or was interrupted)
-    lead: bool = False  # its turn to read for the batch it heads
+    lead: bool = False  # its turn to read for the next batch
     ready: threading.Event = field(default_factory=threading.Event)
 
 
 class Coalescer(Generic[A]):
-    """Questions queued while `max_running` batches are read, each by one of its requests' threads."""
+    """Questions queued while a batch is read, one batch at a time, each by one of its requests' threads."""
 
-    def __init__(self, max_batch: int, max_running: int = 1) -> None:
+    def __init__(self, max_batch: int) -> None:
         self.max_batch = max_batch
-        self.max_running = max_running
         self._lock = threading.Lock()
         self._queue: list[Waiting[A]] = []
-        self._running = 0
+        self._busy = False  # a batch is being read, or its successor is about to take the next
         # For /metrics: batches read, and the questions they answered.
         self.batches = 0
         self.questions = 0
@@ -70,20 +68,18 @@ class Coalescer(Generic[A]):
         me = Waiting(question)
         with self._lock:
             self._queue.append(me)
-            lead = self._running < self.max_running
-            if lead:
-                self._running += 1
+            lead = not self._busy
+            self._busy = True
         if not lead:
             me.ready.wait()
             if not me.lead:
                 return me.answered, me.answer
         with self._lock:
-            # Its own question and the oldest of those waiting, but not those already told to lead a
-            # batch of their own: they are about to take theirs.
-            others = [w for w in self._queue if w is not me and not w.lead][: self.max_batch - 1]
-            batch = [me, *others]
-            taken = {id(w) for w in batch}
-            self._queue = [w for w in self._queue if id(w) not in taken]
+            # Its own question (first in the queue: no batch was being read, or the one that ended handed
+            # the next to it) and the oldest of the others.
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+        assert batch[0] is me
         try:
             answers = read([w.question for w in batch])
             if len(answers) != len(batch):
@@ -96,9 +92,9 @@ class Coalescer(Generic[A]):
             with self._lock:
                 self.batches += 1
                 self.questions += len(batch)
-                successor = next((w for w in self._queue if not w.lead), None)
+                successor = self._queue[0] if self._queue else None
                 if successor is None:
-                    self._running -= 1
+                    self._busy = False
                 else:
                     successor.lead = True
             for w in batch:

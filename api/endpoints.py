@@ -267,8 +267,8 @@ async def _transcript(request: Request, ctx: Context, **path_filter: str) -> Res
     if paging is None:
         # A session's whole transcript in its own order, the dashboard's question: answered together.
         together = None
-        if narrowed is not None and narrowed.session_id is not None and narrowed.given() == {"session_id"}:
-            together = (ctx.transcripts, narrowed.session_id) if order == ("created",) else None
+        if narrowed is not None and narrowed.given() == {"session_id"} and order == ("created",):
+            together = (ctx.transcripts, narrowed.session_id)
         whole = await _answer(
             request,
             ctx,

@@ -21,6 +21,7 @@ from serving.handle import ReadModelHandle
 from serving.parsed import parsed
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,27 +133,69 @@ def _in_snapshot(
             )
             if done:
                 return answer  # type: ignore[no-any-return]  # an Answer of `work`'s kind
-        # Between a live commit and the next commit of the process, no transaction either: the file is
-        # as that commit published it, and every statement reads it so while no other commit begins (a
-        # count and the rows it describes see the same commit). Checked after the work: when a commit
-        # came in between, the answer is thrown away and read again in a transaction.
-        state = _published(handle)
-        if state is not None:
-            published, unchanged = state
-            answer = _computed(
-                cur, handle, work, cache, key, topic, minimum, rows, depends, commits, published, unchanged
-            )
-            if answer is not None:
-                return answer
-        # One transaction, so that a count and the rows it describes see the same projector commit; the
-        # answer computed in it belongs to the mark read in it.
-        cur.execute(parsed("BEGIN TRANSACTION"))
-        try:
-            answer = _computed(cur, handle, work, cache, key, topic, minimum, rows, depends, commits)
-            assert answer is not None  # only a check that failed throws an answer away
-            return answer
-        finally:
-            cur.execute(parsed("ROLLBACK"))
+
+        # On the published mark or in a read transaction (`_one_snapshot`): the answer computed belongs to
+        # the mark of the snapshot it was computed in.
+        def computed(published: MarkRows | None, unchanged: Callable[[], bool]) -> Answer[T] | None:
+            """`work`'s answer (or the one the cache holds) in the snapshot `cur` reads (`_one_snapshot`);
+            None, remembering nothing, when `unchanged` says that snapshot moved while the work ran."""
+            mark, position, reached, forgets = _snapshot(cur, handle, topic, minimum, published)
+            if not reached:
+                return Answer(None, position, reached=False)
+            # The rows of this file's generation (read inside the lease), as of this snapshot's removals.
+            serving = row_cache.serving(rows, handle.generation, forgets)
+            if cache is None:
+                with serving:
+                    value = work(cur)
+                return Answer(value, position) if unchanged() else None
+            found, value = cache.claim(mark, key, commits, handle.changes)
+            if not found:
+                try:
+                    with serving:
+                        value = work(cur)
+                    if not unchanged():
+                        return None
+                    cache.put(
+                        mark,
+                        key,
+                        value,
+                        rows=_row_count(value),
+                        commits=commits,
+                        depends=depends,
+                        changes=handle.changes,
+                    )
+                finally:
+                    cache.release(mark, key)
+            return Answer(value, position)
+
+        return _one_snapshot(cur, handle, computed)
+
+
+def _one_snapshot(
+    cur: duckdb.DuckDBPyConnection,
+    handle: ReadModelHandle,
+    attempt: Callable[[MarkRows | None, Callable[[], bool]], R | None],
+) -> R:
+    """`attempt(published, unchanged)`'s result over one snapshot of the file, so that a count and the rows
+    it describes see the same projector commit.
+
+    Between a live commit and the next commit of the process, without a transaction: the file is as that
+    commit published it (`published`, the mark's rows), and every statement reads it so while no other
+    commit begins. `unchanged()` then says whether one began or ended since: the attempt, having done its
+    work, returns None when it did, and is made again in a read transaction, where `published` is None
+    (the mark is read in it) and `unchanged()` always true."""
+    state = _published(handle)
+    if state is not None:
+        result = attempt(*state)
+        if result is not None:
+            return result
+    cur.execute(parsed("BEGIN TRANSACTION"))
+    try:
+        result = attempt(None, lambda: True)
+        assert result is not None  # only a snapshot that moved throws a result away
+        return result
+    finally:
+        cur.execute(parsed("ROLLBACK"))
 
 
 def _published(handle: ReadModelHandle) -> tuple[MarkRows, Callable[[], bool]] | None:
@@ -167,53 +210,6 @@ def _published(handle: ReadModelHandle) -> tuple[MarkRows, Callable[[], bool]] |
     return published, lambda: COMMITS.value == sequence
 
 
-def _computed(
-    cur: duckdb.DuckDBPyConnection,
-    handle: ReadModelHandle,
-    work: Callable[[duckdb.DuckDBPyConnection], T],
-    cache: SnapshotCache | None,
-    key: Hashable,
-    topic: str,
-    minimum: Position | None,
-    rows: RowCache | None,
-    depends: Key | None,
-    commits: int,
-    published: MarkRows | None = None,
-    unchanged: Callable[[], bool] | None = None,
-) -> Answer[T] | None:
-    """`work`'s answer (or the one the cache holds) in the snapshot `cur` reads: the mark `published`, or
-    else the one read with `cur` (in a transaction). None when `unchanged` says the snapshot moved while
-    the work ran: nothing is remembered then."""
-    mark, position, reached, forgets = _snapshot(cur, handle, topic, minimum, published)
-    if not reached:
-        return Answer(None, position, reached=False)
-    # The rows of this file's generation (read inside the lease), as of this snapshot's removals.
-    serving = row_cache.serving(rows, handle.generation, forgets)
-    if cache is None:
-        with serving:
-            value = work(cur)
-        return None if unchanged is not None and not unchanged() else Answer(value, position)
-    found, value = cache.claim(mark, key, commits, handle.changes)
-    if not found:
-        try:
-            with serving:
-                value = work(cur)
-            if unchanged is not None and not unchanged():
-                return None
-            cache.put(
-                mark,
-                key,
-                value,
-                rows=_row_count(value),
-                commits=commits,
-                depends=depends,
-                changes=handle.changes,
-            )
-        finally:
-            cache.release(mark, key)
-    return Answer(value, position)
-
-
 def _answers_together(
     cur: duckdb.DuckDBPyConnection,
     handle: ReadModelHandle,
@@ -222,28 +218,18 @@ def _answers_together(
     cache: SnapshotCache,
     topic: str,
 ) -> list[Answer[Any]]:
-    """The answers to `questions` from one snapshot: those the cache holds for its mark, and the others by
-    one call of `kind.many`, remembered as each one's own read would have remembered it.
-
-    Without a transaction when the last live commit published its mark (`serving.changes`) and no commit
-    of the process began or ended while the statements ran: each statement then read the file as that
-    commit left it, so they all read one snapshot, the published one. Otherwise (or when a commit came
-    in between) in a read transaction, with the mark read in it, as a single request's read does."""
+    """The answers to `questions` from one snapshot (`_one_snapshot`): those the cache holds for its mark,
+    and the others by one call of `kind.many`, remembered as each one's own read would have remembered it."""
     commits = handle.positions.commits
-    state = _published(handle)
-    if state is not None:
-        published, unchanged = state
+
+    def answered(published: MarkRows | None, unchanged: Callable[[], bool]) -> list[Answer[Any]] | None:
         mark, position, _reached, _forgets = _snapshot(cur, handle, topic, None, published)
         values, computed = _look_up(cur, kind, questions, cache, mark, handle.changes)
-        if unchanged():
-            return _answered(questions, values, computed, cache, mark, position, commits, handle.changes)
-    cur.execute(parsed("BEGIN TRANSACTION"))
-    try:
-        mark, position, _reached, _forgets = _snapshot(cur, handle, topic, None)
-        values, computed = _look_up(cur, kind, questions, cache, mark, handle.changes)
+        if not unchanged():
+            return None
         return _answered(questions, values, computed, cache, mark, position, commits, handle.changes)
-    finally:
-        cur.execute(parsed("ROLLBACK"))
+
+    return _one_snapshot(cur, handle, answered)
 
 
 def _look_up(
