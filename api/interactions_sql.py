@@ -186,6 +186,17 @@ def select_page_keys(condition: str, order: str) -> str:
     )
 
 
+def select_few_page_keys(condition: str, order: str) -> str:
+    """`select_page_keys` with a fourth column, every row's: how many rows pass `condition`. Only for
+    a question a kept count bounds to a few rows (`api.queries.FEW_ROWS`): DuckDB then reads them
+    through the key's serving index, where the top-N of `select_page_keys` and a `count(*)` each scan
+    the whole table; over many rows the window costs far more than both."""
+    return (
+        "SELECT CAST(uuid AS VARCHAR), CAST(event_id AS VARCHAR), row_version, count(*) OVER ()"
+        f" FROM interactions WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?"
+    )
+
+
 SELECT_ONE = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ?"
 # The rows of a list of uuids (`?`, text), in no particular order, found through the primary key's index.
 SELECT_BY_KEYS = f"SELECT {SELECT_LIST} FROM interactions WHERE uuid = ANY(?::UUID[])"

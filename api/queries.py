@@ -34,6 +34,12 @@ STREAM_ROWS = 1000
 # A streamed list's first rows (the whole conversations list, a long transcript), sent before the others
 # are sorted: the fewer, the sooner.
 STREAM_HEAD_ROWS = 1024
+# A page of a question that a kept count bounds to at most this many rows (a visitor's turns, a
+# session's) is read in one statement that counts them too (`interactions_sql.select_few_page_keys`).
+# Measured on a million turns (bench/README.md, "A visitor's page through its index"): below it that
+# statement costs 1.1-3 ms against 4.4-5.2 ms for a count and a top-N; past ~2,000 rows, DuckDB's limit
+# for reading through an index, it costs more.
+FEW_ROWS = 1000
 
 
 class PageNotFound(Exception):
@@ -99,6 +105,16 @@ def count_interactions(cur: duckdb.DuckDBPyConnection, filters: Filters) -> int:
     return _scalar(cur, sql.count(condition), params)
 
 
+def _kept_bound(cur: duckdb.DuckDBPyConnection, filters: Filters) -> int | None:
+    """The most rows `filters` can pass, from a count the fold keeps: the visitor's turns (user_stats)
+    or the session's (sessions); None when no such filter is given or the key has no kept row."""
+    if filters.user_slug is not None:
+        return _scalar_value(cur, agg.USER_TURNS, [filters.user_slug])
+    if filters.session_id is not None:
+        return _scalar_value(cur, agg.SESSION_TURNS, [filters.session_id])
+    return None
+
+
 def _day_window(by_day: list[tuple[date, int]], offset: int, limit: int) -> tuple[date, date, int] | None:
     """The days that hold rows [offset, offset + limit) of `by_day` (days in the page's order, with the
     rows each holds), and how many rows come before the first of those days: the page query then
@@ -133,6 +149,9 @@ def list_interactions(
         # A whole list counts itself: no separate count statement.
         rows = cur.execute(parsed(sql.select_all(condition, sql.order_by(ordering))), params).fetchall()
         return Page(len(rows), [sql.to_body(r) for r in rows], None, 1)
+    bound = _kept_bound(cur, filters)
+    if bound is not None and bound <= FEW_ROWS:
+        return _few_rows_page(cur, condition, params, sql.order_by(ordering), pagination, bound)
     expression = agg.daily_count_expression(filters)
     by_day: list[tuple[date, int]] | None = None
     if expression is not None and ordering[0].lstrip("-") == "created":
@@ -156,6 +175,30 @@ def list_interactions(
             params = [*params, window[0], window[1]]
             offset -= window[2]
     rows = _page_rows(cur, condition, params, sql.order_by(ordering), pagination.page_size, offset)
+    return Page(total, [sql.to_body(r) for r in rows], pagination, last)
+
+
+def _few_rows_page(
+    cur: duckdb.DuckDBPyConnection,
+    condition: str,
+    params: list[Any],
+    order: str,
+    pagination: Pagination,
+    bound: int,
+) -> Page:
+    """A page of the at most `bound` rows passing `condition`, its keys and their count in one statement.
+    No row at the page's offset means page 1 of nothing, or a page past the last (any page but the
+    first: its offset is then at least the count), which `_check_page` tells apart with a count of 0.
+    An offset past `bound` is not even asked for (it may be past what DuckDB's BIGINT holds)."""
+    offset = (pagination.page - 1) * pagination.page_size
+    if offset >= bound:
+        return Page(0, [], pagination, _check_page(0, pagination))
+    found = cur.execute(parsed(sql.select_few_page_keys(condition, order)), [*params, pagination.page_size, offset])
+    keyed = found.fetchall()
+    total = int(keyed[0][3]) if keyed else 0
+    last = _check_page(total, pagination)
+    keys = [(uuid, event, version) for uuid, event, version, _total in keyed]
+    rows = row_cache.rows(keys, lambda uuids: cur.execute(parsed(sql.SELECT_BY_KEYS), [uuids]).fetchall())
     return Page(total, [sql.to_body(r) for r in rows], pagination, last)
 
 

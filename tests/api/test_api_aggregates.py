@@ -144,3 +144,46 @@ def test_the_api_pages_agree_with_the_total(handle: ReadModelHandle) -> None:
         assert (
             c.get(f"{PREFIX}/kpi/", params={"severity": "critical"}, headers=AUTH).json()["interactions_total"] == total
         )
+
+
+def _pages(cur: duckdb.DuckDBPyConnection, filters: Filters, ordering: tuple[str, ...], size: int) -> list[Any]:
+    """Every page of `filters` in `ordering` by `size`, and the page past the last: (count, last page,
+    rows as served) of each, or "not found"."""
+    pages: list[Any] = []
+    n = 1
+    while True:
+        try:
+            page = queries.list_interactions(cur, filters, ordering, Pagination(n, size))
+        except queries.PageNotFound:
+            pages.append("not found")
+            return pages
+        pages.append((page.total, page.last_page, encoding.dumps(page.rows)))
+        n += 1
+
+
+def test_a_page_of_few_turns_counted_with_its_keys_equals_the_count_then_the_page(
+    cur: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A visitor's or a session's page, when their kept count is small, is read in one statement that
+    # also counts (queries._few_rows_page); otherwise by a count and a top-N. Every page of every
+    # visitor, of some sessions, narrowed by other filters too, and the page past the last.
+    visitors = [u for (u,) in cur.execute("SELECT user_slug FROM user_stats ORDER BY user_slug").fetchall()]
+    sessions = [s for (s,) in cur.execute("SELECT session_id FROM sessions ORDER BY turns DESC LIMIT 8").fetchall()]
+    assert len(visitors) >= 5 and max(queries._kept_bound(cur, Filters(user_slug=u)) or 0 for u in visitors) > 20
+    cases = [
+        *(Filters(user_slug=u) for u in visitors),
+        *(Filters(user_slug=u, created_from=date(2026, 11, 21), created_to=date(2026, 11, 22)) for u in visitors[:5]),
+        *(Filters(user_slug=u, severity="none") for u in visitors[:5]),
+        *(Filters(session_id=s) for s in sessions),
+        Filters(session_id=sessions[0], is_flagged=False),
+        Filters(user_slug=visitors[0], created_from=date(2030, 1, 1)),  # a visitor with nothing in range
+    ]
+    for filters in cases:
+        assert queries._kept_bound(cur, filters) is not None, filters
+        for ordering, size in ((("-created",), 7), (("created", "-result_count"), 3), (("-result_count",), 50)):
+            monkeypatch.setattr(queries, "FEW_ROWS", 0)
+            general = _pages(cur, filters, ordering, size)
+            monkeypatch.setattr(queries, "FEW_ROWS", 10**9)
+            counted = _pages(cur, filters, ordering, size)
+            assert counted == general, (filters, ordering, size)
+            assert general[-1] == "not found"

@@ -23,18 +23,25 @@ def _indexes(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {name for (name,) in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
 
 
-def test_a_served_file_gets_the_session_index_and_the_fold_keeps_it_up_to_date(tmp_path: Path) -> None:
+SERVING = {"interactions_session_id", "interactions_user_slug"}
+
+
+def test_a_served_file_gets_the_serving_indexes_and_the_fold_keeps_them_up_to_date(tmp_path: Path) -> None:
     path = tmp_path / "rm.duckdb"
     con = connect(path)
-    early = [turn("s1", at=AT), turn("s2", at=AT.replace(minute=1))]
+    early = [turn("s1", at=AT, user_slug="ann"), turn("s2", at=AT.replace(minute=1))]
     apply_batch(con, to_records(early))
-    assert "interactions_session_id" not in _indexes(con)  # a rebuild does not pay for it
+    assert not SERVING & _indexes(con)  # a rebuild does not pay for them
 
     handle = ReadModelHandle(con, path)
-    assert "interactions_session_id" in _indexes(con)
+    assert _indexes(con) >= SERVING
     client = make_client(handle)
-    late = turn("s1", at=AT.replace(minute=2))
+    late = turn("s1", at=AT.replace(minute=2), user_slug="ann")
     apply_batch(con, to_records([late], start=2))
+
+    page = client.get(f"{PREFIX}/by-user/ann/", params={"page_size": 1, "page": 2}, headers=AUTH)
+    assert [r["uuid"] for r in page.json()] == [late["data"]["interaction_uuid"]]  # oldest first
+    assert page.headers["X-Result-Count"] == "2"
 
     body = client.get(f"{PREFIX}/by-session/s1/", headers=AUTH)
     assert [r["uuid"] for r in body.json()] == [early[0]["data"]["interaction_uuid"], late["data"]["interaction_uuid"]]
@@ -47,7 +54,7 @@ def test_the_next_file_of_a_switch_is_served_with_the_same_settings(tmp_path: Pa
     handle = ReadModelHandle(connect(tmp_path / "a.duckdb"), tmp_path / "a.duckdb")
     new = connect(tmp_path / "b.duckdb")
     handle.swap(new, tmp_path / "b.duckdb").close()
-    assert "interactions_session_id" in _indexes(new)
+    assert _indexes(new) >= SERVING
     assert new.execute("SELECT current_setting('threads')").fetchone() == (1,)
 
 
@@ -60,7 +67,7 @@ def test_a_read_only_file_is_served_as_it_is(tmp_path: Path) -> None:
 
     read_only = duckdb.connect(str(path), read_only=True)
     client = make_client(ReadModelHandle(read_only, path))
-    assert "interactions_session_id" not in _indexes(read_only)
+    assert not SERVING & _indexes(read_only)
     assert [r["uuid"] for r in client.get(f"{PREFIX}/by-session/s1/", headers=AUTH).json()] == [
         first["data"]["interaction_uuid"]
     ]
