@@ -36,10 +36,10 @@ STREAM_ROWS = 1000
 STREAM_HEAD_ROWS = 1024
 # A page of a question that a kept count bounds to at most this many rows (a visitor's turns, a
 # session's) is read in one statement that counts them too (`interactions_sql.select_few_page_keys`).
-# Measured on a million turns (bench/README.md, "A visitor's page through its index"): below it that
-# statement costs 1.1-3 ms against 4.4-5.2 ms for a count and a top-N; past ~2,000 rows, DuckDB's limit
-# for reading through an index, it costs more.
-FEW_ROWS = 1000
+# Measured on a million turns (bench/README.md, "A visitor's page through its index"): up to it that
+# statement costs 1.2-5.4 ms against 4.4-6.9 ms for a count and a top-N; past DuckDB's limit for reading
+# through an index (`index_scan_max_count`, 2,048 rows) it scans, and costs more than both.
+FEW_ROWS = 2000
 
 
 class PageNotFound(Exception):
