@@ -1,11 +1,13 @@
 """Bodies too large to build in memory, streamed: a CSV export, a long transcript, the whole conversations list.
 
-A `RowStream` holds one read lease and one DuckDB read transaction for the whole response: the count
+A `RowStream` holds one read lease and one DuckDB read transaction until its last row is read: the count
 sent in `X-Result-Count`, the position sent in its header and every row come from one snapshot (one
 projector commit), whatever commits while the body is sent. The rows leave DuckDB as Arrow record batches
-of `BATCH_ROWS` rows; each is rendered (`Renderer`) and sent before the next is read, so the memory of a
-response stays bounded by a batch whatever its size, and the first bytes leave as soon as the first batch
-is rendered. The read lease is held until the last row is sent (a blue/green switch waits for it).
+of `BATCH_ROWS` rows, each rendered (`Renderer`) in turn. A thread of the response reads them as fast as
+DuckDB gives them into a `Spool` (`api.spool`: a few MB in memory, the rest in a temporary file), which
+the client takes them from at its own pace: the first bytes leave as soon as the first batch is rendered,
+and the transaction and the lease (a blue/green switch waits for it) last as long as DuckDB's reading,
+however slowly the client reads.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import duckdb
 import pyarrow as pa
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.params import POSITION_HEADER
 from api.snapshot_cache import snapshot_state
+from api.spool import Spool
 from schemas.position import Position
 from serving.handle import ReadModelHandle
 from serving.parsed import parsed
@@ -184,28 +186,49 @@ class RowStream:
             self._stack.close()
 
 
+def _read_into(stream: RowStream, spool: Spool) -> None:
+    """Every chunk of `stream` into `spool`, at DuckDB's pace, then the stream closed (its transaction
+    and lease end with its last row); stops early when the client has gone."""
+    try:
+        while (chunk := stream.next_chunk()) is not None:
+            if chunk and not spool.put(chunk):
+                break
+    except BaseException as exc:  # noqa: BLE001 - handed to the response, which breaks off there
+        spool.finish(exc)
+    else:
+        spool.finish()
+    finally:
+        stream.close()
+
+
 class StreamedResponse(StreamingResponse):
-    """Streams a `RowStream` and always ends it, also when the client goes away mid-way."""
+    """Streams a `RowStream` through a `Spool` (`api.spool`): a thread reads the rows as fast as DuckDB
+    gives them, the client takes them at its own pace; the stream always ends, also when the client
+    goes away mid-way."""
 
     def __init__(self, stream: RowStream, media_type: str, headers: Mapping[str, str] | None = None) -> None:
+        self._stream = stream
+        self._spool = Spool()
+
         async def chunks():  # noqa: ANN202 - an async generator of bytes
-            while (chunk := await run_in_threadpool(stream.next_chunk)) is not None:
-                if chunk:
-                    yield chunk
+            while (chunk := await run_in_threadpool(self._spool.get)) is not None:
+                yield chunk
 
         super().__init__(
             chunks(),
             media_type=media_type,
             headers={"X-Result-Count": str(stream.total), POSITION_HEADER: stream.position.token(), **(headers or {})},
         )
-        self._stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        reader = threading.Thread(
+            target=_read_into, args=(self._stream, self._spool), name="stream-reader", daemon=True
+        )
+        reader.start()
         try:
             await super().__call__(scope, receive, send)
         finally:
-            with anyio.CancelScope(shield=True):
-                await run_in_threadpool(self._stream.close)
+            self._spool.abandon()
 
 
 async def respond(
