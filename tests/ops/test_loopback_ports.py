@@ -11,6 +11,7 @@ connection can be given, and that a port held to refuse connections does refuse 
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,28 @@ def test_a_held_refusing_port_refuses_connections_and_nobody_else_can_bind_it() 
             other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and Kafka bind
             other.bind(("127.0.0.1", port))
             other.listen()
+
+
+def test_a_port_that_answers_other_than_http_is_not_a_ready_replica(tmp_path: Path) -> None:
+    # What the first test once met: polling /readyz on a port of the ephemeral range, the probe's own
+    # connection was given that port, and TCP connected it to itself: the answer was the request.
+    with socket.create_server(("127.0.0.1", 0)) as echo:
+
+        def answer() -> None:
+            conn, _ = echo.accept()
+            with conn:
+                conn.sendall(conn.recv(4096))
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        replica = Replica(
+            name="replica-echo",
+            port=echo.getsockname()[1],
+            db=tmp_path / "unused.duckdb",
+            group_id="unused",
+            bootstrap_servers="127.0.0.1:1",
+            topic="unused",
+            log=tmp_path / "unused.log",
+        )
+        assert replica.ready() is False
+        thread.join(10)
