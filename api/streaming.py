@@ -90,7 +90,8 @@ def _values_end_to_end(column: pa.Array, skip: int) -> bytes:
 
 
 class RowStream:
-    """One stream's lease, transaction and Arrow reader; every method runs in the threadpool.
+    """One stream's lease, transaction and Arrow reader: made in the threadpool, then read and closed by
+    one thread, the response's (`_read_into`).
 
     With `count` None, the query's last column is the number of rows (`count(*) OVER ()`): one pass
     where counting apart would compute an expensive relation twice. The first batch is then read here,
@@ -108,13 +109,11 @@ class RowStream:
         self._renderer = renderer
         self._first = True
         self._ended = False
-        # `next_chunk` and `close` one at a time: a request cut short is closed from another thread while
-        # the thread reading its next chunk goes on (a thread cannot be cancelled), and that chunk must
-        # not open the rest of the rows on a cursor its lease has already given back.
-        self._turn = threading.Lock()
         self._ahead: pa.RecordBatch | None = None
-        # A cursor of its own, closed at the end: a request cut short can leave a chunk still being read
-        # in another thread when the stream is closed (`serving.handle.ReadModelHandle.reading`).
+        # A cursor of its own, closed at the end rather than lent again (`serving.handle.ReadModelHandle.
+        # reading`). Since a5b98af, when a stream cut short was closed from one thread while another still
+        # read its next chunk; one thread now does both, but a long, rare stream gains nothing from a
+        # pooled cursor.
         cur = self._stack.enter_context(handle.reading(reuse=False))
         cur.execute(parsed("BEGIN TRANSACTION"))
         self._stack.callback(cur.execute, "ROLLBACK")
@@ -158,10 +157,7 @@ class RowStream:
             return batch
 
     def next_chunk(self) -> bytes | None:
-        with self._turn:
-            return self._next_chunk()
-
-    def _next_chunk(self) -> bytes | None:
+        """The body's next bytes; None at its end, and for a chunk asked for after `close`."""
         if self._ended:
             return None
         batch, self._ahead = (self._ahead, None) if self._ahead is not None else (self._next_batch(), None)
@@ -181,9 +177,8 @@ class RowStream:
         return chunk
 
     def close(self) -> None:
-        with self._turn:
-            self._ended = True
-            self._stack.close()
+        self._ended = True
+        self._stack.close()
 
 
 def _read_into(stream: RowStream, spool: Spool) -> None:

@@ -119,9 +119,9 @@ def test_a_list_sent_as_first_rows_then_the_rest_is_the_same_list(
 def test_a_chunk_asked_after_the_stream_was_closed_reads_nothing(
     served: tuple[TestClient, ReadModelHandle], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A request cut short is closed from one thread while another may still ask for its next chunk (a
-    thread cannot be cancelled): that chunk must not open the rest of the rows on a cursor the stream's
-    lease has given back, where the open result would hold a transaction for good."""
+    """A chunk asked for after `close` must not open the rest of the rows on a cursor the stream's lease
+    has given back, where the open result would hold a transaction for good. (Until the spool, a request
+    cut short was closed from one thread while another could still ask for its next chunk.)"""
     _client, handle = served
     monkeypatch.setattr(queries, "STREAM_HEAD_ROWS", 1)
     stream = streaming.RowStream(
