@@ -197,8 +197,7 @@ def _few_rows_page(
     keyed = found.fetchall()
     total = int(keyed[0][3]) if keyed else 0
     last = _check_page(total, pagination)
-    keys = [(uuid, event, version) for uuid, event, version, _total in keyed]
-    rows = row_cache.rows(keys, lambda uuids: cur.execute(parsed(sql.SELECT_BY_KEYS), [uuids]).fetchall())
+    rows = _rows_by_keys(cur, [(uuid, event, version) for uuid, event, version, _total in keyed])
     return Page(total, [sql.to_body(r) for r in rows], pagination, last)
 
 
@@ -208,6 +207,11 @@ def _page_rows(
     """The selected rows of one page, in order: the page's keys first, then the rows the row cache does
     not hold for those keys by key (`interactions_sql.select_page_keys`), both in the request's snapshot."""
     keys = cur.execute(parsed(sql.select_page_keys(condition, order)), [*params, limit, offset]).fetchall()
+    return _rows_by_keys(cur, keys)
+
+
+def _rows_by_keys(cur: duckdb.DuckDBPyConnection, keys: list[row_cache.RowKey]) -> list[tuple[Any, ...]]:
+    """The selected rows of a page's keys, in order: from the row cache, and the others by uuid."""
     return row_cache.rows(keys, lambda uuids: cur.execute(parsed(sql.SELECT_BY_KEYS), [uuids]).fetchall())
 
 
